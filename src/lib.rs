@@ -1,0 +1,24 @@
+//! lightpath: a live-video CDN relay and acceleration overlay.
+//!
+//! Live streams pushed by publishers into origin nodes travel hop by hop over a QUIC mesh, along the
+//! lowest-latency paths, to edge nodes that serve viewers. The crate is laid out as the data path
+//! (`origin` -> `mesh` + `cache` -> `edge`), the control path (`routing`, and later `control`), and the pure
+//! core that both the live node and the simulator drive (`routing`, `wire`, `hls`): no sockets, no clock,
+//! no tokio there.
+#![forbid(unsafe_code)]
+
+pub mod ca;
+pub mod cache;
+pub mod config;
+pub mod demo;
+pub mod edge;
+pub mod hls;
+pub mod http;
+pub mod id;
+pub mod mesh;
+pub mod node;
+pub mod origin;
+pub mod routing;
+pub mod telemetry;
+pub mod topology;
+pub mod wire;
