@@ -1,1 +1,220 @@
-//! TODO
+//! The mesh certificate authority and the TLS configurations built from it.
+//!
+//! `lightpath ca init` creates a CA key and self-signed certificate; `lightpath ca issue` signs a node
+//! certificate whose only subject name is the node's id (a DNS name). Nodes then speak mutual TLS:
+//! each side's chain must lead to the mesh CA, and the dialer checks that the server's certificate names
+//! the node it meant to reach. The accepting side learns who dialed from the certificate itself
+//! ([`peer_node_id`]), never from anything the peer says.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+use crate::id::NodeId;
+
+/// ALPN protocol id of the mesh protocol.
+pub const ALPN: &[u8] = b"lightpath/1";
+
+/// A CA certificate and key in PEM.
+pub struct CaFiles {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// A node's certificate chain (node certificate, then the CA certificate) and key, in PEM.
+pub struct NodeFiles {
+    pub chain_pem: String,
+    pub key_pem: String,
+}
+
+/// Creates a new mesh CA valid for ten years.
+pub fn create_ca(name: &str) -> Result<CaFiles> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(3650);
+    let key = KeyPair::generate().context("generating the CA key")?;
+    let cert = params.self_signed(&key).context("self-signing the CA certificate")?;
+    Ok(CaFiles { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+}
+
+/// Issues a certificate for `node`, valid for `days`, signed by the CA.
+pub fn issue(ca: &CaFiles, node: &NodeId, days: i64) -> Result<NodeFiles> {
+    let ca_key = KeyPair::from_pem(&ca.key_pem).context("reading the CA key")?;
+    let ca_params =
+        CertificateParams::from_ca_cert_pem(&ca.cert_pem).context("reading the CA certificate")?;
+    let ca_cert = ca_params.self_signed(&ca_key).context("loading the CA")?;
+    let mut params = CertificateParams::new(vec![node.as_str().to_owned()])
+        .with_context(|| format!("node id {node} is not a valid certificate name"))?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, node.as_str());
+    params.distinguished_name = dn;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages =
+        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(days);
+    let key = KeyPair::generate().context("generating the node key")?;
+    let cert = params.signed_by(&key, &ca_cert, &ca_key).context("signing the node certificate")?;
+    Ok(NodeFiles { chain_pem: format!("{}{}", cert.pem(), ca.cert_pem), key_pem: key.serialize_pem() })
+}
+
+/// The CA's files in `dir`: `ca.pem` and `ca.key`.
+pub fn ca_paths(dir: &Path) -> (PathBuf, PathBuf) {
+    (dir.join("ca.pem"), dir.join("ca.key"))
+}
+
+/// `lightpath ca init --dir DIR`: writes a new CA, refusing to overwrite one.
+pub fn init_dir(dir: &Path) -> Result<()> {
+    let (cert, key) = ca_paths(dir);
+    if cert.exists() || key.exists() {
+        bail!("{} already holds a CA; refusing to overwrite it", dir.display());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let ca = create_ca("lightpath mesh CA")?;
+    write_private(&key, &ca.key_pem)?;
+    std::fs::write(&cert, &ca.cert_pem).with_context(|| format!("writing {}", cert.display()))?;
+    Ok(())
+}
+
+/// `lightpath ca issue --dir DIR --node ID`: writes `ID.pem` (chain) and `ID.key` into `out`.
+pub fn issue_into(dir: &Path, node: &NodeId, out: &Path, days: i64) -> Result<(PathBuf, PathBuf)> {
+    let (cert, key) = ca_paths(dir);
+    let ca = CaFiles {
+        cert_pem: std::fs::read_to_string(&cert)
+            .with_context(|| format!("reading {}", cert.display()))?,
+        key_pem: std::fs::read_to_string(&key)
+            .with_context(|| format!("reading {}", key.display()))?,
+    };
+    let files = issue(&ca, node, days)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let chain = out.join(format!("{node}.pem"));
+    let node_key = out.join(format!("{node}.key"));
+    std::fs::write(&chain, &files.chain_pem)
+        .with_context(|| format!("writing {}", chain.display()))?;
+    write_private(&node_key, &files.key_pem)?;
+    Ok((chain, node_key))
+}
+
+fn write_private(path: &Path, pem: &str) -> Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path).with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(pem.as_bytes()).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The TLS material a node runs with, parsed.
+#[derive(Clone)]
+pub struct Identity {
+    pub ca: CertificateDer<'static>,
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: Arc<PrivateKeyDer<'static>>,
+}
+
+impl Identity {
+    /// Parses PEM text: the CA certificate, the node's chain and its key.
+    pub fn from_pem(ca_pem: &str, chain_pem: &str, key_pem: &str) -> Result<Self> {
+        let ca = rustls_pemfile::certs(&mut ca_pem.as_bytes())
+            .next()
+            .context("no certificate in the CA file")?
+            .context("bad PEM in the CA file")?;
+        let chain = rustls_pemfile::certs(&mut chain_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .context("bad PEM in the certificate file")?;
+        if chain.is_empty() {
+            bail!("no certificate in the certificate file");
+        }
+        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+            .context("bad PEM in the key file")?
+            .context("no private key in the key file")?;
+        Ok(Self { ca, chain, key: Arc::new(key) })
+    }
+
+    /// Reads the three PEM files.
+    pub fn load(ca: &Path, cert: &Path, key: &Path) -> Result<Self> {
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+        };
+        Self::from_pem(&read(ca)?, &read(cert)?, &read(key)?)
+    }
+
+    fn roots(&self) -> Result<Arc<rustls::RootCertStore>> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.clone()).context("the CA certificate is not usable as a trust anchor")?;
+        Ok(Arc::new(roots))
+    }
+
+    /// The QUIC server side: only clients with a certificate from the mesh CA complete the handshake.
+    pub fn server_config(&self) -> Result<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(self.roots()?, provider.clone())
+                .build()
+                .context("building the client-certificate verifier")?;
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .context("the node certificate does not match its key")?;
+        cfg.alpn_protocols = vec![ALPN.to_vec()];
+        Ok(cfg)
+    }
+
+    /// The QUIC client side: presents the node certificate and accepts only servers from the mesh CA.
+    pub fn client_config(&self) -> Result<rustls::ClientConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(self.roots()?)
+            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
+            .context("the node certificate does not match its key")?;
+        cfg.alpn_protocols = vec![ALPN.to_vec()];
+        Ok(cfg)
+    }
+}
+
+/// Which of `candidates` the (already CA-verified) end-entity certificate names, if any.
+pub fn peer_node_id<'a>(
+    cert: &CertificateDer<'_>,
+    candidates: impl IntoIterator<Item = &'a NodeId>,
+) -> Option<NodeId> {
+    let ee = webpki::EndEntityCert::try_from(cert).ok()?;
+    candidates.into_iter().find_map(|id| {
+        let name = ServerName::try_from(id.as_str()).ok()?;
+        ee.verify_is_valid_for_subject_name(&name).ok().map(|_| id.clone())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_certificate_names_its_node_only() {
+        let ca = create_ca("test CA").unwrap();
+        let a = NodeId::new("relay-a").unwrap();
+        let b = NodeId::new("relay-b").unwrap();
+        let files = issue(&ca, &a, 30).unwrap();
+        let id = Identity::from_pem(&ca.cert_pem, &files.chain_pem, &files.key_pem).unwrap();
+        assert_eq!(id.chain.len(), 2);
+        assert_eq!(peer_node_id(&id.chain[0], [&b, &a]), Some(a.clone()));
+        assert_eq!(peer_node_id(&id.chain[0], [&b]), None);
+        id.server_config().unwrap();
+        id.client_config().unwrap();
+    }
+}
