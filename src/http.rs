@@ -1,1 +1,178 @@
-//! TODO
+//! What every HTTP-facing part shares: the accept loop, the `/live/{stream}/{file}` path rule, and
+//! response helpers.
+//!
+//! A node serves HTTP/1.1 and HTTP/2 (cleartext, prior knowledge or upgrade-free) on one listener that its
+//! caller binds, so tests own the port. Paths are parsed strictly: each segment is percent-decoded and must
+//! then be a valid [`StreamName`] / [`ObjectName`], so `..`, `%2e%2e`, empty segments (absolute paths),
+//! slashes and NUL never reach the cache.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::id::{ObjectName, StreamName};
+
+/// The response type every handler returns.
+pub type Reply = Response<Full<Bytes>>;
+
+/// A request handler: one per server, shared by all connections.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request. Never fails: every error is a status.
+    fn handle(
+        self: Arc<Self>,
+        req: http::Request<Incoming>,
+    ) -> impl Future<Output = Reply> + Send + 'static;
+}
+
+/// Serves HTTP/1.1 and HTTP/2 on `listener` until `shutdown` completes.
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let handler = handler.clone();
+                async move { Ok::<_, Infallible>(handler.handle(req).await) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+                tracing::debug!(%remote, error = %e, "http connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Why a `/live/...` path was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// The path is not under `/live/`: 404.
+    #[error("no such resource")]
+    NotLive,
+    /// The path is under `/live/` but malformed or unsafe: 400.
+    #[error("bad path: {0}")]
+    Bad(String),
+}
+
+impl PathError {
+    /// The status a client sees.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            PathError::NotLive => StatusCode::NOT_FOUND,
+            PathError::Bad(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// Parses `/live/{stream}/{file}` from a raw (still percent-encoded) request path.
+pub fn live_path(raw: &str) -> Result<(StreamName, ObjectName), PathError> {
+    let Some(rest) = raw.strip_prefix("/live/") else {
+        return Err(PathError::NotLive);
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    let [stream, file] = parts[..] else {
+        return Err(PathError::Bad(format!("expected /live/STREAM/FILE, got {raw:?}")));
+    };
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| PathError::Bad(format!("{s:?} is not UTF-8 once decoded")))
+    };
+    let stream = StreamName::new(decode(stream)?).map_err(|e| PathError::Bad(e.to_string()))?;
+    let file = ObjectName::new(decode(file)?).map_err(|e| PathError::Bad(e.to_string()))?;
+    Ok((stream, file))
+}
+
+/// A plain-text reply with `status` and a one-line reason.
+pub fn text(status: StatusCode, body: impl Into<String>) -> Reply {
+    let mut body = body.into();
+    body.push('\n');
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
+/// The MIME type of a file name, by its extension.
+pub fn content_type(name: &ObjectName) -> &'static str {
+    let ext = name.as_str().rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("m3u8") => "application/vnd.apple.mpegurl",
+        Some("ts") => "video/mp2t",
+        Some("m4s") => "video/iso.segment",
+        Some("mp4") => "video/mp4",
+        Some("m4a") => "audio/mp4",
+        Some("aac") => "audio/aac",
+        Some("vtt") => "text/vtt",
+        Some("webvtt") => "text/vtt",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Whether a name is a playlist (it changes under the same name; everything else is immutable).
+pub fn is_playlist(name: &ObjectName) -> bool {
+    name.as_str().to_ascii_lowercase().ends_with(".m3u8")
+}
+
+/// Counts a reply in `lightpath_http_requests_total{node,method,status}`.
+pub fn count(node: &str, method: &http::Method, status: StatusCode) {
+    metrics::counter!(
+        "lightpath_http_requests_total",
+        "node" => node.to_owned(),
+        "method" => method.as_str().to_owned(),
+        "status" => status.as_str().to_owned()
+    )
+    .increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_paths_are_strict() {
+        let (s, f) = live_path("/live/shop1/seg%2D1.ts").unwrap();
+        assert_eq!((s.as_str(), f.as_str()), ("shop1", "seg-1.ts"));
+        for bad in [
+            "/live/a/..",
+            "/live/a/%2e%2e",
+            "/live/a/%2E%2E",
+            "/live/../etc",
+            "/live//etc",
+            "/live/a/b/c",
+            "/live/a/x%00y",
+            "/live/a/%2fetc%2fpasswd",
+            "/live/a/.hidden",
+            "/live/a/",
+            "/live/a/%ff",
+        ] {
+            assert!(matches!(live_path(bad), Err(PathError::Bad(_))), "{bad} accepted");
+        }
+        assert_eq!(live_path("/etc/passwd"), Err(PathError::NotLive));
+    }
+}

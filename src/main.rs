@@ -1,1 +1,133 @@
-fn main() {}
+//! The `lightpath` command: parses the command line and runs one of the library's entry points.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use lightpath::id::NodeId;
+use lightpath::telemetry::{init_logging, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "lightpath", version, about = "Live-video CDN relay overlay over a QUIC mesh")]
+struct Cli {
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a whole demo mesh in this process, with a built-in live stream.
+    Demo {
+        /// The topology to run.
+        #[arg(long, default_value = "topology/demo.toml")]
+        topology: PathBuf,
+    },
+    /// Run one mesh node.
+    Node {
+        /// The node's config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// The mesh certificate authority.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Validate a file and explain every error.
+    #[command(subcommand)]
+    Check(CheckCommand),
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create a new CA (ca.pem, ca.key) in DIR.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Issue a certificate for a node: writes NODE.pem and NODE.key.
+    Issue {
+        /// The CA's folder.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The node id the certificate names.
+        #[arg(long)]
+        node: NodeId,
+        /// Where to write the files (default: the CA's folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 397)]
+        days: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum CheckCommand {
+    /// A topology file.
+    Topology { file: PathBuf },
+    /// A node config file (and the topology it names).
+    Config { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Check(what) => {
+            let checked = match &what {
+                CheckCommand::Topology { file } => lightpath::topology::check_topology(file),
+                CheckCommand::Config { file } => lightpath::config::check_config(file),
+            };
+            match checked {
+                Ok(summary) => {
+                    println!("{summary}");
+                    Ok(())
+                }
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    anyhow::bail!("{} error(s) in {}", errors.errors.len(), errors.file)
+                }
+            }
+        }
+        Command::Ca(CaCommand::Init { dir }) => {
+            lightpath::ca::init_dir(&dir)?;
+            println!("created the mesh CA in {}", dir.display());
+            Ok(())
+        }
+        Command::Ca(CaCommand::Issue { dir, node, out, days }) => {
+            let (cert, key) = lightpath::ca::issue_into(&dir, &node, out.as_ref().unwrap_or(&dir), days)?;
+            println!("issued {} and {}", cert.display(), key.display());
+            Ok(())
+        }
+        Command::Node { config } => runtime()?.block_on(async {
+            let (cfg, topology) = lightpath::config::NodeConfig::load(&config)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let listeners = lightpath::node::Listeners::bind(&cfg, &topology).await?;
+            let params = lightpath::node::NodeParams::from_config(cfg, topology)?;
+            lightpath::node::run(params, listeners, ctrl_c()).await
+        }),
+        Command::Demo { topology } => runtime()?.block_on(lightpath::demo::run(topology, ctrl_c())),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")
+}
+
+async fn ctrl_c() {
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("stopping");
+}

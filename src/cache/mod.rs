@@ -1,1 +1,259 @@
-//! TODO
+//! The live-window object store every node keeps.
+//!
+//! Each node holds, per stream, the newest version of every object that passed through it (segments, parts,
+//! playlists), bounded in bytes across all streams. When the bound is exceeded the oldest objects go first,
+//! but the newest object of every stream is always kept, so a new or rerouted subscriber is served at once.
+//! Waiters (an edge's viewer asking for a segment that is still on its way) park on the stream's change
+//! counter and look again whenever an object lands.
+//!
+//! The cache knows nothing of HLS or QUIC: objects are named bytes with a header.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::id::{ObjectName, StreamName};
+use crate::wire::ObjectHeader;
+
+/// A named object and its bytes.
+#[derive(Debug)]
+pub struct Object {
+    pub header: ObjectHeader,
+    pub body: Bytes,
+}
+
+/// What [`Cache::insert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// The object is new (or a newer version of its name).
+    New,
+    /// The cache already held this version or a newer one; nothing changed.
+    Duplicate,
+}
+
+#[derive(Default)]
+struct LiveWindow {
+    /// Each name's newest version and its stamp in the eviction order.
+    objects: HashMap<ObjectName, (u64, Arc<Object>)>,
+    newest_seq: u64,
+}
+
+struct Inner {
+    streams: HashMap<StreamName, LiveWindow>,
+    /// Eviction order: (seq stamped at insertion, stream, name).
+    order: BTreeMap<u64, (StreamName, ObjectName)>,
+    changes: HashMap<StreamName, watch::Sender<u64>>,
+    bytes: u64,
+    next_stamp: u64,
+}
+
+/// The byte-bounded live-window store. Cheap to share: clone the `Arc`.
+pub struct Cache {
+    max_bytes: u64,
+    node: String,
+    inner: Mutex<Inner>,
+}
+
+impl Cache {
+    /// A cache holding at most `max_bytes` of object bodies (beyond each stream's newest object).
+    /// `node` labels its metrics.
+    pub fn new(max_bytes: u64, node: &str) -> Arc<Self> {
+        Arc::new(Self {
+            max_bytes,
+            node: node.to_owned(),
+            inner: Mutex::new(Inner {
+                streams: HashMap::new(),
+                order: BTreeMap::new(),
+                changes: HashMap::new(),
+                bytes: 0,
+                next_stamp: 0,
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that matters more
+        // than losing the node, so keep serving.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores an object unless this version (or a newer one) of its name is already here.
+    pub fn insert(&self, object: Arc<Object>) -> Inserted {
+        let mut inner = self.lock();
+        let stream = object.header.stream.clone();
+        let name = object.header.name.clone();
+        let stamp = inner.next_stamp;
+        let window = inner.streams.entry(stream.clone()).or_default();
+        if let Some((_, old)) = window.objects.get(&name) {
+            if old.header.version >= object.header.version {
+                return Inserted::Duplicate;
+            }
+        }
+        window.newest_seq = window.newest_seq.max(object.header.seq);
+        let size = object.body.len() as u64;
+        let old = window.objects.insert(name.clone(), (stamp, object));
+        if let Some((old_stamp, old)) = old {
+            inner.bytes -= old.body.len() as u64;
+            inner.order.remove(&old_stamp);
+        }
+        inner.bytes += size;
+        inner.next_stamp += 1;
+        inner.order.insert(stamp, (stream.clone(), name));
+        self.evict(&mut inner);
+        let sender = inner.changes.entry(stream).or_insert_with(|| watch::channel(0).0);
+        sender.send_modify(|n| *n += 1);
+        metrics::gauge!("lightpath_cache_bytes", "node" => self.node.clone()).set(inner.bytes as f64);
+        Inserted::New
+    }
+
+    fn evict(&self, inner: &mut Inner) {
+        let mut skipped = Vec::new();
+        while inner.bytes > self.max_bytes {
+            let Some((stamp, (stream, name))) = inner.order.pop_first() else { break };
+            let Some(window) = inner.streams.get_mut(&stream) else { continue };
+            let Some((_, obj)) = window.objects.get(&name) else { continue };
+            if obj.header.seq == window.newest_seq {
+                skipped.push((stamp, (stream, name)));
+                continue;
+            }
+            let size = obj.body.len() as u64;
+            window.objects.remove(&name);
+            inner.bytes -= size;
+            metrics::counter!("lightpath_cache_evictions_total", "node" => self.node.clone())
+                .increment(1);
+        }
+        inner.order.extend(skipped);
+    }
+
+    /// The newest version of `name` in `stream`, if held.
+    pub fn get(&self, stream: &StreamName, name: &ObjectName) -> Option<Arc<Object>> {
+        self.lock().streams.get(stream)?.objects.get(name).map(|(_, o)| o.clone())
+    }
+
+    /// Every object of a stream, oldest first (by origin sequence).
+    pub fn window(&self, stream: &StreamName) -> Vec<Arc<Object>> {
+        let inner = self.lock();
+        let mut all: Vec<_> =
+            inner.streams.get(stream).map(|w| w.objects.values().map(|(_, o)| o.clone()).collect()).unwrap_or_default();
+        all.sort_by_key(|o| o.header.seq);
+        all
+    }
+
+    /// Whether the cache holds anything of `stream`.
+    pub fn has_stream(&self, stream: &StreamName) -> bool {
+        self.lock().streams.get(stream).is_some_and(|w| !w.objects.is_empty())
+    }
+
+    /// Removes one object (a publisher's DELETE). Returns whether it was there.
+    pub fn remove(&self, stream: &StreamName, name: &ObjectName) -> bool {
+        let mut inner = self.lock();
+        let Some(window) = inner.streams.get_mut(stream) else { return false };
+        let Some((stamp, obj)) = window.objects.remove(name) else { return false };
+        inner.bytes -= obj.body.len() as u64;
+        inner.order.remove(&stamp);
+        true
+    }
+
+    /// Waits up to `timeout` for `name` to arrive in `stream`.
+    pub async fn wait_for(
+        &self,
+        stream: &StreamName,
+        name: &ObjectName,
+        timeout: Duration,
+    ) -> Option<Arc<Object>> {
+        let mut changes = {
+            let mut inner = self.lock();
+            let rx =
+                inner.changes.entry(stream.clone()).or_insert_with(|| watch::channel(0).0).subscribe();
+            if let Some((_, obj)) = inner.streams.get(stream).and_then(|w| w.objects.get(name)) {
+                return Some(obj.clone());
+            }
+            rx
+        };
+        let wait = async {
+            loop {
+                if changes.changed().await.is_err() {
+                    return None;
+                }
+                if let Some(obj) = self.get(stream, name) {
+                    return Some(obj);
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok().flatten()
+    }
+
+    /// Bytes of object bodies held.
+    pub fn bytes(&self) -> u64 {
+        self.lock().bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(stream: &str, name: &str, seq: u64, len: usize) -> Arc<Object> {
+        Arc::new(Object {
+            header: ObjectHeader {
+                stream: StreamName::new(stream).unwrap(),
+                name: ObjectName::new(name).unwrap(),
+                version: seq,
+                seq,
+                content_type: "video/mp2t".into(),
+                duration_ms: 0,
+                born_unix_ms: 0,
+                len: len as u64,
+            },
+            body: Bytes::from(vec![0u8; len]),
+        })
+    }
+
+    #[test]
+    fn evicts_oldest_but_keeps_each_streams_newest() {
+        let cache = Cache::new(250, "t");
+        assert_eq!(cache.insert(obj("a", "s1.ts", 1, 100)), Inserted::New);
+        assert_eq!(cache.insert(obj("a", "s2.ts", 2, 100)), Inserted::New);
+        assert_eq!(cache.insert(obj("b", "s1.ts", 1, 100)), Inserted::New);
+        let a = StreamName::new("a").unwrap();
+        let b = StreamName::new("b").unwrap();
+        assert!(cache.get(&a, &ObjectName::new("s1.ts").unwrap()).is_none());
+        assert!(cache.get(&a, &ObjectName::new("s2.ts").unwrap()).is_some());
+        assert_eq!(cache.bytes(), 200);
+        // A single object bigger than the bound is still kept: it is its stream's newest.
+        cache.insert(obj("b", "s2.ts", 2, 1000));
+        assert!(cache.get(&b, &ObjectName::new("s2.ts").unwrap()).is_some());
+        assert!(cache.get(&a, &ObjectName::new("s2.ts").unwrap()).is_some());
+    }
+
+    #[test]
+    fn duplicates_and_older_versions_are_ignored() {
+        let cache = Cache::new(1 << 20, "t");
+        assert_eq!(cache.insert(obj("a", "index.m3u8", 5, 10)), Inserted::New);
+        assert_eq!(cache.insert(obj("a", "index.m3u8", 5, 10)), Inserted::Duplicate);
+        assert_eq!(cache.insert(obj("a", "index.m3u8", 4, 10)), Inserted::Duplicate);
+        assert_eq!(cache.insert(obj("a", "index.m3u8", 6, 20)), Inserted::New);
+        assert_eq!(cache.bytes(), 20);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_gets_the_object_when_it_lands() {
+        let cache = Cache::new(1 << 20, "t");
+        let a = StreamName::new("a").unwrap();
+        let name = ObjectName::new("s9.ts").unwrap();
+        let waiter = {
+            let cache = cache.clone();
+            let (a, name) = (a.clone(), name.clone());
+            tokio::spawn(async move { cache.wait_for(&a, &name, Duration::from_secs(5)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        cache.insert(obj("a", "s8.ts", 8, 1));
+        cache.insert(obj("a", "s9.ts", 9, 3));
+        assert_eq!(waiter.await.unwrap().unwrap().body.len(), 3);
+        let missing = ObjectName::new("s10.ts").unwrap();
+        assert!(cache.wait_for(&a, &missing, Duration::from_secs(1)).await.is_none());
+    }
+}

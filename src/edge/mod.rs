@@ -1,1 +1,89 @@
-//! TODO
+//! Serving viewers at an edge: `GET`/`HEAD /live/{stream}/{file}` from the local cache.
+//!
+//! A request for an object that has not arrived waits for it (up to `edge.wait_ms`); the first request for
+//! a stream subscribes the edge to it, and however many viewers wait, the mesh brings each object once.
+//! Playlists get a short `Cache-Control` (they change every segment), everything else a long one; `Age`
+//! counts from the moment the origin received the object. A stream nobody announced is 404; one whose origin
+//! this edge cannot reach is 503 with `Retry-After`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Response, StatusCode};
+use http_body_util::Full;
+
+use crate::cache::Object;
+use crate::http::{is_playlist, text, Reply};
+use crate::id::{ObjectName, StreamName};
+use crate::mesh::Mesh;
+use crate::origin::unix_ms;
+
+/// The viewer-facing side of a node.
+pub struct Edge {
+    mesh: Mesh,
+    wait: Duration,
+}
+
+impl Edge {
+    pub fn new(mesh: Mesh, wait: Duration) -> Self {
+        Self { mesh, wait }
+    }
+
+    /// Answers a viewer's `GET` or `HEAD`.
+    pub async fn get(&self, method: &Method, stream: &StreamName, name: &ObjectName) -> Reply {
+        let cache = self.mesh.cache();
+        let state = self.mesh.stream(stream);
+        let cached = cache.get(stream, name);
+        match (&state, cached) {
+            (None, None) => return text(StatusCode::NOT_FOUND, format!("no stream {stream}")),
+            (Some(s), _) if !s.reachable && is_playlist(name) => return unreachable(stream, &s.origin),
+            (_, Some(obj)) => return serve(method, &obj),
+            (Some(s), None) if !s.reachable => return unreachable(stream, &s.origin),
+            (Some(s), None) => {
+                if !s.receiving {
+                    self.mesh.want(stream);
+                }
+            }
+        }
+        match cache.wait_for(stream, name, self.wait).await {
+            Some(obj) => serve(method, &obj),
+            None => match self.mesh.stream(stream) {
+                Some(s) if !s.reachable => unreachable(stream, &s.origin),
+                _ => text(
+                    StatusCode::NOT_FOUND,
+                    format!("{stream}/{name} did not arrive within {} ms", self.wait.as_millis()),
+                ),
+            },
+        }
+    }
+}
+
+fn unreachable(stream: &StreamName, origin: &crate::id::NodeId) -> Reply {
+    let mut resp = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("the origin of stream {stream} ({origin}) is unreachable from this edge; retry shortly"),
+    );
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+    resp
+}
+
+fn serve(method: &Method, obj: &Object) -> Reply {
+    let h = &obj.header;
+    let body = if method == Method::HEAD { Bytes::new() } else { obj.body.clone() };
+    let mut resp = Response::new(Full::new(body));
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&h.content_type) {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    let cache_control = if is_playlist(&h.name) {
+        "public, max-age=1"
+    } else {
+        "public, max-age=86400"
+    };
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control));
+    let age = unix_ms().saturating_sub(h.born_unix_ms) / 1000;
+    headers.insert(header::AGE, HeaderValue::from(age));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(obj.body.len()));
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    resp
+}

@@ -1,0 +1,238 @@
+//! One QUIC connection per neighbour pair: dialing with backoff, accepting with identity checks, and the
+//! session that moves frames and objects between the connection and the mesh driver.
+//!
+//! Of each neighbour pair, the node with the smaller id dials and the other accepts, so a pair never holds
+//! two connections. The dialer re-resolves the peer's address and redials with exponential backoff and
+//! jitter whenever the connection ends; a restarted node therefore rejoins by itself. The acceptor learns
+//! who dialed from the client certificate, which must chain to the mesh CA and name a topology neighbour.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use bytes::{Bytes, BytesMut};
+use rand::Rng;
+use tokio::sync::mpsc;
+
+use super::{Event, Shared};
+use crate::cache::{Inserted, Object};
+use crate::id::NodeId;
+use crate::topology::Address;
+use crate::wire::{self, Frame, PROTOCOL_VERSION};
+
+/// Largest object body a peer may send.
+pub const MAX_OBJECT: u64 = 64 << 20;
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The QUIC transport settings of mesh connections.
+pub fn transport() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(Duration::from_secs(5).try_into().expect("5 s fits")));
+    t.keep_alive_interval(Some(Duration::from_millis(500)));
+    t.max_concurrent_uni_streams(4096u32.into());
+    t.stream_receive_window((16u32 << 20).into());
+    t.receive_window((64u32 << 20).into());
+    t.send_window(64 << 20);
+    t
+}
+
+/// Keeps a connection to `peer` up for as long as the node runs.
+pub(super) async fn dial_loop(shared: Arc<Shared>, peer: NodeId, addr: Address) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let started = tokio::time::Instant::now();
+        match dial(&shared, &peer, &addr).await {
+            Ok(conn) => {
+                backoff = Duration::from_millis(100);
+                tracing::info!(%peer, remote = %conn.remote_address(), "mesh peer connected");
+                if let Err(e) = session(shared.clone(), peer.clone(), conn, true).await {
+                    tracing::warn!(%peer, error = %format!("{e:#}"), "mesh session ended");
+                }
+                if started.elapsed() > Duration::from_secs(10) {
+                    backoff = Duration::from_millis(100);
+                }
+            }
+            Err(e) => {
+                if matches!(e.downcast_ref(), Some(quinn::ConnectError::EndpointStopping)) {
+                    return;
+                }
+                tracing::warn!(%peer, %addr, error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "mesh dial failed");
+            }
+        }
+        let jitter = rand::thread_rng().gen_range(0.5..1.5);
+        tokio::time::sleep(backoff.mul_f64(jitter)).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn dial(shared: &Shared, peer: &NodeId, addr: &Address) -> Result<quinn::Connection> {
+    let addrs = addr.resolve().await.with_context(|| format!("resolving {addr}"))?;
+    let target: SocketAddr = *addrs
+        .iter()
+        .find(|a| a.is_ipv4() == shared.endpoint.local_addr().map(|l| l.is_ipv4()).unwrap_or(true))
+        .or(addrs.first())
+        .with_context(|| format!("{addr} resolved to nothing"))?;
+    let connecting = shared.endpoint.connect(target, peer.as_str())?;
+    let conn = tokio::time::timeout(HELLO_TIMEOUT, connecting)
+        .await
+        .with_context(|| format!("handshake with {target} timed out"))??;
+    Ok(conn)
+}
+
+/// Accepts incoming mesh connections until the endpoint closes.
+pub(super) async fn accept_loop(shared: Arc<Shared>) {
+    while let Some(incoming) = shared.endpoint.accept().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(%remote, error = %e, "rejected mesh connection: handshake failed");
+                    return;
+                }
+            };
+            let Some(peer) = identify(&shared, &conn) else {
+                tracing::warn!(%remote, "rejected mesh connection: its certificate names no neighbour of this node");
+                conn.close(1u32.into(), b"not a neighbour");
+                return;
+            };
+            tracing::info!(%peer, %remote, "mesh peer accepted");
+            if let Err(e) = session(shared, peer.clone(), conn, false).await {
+                tracing::warn!(%peer, error = %format!("{e:#}"), "mesh session ended");
+            }
+        });
+    }
+}
+
+fn identify(shared: &Shared, conn: &quinn::Connection) -> Option<NodeId> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    crate::ca::peer_node_id(certs.first()?, shared.neighbours.keys())
+}
+
+/// Runs one connection: hello exchange, then control frames and object streams until it closes.
+async fn session(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connection, dialer: bool) -> Result<()> {
+    let (mut send, mut recv) = if dialer {
+        let (mut send, recv) = conn.open_bi().await?;
+        write_frame(&mut send, &Frame::Hello { node: shared.me.clone(), protocol: PROTOCOL_VERSION })
+            .await?;
+        (send, recv)
+    } else {
+        tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await.context("no hello")??
+    };
+    let mut buf = BytesMut::new();
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut recv, &mut buf))
+        .await
+        .context("no hello in time")??;
+    match hello {
+        Some(Frame::Hello { node, protocol }) if node == peer && protocol == PROTOCOL_VERSION => {}
+        Some(Frame::Hello { node, protocol }) => {
+            conn.close(2u32.into(), b"bad hello");
+            bail!("hello names {node} protocol {protocol}, expected {peer} protocol {PROTOCOL_VERSION}");
+        }
+        other => bail!("expected hello, got {other:?}"),
+    }
+    if !dialer {
+        write_frame(&mut send, &Frame::Hello { node: shared.me.clone(), protocol: PROTOCOL_VERSION })
+            .await?;
+    }
+
+    let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Frame>();
+    let stable_id = conn.stable_id();
+    shared.event(Event::PeerUp { peer: peer.clone(), conn: conn.clone(), control: control_tx });
+
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = control_rx.recv().await {
+            if write_frame(&mut send, &frame).await.is_err() {
+                break;
+            }
+        }
+    });
+    let objects = tokio::spawn(receive_objects(shared.clone(), peer.clone(), conn.clone()));
+    let result = async {
+        loop {
+            match read_frame(&mut recv, &mut buf).await? {
+                Some(frame) => shared.event(Event::Control { peer: peer.clone(), frame }),
+                None => bail!("control stream closed"),
+            }
+        }
+    }
+    .await;
+    conn.close(0u32.into(), b"session over");
+    writer.abort();
+    objects.abort();
+    shared.event(Event::PeerDown { peer, stable_id });
+    result
+}
+
+async fn receive_objects(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connection) {
+    while let Ok(recv) = conn.accept_uni().await {
+        let shared = shared.clone();
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            if let Err(e) = receive_object(&shared, &peer, recv).await {
+                tracing::warn!(%peer, error = %format!("{e:#}"), "dropped an object from a mesh peer");
+            }
+        });
+    }
+}
+
+async fn receive_object(shared: &Shared, peer: &NodeId, mut recv: quinn::RecvStream) -> Result<()> {
+    let all = Bytes::from(recv.read_to_end((MAX_OBJECT as usize) + wire::MAX_FRAME).await?);
+    let (frame, used) = Frame::decode(&all).map_err(|e| anyhow::anyhow!("bad object header: {e}"))?;
+    let Frame::Object(header) = frame else { bail!("object stream starts with {frame:?}") };
+    let body = all.slice(used..);
+    if body.len() as u64 != header.len {
+        bail!("object {}/{} declares {} bytes, carries {}", header.stream, header.name, header.len, body.len());
+    }
+    let labels = [("node", shared.me.to_string()), ("peer", peer.to_string()), ("stream", header.stream.to_string())];
+    metrics::counter!("lightpath_mesh_objects_received_total", &labels).increment(1);
+    metrics::counter!("lightpath_mesh_bytes_received_total", &labels).increment(body.len() as u64);
+    let object = Arc::new(Object { header, body });
+    if shared.cache.insert(object.clone()) == Inserted::New {
+        shared.event(Event::Object { from: Some(peer.clone()), object });
+    }
+    Ok(())
+}
+
+/// Sends one object to a peer on its own unidirectional stream, newest first by priority.
+pub(super) async fn send_object(me: &NodeId, peer: &NodeId, conn: &quinn::Connection, object: &Object) -> Result<()> {
+    let mut send = conn.open_uni().await?;
+    // Newest first across all streams: priority follows the origin's clock (wraps every ~24 days, which
+    // only briefly inverts the order of the objects in flight at that instant).
+    send.set_priority((object.header.born_unix_ms % (1 << 31)) as i32)?;
+    let mut head = Vec::with_capacity(128);
+    Frame::Object(object.header.clone()).encode(&mut head);
+    send.write_all(&head).await?;
+    send.write_chunk(object.body.clone()).await?;
+    send.finish()?;
+    let labels = [("node", me.to_string()), ("peer", peer.to_string()), ("stream", object.header.stream.to_string())];
+    metrics::counter!("lightpath_mesh_objects_sent_total", &labels).increment(1);
+    metrics::counter!("lightpath_mesh_bytes_sent_total", &labels).increment(object.body.len() as u64);
+    Ok(())
+}
+
+async fn write_frame(send: &mut quinn::SendStream, frame: &Frame) -> Result<()> {
+    let mut out = Vec::with_capacity(64);
+    frame.encode(&mut out);
+    send.write_all(&out).await?;
+    Ok(())
+}
+
+/// Reads the next control frame; `None` when the peer finished the stream.
+async fn read_frame(recv: &mut quinn::RecvStream, buf: &mut BytesMut) -> Result<Option<Frame>> {
+    loop {
+        if let Some(frame) = wire::decode_from(buf).map_err(|e| anyhow::anyhow!("bad control frame: {e}"))? {
+            return Ok(Some(frame));
+        }
+        match recv.read_chunk(wire::MAX_FRAME, true).await? {
+            Some(chunk) => buf.extend_from_slice(&chunk.bytes),
+            None if buf.is_empty() => return Ok(None),
+            None => bail!("control stream ended inside a frame"),
+        }
+    }
+}

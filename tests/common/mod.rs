@@ -1,0 +1,297 @@
+//! Test harness: real `lightpath node` processes on 127.0.0.x, real certificates, real ffmpeg.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const KEY: &str = "test-publish-key";
+
+/// Path of the binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_lightpath")
+}
+
+/// Fails at once, naming what to install, when a tool the test needs is missing.
+pub fn require(tool: &str) {
+    let ok = Command::new(tool).arg("-version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    assert!(
+        ok.is_ok_and(|s| s.success()),
+        "{tool} is required for this test: apt-get install -y ffmpeg (.ci/run does this)"
+    );
+}
+
+/// A node of a test mesh.
+pub struct NodeSpec {
+    pub id: &'static str,
+    pub roles: &'static [&'static str],
+}
+
+pub struct Node {
+    pub id: String,
+    pub mesh: SocketAddr,
+    pub http: SocketAddr,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+/// A mesh of real node processes.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: BTreeMap<String, Node>,
+}
+
+fn free_port(ip: &str) -> u16 {
+    // A port free for both UDP and TCP on this address; the node binds it a moment later.
+    loop {
+        let tcp = TcpListener::bind((ip, 0)).unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if UdpSocket::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl Cluster {
+    /// Writes a topology, a CA, a certificate and a config per node; starts nothing. `ip_base` picks a
+    /// distinct 127.0.x.0/24 per test so tests can run side by side.
+    pub fn new(ip_base: u8, nodes: &[NodeSpec], links: &[(&str, &str, f64)], extra_config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut topo = String::from("[[regions]]\nname = \"lab\"\nlat = 0.0\nlon = 0.0\n");
+        let mut out = BTreeMap::new();
+        for (i, spec) in nodes.iter().enumerate() {
+            let ip = format!("127.0.{ip_base}.{}", i + 2);
+            let mesh: SocketAddr = format!("{ip}:{}", free_port(&ip)).parse().unwrap();
+            let http: SocketAddr = format!("{ip}:{}", free_port(&ip)).parse().unwrap();
+            let roles: Vec<String> = spec.roles.iter().map(|r| format!("{r:?}")).collect();
+            let _ = write!(
+                topo,
+                "\n[[nodes]]\nid = \"{}\"\nregion = \"lab\"\nroles = [{}]\nmesh = \"{mesh}\"\nhttp = \"{http}\"\n",
+                spec.id,
+                roles.join(", ")
+            );
+            out.insert(
+                spec.id.to_string(),
+                Node {
+                    id: spec.id.to_string(),
+                    mesh,
+                    http,
+                    config: dir.path().join(format!("{}.toml", spec.id)),
+                    log: dir.path().join(format!("{}.log", spec.id)),
+                    child: None,
+                },
+            );
+        }
+        for (a, b, ms) in links {
+            let _ = write!(topo, "\n[[links]]\na = \"{a}\"\nb = \"{b}\"\nlatency_ms = {ms:?}\n");
+        }
+        std::fs::write(dir.path().join("topology.toml"), topo).unwrap();
+        run_ok(Command::new(bin()).args(["ca", "init", "--dir"]).arg(dir.path().join("ca")));
+        for node in out.values() {
+            run_ok(
+                Command::new(bin())
+                    .args(["ca", "issue", "--dir"])
+                    .arg(dir.path().join("ca"))
+                    .args(["--node", &node.id, "--out"])
+                    .arg(dir.path().join("certs")),
+            );
+            let config = format!(
+                "node = \"{id}\"\ntopology = \"topology.toml\"\n{extra_config}\n[tls]\nca = \"ca/ca.pem\"\ncert = \"certs/{id}.pem\"\nkey = \"certs/{id}.key\"\n\n[ingest]\nstream_keys = {{ live1 = \"{KEY}\", live2 = \"{KEY}\", s = \"{KEY}\" }}\nmax_body_bytes = 4194304\n",
+                id = node.id
+            );
+            std::fs::write(&node.config, config).unwrap();
+        }
+        Self { dir, nodes: out }
+    }
+
+    pub fn node(&self, id: &str) -> &Node {
+        &self.nodes[id]
+    }
+
+    pub fn http(&self, id: &str) -> SocketAddr {
+        self.nodes[id].http
+    }
+
+    /// Starts a node process (logs to its log file).
+    pub fn start(&mut self, id: &str) {
+        let node = self.nodes.get_mut(id).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).unwrap();
+        let child = Command::new(bin())
+            .args(["node", "--config"])
+            .arg(&node.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        node.child = Some(child);
+    }
+
+    pub fn start_all(&mut self) {
+        let ids: Vec<String> = self.nodes.keys().cloned().collect();
+        for id in ids {
+            self.start(&id);
+        }
+    }
+
+    /// Sends SIGKILL to a node.
+    pub fn kill(&mut self, id: &str) {
+        if let Some(mut child) = self.nodes.get_mut(id).unwrap().child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the node process is still running.
+    pub fn alive(&mut self, id: &str) -> bool {
+        let node = self.nodes.get_mut(id).unwrap();
+        node.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    pub fn log(&self, id: &str) -> String {
+        std::fs::read_to_string(&self.nodes[id].log).unwrap_or_default()
+    }
+
+    /// Waits until every started node answers /healthz.
+    pub async fn wait_healthy(&self) {
+        for node in self.nodes.values().filter(|n| n.child.is_some()) {
+            let url = format!("http://{}/healthz", node.http);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if client().get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{} never became healthy:\n{}", node.id, self.log(&node.id));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// One metric's value summed over the series whose labels include all of `labels`.
+    pub async fn metric(&self, id: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = client().get(format!("http://{}/metrics", self.http(id))).send().await.unwrap().text().await.unwrap();
+        metric_in(&text, name, labels)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in self.nodes.values_mut() {
+            if let Some(mut c) = node.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if std::thread::panicking() {
+            for node in self.nodes.values() {
+                eprintln!("---- log of {} ----\n{}", node.id, std::fs::read_to_string(&node.log).unwrap_or_default());
+            }
+        }
+    }
+}
+
+pub fn metric_in(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap()
+}
+
+/// Starts ffmpeg publishing `seconds` of an H.264 test source to `origin` as HLS over HTTP PUT.
+pub fn publish(origin: SocketAddr, stream: &str, seconds: u32, fmp4: bool, log: &Path) -> Child {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=320x240:rate=25")
+        .args(["-t", &seconds.to_string()])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"])
+        .args(["-g", "25", "-keyint_min", "25", "-sc_threshold", "0"])
+        .args(["-f", "hls", "-hls_time", "1", "-hls_list_size", "5", "-hls_flags", "delete_segments"])
+        .args(["-method", "PUT", "-headers", &format!("Authorization: Bearer {KEY}\r\n")]);
+    if fmp4 {
+        cmd.args(["-hls_segment_type", "fmp4", "-http_persistent", "1"]);
+    }
+    cmd.arg(format!("http://{origin}/live/{stream}/index.m3u8"));
+    let log = std::fs::File::create(log).unwrap();
+    cmd.stdout(Stdio::null()).stderr(log).spawn().expect("ffmpeg")
+}
+
+/// What a poller saw of a live playlist: every segment (and init segment) fetched, by name, and the media
+/// sequence number of each segment.
+#[derive(Default, Debug)]
+pub struct Seen {
+    pub objects: HashMap<String, Vec<u8>>,
+    pub sequence: BTreeMap<u64, String>,
+    pub ended: bool,
+}
+
+/// Polls `http://{addr}/live/{stream}/index.m3u8` until it ends (EXT-X-ENDLIST) or `limit` passes,
+/// fetching every segment it names.
+pub async fn follow(addr: SocketAddr, stream: &str, limit: Duration) -> Seen {
+    let client = client();
+    let base = format!("http://{addr}/live/{stream}/");
+    let mut seen = Seen::default();
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline && !seen.ended {
+        let resp = match client.get(format!("{base}index.m3u8")).send().await {
+            Ok(r) if r.status().is_success() => r,
+            _ => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let text = resp.text().await.unwrap();
+        let mut seq = 0u64;
+        for line in text.lines() {
+            if let Some(n) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+                seq = n.trim().parse().unwrap();
+            } else if let Some(rest) = line.strip_prefix("#EXT-X-MAP:URI=\"") {
+                let uri = rest.trim_end_matches('"').to_string();
+                fetch_into(&client, &base, &uri, &mut seen).await;
+            } else if line == "#EXT-X-ENDLIST" {
+                seen.ended = true;
+            } else if !line.starts_with('#') && !line.trim().is_empty() {
+                let uri = line.trim().to_string();
+                fetch_into(&client, &base, &uri, &mut seen).await;
+                seen.sequence.entry(seq).or_insert(uri);
+                seq += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    seen
+}
+
+async fn fetch_into(client: &reqwest::Client, base: &str, uri: &str, seen: &mut Seen) {
+    if seen.objects.contains_key(uri) {
+        return;
+    }
+    let resp = client.get(format!("{base}{uri}")).send().await.unwrap();
+    assert!(resp.status().is_success(), "GET {base}{uri}: {}", resp.status());
+    seen.objects.insert(uri.to_string(), resp.bytes().await.unwrap().to_vec());
+}
+
+/// Sends raw bytes as an HTTP/1.1 request and returns the status code of the reply.
+pub async fn raw_status(addr: SocketAddr, request: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf)).await.unwrap().unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status in {head:?}"))
+}
