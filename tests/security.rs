@@ -1,0 +1,185 @@
+//! Bad input and bad peers: keys, paths, limits, foreign certificates and garbage on both ports.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn origin_edge(ip_base: u8) -> Cluster {
+    Cluster::new(
+        ip_base,
+        &[NodeSpec { id: "origin", roles: &["origin"] }, NodeSpec { id: "edge", roles: &["edge"] }],
+        &[("origin", "edge", 2.0)],
+        "",
+    )
+}
+
+async fn put(addr: std::net::SocketAddr, path: &str, key: Option<&str>, body: Vec<u8>) -> reqwest::StatusCode {
+    let mut req = client().put(format!("http://{addr}{path}")).body(body);
+    if let Some(key) = key {
+        req = req.header("Authorization", format!("Bearer {key}"));
+    }
+    req.send().await.unwrap().status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_needs_the_key_and_bad_paths_and_bodies_are_refused() {
+    let mut mesh = origin_edge(21);
+    mesh.start_all();
+    mesh.wait_healthy().await;
+    let origin = mesh.http("origin");
+
+    assert_eq!(put(origin, "/live/live1/a.ts", None, b"x".to_vec()).await, 401);
+    assert_eq!(put(origin, "/live/live1/a.ts", Some("wrong"), b"x".to_vec()).await, 403);
+    // A stream with no key configured cannot be published with another stream's key.
+    assert_eq!(put(origin, "/live/other/a.ts", Some(KEY), b"x".to_vec()).await, 403);
+    let get = client().get(format!("http://{origin}/live/live1/a.ts")).send().await.unwrap();
+    assert_eq!(get.status(), 404, "a refused upload was stored");
+
+    // Over the 4 MiB limit: refused from Content-Length, and also when chunked without one.
+    assert_eq!(put(origin, "/live/live1/big.ts", Some(KEY), vec![7u8; 5 << 20]).await, 413);
+    let chunks = futures_util::stream::iter((0..80).map(|_| Ok::<_, std::io::Error>(vec![1u8; 64 << 10])));
+    let status = client()
+        .put(format!("http://{origin}/live/live1/big.ts"))
+        .header("Authorization", format!("Bearer {KEY}"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(413); // the server may close the connection while the client still sends
+    assert_eq!(status, 413);
+    assert_eq!(client().get(format!("http://{origin}/live/live1/big.ts")).send().await.unwrap().status(), 404);
+
+    // Traversal and odd paths, sent raw so no client normalises them.
+    for path in [
+        "/live/live1/../../etc/passwd",
+        "/live/live1/%2e%2e",
+        "/live/%2e%2e/x.ts",
+        "/live/live1/%2e%2e%2fx.ts",
+        "/live//etc/passwd",
+        "/live/live1/a%00.ts",
+        "/live/live1/.hidden",
+    ] {
+        for method in ["GET", "PUT"] {
+            let req = format!(
+                "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"
+            );
+            assert_eq!(raw_status(origin, req.as_bytes()).await, 400, "{method} {path}");
+        }
+    }
+    // An absolute-form target outside /live is not found, never a file.
+    let req = "GET /etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw_status(origin, req.as_bytes()).await, 404);
+    let log = mesh.log("origin");
+    assert!(log.contains("request refused") && log.contains("wrong key for stream live1"), "refusals not logged:\n{log}");
+
+    // A good upload still works after all that, and reaches the edge.
+    assert_eq!(put(origin, "/live/live1/a.ts", Some(KEY), b"hello".to_vec()).await, 201);
+    let got = client().get(format!("http://{}/live/live1/a.ts", mesh.http("edge"))).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.unwrap().as_ref(), b"hello");
+    assert_eq!(client().get(format!("http://{}/live/nosuch/a.ts", mesh.http("edge"))).send().await.unwrap().status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_both_ports_crashes_nothing() {
+    use rand::{Rng, SeedableRng};
+    use tokio::io::AsyncWriteExt;
+    let mut mesh = origin_edge(22);
+    mesh.start_all();
+    mesh.wait_healthy().await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for i in 0..2000 {
+        let len = rng.gen_range(1..1400);
+        let mut buf = vec![0u8; len];
+        rng.fill(&mut buf[..]);
+        if i % 3 == 0 {
+            buf[0] |= 0xc0; // looks like a QUIC long header
+        }
+        for id in ["origin", "edge"] {
+            udp.send_to(&buf, mesh.node(id).mesh).await.unwrap();
+        }
+    }
+    for _ in 0..50 {
+        let len = rng.gen_range(1..8000);
+        let mut buf = vec![0u8; len];
+        rng.fill(&mut buf[..]);
+        for id in ["origin", "edge"] {
+            if let Ok(mut tcp) = tokio::net::TcpStream::connect(mesh.http(id)).await {
+                let _ = tcp.write_all(&buf).await;
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(mesh.alive("origin") && mesh.alive("edge"));
+    assert_eq!(put(mesh.http("origin"), "/live/live1/after.ts", Some(KEY), b"still here".to_vec()).await, 201);
+    let got = client().get(format!("http://{}/live/live1/after.ts", mesh.http("edge"))).send().await.unwrap();
+    assert_eq!(got.bytes().await.unwrap().as_ref(), b"still here", "the mesh link did not survive");
+}
+
+/// Replaces a node's certificate with one from `ca_dir`, issued for `name`.
+fn reissue(mesh: &Cluster, node: &str, ca_dir: &std::path::Path, name: &str) {
+    let out = mesh.dir.path().join("other-certs");
+    let status = Command::new(bin())
+        .args(["ca", "issue", "--dir"])
+        .arg(ca_dir)
+        .args(["--node", name, "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let certs = mesh.dir.path().join("certs");
+    std::fs::copy(out.join(format!("{name}.pem")), certs.join(format!("{node}.pem"))).unwrap();
+    std::fs::copy(out.join(format!("{name}.key")), certs.join(format!("{node}.key"))).unwrap();
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+async fn never_joins(mesh: &Cluster, intruder: &str, why: &str) {
+    // The origin publishes; the intruding edge must never get the stream.
+    assert_eq!(put(mesh.http("origin"), "/live/live1/a.ts", Some(KEY), b"secret".to_vec()).await, 201);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = client().get(format!("http://{}/live/live1/a.ts", mesh.http(intruder))).send().await.unwrap();
+    assert_eq!(got.status(), 404, "the intruder learned of the stream");
+    let good = client().get(format!("http://{}/live/live1/a.ts", mesh.http("good"))).send().await.unwrap();
+    assert_eq!(good.status(), 200, "the legitimate edge did not get the stream");
+    let log = format!("{}{}", mesh.log("origin"), mesh.log(intruder));
+    assert!(log.contains(why), "no log line says {why:?}:\n{log}");
+}
+
+fn three_nodes(ip_base: u8) -> Cluster {
+    // "a-..." sorts first so the intruder is the one that dials the origin.
+    Cluster::new(
+        ip_base,
+        &[
+            NodeSpec { id: "origin", roles: &["origin"] },
+            NodeSpec { id: "good", roles: &["edge"] },
+            NodeSpec { id: "a-intruder", roles: &["edge"] },
+        ],
+        &[("origin", "good", 2.0), ("origin", "a-intruder", 2.0)],
+        "",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_certificate_from_another_ca_cannot_join() {
+    let mut mesh = three_nodes(23);
+    let other_ca = mesh.dir.path().join("other-ca");
+    assert!(Command::new(bin()).args(["ca", "init", "--dir"]).arg(&other_ca).status().unwrap().success());
+    reissue(&mesh, "a-intruder", &other_ca, "a-intruder");
+    mesh.start_all();
+    mesh.wait_healthy().await;
+    never_joins(&mesh, "a-intruder", "handshake failed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_certificate_names_another_node_cannot_join() {
+    let mut mesh = three_nodes(24);
+    // A genuine mesh certificate, but for a node that is not in the topology.
+    reissue(&mesh, "a-intruder", &mesh.dir.path().join("ca"), "mallory");
+    mesh.start_all();
+    mesh.wait_healthy().await;
+    never_joins(&mesh, "a-intruder", "names no neighbour").await;
+}
