@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
@@ -52,8 +52,7 @@ pub fn create_ca(name: &str) -> Result<CaFiles> {
 /// Issues a certificate for `node`, valid for `days`, signed by the CA.
 pub fn issue(ca: &CaFiles, node: &NodeId, days: i64) -> Result<NodeFiles> {
     let ca_key = KeyPair::from_pem(&ca.key_pem).context("reading the CA key")?;
-    let ca_params =
-        CertificateParams::from_ca_cert_pem(&ca.cert_pem).context("reading the CA certificate")?;
+    let ca_params = CertificateParams::from_ca_cert_pem(&ca.cert_pem).context("reading the CA certificate")?;
     let ca_cert = ca_params.self_signed(&ca_key).context("loading the CA")?;
     let mut params = CertificateParams::new(vec![node.as_str().to_owned()])
         .with_context(|| format!("node id {node} is not a valid certificate name"))?;
@@ -61,8 +60,7 @@ pub fn issue(ca: &CaFiles, node: &NodeId, days: i64) -> Result<NodeFiles> {
     dn.push(DnType::CommonName, node.as_str());
     params.distinguished_name = dn;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages =
-        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::hours(1);
     params.not_after = now + time::Duration::days(days);
@@ -93,17 +91,14 @@ pub fn init_dir(dir: &Path) -> Result<()> {
 pub fn issue_into(dir: &Path, node: &NodeId, out: &Path, days: i64) -> Result<(PathBuf, PathBuf)> {
     let (cert, key) = ca_paths(dir);
     let ca = CaFiles {
-        cert_pem: std::fs::read_to_string(&cert)
-            .with_context(|| format!("reading {}", cert.display()))?,
-        key_pem: std::fs::read_to_string(&key)
-            .with_context(|| format!("reading {}", key.display()))?,
+        cert_pem: std::fs::read_to_string(&cert).with_context(|| format!("reading {}", cert.display()))?,
+        key_pem: std::fs::read_to_string(&key).with_context(|| format!("reading {}", key.display()))?,
     };
     let files = issue(&ca, node, days)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let chain = out.join(format!("{node}.pem"));
     let node_key = out.join(format!("{node}.key"));
-    std::fs::write(&chain, &files.chain_pem)
-        .with_context(|| format!("writing {}", chain.display()))?;
+    std::fs::write(&chain, &files.chain_pem).with_context(|| format!("writing {}", chain.display()))?;
     write_private(&node_key, &files.key_pem)?;
     Ok((chain, node_key))
 }
@@ -147,9 +142,7 @@ impl Identity {
 
     /// Reads the three PEM files.
     pub fn load(ca: &Path, cert: &Path, key: &Path) -> Result<Self> {
-        let read = |p: &Path| {
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
-        };
+        let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
         Self::from_pem(&read(ca)?, &read(cert)?, &read(key)?)
     }
 
@@ -162,10 +155,9 @@ impl Identity {
     /// The QUIC server side: only clients with a certificate from the mesh CA complete the handshake.
     pub fn server_config(&self) -> Result<rustls::ServerConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier =
-            rustls::server::WebPkiClientVerifier::builder_with_provider(self.roots()?, provider.clone())
-                .build()
-                .context("building the client-certificate verifier")?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(self.roots()?, provider.clone())
+            .build()
+            .context("building the client-certificate verifier")?;
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
@@ -189,10 +181,7 @@ impl Identity {
 }
 
 /// Which of `candidates` the (already CA-verified) end-entity certificate names, if any.
-pub fn peer_node_id<'a>(
-    cert: &CertificateDer<'_>,
-    candidates: impl IntoIterator<Item = &'a NodeId>,
-) -> Option<NodeId> {
+pub fn peer_node_id<'a>(cert: &CertificateDer<'_>, candidates: impl IntoIterator<Item = &'a NodeId>) -> Option<NodeId> {
     let ee = webpki::EndEntityCert::try_from(cert).ok()?;
     candidates.into_iter().find_map(|id| {
         let name = ServerName::try_from(id.as_str()).ok()?;

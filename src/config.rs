@@ -101,11 +101,7 @@ impl CacheConfig {
         if self.max_bytes < Self::MIN_MAX_BYTES {
             errors.push(
                 "cache.max_bytes",
-                format!(
-                    "{} is too small (at least {} bytes, 1 MiB)",
-                    self.max_bytes,
-                    Self::MIN_MAX_BYTES
-                ),
+                format!("{} is too small (at least {} bytes, 1 MiB)", self.max_bytes, Self::MIN_MAX_BYTES),
             );
         }
     }
@@ -113,9 +109,7 @@ impl CacheConfig {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        Self {
-            max_bytes: Self::DEFAULT_MAX_BYTES,
-        }
+        Self { max_bytes: Self::DEFAULT_MAX_BYTES }
     }
 }
 
@@ -125,10 +119,7 @@ impl IngestConfig {
 
     fn check(&self, cache: &CacheConfig, errors: &mut CheckErrors) {
         if self.max_body_bytes == 0 {
-            errors.push(
-                "ingest.max_body_bytes",
-                "0 would refuse every upload (expected a byte count above 0)",
-            );
+            errors.push("ingest.max_body_bytes", "0 would refuse every upload (expected a byte count above 0)");
         } else if self.max_body_bytes > cache.max_bytes {
             errors.push(
                 "ingest.max_body_bytes",
@@ -146,26 +137,15 @@ impl IngestConfig {
                 );
             }
         }
-        if self
-            .any_stream_key
-            .as_ref()
-            .is_some_and(|k| k.trim().is_empty())
-        {
-            errors.push(
-                "ingest.any_stream_key",
-                "empty publish key (anyone could publish any stream)",
-            );
+        if self.any_stream_key.as_ref().is_some_and(|k| k.trim().is_empty()) {
+            errors.push("ingest.any_stream_key", "empty publish key (anyone could publish any stream)");
         }
     }
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        Self {
-            max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
-            stream_keys: BTreeMap::new(),
-            any_stream_key: None,
-        }
+        Self { max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES, stream_keys: BTreeMap::new(), any_stream_key: None }
     }
 }
 
@@ -176,10 +156,7 @@ impl fmt::Debug for IngestConfig {
         f.debug_struct("IngestConfig")
             .field("max_body_bytes", &self.max_body_bytes)
             .field("stream_keys", &format_args!("{streams:?} (keys hidden)"))
-            .field(
-                "any_stream_key",
-                &self.any_stream_key.as_ref().map(|_| "(hidden)"),
-            )
+            .field("any_stream_key", &self.any_stream_key.as_ref().map(|_| "(hidden)"))
             .finish()
     }
 }
@@ -194,11 +171,7 @@ impl EdgeConfig {
         if self.wait_ms > Self::MAX_WAIT_MS {
             errors.push(
                 "edge.wait_ms",
-                format!(
-                    "{} ms is too long (at most {} ms; players give up sooner)",
-                    self.wait_ms,
-                    Self::MAX_WAIT_MS
-                ),
+                format!("{} ms is too long (at most {} ms; players give up sooner)", self.wait_ms, Self::MAX_WAIT_MS),
             );
         }
     }
@@ -206,9 +179,7 @@ impl EdgeConfig {
 
 impl Default for EdgeConfig {
     fn default() -> Self {
-        Self {
-            wait_ms: Self::DEFAULT_WAIT_MS,
-        }
+        Self { wait_ms: Self::DEFAULT_WAIT_MS }
     }
 }
 
@@ -230,10 +201,9 @@ impl TlsFiles {
             }
             match std::fs::read(path) {
                 Err(e) => errors.push(field, format!("cannot read {}: {e}", path.display())),
-                Ok(bytes) if !bytes.windows(11).any(|w| w == b"-----BEGIN ") => errors.push(
-                    field,
-                    format!("{} is not PEM (no -----BEGIN line)", path.display()),
-                ),
+                Ok(bytes) if !bytes.windows(11).any(|w| w == b"-----BEGIN ") => {
+                    errors.push(field, format!("{} is not PEM (no -----BEGIN line)", path.display()))
+                }
                 Ok(_) => {}
             }
         }
@@ -259,23 +229,16 @@ impl NodeConfig {
         let base = path.parent().unwrap_or(Path::new(""));
         let parts = read(&table, base, &mut errors);
 
-        let topology = parts
-            .topology
-            .as_ref()
-            .and_then(|file| match Topology::load(file) {
-                Ok(t) => Some(t),
-                Err(te) => {
-                    for e in te.errors {
-                        let field = if e.field.is_empty() {
-                            te.file.clone()
-                        } else {
-                            format!("{}: {}", te.file, e.field)
-                        };
-                        errors.push(field, e.message);
-                    }
-                    None
+        let topology = parts.topology.as_ref().and_then(|file| match Topology::load(file) {
+            Ok(t) => Some(t),
+            Err(te) => {
+                for e in te.errors {
+                    let field = if e.field.is_empty() { te.file.clone() } else { format!("{}: {}", te.file, e.field) };
+                    errors.push(field, e.message);
                 }
-            });
+                None
+            }
+        });
 
         match (parts.node, parts.topology, topology) {
             (Some(node), Some(file), Some(topology)) => {
@@ -316,34 +279,12 @@ impl NodeConfig {
     }
 
     fn check_against(&self, topology: &Topology, errors: &mut CheckErrors) {
-        check_local(
-            &self.tls,
-            &self.cache,
-            &self.ingest,
-            &self.edge,
-            [self.mesh_listen, self.http_listen],
-            errors,
-        );
-        let Some((index, spec)) = topology
-            .nodes
-            .iter()
-            .enumerate()
-            .find(|(_, n)| n.id == self.node)
-        else {
-            errors.push(
-                "node",
-                format!(
-                    "node \"{}\" is not in topology {}",
-                    self.node,
-                    self.topology.display()
-                ),
-            );
+        check_local(&self.tls, &self.cache, &self.ingest, &self.edge, [self.mesh_listen, self.http_listen], errors);
+        let Some((index, spec)) = topology.nodes.iter().enumerate().find(|(_, n)| n.id == self.node) else {
+            errors.push("node", format!("node \"{}\" is not in topology {}", self.node, self.topology.display()));
             return;
         };
-        for (field, listen, addr) in [
-            ("mesh", self.mesh_listen, &spec.mesh),
-            ("http", self.http_listen, &spec.http),
-        ] {
+        for (field, listen, addr) in [("mesh", self.mesh_listen, &spec.mesh), ("http", self.http_listen, &spec.http)] {
             if listen.is_none() && addr.socket_addr().is_none() {
                 errors.push(
                     format!("{field}_listen"),
@@ -359,14 +300,12 @@ impl NodeConfig {
 
     /// The address to bind the QUIC endpoint to: `mesh_listen`, else the topology's literal mesh address.
     pub fn mesh_bind(&self, topology: &Topology) -> Option<SocketAddr> {
-        self.mesh_listen
-            .or_else(|| topology.node(&self.node)?.mesh.socket_addr())
+        self.mesh_listen.or_else(|| topology.node(&self.node)?.mesh.socket_addr())
     }
 
     /// The address to bind the HTTP server to: `http_listen`, else the topology's literal HTTP address.
     pub fn http_bind(&self, topology: &Topology) -> Option<SocketAddr> {
-        self.http_listen
-            .or_else(|| topology.node(&self.node)?.http.socket_addr())
+        self.http_listen.or_else(|| topology.node(&self.node)?.http.socket_addr())
     }
 }
 
@@ -385,10 +324,7 @@ fn check_local(
     edge.check(errors);
     for (field, addr) in [("mesh_listen", mesh_listen), ("http_listen", http_listen)] {
         if addr.is_some_and(|a| a.port() == 0) {
-            errors.push(
-                field,
-                "port 0 would bind a random port that peers and viewers cannot know",
-            );
+            errors.push(field, "port 0 would bind a random port that peers and viewers cannot know");
         }
     }
 }
@@ -412,10 +348,7 @@ fn read(table: &toml::Table, base: &Path, errors: &mut CheckErrors) -> Parts {
     let node = root.required("node", "this node's id in the topology", errors);
     let topology = read_path(&mut root, "topology", base, errors);
     if topology.is_none() && !errors.mentions("topology") {
-        errors.push(
-            "topology",
-            "missing (path to the topology file, relative to this file)",
-        );
+        errors.push("topology", "missing (path to the topology file, relative to this file)");
     }
     let mesh_listen = root.optional("mesh_listen", errors);
     let http_listen = root.optional("http_listen", errors);
@@ -436,9 +369,7 @@ fn read(table: &toml::Table, base: &Path, errors: &mut CheckErrors) -> Parts {
 
     let mut ingest = IngestConfig::default();
     if let Some(mut r) = section(&mut root, "ingest", &empty, errors) {
-        ingest.max_body_bytes = r
-            .optional("max_body_bytes", errors)
-            .unwrap_or(ingest.max_body_bytes);
+        ingest.max_body_bytes = r.optional("max_body_bytes", errors).unwrap_or(ingest.max_body_bytes);
         ingest.stream_keys = read_stream_keys(&mut r, errors);
         ingest.any_stream_key = r.optional("any_stream_key", errors);
         r.finish(errors);
@@ -451,16 +382,7 @@ fn read(table: &toml::Table, base: &Path, errors: &mut CheckErrors) -> Parts {
     }
     root.finish(errors);
 
-    Parts {
-        node,
-        topology,
-        mesh_listen,
-        http_listen,
-        tls,
-        cache,
-        ingest,
-        edge,
-    }
+    Parts { node, topology, mesh_listen, http_listen, tls, cache, ingest, edge }
 }
 
 /// A section such as `[tls]`; an absent section reads as empty, a section that is not a table (reported)
@@ -478,12 +400,7 @@ fn section<'t>(
 }
 
 /// A path field resolved against `base`; `None` when absent, empty or not a string (the last two reported).
-fn read_path(
-    r: &mut TableReader<'_>,
-    key: &'static str,
-    base: &Path,
-    errors: &mut CheckErrors,
-) -> Option<PathBuf> {
+fn read_path(r: &mut TableReader<'_>, key: &'static str, base: &Path, errors: &mut CheckErrors) -> Option<PathBuf> {
     let text: String = r.optional(key, errors)?;
     if text.is_empty() {
         errors.push(r.path_of(key), "empty path");
@@ -493,23 +410,14 @@ fn read_path(
 }
 
 /// `stream_keys` entry by entry, so that each bad stream name or key is named.
-fn read_stream_keys(
-    r: &mut TableReader<'_>,
-    errors: &mut CheckErrors,
-) -> BTreeMap<StreamName, String> {
+fn read_stream_keys(r: &mut TableReader<'_>, errors: &mut CheckErrors) -> BTreeMap<StreamName, String> {
     let mut keys = BTreeMap::new();
     let field = r.path_of("stream_keys");
     let Some(value) = r.raw("stream_keys") else {
         return keys;
     };
     let Some(table) = value.as_table() else {
-        errors.push(
-            field,
-            format!(
-                "expected a table of stream = \"key\", found {}",
-                value.type_str()
-            ),
-        );
+        errors.push(field, format!("expected a table of stream = \"key\", found {}", value.type_str()));
         return keys;
     };
     for (name, key) in table {
@@ -525,13 +433,7 @@ fn read_stream_keys(
             Some(k) => {
                 keys.insert(stream, k.to_owned());
             }
-            None => errors.push(
-                path,
-                format!(
-                    "expected the publish key as a string, found {}",
-                    key.type_str()
-                ),
-            ),
+            None => errors.push(path, format!("expected the publish key as a string, found {}", key.type_str())),
         }
     }
     keys
@@ -543,20 +445,9 @@ pub fn check_config(path: &Path) -> Result<String, CheckErrors> {
     let (config, topology) = NodeConfig::load(path)?;
     let roles = topology
         .node(&config.node)
-        .map(|n| {
-            n.roles
-                .iter()
-                .map(|r| r.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
+        .map(|n| n.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "))
         .unwrap_or_default();
-    Ok(format!(
-        "ok: node {} ({roles}) in {}: {}",
-        config.node,
-        config.topology.display(),
-        topology.summary()
-    ))
+    Ok(format!("ok: node {} ({roles}) in {}: {}", config.node, config.topology.display(), topology.summary()))
 }
 
 #[cfg(test)]
@@ -573,15 +464,10 @@ mod tests {
     #[test]
     fn debug_hides_publish_keys() {
         let mut ingest = IngestConfig::default();
-        ingest
-            .stream_keys
-            .insert(StreamName::new("demo").unwrap(), "s3cret".into());
+        ingest.stream_keys.insert(StreamName::new("demo").unwrap(), "s3cret".into());
         ingest.any_stream_key = Some("master".into());
         let shown = format!("{ingest:?}");
-        assert!(
-            shown.contains("demo") && !shown.contains("s3cret") && !shown.contains("master"),
-            "{shown}"
-        );
+        assert!(shown.contains("demo") && !shown.contains("s3cret") && !shown.contains("master"), "{shown}");
     }
 
     #[test]
@@ -623,9 +509,7 @@ mod tests {
 
     #[test]
     fn paths_resolve_against_the_config_folder() {
-        let table: toml::Table = "topology = 'demo.toml'\n[tls]\nca = '/abs/ca.pem'\n"
-            .parse()
-            .unwrap();
+        let table: toml::Table = "topology = 'demo.toml'\n[tls]\nca = '/abs/ca.pem'\n".parse().unwrap();
         let mut errors = CheckErrors::new("t");
         let parts = read(&table, Path::new("cfg"), &mut errors);
         assert_eq!(parts.topology.unwrap(), Path::new("cfg/demo.toml"));

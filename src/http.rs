@@ -25,18 +25,11 @@ pub type Reply = Response<Full<Bytes>>;
 /// A request handler: one per server, shared by all connections.
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request. Never fails: every error is a status.
-    fn handle(
-        self: Arc<Self>,
-        req: http::Request<Incoming>,
-    ) -> impl Future<Output = Reply> + Send + 'static;
+    fn handle(self: Arc<Self>, req: http::Request<Incoming>) -> impl Future<Output = Reply> + Send + 'static;
 }
 
 /// Serves HTTP/1.1 and HTTP/2 on `listener` until `shutdown` completes.
-pub async fn serve<H: Handler>(
-    listener: TcpListener,
-    handler: Arc<H>,
-    shutdown: impl Future<Output = ()>,
-) {
+pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     loop {
         let (stream, remote) = tokio::select! {
@@ -58,7 +51,10 @@ pub async fn serve<H: Handler>(
                 let handler = handler.clone();
                 async move { Ok::<_, Infallible>(handler.handle(req).await) }
             });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // ffmpeg ends a chunked upload by shutting down its sending side, then reads the reply; the
+            // request must survive that half-close.
+            builder.http1().half_close(true);
             if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!(%remote, error = %e, "http connection ended with an error");
             }
@@ -113,8 +109,7 @@ pub fn text(status: StatusCode, body: impl Into<String>) -> Reply {
     body.push('\n');
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     resp
 }
 

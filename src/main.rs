@@ -113,8 +113,7 @@ fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Node { config } => runtime()?.block_on(async {
-            let (cfg, topology) = lightpath::config::NodeConfig::load(&config)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (cfg, topology) = lightpath::config::NodeConfig::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
             let listeners = lightpath::node::Listeners::bind(&cfg, &topology).await?;
             let params = lightpath::node::NodeParams::from_config(cfg, topology)?;
             lightpath::node::run(params, listeners, ctrl_c()).await

@@ -67,22 +67,19 @@ impl Listeners {
         let http_addr = config.http_listen.or_else(|| spec.http.socket_addr()).with_context(|| {
             format!("nodes.{}.http {} is a host name; set http_listen in the config", config.node, spec.http)
         })?;
-        let mesh = std::net::UdpSocket::bind(mesh_addr)
-            .with_context(|| format!("binding the mesh socket {mesh_addr}"))?;
-        let http = TcpListener::bind(http_addr)
-            .await
-            .with_context(|| format!("binding the HTTP listener {http_addr}"))?;
+        let mesh =
+            std::net::UdpSocket::bind(mesh_addr).with_context(|| format!("binding the mesh socket {mesh_addr}"))?;
+        let http =
+            TcpListener::bind(http_addr).await.with_context(|| format!("binding the HTTP listener {http_addr}"))?;
         Ok(Self { mesh, http })
     }
 }
 
 /// Runs a node until `shutdown` completes.
 pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<()> {
-    let spec = params
-        .topology
-        .node(&params.id)
-        .with_context(|| format!("node {} is not in the topology", params.id))?
-        .clone();
+    let spec =
+        params.topology.node(&params.id).with_context(|| format!("node {} is not in the topology", params.id))?.clone();
+    crate::telemetry::metrics(); // install the recorder before the first count
     let cache = Cache::new(params.cache_bytes, params.id.as_str());
     let mesh = Mesh::start(params.id.clone(), &params.topology, &params.identity, listeners.mesh, cache)?;
     tracing::info!(
@@ -130,10 +127,8 @@ impl Site {
         match (req.method(), path) {
             (&Method::GET, "/metrics") => {
                 let mut resp = text(StatusCode::OK, crate::telemetry::metrics().render());
-                resp.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("text/plain; version=0.0.4"),
-                );
+                resp.headers_mut()
+                    .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));
                 return resp;
             }
             (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok"),

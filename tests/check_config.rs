@@ -61,10 +61,7 @@ impl Setup {
             ("node.toml", CONFIG),
             ("ca.pem", PEM),
             ("origin-eu.pem", PEM),
-            (
-                "origin-eu.key",
-                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
-            ),
+            ("origin-eu.key", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
         ] {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
@@ -94,11 +91,7 @@ impl Setup {
 }
 
 fn broken(from: &str, to: &str) -> String {
-    assert_eq!(
-        CONFIG.matches(from).count(),
-        1,
-        "{from:?} must occur once in CONFIG"
-    );
+    assert_eq!(CONFIG.matches(from).count(), 1, "{from:?} must occur once in CONFIG");
     CONFIG.replacen(from, to, 1)
 }
 
@@ -106,17 +99,10 @@ fn broken(from: &str, to: &str) -> String {
 #[track_caller]
 fn assert_reports(e: &CheckErrors, field: &str, words: &str) {
     assert!(
-        e.errors
-            .iter()
-            .any(|x| x.field == field && x.message.contains(words)),
+        e.errors.iter().any(|x| x.field == field && x.message.contains(words)),
         "no {field:?} problem containing {words:?} in:\n{e}"
     );
-    assert!(
-        e.to_string()
-            .lines()
-            .any(|l| l.starts_with(&format!("{}: {field}: ", e.file))),
-        "{e}"
-    );
+    assert!(e.to_string().lines().any(|l| l.starts_with(&format!("{}: {field}: ", e.file))), "{e}");
 }
 
 #[test]
@@ -130,23 +116,14 @@ fn a_good_config_loads_with_paths_resolved_and_defaults() {
     assert_eq!(config.cache.max_bytes, 256 << 20);
     assert_eq!(config.ingest.max_body_bytes, 32 << 20);
     assert_eq!(config.edge.wait_ms, 6000);
-    assert_eq!(
-        config.ingest.stream_keys[&StreamName::new("demo").unwrap()],
-        "s3cret"
-    );
+    assert_eq!(config.ingest.stream_keys[&StreamName::new("demo").unwrap()], "s3cret");
     assert_eq!(config.ingest.any_stream_key, None);
-    assert_eq!(
-        config.mesh_bind(&topology),
-        Some("127.0.0.1:7101".parse().unwrap())
-    );
+    assert_eq!(config.mesh_bind(&topology), Some("127.0.0.1:7101".parse().unwrap()));
     assert_eq!(topology.nodes.len(), 2);
     let summary = check_config(&path).unwrap();
     assert_eq!(
         summary,
-        format!(
-            "ok: node origin-eu (origin) in {}: 2 nodes, 1 links, 1 regions",
-            s.path("mesh.toml").display()
-        )
+        format!("ok: node origin-eu (origin) in {}: 2 nodes, 1 links, 1 regions", s.path("mesh.toml").display())
     );
 }
 
@@ -172,14 +149,8 @@ fn every_section_can_be_set() {
         wait_ms = 0
     "#;
     let (config, topology) = NodeConfig::load(&s.config(text)).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        config.mesh_bind(&topology),
-        Some("0.0.0.0:4433".parse().unwrap())
-    );
-    assert_eq!(
-        config.http_bind(&topology),
-        Some("[::]:8443".parse().unwrap())
-    );
+    assert_eq!(config.mesh_bind(&topology), Some("0.0.0.0:4433".parse().unwrap()));
+    assert_eq!(config.http_bind(&topology), Some("[::]:8443".parse().unwrap()));
     assert_eq!(config.cache.max_bytes, CacheConfig::MIN_MAX_BYTES);
     assert_eq!(config.ingest.any_stream_key.as_deref(), Some("master"));
     assert_eq!(config.edge.wait_ms, 0);
@@ -196,10 +167,8 @@ fn syntax_error_gives_line_and_column() {
 #[test]
 fn every_unknown_key_is_reported() {
     let s = Setup::new();
-    let text = broken(
-        "cert = \"origin-eu.pem\"",
-        "cert = \"origin-eu.pem\"\ncrt = \"x\"",
-    ) + "[cache]\nmax = 5\n[viewer]\n";
+    let text =
+        broken("cert = \"origin-eu.pem\"", "cert = \"origin-eu.pem\"\ncrt = \"x\"") + "[cache]\nmax = 5\n[viewer]\n";
     let e = s.errors(&text.replacen("node = ", "nod = \"x\"\nnode = ", 1));
     assert_reports(&e, "tls.crt", "did you mean `cert`");
     assert_reports(&e, "cache.max", "unknown key");
@@ -254,10 +223,7 @@ fn tls_file_that_is_not_pem() {
 #[test]
 fn missing_tls_section_names_each_file() {
     let s = Setup::new();
-    let text = CONFIG.replace(
-        "[tls]\nca = \"ca.pem\"\ncert = \"origin-eu.pem\"\nkey = \"origin-eu.key\"\n",
-        "",
-    );
+    let text = CONFIG.replace("[tls]\nca = \"ca.pem\"\ncert = \"origin-eu.pem\"\nkey = \"origin-eu.key\"\n", "");
     let e = s.errors(&text);
     for field in ["tls.ca", "tls.cert", "tls.key"] {
         assert_reports(&e, field, "missing");
@@ -267,10 +233,7 @@ fn missing_tls_section_names_each_file() {
 #[test]
 fn tls_that_is_not_a_table() {
     let s = Setup::new();
-    let text = CONFIG.replace(
-        "[tls]\nca = \"ca.pem\"\ncert = \"origin-eu.pem\"\nkey = \"origin-eu.key\"\n",
-        "",
-    );
+    let text = CONFIG.replace("[tls]\nca = \"ca.pem\"\ncert = \"origin-eu.pem\"\nkey = \"origin-eu.key\"\n", "");
     let e = s.errors(&text.replacen("topology = ", "tls = \"files\"\ntopology = ", 1));
     assert_reports(&e, "tls", "expected a table");
     assert_eq!(e.errors.len(), 1, "{e}");
@@ -279,10 +242,7 @@ fn tls_that_is_not_a_table() {
 #[test]
 fn empty_stream_key() {
     let s = Setup::new();
-    let e = s.errors(&broken(
-        "{ demo = \"s3cret\" }",
-        "{ demo = \"\", live = \"k\" }",
-    ));
+    let e = s.errors(&broken("{ demo = \"s3cret\" }", "{ demo = \"\", live = \"k\" }"));
     assert_reports(&e, "ingest.stream_keys.demo", "empty publish key");
     assert_eq!(e.errors.len(), 1, "{e}");
     let e = s.errors(&(CONFIG.to_owned() + "any_stream_key = \" \"\n"));
@@ -292,10 +252,7 @@ fn empty_stream_key() {
 #[test]
 fn bad_stream_name_in_keys() {
     let s = Setup::new();
-    let e = s.errors(&broken(
-        "{ demo = \"s3cret\" }",
-        "{ \"de mo\" = \"s3cret\" }",
-    ));
+    let e = s.errors(&broken("{ demo = \"s3cret\" }", "{ \"de mo\" = \"s3cret\" }"));
     assert_reports(&e, "ingest.stream_keys.\"de mo\"", "stream name");
 }
 
@@ -334,25 +291,16 @@ fn listen_address_needed_when_topology_names_a_host() {
 #[test]
 fn listen_address_port_zero() {
     let s = Setup::new();
-    let e = s.errors(&broken(
-        "topology = \"mesh.toml\"",
-        "topology = \"mesh.toml\"\nmesh_listen = \"0.0.0.0:0\"",
-    ));
+    let e = s.errors(&broken("topology = \"mesh.toml\"", "topology = \"mesh.toml\"\nmesh_listen = \"0.0.0.0:0\""));
     assert_reports(&e, "mesh_listen", "port 0");
-    let e = s.errors(&broken(
-        "topology = \"mesh.toml\"",
-        "topology = \"mesh.toml\"\nhttp_listen = \"example.net:80\"",
-    ));
+    let e = s.errors(&broken("topology = \"mesh.toml\"", "topology = \"mesh.toml\"\nhttp_listen = \"example.net:80\""));
     assert_reports(&e, "http_listen", "socket address");
 }
 
 #[test]
 fn topology_errors_are_prefixed_with_its_file() {
     let s = Setup::new();
-    s.write(
-        "mesh.toml",
-        &TOPOLOGY.replacen("mesh = \"127.0.0.1:7101\"", "mesh = \"127.0.0.1\"", 1),
-    );
+    s.write("mesh.toml", &TOPOLOGY.replacen("mesh = \"127.0.0.1:7101\"", "mesh = \"127.0.0.1\"", 1));
     let e = s.errors(CONFIG);
     let topo = s.path("mesh.toml").display().to_string();
     assert_reports(&e, &format!("{topo}: nodes[0].mesh"), "no port");
@@ -363,10 +311,7 @@ fn topology_errors_are_prefixed_with_its_file() {
 #[test]
 fn missing_topology_file() {
     let s = Setup::new();
-    let e = s.errors(&broken(
-        "topology = \"mesh.toml\"",
-        "topology = \"other.toml\"",
-    ));
+    let e = s.errors(&broken("topology = \"mesh.toml\"", "topology = \"other.toml\""));
     let topo = s.path("other.toml").display().to_string();
     assert_reports(&e, &topo, "cannot read the file");
 }
@@ -374,27 +319,17 @@ fn missing_topology_file() {
 #[test]
 fn several_problems_are_reported_at_once() {
     let s = Setup::new();
-    s.write(
-        "mesh.toml",
-        &TOPOLOGY.replacen("latency_ms = 1.5", "latency_ms = -1.5", 1),
-    );
-    let text = broken("cert = \"origin-eu.pem\"", "cert = \"nope.pem\"")
-        .replacen("s3cret", "", 1)
-        .replacen(
-            "node = \"origin-eu\"",
-            "node = \"origin-eu\"\ncolour = 1",
-            1,
-        )
-        + "[cache]\nmax_bytes = 5\n";
+    s.write("mesh.toml", &TOPOLOGY.replacen("latency_ms = 1.5", "latency_ms = -1.5", 1));
+    let text = broken("cert = \"origin-eu.pem\"", "cert = \"nope.pem\"").replacen("s3cret", "", 1).replacen(
+        "node = \"origin-eu\"",
+        "node = \"origin-eu\"\ncolour = 1",
+        1,
+    ) + "[cache]\nmax_bytes = 5\n";
     let e = s.errors(&text);
     let topo = s.path("mesh.toml").display().to_string();
-    for field in [
-        "colour",
-        "tls.cert",
-        "ingest.stream_keys.demo",
-        "cache.max_bytes",
-        &format!("{topo}: links[0].latency_ms"),
-    ] {
+    for field in
+        ["colour", "tls.cert", "ingest.stream_keys.demo", "cache.max_bytes", &format!("{topo}: links[0].latency_ms")]
+    {
         assert!(e.mentions(field), "{field} not reported in:\n{e}");
     }
     assert_eq!(e.to_string().lines().count(), e.errors.len());
@@ -418,11 +353,6 @@ fn config_for_the_demo_topology() {
     );
     let (config, topology) = NodeConfig::load(&s.config(&text)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.topology, demo);
-    assert_eq!(
-        config.http_bind(&topology),
-        Some("127.0.0.1:48103".parse().unwrap())
-    );
-    assert!(check_config(&s.path("node.toml"))
-        .unwrap()
-        .starts_with("ok: node edge-us (edge) in "));
+    assert_eq!(config.http_bind(&topology), Some("127.0.0.1:48103".parse().unwrap()));
+    assert!(check_config(&s.path("node.toml")).unwrap().starts_with("ok: node edge-us (edge) in "));
 }

@@ -51,11 +51,7 @@ latency_ms = 2.0
 "#;
 
 fn broken(from: &str, to: &str) -> String {
-    assert_eq!(
-        BASE.matches(from).count(),
-        1,
-        "{from:?} must occur once in BASE"
-    );
+    assert_eq!(BASE.matches(from).count(), 1, "{from:?} must occur once in BASE");
     BASE.replacen(from, to, 1)
 }
 
@@ -71,17 +67,10 @@ fn errors(text: &str) -> CheckErrors {
 #[track_caller]
 fn assert_reports(e: &CheckErrors, field: &str, words: &str) {
     assert!(
-        e.errors
-            .iter()
-            .any(|x| x.field == field && x.message.contains(words)),
+        e.errors.iter().any(|x| x.field == field && x.message.contains(words)),
         "no {field:?} problem containing {words:?} in:\n{e}"
     );
-    assert!(
-        e.to_string()
-            .lines()
-            .any(|l| l.starts_with(&format!("mesh.toml: {field}: "))),
-        "{e}"
-    );
+    assert!(e.to_string().lines().any(|l| l.starts_with(&format!("mesh.toml: {field}: "))), "{e}");
 }
 
 fn repo(path: &str) -> PathBuf {
@@ -100,12 +89,7 @@ fn syntax_error_gives_line_and_column() {
     assert_eq!(e.errors.len(), 1, "{e}");
     // `latency_ms = 2.0` is the last line but one of BASE (line 41 counting the leading newline).
     let line = BASE.lines().position(|l| l == "latency_ms = 2.0").unwrap() + 1;
-    assert!(
-        e.errors[0]
-            .field
-            .starts_with(&format!("line {line}, column ")),
-        "{e}"
-    );
+    assert!(e.errors[0].field.starts_with(&format!("line {line}, column ")), "{e}");
     assert!(e.errors[0].message.contains("TOML syntax error"), "{e}");
 }
 
@@ -137,11 +121,7 @@ fn bad_node_id() {
 #[test]
 fn duplicate_node_id() {
     let e = errors(&broken("id = \"edge-us\"", "id = \"relay-us\""));
-    assert_reports(
-        &e,
-        "nodes[2].id",
-        "duplicate node id \"relay-us\" (also nodes[1].id)",
-    );
+    assert_reports(&e, "nodes[2].id", "duplicate node id \"relay-us\" (also nodes[1].id)");
 }
 
 #[test]
@@ -164,37 +144,25 @@ fn empty_roles() {
 
 #[test]
 fn unknown_role() {
-    let e = errors(&broken(
-        "roles = [\"edge\"]",
-        "roles = [\"edge\", \"director\"]",
-    ));
+    let e = errors(&broken("roles = [\"edge\"]", "roles = [\"edge\", \"director\"]"));
     assert_reports(&e, "nodes[2].roles[1]", "unknown role \"director\"");
 }
 
 #[test]
 fn address_without_port() {
-    let e = errors(&broken(
-        "mesh = \"127.0.0.1:7102\"",
-        "mesh = \"relay.example.net\"",
-    ));
+    let e = errors(&broken("mesh = \"127.0.0.1:7102\"", "mesh = \"relay.example.net\""));
     assert_reports(&e, "nodes[1].mesh", "no port");
 }
 
 #[test]
 fn address_with_port_zero() {
-    let e = errors(&broken(
-        "http = \"127.0.0.1:8103\"",
-        "http = \"127.0.0.1:0\"",
-    ));
+    let e = errors(&broken("http = \"127.0.0.1:8103\"", "http = \"127.0.0.1:0\""));
     assert_reports(&e, "nodes[2].http", "port 0");
 }
 
 #[test]
 fn address_with_bad_host() {
-    let e = errors(&broken(
-        "mesh = \"127.0.0.1:7101\"",
-        "mesh = \"bad_host!:7101\"",
-    ));
+    let e = errors(&broken("mesh = \"127.0.0.1:7101\"", "mesh = \"bad_host!:7101\""));
     assert_reports(&e, "nodes[0].mesh", "bad host");
     let e = errors(&broken("mesh = \"127.0.0.1:7101\"", "mesh = \"::1:7101\""));
     assert_reports(&e, "nodes[0].mesh", "brackets");
@@ -202,19 +170,13 @@ fn address_with_bad_host() {
 
 #[test]
 fn unspecified_address_cannot_be_connected_to() {
-    let e = errors(&broken(
-        "mesh = \"127.0.0.1:7101\"",
-        "mesh = \"0.0.0.0:7101\"",
-    ));
+    let e = errors(&broken("mesh = \"127.0.0.1:7101\"", "mesh = \"0.0.0.0:7101\""));
     assert_reports(&e, "nodes[0].mesh", "mesh_listen");
 }
 
 #[test]
 fn duplicate_mesh_address() {
-    let e = errors(&broken(
-        "mesh = \"127.0.0.1:7103\"",
-        "mesh = \"127.0.0.1:7101\"",
-    ));
+    let e = errors(&broken("mesh = \"127.0.0.1:7103\"", "mesh = \"127.0.0.1:7101\""));
     assert_reports(&e, "nodes[2].mesh", "also nodes[0].mesh");
 }
 
@@ -249,17 +211,13 @@ fn link_to_unknown_node() {
 
 #[test]
 fn self_link() {
-    let e = errors(&format!(
-        "{BASE}\n[[links]]\na = \"edge-us\"\nb = \"edge-us\"\nlatency_ms = 1.0\n"
-    ));
+    let e = errors(&format!("{BASE}\n[[links]]\na = \"edge-us\"\nb = \"edge-us\"\nlatency_ms = 1.0\n"));
     assert_reports(&e, "links[2].b", "itself");
 }
 
 #[test]
 fn duplicate_link_in_either_direction() {
-    let e = errors(&format!(
-        "{BASE}\n[[links]]\na = \"edge-us\"\nb = \"relay-us\"\nlatency_ms = 3.0\n"
-    ));
+    let e = errors(&format!("{BASE}\n[[links]]\na = \"edge-us\"\nb = \"relay-us\"\nlatency_ms = 3.0\n"));
     assert_reports(&e, "links[2]", "duplicate link");
     assert!(e.to_string().contains("also links[1]"), "{e}");
 }
@@ -313,21 +271,12 @@ fn several_problems_are_reported_at_once() {
         .replacen("region = \"eu\"", "region = \"mars\"", 1)
         .replacen("lat = 53.3", "lat = 100.0\ncolour = \"blue\"", 1);
     let e = errors(&text);
-    for field in [
-        "nodes[1].id",
-        "nodes[2].mesh",
-        "links[0].latency_ms",
-        "nodes[0].region",
-        "regions[0].lat",
-    ] {
+    for field in ["nodes[1].id", "nodes[2].mesh", "links[0].latency_ms", "nodes[0].region", "regions[0].lat"] {
         assert!(e.mentions(field), "{field} not reported in:\n{e}");
     }
     assert!(e.mentions("regions[0].colour"), "{e}");
     assert_eq!(e.to_string().lines().count(), e.errors.len());
-    assert!(
-        e.to_string().lines().all(|l| l.starts_with("mesh.toml: ")),
-        "{e}"
-    );
+    assert!(e.to_string().lines().all(|l| l.starts_with("mesh.toml: ")), "{e}");
 }
 
 #[test]
@@ -336,11 +285,7 @@ fn missing_file_is_reported() {
     let path = dir.path().join("nope.toml");
     let e = Topology::load(&path).unwrap_err();
     assert_eq!(e.file, path.display().to_string());
-    assert!(
-        e.to_string()
-            .starts_with(&format!("{}: cannot read the file", path.display())),
-        "{e}"
-    );
+    assert!(e.to_string().starts_with(&format!("{}: cannot read the file", path.display())), "{e}");
 }
 
 #[test]
@@ -349,38 +294,29 @@ fn load_reads_a_file_and_names_it() {
     let path = dir.path().join("mesh.toml");
     std::fs::write(&path, broken("latency_ms = 2.0", "latency_ms = 0")).unwrap();
     let e = Topology::load(&path).unwrap_err();
-    assert_eq!(e.to_string().lines().next().unwrap(), format!(
-        "{}: links[1].latency_ms: 0 is not a latency (expected a finite number of milliseconds above 0)",
-        path.display()
-    ));
-    std::fs::write(&path, BASE).unwrap();
     assert_eq!(
-        check_topology(&path).unwrap(),
-        "ok: 3 nodes, 2 links, 2 regions"
+        e.to_string().lines().next().unwrap(),
+        format!(
+            "{}: links[1].latency_ms: 0 is not a latency (expected a finite number of milliseconds above 0)",
+            path.display()
+        )
     );
+    std::fs::write(&path, BASE).unwrap();
+    assert_eq!(check_topology(&path).unwrap(), "ok: 3 nodes, 2 links, 2 regions");
 }
 
 #[test]
 fn demo_topology_loads() {
     let path = repo("topology/demo.toml");
-    assert_eq!(
-        check_topology(&path).unwrap(),
-        "ok: 4 nodes, 3 links, 3 regions"
-    );
+    assert_eq!(check_topology(&path).unwrap(), "ok: 4 nodes, 3 links, 3 regions");
     let t = Topology::load(&path).unwrap();
     let id = |s: &str| NodeId::new(s).unwrap();
     let origins: Vec<&str> = t.origins().map(|n| n.id.as_str()).collect();
     assert_eq!(origins, ["origin-eu"]);
     let relay = id("relay-us");
-    let mut around: Vec<(&str, f64)> = t
-        .neighbours(&relay)
-        .map(|(n, ms)| (n.id.as_str(), ms))
-        .collect();
+    let mut around: Vec<(&str, f64)> = t.neighbours(&relay).map(|(n, ms)| (n.id.as_str(), ms)).collect();
     around.sort_by(|a, b| a.0.cmp(b.0));
-    assert_eq!(
-        around,
-        [("edge-ap", 105.0), ("edge-us", 2.0), ("origin-eu", 38.0)]
-    );
+    assert_eq!(around, [("edge-ap", 105.0), ("edge-us", 2.0), ("origin-eu", 38.0)]);
     // Edges reach the origin only through the relay.
     let edge_ap = id("edge-ap");
     let from_ap: Vec<&str> = t.neighbours(&edge_ap).map(|(n, _)| n.id.as_str()).collect();
@@ -388,10 +324,7 @@ fn demo_topology_loads() {
     let edge_us = t.node(&id("edge-us")).unwrap();
     assert_eq!(edge_us.region, "us-east");
     assert!(edge_us.has_role(Role::Edge) && !edge_us.has_role(Role::Origin));
-    assert_eq!(
-        edge_us.mesh.socket_addr(),
-        Some("127.0.0.1:47103".parse().unwrap())
-    );
+    assert_eq!(edge_us.mesh.socket_addr(), Some("127.0.0.1:47103".parse().unwrap()));
     assert_eq!(edge_us.http.to_string(), "127.0.0.1:48103");
 }
 
@@ -405,8 +338,5 @@ fn world_topology_loads() {
 fn a_topology_serializes_back_to_an_equal_one() {
     let t = Topology::load(&repo("topology/demo.toml")).unwrap();
     let text = toml::to_string(&t).unwrap();
-    assert_eq!(
-        Topology::parse(&text, "round-trip").unwrap_or_else(|e| panic!("{e}\n{text}")),
-        t
-    );
+    assert_eq!(Topology::parse(&text, "round-trip").unwrap_or_else(|e| panic!("{e}\n{text}")), t);
 }

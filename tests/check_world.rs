@@ -29,39 +29,22 @@ struct Coordinates {
 fn generate() -> String {
     let data = root().join("topology/data/azure-latency");
     let csv = std::fs::read_to_string(data.join("latency.csv")).expect("latency.csv");
-    let json = std::fs::read_to_string(data.join("region-coordinates.json"))
-        .expect("region-coordinates.json");
-    let coords: BTreeMap<String, Coordinates> =
-        serde_json::from_str(&json).expect("region-coordinates.json");
-    let key_of: BTreeMap<&str, &str> = coords
-        .iter()
-        .map(|(k, c)| (c.display_name.as_str(), k.as_str()))
-        .collect();
+    let json = std::fs::read_to_string(data.join("region-coordinates.json")).expect("region-coordinates.json");
+    let coords: BTreeMap<String, Coordinates> = serde_json::from_str(&json).expect("region-coordinates.json");
+    let key_of: BTreeMap<&str, &str> = coords.iter().map(|(k, c)| (c.display_name.as_str(), k.as_str())).collect();
     let key = |display: &str| -> String {
-        (*key_of
-            .get(display)
-            .unwrap_or_else(|| panic!("{display:?} is not in region-coordinates.json")))
-        .to_owned()
+        (*key_of.get(display).unwrap_or_else(|| panic!("{display:?} is not in region-coordinates.json"))).to_owned()
     };
 
     // Directed round-trip times, source -> destination, by region key.
-    let mut lines = csv
-        .lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .filter(|l| !l.is_empty());
+    let mut lines = csv.lines().map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty());
     let header: Vec<&str> = lines.next().expect("header row").split(',').collect();
     assert_eq!(header[0], "Source");
     let mut rtt: BTreeMap<(String, String), f64> = BTreeMap::new();
     let mut regions: BTreeSet<String> = header[1..].iter().map(|d| key(d)).collect();
     for line in lines {
         let cells: Vec<&str> = line.split(',').collect();
-        assert_eq!(
-            cells.len(),
-            header.len(),
-            "row {:?} has {} cells",
-            cells[0],
-            cells.len()
-        );
+        assert_eq!(cells.len(), header.len(), "row {:?} has {} cells", cells[0], cells.len());
         let source = key(cells[0]);
         regions.insert(source.clone());
         for (dest, cell) in header[1..].iter().zip(&cells[1..]) {
@@ -69,9 +52,7 @@ fn generate() -> String {
             if cell.is_empty() {
                 continue;
             }
-            let ms: f64 = cell
-                .parse()
-                .unwrap_or_else(|_| panic!("{cell:?} is not a number"));
+            let ms: f64 = cell.parse().unwrap_or_else(|_| panic!("{cell:?} is not a number"));
             let dest = key(dest);
             if dest != source {
                 rtt.insert((source.clone(), dest), ms);
@@ -82,11 +63,7 @@ fn generate() -> String {
     // One undirected link per pair with a figure: half the round trip, averaging both directions.
     let mut links: BTreeMap<(String, String), (f64, String)> = BTreeMap::new();
     for ((a, b), ms) in &rtt {
-        let pair = if a < b {
-            (a.clone(), b.clone())
-        } else {
-            (b.clone(), a.clone())
-        };
+        let pair = if a < b { (a.clone(), b.clone()) } else { (b.clone(), a.clone()) };
         if links.contains_key(&pair) {
             continue;
         }
@@ -119,20 +96,11 @@ fn generate() -> String {
     out.push_str("regions = [\n");
     for r in &regions {
         let c = &coords[r];
-        writeln!(
-            out,
-            "  {{ name = \"{r}\", lat = {:?}, lon = {:?} }}, # {}",
-            c.lat, c.lon, c.display_name
-        )
-        .unwrap();
+        writeln!(out, "  {{ name = \"{r}\", lat = {:?}, lon = {:?} }}, # {}", c.lat, c.lon, c.display_name).unwrap();
     }
     out.push_str("]\n\nnodes = [\n");
     for r in &regions {
-        let roles = if ORIGINS.contains(&r.as_str()) {
-            r#""origin", "relay", "edge""#
-        } else {
-            r#""relay", "edge""#
-        };
+        let roles = if ORIGINS.contains(&r.as_str()) { r#""origin", "relay", "edge""# } else { r#""relay", "edge""# };
         writeln!(
             out,
             "  {{ id = \"{r}\", region = \"{r}\", roles = [{roles}], mesh = \"{r}.mesh.example.net:4433\", \
@@ -142,11 +110,7 @@ fn generate() -> String {
     }
     out.push_str("]\n\nlinks = [\n");
     for ((a, b), (ms, note)) in &links {
-        writeln!(
-            out,
-            "  {{ a = \"{a}\", b = \"{b}\", latency_ms = {ms:?} }}, # {note}"
-        )
-        .unwrap();
+        writeln!(out, "  {{ a = \"{a}\", b = \"{b}\", latency_ms = {ms:?} }}, # {note}").unwrap();
     }
     out.push_str("]\n");
     out
@@ -184,21 +148,12 @@ fn world_toml_loads_with_the_measured_figures() {
     assert_eq!(t.nodes.len(), 51);
     assert_eq!(t.links.len(), 1226);
     let origins: Vec<&str> = t.origins().map(|n| n.id.as_str()).collect();
-    assert_eq!(
-        origins,
-        ["eastus", "southeastasia", "westeurope", "westus2"]
-    );
-    assert!(t
-        .nodes
-        .iter()
-        .all(|n| n.has_role(Role::Relay) && n.has_role(Role::Edge)));
+    assert_eq!(origins, ["eastus", "southeastasia", "westeurope", "westus2"]);
+    assert!(t.nodes.iter().all(|n| n.has_role(Role::Relay) && n.has_role(Role::Edge)));
 
     let latency = |a: &str, b: &str| {
         let a = NodeId::new(a).unwrap();
-        let found = t
-            .neighbours(&a)
-            .find(|(n, _)| n.id.as_str() == b)
-            .map(|(_, ms)| ms);
+        let found = t.neighbours(&a).find(|(n, _)| n.id.as_str() == b).map(|(_, ms)| ms);
         found
     };
     // latency.csv: East US -> West Europe 83, West Europe -> East US 85.

@@ -122,8 +122,7 @@ impl Cache {
             let size = obj.body.len() as u64;
             window.objects.remove(&name);
             inner.bytes -= size;
-            metrics::counter!("lightpath_cache_evictions_total", "node" => self.node.clone())
-                .increment(1);
+            metrics::counter!("lightpath_cache_evictions_total", "node" => self.node.clone()).increment(1);
         }
         inner.order.extend(skipped);
     }
@@ -158,16 +157,10 @@ impl Cache {
     }
 
     /// Waits up to `timeout` for `name` to arrive in `stream`.
-    pub async fn wait_for(
-        &self,
-        stream: &StreamName,
-        name: &ObjectName,
-        timeout: Duration,
-    ) -> Option<Arc<Object>> {
+    pub async fn wait_for(&self, stream: &StreamName, name: &ObjectName, timeout: Duration) -> Option<Arc<Object>> {
         let mut changes = {
             let mut inner = self.lock();
-            let rx =
-                inner.changes.entry(stream.clone()).or_insert_with(|| watch::channel(0).0).subscribe();
+            let rx = inner.changes.entry(stream.clone()).or_insert_with(|| watch::channel(0).0).subscribe();
             if let Some((_, obj)) = inner.streams.get(stream).and_then(|w| w.objects.get(name)) {
                 return Some(obj.clone());
             }

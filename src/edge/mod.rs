@@ -75,11 +75,7 @@ fn serve(method: &Method, obj: &Object) -> Reply {
     if let Ok(v) = HeaderValue::from_str(&h.content_type) {
         headers.insert(header::CONTENT_TYPE, v);
     }
-    let cache_control = if is_playlist(&h.name) {
-        "public, max-age=1"
-    } else {
-        "public, max-age=86400"
-    };
+    let cache_control = if is_playlist(&h.name) { "public, max-age=1" } else { "public, max-age=86400" };
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control));
     let age = unix_ms().saturating_sub(h.born_unix_ms) / 1000;
     headers.insert(header::AGE, HeaderValue::from(age));

@@ -41,13 +41,28 @@ pub struct StreamState {
 
 /// What the driver hears about.
 pub(crate) enum Event {
-    PeerUp { peer: NodeId, conn: quinn::Connection, control: mpsc::UnboundedSender<Frame> },
-    PeerDown { peer: NodeId, stable_id: usize },
-    Control { peer: NodeId, frame: Frame },
+    PeerUp {
+        peer: NodeId,
+        conn: quinn::Connection,
+        control: mpsc::UnboundedSender<Frame>,
+    },
+    PeerDown {
+        peer: NodeId,
+        stable_id: usize,
+    },
+    Control {
+        peer: NodeId,
+        frame: Frame,
+    },
     /// An object entered this node's cache: from a peer, or from local ingest (`from: None`).
-    Object { from: Option<NodeId>, object: Arc<Object> },
+    Object {
+        from: Option<NodeId>,
+        object: Arc<Object>,
+    },
     /// A local viewer wants the stream.
-    Want { stream: StreamName },
+    Want {
+        stream: StreamName,
+    },
 }
 
 /// State the sessions and the HTTP side share with the driver.
@@ -95,9 +110,8 @@ impl Mesh {
         ));
         client.transport_config(Arc::new(peer::transport()));
         let runtime = quinn::default_runtime().context("no async runtime for QUIC")?;
-        let mut endpoint =
-            quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, runtime)
-                .context("starting the QUIC endpoint")?;
+        let mut endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, runtime)
+            .context("starting the QUIC endpoint")?;
         endpoint.set_default_client_config(client);
 
         let neighbours: HashMap<NodeId, Address> =
@@ -210,15 +224,7 @@ impl Driver {
         }
         // Our own links count only while their connection is up.
         let routes = RouteTable::compute(&graph, &shared.me);
-        Self {
-            shared,
-            graph,
-            own_links,
-            routes,
-            peers: HashMap::new(),
-            registry: HashMap::new(),
-            subs: HashMap::new(),
-        }
+        Self { shared, graph, own_links, routes, peers: HashMap::new(), registry: HashMap::new(), subs: HashMap::new() }
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
@@ -364,11 +370,9 @@ impl Driver {
         let Some(sub) = self.subs.get(stream) else { return };
         let wanted = sub.local || !sub.down.is_empty();
         let target = match self.registry.get(stream) {
-            Some(reg) if wanted && reg.origin != self.shared.me => self
-                .routes
-                .next_hop(&reg.origin)
-                .map(|h| h.via.clone())
-                .filter(|via| self.peers.contains_key(via)),
+            Some(reg) if wanted && reg.origin != self.shared.me => {
+                self.routes.next_hop(&reg.origin).map(|h| h.via.clone()).filter(|via| self.peers.contains_key(via))
+            }
             _ => None,
         };
         let current = sub.upstream.clone();
@@ -396,13 +400,9 @@ impl Driver {
             .iter()
             .map(|(stream, reg)| {
                 let local = &reg.origin == me;
-                let reachable = local
-                    || self
-                        .routes
-                        .next_hop(&reg.origin)
-                        .is_some_and(|h| self.peers.contains_key(&h.via));
-                let receiving =
-                    local || self.subs.get(stream).is_some_and(|s| s.upstream.is_some());
+                let reachable =
+                    local || self.routes.next_hop(&reg.origin).is_some_and(|h| self.peers.contains_key(&h.via));
+                let receiving = local || self.subs.get(stream).is_some_and(|s| s.upstream.is_some());
                 (stream.clone(), StreamState { origin: reg.origin.clone(), reachable, receiving })
             })
             .collect();

@@ -107,10 +107,7 @@ pub(super) async fn accept_loop(shared: Arc<Shared>) {
 }
 
 fn identify(shared: &Shared, conn: &quinn::Connection) -> Option<NodeId> {
-    let certs = conn
-        .peer_identity()?
-        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-        .ok()?;
+    let certs = conn.peer_identity()?.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
     crate::ca::peer_node_id(certs.first()?, shared.neighbours.keys())
 }
 
@@ -118,16 +115,14 @@ fn identify(shared: &Shared, conn: &quinn::Connection) -> Option<NodeId> {
 async fn session(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connection, dialer: bool) -> Result<()> {
     let (mut send, mut recv) = if dialer {
         let (mut send, recv) = conn.open_bi().await?;
-        write_frame(&mut send, &Frame::Hello { node: shared.me.clone(), protocol: PROTOCOL_VERSION })
-            .await?;
+        write_frame(&mut send, &Frame::Hello { node: shared.me.clone(), protocol: PROTOCOL_VERSION }).await?;
         (send, recv)
     } else {
         tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await.context("no hello")??
     };
     let mut buf = BytesMut::new();
-    let hello = tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut recv, &mut buf))
-        .await
-        .context("no hello in time")??;
+    let hello =
+        tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut recv, &mut buf)).await.context("no hello in time")??;
     match hello {
         Some(Frame::Hello { node, protocol }) if node == peer && protocol == PROTOCOL_VERSION => {}
         Some(Frame::Hello { node, protocol }) => {
@@ -137,8 +132,7 @@ async fn session(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connection, dia
         other => bail!("expected hello, got {other:?}"),
     }
     if !dialer {
-        write_frame(&mut send, &Frame::Hello { node: shared.me.clone(), protocol: PROTOCOL_VERSION })
-            .await?;
+        write_frame(&mut send, &Frame::Hello { node: shared.me.clone(), protocol: PROTOCOL_VERSION }).await?;
     }
 
     let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Frame>();

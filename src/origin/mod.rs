@@ -98,18 +98,14 @@ impl Ingest {
     ) -> Result<Reply, IngestError> {
         self.authorize(headers, &stream)?;
         let limit = self.config.max_body_bytes;
-        let declared = headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let declared =
+            headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit) {
             return Err(IngestError::TooLarge(limit));
         }
         let body = match Limited::new(body, limit as usize).collect().await {
             Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err(IngestError::TooLarge(limit))
-            }
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(IngestError::TooLarge(limit)),
             Err(e) => return Err(IngestError::Body(e.to_string())),
         };
         let created = self.publish(stream, name, body);
@@ -142,6 +138,7 @@ impl Ingest {
         let labels = [("node", self.mesh.me().to_string()), ("stream", header.stream.to_string())];
         metrics::counter!("lightpath_ingest_objects_total", &labels).increment(1);
         metrics::counter!("lightpath_ingest_bytes_total", &labels).increment(body.len() as u64);
+        tracing::debug!(stream = %header.stream, object = %header.name, bytes = body.len(), seq, "ingested");
         let object = Arc::new(Object { header, body });
         if self.mesh.cache().insert(object.clone()) == Inserted::New {
             self.mesh.ingested(object);
@@ -152,11 +149,8 @@ impl Ingest {
     /// `DELETE`: forgets the object at this origin.
     pub fn delete(&self, headers: &HeaderMap, stream: StreamName, name: ObjectName) -> Result<Reply, IngestError> {
         self.authorize(headers, &stream)?;
-        let status = if self.mesh.cache().remove(&stream, &name) {
-            StatusCode::NO_CONTENT
-        } else {
-            StatusCode::NOT_FOUND
-        };
+        let status =
+            if self.mesh.cache().remove(&stream, &name) { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND };
         Ok(text(status, ""))
     }
 }
@@ -168,8 +162,5 @@ fn same(a: &str, b: &str) -> bool {
 
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

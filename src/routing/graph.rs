@@ -123,10 +123,7 @@ impl Graph {
     /// The current cost of the link a—b, if it is up.
     pub fn link_cost(&self, a: &NodeId, b: &NodeId) -> Option<Cost> {
         let (a, b) = (self.index_of(a)?, self.index_of(b)?);
-        self.links[a.index()]
-            .iter()
-            .find(|l| l.to == b.0)
-            .map(|l| l.cost)
+        self.links[a.index()].iter().find(|l| l.to == b.0).map(|l| l.cost)
     }
 
     /// The neighbours of `n` and the cost of the link to each, in no particular order.

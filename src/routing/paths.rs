@@ -24,20 +24,13 @@ impl ShortestPaths {
 
     /// The cost of the shortest path to `dest` (0 to the source itself), or `None` when unreachable.
     pub fn cost(&self, dest: NodeIx) -> Option<Cost> {
-        self.cost
-            .get(dest.index())
-            .copied()
-            .filter(|&c| c != UNREACHABLE)
+        self.cost.get(dest.index()).copied().filter(|&c| c != UNREACHABLE)
     }
 
     /// The source's neighbour that starts the shortest path to `dest` (lowest id among equal-cost paths), or
     /// `None` for the source itself and for unreachable nodes.
     pub fn first_hop(&self, dest: NodeIx) -> Option<NodeIx> {
-        self.first_hop
-            .get(dest.index())
-            .copied()
-            .filter(|&h| h != NO_HOP)
-            .map(NodeIx)
+        self.first_hop.get(dest.index()).copied().filter(|&h| h != NO_HOP).map(NodeIx)
     }
 }
 
@@ -63,11 +56,7 @@ impl Graph {
             for link in &self.links[u as usize] {
                 let v = link.to as usize;
                 let through = d + link.cost;
-                let hop = if u == s {
-                    link.to
-                } else {
-                    first_hop[u as usize]
-                };
+                let hop = if u == s { link.to } else { first_hop[u as usize] };
                 if through < cost[v] {
                     cost[v] = through;
                     first_hop[v] = hop;
@@ -77,11 +66,7 @@ impl Graph {
                 }
             }
         }
-        ShortestPaths {
-            source,
-            cost,
-            first_hop,
-        }
+        ShortestPaths { source, cost, first_hop }
     }
 }
 
@@ -117,13 +102,7 @@ impl RouteTable {
             .map(NodeIx)
             .filter_map(|dest| {
                 let (via, cost) = (paths.first_hop(dest)?, paths.cost(dest)?);
-                Some((
-                    graph.id(dest).clone(),
-                    NextHop {
-                        via: graph.id(via).clone(),
-                        cost,
-                    },
-                ))
+                Some((graph.id(dest).clone(), NextHop { via: graph.id(via).clone(), cost }))
             })
             .collect();
         RouteTable { routes }

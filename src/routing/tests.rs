@@ -17,19 +17,12 @@ fn graph(links: &[(&str, &str, Cost)]) -> Graph {
 }
 
 fn hop(table: &RouteTable, dest: &str) -> Option<(String, Cost)> {
-    table
-        .next_hop(&id(dest))
-        .map(|h| (h.via.to_string(), h.cost))
+    table.next_hop(&id(dest)).map(|h| (h.via.to_string(), h.cost))
 }
 
 #[test]
 fn diamond_breaks_the_tie_by_lowest_id_whatever_the_insertion_order() {
-    let links = [
-        ("s", "b", 10),
-        ("b", "d", 10),
-        ("s", "a", 10),
-        ("a", "d", 10),
-    ];
+    let links = [("s", "b", 10), ("b", "d", 10), ("s", "a", 10), ("a", "d", 10)];
     let mut reversed = links;
     reversed.reverse();
     for g in [graph(&links), graph(&reversed)] {
@@ -45,25 +38,13 @@ fn diamond_breaks_the_tie_by_lowest_id_whatever_the_insertion_order() {
 #[test]
 fn detour_through_a_relay_beats_a_slow_direct_link() {
     let mut g = graph(&[("a", "c", 150), ("a", "relay", 40), ("relay", "c", 40)]);
-    assert_eq!(
-        hop(&RouteTable::compute(&g, &id("a")), "c"),
-        Some(("relay".into(), 80))
-    );
+    assert_eq!(hop(&RouteTable::compute(&g, &id("a")), "c"), Some(("relay".into(), 80)));
     g.handle_link(&id("a"), &id("c"), 70);
-    assert_eq!(
-        hop(&RouteTable::compute(&g, &id("a")), "c"),
-        Some(("c".into(), 70))
-    );
+    assert_eq!(hop(&RouteTable::compute(&g, &id("a")), "c"), Some(("c".into(), 70)));
     g.handle_link(&id("a"), &id("c"), 150);
     g.handle_link_down(&id("relay"), &id("c"));
-    assert_eq!(
-        hop(&RouteTable::compute(&g, &id("a")), "c"),
-        Some(("c".into(), 150))
-    );
-    assert_eq!(
-        hop(&RouteTable::compute(&g, &id("a")), "relay"),
-        Some(("relay".into(), 40))
-    );
+    assert_eq!(hop(&RouteTable::compute(&g, &id("a")), "c"), Some(("c".into(), 150)));
+    assert_eq!(hop(&RouteTable::compute(&g, &id("a")), "relay"), Some(("relay".into(), 40)));
 }
 
 #[test]
@@ -92,10 +73,7 @@ fn links_are_undirected_and_costs_clamped() {
     g.handle_link_down(&id("b"), &id("zz"));
     assert_eq!(g.link_cost(&id("a"), &id("b")), None);
     let paths = g.shortest_paths(g.index_of(&id("c")).unwrap());
-    assert_eq!(
-        paths.cost(g.index_of(&id("b")).unwrap()),
-        Some(MAX_LINK_COST)
-    );
+    assert_eq!(paths.cost(g.index_of(&id("b")).unwrap()), Some(MAX_LINK_COST));
     assert_eq!(paths.cost(g.index_of(&id("a")).unwrap()), None);
     assert_eq!(paths.cost(paths.source()), Some(0));
     assert_eq!(paths.first_hop(paths.source()), None);
@@ -127,11 +105,7 @@ fn spec() -> impl Strategy<Value = Spec> {
         let names = Just((0..n).collect::<Vec<_>>()).prop_shuffle();
         (tree, extra, names).prop_map(move |(tree, extra, names)| {
             let ids = names.iter().map(|i| id(&format!("n{i}"))).collect();
-            let mut links: Vec<_> = tree
-                .iter()
-                .enumerate()
-                .map(|(i, (p, c))| (i + 1, p.index(i + 1), *c))
-                .collect();
+            let mut links: Vec<_> = tree.iter().enumerate().map(|(i, (p, c))| (i + 1, p.index(i + 1), *c)).collect();
             links.extend(extra);
             Spec { ids, links }
         })
@@ -140,9 +114,7 @@ fn spec() -> impl Strategy<Value = Spec> {
 
 /// The link cost matrix, read back from the graph.
 fn weights(g: &Graph, ids: &[NodeId]) -> Vec<Vec<Option<Cost>>> {
-    ids.iter()
-        .map(|a| ids.iter().map(|b| g.link_cost(a, b)).collect())
-        .collect()
+    ids.iter().map(|a| ids.iter().map(|b| g.link_cost(a, b)).collect()).collect()
 }
 
 /// All-pairs shortest costs by Floyd–Warshall, independent of the code under test.
@@ -182,24 +154,13 @@ fn check_routes(g: &Graph, ids: &[NodeId]) -> Result<(), TestCaseError> {
         for d in (0..n).filter(|&d| d != s) {
             let route = table.next_hop(&ids[d]);
             let Some(best) = dist[s][d] else {
-                prop_assert!(
-                    route.is_none(),
-                    "{} routes to unreachable {}",
-                    ids[s],
-                    ids[d]
-                );
+                prop_assert!(route.is_none(), "{} routes to unreachable {}", ids[s], ids[d]);
                 continue;
             };
-            let route = route.ok_or_else(|| {
-                TestCaseError::fail(format!("{} has no route to {}", ids[s], ids[d]))
-            })?;
+            let route = route.ok_or_else(|| TestCaseError::fail(format!("{} has no route to {}", ids[s], ids[d])))?;
             prop_assert_eq!(route.cost, best);
             let expected_via = (0..n)
-                .filter(|&v| {
-                    w[s][v]
-                        .zip(dist[v][d])
-                        .is_some_and(|(c, rest)| c + rest == best)
-                })
+                .filter(|&v| w[s][v].zip(dist[v][d]).is_some_and(|(c, rest)| c + rest == best))
                 .map(|v| &ids[v])
                 .min();
             prop_assert_eq!(Some(&route.via), expected_via);

@@ -29,9 +29,7 @@ pub enum AddressError {
     #[error("{0:?}: write IPv6 addresses in brackets, e.g. [::1]:7000")]
     Ipv6NeedsBrackets(String),
     /// The host is neither an IP address nor a valid DNS name.
-    #[error(
-        "{0:?} has a bad host (expected a DNS name, an IPv4 address or a bracketed IPv6 address)"
-    )]
+    #[error("{0:?} has a bad host (expected a DNS name, an IPv4 address or a bracketed IPv6 address)")]
     BadHost(String),
 }
 
@@ -64,11 +62,7 @@ impl Address {
     pub(crate) fn canonical(&self) -> String {
         match self.ip() {
             Some(ip) => SocketAddr::new(ip, self.port).to_string(),
-            None => format!(
-                "{}:{}",
-                self.host.trim_end_matches('.').to_ascii_lowercase(),
-                self.port
-            ),
+            None => format!("{}:{}", self.host.trim_end_matches('.').to_ascii_lowercase(), self.port),
         }
     }
 
@@ -84,17 +78,13 @@ impl Address {
         if let Some(addr) = self.socket_addr() {
             return Ok(vec![addr]);
         }
-        let resolver = TokioAsyncResolver::tokio_from_system_conf().unwrap_or_else(|_| {
-            TokioAsyncResolver::tokio(ResolverConfig::default(), ResolverOpts::default())
-        });
+        let resolver = TokioAsyncResolver::tokio_from_system_conf()
+            .unwrap_or_else(|_| TokioAsyncResolver::tokio(ResolverConfig::default(), ResolverOpts::default()));
         let lookup = resolver
             .lookup_ip(self.host.as_str())
             .await
             .map_err(|e| std::io::Error::other(format!("resolving {}: {e}", self.host)))?;
-        let addrs: Vec<SocketAddr> = lookup
-            .iter()
-            .map(|ip| SocketAddr::new(ip, self.port))
-            .collect();
+        let addrs: Vec<SocketAddr> = lookup.iter().map(|ip| SocketAddr::new(ip, self.port)).collect();
         if addrs.is_empty() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::NotFound,
@@ -107,10 +97,7 @@ impl Address {
 
 impl From<SocketAddr> for Address {
     fn from(addr: SocketAddr) -> Self {
-        Self {
-            host: addr.ip().to_string(),
-            port: addr.port(),
-        }
+        Self { host: addr.ip().to_string(), port: addr.port() }
     }
 }
 
@@ -132,18 +119,14 @@ impl FromStr for Address {
             return Err(AddressError::Empty);
         }
         let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (host, after) = rest
-                .split_once(']')
-                .ok_or_else(|| AddressError::BadHost(s.to_owned()))?;
+            let (host, after) = rest.split_once(']').ok_or_else(|| AddressError::BadHost(s.to_owned()))?;
             if host.parse::<Ipv6Addr>().is_err() {
                 return Err(AddressError::BadHost(s.to_owned()));
             }
             if after.is_empty() {
                 return Err(AddressError::MissingPort(s.to_owned()));
             }
-            let port = after
-                .strip_prefix(':')
-                .ok_or_else(|| AddressError::BadHost(s.to_owned()))?;
+            let port = after.strip_prefix(':').ok_or_else(|| AddressError::BadHost(s.to_owned()))?;
             (host, port)
         } else {
             match s.rsplit_once(':') {
@@ -165,16 +148,11 @@ impl FromStr for Address {
         if !port.bytes().all(|b| b.is_ascii_digit()) {
             return Err(AddressError::BadPort(s.to_owned()));
         }
-        let port: u16 = port
-            .parse()
-            .map_err(|_| AddressError::BadPort(s.to_owned()))?;
+        let port: u16 = port.parse().map_err(|_| AddressError::BadPort(s.to_owned()))?;
         if port == 0 {
             return Err(AddressError::PortZero(s.to_owned()));
         }
-        Ok(Self {
-            host: host.to_owned(),
-            port,
-        })
+        Ok(Self { host: host.to_owned(), port })
     }
 }
 
@@ -195,11 +173,7 @@ fn valid_host(host: &str) -> bool {
             && !l.ends_with('-')
             && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     };
-    name.split('.').all(label_ok)
-        && !name
-            .rsplit('.')
-            .next()
-            .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+    name.split('.').all(label_ok) && !name.rsplit('.').next().is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
 }
 
 impl TryFrom<String> for Address {
@@ -282,20 +256,14 @@ mod tests {
     #[tokio::test]
     async fn literal_ip_resolves_without_lookup() {
         let a: Address = "192.0.2.7:9".parse().unwrap();
-        assert_eq!(
-            a.resolve().await.unwrap(),
-            vec!["192.0.2.7:9".parse().unwrap()]
-        );
+        assert_eq!(a.resolve().await.unwrap(), vec!["192.0.2.7:9".parse().unwrap()]);
     }
 
     #[tokio::test]
     async fn host_names_resolve_through_the_hosts_file() {
         let a: Address = "localhost:9".parse().unwrap();
         let addrs = a.resolve().await.unwrap();
-        assert!(
-            addrs.iter().all(|s| s.port() == 9 && s.ip().is_loopback()),
-            "{addrs:?}"
-        );
+        assert!(addrs.iter().all(|s| s.port() == 9 && s.ip().is_loopback()), "{addrs:?}");
         assert!(!addrs.is_empty());
     }
 }

@@ -35,18 +35,12 @@ pub struct CheckErrors {
 impl CheckErrors {
     /// An empty report for `file`.
     pub fn new(file: impl Into<String>) -> Self {
-        Self {
-            file: file.into(),
-            errors: Vec::new(),
-        }
+        Self { file: file.into(), errors: Vec::new() }
     }
 
     /// Records a problem with `field`.
     pub fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(CheckError {
-            field: field.into(),
-            message: message.into(),
-        });
+        self.errors.push(CheckError { field: field.into(), message: message.into() });
     }
 
     /// True when no problem has been recorded.
@@ -97,10 +91,7 @@ pub(crate) fn parse_table(text: &str, errors: &mut CheckErrors) -> Option<toml::
                 }
                 None => String::new(),
             };
-            errors.push(
-                field,
-                format!("TOML syntax error: {}", one_line(e.message())),
-            );
+            errors.push(field, format!("TOML syntax error: {}", one_line(e.message())));
             None
         }
     }
@@ -116,25 +107,13 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 
 /// Folds a multi-line message onto one line, so that a report stays one line per problem.
 pub(crate) fn one_line(message: &str) -> String {
-    message
-        .split('\n')
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
+    message.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
 }
 
 /// A field path for `key` under `parent`, quoting keys that are not bare TOML keys.
 pub(crate) fn join_path(parent: &str, key: &str) -> String {
-    let bare = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    let key = if bare {
-        key.to_owned()
-    } else {
-        format!("{key:?}")
-    };
+    let bare = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let key = if bare { key.to_owned() } else { format!("{key:?}") };
     if parent.is_empty() {
         key
     } else {
@@ -155,11 +134,7 @@ pub(crate) struct TableReader<'t> {
 impl<'t> TableReader<'t> {
     /// A reader for `table`, found at `path` (empty for the file's top level).
     pub(crate) fn new(table: &'t toml::Table, path: impl Into<String>) -> Self {
-        Self {
-            table,
-            path: path.into(),
-            known: Vec::new(),
-        }
+        Self { table, path: path.into(), known: Vec::new() }
     }
 
     /// The path of `key` in this table.
@@ -176,11 +151,7 @@ impl<'t> TableReader<'t> {
     }
 
     /// `key` deserialized as `T`; `None` when absent, or when malformed (which is recorded).
-    pub(crate) fn optional<T: DeserializeOwned>(
-        &mut self,
-        key: &'static str,
-        errors: &mut CheckErrors,
-    ) -> Option<T> {
+    pub(crate) fn optional<T: DeserializeOwned>(&mut self, key: &'static str, errors: &mut CheckErrors) -> Option<T> {
         let value = self.raw(key)?;
         match value.clone().try_into::<T>() {
             Ok(v) => Some(v),
@@ -206,19 +177,12 @@ impl<'t> TableReader<'t> {
     }
 
     /// A sub-table such as `[tls]`; `None` when absent, or when not a table (which is recorded).
-    pub(crate) fn table(
-        &mut self,
-        key: &'static str,
-        errors: &mut CheckErrors,
-    ) -> Option<TableReader<'t>> {
+    pub(crate) fn table(&mut self, key: &'static str, errors: &mut CheckErrors) -> Option<TableReader<'t>> {
         let path = self.path_of(key);
         match self.raw(key)? {
             toml::Value::Table(t) => Some(TableReader::new(t, path)),
             other => {
-                errors.push(
-                    path,
-                    format!("expected a table, found {}", other.type_str()),
-                );
+                errors.push(path, format!("expected a table, found {}", other.type_str()));
                 None
             }
         }
@@ -226,30 +190,20 @@ impl<'t> TableReader<'t> {
 
     /// An array of tables such as `[[nodes]]`, each with its index in the file; entries that are not tables
     /// are recorded and skipped. Absent means empty.
-    pub(crate) fn tables(
-        &mut self,
-        key: &'static str,
-        errors: &mut CheckErrors,
-    ) -> Vec<(usize, TableReader<'t>)> {
+    pub(crate) fn tables(&mut self, key: &'static str, errors: &mut CheckErrors) -> Vec<(usize, TableReader<'t>)> {
         let path = self.path_of(key);
         let Some(value) = self.raw(key) else {
             return Vec::new();
         };
         let Some(items) = value.as_array() else {
-            errors.push(
-                path,
-                format!("expected an array of tables, found {}", value.type_str()),
-            );
+            errors.push(path, format!("expected an array of tables, found {}", value.type_str()));
             return Vec::new();
         };
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             match item {
                 toml::Value::Table(t) => out.push((i, TableReader::new(t, format!("{path}[{i}]")))),
-                other => errors.push(
-                    format!("{path}[{i}]"),
-                    format!("expected a table, found {}", other.type_str()),
-                ),
+                other => errors.push(format!("{path}[{i}]"), format!("expected a table, found {}", other.type_str())),
             }
         }
         out
@@ -264,10 +218,7 @@ impl<'t> TableReader<'t> {
             let mut message = format!("unknown key (expected one of: {})", self.known.join(", "));
             let nearest = self.known.iter().map(|k| (edit_distance(k, key), k)).min();
             if let Some((_, near)) = nearest.filter(|(d, near)| *d <= 2 && *d < near.len()) {
-                message = format!(
-                    "unknown key; did you mean `{near}`? (expected one of: {})",
-                    self.known.join(", ")
-                );
+                message = format!("unknown key; did you mean `{near}`? (expected one of: {})", self.known.join(", "));
             }
             errors.push(self.path_of(key), message);
         }
@@ -283,11 +234,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let cur = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                prev
-            } else {
-                1 + prev.min(cur).min(row[j])
-            };
+            row[j + 1] = if ca == *cb { prev } else { 1 + prev.min(cur).min(row[j]) };
             prev = cur;
         }
     }
@@ -303,10 +250,7 @@ mod tests {
         let mut e = CheckErrors::new("t.toml");
         e.push("nodes[0].id", "bad");
         e.push("", "whole file");
-        assert_eq!(
-            e.to_string(),
-            "t.toml: nodes[0].id: bad\nt.toml: whole file"
-        );
+        assert_eq!(e.to_string(), "t.toml: nodes[0].id: bad\nt.toml: whole file");
     }
 
     #[test]
@@ -326,19 +270,13 @@ mod tests {
         let _: Option<String> = r.optional("id", &mut e);
         let _: Option<String> = r.optional("mesh", &mut e);
         r.finish(&mut e);
-        assert!(
-            e.mentions("nodes[1].mseh") && e.mentions("nodes[1].foo"),
-            "{e}"
-        );
+        assert!(e.mentions("nodes[1].mseh") && e.mentions("nodes[1].foo"), "{e}");
         assert!(e.to_string().contains("did you mean `mesh`"), "{e}");
     }
 
     #[test]
     fn quotes_keys_that_are_not_bare() {
-        assert_eq!(
-            join_path("ingest.stream_keys", "a b"),
-            "ingest.stream_keys.\"a b\""
-        );
+        assert_eq!(join_path("ingest.stream_keys", "a b"), "ingest.stream_keys.\"a b\"");
         assert_eq!(join_path("", "node"), "node");
     }
 

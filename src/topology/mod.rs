@@ -164,23 +164,13 @@ impl Topology {
     ///
     /// Scans every link: fine for a node finding its few neighbours; the simulator and the control plane
     /// build an adjacency list once instead.
-    pub fn neighbours<'a>(
-        &'a self,
-        id: &'a NodeId,
-    ) -> impl Iterator<Item = (&'a NodeSpec, f64)> + 'a {
-        self.links
-            .iter()
-            .filter_map(move |l| Some((self.node(l.other_end(id)?)?, l.latency_ms)))
+    pub fn neighbours<'a>(&'a self, id: &'a NodeId) -> impl Iterator<Item = (&'a NodeSpec, f64)> + 'a {
+        self.links.iter().filter_map(move |l| Some((self.node(l.other_end(id)?)?, l.latency_ms)))
     }
 
     /// A one-line summary such as `4 nodes, 3 links, 3 regions`.
     pub fn summary(&self) -> String {
-        format!(
-            "{} nodes, {} links, {} regions",
-            self.nodes.len(),
-            self.links.len(),
-            self.regions.len()
-        )
+        format!("{} nodes, {} links, {} regions", self.nodes.len(), self.links.len(), self.regions.len())
     }
 }
 

@@ -39,33 +39,19 @@ struct LinkEntry {
 
 impl RegionEntry {
     fn complete(self) -> Option<Region> {
-        Some(Region {
-            name: self.name?,
-            lat: self.lat?,
-            lon: self.lon?,
-        })
+        Some(Region { name: self.name?, lat: self.lat?, lon: self.lon? })
     }
 }
 
 impl NodeEntry {
     fn complete(self) -> Option<NodeSpec> {
-        Some(NodeSpec {
-            id: self.id?,
-            region: self.region?,
-            roles: self.roles?,
-            mesh: self.mesh?,
-            http: self.http?,
-        })
+        Some(NodeSpec { id: self.id?, region: self.region?, roles: self.roles?, mesh: self.mesh?, http: self.http? })
     }
 }
 
 impl LinkEntry {
     fn complete(self) -> Option<LinkSpec> {
-        Some(LinkSpec {
-            a: self.a?,
-            b: self.b?,
-            latency_ms: self.latency_ms?,
-        })
+        Some(LinkSpec { a: self.a?, b: self.b?, latency_ms: self.latency_ms? })
     }
 }
 
@@ -118,10 +104,7 @@ pub(super) fn parse(text: &str, source: &str) -> Result<Topology, CheckErrors> {
     check_origins(&nodes, &links, &mut errors);
 
     errors.finish(|| Topology {
-        regions: regions
-            .into_iter()
-            .filter_map(RegionEntry::complete)
-            .collect(),
+        regions: regions.into_iter().filter_map(RegionEntry::complete).collect(),
         nodes: nodes.into_iter().filter_map(NodeEntry::complete).collect(),
         links: links.into_iter().filter_map(LinkEntry::complete).collect(),
     })
@@ -131,41 +114,30 @@ pub(super) fn parse(text: &str, source: &str) -> Result<Topology, CheckErrors> {
 fn read_roles(r: &mut TableReader<'_>, errors: &mut CheckErrors) -> Option<Vec<Role>> {
     let field = r.path_of("roles");
     let Some(value) = r.raw("roles") else {
-        errors.push(
-            field,
-            "missing (one or more of \"origin\", \"relay\", \"edge\")",
-        );
+        errors.push(field, "missing (one or more of \"origin\", \"relay\", \"edge\")");
         return None;
     };
     let Some(items) = value.as_array() else {
-        errors.push(
-            field,
-            format!("expected an array of roles, found {}", value.type_str()),
-        );
+        errors.push(field, format!("expected an array of roles, found {}", value.type_str()));
         return None;
     };
     if items.is_empty() {
-        errors.push(
-            field,
-            "no roles (expected one or more of \"origin\", \"relay\", \"edge\")",
-        );
+        errors.push(field, "no roles (expected one or more of \"origin\", \"relay\", \"edge\")");
         return None;
     }
     let mut roles = Vec::with_capacity(items.len());
     let mut ok = true;
     for (k, item) in items.iter().enumerate() {
         let role = match item.as_str() {
-            Some(text) => item.clone().try_into::<Role>().map_err(|_| {
-                format!("unknown role {text:?} (expected \"origin\", \"relay\" or \"edge\")")
-            }),
+            Some(text) => item
+                .clone()
+                .try_into::<Role>()
+                .map_err(|_| format!("unknown role {text:?} (expected \"origin\", \"relay\" or \"edge\")")),
             None => Err(format!("expected a role name, found {}", item.type_str())),
         };
         match role {
             Ok(role) if roles.contains(&role) => {
-                errors.push(
-                    format!("{field}[{k}]"),
-                    format!("role \"{role}\" is listed twice"),
-                );
+                errors.push(format!("{field}[{k}]"), format!("role \"{role}\" is listed twice"));
                 ok = false;
             }
             Ok(role) => roles.push(role),
@@ -182,10 +154,8 @@ fn check_regions(regions: &[RegionEntry], errors: &mut CheckErrors) {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for r in regions {
         if let Some(name) = &r.name {
-            let good = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            let good =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
             if !good {
                 errors.push(
                     format!("regions[{}].name", r.index),
@@ -222,10 +192,7 @@ fn check_nodes(nodes: &[NodeEntry], regions: &[RegionEntry], errors: &mut CheckE
         let i = n.index;
         if let Some(id) = &n.id {
             if let Some(first) = ids.get(id) {
-                errors.push(
-                    format!("nodes[{i}].id"),
-                    format!("duplicate node id \"{id}\" (also nodes[{first}].id)"),
-                );
+                errors.push(format!("nodes[{i}].id"), format!("duplicate node id \"{id}\" (also nodes[{first}].id)"));
             } else {
                 ids.insert(id, i);
             }
@@ -238,10 +205,7 @@ fn check_nodes(nodes: &[NodeEntry], regions: &[RegionEntry], errors: &mut CheckE
                 );
             }
         }
-        for (field, addr, seen) in [
-            ("mesh", &n.mesh, &mut mesh_seen),
-            ("http", &n.http, &mut http_seen),
-        ] {
+        for (field, addr, seen) in [("mesh", &n.mesh, &mut mesh_seen), ("http", &n.http, &mut http_seen)] {
             let Some(addr) = addr else { continue };
             if addr.ip().is_some_and(|ip| ip.is_unspecified()) {
                 errors.push(
@@ -273,25 +237,21 @@ fn check_links(links: &[LinkEntry], nodes: &[NodeEntry], errors: &mut CheckError
         for (field, end) in [("a", &l.a), ("b", &l.b)] {
             if let Some(id) = end {
                 if !known.contains(id) {
-                    errors.push(
-                        format!("links[{i}].{field}"),
-                        format!("unknown node \"{id}\""),
-                    );
+                    errors.push(format!("links[{i}].{field}"), format!("unknown node \"{id}\""));
                 }
             }
         }
         if let (Some(a), Some(b)) = (&l.a, &l.b) {
             if a == b {
-                errors.push(
-                    format!("links[{i}].b"),
-                    format!("self-link: links node \"{a}\" to itself"),
-                );
+                errors.push(format!("links[{i}].b"), format!("self-link: links node \"{a}\" to itself"));
             } else {
                 let key = if a < b { (a, b) } else { (b, a) };
                 match pairs.get(&key) {
                     Some(first) => errors.push(
                         format!("links[{i}]"),
-                        format!("duplicate link between \"{a}\" and \"{b}\" (also links[{first}]; links are undirected)"),
+                        format!(
+                            "duplicate link between \"{a}\" and \"{b}\" (also links[{first}]; links are undirected)"
+                        ),
                     ),
                     None => {
                         pairs.insert(key, i);
@@ -303,9 +263,7 @@ fn check_links(links: &[LinkEntry], nodes: &[NodeEntry], errors: &mut CheckError
             if !(ms.is_finite() && ms > 0.0) {
                 errors.push(
                     format!("links[{i}].latency_ms"),
-                    format!(
-                        "{ms} is not a latency (expected a finite number of milliseconds above 0)"
-                    ),
+                    format!("{ms} is not a latency (expected a finite number of milliseconds above 0)"),
                 );
             }
         }
@@ -317,10 +275,7 @@ fn check_links(links: &[LinkEntry], nodes: &[NodeEntry], errors: &mut CheckError
 fn check_origins(nodes: &[NodeEntry], links: &[LinkEntry], errors: &mut CheckErrors) {
     if nodes.is_empty() {
         if !errors.mentions("nodes") {
-            errors.push(
-                "nodes",
-                "no nodes (a mesh needs at least one [[nodes]] entry with the origin role)",
-            );
+            errors.push("nodes", "no nodes (a mesh needs at least one [[nodes]] entry with the origin role)");
         }
         return;
     }
@@ -328,10 +283,7 @@ fn check_origins(nodes: &[NodeEntry], links: &[LinkEntry], errors: &mut CheckErr
     if !nodes.iter().any(is_origin) {
         // A node whose roles could not be read may have been meant as the origin; its own error says so.
         if nodes.iter().all(|n| n.roles.is_some()) {
-            errors.push(
-                "nodes",
-                "no node has the origin role (streams enter the mesh at origins)",
-            );
+            errors.push("nodes", "no node has the origin role (streams enter the mesh at origins)");
         }
         return;
     }
@@ -353,20 +305,14 @@ fn check_origins(nodes: &[NodeEntry], links: &[LinkEntry], errors: &mut CheckErr
         x
     }
     for l in links {
-        if let (Some(a), Some(b)) = (
-            l.a.as_ref().and_then(|a| slot.get(a)),
-            l.b.as_ref().and_then(|b| slot.get(b)),
-        ) {
+        if let (Some(a), Some(b)) = (l.a.as_ref().and_then(|a| slot.get(a)), l.b.as_ref().and_then(|b| slot.get(b))) {
             let (ra, rb) = (root(&mut parent, *a), root(&mut parent, *b));
             parent[ra] = rb;
         }
     }
 
-    let mut origins: Vec<(&NodeId, usize)> = nodes
-        .iter()
-        .filter(|n| is_origin(n))
-        .filter_map(|n| Some((n.id.as_ref()?, slot[n.id.as_ref()?])))
-        .collect();
+    let mut origins: Vec<(&NodeId, usize)> =
+        nodes.iter().filter(|n| is_origin(n)).filter_map(|n| Some((n.id.as_ref()?, slot[n.id.as_ref()?]))).collect();
     let mut listed = HashSet::new();
     origins.retain(|(_, s)| listed.insert(*s));
     let mut reported = HashSet::new();
@@ -376,30 +322,14 @@ fn check_origins(nodes: &[NodeEntry], links: &[LinkEntry], errors: &mut CheckErr
             continue;
         }
         let me = root(&mut parent, slot[id]);
-        let cut_off: Vec<String> = origins
-            .iter()
-            .filter(|(_, o)| root(&mut parent, *o) != me)
-            .map(|(o, _)| format!("\"{o}\""))
-            .collect();
+        let cut_off: Vec<String> =
+            origins.iter().filter(|(_, o)| root(&mut parent, *o) != me).map(|(o, _)| format!("\"{o}\"")).collect();
         if cut_off.is_empty() {
             continue;
         }
-        let shown = cut_off
-            .iter()
-            .take(3)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", ");
-        let more = if cut_off.len() > 3 {
-            format!(" and {} more", cut_off.len() - 3)
-        } else {
-            String::new()
-        };
-        let noun = if cut_off.len() == 1 {
-            "origin"
-        } else {
-            "origins"
-        };
+        let shown = cut_off.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+        let more = if cut_off.len() > 3 { format!(" and {} more", cut_off.len() - 3) } else { String::new() };
+        let noun = if cut_off.len() == 1 { "origin" } else { "origins" };
         errors.push(
             format!("nodes[{}].id", n.index),
             format!("unreachable node \"{id}\": no path over links to {noun} {shown}{more}"),
@@ -453,14 +383,8 @@ mod tests {
         let t = Topology::parse(SMALL, "small").unwrap();
         let o = NodeId::new("o").unwrap();
         let e = NodeId::new("e").unwrap();
-        let from_o: Vec<_> = t
-            .neighbours(&o)
-            .map(|(n, ms)| (n.id.as_str(), ms))
-            .collect();
-        let from_e: Vec<_> = t
-            .neighbours(&e)
-            .map(|(n, ms)| (n.id.as_str(), ms))
-            .collect();
+        let from_o: Vec<_> = t.neighbours(&o).map(|(n, ms)| (n.id.as_str(), ms)).collect();
+        let from_e: Vec<_> = t.neighbours(&e).map(|(n, ms)| (n.id.as_str(), ms)).collect();
         assert_eq!(from_o, vec![("e", 5.0)]);
         assert_eq!(from_e, vec![("o", 5.0)]);
         assert!(t.node(&e).unwrap().has_role(Role::Relay));
@@ -480,10 +404,7 @@ mod tests {
         "#;
         let e = Topology::parse(&text, "t").unwrap_err();
         // o2 cannot reach o; o and e cannot reach o2.
-        assert!(
-            e.mentions("nodes[0].id") && e.mentions("nodes[1].id") && e.mentions("nodes[2].id"),
-            "{e}"
-        );
+        assert!(e.mentions("nodes[0].id") && e.mentions("nodes[1].id") && e.mentions("nodes[2].id"), "{e}");
         assert_eq!(e.errors.len(), 3, "{e}");
     }
 

@@ -51,17 +51,9 @@ pub enum Frame {
     /// First frame each way on a connection's control (bidirectional) stream.
     Hello { node: NodeId, protocol: u32 },
     /// `stream` is live at `origin`; flooded to every node. `epoch` grows each time the origin (re)starts the stream.
-    Announce {
-        stream: StreamName,
-        origin: NodeId,
-        epoch: u64,
-    },
+    Announce { stream: StreamName, origin: NodeId, epoch: u64 },
     /// `stream` has ended at `origin` (same epoch as its announcement).
-    Withdraw {
-        stream: StreamName,
-        origin: NodeId,
-        epoch: u64,
-    },
+    Withdraw { stream: StreamName, origin: NodeId, epoch: u64 },
     /// Downstream asks its upstream neighbour for a stream's objects.
     Subscribe { stream: StreamName },
     /// Downstream no longer wants the stream.
@@ -190,20 +182,9 @@ impl Frame {
 
         let mut r = Payload(payload);
         let frame = match ty {
-            HELLO => Frame::Hello {
-                node: r.name()?,
-                protocol: r.u32()?,
-            },
-            ANNOUNCE => Frame::Announce {
-                stream: r.name()?,
-                origin: r.name()?,
-                epoch: r.varint()?,
-            },
-            WITHDRAW => Frame::Withdraw {
-                stream: r.name()?,
-                origin: r.name()?,
-                epoch: r.varint()?,
-            },
+            HELLO => Frame::Hello { node: r.name()?, protocol: r.u32()? },
+            ANNOUNCE => Frame::Announce { stream: r.name()?, origin: r.name()?, epoch: r.varint()? },
+            WITHDRAW => Frame::Withdraw { stream: r.name()?, origin: r.name()?, epoch: r.varint()? },
             SUBSCRIBE => Frame::Subscribe { stream: r.name()? },
             UNSUBSCRIBE => Frame::Unsubscribe { stream: r.name()? },
             _ => Frame::Object(ObjectHeader {
@@ -218,9 +199,7 @@ impl Frame {
             }),
         };
         if !r.0.is_empty() {
-            return Err(DecodeError::Malformed(
-                "bytes left over after the payload's fields",
-            ));
+            return Err(DecodeError::Malformed("bytes left over after the payload's fields"));
         }
         Ok((frame, total))
     }
@@ -253,9 +232,7 @@ struct Payload<'a>(&'a [u8]);
 impl<'a> Payload<'a> {
     fn varint(&mut self) -> Result<u64, DecodeError> {
         let (v, n) = varint::get(self.0).map_err(|e| match e {
-            DecodeError::Incomplete => {
-                DecodeError::Malformed("integer runs past the end of the payload")
-            }
+            DecodeError::Incomplete => DecodeError::Malformed("integer runs past the end of the payload"),
             e => e,
         })?;
         self.0 = &self.0[n..];
@@ -263,16 +240,13 @@ impl<'a> Payload<'a> {
     }
 
     fn u32(&mut self) -> Result<u32, DecodeError> {
-        u32::try_from(self.varint()?)
-            .map_err(|_| DecodeError::Malformed("integer does not fit 32 bits"))
+        u32::try_from(self.varint()?).map_err(|_| DecodeError::Malformed("integer does not fit 32 bits"))
     }
 
     fn str(&mut self) -> Result<&'a str, DecodeError> {
         let len = self.varint()?;
         let len = usize::try_from(len).ok().filter(|&len| len <= self.0.len());
-        let len = len.ok_or(DecodeError::Malformed(
-            "string runs past the end of the payload",
-        ))?;
+        let len = len.ok_or(DecodeError::Malformed("string runs past the end of the payload"))?;
         let (s, rest) = self.0.split_at(len);
         self.0 = rest;
         std::str::from_utf8(s).map_err(|_| DecodeError::BadString)

@@ -31,26 +31,11 @@ fn segment() -> ObjectHeader {
 /// One of each frame: the seeds of the fuzz corpus.
 fn samples() -> Vec<Frame> {
     vec![
-        Frame::Hello {
-            node: node("edge-eu-1"),
-            protocol: PROTOCOL_VERSION,
-        },
-        Frame::Announce {
-            stream: stream("news"),
-            origin: node("origin-us"),
-            epoch: 3,
-        },
-        Frame::Withdraw {
-            stream: stream("news"),
-            origin: node("origin-us"),
-            epoch: 3,
-        },
-        Frame::Subscribe {
-            stream: stream("news"),
-        },
-        Frame::Unsubscribe {
-            stream: stream("news"),
-        },
+        Frame::Hello { node: node("edge-eu-1"), protocol: PROTOCOL_VERSION },
+        Frame::Announce { stream: stream("news"), origin: node("origin-us"), epoch: 3 },
+        Frame::Withdraw { stream: stream("news"), origin: node("origin-us"), epoch: 3 },
+        Frame::Subscribe { stream: stream("news") },
+        Frame::Unsubscribe { stream: stream("news") },
         Frame::Object(segment()),
     ]
 }
@@ -65,16 +50,8 @@ fn raw(ty: u8, payload: &[u8]) -> Vec<u8> {
 
 #[test]
 fn subscribe_has_a_stable_encoding() {
-    assert_eq!(
-        enc(&Frame::Subscribe {
-            stream: stream("news")
-        }),
-        b"\x04\x05\x04news"
-    );
-    let hello = enc(&Frame::Hello {
-        node: node("a"),
-        protocol: 1,
-    });
+    assert_eq!(enc(&Frame::Subscribe { stream: stream("news") }), b"\x04\x05\x04news");
+    let hello = enc(&Frame::Hello { node: node("a"), protocol: 1 });
     assert_eq!(hello, b"\x01\x03\x01a\x01");
 }
 
@@ -89,20 +66,14 @@ fn samples_round_trip() {
 #[test]
 fn unknown_type_is_rejected_at_once() {
     assert_eq!(Frame::decode(&[0x00]), Err(DecodeError::UnknownType(0)));
-    assert_eq!(
-        Frame::decode(&[0xff, 0x00]),
-        Err(DecodeError::UnknownType(0xff))
-    );
+    assert_eq!(Frame::decode(&[0xff, 0x00]), Err(DecodeError::UnknownType(0xff)));
     assert_eq!(Frame::decode(&[]), Err(DecodeError::Incomplete));
 }
 
 #[test]
 fn too_large_is_rejected_before_the_payload_arrives() {
     // Type, then a 4-byte varint declaring a 65,536-byte payload, and nothing else.
-    assert_eq!(
-        Frame::decode(&[OBJECT, 0x80, 0x01, 0x00, 0x00]),
-        Err(DecodeError::TooLarge(65_536))
-    );
+    assert_eq!(Frame::decode(&[OBJECT, 0x80, 0x01, 0x00, 0x00]), Err(DecodeError::TooLarge(65_536)));
     // The largest payload that fits is still only incomplete.
     let fits = (MAX_FRAME - 1 - 4) as u64;
     let mut head = vec![OBJECT];
@@ -115,55 +86,28 @@ fn too_large_is_rejected_before_the_payload_arrives() {
 
 #[test]
 fn payload_must_hold_exactly_its_fields() {
-    let mut long = enc(&Frame::Subscribe {
-        stream: stream("news"),
-    })[2..]
-        .to_vec();
+    let mut long = enc(&Frame::Subscribe { stream: stream("news") })[2..].to_vec();
     long.push(0);
-    assert!(matches!(
-        Frame::decode(&raw(SUBSCRIBE, &long)),
-        Err(DecodeError::Malformed(_))
-    ));
+    assert!(matches!(Frame::decode(&raw(SUBSCRIBE, &long)), Err(DecodeError::Malformed(_))));
     // A string longer than the payload around it.
-    assert!(matches!(
-        Frame::decode(&raw(SUBSCRIBE, b"\x05news")),
-        Err(DecodeError::Malformed(_))
-    ));
+    assert!(matches!(Frame::decode(&raw(SUBSCRIBE, b"\x05news")), Err(DecodeError::Malformed(_))));
     // Announce without its epoch.
-    assert!(matches!(
-        Frame::decode(&raw(ANNOUNCE, b"\x01a\x01b")),
-        Err(DecodeError::Malformed(_))
-    ));
-    assert!(matches!(
-        Frame::decode(&raw(UNSUBSCRIBE, b"")),
-        Err(DecodeError::Malformed(_))
-    ));
+    assert!(matches!(Frame::decode(&raw(ANNOUNCE, b"\x01a\x01b")), Err(DecodeError::Malformed(_))));
+    assert!(matches!(Frame::decode(&raw(UNSUBSCRIBE, b"")), Err(DecodeError::Malformed(_))));
 }
 
 #[test]
 fn fields_are_validated() {
     let bad_name = raw(SUBSCRIBE, b"\x02..");
-    assert!(matches!(
-        Frame::decode(&bad_name),
-        Err(DecodeError::BadName(_))
-    ));
-    assert_eq!(
-        Frame::decode(&raw(SUBSCRIBE, b"\x02\xc3\x28")),
-        Err(DecodeError::BadString)
-    );
+    assert!(matches!(Frame::decode(&bad_name), Err(DecodeError::BadName(_))));
+    assert_eq!(Frame::decode(&raw(SUBSCRIBE, b"\x02\xc3\x28")), Err(DecodeError::BadString));
     // protocol = 2^32 does not fit u32.
     let mut hello = b"\x01a".to_vec();
     varint::put(1 << 32, &mut hello);
-    assert!(matches!(
-        Frame::decode(&raw(HELLO, &hello)),
-        Err(DecodeError::Malformed(_))
-    ));
+    assert!(matches!(Frame::decode(&raw(HELLO, &hello)), Err(DecodeError::Malformed(_))));
 
     for ct in ["video/mp2t\n", &"x".repeat(128)] {
-        let f = Frame::Object(ObjectHeader {
-            content_type: ct.into(),
-            ..segment()
-        });
+        let f = Frame::Object(ObjectHeader { content_type: ct.into(), ..segment() });
         assert_eq!(Frame::decode(&enc(&f)), Err(DecodeError::BadContentType));
     }
     assert!(is_valid_content_type("video/mp4; codecs=\"avc1.64001f\""));
@@ -197,22 +141,11 @@ const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/wire_decode
 #[ignore = "writes fuzz/seeds/wire_decode"]
 fn write_seed_corpus() {
     std::fs::create_dir_all(SEEDS).unwrap();
-    let named = [
-        "hello",
-        "announce",
-        "withdraw",
-        "subscribe",
-        "unsubscribe",
-        "object",
-    ];
+    let named = ["hello", "announce", "withdraw", "subscribe", "unsubscribe", "object"];
     for (name, f) in named.iter().zip(samples()) {
         std::fs::write(format!("{SEEDS}/{name}"), enc(&f)).unwrap();
     }
-    std::fs::write(
-        format!("{SEEDS}/too-large"),
-        [OBJECT, 0x80, 0x01, 0x00, 0x00],
-    )
-    .unwrap();
+    std::fs::write(format!("{SEEDS}/too-large"), [OBJECT, 0x80, 0x01, 0x00, 0x00]).unwrap();
 }
 
 #[test]
@@ -246,36 +179,22 @@ fn int() -> impl Strategy<Value = u64> {
 }
 
 fn frame() -> impl Strategy<Value = Frame> {
-    let header = (
-        (stream_name(), object_name(), int(), int()),
-        ("[ -~]{0,127}", any::<u32>(), int(), int()),
-    )
-        .prop_map(
-            |((stream, name, version, seq), (content_type, duration_ms, born_unix_ms, len))| {
-                ObjectHeader {
-                    stream,
-                    name,
-                    version,
-                    seq,
-                    content_type,
-                    duration_ms,
-                    born_unix_ms,
-                    len,
-                }
-            },
-        );
+    let header = ((stream_name(), object_name(), int(), int()), ("[ -~]{0,127}", any::<u32>(), int(), int())).prop_map(
+        |((stream, name, version, seq), (content_type, duration_ms, born_unix_ms, len))| ObjectHeader {
+            stream,
+            name,
+            version,
+            seq,
+            content_type,
+            duration_ms,
+            born_unix_ms,
+            len,
+        },
+    );
     prop_oneof![
         (node_id(), any::<u32>()).prop_map(|(node, protocol)| Frame::Hello { node, protocol }),
-        (stream_name(), node_id(), int()).prop_map(|(stream, origin, epoch)| Frame::Announce {
-            stream,
-            origin,
-            epoch
-        }),
-        (stream_name(), node_id(), int()).prop_map(|(stream, origin, epoch)| Frame::Withdraw {
-            stream,
-            origin,
-            epoch
-        }),
+        (stream_name(), node_id(), int()).prop_map(|(stream, origin, epoch)| Frame::Announce { stream, origin, epoch }),
+        (stream_name(), node_id(), int()).prop_map(|(stream, origin, epoch)| Frame::Withdraw { stream, origin, epoch }),
         stream_name().prop_map(|stream| Frame::Subscribe { stream }),
         stream_name().prop_map(|stream| Frame::Unsubscribe { stream }),
         header.prop_map(Frame::Object),

@@ -40,9 +40,7 @@ pub(crate) fn get(buf: &[u8]) -> Result<(u64, usize), DecodeError> {
     let first = *buf.first().ok_or(DecodeError::Incomplete)?;
     let n = 1usize << (first >> 6);
     let bytes = buf.get(..n).ok_or(DecodeError::Incomplete)?;
-    let v = bytes[1..]
-        .iter()
-        .fold(u64::from(first & 0x3f), |v, &b| v << 8 | u64::from(b));
+    let v = bytes[1..].iter().fold(u64::from(first & 0x3f), |v, &b| v << 8 | u64::from(b));
     if len(v) != n {
         return Err(DecodeError::Malformed("varint not in its shortest form"));
     }
@@ -62,10 +60,7 @@ mod tests {
     #[test]
     fn rfc_9000_examples() {
         let cases: [(&[u8], u64); 4] = [
-            (
-                &[0xc2, 0x19, 0x7c, 0x5e, 0xff, 0x14, 0xe8, 0x8c],
-                151_288_809_941_952_652,
-            ),
+            (&[0xc2, 0x19, 0x7c, 0x5e, 0xff, 0x14, 0xe8, 0x8c], 151_288_809_941_952_652),
             (&[0x9d, 0x7f, 0x3e, 0x7d], 494_878_333),
             (&[0x7b, 0xbd], 15_293),
             (&[0x25], 37),
@@ -78,15 +73,7 @@ mod tests {
 
     #[test]
     fn boundaries_round_trip_at_their_length() {
-        for (v, n) in [
-            (0, 1),
-            (63, 1),
-            (64, 2),
-            (16_383, 2),
-            (16_384, 4),
-            ((1 << 30) - 1, 4),
-            (1 << 30, 8),
-        ] {
+        for (v, n) in [(0, 1), (63, 1), (64, 2), (16_383, 2), (16_384, 4), ((1 << 30) - 1, 4), (1 << 30, 8)] {
             let bytes = enc(v);
             assert_eq!(bytes.len(), n, "{v}");
             assert_eq!(get(&bytes), Ok((v, n)));
@@ -99,10 +86,7 @@ mod tests {
     fn rejects_longer_than_needed() {
         // RFC 9000 allows 0x4025 for 37; this codec does not.
         assert!(matches!(get(&[0x40, 0x25]), Err(DecodeError::Malformed(_))));
-        assert!(matches!(
-            get(&[0x80, 0, 0x3f, 0xff]),
-            Err(DecodeError::Malformed(_))
-        ));
+        assert!(matches!(get(&[0x80, 0, 0x3f, 0xff]), Err(DecodeError::Malformed(_))));
     }
 
     #[test]

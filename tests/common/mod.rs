@@ -123,7 +123,7 @@ impl Cluster {
         let child = Command::new(bin())
             .args(["node", "--config"])
             .arg(&node.config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", std::env::var("LIGHTPATH_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -173,7 +173,8 @@ impl Cluster {
 
     /// One metric's value summed over the series whose labels include all of `labels`.
     pub async fn metric(&self, id: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let text = client().get(format!("http://{}/metrics", self.http(id))).send().await.unwrap().text().await.unwrap();
+        let text =
+            client().get(format!("http://{}/metrics", self.http(id))).send().await.unwrap().text().await.unwrap();
         metric_in(&text, name, labels)
     }
 }
@@ -294,4 +295,17 @@ pub async fn raw_status(addr: SocketAddr, request: &[u8]) -> u16 {
     let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf)).await.unwrap().unwrap();
     let head = String::from_utf8_lossy(&buf[..n]);
     head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status in {head:?}"))
+}
+
+/// GETs `url` until it answers 200 (the mesh may still be connecting or announcing), up to 10 s.
+pub async fn get_eventually(url: &str) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = client().get(url).send().await.unwrap();
+        if resp.status().is_success() {
+            return resp.bytes().await.unwrap().to_vec();
+        }
+        assert!(Instant::now() < deadline, "GET {url} still answers {}", resp.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
