@@ -80,6 +80,9 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
     let spec =
         params.topology.node(&params.id).with_context(|| format!("node {} is not in the topology", params.id))?.clone();
     crate::telemetry::metrics(); // install the recorder before the first count
+    if crate::ca::peer_node_id(&params.identity.chain[0], [&params.id]).is_none() {
+        tracing::warn!(node = %params.id, "this node's certificate does not name it; every peer will refuse it");
+    }
     let cache = Cache::new(params.cache_bytes, params.id.as_str());
     let mesh = Mesh::start(params.id.clone(), &params.topology, &params.identity, listeners.mesh, cache)?;
     tracing::info!(

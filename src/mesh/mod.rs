@@ -20,6 +20,7 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::ca::Identity;
 use crate::cache::{Cache, Object};
@@ -125,12 +126,14 @@ impl Mesh {
             events,
             streams: RwLock::new(HashMap::new()),
         });
+        // Every log line of this node's mesh tasks names the node (the demo runs several in one process).
+        let span = tracing::info_span!("mesh", node = %me);
         let driver = Driver::new(shared.clone(), topology);
-        tokio::spawn(driver.run(rx));
-        tokio::spawn(peer::accept_loop(shared.clone()));
+        tokio::spawn(driver.run(rx).instrument(span.clone()));
+        tokio::spawn(peer::accept_loop(shared.clone()).instrument(span.clone()));
         for (peer, addr) in neighbours {
             if me < peer {
-                tokio::spawn(peer::dial_loop(shared.clone(), peer, addr));
+                tokio::spawn(peer::dial_loop(shared.clone(), peer, addr).instrument(span.clone()));
             }
         }
         Ok(Self { shared })
@@ -351,11 +354,14 @@ impl Driver {
         let Some(p) = self.peers.get(peer) else { return };
         let conn = p.conn.clone();
         let (me, peer) = (self.shared.me.clone(), peer.clone());
-        tokio::spawn(async move {
+        tokio::spawn(
+            async move {
             if let Err(e) = peer::send_object(&me, &peer, &conn, &object).await {
                 tracing::warn!(%peer, stream = %object.header.stream, object = %object.header.name, error = %e, "could not send an object");
             }
-        });
+        }
+            .in_current_span(),
+        );
     }
 
     fn send(&self, peer: &NodeId, frame: Frame) {

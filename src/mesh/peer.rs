@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use bytes::{Bytes, BytesMut};
 use rand::Rng;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::{Event, Shared};
 use crate::cache::{Inserted, Object};
@@ -102,7 +103,7 @@ pub(super) async fn accept_loop(shared: Arc<Shared>) {
             if let Err(e) = session(shared, peer.clone(), conn, false).await {
                 tracing::warn!(%peer, error = %format!("{e:#}"), "mesh session ended");
             }
-        });
+        }.in_current_span());
     }
 }
 
@@ -139,14 +140,17 @@ async fn session(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connection, dia
     let stable_id = conn.stable_id();
     shared.event(Event::PeerUp { peer: peer.clone(), conn: conn.clone(), control: control_tx });
 
-    let writer = tokio::spawn(async move {
-        while let Some(frame) = control_rx.recv().await {
-            if write_frame(&mut send, &frame).await.is_err() {
-                break;
+    let writer = tokio::spawn(
+        async move {
+            while let Some(frame) = control_rx.recv().await {
+                if write_frame(&mut send, &frame).await.is_err() {
+                    break;
+                }
             }
         }
-    });
-    let objects = tokio::spawn(receive_objects(shared.clone(), peer.clone(), conn.clone()));
+        .in_current_span(),
+    );
+    let objects = tokio::spawn(receive_objects(shared.clone(), peer.clone(), conn.clone()).in_current_span());
     let result = async {
         loop {
             match read_frame(&mut recv, &mut buf).await? {
@@ -167,11 +171,14 @@ async fn receive_objects(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connect
     while let Ok(recv) = conn.accept_uni().await {
         let shared = shared.clone();
         let peer = peer.clone();
-        tokio::spawn(async move {
-            if let Err(e) = receive_object(&shared, &peer, recv).await {
-                tracing::warn!(%peer, error = %format!("{e:#}"), "dropped an object from a mesh peer");
+        tokio::spawn(
+            async move {
+                if let Err(e) = receive_object(&shared, &peer, recv).await {
+                    tracing::warn!(%peer, error = %format!("{e:#}"), "dropped an object from a mesh peer");
+                }
             }
-        });
+            .in_current_span(),
+        );
     }
 }
 
