@@ -13,7 +13,7 @@
 //! Hop-by-hop forwarding is loop-free when every node computes over the same graph: link costs are at least
 //! 1, so a node's next hop on a shortest path toward `d` is strictly closer to `d` than the node itself,
 //! whatever path that next hop then picks. Ties between equal-cost paths go to the first hop with the lowest
-//! [`NodeId`], which depends only on the graph, not on the order it was built in, so replicas that see the
+//! node id, which depends only on the graph, not on the order it was built in, so replicas that see the
 //! same links push the same tables.
 
 mod graph;
