@@ -310,7 +310,7 @@ impl Driver {
                 }
                 self.ensure_upstream(&stream);
             }
-            Frame::Hello { .. } | Frame::Object(_) => {
+            Frame::Hello { .. } | Frame::Object(_) | Frame::Report(_) | Frame::Routes(_) => {
                 tracing::warn!(%peer, "unexpected frame on the control stream; ignored");
             }
         }

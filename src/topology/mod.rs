@@ -31,6 +31,21 @@ pub struct Topology {
     pub nodes: Vec<NodeSpec>,
     /// The configured links; undirected, and the mesh may be partial.
     pub links: Vec<LinkSpec>,
+    /// The control-plane replicas nodes report to (none: nodes route on the configured latencies).
+    pub controls: Vec<ControlSpec>,
+}
+
+/// A control-plane replica: its id (the name its certificate carries), the QUIC address nodes connect to,
+/// and the HTTP address of its operator API.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSpec {
+    /// The replica's id; distinct from every node id.
+    pub id: NodeId,
+    /// QUIC address nodes report to.
+    pub mesh: Address,
+    /// HTTP address of the operator API.
+    pub http: Address,
 }
 
 /// A named place on the map. Every field is required: a region without coordinates cannot be drawn or
@@ -146,6 +161,11 @@ impl Topology {
     /// The node with id `id`.
     ///
     /// A linear scan: fine for loading and checking; code on a hot path keeps its own index.
+    pub fn control(&self, id: &NodeId) -> Option<&ControlSpec> {
+        self.controls.iter().find(|c| &c.id == id)
+    }
+
+    /// The node with this id, if any.
     pub fn node(&self, id: &NodeId) -> Option<&NodeSpec> {
         self.nodes.iter().find(|n| &n.id == id)
     }

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::check::{CheckErrors, TableReader};
-use super::{Address, LinkSpec, NodeSpec, Region, Role, Topology};
+use super::{Address, ControlSpec, LinkSpec, NodeSpec, Region, Role, Topology};
 use crate::id::NodeId;
 
 /// A region as read, with the fields that could be read.
@@ -96,6 +96,39 @@ pub(super) fn parse(text: &str, source: &str) -> Result<Topology, CheckErrors> {
         });
         r.finish(&mut errors);
     }
+    let mut controls = Vec::new();
+    for (index, mut r) in root.tables("controls", &mut errors) {
+        let id: Option<NodeId> = r.required("id", "the replica's id", &mut errors);
+        let mesh: Option<Address> = r.required("mesh", "the QUIC address nodes report to, host:port", &mut errors);
+        let http: Option<Address> = r.required("http", "the operator API's HTTP address, host:port", &mut errors);
+        r.finish(&mut errors);
+        if let Some(id) = &id {
+            if nodes.iter().any(|n| n.id.as_ref() == Some(id)) {
+                errors.push(format!("controls[{index}].id"), format!("\"{id}\" is also a node id"));
+            }
+        }
+        for (field, addr) in [("mesh", &mesh), ("http", &http)] {
+            let taken = addr.as_ref().is_some_and(|a| {
+                nodes.iter().any(|n| {
+                    [&n.mesh, &n.http].iter().any(|x| x.as_ref().map(Address::canonical) == Some(a.canonical()))
+                }) || controls
+                    .iter()
+                    .any(|c: &ControlSpec| c.mesh.canonical() == a.canonical() || c.http.canonical() == a.canonical())
+            });
+            if taken {
+                errors.push(
+                    format!("controls[{index}].{field}"),
+                    format!("address {} is already used", addr.as_ref().unwrap()),
+                );
+            }
+        }
+        if let (Some(id), Some(mesh), Some(http)) = (id, mesh, http) {
+            if controls.iter().any(|c| c.id == id) {
+                errors.push(format!("controls[{index}].id"), format!("duplicate control id \"{id}\""));
+            }
+            controls.push(ControlSpec { id, mesh, http });
+        }
+    }
     root.finish(&mut errors);
 
     check_regions(&regions, &mut errors);
@@ -107,6 +140,7 @@ pub(super) fn parse(text: &str, source: &str) -> Result<Topology, CheckErrors> {
         regions: regions.into_iter().filter_map(RegionEntry::complete).collect(),
         nodes: nodes.into_iter().filter_map(NodeEntry::complete).collect(),
         links: links.into_iter().filter_map(LinkEntry::complete).collect(),
+        controls,
     })
 }
 

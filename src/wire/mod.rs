@@ -17,6 +17,12 @@
 //! | 0x04 | `Subscribe`   | stream                                                                      |
 //! | 0x05 | `Unsubscribe` | stream                                                                      |
 //! | 0x06 | `Object`      | stream, name, version, seq, content_type, duration_ms, born_unix_ms, len    |
+//! | 0x07 | `Report`      | node, count, (peer, rtt_us, jitter_us, loss_ppm, up)*, count, (stream, origin, upstream)* |
+//! | 0x08 | `Routes`      | version, count, (dest, via, backup)*                                        |
+//!
+//! `Report` and `Routes` travel between a node and a control-plane replica, on the same kind of control
+//! stream. An optional node id (`upstream`, `backup`) is an empty string when absent. Probes ride QUIC
+//! datagrams, outside any stream: [`Probe`] is nine bytes, a type byte and a big-endian sequence number.
 //!
 //! Integers are varints, strings a varint byte length then UTF-8. A payload must be used up exactly. Every
 //! varint must take its shortest form, so the encoding is canonical: a decoded frame re-encodes to the very
@@ -41,6 +47,8 @@ const WITHDRAW: u8 = 0x03;
 const SUBSCRIBE: u8 = 0x04;
 const UNSUBSCRIBE: u8 = 0x05;
 const OBJECT: u8 = 0x06;
+const REPORT: u8 = 0x07;
+const ROUTES: u8 = 0x08;
 
 /// One message of the mesh protocol.
 ///
@@ -60,6 +68,91 @@ pub enum Frame {
     Unsubscribe { stream: StreamName },
     /// First frame on an object's own unidirectional stream; `len` body bytes follow it on that stream.
     Object(ObjectHeader),
+    /// A node's measurements and streams, sent to the control plane.
+    Report(Report),
+    /// A node's route table, pushed by the control plane.
+    Routes(Routes),
+}
+
+/// What a node tells the control plane: its links as it measures them, and the streams it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub node: NodeId,
+    pub links: Vec<LinkReport>,
+    pub streams: Vec<StreamReport>,
+}
+
+/// One link as its node measures it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkReport {
+    pub peer: NodeId,
+    /// Smoothed round-trip time, microseconds.
+    pub rtt_us: u64,
+    /// Round-trip variation, microseconds.
+    pub jitter_us: u64,
+    /// Probe loss in parts per million.
+    pub loss_ppm: u32,
+    /// Whether the link answers probes.
+    pub up: bool,
+}
+
+/// A stream a node carries: its origin, and the neighbour it receives it from (none at the origin).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamReport {
+    pub stream: StreamName,
+    pub origin: NodeId,
+    pub upstream: Option<NodeId>,
+}
+
+/// A node's route table toward the origins, as the control plane computed it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Routes {
+    /// Grows with every change; a node keeps the newest table it has seen.
+    pub version: u64,
+    pub routes: Vec<Route>,
+}
+
+/// The next hop, and a loop-free backup, toward one destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub dest: NodeId,
+    pub via: NodeId,
+    pub backup: Option<NodeId>,
+}
+
+/// A link probe, carried in one QUIC datagram: a request, or the reply echoing its sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// Please echo `seq`.
+    Request { seq: u64 },
+    /// The echo of a request's `seq`.
+    Reply { seq: u64 },
+}
+
+impl Probe {
+    /// The nine-byte datagram.
+    pub fn encode(self) -> [u8; 9] {
+        let (ty, seq) = match self {
+            Probe::Request { seq } => (0x01, seq),
+            Probe::Reply { seq } => (0x02, seq),
+        };
+        let mut out = [0u8; 9];
+        out[0] = ty;
+        out[1..].copy_from_slice(&seq.to_be_bytes());
+        out
+    }
+
+    /// Reads a datagram; anything but exactly nine bytes of a known type is rejected.
+    pub fn decode(buf: &[u8]) -> Result<Probe, DecodeError> {
+        let [ty, rest @ ..] = buf else { return Err(DecodeError::Incomplete) };
+        let seq: [u8; 8] = rest.try_into().map_err(|_| DecodeError::Malformed("a probe is exactly nine bytes"))?;
+        let seq = u64::from_be_bytes(seq);
+        match ty {
+            0x01 => Ok(Probe::Request { seq }),
+            0x02 => Ok(Probe::Reply { seq }),
+            &other => Err(DecodeError::UnknownType(other)),
+        }
+    }
 }
 
 /// What the mesh knows about an object besides its bytes.
@@ -130,6 +223,8 @@ impl Frame {
             Frame::Subscribe { stream } => (SUBSCRIBE, Some(stream)),
             Frame::Unsubscribe { stream } => (UNSUBSCRIBE, Some(stream)),
             Frame::Object(h) => (OBJECT, Some(&h.stream)),
+            Frame::Report(_) => (REPORT, None),
+            Frame::Routes(_) => (ROUTES, None),
         };
         out.push(ty);
         let start = out.len();
@@ -155,6 +250,32 @@ impl Frame {
                 varint::put(h.born_unix_ms, out);
                 varint::put(h.len, out);
             }
+            Frame::Report(r) => {
+                put_str(r.node.as_str(), out);
+                varint::put(r.links.len() as u64, out);
+                for l in &r.links {
+                    put_str(l.peer.as_str(), out);
+                    varint::put(l.rtt_us, out);
+                    varint::put(l.jitter_us, out);
+                    varint::put(u64::from(l.loss_ppm), out);
+                    varint::put(u64::from(l.up), out);
+                }
+                varint::put(r.streams.len() as u64, out);
+                for s in &r.streams {
+                    put_str(s.stream.as_str(), out);
+                    put_str(s.origin.as_str(), out);
+                    put_str(s.upstream.as_ref().map_or("", |u| u.as_str()), out);
+                }
+            }
+            Frame::Routes(t) => {
+                varint::put(t.version, out);
+                varint::put(t.routes.len() as u64, out);
+                for r in &t.routes {
+                    put_str(r.dest.as_str(), out);
+                    put_str(r.via.as_str(), out);
+                    put_str(r.backup.as_ref().map_or("", |b| b.as_str()), out);
+                }
+            }
         }
         // The payload's length is known only now: append it, then rotate it in front of the payload.
         let payload_len = (out.len() - start) as u64;
@@ -168,7 +289,7 @@ impl Frame {
     /// bytes arrive.
     pub fn decode(buf: &[u8]) -> Result<(Frame, usize), DecodeError> {
         let (&ty, rest) = buf.split_first().ok_or(DecodeError::Incomplete)?;
-        if !(HELLO..=OBJECT).contains(&ty) {
+        if !(HELLO..=ROUTES).contains(&ty) {
             return Err(DecodeError::UnknownType(ty));
         }
         let (payload_len, len_len) = varint::get(rest)?;
@@ -187,6 +308,32 @@ impl Frame {
             WITHDRAW => Frame::Withdraw { stream: r.name()?, origin: r.name()?, epoch: r.varint()? },
             SUBSCRIBE => Frame::Subscribe { stream: r.name()? },
             UNSUBSCRIBE => Frame::Unsubscribe { stream: r.name()? },
+            REPORT => {
+                let node = r.name()?;
+                let mut links = Vec::new();
+                for _ in 0..r.count()? {
+                    links.push(LinkReport {
+                        peer: r.name()?,
+                        rtt_us: r.varint()?,
+                        jitter_us: r.varint()?,
+                        loss_ppm: r.u32()?,
+                        up: r.flag()?,
+                    });
+                }
+                let mut streams = Vec::new();
+                for _ in 0..r.count()? {
+                    streams.push(StreamReport { stream: r.name()?, origin: r.name()?, upstream: r.optional_name()? });
+                }
+                Frame::Report(Report { node, links, streams })
+            }
+            ROUTES => {
+                let version = r.varint()?;
+                let mut routes = Vec::new();
+                for _ in 0..r.count()? {
+                    routes.push(Route { dest: r.name()?, via: r.name()?, backup: r.optional_name()? });
+                }
+                Frame::Routes(Routes { version, routes })
+            }
             _ => Frame::Object(ObjectHeader {
                 stream: r.name()?,
                 name: r.name()?,
@@ -254,6 +401,31 @@ impl<'a> Payload<'a> {
 
     fn name<T: TryFrom<String, Error = NameError>>(&mut self) -> Result<T, DecodeError> {
         Ok(T::try_from(self.str()?.to_owned())?)
+    }
+
+    /// An element count; each element takes at least one byte, so a count beyond the bytes left is a lie.
+    fn count(&mut self) -> Result<u64, DecodeError> {
+        let n = self.varint()?;
+        if n > self.0.len() as u64 {
+            return Err(DecodeError::Malformed("element count exceeds the payload"));
+        }
+        Ok(n)
+    }
+
+    fn flag(&mut self) -> Result<bool, DecodeError> {
+        match self.varint()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError::Malformed("a flag is 0 or 1")),
+        }
+    }
+
+    fn optional_name(&mut self) -> Result<Option<NodeId>, DecodeError> {
+        let s = self.str()?;
+        if s.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(NodeId::new(s.to_owned())?))
     }
 
     fn content_type(&mut self) -> Result<String, DecodeError> {

@@ -37,6 +37,10 @@ fn samples() -> Vec<Frame> {
         Frame::Subscribe { stream: stream("news") },
         Frame::Unsubscribe { stream: stream("news") },
         Frame::Object(segment()),
+        Frame::Routes(Routes {
+            version: 7,
+            routes: vec![Route { dest: node("origin-us"), via: node("relay-a"), backup: Some(node("relay-b")) }],
+        }),
     ]
 }
 
@@ -130,8 +134,8 @@ fn decode_from_waits_for_the_whole_frame() {
     assert_eq!(got, samples());
     assert!(buf.is_empty());
 
-    buf.extend_from_slice(&[0x07]);
-    assert_eq!(decode_from(&mut buf), Err(DecodeError::UnknownType(7)));
+    buf.extend_from_slice(&[0x09]);
+    assert_eq!(decode_from(&mut buf), Err(DecodeError::UnknownType(9)));
 }
 
 const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/wire_decode");
@@ -141,7 +145,7 @@ const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/wire_decode
 #[ignore = "writes fuzz/seeds/wire_decode"]
 fn write_seed_corpus() {
     std::fs::create_dir_all(SEEDS).unwrap();
-    let named = ["hello", "announce", "withdraw", "subscribe", "unsubscribe", "object"];
+    let named = ["hello", "announce", "withdraw", "subscribe", "unsubscribe", "object", "routes"];
     for (name, f) in named.iter().zip(samples()) {
         std::fs::write(format!("{SEEDS}/{name}"), enc(&f)).unwrap();
     }
@@ -198,7 +202,27 @@ fn frame() -> impl Strategy<Value = Frame> {
         stream_name().prop_map(|stream| Frame::Subscribe { stream }),
         stream_name().prop_map(|stream| Frame::Unsubscribe { stream }),
         header.prop_map(Frame::Object),
+        report().prop_map(Frame::Report),
+        routes().prop_map(Frame::Routes),
     ]
+}
+
+fn report() -> impl Strategy<Value = Report> {
+    let link = (node_id(), int(), int(), any::<u32>(), any::<bool>())
+        .prop_map(|(peer, rtt_us, jitter_us, loss_ppm, up)| LinkReport { peer, rtt_us, jitter_us, loss_ppm, up });
+    let stream = (stream_name(), node_id(), proptest::option::of(node_id()))
+        .prop_map(|(stream, origin, upstream)| StreamReport { stream, origin, upstream });
+    (node_id(), proptest::collection::vec(link, 0..6), proptest::collection::vec(stream, 0..6))
+        .prop_map(|(node, links, streams)| Report { node, links, streams })
+}
+
+fn routes() -> impl Strategy<Value = Routes> {
+    let route = (node_id(), node_id(), proptest::option::of(node_id())).prop_map(|(dest, via, backup)| Route {
+        dest,
+        via,
+        backup,
+    });
+    (int(), proptest::collection::vec(route, 0..8)).prop_map(|(version, routes)| Routes { version, routes })
 }
 
 proptest! {
@@ -232,6 +256,15 @@ proptest! {
             rest = &rest[used..];
         }
         prop_assert_eq!(got, frames);
+    }
+
+    #[test]
+    fn probes_round_trip_and_only_nine_bytes_decode(seq in any::<u64>(), reply in any::<bool>(), junk in proptest::collection::vec(any::<u8>(), 0..20)) {
+        let p = if reply { Probe::Reply { seq } } else { Probe::Request { seq } };
+        prop_assert_eq!(Probe::decode(&p.encode()), Ok(p));
+        if let Ok(q) = Probe::decode(&junk) {
+            prop_assert_eq!(&q.encode()[..], &junk[..]);
+        }
     }
 
     /// Arbitrary bytes never panic, and whatever decodes re-encodes to the bytes it came from.
