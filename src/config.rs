@@ -280,17 +280,28 @@ impl NodeConfig {
 
     fn check_against(&self, topology: &Topology, errors: &mut CheckErrors) {
         check_local(&self.tls, &self.cache, &self.ingest, &self.edge, [self.mesh_listen, self.http_listen], errors);
-        let Some((index, spec)) = topology.nodes.iter().enumerate().find(|(_, n)| n.id == self.node) else {
+        // A control-plane replica's config names a [[controls]] entry instead of a node.
+        let found = topology
+            .nodes
+            .iter()
+            .enumerate()
+            .find(|(_, n)| n.id == self.node)
+            .map(|(i, n)| (format!("nodes[{i}]"), &n.mesh, &n.http))
+            .or_else(|| {
+                let (i, c) = topology.controls.iter().enumerate().find(|(_, c)| c.id == self.node)?;
+                Some((format!("controls[{i}]"), &c.mesh, &c.http))
+            });
+        let Some((entry, mesh, http)) = found else {
             errors.push("node", format!("node \"{}\" is not in topology {}", self.node, self.topology.display()));
             return;
         };
-        for (field, listen, addr) in [("mesh", self.mesh_listen, &spec.mesh), ("http", self.http_listen, &spec.http)] {
+        for (field, listen, addr) in [("mesh", self.mesh_listen, mesh), ("http", self.http_listen, http)] {
             if listen.is_none() && addr.socket_addr().is_none() {
                 errors.push(
                     format!("{field}_listen"),
                     format!(
                         "missing: the topology gives this node's {field} address as a host name ({addr}, \
-                         nodes[{index}].{field}), so set the local address to bind, e.g. \"0.0.0.0:{}\"",
+                         {entry}.{field}), so set the local address to bind, e.g. \"0.0.0.0:{}\"",
                         addr.port
                     ),
                 );
@@ -300,12 +311,18 @@ impl NodeConfig {
 
     /// The address to bind the QUIC endpoint to: `mesh_listen`, else the topology's literal mesh address.
     pub fn mesh_bind(&self, topology: &Topology) -> Option<SocketAddr> {
-        self.mesh_listen.or_else(|| topology.node(&self.node)?.mesh.socket_addr())
+        self.mesh_listen.or_else(|| match topology.node(&self.node) {
+            Some(n) => n.mesh.socket_addr(),
+            None => topology.control(&self.node)?.mesh.socket_addr(),
+        })
     }
 
     /// The address to bind the HTTP server to: `http_listen`, else the topology's literal HTTP address.
     pub fn http_bind(&self, topology: &Topology) -> Option<SocketAddr> {
-        self.http_listen.or_else(|| topology.node(&self.node)?.http.socket_addr())
+        self.http_listen.or_else(|| match topology.node(&self.node) {
+            Some(n) => n.http.socket_addr(),
+            None => topology.control(&self.node)?.http.socket_addr(),
+        })
     }
 }
 

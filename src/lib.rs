@@ -10,6 +10,7 @@
 pub mod ca;
 pub mod cache;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod edge;
 pub mod hls;

@@ -32,6 +32,12 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run one control-plane replica.
+    Control {
+        /// The replica's config file (like a node's, naming a [[controls]] entry of the topology).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// The mesh certificate authority.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -117,6 +123,18 @@ fn run(command: Command) -> Result<()> {
             let listeners = lightpath::node::Listeners::bind(&cfg, &topology).await?;
             let params = lightpath::node::NodeParams::from_config(cfg, topology)?;
             lightpath::node::run(params, listeners, ctrl_c()).await
+        }),
+        Command::Control { config } => runtime()?.block_on(async {
+            let (cfg, topology) = lightpath::config::NodeConfig::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            anyhow::ensure!(
+                topology.control(&cfg.node).is_some(),
+                "{}: node: \"{}\" is a node, not a [[controls]] entry of the topology",
+                config.display(),
+                cfg.node
+            );
+            let listeners = lightpath::node::Listeners::bind(&cfg, &topology).await?;
+            let identity = lightpath::ca::Identity::load(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key)?;
+            lightpath::control::run(cfg.node, std::sync::Arc::new(topology), identity, listeners, ctrl_c()).await
         }),
         Command::Demo { topology } => runtime()?.block_on(lightpath::demo::run(topology, ctrl_c())),
     }

@@ -57,16 +57,12 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds the node's mesh and HTTP addresses: the config's `*_listen` overrides, or else the topology's
-    /// addresses (which must then be IP literals).
+    /// Binds the mesh and HTTP addresses a config names (a node's or a control replica's): the `*_listen`
+    /// overrides, or else the topology's literal addresses.
     pub async fn bind(config: &NodeConfig, topology: &Topology) -> Result<Self> {
-        let spec = topology.node(&config.node).context("node not in topology")?;
-        let mesh_addr = config.mesh_listen.or_else(|| spec.mesh.socket_addr()).with_context(|| {
-            format!("nodes.{}.mesh {} is a host name; set mesh_listen in the config", config.node, spec.mesh)
-        })?;
-        let http_addr = config.http_listen.or_else(|| spec.http.socket_addr()).with_context(|| {
-            format!("nodes.{}.http {} is a host name; set http_listen in the config", config.node, spec.http)
-        })?;
+        // A checked config always yields both addresses.
+        let mesh_addr = config.mesh_bind(topology).context("no mesh address to bind")?;
+        let http_addr = config.http_bind(topology).context("no HTTP address to bind")?;
         let mesh =
             std::net::UdpSocket::bind(mesh_addr).with_context(|| format!("binding the mesh socket {mesh_addr}"))?;
         let http =

@@ -16,18 +16,24 @@ pub mod peer;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use crate::ca::Identity;
 use crate::cache::{Cache, Object};
 use crate::id::{NodeId, StreamName};
+use crate::routing::probe::LinkMetrics;
 use crate::routing::{Graph, RouteTable};
 use crate::topology::{Address, Topology};
-use crate::wire::Frame;
+use crate::wire::{Frame, LinkReport, Report, Routes, StreamReport};
+
+/// How long the old upstream keeps feeding a stream after a route change moved it (make-before-break).
+const RELEASE_AFTER: Duration = Duration::from_secs(2);
 
 /// Whether a stream can be served from here.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +52,8 @@ pub(crate) enum Event {
         peer: NodeId,
         conn: quinn::Connection,
         control: mpsc::UnboundedSender<Frame>,
+        /// Whether the link carries a stream: its probes run fast.
+        active: Arc<AtomicBool>,
     },
     PeerDown {
         peer: NodeId,
@@ -63,6 +71,19 @@ pub(crate) enum Event {
     /// A local viewer wants the stream.
     Want {
         stream: StreamName,
+    },
+    /// A link's probes: whether it answers, and what they measured.
+    Link {
+        peer: NodeId,
+        up: bool,
+        metrics: Option<LinkMetrics>,
+    },
+    /// A route table from the control plane.
+    Routes(Routes),
+    /// The make-before-break grace period of an old upstream is over.
+    Release {
+        stream: StreamName,
+        peer: NodeId,
     },
 }
 
@@ -128,8 +149,20 @@ impl Mesh {
         });
         // Every log line of this node's mesh tasks names the node (the demo runs several in one process).
         let span = tracing::info_span!("mesh", node = %me);
-        let driver = Driver::new(shared.clone(), topology);
+        let (reports, report_rx) = watch::channel(Report { node: me.clone(), links: Vec::new(), streams: Vec::new() });
+        let driver = Driver::new(shared.clone(), topology, reports);
         tokio::spawn(driver.run(rx).instrument(span.clone()));
+        let to_driver = shared.clone();
+        tokio::spawn(
+            crate::control::client::run(
+                shared.endpoint.clone(),
+                me.clone(),
+                topology.controls.clone(),
+                report_rx,
+                move |routes| to_driver.event(Event::Routes(routes)),
+            )
+            .instrument(span.clone()),
+        );
         tokio::spawn(peer::accept_loop(shared.clone()).instrument(span.clone()));
         for (peer, addr) in neighbours {
             if me < peer {
@@ -179,6 +212,10 @@ impl Mesh {
 struct Peer {
     conn: quinn::Connection,
     control: mpsc::UnboundedSender<Frame>,
+    active: Arc<AtomicBool>,
+    /// Whether the link answers probes (a silent neighbour is failed over at once).
+    up: bool,
+    metrics: Option<LinkMetrics>,
 }
 
 #[derive(Default)]
@@ -203,13 +240,16 @@ struct Driver {
     /// Configured link costs of this node's own links, restored when a link comes back.
     own_links: HashMap<NodeId, u64>,
     routes: RouteTable,
+    /// The newest table from the control plane, if any came.
+    control: Option<Routes>,
     peers: HashMap<NodeId, Peer>,
     registry: HashMap<StreamName, Registered>,
     subs: HashMap<StreamName, Subscription>,
+    reports: watch::Sender<Report>,
 }
 
 impl Driver {
-    fn new(shared: Arc<Shared>, topology: &Topology) -> Self {
+    fn new(shared: Arc<Shared>, topology: &Topology, reports: watch::Sender<Report>) -> Self {
         let mut graph = Graph::new();
         for node in &topology.nodes {
             graph.add_node(&node.id);
@@ -227,20 +267,37 @@ impl Driver {
         }
         // Our own links count only while their connection is up.
         let routes = RouteTable::compute(&graph, &shared.me);
-        Self { shared, graph, own_links, routes, peers: HashMap::new(), registry: HashMap::new(), subs: HashMap::new() }
+        Self {
+            shared,
+            graph,
+            own_links,
+            routes,
+            control: None,
+            peers: HashMap::new(),
+            registry: HashMap::new(),
+            subs: HashMap::new(),
+            reports,
+        }
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
         while let Some(event) = rx.recv().await {
             let changes_state = !matches!(event, Event::Object { from: Some(_), .. });
             match event {
-                Event::PeerUp { peer, conn, control } => self.peer_up(peer, conn, control),
+                Event::PeerUp { peer, conn, control, active } => self.peer_up(peer, conn, control, active),
                 Event::PeerDown { peer, stable_id } => self.peer_down(peer, stable_id),
                 Event::Control { peer, frame } => self.control(peer, frame),
                 Event::Object { from, object } => self.object(from, object),
                 Event::Want { stream } => {
                     self.subs.entry(stream.clone()).or_default().local = true;
                     self.ensure_upstream(&stream);
+                }
+                Event::Link { peer, up, metrics } => self.link(peer, up, metrics),
+                Event::Routes(routes) => self.apply_routes(routes),
+                Event::Release { stream, peer } => {
+                    if self.subs.get(&stream).is_none_or(|s| s.upstream.as_ref() != Some(&peer)) {
+                        self.send(&peer, Frame::Unsubscribe { stream });
+                    }
                 }
             }
             if changes_state {
@@ -249,8 +306,15 @@ impl Driver {
         }
     }
 
-    fn peer_up(&mut self, peer: NodeId, conn: quinn::Connection, control: mpsc::UnboundedSender<Frame>) {
-        if let Some(old) = self.peers.insert(peer.clone(), Peer { conn, control }) {
+    fn peer_up(
+        &mut self,
+        peer: NodeId,
+        conn: quinn::Connection,
+        control: mpsc::UnboundedSender<Frame>,
+        active: Arc<AtomicBool>,
+    ) {
+        let fresh = Peer { conn, control, active, up: true, metrics: None };
+        if let Some(old) = self.peers.insert(peer.clone(), fresh) {
             old.conn.close(0u32.into(), b"replaced by a newer connection");
         }
         if let Some(cost) = self.own_links.get(&peer) {
@@ -261,10 +325,70 @@ impl Driver {
         for (stream, reg) in &self.registry {
             self.send(&peer, Frame::Announce { stream: stream.clone(), origin: reg.origin.clone(), epoch: reg.epoch });
         }
+        self.rehome_all();
+    }
+
+    fn rehome_all(&mut self) {
         let streams: Vec<StreamName> = self.subs.keys().cloned().collect();
         for stream in streams {
             self.ensure_upstream(&stream);
         }
+    }
+
+    /// Probe news about a link. A link that stops answering is failed over at once, before the QUIC
+    /// connection times out and before any word from the control plane.
+    fn link(&mut self, peer: NodeId, up: bool, metrics: Option<LinkMetrics>) {
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        p.metrics = metrics;
+        if p.up == up {
+            return;
+        }
+        p.up = up;
+        if up {
+            tracing::info!(%peer, "link answers probes again");
+            if let Some(cost) = self.own_links.get(&peer) {
+                self.graph.handle_link(&self.shared.me, &peer, *cost);
+            }
+        } else {
+            tracing::warn!(%peer, "link stopped answering probes; failing over");
+            self.graph.handle_link_down(&self.shared.me, &peer);
+        }
+        self.routes = RouteTable::compute(&self.graph, &self.shared.me);
+        self.rehome_all();
+    }
+
+    fn apply_routes(&mut self, routes: Routes) {
+        if self.control.as_ref().is_some_and(|c| c.version >= routes.version) {
+            return;
+        }
+        tracing::info!(
+            version = routes.version,
+            routes = routes.routes.len(),
+            "applying routes from the control plane"
+        );
+        self.control = Some(routes);
+        self.rehome_all();
+    }
+
+    /// A neighbour that is connected and answers probes.
+    fn usable(&self, peer: &NodeId) -> bool {
+        self.peers.get(peer).is_some_and(|p| p.up)
+    }
+
+    /// The neighbour to receive a stream of `origin` from: the control plane's next hop, or its backup when
+    /// the next hop is not usable; without a table (or when neither is usable), the shortest path over the
+    /// configured latencies.
+    fn upstream_toward(&self, origin: &NodeId) -> Option<NodeId> {
+        let route = self.control.as_ref().and_then(|t| t.routes.iter().find(|r| &r.dest == origin));
+        if let Some(route) = route {
+            if self.usable(&route.via) {
+                return Some(route.via.clone());
+            }
+            if let Some(backup) = route.backup.as_ref().filter(|b| self.usable(b)) {
+                return Some(backup.clone());
+            }
+        }
+        self.routes.next_hop(origin).map(|h| h.via.clone()).filter(|via| self.usable(via))
     }
 
     fn peer_down(&mut self, peer: NodeId, stable_id: usize) {
@@ -376,9 +500,7 @@ impl Driver {
         let Some(sub) = self.subs.get(stream) else { return };
         let wanted = sub.local || !sub.down.is_empty();
         let target = match self.registry.get(stream) {
-            Some(reg) if wanted && reg.origin != self.shared.me => {
-                self.routes.next_hop(&reg.origin).map(|h| h.via.clone()).filter(|via| self.peers.contains_key(via))
-            }
+            Some(reg) if wanted && reg.origin != self.shared.me => self.upstream_toward(&reg.origin),
             _ => None,
         };
         let current = sub.upstream.clone();
@@ -389,8 +511,19 @@ impl Driver {
             tracing::info!(%stream, upstream = %next, "subscribing upstream");
             self.send(next, Frame::Subscribe { stream: stream.clone() });
         }
-        if let Some(old) = &current {
-            self.send(old, Frame::Unsubscribe { stream: stream.clone() });
+        if let Some(old) = current.filter(|old| self.peers.contains_key(old)) {
+            if target.is_some() && self.usable(&old) {
+                // Make before break: the old upstream keeps feeding until the new one has taken over;
+                // duplicates are dropped by name in the cache.
+                let shared = self.shared.clone();
+                let stream = stream.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(RELEASE_AFTER).await;
+                    shared.event(Event::Release { stream, peer: old });
+                });
+            } else {
+                self.send(&old, Frame::Unsubscribe { stream: stream.clone() });
+            }
         }
         let sub = self.subs.get_mut(stream).expect("checked above");
         sub.upstream = target;
@@ -406,12 +539,54 @@ impl Driver {
             .iter()
             .map(|(stream, reg)| {
                 let local = &reg.origin == me;
-                let reachable =
-                    local || self.routes.next_hop(&reg.origin).is_some_and(|h| self.peers.contains_key(&h.via));
+                let reachable = local || self.upstream_toward(&reg.origin).is_some();
                 let receiving = local || self.subs.get(stream).is_some_and(|s| s.upstream.is_some());
                 (stream.clone(), StreamState { origin: reg.origin.clone(), reachable, receiving })
             })
             .collect();
         *self.shared.streams.write().unwrap_or_else(|e| e.into_inner()) = states;
+
+        for (id, peer) in &self.peers {
+            let carries = self.subs.values().any(|s| s.upstream.as_ref() == Some(id) || s.down.contains(id));
+            peer.active.store(carries, Ordering::Relaxed);
+        }
+        let mut links: Vec<LinkReport> = self
+            .shared
+            .neighbours
+            .keys()
+            .map(|id| {
+                let peer = self.peers.get(id);
+                let m = peer.and_then(|p| p.metrics);
+                LinkReport {
+                    peer: id.clone(),
+                    rtt_us: m.map_or(0, |m| m.rtt.as_micros() as u64),
+                    jitter_us: m.map_or(0, |m| m.jitter.as_micros() as u64),
+                    loss_ppm: m.map_or(0, |m| (m.loss * 1e6) as u32),
+                    // Up once measured: a link without a single probe answer yet is not offered for routing.
+                    up: peer.is_some_and(|p| p.up) && m.is_some(),
+                }
+            })
+            .collect();
+        links.sort_by(|a, b| a.peer.cmp(&b.peer));
+        let mut streams: Vec<StreamReport> = self
+            .registry
+            .iter()
+            .filter_map(|(stream, reg)| {
+                let local = reg.origin == *me;
+                let upstream = self.subs.get(stream).and_then(|s| s.upstream.clone());
+                (local || upstream.is_some()).then(|| StreamReport {
+                    stream: stream.clone(),
+                    origin: reg.origin.clone(),
+                    upstream,
+                })
+            })
+            .collect();
+        streams.sort_by(|a, b| a.stream.cmp(&b.stream));
+        let report = Report { node: me.clone(), links, streams };
+        self.reports.send_if_modified(|old| {
+            let changed = *old != report;
+            *old = report;
+            changed
+        });
     }
 }

@@ -13,14 +13,18 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use bytes::{Bytes, BytesMut};
 use rand::Rng;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::{Event, Shared};
 use crate::cache::{Inserted, Object};
 use crate::id::NodeId;
+use crate::routing::probe::{LinkEstimator, ProbeSettings};
 use crate::topology::Address;
-use crate::wire::{self, Frame, PROTOCOL_VERSION};
+use crate::wire::{self, Frame, Probe, PROTOCOL_VERSION};
 
 /// Largest object body a peer may send.
 pub const MAX_OBJECT: u64 = 64 << 20;
@@ -138,7 +142,9 @@ async fn session(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connection, dia
 
     let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Frame>();
     let stable_id = conn.stable_id();
-    shared.event(Event::PeerUp { peer: peer.clone(), conn: conn.clone(), control: control_tx });
+    let active = Arc::new(AtomicBool::new(false));
+    shared.event(Event::PeerUp { peer: peer.clone(), conn: conn.clone(), control: control_tx, active: active.clone() });
+    let probes = tokio::spawn(probe_loop(shared.clone(), peer.clone(), conn.clone(), active).in_current_span());
 
     let writer = tokio::spawn(
         async move {
@@ -163,8 +169,47 @@ async fn session(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connection, dia
     conn.close(0u32.into(), b"session over");
     writer.abort();
     objects.abort();
+    probes.abort();
     shared.event(Event::PeerDown { peer, stable_id });
     result
+}
+
+/// How often a link's measurements are passed on even when nothing else changed.
+const MEASUREMENTS_EVERY: Duration = Duration::from_millis(500);
+
+/// Probes one link over QUIC datagrams, answers the peer's probes, and tells the driver when the link stops
+/// (or starts again) answering, and what it measures.
+async fn probe_loop(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connection, active: Arc<AtomicBool>) {
+    let start = Instant::now();
+    let mut estimator = LinkEstimator::new(ProbeSettings::default(), Duration::ZERO);
+    let mut told_up = true;
+    let mut told_at = start;
+    loop {
+        let now = start.elapsed();
+        estimator.set_active(active.load(Ordering::Relaxed));
+        while let Some(seq) = estimator.poll_probe(now) {
+            let _ = conn.send_datagram(Bytes::copy_from_slice(&Probe::Request { seq }.encode()));
+        }
+        let up = !estimator.is_down(now);
+        if up != told_up || told_at.elapsed() >= MEASUREMENTS_EVERY {
+            shared.event(Event::Link { peer: peer.clone(), up, metrics: estimator.metrics() });
+            told_up = up;
+            told_at = Instant::now();
+        }
+        // Wake for the next probe, a datagram, or at least every 50 ms to judge silence.
+        let wake = (start + estimator.poll_timeout()).min(Instant::now() + Duration::from_millis(50));
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {}
+            datagram = conn.read_datagram() => match datagram.map(|d| Probe::decode(&d)) {
+                Ok(Ok(Probe::Request { seq })) => {
+                    let _ = conn.send_datagram(Bytes::copy_from_slice(&Probe::Reply { seq }.encode()));
+                }
+                Ok(Ok(Probe::Reply { seq })) => estimator.handle_probe_reply(start.elapsed(), seq),
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "ignored a malformed probe"),
+                Err(_) => return,
+            },
+        }
+    }
 }
 
 async fn receive_objects(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connection) {

@@ -18,6 +18,7 @@
 
 mod graph;
 mod paths;
+pub mod probe;
 
 pub use graph::{Cost, Graph, NodeIx, MAX_LINK_COST};
 pub use paths::{NextHop, RouteTable, ShortestPaths};

@@ -1,0 +1,288 @@
+//! The control plane: `lightpath control`, one replica of it.
+//!
+//! Nodes connect over QUIC with mutual TLS from the mesh CA and send a [`Report`] of their links (RTT,
+//! jitter, loss, up/down, from their probes) and the streams they carry. A driver task keeps the latest report
+//! of every node, builds the measured link-state graph from them, computes each node's next hop and a
+//! loop-free backup toward every origin with [`crate::routing`], and pushes a versioned [`Routes`] table to
+//! every node whose table changed. The replica holds nothing that the reports do not give it: replicas are
+//! interchangeable, and the same reports give the same tables. It serves a JSON operator API on its HTTP
+//! address (`/api/nodes`, `/api/links`, `/api/routes`, `/api/streams`) and Prometheus text at `/metrics`.
+//!
+//! The node side of this conversation is [`client`].
+
+pub mod client;
+mod plan;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::BytesMut;
+use http::{Method, StatusCode};
+use hyper::body::Incoming;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::ca::Identity;
+use crate::http::{text, Handler, Reply};
+use crate::id::NodeId;
+use crate::node::Listeners;
+use crate::topology::Topology;
+use crate::wire::{self, Frame, Report, PROTOCOL_VERSION};
+
+pub use plan::{Plan, PlanSettings};
+
+/// How often the driver recomputes when reports changed.
+const RECOMPUTE_EVERY: Duration = Duration::from_millis(100);
+/// A node that has not reported for this long counts as gone.
+const REPORT_STALE_AFTER: Duration = Duration::from_secs(3);
+
+enum Event {
+    Connected { node: NodeId, session: u64, frames: mpsc::UnboundedSender<Frame> },
+    Disconnected { node: NodeId, session: u64 },
+    Report { report: Report },
+}
+
+/// Runs a control-plane replica until `shutdown` completes.
+pub async fn run(
+    id: NodeId,
+    topology: Arc<Topology>,
+    identity: Identity,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    crate::telemetry::metrics();
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(
+        quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)
+            .context("TLS server config unusable for QUIC")?,
+    ));
+    server.transport_config(Arc::new(crate::mesh::peer::transport()));
+    let runtime = quinn::default_runtime().context("no async runtime for QUIC")?;
+    let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), listeners.mesh, runtime)
+        .context("starting the QUIC endpoint")?;
+    tracing::info!(control = %id, mesh = %endpoint.local_addr()?, http = %listeners.http.local_addr()?, "control replica running");
+
+    let view = Arc::new(RwLock::new(serde_json::json!({})));
+    let (events, rx) = mpsc::unbounded_channel();
+    let span = tracing::info_span!("control", id = %id);
+    let driver = Driver {
+        topology: topology.clone(),
+        plan: Plan::new(&topology, PlanSettings::default()),
+        reports: BTreeMap::new(),
+        sessions: HashMap::new(),
+        view: view.clone(),
+        dirty: true,
+    };
+    tokio::spawn(driver.run(rx).instrument(span.clone()));
+    tokio::spawn(accept_loop(endpoint.clone(), id.clone(), topology, events).instrument(span));
+    let api = Arc::new(Api { id: id.to_string(), view });
+    crate::http::serve(listeners.http, api, shutdown).await;
+    endpoint.close(0u32.into(), b"control replica stopping");
+    Ok(())
+}
+
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    me: NodeId,
+    topology: Arc<Topology>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let mut sessions = 0u64;
+    while let Some(incoming) = endpoint.accept().await {
+        sessions += 1;
+        let (me, topology, events, session_id) = (me.clone(), topology.clone(), events.clone(), sessions);
+        tokio::spawn(
+            async move {
+                let remote = incoming.remote_address();
+                let conn = match incoming.await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(%remote, error = %e, "rejected node connection: handshake failed");
+                        return;
+                    }
+                };
+                let node = conn
+                    .peer_identity()
+                    .and_then(|i| i.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+                    .and_then(|certs| crate::ca::peer_node_id(certs.first()?, topology.nodes.iter().map(|n| &n.id)));
+                let Some(node) = node else {
+                    tracing::warn!(%remote, "rejected node connection: its certificate names no node of the topology");
+                    conn.close(1u32.into(), b"not a node of this mesh");
+                    return;
+                };
+                if let Err(e) = session(&me, node.clone(), session_id, conn, &events).await {
+                    tracing::info!(%node, error = %format!("{e:#}"), "node session ended");
+                }
+                let _ = events.send(Event::Disconnected { node, session: session_id });
+            }
+            .in_current_span(),
+        );
+    }
+}
+
+async fn session(
+    me: &NodeId,
+    node: NodeId,
+    session: u64,
+    conn: quinn::Connection,
+    events: &mpsc::UnboundedSender<Event>,
+) -> Result<()> {
+    let (mut send, mut recv) = tokio::time::timeout(Duration::from_secs(5), conn.accept_bi()).await??;
+    let mut buf = BytesMut::new();
+    match read_frame(&mut recv, &mut buf).await? {
+        Some(Frame::Hello { node: n, protocol: PROTOCOL_VERSION }) if n == node => {}
+        other => bail!("expected hello from {node}, got {other:?}"),
+    }
+    write_frame(&mut send, &Frame::Hello { node: me.clone(), protocol: PROTOCOL_VERSION }).await?;
+    tracing::info!(%node, remote = %conn.remote_address(), "node connected");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let _ = events.send(Event::Connected { node: node.clone(), session, frames: tx });
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            if write_frame(&mut send, &frame).await.is_err() {
+                break;
+            }
+        }
+    });
+    let result = async {
+        loop {
+            match read_frame(&mut recv, &mut buf).await? {
+                Some(Frame::Report(report)) if report.node == node => {
+                    let _ = events.send(Event::Report { report });
+                }
+                Some(other) => bail!("unexpected frame from {node}: {other:?}"),
+                None => return Ok(()),
+            }
+        }
+    }
+    .await;
+    writer.abort();
+    result
+}
+
+/// Writes one frame on a control stream.
+pub(crate) async fn write_frame(send: &mut quinn::SendStream, frame: &Frame) -> Result<()> {
+    let mut out = Vec::with_capacity(256);
+    frame.encode(&mut out);
+    send.write_all(&out).await?;
+    Ok(())
+}
+
+/// Reads the next frame of a control stream; `None` when the peer finished it.
+pub(crate) async fn read_frame(recv: &mut quinn::RecvStream, buf: &mut BytesMut) -> Result<Option<Frame>> {
+    loop {
+        if let Some(frame) = wire::decode_from(buf).map_err(|e| anyhow::anyhow!("bad control frame: {e}"))? {
+            return Ok(Some(frame));
+        }
+        match recv.read_chunk(wire::MAX_FRAME, true).await? {
+            Some(chunk) => buf.extend_from_slice(&chunk.bytes),
+            None if buf.is_empty() => return Ok(None),
+            None => bail!("control stream ended inside a frame"),
+        }
+    }
+}
+
+struct Driver {
+    topology: Arc<Topology>,
+    plan: Plan,
+    reports: BTreeMap<NodeId, (Report, Instant)>,
+    sessions: HashMap<NodeId, (u64, mpsc::UnboundedSender<Frame>)>,
+    view: Arc<RwLock<serde_json::Value>>,
+    dirty: bool,
+}
+
+impl Driver {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
+        let mut tick = tokio::time::interval(RECOMPUTE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = rx.recv() => match event {
+                    None => return,
+                    Some(Event::Connected { node, session, frames }) => {
+                        // A (re)connected node gets its current table at once.
+                        if let Some(routes) = self.plan.routes(&node) {
+                            let _ = frames.send(Frame::Routes(routes.clone()));
+                        }
+                        self.sessions.insert(node, (session, frames));
+                    }
+                    Some(Event::Disconnected { node, session }) => {
+                        if self.sessions.get(&node).is_some_and(|(s, _)| *s == session) {
+                            self.sessions.remove(&node);
+                        }
+                    }
+                    Some(Event::Report { report }) => {
+                        let changed = self.reports.get(&report.node).is_none_or(|(old, _)| old != &report);
+                        self.dirty |= changed;
+                        self.reports.insert(report.node.clone(), (report, Instant::now()));
+                    }
+                },
+                _ = tick.tick() => self.recompute(),
+            }
+        }
+    }
+
+    fn recompute(&mut self) {
+        let now = Instant::now();
+        let stale = self.reports.values().any(|(_, at)| now.duration_since(*at) > REPORT_STALE_AFTER);
+        if !self.dirty && !stale {
+            return;
+        }
+        self.dirty = false;
+        self.reports.retain(|node, (_, at)| {
+            let keep = now.duration_since(*at) <= REPORT_STALE_AFTER;
+            if !keep {
+                tracing::warn!(%node, "node stopped reporting; its links leave the graph");
+            }
+            keep
+        });
+        let live: BTreeMap<NodeId, Report> = self.reports.iter().map(|(n, (r, _))| (n.clone(), r.clone())).collect();
+        let changed = self.plan.update(&live, crate::origin::unix_ms());
+        for node in changed {
+            if let (Some((_, frames)), Some(routes)) = (self.sessions.get(&node), self.plan.routes(&node)) {
+                tracing::debug!(%node, version = routes.version, "pushing routes");
+                let _ = frames.send(Frame::Routes(routes.clone()));
+            }
+        }
+        let view = self.plan.view(&self.topology, &live, &self.sessions.keys().cloned().collect());
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = view;
+    }
+}
+
+/// The operator API.
+struct Api {
+    id: String,
+    view: Arc<RwLock<serde_json::Value>>,
+}
+
+impl Handler for Api {
+    async fn handle(self: Arc<Self>, req: http::Request<Incoming>) -> Reply {
+        let path = req.uri().path();
+        let reply = match (req.method(), path) {
+            (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
+            (&Method::GET, "/metrics") => text(StatusCode::OK, crate::telemetry::metrics().render()),
+            (&Method::GET, p) if p.starts_with("/api/") => {
+                let key = &p["/api/".len()..];
+                let view = self.view.read().unwrap_or_else(|e| e.into_inner());
+                match view.get(key) {
+                    Some(v) => json(v),
+                    None => text(
+                        StatusCode::NOT_FOUND,
+                        format!("no API {p}; try /api/nodes, /api/links, /api/routes, /api/streams"),
+                    ),
+                }
+            }
+            (_, p) => text(StatusCode::NOT_FOUND, format!("nothing at {p}")),
+        };
+        crate::http::count(&self.id, req.method(), reply.status());
+        reply
+    }
+}
+
+fn json(v: &serde_json::Value) -> Reply {
+    let mut resp = text(StatusCode::OK, serde_json::to_string_pretty(v).unwrap_or_default());
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    resp
+}
