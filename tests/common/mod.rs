@@ -32,6 +32,8 @@ pub struct NodeSpec {
 
 pub struct Node {
     pub id: String,
+    /// A control-plane replica rather than a mesh node.
+    pub control: bool,
     pub mesh: SocketAddr,
     pub http: SocketAddr,
     pub config: PathBuf,
@@ -60,6 +62,17 @@ impl Cluster {
     /// Writes a topology, a CA, a certificate and a config per node; starts nothing. `ip_base` picks a
     /// distinct 127.0.x.0/24 per test so tests can run side by side.
     pub fn new(ip_base: u8, nodes: &[NodeSpec], links: &[(&str, &str, f64)], extra_config: &str) -> Self {
+        Self::with_controls(ip_base, nodes, links, &[], extra_config)
+    }
+
+    /// Like [`Cluster::new`], plus control-plane replicas.
+    pub fn with_controls(
+        ip_base: u8,
+        nodes: &[NodeSpec],
+        links: &[(&str, &str, f64)],
+        controls: &[&str],
+        extra_config: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut topo = String::from("[[regions]]\nname = \"lab\"\nlat = 0.0\nlon = 0.0\n");
         let mut out = BTreeMap::new();
@@ -78,6 +91,7 @@ impl Cluster {
                 spec.id.to_string(),
                 Node {
                     id: spec.id.to_string(),
+                    control: false,
                     mesh,
                     http,
                     config: dir.path().join(format!("{}.toml", spec.id)),
@@ -88,6 +102,24 @@ impl Cluster {
         }
         for (a, b, ms) in links {
             let _ = write!(topo, "\n[[links]]\na = \"{a}\"\nb = \"{b}\"\nlatency_ms = {ms:?}\n");
+        }
+        for (i, id) in controls.iter().enumerate() {
+            let ip = format!("127.0.{ip_base}.{}", 200 + i);
+            let mesh: SocketAddr = format!("{ip}:{}", free_port(&ip)).parse().unwrap();
+            let http: SocketAddr = format!("{ip}:{}", free_port(&ip)).parse().unwrap();
+            let _ = write!(topo, "\n[[controls]]\nid = \"{id}\"\nmesh = \"{mesh}\"\nhttp = \"{http}\"\n");
+            out.insert(
+                id.to_string(),
+                Node {
+                    id: id.to_string(),
+                    control: true,
+                    mesh,
+                    http,
+                    config: dir.path().join(format!("{id}.toml")),
+                    log: dir.path().join(format!("{id}.log")),
+                    child: None,
+                },
+            );
         }
         std::fs::write(dir.path().join("topology.toml"), topo).unwrap();
         run_ok(Command::new(bin()).args(["ca", "init", "--dir"]).arg(dir.path().join("ca")));
@@ -121,7 +153,7 @@ impl Cluster {
         let node = self.nodes.get_mut(id).unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).unwrap();
         let child = Command::new(bin())
-            .args(["node", "--config"])
+            .args([if node.control { "control" } else { "node" }, "--config"])
             .arg(&node.config)
             .env("RUST_LOG", std::env::var("LIGHTPATH_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())
