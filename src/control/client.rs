@@ -1,10 +1,10 @@
 //! The node's side of the control plane: report measurements, take route tables.
 //!
-//! A node keeps one connection to one control replica at a time, over its own mesh endpoint (so the link
-//! impairments and partitions that its mesh traffic sees apply to it too). It sends its latest [`Report`]
-//! whenever it changes (at most every [`REPORT_EVERY`]) and at least every second as a heartbeat, and hands
-//! every [`Routes`] table it receives to the mesh. When the replica goes away it tries the next one, round
-//! robin with backoff; meanwhile the node keeps forwarding on its last table.
+//! A node keeps a connection to every control replica, over its own mesh endpoint (so the link impairments
+//! and partitions that its mesh traffic sees apply to it too). It sends each its latest [`Report`] whenever it
+//! changes (at most every [`REPORT_EVERY`]) and at least every second as a heartbeat, so every replica sees
+//! the same reports and computes the same tables; the mesh keeps the newest table from any of them. A
+//! replica that goes away is redialed with backoff; meanwhile the node keeps forwarding on its last table.
 
 use std::time::Duration;
 
@@ -22,23 +22,17 @@ use crate::wire::{Frame, Report, Routes, PROTOCOL_VERSION};
 pub const REPORT_EVERY: Duration = Duration::from_millis(100);
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
-/// Stays connected to some replica for as long as the node runs.
+/// Stays connected to one replica for as long as the node runs.
 pub(crate) async fn run(
     endpoint: quinn::Endpoint,
     me: NodeId,
-    controls: Vec<ControlSpec>,
+    control: ControlSpec,
     reports: watch::Receiver<Report>,
     on_routes: impl Fn(Routes) + Send + Sync + 'static,
 ) {
-    if controls.is_empty() {
-        return;
-    }
-    let mut next = rand::thread_rng().gen_range(0..controls.len());
     let mut backoff = Duration::from_millis(100);
     loop {
-        let control = &controls[next % controls.len()];
-        next += 1;
-        match session(&endpoint, &me, control, reports.clone(), &on_routes).await {
+        match session(&endpoint, &me, &control, reports.clone(), &on_routes).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(e) => {
                 if matches!(e.downcast_ref(), Some(quinn::ConnectError::EndpointStopping)) {

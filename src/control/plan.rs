@@ -42,9 +42,12 @@ impl Plan {
         Self { settings, origins, tables: BTreeMap::new() }
     }
 
-    /// The cost of a measured link: one-way latency plus the loss penalty; never zero.
+    /// The cost of a measured link: one-way latency plus the loss penalty, in whole milliseconds (at least
+    /// one). Sub-millisecond differences are measurement noise to a WAN overlay; rounding them away keeps
+    /// equal links equal, so ties go to the lowest node id instead of to the noise.
     pub fn link_cost(&self, rtt_us: u64, loss_ppm: u32) -> Cost {
-        (rtt_us / 2 + u64::from(loss_ppm) * self.settings.loss_penalty_us_per_ppm).max(1)
+        let us = rtt_us / 2 + u64::from(loss_ppm) * self.settings.loss_penalty_us_per_ppm;
+        ((us + 500) / 1000 * 1000).max(1000)
     }
 
     /// The measured link-state graph of these reports.

@@ -152,17 +152,19 @@ impl Mesh {
         let (reports, report_rx) = watch::channel(Report { node: me.clone(), links: Vec::new(), streams: Vec::new() });
         let driver = Driver::new(shared.clone(), topology, reports);
         tokio::spawn(driver.run(rx).instrument(span.clone()));
-        let to_driver = shared.clone();
-        tokio::spawn(
-            crate::control::client::run(
-                shared.endpoint.clone(),
-                me.clone(),
-                topology.controls.clone(),
-                report_rx,
-                move |routes| to_driver.event(Event::Routes(routes)),
-            )
-            .instrument(span.clone()),
-        );
+        for control in &topology.controls {
+            let to_driver = shared.clone();
+            tokio::spawn(
+                crate::control::client::run(
+                    shared.endpoint.clone(),
+                    me.clone(),
+                    control.clone(),
+                    report_rx.clone(),
+                    move |routes| to_driver.event(Event::Routes(routes)),
+                )
+                .instrument(span.clone()),
+            );
+        }
         tokio::spawn(peer::accept_loop(shared.clone()).instrument(span.clone()));
         for (peer, addr) in neighbours {
             if me < peer {

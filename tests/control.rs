@@ -1,0 +1,115 @@
+//! The control plane as operators see it: its API, and what happens when every replica dies.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn mesh_with_controls(ip_base: u8) -> Cluster {
+    Cluster::with_controls(
+        ip_base,
+        &[
+            NodeSpec { id: "origin", roles: &["origin"] },
+            NodeSpec { id: "relay-a", roles: &["relay"] },
+            NodeSpec { id: "relay-b", roles: &["relay"] },
+            NodeSpec { id: "edge", roles: &["edge"] },
+        ],
+        &[("origin", "relay-a", 5.0), ("origin", "relay-b", 10.0), ("relay-a", "edge", 5.0), ("relay-b", "edge", 10.0)],
+        &["control-1", "control-2"],
+        "",
+    )
+}
+
+async fn api(mesh: &Cluster, control: &str, what: &str) -> serde_json::Value {
+    try_api(mesh, control, what).await.unwrap_or_else(|| panic!("/api/{what} of {control} did not answer"))
+}
+
+async fn try_api(mesh: &Cluster, control: &str, what: &str) -> Option<serde_json::Value> {
+    let url = format!("http://{}/api/{what}", mesh.http(control));
+    let text = client().get(url).send().await.ok()?.text().await.ok()?;
+    Some(serde_json::from_str(&text).unwrap())
+}
+
+/// Waits until `check` holds for the API answer, up to 15 s.
+async fn api_until(
+    mesh: &Cluster,
+    control: &str,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = try_api(mesh, control, what).await.unwrap_or_default();
+        if check(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "/api/{what} of {control} never settled: {v:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn version(routes: &serde_json::Value, node: &str) -> u64 {
+    routes[node]["version"].as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_agree_and_the_stream_survives_their_death() {
+    let mut mesh = mesh_with_controls(41);
+    mesh.start_all();
+    mesh.wait_healthy().await;
+
+    // Both replicas learn every node's links from the reports and compute the same routes.
+    // Settled: every node has a route to the origin, and the edge a backup through the other relay.
+    let full = |v: &serde_json::Value| {
+        ["relay-a", "relay-b", "edge"].iter().all(|n| v[n]["routes"].as_array().is_some_and(|r| !r.is_empty()))
+            && v["edge"]["routes"][0]["backup"].is_string()
+    };
+    let one = api_until(&mesh, "control-1", "routes", full).await;
+    let two = api_until(&mesh, "control-2", "routes", full).await;
+    for node in ["relay-a", "relay-b", "edge"] {
+        assert_eq!(one[node]["routes"], two[node]["routes"], "replicas disagree on {node}");
+        let route = &one[node]["routes"][0];
+        assert_eq!(route["origin"], "origin");
+        assert_ne!(route["backup"], route["next_hop"], "{node}'s backup is its next hop");
+    }
+    let links = api(&mesh, "control-1", "links").await;
+    let measured =
+        links.as_array().unwrap().iter().filter(|l| l["up"] == true && l["rtt_ms"].as_f64().unwrap() > 0.0).count();
+    assert_eq!(measured, 8, "every link measured from both ends: {links:#}");
+
+    // A stream flows; the API shows its tree.
+    let key = format!("Bearer {KEY}");
+    let origin = mesh.http("origin");
+    let put = |name: &'static str| {
+        let url = format!("http://{origin}/live/s/{name}");
+        client().put(url).header("Authorization", key.clone()).body(name.as_bytes().to_vec()).send()
+    };
+    assert_eq!(put("one.ts").await.unwrap().status(), 201);
+    get_eventually(&format!("http://{}/live/s/one.ts", mesh.http("edge"))).await;
+    let streams =
+        api_until(&mesh, "control-1", "streams", |v| v[0]["tree"].as_array().is_some_and(|t| t.len() == 3)).await;
+    assert_eq!(streams[0]["origin"], "origin", "{streams:#}");
+    let nodes = api(&mesh, "control-1", "nodes").await;
+    assert_eq!(nodes.as_array().unwrap().len(), 4);
+
+    // Every replica dies: objects keep flowing on the last tables.
+    let edge_routes = version(&one, "edge");
+    mesh.kill("control-1");
+    mesh.kill("control-2");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(put("two.ts").await.unwrap().status(), 201);
+    assert_eq!(get_eventually(&format!("http://{}/live/s/two.ts", mesh.http("edge"))).await, b"two.ts");
+
+    // A replica comes back: nodes reconnect by themselves and take its tables, of a higher version.
+    mesh.start("control-2");
+    let back = api_until(&mesh, "control-2", "routes", full).await;
+    assert!(version(&back, "edge") > edge_routes, "the restarted replica's tables are not newer");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while mesh.log("edge").matches("applying routes from the control plane").count() < 2 {
+        assert!(Instant::now() < deadline, "the edge never applied the new replica's routes:\n{}", mesh.log("edge"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(put("three.ts").await.unwrap().status(), 201);
+    assert_eq!(get_eventually(&format!("http://{}/live/s/three.ts", mesh.http("edge"))).await, b"three.ts");
+}
