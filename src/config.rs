@@ -46,6 +46,28 @@ pub struct NodeConfig {
     /// Viewer serving (used by edges).
     #[serde(default)]
     pub edge: EdgeConfig,
+    /// WAN emulation on this node's mesh socket.
+    #[serde(default)]
+    pub links: LinksConfig,
+    /// The operator endpoints under `/admin/` on the HTTP address.
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// WAN emulation: the kernel's netem stand-in, in user space on the node's UDP socket. Off by default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinksConfig {
+    /// Delay every packet to a neighbour by the topology's configured one-way latency of the link.
+    pub emulate: bool,
+}
+
+/// The operator endpoints (`PUT /admin/links/{peer}` changes a link's emulated impairment at runtime).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer token the endpoints require; without one they are off.
+    pub token: Option<String>,
 }
 
 /// The mesh TLS files, all PEM. Paths are relative to the config file's folder in the file, resolved after
@@ -251,6 +273,8 @@ impl NodeConfig {
                     cache: parts.cache,
                     ingest: parts.ingest,
                     edge: parts.edge,
+                    links: parts.links,
+                    admin: parts.admin,
                 };
                 config.check_against(&topology, &mut errors);
                 errors.finish(|| (config, topology))
@@ -356,6 +380,8 @@ struct Parts {
     cache: CacheConfig,
     ingest: IngestConfig,
     edge: EdgeConfig,
+    links: LinksConfig,
+    admin: AdminConfig,
 }
 
 /// Reads every field, recording each problem; what cannot be read takes its default.
@@ -397,9 +423,23 @@ fn read(table: &toml::Table, base: &Path, errors: &mut CheckErrors) -> Parts {
         edge.wait_ms = r.optional("wait_ms", errors).unwrap_or(edge.wait_ms);
         r.finish(errors);
     }
+    let mut links = LinksConfig::default();
+    if let Some(mut r) = section(&mut root, "links", &empty, errors) {
+        links.emulate = r.optional("emulate", errors).unwrap_or(false);
+        r.finish(errors);
+    }
+
+    let mut admin = AdminConfig::default();
+    if let Some(mut r) = section(&mut root, "admin", &empty, errors) {
+        admin.token = r.optional::<String>("token", errors);
+        if admin.token.as_deref().is_some_and(|t| t.trim().len() < 8) {
+            errors.push("admin.token", "too short: use at least 8 characters");
+        }
+        r.finish(errors);
+    }
     root.finish(errors);
 
-    Parts { node, topology, mesh_listen, http_listen, tls, cache, ingest, edge }
+    Parts { node, topology, mesh_listen, http_listen, tls, cache, ingest, edge, links, admin }
 }
 
 /// A section such as `[tls]`; an absent section reads as empty, a section that is not a table (reported)

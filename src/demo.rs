@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
 use crate::ca::{create_ca, issue, Identity};
-use crate::config::{EdgeConfig, IngestConfig};
+use crate::config::{AdminConfig, EdgeConfig, IngestConfig, LinksConfig};
 use crate::hls::{LivePlaylist, Segment};
 use crate::id::StreamName;
 use crate::node::{Listeners, NodeParams};
@@ -59,6 +59,9 @@ pub async fn run(topology_path: PathBuf, shutdown: impl Future<Output = ()>) -> 
             cache_bytes: 64 << 20,
             ingest: IngestConfig { any_stream_key: Some(key.clone()), ..IngestConfig::default() },
             edge: EdgeConfig::default(),
+            // The demo's regions are apart by the topology's latencies.
+            links: LinksConfig { emulate: true },
+            admin: AdminConfig::default(),
         };
         let mut stop = stop_rx.clone();
         nodes.push(tokio::spawn(crate::node::run(params, listeners, async move {

@@ -15,10 +15,11 @@ use tokio::net::TcpListener;
 
 use crate::ca::Identity;
 use crate::cache::Cache;
-use crate::config::{EdgeConfig, IngestConfig, NodeConfig};
+use crate::config::{AdminConfig, EdgeConfig, IngestConfig, LinksConfig, NodeConfig};
 use crate::edge::Edge;
 use crate::http::{count, live_path, text, Handler, Reply};
 use crate::id::NodeId;
+use crate::mesh::impair::{Impairment, Impairments};
 use crate::mesh::Mesh;
 use crate::origin::Ingest;
 use crate::topology::{Role, Topology};
@@ -32,6 +33,8 @@ pub struct NodeParams {
     pub cache_bytes: u64,
     pub ingest: IngestConfig,
     pub edge: EdgeConfig,
+    pub links: LinksConfig,
+    pub admin: AdminConfig,
 }
 
 impl NodeParams {
@@ -46,6 +49,8 @@ impl NodeParams {
             cache_bytes: config.cache.max_bytes,
             ingest: config.ingest,
             edge: config.edge,
+            links: config.links,
+            admin: config.admin,
         })
     }
 }
@@ -80,7 +85,22 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
         tracing::warn!(node = %params.id, "this node's certificate does not name it; every peer will refuse it");
     }
     let cache = Cache::new(params.cache_bytes, params.id.as_str());
-    let mesh = Mesh::start(params.id.clone(), &params.topology, &params.identity, listeners.mesh, cache)?;
+    // The impairment layer is in the path only when something can use it: emulation, or the admin API.
+    let impairments = (params.links.emulate || params.admin.token.is_some()).then(Impairments::default);
+    if let Some(table) = impairments.as_ref().filter(|_| params.links.emulate) {
+        for (peer, latency_ms) in params.topology.neighbours(&params.id) {
+            match peer.mesh.resolve().await {
+                Ok(addrs) => {
+                    for addr in addrs {
+                        table.set(addr, Impairment { delay_ms: latency_ms, ..Impairment::default() });
+                    }
+                }
+                Err(e) => tracing::warn!(peer = %peer.id, error = %e, "cannot emulate the link: address unresolved"),
+            }
+        }
+    }
+    let mesh =
+        Mesh::start(params.id.clone(), &params.topology, &params.identity, listeners.mesh, cache, impairments.clone())?;
     tracing::info!(
         node = %params.id,
         mesh = %mesh.local_addr()?,
@@ -90,6 +110,12 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
     );
     let site = Arc::new(Site {
         node: params.id.to_string(),
+        admin: params.admin.token.clone().zip(impairments).map(|(token, table)| Admin {
+            token,
+            table,
+            topology: params.topology.clone(),
+            me: params.id.clone(),
+        }),
         ingest: spec.has_role(Role::Origin).then(|| Ingest::new(mesh.clone(), params.ingest.clone())),
         edge: (spec.has_role(Role::Edge) || spec.has_role(Role::Origin))
             .then(|| Edge::new(mesh.clone(), Duration::from_millis(params.edge.wait_ms))),
@@ -102,6 +128,7 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
 /// A node's HTTP side: dispatches by path and method to ingest, edge and metrics.
 struct Site {
     node: String,
+    admin: Option<Admin>,
     ingest: Option<Ingest>,
     edge: Option<Edge>,
 }
@@ -131,6 +158,12 @@ impl Site {
                 return resp;
             }
             (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok"),
+            (_, p) if p.starts_with("/admin/") => {
+                return match &self.admin {
+                    Some(admin) => admin.handle(req).await,
+                    None => text(StatusCode::NOT_FOUND, "the admin API is off (no admin.token in the config)"),
+                };
+            }
             _ => {}
         }
         let (stream, name) = match live_path(path) {
@@ -169,4 +202,75 @@ fn reason(reply: &Reply) -> String {
         .and_then(|r| r.ok())
         .map(|c| String::from_utf8_lossy(&c.to_bytes()).trim().to_owned())
         .unwrap_or_default()
+}
+
+/// The runtime link controls: `GET /admin/links`, `PUT /admin/links/{peer}` with an [`Impairment`] as JSON.
+struct Admin {
+    token: String,
+    table: Impairments,
+    topology: Arc<Topology>,
+    me: NodeId,
+}
+
+impl Admin {
+    async fn handle(&self, req: http::Request<Incoming>) -> Reply {
+        use http_body_util::BodyExt;
+        let authorized = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| crate::origin::same_key(t.trim(), &self.token));
+        if !authorized {
+            return text(StatusCode::UNAUTHORIZED, "the admin API needs Authorization: Bearer ADMIN_TOKEN");
+        }
+        let path = req.uri().path().to_owned();
+        let method = req.method().clone();
+        match (method, path.strip_prefix("/admin/links")) {
+            (Method::GET, Some("")) => {
+                let links: serde_json::Map<String, serde_json::Value> = self
+                    .topology
+                    .neighbours(&self.me)
+                    .filter_map(|(n, _)| {
+                        let addr = n.mesh.socket_addr()?;
+                        let imp = self.table.get(addr).unwrap_or_default();
+                        Some((n.id.to_string(), serde_json::to_value(imp).ok()?))
+                    })
+                    .collect();
+                let mut resp = text(StatusCode::OK, serde_json::Value::Object(links).to_string());
+                resp.headers_mut()
+                    .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+                resp
+            }
+            (Method::PUT, Some(rest)) if rest.starts_with('/') => {
+                let Ok(peer) = NodeId::new(&rest[1..]) else {
+                    return text(StatusCode::BAD_REQUEST, format!("{:?} is not a node id", &rest[1..]));
+                };
+                let Some((spec, _)) = self.topology.neighbours(&self.me).find(|(n, _)| n.id == peer) else {
+                    return text(StatusCode::NOT_FOUND, format!("{peer} is not a neighbour of {}", self.me));
+                };
+                let addrs = match spec.mesh.resolve().await {
+                    Ok(a) => a,
+                    Err(e) => return text(StatusCode::BAD_GATEWAY, format!("cannot resolve {}: {e}", spec.mesh)),
+                };
+                let body = match http_body_util::Limited::new(req.into_body(), 4096).collect().await {
+                    Ok(b) => b.to_bytes(),
+                    Err(e) => return text(StatusCode::BAD_REQUEST, format!("body not read: {e}")),
+                };
+                let imp: Impairment = match serde_json::from_slice(&body) {
+                    Ok(i) => i,
+                    Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad impairment: {e}")),
+                };
+                if let Err(e) = imp.validate() {
+                    return text(StatusCode::BAD_REQUEST, e.to_string());
+                }
+                for addr in addrs {
+                    self.table.set(addr, imp);
+                }
+                tracing::info!(node = %self.me, %peer, ?imp, "link impairment changed");
+                text(StatusCode::NO_CONTENT, "")
+            }
+            (m, _) => text(StatusCode::NOT_FOUND, format!("no admin endpoint {m} {path}")),
+        }
+    }
 }

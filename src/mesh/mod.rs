@@ -12,6 +12,7 @@
 //! marked down while their connection is down. Measured latencies and the control plane replace the
 //! configured figures in a later stage without changing this shape.
 
+pub mod impair;
 pub mod peer;
 
 use std::collections::{BTreeSet, HashMap};
@@ -120,6 +121,7 @@ impl Mesh {
         identity: &Identity,
         socket: std::net::UdpSocket,
         cache: Arc<Cache>,
+        impairments: Option<impair::Impairments>,
     ) -> Result<Self> {
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(
             quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)
@@ -132,8 +134,17 @@ impl Mesh {
         ));
         client.transport_config(Arc::new(peer::transport()));
         let runtime = quinn::default_runtime().context("no async runtime for QUIC")?;
-        let mut endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, runtime)
-            .context("starting the QUIC endpoint")?;
+        let mut endpoint = match impairments {
+            // Emulated WAN links: every packet goes through the impairment table first.
+            Some(table) => quinn::Endpoint::new_with_abstract_socket(
+                quinn::EndpointConfig::default(),
+                Some(server),
+                impair::impaired_socket(socket, table).context("wrapping the mesh socket")?,
+                runtime,
+            ),
+            None => quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, runtime),
+        }
+        .context("starting the QUIC endpoint")?;
         endpoint.set_default_client_config(client);
 
         let neighbours: HashMap<NodeId, Address> =

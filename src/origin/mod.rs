@@ -79,8 +79,8 @@ impl Ingest {
             .or_else(|| headers.get("x-lightpath-key").and_then(|v| v.to_str().ok()))
             .map(str::trim)
             .ok_or_else(|| IngestError::NoKey(stream.clone()))?;
-        let ok = self.config.stream_keys.get(stream).is_some_and(|k| same(k, given))
-            || self.config.any_stream_key.as_deref().is_some_and(|k| same(k, given));
+        let ok = self.config.stream_keys.get(stream).is_some_and(|k| same_key(k, given))
+            || self.config.any_stream_key.as_deref().is_some_and(|k| same_key(k, given));
         if ok {
             Ok(())
         } else {
@@ -156,7 +156,7 @@ impl Ingest {
 }
 
 /// Compares two keys in time independent of where they differ.
-fn same(a: &str, b: &str) -> bool {
+pub fn same_key(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

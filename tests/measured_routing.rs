@@ -1,0 +1,182 @@
+//! Routes follow what the mesh measures: emulated WAN latencies on loopback, a control plane, real nodes.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const ADMIN: &str = "admin-token-for-tests";
+
+fn emulated(ip_base: u8, nodes: &[NodeSpec], links: &[(&str, &str, f64)]) -> Cluster {
+    let extra = format!("[links]\nemulate = true\n[admin]\ntoken = \"{ADMIN}\"\n");
+    let mut mesh = Cluster::with_controls(ip_base, nodes, links, &["control-1"], &extra);
+    mesh.start_all();
+    mesh
+}
+
+async fn routes(mesh: &Cluster) -> serde_json::Value {
+    let url = format!("http://{}/api/routes", mesh.http("control-1"));
+    let text = client().get(url).send().await.unwrap().text().await.unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Waits until the control plane gives `node` the next hop `via` toward the origin.
+async fn next_hop_becomes(mesh: &Cluster, node: &str, via: &str, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let r = routes(mesh).await;
+        if r[node]["routes"][0]["next_hop"] == via {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "{node} never routed via {via}: {r:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sets the emulated one-way latency of link a—b, on both ends.
+async fn set_latency(mesh: &Cluster, a: &str, b: &str, delay_ms: f64, up: bool) {
+    for (from, to) in [(a, b), (b, a)] {
+        let resp = client()
+            .put(format!("http://{}/admin/links/{to}", mesh.http(from)))
+            .header("Authorization", format!("Bearer {ADMIN}"))
+            .body(format!("{{\"delay_ms\": {delay_ms}, \"up\": {up}}}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 204, "{}", resp.text().await.unwrap());
+    }
+}
+
+/// Publishes a small object every 200 ms until dropped.
+fn trickle(origin: std::net::SocketAddr) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for n in 0u64.. {
+            let _ = client()
+                .put(format!("http://{origin}/live/s/o{n}.ts"))
+                .header("Authorization", format!("Bearer {KEY}"))
+                .body(vec![n as u8; 1000])
+                .send()
+                .await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+async fn sent(mesh: &Cluster, relay: &str) -> f64 {
+    mesh.metric(relay, "lightpath_mesh_objects_sent_total", &[("peer", "edge"), ("stream", "s")]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_drives_the_path_and_a_slower_link_moves_it() {
+    let mesh = emulated(
+        51,
+        &[
+            NodeSpec { id: "origin", roles: &["origin"] },
+            NodeSpec { id: "relay-a", roles: &["relay"] },
+            NodeSpec { id: "relay-b", roles: &["relay"] },
+            NodeSpec { id: "edge", roles: &["edge"] },
+        ],
+        &[
+            ("origin", "relay-a", 20.0),
+            ("relay-a", "edge", 20.0),
+            ("origin", "relay-b", 60.0),
+            ("relay-b", "edge", 60.0),
+        ],
+    );
+    mesh.wait_healthy().await;
+    let publisher = trickle(mesh.http("origin"));
+    get_eventually(&format!("http://{}/live/s/o2.ts", mesh.http("edge"))).await;
+    next_hop_becomes(&mesh, "edge", "relay-a", Duration::from_secs(15)).await;
+    let a = sent(&mesh, "relay-a").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(sent(&mesh, "relay-a").await > a, "relay-a does not forward the stream");
+
+    // A's links get slow: within a few seconds the stream flows via B.
+    set_latency(&mesh, "origin", "relay-a", 100.0, true).await;
+    set_latency(&mesh, "relay-a", "edge", 100.0, true).await;
+    let took = next_hop_becomes(&mesh, "edge", "relay-b", Duration::from_secs(10)).await;
+    eprintln!("rerouted via relay-b {} ms after the latency change", took.as_millis());
+    tokio::time::sleep(Duration::from_secs(3)).await; // past make-before-break
+    let (a, b) = (sent(&mesh, "relay-a").await, sent(&mesh, "relay-b").await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sent(&mesh, "relay-a").await, a, "relay-a still forwards after the reroute");
+    assert!(sent(&mesh, "relay-b").await > b, "relay-b does not forward after the reroute");
+    publisher.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_detour_wins_over_a_slow_direct_link() {
+    let mesh = emulated(
+        52,
+        &[
+            NodeSpec { id: "origin", roles: &["origin"] },
+            NodeSpec { id: "relay", roles: &["relay"] },
+            NodeSpec { id: "edge", roles: &["edge"] },
+        ],
+        &[("origin", "edge", 150.0), ("origin", "relay", 40.0), ("relay", "edge", 40.0)],
+    );
+    mesh.wait_healthy().await;
+    let publisher = trickle(mesh.http("origin"));
+    get_eventually(&format!("http://{}/live/s/o2.ts", mesh.http("edge"))).await;
+    next_hop_becomes(&mesh, "edge", "relay", Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = sent(&mesh, "relay").await;
+    let direct = mesh.metric("origin", "lightpath_mesh_objects_sent_total", &[("peer", "edge")]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(sent(&mesh, "relay").await > before, "the relay does not carry the stream");
+    assert_eq!(
+        mesh.metric("origin", "lightpath_mesh_objects_sent_total", &[("peer", "edge")]).await,
+        direct,
+        "the origin still sends straight to the edge"
+    );
+    publisher.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_edge_answers_503_then_resumes() {
+    let mesh = emulated(
+        53,
+        &[
+            NodeSpec { id: "origin", roles: &["origin"] },
+            NodeSpec { id: "relay", roles: &["relay"] },
+            NodeSpec { id: "edge", roles: &["edge"] },
+        ],
+        &[("origin", "relay", 10.0), ("relay", "edge", 10.0)],
+    );
+    mesh.wait_healthy().await;
+    let publisher = trickle(mesh.http("origin"));
+    get_eventually(&format!("http://{}/live/s/o2.ts", mesh.http("edge"))).await;
+
+    set_latency(&mesh, "relay", "edge", 10.0, false).await;
+    let cut = Instant::now();
+    let status = loop {
+        let started = Instant::now();
+        let resp = client().get(format!("http://{}/live/s/o9999.ts", mesh.http("edge"))).send().await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(8), "a viewer waited {:?}", started.elapsed());
+        if resp.status() == 503 {
+            assert!(resp.headers().contains_key("retry-after"), "503 without Retry-After");
+            break resp.status();
+        }
+        assert!(cut.elapsed() < Duration::from_secs(10), "the cut-off edge still answers {}", resp.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("partitioned edge answers {status} after {} ms", cut.elapsed().as_millis());
+
+    set_latency(&mesh, "relay", "edge", 10.0, true).await;
+    let healed = Instant::now();
+    // The stream resumes by itself: a newly published object arrives at the edge.
+    loop {
+        let text = client().get(format!("http://{}/live/s/o2.ts", mesh.http("origin"))).send().await.unwrap();
+        assert!(text.status().is_success());
+        let n = mesh.metric("origin", "lightpath_ingest_objects_total", &[("stream", "s")]).await as u64;
+        let resp = client().get(format!("http://{}/live/s/o{}.ts", mesh.http("edge"), n + 1)).send().await.unwrap();
+        if resp.status() == 200 {
+            break;
+        }
+        assert!(healed.elapsed() < Duration::from_secs(30), "the stream never resumed after the partition");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("resumed {} ms after healing", healed.elapsed().as_millis());
+    publisher.abort();
+}
