@@ -68,6 +68,28 @@ pub async fn run(topology_path: PathBuf, shutdown: impl Future<Output = ()>) -> 
             let _ = stop.changed().await;
         })));
     }
+    for control in &topology.controls {
+        let files = issue(&ca, &control.id, 1)?;
+        let identity = Identity::from_pem(&ca.cert_pem, &files.chain_pem, &files.key_pem)?;
+        let mesh = literal(&control.mesh).with_context(|| format!("control {}", control.id))?;
+        let http = literal(&control.http).with_context(|| format!("control {}", control.id))?;
+        let listeners = Listeners {
+            mesh: std::net::UdpSocket::bind(mesh).with_context(|| format!("binding {mesh} for {}", control.id))?,
+            http: tokio::net::TcpListener::bind(http)
+                .await
+                .with_context(|| format!("binding {http} for {}", control.id))?,
+        };
+        let mut stop = stop_rx.clone();
+        nodes.push(tokio::spawn(crate::control::run(
+            control.id.clone(),
+            topology.clone(),
+            identity,
+            listeners,
+            async move {
+                let _ = stop.changed().await;
+            },
+        )));
+    }
     let Some(origin) = topology.nodes.iter().find(|n| n.has_role(Role::Origin)) else {
         bail!("{} has no origin node", topology_path.display());
     };
@@ -78,6 +100,12 @@ pub async fn run(topology_path: PathBuf, shutdown: impl Future<Output = ()>) -> 
     println!("lightpath demo: {} nodes running; stream {STREAM:?} is live at {}", topology.nodes.len(), origin.id);
     for edge in topology.nodes.iter().filter(|n| n.has_role(Role::Edge)) {
         println!("  {} ({}): http://{}/live/{STREAM}/index.m3u8", edge.id, edge.region, edge.http);
+    }
+    for control in &topology.controls {
+        println!(
+            "  control plane {}: http://{}/api/routes  (also /api/nodes, /api/links, /api/streams)",
+            control.id, control.http
+        );
     }
     println!("  metrics: http://{}/metrics   (Ctrl-C stops)", origin.http);
 
