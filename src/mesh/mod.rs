@@ -364,6 +364,8 @@ impl Driver {
             }
         } else {
             tracing::warn!(%peer, "link stopped answering probes; failing over");
+            metrics::counter!("lightpath_link_failures_total", "node" => self.shared.me.to_string(), "peer" => peer.to_string())
+                .increment(1);
             self.graph.handle_link_down(&self.shared.me, &peer);
         }
         self.routes = RouteTable::compute(&self.graph, &self.shared.me);
@@ -379,6 +381,7 @@ impl Driver {
             routes = routes.routes.len(),
             "applying routes from the control plane"
         );
+        metrics::gauge!("lightpath_routes_version", "node" => self.shared.me.to_string()).set(routes.version as f64);
         self.control = Some(routes);
         self.rehome_all();
     }
@@ -522,6 +525,8 @@ impl Driver {
         }
         if let Some(next) = &target {
             tracing::info!(%stream, upstream = %next, "subscribing upstream");
+            metrics::counter!("lightpath_upstream_changes_total", "node" => self.shared.me.to_string(), "stream" => stream.to_string())
+                .increment(1);
             self.send(next, Frame::Subscribe { stream: stream.clone() });
         }
         if let Some(old) = current.filter(|old| self.peers.contains_key(old)) {
