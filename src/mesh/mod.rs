@@ -12,6 +12,7 @@
 //! marked down while their connection is down. Measured latencies and the control plane replace the
 //! configured figures in a later stage without changing this shape.
 
+pub mod impair;
 pub mod peer;
 
 use std::collections::{BTreeSet, HashMap};
