@@ -25,7 +25,8 @@ use lightpath::node::{Listeners, NodeParams};
 use lightpath::topology::Topology;
 
 const NODES: [&str; 4] = ["origin", "relay-a", "relay-b", "edge"];
-const LINKS: [(&str, &str); 4] = [("origin", "relay-a"), ("origin", "relay-b"), ("relay-a", "edge"), ("relay-b", "edge")];
+const LINKS: [(&str, &str); 4] =
+    [("origin", "relay-a"), ("origin", "relay-b"), ("relay-a", "edge"), ("relay-b", "edge")];
 const TOKEN: &str = "bench-admin-token";
 const KEY: &str = "bench-key";
 const TRIALS: usize = 20;
@@ -124,19 +125,22 @@ async fn run() -> Result<()> {
     let mut network = Vec::new();
     let mut skipped = 0;
     for trial in 0..TRIALS {
-        let carrier = steady_carrier().await?;
+        let carrier = steady_carrier(&client, &http).await?;
         let m = metrics();
         let other = if carrier == "relay-a" { "relay-b" } else { "relay-a" };
         // Detection by whichever neighbour of the dead relay notices first.
         let failures = |m: &str| metric(m, "lightpath_link_failures_total", &[("peer", carrier)]);
         let changes = |m: &str| metric(m, "lightpath_upstream_changes_total", &[("node", "edge")]);
-        let via_other = |m: &str| metric(m, "lightpath_mesh_objects_received_total", &[("node", "edge"), ("peer", other)]);
+        let via_other =
+            |m: &str| metric(m, "lightpath_mesh_objects_received_total", &[("node", "edge"), ("peer", other)]);
         let (f0, c0, o0) = (failures(&m), changes(&m), via_other(&m));
 
         set_links(&client, &http, carrier, false).await?;
         let cut = Instant::now();
         let (mut t_detect, mut t_switch, mut t_object, mut t_network) = (None, None, None, None);
-        while cut.elapsed() < Duration::from_secs(5) && (t_detect.is_none() || t_switch.is_none() || t_object.is_none() || t_network.is_none()) {
+        while cut.elapsed() < Duration::from_secs(5)
+            && (t_detect.is_none() || t_switch.is_none() || t_object.is_none() || t_network.is_none())
+        {
             let m = metrics();
             let now = cut.elapsed();
             if t_detect.is_none() && failures(&m) > f0 {
@@ -167,7 +171,10 @@ async fn run() -> Result<()> {
         }
         let (Some(d), Some(s), Some(o), Some(n)) = (t_detect, t_switch, t_object, t_network) else {
             // The edge did not move (it already received from both relays): not a failover to time.
-            eprintln!("trial {trial:2}: cut {carrier}; skipped, incomplete timeline {:?}", (t_detect, t_switch, t_object, t_network));
+            eprintln!(
+                "trial {trial:2}: cut {carrier}; skipped, incomplete timeline {:?}",
+                (t_detect, t_switch, t_object, t_network)
+            );
             skipped += 1;
             set_links(&client, &http, carrier, true).await?;
             continue;
@@ -176,7 +183,10 @@ async fn run() -> Result<()> {
         switch.push(s.saturating_sub(d));
         first_object.push(o);
         network.push(n);
-        eprintln!("trial {trial:2}: cut {carrier}; detected {d:?}, switched +{:?}, first object {o:?}, network-wide {n:?}", s.saturating_sub(d));
+        eprintln!(
+            "trial {trial:2}: cut {carrier}; detected {d:?}, switched +{:?}, first object {o:?}, network-wide {n:?}",
+            s.saturating_sub(d)
+        );
         set_links(&client, &http, carrier, true).await?;
     }
     publisher.abort();
@@ -199,16 +209,25 @@ async fn run() -> Result<()> {
     Ok(())
 }
 
-/// The relay that alone has fed the edge for the last second (waits for the mesh to settle).
-async fn steady_carrier() -> Result<&'static str> {
-    let received = |r: &str| metric(&metrics(), "lightpath_mesh_objects_received_total", &[("node", "edge"), ("peer", r)]);
-    for _ in 0..15 {
+/// The relay that alone has fed the edge for the last second and is the control plane's next hop for it
+/// (waits for the mesh to settle after the previous trial).
+async fn steady_carrier(
+    client: &reqwest::Client,
+    http: &std::collections::HashMap<String, SocketAddr>,
+) -> Result<&'static str> {
+    let received =
+        |r: &str| metric(&metrics(), "lightpath_mesh_objects_received_total", &[("node", "edge"), ("peer", r)]);
+    for _ in 0..20 {
         let before = (received("relay-a"), received("relay-b"));
         tokio::time::sleep(Duration::from_secs(1)).await;
-        match (received("relay-a") > before.0, received("relay-b") > before.1) {
-            (true, false) => return Ok("relay-a"),
-            (false, true) => return Ok("relay-b"),
-            _ => {}
+        let carrier = match (received("relay-a") > before.0, received("relay-b") > before.1) {
+            (true, false) => "relay-a",
+            (false, true) => "relay-b",
+            _ => continue,
+        };
+        let tables = control_routes(client, http).await;
+        if tables.is_some_and(|t| t["edge"]["routes"][0]["next_hop"] == carrier) {
+            return Ok(carrier);
         }
     }
     anyhow::bail!("the edge never settled on one relay")
