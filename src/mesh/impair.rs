@@ -237,8 +237,11 @@ struct Table {
 }
 
 impl Impairments {
-    /// Sets the impairment of the link to `remote` (replacing any earlier one). Datagrams already queued
-    /// keep their schedule. An IPv4-mapped IPv6 address and its IPv4 form are the same link.
+    /// Sets the impairment of the link to `remote` (replacing any earlier one); it applies to the datagrams
+    /// sent after the call. Datagrams already queued keep their schedule, and later ones do not overtake
+    /// them, unless the new impairment is perfect: those go straight out (as after [`Impairments::clear`]).
+    /// Any value is accepted (see [`Impairment::validate`]). An IPv4-mapped IPv6 address and its IPv4 form
+    /// are the same link.
     pub fn set(&self, remote: SocketAddr, imp: Impairment) {
         let mut links = self.write();
         links.insert(link_key(remote), (imp, Plan::new(&imp)));
@@ -289,6 +292,9 @@ impl fmt::Debug for Impairments {
 /// Wraps a std UDP socket for quinn: datagrams to an address with an impairment are dropped, delayed or
 /// rate-limited; the others pass untouched. Must be called inside a tokio runtime, which runs the socket's
 /// scheduling task until the socket is dropped.
+///
+/// Cost on a perfect link: one atomic load per send while no link of the table is impaired, else a read
+/// lock and a hash lookup; no copy, no lock shared with the scheduling task.
 ///
 /// GSO: batches to unimpaired addresses keep their segments, and [`AsyncUdpSocket::max_transmit_segments`]
 /// is the inner socket's, so an unimpaired link runs at full speed; a batch to an impaired address is split
@@ -410,8 +416,8 @@ async fn run(shared: Arc<Shared>, inner: Arc<dyn AsyncUdpSocket>) {
             send(&*inner, &mut poller, &datagram).await;
         }
         match next {
-            // Sending may have taken a while: look again before sleeping.
-            Some(at) if at <= Instant::now() => {}
+            // Sending may have taken a while: look again before sleeping, letting other tasks run first.
+            Some(at) if at <= Instant::now() => tokio::task::yield_now().await,
             Some(at) => {
                 tokio::select! {
                     _ = tokio::time::sleep_until(at) => {}
@@ -510,6 +516,8 @@ impl Ord for Queued {
 /// The queue of every impaired link of one socket: decides each datagram's fate and due time, and hands
 /// out what is due. No I/O and no clock of its own: `now` is an argument.
 struct Scheduler {
+    /// rand 0.8's `SmallRng` needs a feature this crate does not enable; ChaCha12 costs a few ns per draw,
+    /// little next to copying the datagram.
     rng: StdRng,
     queue: BinaryHeap<Reverse<Queued>>,
     /// Only links with datagrams queued.
