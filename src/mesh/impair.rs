@@ -237,8 +237,11 @@ struct Table {
 }
 
 impl Impairments {
-    /// Sets the impairment of the link to `remote` (replacing any earlier one). Datagrams already queued
-    /// keep their schedule. An IPv4-mapped IPv6 address and its IPv4 form are the same link.
+    /// Sets the impairment of the link to `remote` (replacing any earlier one); it applies to the datagrams
+    /// sent after the call. Datagrams already queued keep their schedule, and later ones do not overtake
+    /// them, unless the new impairment is perfect: those go straight out (as after [`Impairments::clear`]).
+    /// Any value is accepted (see [`Impairment::validate`]). An IPv4-mapped IPv6 address and its IPv4 form
+    /// are the same link.
     pub fn set(&self, remote: SocketAddr, imp: Impairment) {
         let mut links = self.write();
         links.insert(link_key(remote), (imp, Plan::new(&imp)));
@@ -289,6 +292,9 @@ impl fmt::Debug for Impairments {
 /// Wraps a std UDP socket for quinn: datagrams to an address with an impairment are dropped, delayed or
 /// rate-limited; the others pass untouched. Must be called inside a tokio runtime, which runs the socket's
 /// scheduling task until the socket is dropped.
+///
+/// Cost on a perfect link: one atomic load per send while no link of the table is impaired, else a read
+/// lock and a hash lookup; no copy, no lock shared with the scheduling task.
 ///
 /// GSO: batches to unimpaired addresses keep their segments, and [`AsyncUdpSocket::max_transmit_segments`]
 /// is the inner socket's, so an unimpaired link runs at full speed; a batch to an impaired address is split
@@ -410,8 +416,8 @@ async fn run(shared: Arc<Shared>, inner: Arc<dyn AsyncUdpSocket>) {
             send(&*inner, &mut poller, &datagram).await;
         }
         match next {
-            // Sending may have taken a while: look again before sleeping.
-            Some(at) if at <= Instant::now() => {}
+            // Sending may have taken a while: look again before sleeping, letting other tasks run first.
+            Some(at) if at <= Instant::now() => tokio::task::yield_now().await,
             Some(at) => {
                 tokio::select! {
                     _ = tokio::time::sleep_until(at) => {}
@@ -510,6 +516,8 @@ impl Ord for Queued {
 /// The queue of every impaired link of one socket: decides each datagram's fate and due time, and hands
 /// out what is due. No I/O and no clock of its own: `now` is an argument.
 struct Scheduler {
+    /// rand 0.8's `SmallRng` needs a feature this crate does not enable; ChaCha12 costs a few ns per draw,
+    /// little next to copying the datagram.
     rng: StdRng,
     queue: BinaryHeap<Reverse<Queued>>,
     /// Only links with datagrams queued.
@@ -858,6 +866,11 @@ mod tests {
 
     // --- Real sockets on loopback. ---
 
+    /// Ends a run of datagrams: the receiving thread stops when it sees it.
+    const END: &[u8] = b"end";
+    /// How long a receiver waits for the next datagram before it gives up: only a guard against a hang.
+    const HANG: Duration = Duration::from_secs(10);
+
     async fn send_to(sock: &Arc<dyn AsyncUdpSocket>, to: SocketAddr, payload: &[u8]) {
         let t = transmit(to, payload);
         loop {
@@ -872,32 +885,64 @@ mod tests {
         }
     }
 
+    fn sender(table: &Impairments) -> Arc<dyn AsyncUdpSocket> {
+        impaired_socket(std::net::UdpSocket::bind("127.0.0.1:0").unwrap(), table.clone()).unwrap()
+    }
+
+    /// Datagrams with their arrival times.
+    type Arrivals = Vec<(StdInstant, Vec<u8>)>;
+
+    /// A receiving socket served by its own thread, so that a busy test runtime neither delays nor overflows
+    /// it. The thread returns every datagram before [`END`] with its arrival time.
+    fn receive_in_thread() -> (SocketAddr, std::thread::JoinHandle<Arrivals>) {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(HANG)).unwrap();
+        let addr = sock.local_addr().unwrap();
+        let thread = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let mut buf = [0u8; 2048];
+            while let Ok(n) = sock.recv(&mut buf) {
+                if &buf[..n] == END {
+                    break;
+                }
+                out.push((StdInstant::now(), buf[..n].to_vec()));
+            }
+            out
+        });
+        (addr, thread)
+    }
+
     async fn receiver() -> (tokio::net::UdpSocket, SocketAddr) {
         let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = sock.local_addr().unwrap();
         (sock, addr)
     }
 
-    fn sender(table: &Impairments) -> Arc<dyn AsyncUdpSocket> {
-        impaired_socket(std::net::UdpSocket::bind("127.0.0.1:0").unwrap(), table.clone()).unwrap()
-    }
-
-    /// Receives datagrams until none has come for `quiet`, with each one's arrival time.
-    async fn collect(sock: &tokio::net::UdpSocket, quiet: Duration) -> Vec<(StdInstant, Vec<u8>)> {
-        let mut out = Vec::new();
+    /// Whether any datagram reaches `sock` within `window`.
+    async fn anything_within(sock: &tokio::net::UdpSocket, window: Duration) -> bool {
         let mut buf = [0u8; 2048];
-        while let Ok(Ok(n)) = tokio::time::timeout(quiet, sock.recv(&mut buf)).await {
-            out.push((StdInstant::now(), buf[..n].to_vec()));
-        }
-        out
+        tokio::time::timeout(window, sock.recv(&mut buf)).await.is_ok()
     }
 
-    async fn one_way_time(sock: &Arc<dyn AsyncUdpSocket>, to: SocketAddr, rx: &tokio::net::UdpSocket) -> Duration {
-        let sent = StdInstant::now();
-        send_to(sock, to, b"ping").await;
-        let mut buf = [0u8; 64];
-        tokio::time::timeout(Duration::from_secs(5), rx.recv(&mut buf)).await.expect("datagram lost").unwrap();
-        sent.elapsed()
+    /// The shortest of `tries` one-way trips to `to`; every one of them is at least `floor`.
+    async fn one_way(
+        sock: &Arc<dyn AsyncUdpSocket>,
+        to: SocketAddr,
+        rx: &tokio::net::UdpSocket,
+        tries: u32,
+        floor: Duration,
+    ) -> Duration {
+        let mut shortest = Duration::MAX;
+        for _ in 0..tries {
+            let sent = StdInstant::now();
+            send_to(sock, to, b"ping").await;
+            let mut buf = [0u8; 64];
+            tokio::time::timeout(HANG, rx.recv(&mut buf)).await.expect("datagram lost").unwrap();
+            let took = sent.elapsed();
+            assert!(took >= floor, "a datagram took {took:?}, less than {floor:?}");
+            shortest = shortest.min(took);
+        }
+        shortest
     }
 
     #[test]
@@ -906,6 +951,9 @@ mod tests {
         assert!(impaired_socket(sock, Impairments::default()).is_err());
     }
 
+    // Each timing test bounds a delay exactly from below; from above it checks the shortest of several
+    // trips, loosely, so that a busy machine does not fail it while a doubled delay still would.
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn delay_applies_to_the_impaired_address_only() {
         let table = Impairments::default();
@@ -913,21 +961,18 @@ mod tests {
         let (slow_rx, slow) = receiver().await;
         let (fast_rx, fast) = receiver().await;
         table.set(slow, Impairment { delay_ms: 100.0, ..Default::default() });
-        for _ in 0..5 {
-            let t = one_way_time(&tx, slow, &slow_rx).await;
-            assert!(t >= Duration::from_millis(100) && t < Duration::from_millis(150), "{t:?}");
-            let t = one_way_time(&tx, fast, &fast_rx).await;
-            assert!(t < Duration::from_millis(100), "unimpaired link took {t:?}");
-        }
+        let t = one_way(&tx, slow, &slow_rx, 5, Duration::from_millis(100)).await;
+        assert!(t < Duration::from_millis(150), "{t:?}");
+        let t = one_way(&tx, fast, &fast_rx, 5, Duration::ZERO).await;
+        assert!(t < Duration::from_millis(50), "unimpaired link took {t:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn loss_drops_about_thirty_percent() {
         let table = Impairments::default();
         let tx = sender(&table);
-        let (rx, to) = receiver().await;
+        let (to, receiving) = receive_in_thread();
         table.set(to, Impairment { loss: 0.3, ..Default::default() });
-        let counting = tokio::spawn(async move { collect(&rx, Duration::from_millis(500)).await.len() });
         for i in 0..2000u32 {
             send_to(&tx, to, &i.to_be_bytes()).await;
             if i % 50 == 49 {
@@ -935,7 +980,9 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
-        let got = counting.await.unwrap();
+        table.clear(to);
+        send_to(&tx, to, END).await;
+        let got = receiving.join().unwrap().len();
         assert!((1250..1550).contains(&got), "{got} of 2000 arrived");
     }
 
@@ -948,82 +995,84 @@ mod tests {
         for _ in 0..20 {
             send_to(&tx, to, b"lost").await;
         }
-        assert!(collect(&rx, Duration::from_millis(300)).await.is_empty());
+        assert!(!anything_within(&rx, Duration::from_millis(300)).await, "crossed a partition");
 
         table.set(to, Impairment { delay_ms: 50.0, ..table.get(to).unwrap() });
-        assert!(collect(&rx, Duration::from_millis(100)).await.is_empty(), "still partitioned");
+        send_to(&tx, to, b"lost").await;
+        assert!(!anything_within(&rx, Duration::from_millis(200)).await, "still partitioned");
         table.set(to, Impairment { up: true, ..table.get(to).unwrap() });
-        let t = one_way_time(&tx, to, &rx).await;
-        assert!(t >= Duration::from_millis(50) && t < Duration::from_millis(100), "{t:?}");
+        let t = one_way(&tx, to, &rx, 3, Duration::from_millis(50)).await;
+        assert!(t < Duration::from_millis(100), "{t:?}");
 
         table.clear(to);
-        let t = one_way_time(&tx, to, &rx).await;
+        let t = one_way(&tx, to, &rx, 3, Duration::ZERO).await;
         assert!(t < Duration::from_millis(50), "{t:?} after clear");
-        assert!(collect(&rx, Duration::from_millis(100)).await.is_empty(), "a dropped datagram came back");
+        assert!(!anything_within(&rx, Duration::from_millis(100)).await, "a dropped datagram came back");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn jitter_never_reorders() {
         let table = Impairments::default();
         let tx = sender(&table);
-        let (rx, to) = receiver().await;
+        let (to, receiving) = receive_in_thread();
         table.set(to, Impairment { delay_ms: 10.0, jitter_ms: 30.0, ..Default::default() });
-        let receiving = tokio::spawn(async move { collect(&rx, Duration::from_millis(500)).await });
         for i in 0..300u32 {
             send_to(&tx, to, &i.to_be_bytes()).await;
             if i % 10 == 9 {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
-        let got: Vec<u32> =
-            receiving.await.unwrap().into_iter().map(|(_, c)| u32::from_be_bytes(c[..4].try_into().unwrap())).collect();
+        send_to(&tx, to, END).await;
+        let got: Vec<u32> = receiving
+            .join()
+            .unwrap()
+            .into_iter()
+            .map(|(_, c)| u32::from_be_bytes(c[..4].try_into().unwrap()))
+            .collect();
         assert_eq!(got, (0..300).collect::<Vec<_>>());
-    }
-
-    /// Offers 2 MB/s for a second to a link capped at 8,000 kbit/s (1 MB/s); returns the received throughput
-    /// in bytes per second and the share of datagrams that arrived.
-    async fn offered_two_megabytes_a_second(imp: Option<Impairment>) -> (f64, f64) {
-        let table = Impairments::default();
-        let tx = sender(&table);
-        let (rx, to) = receiver().await;
-        if let Some(imp) = imp {
-            table.set(to, imp);
-        }
-        let receiving = tokio::spawn(async move { collect(&rx, Duration::from_millis(500)).await });
-        let payload = [0u8; 1000];
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
-        for _ in 0..100 {
-            tick.tick().await;
-            for _ in 0..20 {
-                send_to(&tx, to, &payload).await;
-            }
-        }
-        let got = receiving.await.unwrap();
-        assert!(got.len() > 10, "only {} datagrams arrived", got.len());
-        let span = got.last().unwrap().0 - got[0].0;
-        let bytes: usize = got.iter().map(|(_, c)| c.len()).sum();
-        (bytes as f64 / span.as_secs_f64(), got.len() as f64 / 2000.0)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rate_cap_limits_throughput() {
-        let (capped, share) =
-            offered_two_megabytes_a_second(Some(Impairment { rate_kbps: 8_000, ..Default::default() })).await;
-        assert!((700_000.0..1_300_000.0).contains(&capped), "capped link carried {capped:.0} B/s");
-        assert!(share < 0.75, "{share:.2} of the datagrams arrived: the cap dropped too few");
-        let (free, _) = offered_two_megabytes_a_second(None).await;
-        assert!(free > 1_500_000.0, "uncapped link carried only {free:.0} B/s");
+        // 8,000 kbit/s = 1,000 bytes per ms. 150 kB fit in the 200 ms queue: all arrive, and the last no
+        // sooner than 150 ms after the first was sent.
+        let table = Impairments::default();
+        let tx = sender(&table);
+        let (to, receiving) = receive_in_thread();
+        table.set(to, Impairment { rate_kbps: 8_000, ..Default::default() });
+        let started = StdInstant::now();
+        for _ in 0..150 {
+            send_to(&tx, to, &[0u8; 1000]).await;
+        }
+        send_to(&tx, to, END).await;
+        let got = receiving.join().unwrap();
+        assert_eq!(got.len(), 150);
+        let took = got[149].0 - started;
+        assert!(took >= Duration::from_millis(150), "150 kB crossed a 1 MB/s link in {took:?}");
+        assert!(took < Duration::from_millis(1500), "150 kB took {took:?} on a 1 MB/s link");
+
+        // 400 kB do not fit: what is beyond the queue is dropped (the exact count is the scheduler's test).
+        let (to, receiving) = receive_in_thread();
+        table.set(to, Impairment { rate_kbps: 8_000, ..Default::default() });
+        for _ in 0..400 {
+            send_to(&tx, to, &[0u8; 1000]).await;
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        send_to(&tx, to, END).await;
+        let arrived = receiving.join().unwrap().len();
+        assert!((190..400).contains(&arrived), "{arrived} of 400 datagrams arrived");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn gso_batch_to_an_impaired_address_arrives_as_datagrams() {
         let table = Impairments::default();
         let tx = sender(&table);
-        let (rx, to) = receiver().await;
+        let (to, receiving) = receive_in_thread();
         table.set(to, Impairment { delay_ms: 5.0, ..Default::default() });
         let data: Vec<u8> = (0..=255u8).cycle().take(350).collect();
         tx.try_send(&Transmit { segment_size: Some(100), ..transmit(to, &data) }).unwrap();
-        let got = collect(&rx, Duration::from_millis(300)).await;
+        send_to(&tx, to, END).await;
+        let got = receiving.join().unwrap();
         let sizes: Vec<usize> = got.iter().map(|(_, c)| c.len()).collect();
         assert_eq!(sizes, [100, 100, 100, 50]);
         assert_eq!(got.into_iter().flat_map(|(_, c)| c).collect::<Vec<_>>(), data);
