@@ -545,6 +545,10 @@ mod tests {
             any_stream_key = "y"
             [edge]
             wait_ms = 10
+            [links]
+            emulate = true
+            [admin]
+            token = "long-enough-token"
         "#;
         let table: toml::Table = text.parse().unwrap();
         let mut errors = CheckErrors::new("t");
@@ -560,6 +564,8 @@ mod tests {
             cache: parts.cache,
             ingest: parts.ingest,
             edge: parts.edge,
+            links: parts.links,
+            admin: parts.admin,
         };
         assert_eq!(read, plain);
     }
