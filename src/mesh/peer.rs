@@ -193,6 +193,8 @@ async fn probe_loop(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connection, 
         let up = !estimator.is_down(now);
         if up != told_up || told_at.elapsed() >= MEASUREMENTS_EVERY {
             shared.event(Event::Link { peer: peer.clone(), up, metrics: estimator.metrics() });
+            let labels = [("node", shared.me.to_string()), ("peer", peer.to_string())];
+            metrics::counter!("lightpath_mesh_udp_bytes_sent_total", &labels).absolute(conn.stats().udp_tx.bytes);
             told_up = up;
             told_at = Instant::now();
         }
