@@ -34,7 +34,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn transport() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(Duration::from_secs(5).try_into().expect("5 s fits")));
-    t.keep_alive_interval(Some(Duration::from_millis(500)));
+    t.keep_alive_interval(Some(Duration::from_secs(2)));
     t.max_concurrent_uni_streams(4096u32.into());
     t.stream_receive_window((16u32 << 20).into());
     t.receive_window((64u32 << 20).into());
