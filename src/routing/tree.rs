@@ -35,8 +35,9 @@
 //! [`MeshRoutes`](super::MeshRoutes) keeps one tree per destination and, when one link changes, updates only
 //! what the change can reach: a cost increase or failure of a tree link re-runs Dijkstra inside the subtree
 //! below it, seeded from the nodes around it; a decrease or a new link propagates improvements outward from
-//! its ends; a change to a link outside the tree only re-picks the backups of its two ends. The result is
-//! identical to a fresh [`RouteTree::compute`] (a property test checks it).
+//! its ends; a change to a link outside the tree only re-picks the backups of its two ends. Backups are
+//! re-picked only next to nodes whose route changed. The result is identical to a fresh
+//! [`RouteTree::compute`] (a property test checks it).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -385,30 +386,53 @@ impl RouteTree {
             moved.extend(improved);
         }
 
-        let mut rerouted = false;
+        let mut rerouted = Vec::new();
         for &x in &repick {
             let hop = self.pick_next(graph, rank, x);
             if hop != self.next[x as usize] {
                 self.next[x as usize] = hop;
-                rerouted = true;
+                rerouted.push(x);
             }
         }
-        if rerouted {
-            // The tree's shape changed: which neighbour's route passes through which node may have changed
-            // anywhere below the nodes that moved, so every backup is re-picked.
-            self.index_subtrees();
-            self.pick_backups(graph, 0..n as u32, None);
-            return true;
+        if rerouted.is_empty() && moved.is_empty() {
+            // Nothing moved: only the two ends' backups, over the changed link, can change.
+            return self.pick_backups(graph, [a, b], None);
         }
-        // Same shape: only backups through a node whose cost changed, or over the changed link, can change.
-        let mut affected = vec![a, b];
+        // A backup of `s` depends on its next hop, on its neighbours' costs, and on whether its neighbours'
+        // routes pass through `s` or its next hop: it can change only next to a node whose route changed,
+        // that is a node whose cost changed or that lies below a node whose next hop changed.
+        let mut changed_route = vec![false; n];
         for &x in &moved {
-            affected.extend(graph.links[x as usize].iter().map(|l| l.to));
+            changed_route[x as usize] = true;
         }
-        affected.sort_unstable();
-        affected.dedup();
-        let backups_changed = self.pick_backups(graph, affected, None);
-        backups_changed || !moved.is_empty()
+        if !rerouted.is_empty() {
+            self.index_subtrees();
+            // In preorder, so that a subtree inside one already marked is skipped.
+            rerouted.sort_unstable_by_key(|&r| self.enter[r as usize]);
+            let mut marked_until = 0;
+            for r in rerouted {
+                let (from, len) = (self.enter[r as usize], self.size[r as usize]);
+                if from == NOT_IN_TREE {
+                    changed_route[r as usize] = true;
+                } else if from >= marked_until {
+                    for &x in &self.order[from as usize..(from + len) as usize] {
+                        changed_route[x as usize] = true;
+                    }
+                    marked_until = from + len;
+                }
+            }
+        }
+        let mut affected = vec![false; n];
+        affected[a as usize] = true;
+        affected[b as usize] = true;
+        for x in (0..n).filter(|&x| changed_route[x]) {
+            affected[x] = true;
+            for l in &graph.links[x] {
+                affected[l.to as usize] = true;
+            }
+        }
+        self.pick_backups(graph, (0..n as u32).filter(|&x| affected[x as usize]), None);
+        true
     }
 }
 
