@@ -1,53 +1,55 @@
 //! From reports to route tables: the control plane's computation, with no I/O and no clock of its own.
 //!
 //! The measured graph holds a link when at least one end reports it up and neither end reports it down; its
-//! cost is the worse of the two ends' measurements, so both directions agree. Every node gets, toward every
-//! origin of the topology, the first hop of its shortest path and a loop-free alternate (RFC 5286): a
-//! neighbour `N` other than the primary with `dist(N, D) < cost(N, S) + dist(S, D)`, so that traffic sent to
-//! it never comes back. A node's table version is the time of its last change, so that a restarted replica's
-//! tables always supersede what nodes hold.
+//! cost ([`LinkMetrics::cost`], rounded to whole milliseconds) is the worse of the two ends' measurements, so
+//! both directions agree. One shortest-path tree per origin of the topology gives every node its next hop and
+//! a loop-free backup toward that origin ([`RouteTree`]); a [`RouteDamper`] then holds routes still unless a
+//! new one is clearly and durably better (hysteresis), or the old one broke. A node's table version is the
+//! time of its last change, so a restarted replica's tables always supersede what nodes hold.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use serde_json::json;
 
 use crate::id::NodeId;
-use crate::routing::{Cost, Graph, RouteTable};
+use crate::routing::{Cost, DampingConfig, Graph, LinkMetrics, RouteDamper, RouteTree};
 use crate::topology::{Role, Topology};
-use crate::wire::{Report, Route, Routes};
+use crate::wire::{LinkReport, Report, Route, Routes};
 
 /// Tunables of the computation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PlanSettings {
-    /// Extra cost per part-per-million of loss, in microseconds (1% loss costs 10 ms by default).
-    pub loss_penalty_us_per_ppm: u64,
-}
-
-impl Default for PlanSettings {
-    fn default() -> Self {
-        Self { loss_penalty_us_per_ppm: 1 }
-    }
+    /// When a better route is worth a switch.
+    pub damping: DampingConfig,
 }
 
 /// The control plane's current tables.
 pub struct Plan {
-    settings: PlanSettings,
     origins: Vec<NodeId>,
+    damper: RouteDamper,
     tables: BTreeMap<NodeId, Routes>,
 }
 
 impl Plan {
     pub fn new(topology: &Topology, settings: PlanSettings) -> Self {
         let origins = topology.nodes.iter().filter(|n| n.has_role(Role::Origin)).map(|n| n.id.clone()).collect();
-        Self { settings, origins, tables: BTreeMap::new() }
+        // The defaults are valid; a bad custom config falls back to them.
+        let damper = RouteDamper::new(settings.damping)
+            .unwrap_or_else(|_| RouteDamper::new(DampingConfig::default()).expect("default damping is valid"));
+        Self { origins, damper, tables: BTreeMap::new() }
     }
 
-    /// The cost of a measured link: one-way latency plus the loss penalty, in whole milliseconds (at least
-    /// one). Sub-millisecond differences are measurement noise to a WAN overlay; rounding them away keeps
-    /// equal links equal, so ties go to the lowest node id instead of to the noise.
-    pub fn link_cost(&self, rtt_us: u64, loss_ppm: u32) -> Cost {
-        let us = rtt_us / 2 + u64::from(loss_ppm) * self.settings.loss_penalty_us_per_ppm;
-        ((us + 500) / 1000 * 1000).max(1000)
+    /// The cost of a measured link, in whole milliseconds (at least one). Sub-millisecond differences are
+    /// measurement noise to a WAN overlay; rounding them away keeps equal links equal, so ties go to the
+    /// lowest node id instead of to the noise.
+    pub fn link_cost(link: &LinkReport) -> Cost {
+        let metrics = LinkMetrics {
+            rtt: Duration::from_micros(link.rtt_us),
+            jitter: Duration::from_micros(link.jitter_us),
+            loss: f64::from(link.loss_ppm) / 1e6,
+        };
+        (metrics.cost().div_ceil(1000) * 1000).max(1000)
     }
 
     /// The measured link-state graph of these reports.
@@ -60,7 +62,7 @@ impl Plan {
                 } else {
                     (l.peer.clone(), report.node.clone())
                 };
-                let cost = self.link_cost(l.rtt_us, l.loss_ppm);
+                let cost = Self::link_cost(l);
                 let entry = links.entry(key).or_insert((true, cost));
                 entry.0 &= l.up;
                 entry.1 = entry.1.max(cost);
@@ -81,16 +83,34 @@ impl Plan {
     /// Recomputes every table from the latest reports; returns the nodes whose table changed.
     pub fn update(&mut self, reports: &BTreeMap<NodeId, Report>, now_ms: u64) -> Vec<NodeId> {
         let graph = self.graph(reports);
-        let fresh = tables(&graph, &self.origins);
+        let trees: Vec<RouteTree> =
+            self.origins.iter().filter_map(|o| graph.index_of(o)).map(|d| RouteTree::compute(&graph, d)).collect();
+        if !self.damper.handle_routes(Duration::from_millis(now_ms), &graph, &trees) && !self.tables.is_empty() {
+            return Vec::new();
+        }
         let mut changed = Vec::new();
-        for (node, routes) in fresh {
-            let old = self.tables.get(&node);
+        for node in graph.nodes() {
+            let routes: Vec<Route> = self
+                .damper
+                .tables()
+                .get(node)
+                .map(|t| {
+                    t.routes()
+                        .map(|(dest, r)| Route {
+                            dest: dest.clone(),
+                            via: r.primary.via.clone(),
+                            backup: r.backup.as_ref().map(|b| b.via.clone()),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let old = self.tables.get(node);
             if old.is_some_and(|o| o.routes == routes) {
                 continue;
             }
             let version = old.map_or(now_ms, |o| (o.version + 1).max(now_ms));
             self.tables.insert(node.clone(), Routes { version, routes });
-            changed.push(node);
+            changed.push(node.clone());
         }
         changed
     }
@@ -151,34 +171,4 @@ impl Plan {
             .collect();
         json!({"nodes": nodes, "links": links, "routes": routes, "streams": streams})
     }
-}
-
-/// Every node's routes toward every origin: the shortest path's first hop, and a loop-free alternate.
-fn tables(graph: &Graph, origins: &[NodeId]) -> BTreeMap<NodeId, Vec<Route>> {
-    // dist(X, D) for every X is one Dijkstra from D: links are undirected.
-    let toward: HashMap<&NodeId, _> =
-        origins.iter().filter_map(|o| Some((o, graph.shortest_paths(graph.index_of(o)?)))).collect();
-    let mut out = BTreeMap::new();
-    for node in graph.nodes() {
-        let table = RouteTable::compute(graph, node);
-        let Some(s) = graph.index_of(node) else { continue };
-        let mut routes = Vec::new();
-        for origin in origins {
-            let (Some(hop), Some(dist)) = (table.next_hop(origin), toward.get(origin)) else { continue };
-            let Some(d_s) = graph.index_of(node).and_then(|ix| dist.cost(ix)) else { continue };
-            let backup = graph
-                .neighbours(s)
-                .filter(|(n, _)| graph.id(*n) != &hop.via)
-                .filter_map(|(n, c)| {
-                    let d_n = dist.cost(n)?;
-                    // Loop-free: N's own shortest path toward D does not come back through this node.
-                    (d_n < c + d_s).then_some((c + d_n, graph.id(n).clone()))
-                })
-                .min()
-                .map(|(_, n)| n);
-            routes.push(Route { dest: origin.clone(), via: hop.via.clone(), backup });
-        }
-        out.insert(node.clone(), routes);
-    }
-    out
 }

@@ -28,8 +28,7 @@ use tracing::Instrument;
 use crate::ca::Identity;
 use crate::cache::{Cache, Object};
 use crate::id::{NodeId, StreamName};
-use crate::routing::probe::LinkMetrics;
-use crate::routing::{Graph, RouteTable};
+use crate::routing::{Graph, LinkMetrics, RouteTable};
 use crate::topology::{Address, Topology};
 use crate::wire::{Frame, LinkReport, Report, Routes, StreamReport};
 

@@ -22,7 +22,7 @@ use tracing::Instrument;
 use super::{Event, Shared};
 use crate::cache::{Inserted, Object};
 use crate::id::NodeId;
-use crate::routing::probe::{LinkEstimator, ProbeSettings};
+use crate::routing::{LinkEstimator, ProbeConfig};
 use crate::topology::Address;
 use crate::wire::{self, Frame, Probe, PROTOCOL_VERSION};
 
@@ -181,14 +181,18 @@ const MEASUREMENTS_EVERY: Duration = Duration::from_millis(500);
 /// (or starts again) answering, and what it measures.
 async fn probe_loop(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connection, active: Arc<AtomicBool>) {
     let start = Instant::now();
-    let mut estimator = LinkEstimator::new(ProbeSettings::default(), Duration::ZERO);
+    let mut estimator = LinkEstimator::new(ProbeConfig::default()).expect("the default probe config is valid");
     let mut told_up = true;
     let mut told_at = start;
     loop {
         let now = start.elapsed();
         estimator.set_active(active.load(Ordering::Relaxed));
         while let Some(seq) = estimator.poll_probe(now) {
-            let _ = conn.send_datagram(Bytes::copy_from_slice(&Probe::Request { seq }.encode()));
+            if conn.send_datagram(Bytes::copy_from_slice(&Probe::Request { seq }.encode())).is_ok() {
+                estimator.handle_probe_sent(now, seq);
+            } else {
+                break;
+            }
         }
         let up = !estimator.is_down(now);
         if up != told_up || told_at.elapsed() >= MEASUREMENTS_EVERY {
@@ -206,7 +210,9 @@ async fn probe_loop(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connection, 
                 Ok(Ok(Probe::Request { seq })) => {
                     let _ = conn.send_datagram(Bytes::copy_from_slice(&Probe::Reply { seq }.encode()));
                 }
-                Ok(Ok(Probe::Reply { seq })) => estimator.handle_probe_reply(start.elapsed(), seq),
+                Ok(Ok(Probe::Reply { seq })) => {
+                    estimator.handle_probe_reply(start.elapsed(), seq);
+                }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "ignored a malformed probe"),
                 Err(_) => return,
             },

@@ -126,6 +126,11 @@ impl Graph {
         self.links[a.index()].iter().find(|l| l.to == b.0).map(|l| l.cost)
     }
 
+    /// The cost of the link a—b by index, if it is up.
+    pub(super) fn link_cost_ix(&self, a: u32, b: u32) -> Option<Cost> {
+        self.links[a as usize].iter().find(|l| l.to == b).map(|l| l.cost)
+    }
+
     /// The neighbours of `n` and the cost of the link to each, in no particular order.
     pub fn neighbours(&self, n: NodeIx) -> impl Iterator<Item = (NodeIx, Cost)> + '_ {
         self.links[n.index()].iter().map(|l| (NodeIx(l.to), l.cost))

@@ -1,27 +1,49 @@
-//! Routing v1: link-state shortest paths over measured link costs.
+//! Routing: from probe measurements to damped, loop-free route tables with backups.
 //!
-//! A [`Graph`] is the link-state picture (nodes and undirected links weighted by latency, in
-//! microseconds), fed by `handle_*` calls as links come up, change cost or fail. [`RouteTable::compute`]
-//! runs Dijkstra from one node and gives its next hop toward every reachable destination: the mesh uses it
-//! toward a stream's origin, and the subscriptions that follow these next hops form each stream's tree.
-//! [`Graph::shortest_paths`] is the same computation by index, for callers (the simulator, backup next hops)
-//! that need distances and first hops without building a table of names.
+//! The pieces, in the order data flows through them:
 //!
-//! This module is pure: no clock, no sockets, no I/O. It does not measure or smooth latencies, compute
-//! backup next hops or damp route changes (hysteresis); those build on it.
+//! - [`LinkEstimator`] (`probe`): one per neighbour link on every node. Schedules the QUIC-datagram probes
+//!   (fast while the link carries traffic, slow otherwise), smooths their round trips into RTT and jitter,
+//!   counts loss over a window, and declares the link down when probes stop coming back.
+//! - [`LinkMetrics::cost`] (`metric`): the routing metric, one-way latency plus a jitter margin plus a loss
+//!   penalty, in microseconds.
+//! - [`Graph`]: the link-state picture (nodes and undirected links weighted by cost), fed by `handle_*` calls
+//!   as links come up, change cost or fail.
+//! - Path computation. [`RouteTable::compute`] runs Dijkstra from one node (and its neighbours, for backups)
+//!   and gives its next hop toward every reachable destination; the mesh uses it for its own table.
+//!   [`RouteTree::compute`] runs Dijkstra from one destination and gives *every* node's next hop and backup
+//!   toward it, so [`compute_all`] builds every node's table toward the origins with one Dijkstra per origin,
+//!   and [`MeshRoutes`] keeps those trees up to date link change by link change.
+//! - [`RouteDamper`] (`damper`): hysteresis across recomputations, so that routes follow clear, sustained
+//!   gains and not measurement noise, while staying loop-free; it versions the tables the control plane
+//!   pushes.
+//!
+//! This module is pure: no clock, no sockets, no I/O. Time is a [`std::time::Duration`] since an epoch the
+//! caller picks, passed into every call that needs it. The control plane, the nodes (local failover to
+//! backups) and the simulator all drive the same types.
 //!
 //! Hop-by-hop forwarding is loop-free when every node computes over the same graph: link costs are at least
 //! 1, so a node's next hop on a shortest path toward `d` is strictly closer to `d` than the node itself,
 //! whatever path that next hop then picks. Ties between equal-cost paths go to the first hop with the lowest
-//! node id, which depends only on the graph, not on the order it was built in, so replicas that see the
-//! same links push the same tables.
+//! [`NodeId`](crate::id::NodeId), which depends only on the graph, not on the order it was built in, so
+//! replicas that see the same links push the same tables. Backups and damped next hops keep the property;
+//! their modules say how.
 
+mod damper;
 mod graph;
+mod mesh_routes;
+mod metric;
 mod paths;
-pub mod probe;
+mod probe;
+mod tree;
 
+pub use damper::{DampingConfig, DampingConfigError, RouteDamper};
 pub use graph::{Cost, Graph, NodeIx, MAX_LINK_COST};
-pub use paths::{NextHop, RouteTable, ShortestPaths};
+pub use mesh_routes::MeshRoutes;
+pub use metric::{LinkMetrics, LOSS_PENALTY};
+pub use paths::{NextHop, Route, RouteTable, ShortestPaths};
+pub use probe::{LinkEstimator, ProbeConfig, ProbeConfigError};
+pub use tree::{compute_all, RouteTree};
 
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
 //! Dijkstra from one source, by index ([`ShortestPaths`]) and by name ([`RouteTable`]).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use super::graph::{Cost, Graph, NodeIx};
 use crate::id::NodeId;
@@ -70,50 +70,114 @@ impl Graph {
     }
 }
 
-/// Where to send traffic for a destination, and what the whole path costs.
+/// Where to send traffic for a destination, and what the path through there costs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NextHop {
     /// The neighbour to forward to.
     pub via: NodeId,
-    /// The cost of the shortest path from the table's node to the destination.
+    /// The cost of the path through `via`: the link to it plus `via`'s route to the destination. For a
+    /// primary next hop from [`RouteTable::compute`] or [`compute_all`](super::compute_all), the shortest path
+    /// cost.
     pub cost: Cost,
 }
 
-/// One node's routes: the next hop toward every reachable destination.
+/// One destination's entry in a [`RouteTable`]: the next hop, and the loop-free backup next hop to switch to
+/// at once if the primary stops answering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub primary: NextHop,
+    /// A neighbour other than `primary.via` whose route to the destination does not come back through this
+    /// node; `None` when no neighbour qualifies.
+    pub backup: Option<NextHop>,
+}
+
+/// One node's routes: the next hop (and backup) toward every reachable destination.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RouteTable {
-    routes: BTreeMap<NodeId, NextHop>,
+    routes: BTreeMap<NodeId, Route>,
 }
 
 impl RouteTable {
-    /// Shortest paths from `source` over `graph`. Among equal-cost paths the next hop is the neighbour with
-    /// the lowest id, so every node computing over the same graph forwards consistently and without loops.
-    /// An unknown `source` has an empty table; the source itself has no entry.
+    /// Shortest paths from `source` over `graph`, with backups. Among equal-cost paths the next hop is the
+    /// neighbour with the lowest id, so every node computing over the same graph forwards consistently and
+    /// without loops. An unknown `source` has an empty table; the source itself has no entry.
+    ///
+    /// Backups follow RFC 5286 from the source's own view: one Dijkstra from the source and one from each
+    /// neighbour, then, toward `d` with primary `p`, a neighbour `n != p` qualifies when
+    /// `dist(n, d) < dist(n, source) + dist(source, d)` (none of `n`'s shortest paths comes back through the
+    /// source). Node-protecting ones (`dist(n, d) < dist(n, p) + dist(p, d)`, or `p` is `d`) come first, then
+    /// the lowest `cost(source, n) + dist(n, d)`, then the lowest id. [`compute_all`](super::compute_all),
+    /// which knows every node's route, uses the exact form of this condition and may find a backup where this
+    /// finds none; see [`RouteTree`](super::RouteTree).
     pub fn compute(graph: &Graph, source: &NodeId) -> RouteTable {
-        match graph.index_of(source) {
-            Some(s) => Self::from_paths(graph, &graph.shortest_paths(s)),
-            None => Self::default(),
+        let Some(s) = graph.index_of(source) else { return Self::default() };
+        let from_source = graph.shortest_paths(s);
+        let mut table = Self::from_paths(graph, &from_source);
+        let rank = graph.rank();
+        let from_neighbour: HashMap<NodeIx, (Cost, ShortestPaths)> =
+            graph.neighbours(s).map(|(n, link)| (n, (link, graph.shortest_paths(n)))).collect();
+        for (dest, route) in table.routes.iter_mut() {
+            let d = graph.index_of(dest).expect("routes lead to known nodes");
+            let p = graph.index_of(&route.primary.via).expect("next hops are known nodes");
+            let dist_sd = route.primary.cost;
+            let dist_pd = from_neighbour[&p].1.cost(d).expect("the primary reaches the destination");
+            // (unprotected, cost through, rank, hop): the smallest wins.
+            let mut best: Option<(bool, Cost, u32, NodeIx)> = None;
+            for (&n, (link, from_n)) in &from_neighbour {
+                let (Some(dist_nd), Some(dist_ns)) = (from_n.cost(d), from_source.cost(n)) else { continue };
+                if n == p || dist_nd >= dist_ns + dist_sd {
+                    continue;
+                }
+                let protecting = p == d || from_n.cost(p).is_some_and(|dist_np| dist_nd < dist_np + dist_pd);
+                let key = (!protecting, link + dist_nd, rank[n.index()], n);
+                if best.is_none_or(|b| key < b) {
+                    best = Some(key);
+                }
+            }
+            route.backup = best.map(|(_, cost, _, n)| NextHop { via: graph.id(n).clone(), cost });
         }
+        table
     }
 
-    /// The table for paths already computed over `graph`.
+    /// The table for paths already computed over `graph`, without backups.
     pub fn from_paths(graph: &Graph, paths: &ShortestPaths) -> RouteTable {
         let routes = (0..graph.len() as u32)
             .map(NodeIx)
             .filter_map(|dest| {
                 let (via, cost) = (paths.first_hop(dest)?, paths.cost(dest)?);
-                Some((graph.id(dest).clone(), NextHop { via: graph.id(via).clone(), cost }))
+                let primary = NextHop { via: graph.id(via).clone(), cost };
+                Some((graph.id(dest).clone(), Route { primary, backup: None }))
             })
             .collect();
         RouteTable { routes }
     }
 
+    /// A table from routes already sorted by destination.
+    pub(super) fn from_sorted(routes: Vec<(NodeId, Route)>) -> RouteTable {
+        RouteTable { routes: routes.into_iter().collect() }
+    }
+
     pub fn next_hop(&self, dest: &NodeId) -> Option<&NextHop> {
+        self.routes.get(dest).map(|r| &r.primary)
+    }
+
+    /// The backup next hop toward `dest`, if some neighbour qualifies.
+    pub fn backup(&self, dest: &NodeId) -> Option<&NextHop> {
+        self.routes.get(dest)?.backup.as_ref()
+    }
+
+    /// The whole entry toward `dest`: next hop and backup.
+    pub fn route(&self, dest: &NodeId) -> Option<&Route> {
         self.routes.get(dest)
     }
 
-    /// Every route, by destination id.
+    /// Every route's next hop, by destination id.
     pub fn iter(&self) -> impl Iterator<Item = (&NodeId, &NextHop)> {
+        self.routes.iter().map(|(d, r)| (d, &r.primary))
+    }
+
+    /// Every route (next hop and backup), by destination id.
+    pub fn routes(&self) -> impl Iterator<Item = (&NodeId, &Route)> {
         self.routes.iter()
     }
 

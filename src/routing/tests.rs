@@ -225,3 +225,480 @@ proptest! {
         check_routes(&g, &spec.ids)?;
     }
 }
+
+// ---- Routing v2: route trees, backups, incremental updates, damping ----
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// A random connected graph of `min..=max` nodes whose link costs come from `cost`.
+fn spec_in(min: usize, max: usize, cost: BoxedStrategy<Cost>) -> impl Strategy<Value = Spec> {
+    (min..=max).prop_flat_map(move |n| {
+        let tree = proptest::collection::vec((any::<Index>(), cost.clone()), n - 1);
+        let extra = proptest::collection::vec((0..n, 0..n, cost.clone()), 0..=2 * n);
+        let names = Just((0..n).collect::<Vec<_>>()).prop_shuffle();
+        (tree, extra, names).prop_map(move |(tree, extra, names)| {
+            let ids = names.iter().map(|i| id(&format!("n{i}"))).collect();
+            let mut links: Vec<_> = tree.iter().enumerate().map(|(i, (p, c))| (i + 1, p.index(i + 1), *c)).collect();
+            links.extend(extra);
+            Spec { ids, links }
+        })
+    })
+}
+
+/// Costs that make equal-cost paths common, as in `spec`.
+fn tie_prone_costs() -> BoxedStrategy<Cost> {
+    prop_oneof![4 => 1..=4u64, 1 => 1..=1000u64].boxed()
+}
+
+/// Costs like a real mesh's: 2 to 80 ms one way.
+fn mesh_costs() -> BoxedStrategy<Cost> {
+    (2_000..=80_000u64).boxed()
+}
+
+/// Follows next hops (`hop(at)`) from `from` to `dest`; the nodes visited after `from`, or an error on a loop
+/// or a dead end.
+fn walk<'a>(
+    from: &'a NodeId,
+    dest: &'a NodeId,
+    n: usize,
+    hop: impl Fn(&NodeId) -> Option<&'a NodeId>,
+) -> Result<Vec<&'a NodeId>, String> {
+    let (mut at, mut path) = (from, Vec::new());
+    while at != dest {
+        if path.len() > n {
+            return Err(format!("{from} -> {dest} loops: {path:?}"));
+        }
+        at = hop(at).ok_or_else(|| format!("{from} -> {dest}: {at} has no route ({path:?})"))?;
+        path.push(at);
+    }
+    Ok(path)
+}
+
+/// The next hop of `at` toward `d` in `tables`.
+fn next_via<'a>(tables: &'a BTreeMap<NodeId, RouteTable>, d: &NodeId, at: &NodeId) -> Option<&'a NodeId> {
+    tables.get(at)?.next_hop(d).map(|h| &h.via)
+}
+
+/// Checks `tables` toward `dests`: following primaries from every node that has a route reaches the
+/// destination; following a backup one hop and then primaries reaches it without passing through the node
+/// again; and a node lacks a backup, or has one that does not protect its primary node, only when no
+/// neighbour would do better. With `complete`, every node must route to every destination.
+fn check_tables(
+    g: &Graph,
+    tables: &BTreeMap<NodeId, RouteTable>,
+    dests: &[NodeId],
+    complete: bool,
+) -> Result<(), TestCaseError> {
+    let n = g.len();
+    for d in dests {
+        for s in g.nodes().filter(|s| *s != d) {
+            let table = &tables[s];
+            let Some(route) = table.route(d) else {
+                prop_assert!(!complete, "{} has no route to {}", s, d);
+                continue;
+            };
+            walk(s, d, n, |at| next_via(tables, d, at)).map_err(TestCaseError::fail)?;
+            let p = &route.primary.via;
+            let six = g.index_of(s).unwrap();
+            // Which neighbours would be loop-free backups, and which of those also avoid the primary node.
+            let mut loop_free = BTreeSet::new();
+            let mut protecting = BTreeSet::new();
+            for (m, _) in g.neighbours(six) {
+                let m = g.id(m);
+                if m == p {
+                    continue;
+                }
+                if let Ok(path) = walk(m, d, n, |at| next_via(tables, d, at)) {
+                    if !path.contains(&s) && m != s {
+                        loop_free.insert(m);
+                        if p == d || (m != p && !path.contains(&p)) {
+                            protecting.insert(m);
+                        }
+                    }
+                }
+            }
+            match &route.backup {
+                None => prop_assert!(loop_free.is_empty(), "{} -> {}: no backup though {:?} qualify", s, d, loop_free),
+                Some(b) => {
+                    prop_assert!(&b.via != p, "{} -> {}: backup is the primary", s, d);
+                    prop_assert!(loop_free.contains(&b.via), "{} -> {}: backup {} loops", s, d, b.via);
+                    prop_assert!(
+                        protecting.is_empty() || protecting.contains(&b.via),
+                        "{} -> {}: backup {} does not protect {} though {:?} do",
+                        s,
+                        d,
+                        b.via,
+                        p,
+                        protecting
+                    );
+                    let link = g.link_cost(s, &b.via).unwrap();
+                    let rest = if &b.via == d { 0 } else { tables[&b.via].next_hop(d).unwrap().cost };
+                    prop_assert_eq!(b.cost, link + rest);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn connected(g: &Graph, ids: &[NodeId]) -> bool {
+    oracle(&weights(g, ids)).iter().flatten().all(Option::is_some)
+}
+
+#[test]
+fn backup_avoids_the_primary_link_and_prefers_to_avoid_the_primary_node() {
+    // s reaches d through p (cost 2); a reaches d on its own (cost 2), b only through p (cost 2).
+    let g = graph(&[("s", "p", 1), ("p", "d", 1), ("s", "a", 1), ("a", "d", 2), ("s", "b", 1), ("b", "p", 1)]);
+    for tables in [compute_all(&g, &[id("d")]), g.nodes().map(|n| (n.clone(), RouteTable::compute(&g, n))).collect()] {
+        let s = &tables[&id("s")];
+        assert_eq!(hop(s, "d"), Some(("p".into(), 2)));
+        let backup = s.backup(&id("d")).unwrap();
+        assert_eq!((backup.via.as_str(), backup.cost), ("a", 3), "a avoids p; b, as cheap, does not");
+        // p's only other neighbour, b, routes through p: no backup.
+        assert_eq!(tables[&id("p")].backup(&id("d")), None);
+    }
+    let tables = compute_all(&g, &[id("d")]);
+    check_tables(&g, &tables, &[id("d")], true).unwrap();
+}
+
+#[test]
+fn compute_all_finds_equal_cost_backups_that_the_rfc_inequality_rejects() {
+    // x reaches d at cost 2 both through s and through b; it uses b (the lower id), so forwarding to x does not
+    // come back to s. RFC 5286's inequality, which must allow for either path, rejects x.
+    let g = graph(&[("s", "d", 1), ("s", "x", 1), ("x", "b", 1), ("b", "d", 1)]);
+    let tables = compute_all(&g, &[id("d")]);
+    assert_eq!(hop(&tables[&id("x")], "d"), Some(("b".into(), 2)));
+    let backup = tables[&id("s")].backup(&id("d")).unwrap();
+    assert_eq!((backup.via.as_str(), backup.cost), ("x", 3));
+    check_tables(&g, &tables, &[id("d")], true).unwrap();
+    assert_eq!(RouteTable::compute(&g, &id("s")).backup(&id("d")), None);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// One Dijkstra per destination gives every node the same next hops as its own Dijkstra, and backups
+    /// that are loop-free, avoid the primary, and protect its node whenever some neighbour could.
+    #[test]
+    fn compute_all_matches_per_node_tables_and_backups_are_loop_free(spec in spec_in(10, 60, tie_prone_costs())) {
+        let g = spec.graph();
+        let all = compute_all(&g, &spec.ids);
+        prop_assert_eq!(all.len(), spec.ids.len());
+        for s in &spec.ids {
+            let own = RouteTable::compute(&g, s);
+            prop_assert_eq!(own.iter().collect::<Vec<_>>(), all[s].iter().collect::<Vec<_>>());
+        }
+        check_tables(&g, &all, &spec.ids, true)?;
+        // Fewer destinations: the same routes, restricted.
+        let origins: Vec<NodeId> = spec.ids.iter().step_by(7).cloned().collect();
+        let some = compute_all(&g, &origins);
+        for (s, table) in &some {
+            prop_assert_eq!(table.len(), origins.iter().filter(|o| *o != s).count());
+            for (d, route) in table.routes() {
+                prop_assert_eq!(Some(route), all[s].route(d));
+            }
+        }
+    }
+
+    /// A node's own table picks backups by RFC 5286's inequality: loop-free, and present whenever some
+    /// neighbour satisfies it.
+    #[test]
+    fn per_node_backups_follow_rfc_5286(spec in spec_in(10, 60, tie_prone_costs())) {
+        let g = spec.graph();
+        let dist = oracle(&weights(&g, &spec.ids));
+        let pos: HashMap<&NodeId, usize> = spec.ids.iter().enumerate().map(|(i, x)| (x, i)).collect();
+        let tables: BTreeMap<NodeId, RouteTable> = spec.ids.iter().map(|s| (s.clone(), RouteTable::compute(&g, s))).collect();
+        let n = spec.ids.len();
+        for s in &spec.ids {
+            for (d, route) in tables[s].routes() {
+                let (si, di, pi) = (pos[s], pos[d], pos[&route.primary.via]);
+                let lfa = |m: usize| dist[m][di].unwrap() < dist[m][si].unwrap() + dist[si][di].unwrap();
+                let candidates: Vec<usize> = g
+                    .neighbours(g.index_of(s).unwrap())
+                    .map(|(m, _)| pos[g.id(m)])
+                    .filter(|&m| m != pi && lfa(m))
+                    .collect();
+                match &route.backup {
+                    None => prop_assert!(candidates.is_empty()),
+                    Some(b) => {
+                        prop_assert!(candidates.contains(&pos[&b.via]));
+                        let path = walk(&b.via, d, n, |at| tables[at].next_hop(d).map(|h| &h.via)).map_err(TestCaseError::fail)?;
+                        prop_assert!(!path.contains(&s), "{} -> {}: backup {} comes back", s, d, b.via);
+                        let protects = |m: usize| di == pi || dist[m][di].unwrap() < dist[m][pi].unwrap() + dist[pi][di].unwrap();
+                        prop_assert!(protects(pos[&b.via]) || !candidates.iter().any(|&m| protects(m)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// After any one link failure the recomputation routes every node to every destination whenever the
+    /// graph is still connected, and the backups chosen before the failure deliver around it.
+    #[test]
+    fn one_link_failure_keeps_every_destination_reachable(spec in spec_in(10, 60, tie_prone_costs()), which in any::<Index>()) {
+        let mut g = spec.graph();
+        let origins: Vec<NodeId> = spec.ids.iter().take(5).cloned().collect();
+        let before = compute_all(&g, &origins);
+        let (a, b, _) = spec.links[which.index(spec.links.len())];
+        let (a, b) = (&spec.ids[a], &spec.ids[b]);
+        g.handle_link_down(a, b);
+        let after = compute_all(&g, &origins);
+        check_tables(&g, &after, &origins, connected(&g, &spec.ids))?;
+        // Local failover: a node whose primary was across the failed link forwards to its backup, and from
+        // there the old primaries never cross the failed link.
+        let n = spec.ids.len();
+        for (s, t) in [(a, b), (b, a)] {
+            for d in &origins {
+                let Some(route) = before[s].route(d).filter(|r| &r.primary.via == t) else { continue };
+                let Some(backup) = &route.backup else { continue };
+                let path = walk(&backup.via, d, n, |at| before[at].next_hop(d).map(|h| &h.via)).map_err(TestCaseError::fail)?;
+                prop_assert!(!path.contains(&s));
+            }
+        }
+    }
+
+    /// Incremental updates give exactly what a fresh computation gives, through link cost changes, failures,
+    /// new links and new nodes.
+    #[test]
+    fn incremental_updates_match_a_fresh_computation(
+        spec in spec_in(10, 40, tie_prone_costs()),
+        changes in proptest::collection::vec((any::<Index>(), any::<Index>(), 0..4u8, 1..=6u64), 1..30),
+    ) {
+        let origins: Vec<NodeId> = spec.ids.iter().take(4).cloned().collect();
+        let mut routes = MeshRoutes::new(spec.graph(), &origins);
+        let mut fresh_nodes = 0;
+        for (i, j, kind, cost) in changes {
+            let a = spec.ids[i.index(spec.ids.len())].clone();
+            let b = spec.ids[j.index(spec.ids.len())].clone();
+            match kind {
+                0 => { routes.handle_link_down(&a, &b); }
+                1 => { routes.handle_node_down(&a); }
+                2 => {
+                    fresh_nodes += 1;
+                    routes.handle_link(&a, &id(&format!("new{fresh_nodes}")), cost);
+                }
+                _ => { routes.handle_link(&a, &b, cost); }
+            }
+            let g = routes.graph();
+            for tree in routes.trees() {
+                prop_assert_eq!(tree, &RouteTree::compute(g, tree.destination()));
+            }
+        }
+        prop_assert_eq!(routes.tables(), compute_all(routes.graph(), &origins));
+    }
+}
+
+/// Sets every link of `base` to its cost times a factor drawn from `1 ± noise`.
+fn noisy(base: &BTreeMap<(NodeId, NodeId), Cost>, noise: f64, rng: &mut StdRng) -> Graph {
+    let mut g = Graph::new();
+    for ((a, b), &cost) in base {
+        let factor = 1.0 + rng.gen_range(-noise..=noise);
+        g.handle_link(a, b, (cost as f64 * factor).round() as Cost);
+    }
+    g
+}
+
+fn base_links(spec: &Spec) -> BTreeMap<(NodeId, NodeId), Cost> {
+    let g = spec.graph();
+    let mut base = BTreeMap::new();
+    for &(a, b, _) in &spec.links {
+        let (a, b) = (&spec.ids[a], &spec.ids[b]);
+        if let Some(c) = g.link_cost(a, b) {
+            base.insert((a.min(b).clone(), a.max(b).clone()), c);
+        }
+    }
+    base
+}
+
+fn recompute(g: &Graph, dests: &[NodeId]) -> Vec<RouteTree> {
+    dests.iter().map(|d| RouteTree::compute(g, g.index_of(d).unwrap())).collect()
+}
+
+/// Runs the damper over `minutes` of one-second rounds with re-measured noisy costs; returns, per
+/// (node, destination), the times (in seconds) its damped next hop changed, after checking every round's
+/// tables.
+fn damped_changes(
+    spec: &Spec,
+    dests: &[NodeId],
+    noise: f64,
+    round: Duration,
+    rounds: u64,
+    seed: u64,
+) -> Result<BTreeMap<(NodeId, NodeId), Vec<u64>>, TestCaseError> {
+    let base = base_links(spec);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut damper = RouteDamper::new(DampingConfig::default()).unwrap();
+    let mut current: BTreeMap<(NodeId, NodeId), NodeId> = BTreeMap::new();
+    let mut changes: BTreeMap<(NodeId, NodeId), Vec<u64>> = BTreeMap::new();
+    let mut last_version = 0;
+    for r in 0..rounds {
+        let g = noisy(&base, noise, &mut rng);
+        let now = round * r as u32;
+        let moved = damper.handle_routes(now, &g, &recompute(&g, dests));
+        prop_assert_eq!(moved, damper.version() != last_version);
+        last_version = damper.version();
+        let tables = damper.tables();
+        if moved {
+            check_damped(&g, tables, dests)?;
+        }
+        for (s, table) in tables {
+            for (d, hop) in table.iter() {
+                let key = (s.clone(), d.clone());
+                if let Some(old) = current.insert(key.clone(), hop.via.clone()) {
+                    if old != hop.via {
+                        changes.entry(key).or_default().push(now.as_secs());
+                    }
+                }
+            }
+        }
+    }
+    Ok(changes)
+}
+
+/// Damped tables: primaries and backups loop-free, every node routed (the graphs here are connected).
+fn check_damped(g: &Graph, tables: &BTreeMap<NodeId, RouteTable>, dests: &[NodeId]) -> Result<(), TestCaseError> {
+    let n = g.len();
+    for d in dests {
+        for s in g.nodes().filter(|s| *s != d) {
+            let route = tables[s].route(d).ok_or_else(|| TestCaseError::fail(format!("{s} has no route to {d}")))?;
+            walk(s, d, n, |at| tables[at].next_hop(d).map(|h| &h.via)).map_err(TestCaseError::fail)?;
+            prop_assert!(g.link_cost(s, &route.primary.via).is_some(), "next hop is not a neighbour");
+            if let Some(b) = &route.backup {
+                prop_assert!(b.via != route.primary.via);
+                prop_assert!(g.link_cost(s, &b.via).is_some(), "backup is not a neighbour");
+                let path =
+                    walk(&b.via, d, n, |at| tables[at].next_hop(d).map(|h| &h.via)).map_err(TestCaseError::fail)?;
+                prop_assert!(!path.contains(&s), "{} -> {}: backup {} comes back", s, d, b.via);
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// Ten simulated minutes of ±10 % noise on every link, re-measured every second: the damped tables are
+    /// loop-free at every version, and no (node, destination) changes next hop more than once a minute.
+    #[test]
+    fn damped_routes_ignore_noise_and_stay_loop_free(spec in spec_in(10, 60, mesh_costs()), seed in any::<u64>()) {
+        let dests: Vec<NodeId> = spec.ids.iter().take(4).cloned().collect();
+        let changes = damped_changes(&spec, &dests, 0.10, Duration::from_secs(1), 600, seed)?;
+        for (pair, times) in &changes {
+            for w in times.windows(2) {
+                prop_assert!(w[1] - w[0] >= 60, "{:?} changed at {:?}", pair, times);
+            }
+        }
+    }
+}
+
+/// The damped next hop of `s` toward `d`.
+fn damped(damper: &RouteDamper, s: &str, d: &str) -> Option<String> {
+    damper.tables().get(&id(s))?.next_hop(&id(d)).map(|h| h.via.to_string())
+}
+
+fn damp_round(damper: &mut RouteDamper, secs: u64, g: &Graph, dests: &[&str]) -> bool {
+    let dests: Vec<NodeId> = dests.iter().map(|d| id(d)).collect();
+    damper.handle_routes(Duration::from_secs(secs), g, &recompute(g, &dests))
+}
+
+#[test]
+fn damper_switches_only_after_a_clear_gain_held_for_the_hold_time() {
+    let mut damper = RouteDamper::new(DampingConfig::default()).unwrap();
+    assert_eq!((damper.version(), damper.tables().len()), (0, 0));
+    let mut g = graph(&[("s", "a", 10_000), ("a", "d", 10_000), ("s", "b", 10_000), ("b", "d", 11_000)]);
+    assert!(damp_round(&mut damper, 0, &g, &["d"]));
+    assert_eq!((damper.version(), damped(&damper, "s", "d")), (1, Some("a".into())));
+    // b gets 5 % better than a: not a clear margin, however long it lasts.
+    g.handle_link(&id("b"), &id("d"), 9_000);
+    for t in 1..10 {
+        assert!(!damp_round(&mut damper, t, &g, &["d"]));
+    }
+    assert_eq!((damper.version(), damped(&damper, "s", "d")), (1, Some("a".into())));
+    // b gets 25 % better: clear, but it must stay so for 2 s; a blip back resets the clock.
+    g.handle_link(&id("b"), &id("d"), 5_000);
+    assert!(!damp_round(&mut damper, 10, &g, &["d"]));
+    assert!(!damp_round(&mut damper, 11, &g, &["d"]));
+    g.handle_link(&id("b"), &id("d"), 9_000);
+    assert!(!damp_round(&mut damper, 12, &g, &["d"]));
+    g.handle_link(&id("b"), &id("d"), 5_000);
+    assert!(!damp_round(&mut damper, 13, &g, &["d"]));
+    assert!(!damp_round(&mut damper, 14, &g, &["d"]));
+    assert_eq!(damped(&damper, "s", "d"), Some("a".into()));
+    assert!(damp_round(&mut damper, 15, &g, &["d"]));
+    assert_eq!((damper.version(), damped(&damper, "s", "d")), (2, Some("b".into())));
+    // The damped table carries a backup, re-picked against the damped routes.
+    assert_eq!(damper.tables()[&id("s")].backup(&id("d")).map(|b| b.via.as_str()), Some("a"));
+}
+
+#[test]
+fn damper_switches_at_once_when_the_held_next_hop_fails() {
+    let mut damper = RouteDamper::new(DampingConfig::default()).unwrap();
+    let mut g = graph(&[("s", "a", 10_000), ("a", "d", 10_000), ("s", "b", 10_000), ("b", "d", 10_500)]);
+    damp_round(&mut damper, 0, &g, &["d"]);
+    assert_eq!(damped(&damper, "s", "d"), Some("a".into()));
+    g.handle_link_down(&id("s"), &id("a"));
+    assert!(damp_round(&mut damper, 1, &g, &["d"]));
+    assert_eq!(damped(&damper, "s", "d"), Some("b".into()));
+    // a's route does not go through s: a keeps its direct link.
+    assert_eq!(damped(&damper, "a", "d"), Some("d".into()));
+    // The link comes back, as good as before: not a clear gain, s stays on b, with a as its backup again.
+    g.handle_link(&id("s"), &id("a"), 10_000);
+    assert!(damp_round(&mut damper, 2, &g, &["d"]));
+    assert_eq!(damped(&damper, "s", "d"), Some("b".into()));
+    assert_eq!(damper.tables()[&id("s")].backup(&id("d")).map(|b| b.via.as_str()), Some("a"));
+    // Destinations that disappear take their routes with them.
+    assert!(damp_round(&mut damper, 3, &g, &[]));
+    assert!(damper.tables().values().all(RouteTable::is_empty));
+}
+
+#[test]
+fn damper_drops_a_held_next_hop_that_would_close_a_loop() {
+    // s reaches d through c (0.5 + 45 ms) rather than directly (50 ms).
+    let mut g = graph(&[("s", "d", 50_000), ("s", "c", 500), ("c", "d", 45_000)]);
+    let mut damper = RouteDamper::new(DampingConfig::default()).unwrap();
+    damp_round(&mut damper, 0, &g, &["d"]);
+    assert_eq!((damped(&damper, "s", "d"), damped(&damper, "c", "d")), (Some("c".into()), Some("d".into())));
+    // c loses its link to d and must go through s. Through c, s would pay only 1 ms more than directly (below
+    // the margin), but holding c would bounce between s and c: s switches to its direct link.
+    g.handle_link_down(&id("c"), &id("d"));
+    assert!(damp_round(&mut damper, 1, &g, &["d"]));
+    assert_eq!((damped(&damper, "s", "d"), damped(&damper, "c", "d")), (Some("d".into()), Some("s".into())));
+}
+
+#[test]
+fn damping_config_is_validated() {
+    for bad in [-0.1, 1.0, f64::NAN] {
+        let config = DampingConfig { relative_margin: bad, ..DampingConfig::default() };
+        assert!(matches!(RouteDamper::new(config), Err(DampingConfigError::RelativeMargin(_))));
+    }
+    assert!(RouteDamper::new(DampingConfig { hold: Duration::ZERO, ..DampingConfig::default() }).is_ok());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// A link failure after a few damped rounds: the next round routes every node to every destination
+    /// (when the graph is still connected), loop-free, with loop-free backups.
+    #[test]
+    fn damped_routes_survive_a_link_failure(spec in spec_in(10, 60, mesh_costs()), which in any::<Index>(), seed in any::<u64>()) {
+        let dests: Vec<NodeId> = spec.ids.iter().take(4).cloned().collect();
+        let base = base_links(&spec);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut damper = RouteDamper::new(DampingConfig::default()).unwrap();
+        for t in 0..5 {
+            let g = noisy(&base, 0.10, &mut rng);
+            damper.handle_routes(Duration::from_secs(t), &g, &recompute(&g, &dests));
+        }
+        let mut g = noisy(&base, 0.10, &mut rng);
+        let (a, b, _) = spec.links[which.index(spec.links.len())];
+        g.handle_link_down(&spec.ids[a], &spec.ids[b]);
+        damper.handle_routes(Duration::from_secs(5), &g, &recompute(&g, &dests));
+        if connected(&g, &spec.ids) {
+            check_damped(&g, damper.tables(), &dests)?;
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The control plane's routing state: the link-state graph plus one [`RouteTree`] per destination, kept up
+//! to date link change by link change.
+//!
+//! [`compute_all`](super::compute_all) recomputes everything from a graph; [`MeshRoutes`] owns the graph and
+//! updates only the trees a change can affect (see [`RouteTree`]'s incremental updates), which is what a
+//! control plane receiving one link report at a time, or the simulator replaying a fault, wants. Either way the
+//! trees are the same as a fresh computation over the same graph.
+
+use std::collections::BTreeMap;
+
+use super::graph::{Cost, Graph, NodeIx};
+use super::paths::RouteTable;
+use super::tree::{tables_from_trees, RouteTree};
+use crate::id::NodeId;
+
+/// A graph and every node's routes toward a fixed set of destinations (the origins).
+#[derive(Debug, Clone)]
+pub struct MeshRoutes {
+    graph: Graph,
+    /// One tree per destination, in destination id order.
+    trees: Vec<RouteTree>,
+}
+
+impl MeshRoutes {
+    /// Routes over `graph` toward `destinations`; a destination unknown to the graph is added to it as a node
+    /// without links (unreachable until its links come up). Duplicates are ignored.
+    pub fn new(mut graph: Graph, destinations: &[NodeId]) -> Self {
+        let mut dests: Vec<NodeIx> = destinations.iter().map(|d| graph.add_node(d)).collect();
+        dests.sort_by(|a, b| graph.id(*a).cmp(graph.id(*b)));
+        dests.dedup();
+        let trees = dests.into_iter().map(|d| RouteTree::compute(&graph, d)).collect();
+        Self { graph, trees }
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// One tree per destination, in destination id order.
+    pub fn trees(&self) -> &[RouteTree] {
+        &self.trees
+    }
+
+    /// The tree toward `dest`, if it is one of the destinations.
+    pub fn tree(&self, dest: &NodeId) -> Option<&RouteTree> {
+        let d = self.graph.index_of(dest)?;
+        self.trees.iter().find(|t| t.destination() == d)
+    }
+
+    /// Every node's route table toward the destinations, by node id.
+    pub fn tables(&self) -> BTreeMap<NodeId, RouteTable> {
+        tables_from_trees(&self.graph, &self.trees)
+    }
+
+    /// The link a—b came up or changed cost (see [`Graph::handle_link`]). Returns how many destinations'
+    /// routes changed.
+    pub fn handle_link(&mut self, a: &NodeId, b: &NodeId, cost: Cost) -> usize {
+        if a == b || self.graph.link_cost(a, b) == Some(cost.clamp(1, super::MAX_LINK_COST)) {
+            return 0;
+        }
+        self.graph.handle_link(a, b, cost);
+        self.update(a, b)
+    }
+
+    /// The link a—b failed. Returns how many destinations' routes changed.
+    pub fn handle_link_down(&mut self, a: &NodeId, b: &NodeId) -> usize {
+        if self.graph.link_cost(a, b).is_none() {
+            return 0;
+        }
+        self.graph.handle_link_down(a, b);
+        self.update(a, b)
+    }
+
+    /// Node `n` failed: every link of it is down. Returns how many destinations' routes changed.
+    pub fn handle_node_down(&mut self, n: &NodeId) -> usize {
+        let Some(ix) = self.graph.index_of(n) else { return 0 };
+        let neighbours: Vec<NodeId> = self.graph.neighbours(ix).map(|(m, _)| self.graph.id(m).clone()).collect();
+        let mut changed = vec![false; self.trees.len()];
+        for m in &neighbours {
+            self.graph.handle_link_down(n, m);
+            let (a, b) = (ix, self.graph.index_of(m).expect("a neighbour is known"));
+            for (tree, changed) in self.trees.iter_mut().zip(&mut changed) {
+                *changed |= tree.handle_link_change(&self.graph, a, b);
+            }
+        }
+        changed.iter().filter(|&&c| c).count()
+    }
+
+    fn update(&mut self, a: &NodeId, b: &NodeId) -> usize {
+        let (a, b) = (self.graph.index_of(a).expect("just linked"), self.graph.index_of(b).expect("just linked"));
+        self.trees.iter_mut().map(|tree| tree.handle_link_change(&self.graph, a, b)).filter(|&changed| changed).count()
+    }
+}
