@@ -101,9 +101,27 @@ async fn replicas_agree_and_the_stream_survives_their_death() {
     assert_eq!(put("two.ts").await.unwrap().status(), 201);
     assert_eq!(get_eventually(&format!("http://{}/live/s/two.ts", mesh.http("edge"))).await, b"two.ts");
 
+    // Local failover still works on the last table: the relay feeding the edge dies, the backup takes over.
+    let received = "lightpath_mesh_objects_received_total";
+    let via_a = mesh.metric("edge", received, &[("peer", "relay-a")]).await;
+    let via_b = mesh.metric("edge", received, &[("peer", "relay-b")]).await;
+    let victim = if via_a >= via_b { "relay-a" } else { "relay-b" };
+    let survivor = if victim == "relay-a" { "relay-b" } else { "relay-a" };
+    mesh.kill(victim);
+    assert_eq!(put("after-kill.ts").await.unwrap().status(), 201);
+    assert_eq!(get_eventually(&format!("http://{}/live/s/after-kill.ts", mesh.http("edge"))).await, b"after-kill.ts");
+    assert!(
+        mesh.metric("edge", received, &[("peer", survivor)]).await > 0.0,
+        "the edge did not fail over to {survivor}"
+    );
+
     // A replica comes back: nodes reconnect by themselves and take its tables, of a higher version.
     mesh.start("control-2");
-    let back = api_until(&mesh, "control-2", "routes", full).await;
+    let live = |v: &serde_json::Value| {
+        [survivor, "edge"].iter().all(|n| v[n]["routes"].as_array().is_some_and(|r| !r.is_empty()))
+            && v["edge"]["routes"][0]["next_hop"] == survivor
+    };
+    let back = api_until(&mesh, "control-2", "routes", live).await;
     assert!(version(&back, "edge") > edge_routes, "the restarted replica's tables are not newer");
     let deadline = Instant::now() + Duration::from_secs(15);
     while mesh.log("edge").matches("applying routes from the control plane").count() < 2 {
