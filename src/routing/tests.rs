@@ -671,6 +671,30 @@ fn damper_drops_a_held_next_hop_that_would_close_a_loop() {
 }
 
 #[test]
+fn damper_follows_routes_by_node_id_across_rebuilt_graphs() {
+    // A stateless control plane may rebuild its graph every round, in another order, with new nodes.
+    let links = |b_d: Cost| vec![("s", "a", 10_000), ("a", "d", 10_000), ("s", "b", 10_000), ("b", "d", b_d)];
+    let reversed = |b_d: Cost| {
+        let mut l = links(b_d);
+        l.reverse();
+        let mut g = Graph::new();
+        g.add_node(&id("zz-new"));
+        for (a, b, c) in l {
+            g.handle_link(&id(a), &id(b), c);
+        }
+        g
+    };
+    let mut damper = RouteDamper::new(DampingConfig::default()).unwrap();
+    assert!(damp_round(&mut damper, 0, &graph(&links(11_000)), &["d"]));
+    assert!(!damp_round(&mut damper, 1, &reversed(9_000), &["d"]), "5 % better is not enough");
+    assert!(!damp_round(&mut damper, 2, &graph(&links(5_000)), &["d"]));
+    assert!(!damp_round(&mut damper, 3, &reversed(5_000), &["d"]));
+    assert_eq!((damper.version(), damped(&damper, "s", "d")), (1, Some("a".into())));
+    assert!(damp_round(&mut damper, 4, &graph(&links(5_000)), &["d"]));
+    assert_eq!((damper.version(), damped(&damper, "s", "d")), (2, Some("b".into())));
+}
+
+#[test]
 fn damping_config_is_validated() {
     for bad in [-0.1, 1.0, f64::NAN] {
         let config = DampingConfig { relative_margin: bad, ..DampingConfig::default() };
