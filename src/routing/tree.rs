@@ -18,7 +18,9 @@
 //! paths, because a router does not know which one `n` uses; here every node's choice is in the same tree, so
 //! every RFC 5286 alternate qualifies and so do some equal-cost ones the inequality rejects. The check stays
 //! exact when next hops are not shortest (the damped trees of [`RouteDamper`](super::RouteDamper)), where the
-//! inequality would not be enough.
+//! inequality would not be enough. It relies on every node forwarding by tables from the same computation,
+//! which is how the control plane pushes them; a node that computes its own table alone
+//! ([`RouteTable::compute`](super::RouteTable::compute)) uses the inequality.
 //!
 //! Among qualifying neighbours, a **node-protecting** one, whose route also avoids `p` (not in `p`'s
 //! subtree), is preferred, so that a failed neighbour node, not only a failed link, is routed around; then the
