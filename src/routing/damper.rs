@@ -101,7 +101,14 @@ struct Held {
 const NOTHING: Held = Held { via: NO_HOP, backup: NO_HOP, beaten_since: None };
 const GONE: u32 = NO_HOP - 1;
 
-/// Hysteresis between route recomputations. See the [module docs](self).
+/// Hysteresis between route recomputations, kept by the control plane across them.
+///
+/// Each (node, destination) keeps the next hop it was given until that next hop fails (its link is down or it
+/// no longer reaches the destination), would close a forwarding loop, or the fresh best route has been
+/// clearly better ([`DampingConfig`]) at every recomputation for the hold time. Backups are re-picked against
+/// the damped next hops. The version increments exactly when some next hop or backup changes. Why
+/// loop-freedom is checked as acyclicity rather than with the downstream inequality is explained in
+/// `src/routing/damper.rs`.
 #[derive(Debug, Clone)]
 pub struct RouteDamper {
     config: DampingConfig,

@@ -52,7 +52,12 @@ pub(super) const UNREACHABLE: Cost = Cost::MAX;
 pub(super) const NO_HOP: u32 = u32::MAX;
 const NOT_IN_TREE: u32 = u32::MAX;
 
-/// Every node's next hop and backup toward one destination, by index. See the [module docs](self).
+/// Every node's next hop and backup toward one destination, by index.
+///
+/// Next hops are the shortest-path ones, ties to the lowest id (the same as [`RouteTable::compute`]). A node's
+/// backup is a neighbour, other than its next hop, whose own route does not pass through the node; one whose
+/// route also avoids the next hop (node-protecting) is preferred, then the cheapest, then the lowest id.
+/// Why this is RFC 5286's loop-free alternate condition, made exact, is explained in `src/routing/tree.rs`.
 #[derive(Debug, Clone)]
 pub struct RouteTree {
     dest: NodeIx,
