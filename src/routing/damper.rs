@@ -33,8 +33,8 @@
 //! noise swap sides of that inequality from one round to the next, and each swap forces a switch. Over 20
 //! random meshes of 10 to 60 nodes with ±10 % noise re-measured every second for ten minutes, the downstream
 //! rule made 333 switches, 257 of them forced by the inequality, and let 25 of 3,136 (node, destination) pairs
-//! change twice within a minute; the acyclicity rule made 31 switches and let none. The control plane sees the whole graph, so the exact rule costs one
-//! linear pass per destination.
+//! change twice within a minute; the acyclicity rule made 31 switches and let none. The control plane sees the
+//! whole graph, so the exact rule costs only one linear pass per destination.
 //!
 //! # Versions
 //!
@@ -43,7 +43,7 @@
 //! snapshot taken at that change, so a version names exact contents and a control plane pushes a table only
 //! when the version moves. Costs in the tables are those of the recomputation that last changed them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::graph::{Cost, Graph, NodeIx};
@@ -87,29 +87,44 @@ impl DampingConfig {
     }
 }
 
-/// What the damper remembers about one (node, destination).
-#[derive(Debug, Clone)]
+/// What the damper remembers about one (node, destination), by node index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Held {
-    via: NodeId,
-    backup: Option<NodeId>,
+    /// The next hop given out: `NO_HOP` when the node had no route, `GONE` when its next hop is no longer in
+    /// the graph.
+    via: u32,
+    backup: u32,
     /// Since when a fresh route has been clearly better than `via`'s, without interruption.
     beaten_since: Option<Duration>,
 }
 
-/// Hysteresis between route recomputations. See the [module docs](self).
+const NOTHING: Held = Held { via: NO_HOP, backup: NO_HOP, beaten_since: None };
+const GONE: u32 = NO_HOP - 1;
+
+/// Hysteresis between route recomputations, kept by the control plane across them.
+///
+/// Each (node, destination) keeps the next hop it was given until that next hop fails (its link is down or it
+/// no longer reaches the destination), would close a forwarding loop, or the fresh best route has been
+/// clearly better ([`DampingConfig`]) at every recomputation for the hold time. Backups are re-picked against
+/// the damped next hops. The version increments exactly when some next hop or backup changes. Why
+/// loop-freedom is checked as acyclicity rather than with the downstream inequality is explained in
+/// `src/routing/damper.rs`.
 #[derive(Debug, Clone)]
 pub struct RouteDamper {
     config: DampingConfig,
     version: u64,
-    /// Per destination, per node.
-    held: HashMap<NodeId, HashMap<NodeId, Held>>,
+    /// The node ids of the graph the held routes refer to, by index.
+    ids: Vec<NodeId>,
+    /// Per destination, per node index.
+    held: BTreeMap<NodeId, Vec<Held>>,
     tables: BTreeMap<NodeId, RouteTable>,
 }
 
 impl RouteDamper {
     /// A damper that holds nothing yet (version 0, no tables), after validating `config`.
     pub fn new(config: DampingConfig) -> Result<Self, DampingConfigError> {
-        Ok(Self { config: config.validate()?, version: 0, held: HashMap::new(), tables: BTreeMap::new() })
+        let config = config.validate()?;
+        Ok(Self { config, version: 0, ids: Vec::new(), held: BTreeMap::new(), tables: BTreeMap::new() })
     }
 
     pub fn config(&self) -> &DampingConfig {
@@ -130,24 +145,28 @@ impl RouteDamper {
     /// [`MeshRoutes`](super::MeshRoutes)) over `graph`, one per destination. Destinations missing from `fresh`
     /// are dropped. Returns whether the damped routes changed (and the version with them).
     ///
+    /// `graph` may be the same graph as last time, grown or changed, or a new one built from the same reports:
+    /// held routes are matched by node id.
+    ///
     /// # Panics
     ///
-    /// When a tree was not computed over `graph` (its destination or size does not match).
+    /// When a tree was not computed over `graph` (its size does not match).
     pub fn handle_routes(&mut self, now: Duration, graph: &Graph, fresh: &[RouteTree]) -> bool {
+        self.follow(graph);
         let mut changed = false;
-        let mut held = HashMap::with_capacity(fresh.len());
+        let mut held = BTreeMap::new();
         let mut damped = Vec::with_capacity(fresh.len());
         for tree in fresh {
             assert_eq!(tree.len(), graph.len(), "route tree computed over another graph");
             let dest = graph.id(tree.destination()).clone();
-            let before = self.held.remove(&dest).unwrap_or_default();
+            let before = self.held.remove(&dest).unwrap_or_else(|| vec![NOTHING; graph.len()]);
             let (tree, now_held, tree_changed) = self.damp(now, graph, tree, &before);
-            changed |= tree_changed || before.len() != now_held.len();
+            changed |= tree_changed;
             damped.push(tree);
             held.insert(dest, now_held);
         }
         // Destinations that are gone.
-        changed |= self.held.values().any(|h| !h.is_empty());
+        changed |= self.held.values().flatten().any(|h| h.via != NO_HOP);
         self.held = held;
         if changed {
             self.version += 1;
@@ -156,51 +175,67 @@ impl RouteDamper {
         changed
     }
 
+    /// Re-indexes the held routes for `graph`'s node indices.
+    fn follow(&mut self, graph: &Graph) {
+        let n = graph.len();
+        if self.ids.len() <= n && self.ids.iter().zip(graph.nodes()).all(|(a, b)| a == b) {
+            // The same graph, perhaps grown: new nodes hold nothing.
+            if self.ids.len() < n {
+                self.ids.extend(graph.nodes().skip(self.ids.len()).cloned());
+                for held in self.held.values_mut() {
+                    held.resize(n, NOTHING);
+                }
+            }
+            return;
+        }
+        let map: Vec<u32> = self.ids.iter().map(|id| graph.index_of(id).map_or(GONE, |ix| ix.0)).collect();
+        let translate = |x: u32| if x == NO_HOP || x == GONE { x } else { map[x as usize] };
+        for held in self.held.values_mut() {
+            let mut moved = vec![NOTHING; n];
+            for (old, h) in held.iter().enumerate() {
+                if map[old] != GONE {
+                    moved[map[old] as usize] =
+                        Held { via: translate(h.via), backup: translate(h.backup), beaten_since: h.beaten_since };
+                }
+            }
+            *held = moved;
+        }
+        self.ids = graph.nodes().cloned().collect();
+    }
+
     /// Damps one destination's tree. Returns the damped tree, what to hold now, and whether any next hop or
-    /// backup differs from `before` (entries that vanished show as a length difference).
-    fn damp(
-        &self,
-        now: Duration,
-        graph: &Graph,
-        fresh: &RouteTree,
-        before: &HashMap<NodeId, Held>,
-    ) -> (RouteTree, HashMap<NodeId, Held>, bool) {
+    /// backup differs from `before`.
+    fn damp(&self, now: Duration, graph: &Graph, fresh: &RouteTree, before: &[Held]) -> (RouteTree, Vec<Held>, bool) {
         let n = graph.len();
         let mut next = vec![NO_HOP; n];
         let mut since = vec![None; n];
-        let mut kept_backup = vec![NO_HOP; n];
+        let kept_backup: Vec<u32> = before.iter().map(|h| h.backup).collect();
         // How much dearer each kept next hop is than the fresh best (0 on the fresh best).
         let mut excess: Vec<Cost> = vec![0; n];
-        let mut previous = vec![NO_HOP; n];
         for s in (0..n as u32).map(NodeIx) {
             let Some(best) = fresh.next_hop(s) else { continue };
             next[s.index()] = best.0;
-            let Some(h) = before.get(graph.id(s)) else { continue };
-            if let Some(b) = h.backup.as_ref().and_then(|b| graph.index_of(b)) {
-                kept_backup[s.index()] = b.0;
-            }
-            let Some(current) = graph.index_of(&h.via) else { continue };
-            previous[s.index()] = current.0;
-            if current == best {
+            let h = before[s.index()];
+            if h.via == NO_HOP || h.via == GONE || h.via == best.0 {
                 continue;
             }
-            if let Some((beaten_since, extra)) = self.hold(now, graph, fresh, s, current, h.beaten_since) {
-                next[s.index()] = current.0;
+            if let Some((beaten_since, extra)) = self.hold(now, graph, fresh, s, NodeIx(h.via), h.beaten_since) {
+                next[s.index()] = h.via;
                 since[s.index()] = beaten_since;
                 excess[s.index()] = extra;
             }
         }
         break_cycles(graph, fresh, &mut next, &mut since, &excess);
         let tree = RouteTree::from_next_hops(graph, fresh.destination(), next, &kept_backup);
-        let mut held = HashMap::with_capacity(before.len());
-        let mut changed = false;
-        for s in (0..n as u32).map(NodeIx) {
-            let Some(via) = tree.next_hop(s) else { continue };
-            let backup = tree.backup(s).map(|(b, _)| graph.id(b).clone());
-            let id = graph.id(s);
-            changed |= via.0 != previous[s.index()] || before.get(id).is_some_and(|h| h.backup != backup);
-            held.insert(id.clone(), Held { via: graph.id(via).clone(), backup, beaten_since: since[s.index()] });
-        }
+        let held: Vec<Held> = (0..n as u32)
+            .map(NodeIx)
+            .map(|s| Held {
+                via: tree.next_hop(s).map_or(NO_HOP, |v| v.0),
+                backup: tree.backup(s).map_or(NO_HOP, |(b, _)| b.0),
+                beaten_since: since[s.index()],
+            })
+            .collect();
+        let changed = held.iter().zip(before).any(|(now, was)| now.via != was.via || now.backup != was.backup);
         (tree, held, changed)
     }
 

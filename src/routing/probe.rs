@@ -126,7 +126,13 @@ struct ProbeRecord {
 /// are not overdue after a few microseconds of variation.
 const RTO_GRANULARITY: Duration = Duration::from_millis(1);
 
-/// Probe scheduling and measurement for one neighbour link. See the [module docs](self).
+/// Probe scheduling and measurement for one neighbour link.
+///
+/// Probes go every `fast_interval` while the link is active (or an idle link's probe is overdue), every
+/// `slow_interval` otherwise. RTT is smoothed as in RFC 6298, jitter as in RFC 3550, loss is counted over the
+/// last `loss_window` probes, and the link is down once `down_probes` probes in a row are overdue and the first
+/// of them is `down_after` old (see [`is_down`](Self::is_down)). The timing analysis is in
+/// `src/routing/probe.rs`.
 #[derive(Debug, Clone)]
 pub struct LinkEstimator {
     config: ProbeConfig,
@@ -233,8 +239,9 @@ impl LinkEstimator {
         Some(LinkMetrics { rtt: self.srtt?, jitter: self.jitter, loss: self.loss() })
     }
 
-    /// Whether the link is down at `now`: too many probes in a row went unanswered for too long (see the
-    /// [module docs](self)). Any reply brings it back up.
+    /// Whether the link is down at `now`: at least `down_probes` probes sent since the last answered one are
+    /// overdue (older than [`rto`](Self::rto)), and the first of them went out at least `down_after` ago. Any
+    /// reply brings it back up.
     pub fn is_down(&self, now: Duration) -> bool {
         self.down_at().is_some_and(|down| now >= down)
     }

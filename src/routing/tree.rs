@@ -18,7 +18,9 @@
 //! paths, because a router does not know which one `n` uses; here every node's choice is in the same tree, so
 //! every RFC 5286 alternate qualifies and so do some equal-cost ones the inequality rejects. The check stays
 //! exact when next hops are not shortest (the damped trees of [`RouteDamper`](super::RouteDamper)), where the
-//! inequality would not be enough.
+//! inequality would not be enough. It relies on every node forwarding by tables from the same computation,
+//! which is how the control plane pushes them; a node that computes its own table alone
+//! ([`RouteTable::compute`](super::RouteTable::compute)) uses the inequality.
 //!
 //! Among qualifying neighbours, a **node-protecting** one, whose route also avoids `p` (not in `p`'s
 //! subtree), is preferred, so that a failed neighbour node, not only a failed link, is routed around; then the
@@ -50,7 +52,12 @@ pub(super) const UNREACHABLE: Cost = Cost::MAX;
 pub(super) const NO_HOP: u32 = u32::MAX;
 const NOT_IN_TREE: u32 = u32::MAX;
 
-/// Every node's next hop and backup toward one destination, by index. See the [module docs](self).
+/// Every node's next hop and backup toward one destination, by index.
+///
+/// Next hops are the shortest-path ones, ties to the lowest id (the same as [`RouteTable::compute`]). A node's
+/// backup is a neighbour, other than its next hop, whose own route does not pass through the node; one whose
+/// route also avoids the next hop (node-protecting) is preferred, then the cheapest, then the lowest id.
+/// Why this is RFC 5286's loop-free alternate condition, made exact, is explained in `src/routing/tree.rs`.
 #[derive(Debug, Clone)]
 pub struct RouteTree {
     dest: NodeIx,
