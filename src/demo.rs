@@ -42,16 +42,7 @@ pub async fn run(topology_path: PathBuf, shutdown: impl Future<Output = ()>) -> 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut nodes = Vec::new();
     for spec in &topology.nodes {
-        let files = issue(&ca, &spec.id, 1)?;
-        let identity = Identity::from_pem(&ca.cert_pem, &files.chain_pem, &files.key_pem)?;
-        let mesh = literal(&spec.mesh).with_context(|| format!("node {}", spec.id))?;
-        let http = literal(&spec.http).with_context(|| format!("node {}", spec.id))?;
-        let listeners = Listeners {
-            mesh: std::net::UdpSocket::bind(mesh).with_context(|| format!("binding {mesh} for {}", spec.id))?,
-            http: tokio::net::TcpListener::bind(http)
-                .await
-                .with_context(|| format!("binding {http} for {}", spec.id))?,
-        };
+        let (identity, listeners) = identity_and_listeners(&ca, &spec.id, &spec.mesh, &spec.http).await?;
         let params = NodeParams {
             id: spec.id.clone(),
             topology: topology.clone(),
@@ -69,16 +60,7 @@ pub async fn run(topology_path: PathBuf, shutdown: impl Future<Output = ()>) -> 
         })));
     }
     for control in &topology.controls {
-        let files = issue(&ca, &control.id, 1)?;
-        let identity = Identity::from_pem(&ca.cert_pem, &files.chain_pem, &files.key_pem)?;
-        let mesh = literal(&control.mesh).with_context(|| format!("control {}", control.id))?;
-        let http = literal(&control.http).with_context(|| format!("control {}", control.id))?;
-        let listeners = Listeners {
-            mesh: std::net::UdpSocket::bind(mesh).with_context(|| format!("binding {mesh} for {}", control.id))?,
-            http: tokio::net::TcpListener::bind(http)
-                .await
-                .with_context(|| format!("binding {http} for {}", control.id))?,
-        };
+        let (identity, listeners) = identity_and_listeners(&ca, &control.id, &control.mesh, &control.http).await?;
         let mut stop = stop_rx.clone();
         nodes.push(tokio::spawn(crate::control::run(
             control.id.clone(),
@@ -116,6 +98,24 @@ pub async fn run(topology_path: PathBuf, shutdown: impl Future<Output = ()>) -> 
         node.await.context("a node task failed")??;
     }
     Ok(())
+}
+
+/// A certificate from the run's CA and the bound sockets of one node or control replica.
+async fn identity_and_listeners(
+    ca: &crate::ca::CaFiles,
+    id: &crate::id::NodeId,
+    mesh: &Address,
+    http: &Address,
+) -> Result<(Identity, Listeners)> {
+    let files = issue(ca, id, 1)?;
+    let identity = Identity::from_pem(&ca.cert_pem, &files.chain_pem, &files.key_pem)?;
+    let mesh = literal(mesh).with_context(|| format!("{id}"))?;
+    let http = literal(http).with_context(|| format!("{id}"))?;
+    let listeners = Listeners {
+        mesh: std::net::UdpSocket::bind(mesh).with_context(|| format!("binding {mesh} for {id}"))?,
+        http: tokio::net::TcpListener::bind(http).await.with_context(|| format!("binding {http} for {id}"))?,
+    };
+    Ok((identity, listeners))
 }
 
 fn literal(addr: &Address) -> Result<std::net::SocketAddr> {

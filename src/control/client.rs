@@ -13,8 +13,8 @@ use bytes::BytesMut;
 use rand::Rng;
 use tokio::sync::watch;
 
-use super::{read_frame, write_frame};
 use crate::id::NodeId;
+use crate::mesh::peer::{read_frame, write_frame};
 use crate::topology::ControlSpec;
 use crate::wire::{Frame, Report, Routes, PROTOCOL_VERSION};
 

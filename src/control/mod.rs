@@ -28,9 +28,10 @@ use tracing::Instrument;
 use crate::ca::Identity;
 use crate::http::{text, Handler, Reply};
 use crate::id::NodeId;
+use crate::mesh::peer::{read_frame, write_frame};
 use crate::node::Listeners;
 use crate::topology::Topology;
-use crate::wire::{self, Frame, Report, PROTOCOL_VERSION};
+use crate::wire::{Frame, Report, PROTOCOL_VERSION};
 
 pub use plan::{Plan, PlanSettings};
 
@@ -160,28 +161,6 @@ async fn session(
     .await;
     writer.abort();
     result
-}
-
-/// Writes one frame on a control stream.
-pub(crate) async fn write_frame(send: &mut quinn::SendStream, frame: &Frame) -> Result<()> {
-    let mut out = Vec::with_capacity(256);
-    frame.encode(&mut out);
-    send.write_all(&out).await?;
-    Ok(())
-}
-
-/// Reads the next frame of a control stream; `None` when the peer finished it.
-pub(crate) async fn read_frame(recv: &mut quinn::RecvStream, buf: &mut BytesMut) -> Result<Option<Frame>> {
-    loop {
-        if let Some(frame) = wire::decode_from(buf).map_err(|e| anyhow::anyhow!("bad control frame: {e}"))? {
-            return Ok(Some(frame));
-        }
-        match recv.read_chunk(wire::MAX_FRAME, true).await? {
-            Some(chunk) => buf.extend_from_slice(&chunk.bytes),
-            None if buf.is_empty() => return Ok(None),
-            None => bail!("control stream ended inside a frame"),
-        }
-    }
 }
 
 struct Driver {

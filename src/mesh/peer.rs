@@ -270,7 +270,8 @@ pub(super) async fn send_object(me: &NodeId, peer: &NodeId, conn: &quinn::Connec
     Ok(())
 }
 
-async fn write_frame(send: &mut quinn::SendStream, frame: &Frame) -> Result<()> {
+/// Writes one frame on a control stream (mesh peers and the control plane alike).
+pub(crate) async fn write_frame(send: &mut quinn::SendStream, frame: &Frame) -> Result<()> {
     let mut out = Vec::with_capacity(64);
     frame.encode(&mut out);
     send.write_all(&out).await?;
@@ -278,7 +279,7 @@ async fn write_frame(send: &mut quinn::SendStream, frame: &Frame) -> Result<()> 
 }
 
 /// Reads the next control frame; `None` when the peer finished the stream.
-async fn read_frame(recv: &mut quinn::RecvStream, buf: &mut BytesMut) -> Result<Option<Frame>> {
+pub(crate) async fn read_frame(recv: &mut quinn::RecvStream, buf: &mut BytesMut) -> Result<Option<Frame>> {
     loop {
         if let Some(frame) = wire::decode_from(buf).map_err(|e| anyhow::anyhow!("bad control frame: {e}"))? {
             return Ok(Some(frame));
