@@ -113,6 +113,18 @@ pub fn text(status: StatusCode, body: impl Into<String>) -> Reply {
     resp
 }
 
+/// The content types lightpath names itself, so a reply can carry them without a copy.
+pub const CONTENT_TYPES: [&str; 8] = [
+    "application/vnd.apple.mpegurl",
+    "video/mp2t",
+    "video/iso.segment",
+    "video/mp4",
+    "audio/mp4",
+    "audio/aac",
+    "text/vtt",
+    "application/octet-stream",
+];
+
 /// The MIME type of a file name, by its extension.
 pub fn content_type(name: &ObjectName) -> &'static str {
     let ext = name.as_str().rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
@@ -134,15 +146,34 @@ pub fn is_playlist(name: &ObjectName) -> bool {
     name.as_str().to_ascii_lowercase().ends_with(".m3u8")
 }
 
-/// Counts a reply in `lightpath_http_requests_total{node,method,status}`.
-pub fn count(node: &str, method: &http::Method, status: StatusCode) {
-    metrics::counter!(
-        "lightpath_http_requests_total",
-        "node" => node.to_owned(),
-        "method" => method.as_str().to_owned(),
-        "status" => status.as_str().to_owned()
-    )
-    .increment(1);
+/// `lightpath_http_requests_total{node,method,status}`, with its counters looked up once per (method,
+/// status) rather than on every request (the label strings and the registry lookup showed up in the edge's
+/// small-object throughput).
+pub struct RequestCounts {
+    node: String,
+    counters: std::sync::Mutex<std::collections::HashMap<(http::Method, u16), metrics::Counter>>,
+}
+
+impl RequestCounts {
+    pub fn new(node: &str) -> Self {
+        Self { node: node.to_owned(), counters: Default::default() }
+    }
+
+    /// Counts one reply.
+    pub fn count(&self, method: &http::Method, status: StatusCode) {
+        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        counters
+            .entry((method.clone(), status.as_u16()))
+            .or_insert_with(|| {
+                metrics::counter!(
+                    "lightpath_http_requests_total",
+                    "node" => self.node.clone(),
+                    "method" => method.as_str().to_owned(),
+                    "status" => status.as_str().to_owned()
+                )
+            })
+            .increment(1);
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use crate::ca::Identity;
 use crate::cache::Cache;
 use crate::config::{AdminConfig, EdgeConfig, IngestConfig, LinksConfig, NodeConfig};
 use crate::edge::Edge;
-use crate::http::{count, live_path, text, Handler, Reply};
+use crate::http::{live_path, text, Handler, Reply, RequestCounts};
 use crate::id::NodeId;
 use crate::mesh::impair::{Impairment, Impairments};
 use crate::mesh::Mesh;
@@ -110,6 +110,7 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
     );
     let site = Arc::new(Site {
         node: params.id.to_string(),
+        counts: RequestCounts::new(params.id.as_str()),
         admin: params.admin.token.clone().zip(impairments).map(|(token, table)| Admin {
             token,
             table,
@@ -128,6 +129,7 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
 /// A node's HTTP side: dispatches by path and method to ingest, edge and metrics.
 struct Site {
     node: String,
+    counts: RequestCounts,
     admin: Option<Admin>,
     ingest: Option<Ingest>,
     edge: Option<Edge>,
@@ -136,11 +138,12 @@ struct Site {
 impl Handler for Site {
     async fn handle(self: Arc<Self>, req: http::Request<Incoming>) -> Reply {
         let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        let uri = req.uri().clone();
         let reply = self.route(req).await;
         let status = reply.status();
-        count(&self.node, &method, status);
+        self.counts.count(&method, status);
         if status.is_client_error() || status.is_server_error() {
+            let path = uri.path();
             tracing::info!(node = %self.node, %method, %path, status = status.as_u16(), reason = %reason(&reply), "request refused");
         }
         reply

@@ -78,7 +78,7 @@ pub async fn run(
     };
     tokio::spawn(driver.run(rx).instrument(span.clone()));
     tokio::spawn(accept_loop(endpoint.clone(), id.clone(), topology, events).instrument(span));
-    let api = Arc::new(Api { id: id.to_string(), view });
+    let api = Arc::new(Api { counts: crate::http::RequestCounts::new(id.as_str()), view });
     crate::http::serve(listeners.http, api, shutdown).await;
     endpoint.close(0u32.into(), b"control replica stopping");
     Ok(())
@@ -232,7 +232,7 @@ impl Driver {
 
 /// The operator API.
 struct Api {
-    id: String,
+    counts: crate::http::RequestCounts,
     view: Arc<RwLock<serde_json::Value>>,
 }
 
@@ -255,7 +255,7 @@ impl Handler for Api {
             }
             (_, p) => text(StatusCode::NOT_FOUND, format!("nothing at {p}")),
         };
-        crate::http::count(&self.id, req.method(), reply.status());
+        self.counts.count(req.method(), reply.status());
         reply
     }
 }

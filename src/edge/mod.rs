@@ -32,23 +32,23 @@ impl Edge {
     /// Answers a viewer's `GET` or `HEAD`.
     pub async fn get(&self, method: &Method, stream: &StreamName, name: &ObjectName) -> Reply {
         let cache = self.mesh.cache();
-        let state = self.mesh.stream(stream);
+        let reach = self.mesh.reach(stream);
         let cached = cache.get(stream, name);
-        match (&state, cached) {
+        match (reach, cached) {
             (None, None) => return text(StatusCode::NOT_FOUND, format!("no stream {stream}")),
-            (Some(s), _) if !s.reachable && is_playlist(name) => return unreachable(stream, &s.origin),
+            (Some((false, _)), _) if is_playlist(name) => return self.unreachable(stream),
             (_, Some(obj)) => return serve(method, &obj),
-            (Some(s), None) if !s.reachable => return unreachable(stream, &s.origin),
-            (Some(s), None) => {
-                if !s.receiving {
+            (Some((false, _)), None) => return self.unreachable(stream),
+            (Some((true, receiving)), None) => {
+                if !receiving {
                     self.mesh.want(stream);
                 }
             }
         }
         match cache.wait_for(stream, name, self.wait).await {
             Some(obj) => serve(method, &obj),
-            None => match self.mesh.stream(stream) {
-                Some(s) if !s.reachable => unreachable(stream, &s.origin),
+            None => match self.mesh.reach(stream) {
+                Some((false, _)) => self.unreachable(stream),
                 _ => text(
                     StatusCode::NOT_FOUND,
                     format!("{stream}/{name} did not arrive within {} ms", self.wait.as_millis()),
@@ -58,13 +58,16 @@ impl Edge {
     }
 }
 
-fn unreachable(stream: &StreamName, origin: &crate::id::NodeId) -> Reply {
-    let mut resp = text(
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!("the origin of stream {stream} ({origin}) is unreachable from this edge; retry shortly"),
-    );
-    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
-    resp
+impl Edge {
+    fn unreachable(&self, stream: &StreamName) -> Reply {
+        let origin = self.mesh.stream(stream).map(|s| s.origin.to_string()).unwrap_or_default();
+        let mut resp = text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the origin of stream {stream} ({origin}) is unreachable from this edge; retry shortly"),
+        );
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        resp
+    }
 }
 
 fn serve(method: &Method, obj: &Object) -> Reply {
@@ -72,7 +75,12 @@ fn serve(method: &Method, obj: &Object) -> Reply {
     let body = if method == Method::HEAD { Bytes::new() } else { obj.body.clone() };
     let mut resp = Response::new(Full::new(body));
     let headers = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&h.content_type) {
+    // The usual types without a copy; anything else (from another origin's version) validated.
+    let content_type = match crate::http::CONTENT_TYPES.iter().find(|t| **t == h.content_type) {
+        Some(t) => Ok(HeaderValue::from_static(t)),
+        None => HeaderValue::from_str(&h.content_type),
+    };
+    if let Ok(v) = content_type {
         headers.insert(header::CONTENT_TYPE, v);
     }
     let cache_control = if is_playlist(&h.name) { "public, max-age=1" } else { "public, max-age=86400" };

@@ -204,6 +204,13 @@ impl Mesh {
         self.shared.streams.read().unwrap_or_else(|e| e.into_inner()).get(stream).cloned()
     }
 
+    /// Whether `stream` is (reachable, received here), without copying its state; `None` when no origin
+    /// announced it.
+    pub fn reach(&self, stream: &StreamName) -> Option<(bool, bool)> {
+        let streams = self.shared.streams.read().unwrap_or_else(|e| e.into_inner());
+        streams.get(stream).map(|s| (s.reachable, s.receiving))
+    }
+
     /// A local viewer wants `stream`: subscribe toward its origin unless already receiving it.
     pub fn want(&self, stream: &StreamName) {
         self.shared.event(Event::Want { stream: stream.clone() });
