@@ -148,6 +148,10 @@ pub struct Engine<'a> {
     damper: RouteDamper,
     installed: Forwarding,
     fixed: Vec<Vec<u32>>,
+    /// The current object's crossing of each link, drawn on first use (see [`Engine::deliver`]); an entry is
+    /// current when its stamp is `emits`.
+    crossing: Vec<(u64, Micros)>,
+    emits: u64,
     samples: Vec<Vec<Sample>>,
     emitted: Vec<u64>,
 }
@@ -193,6 +197,8 @@ impl<'a> Engine<'a> {
             wake: vec![0; 2 * links.len()],
             installed: Rc::new(vec![vec![Hops { primary: NONE, backup: NONE }; ids.len()]; origins.len()]),
             fixed: Vec::new(),
+            crossing: vec![(0, 0); links.len()],
+            emits: 0,
             samples: vec![Vec::new(); scenario.workload.streams.len()],
             emitted: vec![0; scenario.workload.streams.len()],
             damper: RouteDamper::new(DampingConfig::default()).expect("the default damping config is valid"),
@@ -432,6 +438,7 @@ impl<'a> Engine<'a> {
 
     fn emit(&mut self, stream: usize) {
         self.emitted[stream] += 1;
+        self.emits += 1;
         let slot = self.streams[stream].slot;
         for i in 0..self.streams[stream].edges.len() {
             let edge = self.streams[stream].edges[i];
@@ -451,7 +458,8 @@ impl<'a> Engine<'a> {
     /// subscription tree, walked upstream): its primary next hop, or its backup when its own estimator has
     /// declared the primary down (local failover). It is lost when a node has no usable next hop, or when the
     /// hop it takes crosses a down link or reaches a crashed node (a failure not yet detected). Each link adds
-    /// its latency and jitter; a packet the link loses is retransmitted, one round trip later. With `overlay`
+    /// its latency and jitter, drawn once per object; a packet the link loses is retransmitted, one round trip
+    /// later. With `overlay`
     /// false the static shortest-path tree of t = 0 is followed instead, without failover.
     fn deliver(&mut self, edge: u32, slot: usize, overlay: bool) -> Option<Micros> {
         let origin = self.origins[slot];
@@ -482,13 +490,24 @@ impl<'a> Engine<'a> {
             if !self.links[link].up || !self.is_up(via) {
                 return None;
             }
-            total += match self.cross(link) {
-                Some(delay) => delay,
-                None => 3 * self.links[link].latency + self.draw_jitter(),
-            };
+            total += self.object_crossing(link);
             at = via;
         }
         None
+    }
+
+    /// The current object's delay across `link`: drawn once per object and link, since one copy crosses each
+    /// link of the tree whatever the number of edges below it (and the static tree's walk then sees the same
+    /// draws, so the two differ by their paths, not by luck).
+    fn object_crossing(&mut self, link: usize) -> Micros {
+        if self.crossing[link].0 != self.emits {
+            let delay = match self.cross(link) {
+                Some(delay) => delay,
+                None => 3 * self.links[link].latency + self.draw_jitter(),
+            };
+            self.crossing[link] = (self.emits, delay);
+        }
+        self.crossing[link].1
     }
 
     /// The shortest-path next hops toward each origin over the topology's latencies, as they are at t = 0.
