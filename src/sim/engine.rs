@@ -281,7 +281,7 @@ impl<'a> Engine<'a> {
 
     fn owner(&self, est: u32) -> u32 {
         let link = &self.links[est as usize / 2];
-        if est % 2 == 0 {
+        if est.is_multiple_of(2) {
             link.a
         } else {
             link.b
