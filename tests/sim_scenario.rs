@@ -50,6 +50,20 @@ fn a_link_fault_is_routed_around() {
 }
 
 #[test]
+fn a_slower_link_is_left_for_a_detour() {
+    // The direct westeurope—northeurope link (about 10 ms) becomes 100 ms at 10 s. The overlay measures it
+    // and, after its hold time, moves northeurope's stream onto a detour; the static tree keeps the slow link.
+    let text = BASE.replace("segment_ms = 500 }", "segment_ms = 500, edges = [\"northeurope\"] }").replace("20", "40")
+        + "\n[[faults]]\nat_s = 10\nkind = \"latency\"\na = \"westeurope\"\nb = \"northeurope\"\nvalue = 100\n";
+    let s = run_file(&scenario("latency", &text), None, None).unwrap();
+    let stream = &s.streams["s"];
+    assert_eq!(stream.all.overlay_lost, 0);
+    assert!(stream.all.static_us.p50 >= 100_000, "{stream:?}");
+    assert!(stream.all.overlay_us.p50 < 50_000, "{stream:?}");
+    assert_eq!((s.faults[0].affected, s.faults[0].reroute_us), (0, Some(0)));
+}
+
+#[test]
 fn unknown_fields_and_nodes_are_named() {
     let typo = BASE.replace("duration_s", "duration");
     assert!(error_of("typo", &typo).contains("duration"), "{}", error_of("typo", &typo));

@@ -2,6 +2,7 @@
 //! the simulator is deterministic.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use lightpath::sim::{run_file, Summary};
 
@@ -11,6 +12,12 @@ fn world() -> PathBuf {
 
 fn run(seed: Option<u64>) -> Summary {
     run_file(&world(), seed, None).expect("the world scenario runs")
+}
+
+/// The run with the scenario's own seed, shared by the tests (a debug build takes seconds per run).
+fn scenario_run() -> &'static Summary {
+    static RUN: OnceLock<Summary> = OnceLock::new();
+    RUN.get_or_init(|| run(None))
 }
 
 /// The outcome `simulations/world.toml` promises, for any seed.
@@ -47,28 +54,28 @@ fn check_expected_outcome(s: &Summary) {
 
 #[test]
 fn world_meets_its_expected_outcome() {
-    let s = run(None);
+    let s = scenario_run();
     assert_eq!(s.seed, 1);
-    check_expected_outcome(&s);
+    check_expected_outcome(s);
 }
 
 #[test]
 fn same_seed_gives_identical_json() {
     let dir = std::env::temp_dir().join(format!("lightpath-sim-{}", std::process::id()));
-    let first = run_file(&world(), None, Some(&dir)).expect("runs");
+    // A second run, given the scenario's seed explicitly, writing its JSON.
+    let second = run_file(&world(), Some(1), Some(&dir)).expect("runs");
     let written = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json written");
     std::fs::remove_dir_all(&dir).ok();
-    assert_eq!(written, first.to_json());
-    assert_eq!(run(None).to_json(), written, "a second run differs");
-    assert_eq!(run(Some(1)).to_json(), written, "--seed 1 differs from the scenario's seed 1");
+    assert_eq!(written, second.to_json());
+    assert_eq!(scenario_run().to_json(), written, "a second run with the same seed differs");
 }
 
 #[test]
 fn another_seed_changes_figures_not_the_conclusion() {
-    let (one, two) = (run(None), run(Some(2)));
+    let (one, two) = (scenario_run(), run(Some(2)));
     assert_ne!(one.to_json(), two.to_json());
     assert_eq!(two.seed, 2);
     let p99 = |s: &Summary| s.streams.values().map(|st| st.all.overlay_us.p99).collect::<Vec<_>>();
-    assert_ne!(p99(&one), p99(&two), "jitter-dependent figures did not move");
+    assert_ne!(p99(one), p99(&two), "jitter-dependent figures did not move");
     check_expected_outcome(&two);
 }

@@ -157,9 +157,10 @@ impl Summary {
         }
     }
 
-    /// The JSON form, keys in a fixed order.
+    /// The JSON form, keys sorted (serde_json's maps are ordered by key).
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("a summary always serializes") + "\n"
+        let value = serde_json::to_value(self).expect("a summary always serializes");
+        serde_json::to_string_pretty(&value).expect("a JSON value always serializes") + "\n"
     }
 
     /// The table form.
