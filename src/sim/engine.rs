@@ -537,3 +537,25 @@ impl<'a> Engine<'a> {
 fn ms_to_micros(ms: f64) -> Micros {
     (ms * 1000.0).round() as Micros
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_pops_in_time_order_then_in_scheduling_order() {
+        let mut queue = BinaryHeap::new();
+        for (seq, at) in [(1, 30), (2, 10), (3, 30), (4, 20), (5, 10)] {
+            queue.push(Scheduled { at, seq, event: Event::Recompute });
+        }
+        let order: Vec<(Micros, u64)> = std::iter::from_fn(|| queue.pop()).map(|s| (s.at, s.seq)).collect();
+        assert_eq!(order, [(10, 2), (10, 5), (20, 4), (30, 1), (30, 3)]);
+    }
+
+    #[test]
+    fn milliseconds_convert_to_whole_microseconds() {
+        assert_eq!(ms_to_micros(1.75), 1_750);
+        assert_eq!(ms_to_micros(0.0004), 0);
+        assert_eq!(ms_to_micros(120.0), 120_000);
+    }
+}

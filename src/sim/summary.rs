@@ -253,3 +253,41 @@ fn reroute(streams: &[Vec<Sample>], at: Micros, until: Micros) -> (u64, u64, Opt
     }
     (affected, lost, worst)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(edge: u32, sent: Micros, overlay: Option<Micros>) -> Sample {
+        Sample { edge, sent, overlay, fixed: overlay }
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let p = Percentiles::of((1..=100).rev().collect());
+        assert_eq!((p.p50, p.p95, p.p99), (50, 95, 99));
+        assert_eq!(Percentiles::of(vec![7]), Percentiles { p50: 7, p95: 7, p99: 7 });
+        assert_eq!(Percentiles::of(Vec::new()), Percentiles::default());
+    }
+
+    #[test]
+    fn reroute_runs_to_the_last_affected_edge_delivering_after_its_last_loss() {
+        let fault = 1_000;
+        let samples = vec![vec![
+            sample(1, 900, None), // before the fault: not this fault's
+            sample(1, 1_000, None),
+            sample(2, 1_000, Some(40)),
+            sample(1, 1_250, Some(30)),
+            sample(2, 1_250, None),
+            sample(2, 1_500, None),
+            sample(1, 1_500, Some(30)),
+            sample(2, 1_750, Some(50)),
+        ]];
+        // Edge 1 is back at 1_280, edge 2 at 1_800.
+        assert_eq!(reroute(&samples, fault, Micros::MAX), (2, 3, Some(800)));
+        // An edge that never receives again makes the reroute time unknown.
+        assert_eq!(reroute(&samples, 1_500, Micros::MAX), (1, 1, Some(300)));
+        assert_eq!(reroute(&[vec![sample(3, 2_000, None)]], fault, Micros::MAX), (1, 1, None));
+        assert_eq!(reroute(&samples, 2_000, Micros::MAX), (0, 0, Some(0)));
+    }
+}
