@@ -20,6 +20,7 @@ pub mod mesh;
 pub mod node;
 pub mod origin;
 pub mod routing;
+pub mod sim;
 pub mod telemetry;
 pub mod topology;
 pub mod wire;

@@ -38,6 +38,17 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run a simulation scenario (simulations/*.toml) and print its summary.
+    Sim {
+        /// The scenario file.
+        scenario: PathBuf,
+        /// The RNG seed, instead of the scenario's.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Also write DIR/summary.json.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// The mesh certificate authority.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -136,6 +147,11 @@ fn run(command: Command) -> Result<()> {
             let identity = lightpath::ca::Identity::load(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key)?;
             lightpath::control::run(cfg.node, std::sync::Arc::new(topology), identity, listeners, ctrl_c()).await
         }),
+        Command::Sim { scenario, seed, out } => {
+            let summary = lightpath::sim::run_file(&scenario, seed, out.as_deref())?;
+            print!("{}", summary.table());
+            Ok(())
+        }
         Command::Demo { topology } => runtime()?.block_on(lightpath::demo::run(topology, ctrl_c())),
     }
 }

@@ -1,0 +1,95 @@
+//! Scenario files: mistakes are errors that name the field; the simulator's module stays pure.
+
+use std::path::{Path, PathBuf};
+
+use lightpath::sim::{run_file, SimError};
+
+/// Writes a scenario into a fresh folder and returns its path; `TOPOLOGY` stands for the world topology.
+fn scenario(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lightpath-sim-scenario-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let topology = Path::new(env!("CARGO_MANIFEST_DIR")).join("topology/world.toml");
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text.replace("TOPOLOGY", &topology.display().to_string())).unwrap();
+    path
+}
+
+const BASE: &str = r#"
+topology = "TOPOLOGY"
+duration_s = 20
+seed = 3
+[workload]
+streams = [{ name = "s", origin = "westeurope", segment_ms = 500 }]
+"#;
+
+fn error_of(name: &str, text: &str) -> String {
+    match run_file(&scenario(name, text), None, None) {
+        Ok(_) => panic!("{name}: accepted"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_small_scenario_runs() {
+    let s = run_file(&scenario("small", BASE), None, None).unwrap();
+    assert_eq!(s.streams["s"].edges, 50);
+    assert_eq!(s.streams["s"].all.overlay_lost, 0);
+    assert!(s.faults.is_empty());
+}
+
+#[test]
+fn a_link_fault_is_routed_around() {
+    // westeurope's direct link to northeurope fails; northeurope must be served through another node.
+    let text =
+        format!("{BASE}\n[[faults]]\nat_s = 10\nkind = \"link_down\"\na = \"westeurope\"\nb = \"northeurope\"\n");
+    let s = run_file(&scenario("linkdown", &text), None, None).unwrap();
+    let fault = &s.faults[0];
+    assert_eq!(fault.target, "westeurope-northeurope");
+    assert!(fault.affected >= 1, "{fault:?}");
+    assert!(fault.reroute_us.is_some_and(|r| r <= 2_000_000), "{fault:?}");
+}
+
+#[test]
+fn a_slower_link_is_left_for_a_detour() {
+    // The direct westeurope—northeurope link (about 10 ms) becomes 100 ms at 10 s. The overlay measures it
+    // and, after its hold time, moves northeurope's stream onto a detour; the static tree keeps the slow link.
+    let text = BASE.replace("segment_ms = 500 }", "segment_ms = 500, edges = [\"northeurope\"] }").replace("20", "40")
+        + "\n[[faults]]\nat_s = 10\nkind = \"latency\"\na = \"westeurope\"\nb = \"northeurope\"\nvalue = 100\n";
+    let s = run_file(&scenario("latency", &text), None, None).unwrap();
+    let stream = &s.streams["s"];
+    assert_eq!(stream.all.overlay_lost, 0);
+    assert!(stream.all.static_us.p50 >= 100_000, "{stream:?}");
+    assert!(stream.all.overlay_us.p50 < 50_000, "{stream:?}");
+    assert_eq!((s.faults[0].affected, s.faults[0].reroute_us), (0, Some(0)));
+}
+
+#[test]
+fn unknown_fields_and_nodes_are_named() {
+    let typo = BASE.replace("duration_s", "duration");
+    assert!(error_of("typo", &typo).contains("duration"), "{}", error_of("typo", &typo));
+    let node = BASE.replace("westeurope", "atlantis");
+    let e = error_of("node", &node);
+    assert!(e.contains("workload.streams[0].origin") && e.contains("atlantis"), "{e}");
+    let fault = format!("{BASE}\n[[faults]]\nat_s = 5\nkind = \"link_down\"\na = \"westeurope\"\n");
+    assert!(error_of("fault", &fault).contains("faults[0].b"), "{}", error_of("fault", &fault));
+    let kind = format!("{BASE}\n[[faults]]\nat_s = 5\nkind = \"meteor\"\na = \"westeurope\"\n");
+    assert!(error_of("kind", &kind).contains("meteor"), "{}", error_of("kind", &kind));
+    let late = format!("{BASE}\n[[faults]]\nat_s = 50\nkind = \"node_crash\"\na = \"westeurope\"\n");
+    assert!(error_of("late", &late).contains("faults[0].at_s"), "{}", error_of("late", &late));
+    assert!(matches!(run_file(Path::new("/nonexistent/scenario.toml"), None, None), Err(SimError::Read { .. })));
+}
+
+#[test]
+fn the_simulator_is_pure() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sim");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for banned in ["tokio", "quinn", "Instant", "SystemTime", "std::net", "UdpSocket", "TcpStream"] {
+                assert!(!code.contains(banned), "{}:{}: uses {banned}", path.display(), i + 1);
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The world scenario (`simulations/world.toml`) states its expected outcome; these tests check it, and that
+//! the simulator is deterministic.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use lightpath::sim::{run_file, Summary};
+
+fn world() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("simulations/world.toml")
+}
+
+fn run(seed: Option<u64>) -> Summary {
+    run_file(&world(), seed, None).expect("the world scenario runs")
+}
+
+/// The run with the scenario's own seed, shared by the tests (a debug build takes seconds per run).
+fn scenario_run() -> &'static Summary {
+    static RUN: OnceLock<Summary> = OnceLock::new();
+    RUN.get_or_init(|| run(None))
+}
+
+/// The outcome `simulations/world.toml` promises, for any seed.
+fn check_expected_outcome(s: &Summary) {
+    assert_eq!(s.streams.len(), 4);
+    for (name, stream) in &s.streams {
+        assert!(stream.steady.due > 0, "{name}: no object delivered in steady state");
+        assert_eq!(stream.steady.overlay_lost, 0, "{name}: objects lost in steady state");
+        // The overlay routes on measured costs; it must do no worse than the shortest paths over the topology's
+        // true latencies, fixed at t = 0, while nothing fails.
+        assert!(
+            stream.steady.overlay_us.p99 <= stream.steady.static_us.p99,
+            "{name}: overlay p99 {} µs, static tree p99 {} µs",
+            stream.steady.overlay_us.p99,
+            stream.steady.static_us.p99
+        );
+        assert!(stream.steady.overlay_us.p50 > 1_000, "{name}: implausible latencies {:?}", stream.steady.overlay_us);
+    }
+    assert_eq!(s.faults.len(), 1);
+    let crash = &s.faults[0];
+    assert_eq!((crash.kind.as_str(), crash.target.as_str(), crash.at_us), ("node_crash", "centralus", 30_000_000));
+    // The crash must hit some route, or the bound below proves nothing.
+    assert!(crash.affected > 0, "the crash affected no edge: {crash:?}");
+    let reroute = crash.reroute_us.expect("every affected edge receives objects again");
+    assert!(reroute <= s.reroute_within_ms * 1000, "reroute took {reroute} µs, more than {} ms", s.reroute_within_ms);
+    // Objects lost to the crash are those of the reroute window only: at most one object per 250 ms part per
+    // affected edge while it lasts.
+    assert!(crash.lost <= crash.affected * (reroute / 250_000 + 1), "{crash:?}");
+    // The static tree has no failover: the edges below the crashed node lose everything from then on.
+    let overlay_lost: u64 = s.streams.values().map(|st| st.all.overlay_lost).sum();
+    let static_lost: u64 = s.streams.values().map(|st| st.all.static_lost).sum();
+    assert!(static_lost > 10 * overlay_lost, "static tree lost {static_lost}, overlay {overlay_lost}");
+}
+
+#[test]
+fn world_meets_its_expected_outcome() {
+    let s = scenario_run();
+    assert_eq!(s.seed, 1);
+    check_expected_outcome(s);
+}
+
+#[test]
+fn same_seed_gives_identical_json() {
+    let dir = std::env::temp_dir().join(format!("lightpath-sim-{}", std::process::id()));
+    // A second run, given the scenario's seed explicitly, writing its JSON.
+    let second = run_file(&world(), Some(1), Some(&dir)).expect("runs");
+    let written = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json written");
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(written, second.to_json());
+    assert_eq!(scenario_run().to_json(), written, "a second run with the same seed differs");
+}
+
+#[test]
+fn another_seed_changes_figures_not_the_conclusion() {
+    let (one, two) = (scenario_run(), run(Some(2)));
+    assert_ne!(one.to_json(), two.to_json());
+    assert_eq!(two.seed, 2);
+    let p99 = |s: &Summary| s.streams.values().map(|st| st.all.overlay_us.p99).collect::<Vec<_>>();
+    assert_ne!(p99(one), p99(&two), "jitter-dependent figures did not move");
+    check_expected_outcome(&two);
+}
