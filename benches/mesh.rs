@@ -1,0 +1,673 @@
+//! Mesh benchmarks: goodput, added latency per hop and first-viewer time of real nodes on 127.0.0.1.
+//!
+//! Three mesh nodes run in this process on one multi-thread tokio runtime: `origin -> relay -> edge`, each a
+//! real [`Mesh`] (quinn endpoint, mutual TLS with certificates from a CA made for the run, its own
+//! [`Cache`]), publishing through [`Ingest::publish`] at the origin and serving viewers over real HTTP at the
+//! edge ([`lightpath::http::serve`] + [`Edge`]). A raw quinn connection between two endpoints with the same TLS
+//! setup and the same [`transport`] config is the peer for goodput and latency, and gives the path RTT.
+//!
+//! `cargo bench --bench mesh` prints one table. It measures, in order:
+//!
+//! 1. goodput of 1 MiB objects, one QUIC unidirectional stream per object: raw quinn, one mesh hop
+//!    (origin -> relay) and two hops (origin -> relay -> edge), in alternating rounds;
+//! 2. added latency per hop for 200 KB objects published every 400 ms (a 4 Mbit/s stream): from the object
+//!    being complete at the origin to it being complete in the relay's cache, and from there to the edge's,
+//!    with the same object sent over the raw quinn connection between two objects of the stream as the peer;
+//! 3. first-viewer time: a cold edge's first `GET index.m3u8` for a stream that is live at the origin and
+//!    announced at the edge, to the first byte of the reply, with fresh streams.
+//!
+//! Sizes and counts can be changed with `MESH_BENCH_*` variables (see `Settings`).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use bytes::Bytes;
+use hyper::body::Incoming;
+use lightpath::ca::{create_ca, issue, CaFiles, Identity};
+use lightpath::cache::Cache;
+use lightpath::config::IngestConfig;
+use lightpath::edge::Edge;
+use lightpath::hls::{LivePlaylist, Segment};
+use lightpath::http::{live_path, text, Handler, Reply};
+use lightpath::id::{NodeId, ObjectName, StreamName};
+use lightpath::mesh::peer::transport;
+use lightpath::mesh::Mesh;
+use lightpath::origin::Ingest;
+use lightpath::topology::Topology;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// What the run measures; each can be overridden by an environment variable.
+struct Settings {
+    /// `MESH_BENCH_GOODPUT_OBJECTS`: 1 MiB objects per goodput round.
+    goodput_objects: usize,
+    /// `MESH_BENCH_GOODPUT_ROUNDS`: rounds of the three goodput variants, back to back (medians are reported,
+    /// and each ratio is the median of the rounds' own ratios, so load that comes and goes cancels out).
+    goodput_rounds: usize,
+    /// `MESH_BENCH_LATENCY_OBJECTS`: objects of the 4 Mbit/s stream.
+    latency_objects: usize,
+    /// `MESH_BENCH_VIEWERS`: fresh streams for the first-viewer measurement.
+    viewers: usize,
+}
+
+impl Settings {
+    fn from_env() -> Result<Self> {
+        let var = |name: &str, default: usize| -> Result<usize> {
+            match std::env::var(name) {
+                Ok(v) => v.parse().with_context(|| format!("{name}={v} is not a count")),
+                Err(_) => Ok(default),
+            }
+        };
+        Ok(Self {
+            goodput_objects: var("MESH_BENCH_GOODPUT_OBJECTS", 128)?,
+            goodput_rounds: var("MESH_BENCH_GOODPUT_ROUNDS", 5)?,
+            latency_objects: var("MESH_BENCH_LATENCY_OBJECTS", 100)?,
+            viewers: var("MESH_BENCH_VIEWERS", 20)?,
+        })
+    }
+}
+
+const MIB: usize = 1 << 20;
+/// One object of a 4 Mbit/s stream cut every 400 ms.
+const LIVE_OBJECT_BYTES: usize = 200_000;
+const LIVE_INTERVAL: Duration = Duration::from_millis(400);
+/// Large enough that nothing a measurement still waits for is evicted.
+const CACHE_BYTES: u64 = 2 << 30;
+const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn main() -> Result<()> {
+    // `cargo bench` passes `--bench`; there are no filters to honour.
+    if std::env::var_os("RUST_LOG").is_none() {
+        std::env::set_var("RUST_LOG", "error");
+    }
+    lightpath::telemetry::init_logging(lightpath::telemetry::LogFormat::Human);
+    // Count into the same Prometheus recorder a node installs, so per-object counters cost what they cost there.
+    lightpath::telemetry::metrics();
+    let settings = Settings::from_env()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    runtime.block_on(run(settings))
+}
+
+async fn run(settings: Settings) -> Result<()> {
+    let started = Instant::now();
+    let ca = create_ca("lightpath bench CA")?;
+    let lab = Lab::start(&ca).await.context("starting the mesh")?;
+    let raw = RawPair::start(&ca).await.context("starting the raw quinn pair")?;
+    let rtt = raw.rtt().await?;
+
+    let goodput = goodput(&lab, &raw, &settings).await.context("goodput")?;
+    let latency = hop_latency(&lab, &raw, settings.latency_objects).await.context("latency per hop")?;
+    let viewers = first_viewer(&lab, settings.viewers).await.context("first-viewer time")?;
+
+    print_report(&settings, &rtt, &goodput, &latency, &viewers);
+    println!("\n(total run time {:.1} s)", started.elapsed().as_secs_f64());
+    lab.close();
+    raw.close();
+    Ok(())
+}
+
+// ---- the mesh under test -------------------------------------------------------------------------------------
+
+/// Three nodes, `origin - relay - edge`, and the origin's ingest and the edge's HTTP address.
+struct Lab {
+    origin: Mesh,
+    relay: Mesh,
+    edge: Mesh,
+    ingest: Ingest,
+    edge_http: SocketAddr,
+    /// Keeps the unused HTTP ports of the origin and relay reserved.
+    _listeners: Vec<TcpListener>,
+}
+
+impl Lab {
+    async fn start(ca: &CaFiles) -> Result<Self> {
+        let ids = ["origin", "relay", "edge"];
+        let mut sockets = Vec::new();
+        let mut listeners = Vec::new();
+        let mut topology = String::from("[[regions]]\nname = \"lab\"\nlat = 0.0\nlon = 0.0\n");
+        for id in ids {
+            let role = id; // each node's one role is its name
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
+            let tcp = TcpListener::bind("127.0.0.1:0").await?;
+            topology.push_str(&format!(
+                "\n[[nodes]]\nid = \"{id}\"\nregion = \"lab\"\nroles = [\"{role}\"]\nmesh = \"{}\"\nhttp = \"{}\"\n",
+                udp.local_addr()?,
+                tcp.local_addr()?
+            ));
+            sockets.push(udp);
+            listeners.push(tcp);
+        }
+        topology.push_str("\n[[links]]\na = \"origin\"\nb = \"relay\"\nlatency_ms = 1.0\n");
+        topology.push_str("\n[[links]]\na = \"relay\"\nb = \"edge\"\nlatency_ms = 1.0\n");
+        let topology = Topology::parse(&topology, "bench topology").map_err(|e| anyhow::anyhow!("{e}"))?;
+
+        let mut meshes = Vec::new();
+        for (id, socket) in ids.iter().zip(sockets) {
+            let id = NodeId::new(*id)?;
+            let files = issue(ca, &id, 1)?;
+            let identity = Identity::from_pem(&ca.cert_pem, &files.chain_pem, &files.key_pem)?;
+            let cache = Cache::new(CACHE_BYTES, id.as_str());
+            meshes.push(Mesh::start(id, &topology, &identity, socket, cache, None)?);
+        }
+        let [origin, relay, edge]: [Mesh; 3] = meshes.try_into().map_err(|_| anyhow::anyhow!("three nodes"))?;
+        let ingest = Ingest::new(origin.clone(), IngestConfig::default());
+
+        let edge_listener = listeners.pop().expect("three listeners");
+        let edge_http = edge_listener.local_addr()?;
+        let viewers = Arc::new(Viewers { edge: Edge::new(edge.clone(), Duration::from_secs(6)) });
+        tokio::spawn(lightpath::http::serve(edge_listener, viewers, std::future::pending::<()>()));
+
+        let lab = Self { origin, relay, edge, ingest, edge_http, _listeners: listeners };
+        // The mesh is up once a stream published at the origin reaches the edge.
+        let warmup = StreamName::new("warmup")?;
+        lab.edge.want(&warmup);
+        lab.ingest.publish(warmup.clone(), ObjectName::new("hello.bin")?, Bytes::from_static(b"hello"));
+        lab.edge
+            .cache()
+            .wait_for(&warmup, &ObjectName::new("hello.bin")?, Duration::from_secs(20))
+            .await
+            .context("the mesh did not come up within 20 s")?;
+        Ok(lab)
+    }
+
+    /// Makes `node` want `stream` and waits until a first object published at the origin reaches it, so the
+    /// subscription tree is in place before a measurement starts.
+    async fn subscribe(&self, node: &Mesh, stream: &StreamName) -> Result<()> {
+        node.want(stream);
+        let name = ObjectName::new("subscribed.bin")?;
+        self.ingest.publish(stream.clone(), name.clone(), Bytes::from_static(b"subscribed"));
+        node.cache().wait_for(stream, &name, ARRIVAL_TIMEOUT).await.context("the subscription never delivered")?;
+        Ok(())
+    }
+
+    fn close(&self) {
+        for mesh in [&self.origin, &self.relay, &self.edge] {
+            mesh.close();
+        }
+    }
+}
+
+/// The edge's viewer side: what a node's HTTP site does for `GET /live/{stream}/{file}`.
+struct Viewers {
+    edge: Edge,
+}
+
+impl Handler for Viewers {
+    async fn handle(self: Arc<Self>, req: http::Request<Incoming>) -> Reply {
+        match live_path(req.uri().path()) {
+            Ok((stream, name)) => self.edge.get(req.method(), &stream, &name).await,
+            Err(e) => text(e.status(), e.to_string()),
+        }
+    }
+}
+
+// ---- the raw quinn peer ----------------------------------------------------------------------------------------
+
+/// Two quinn endpoints on 127.0.0.1 with the mesh's TLS and transport settings, connected.
+struct RawPair {
+    client: quinn::Endpoint,
+    server: quinn::Endpoint,
+    /// The client's side of the connection.
+    sender: quinn::Connection,
+    /// The server's side.
+    receiver: quinn::Connection,
+}
+
+impl RawPair {
+    async fn start(ca: &CaFiles) -> Result<Self> {
+        let identity = |id: &str| -> Result<Identity> {
+            let files = issue(ca, &NodeId::new(id)?, 1)?;
+            Identity::from_pem(&ca.cert_pem, &files.chain_pem, &files.key_pem)
+        };
+        let (server_id, client_id) = (identity("raw-server")?, identity("raw-client")?);
+        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(
+            quinn::crypto::rustls::QuicServerConfig::try_from(server_id.server_config()?)?,
+        ));
+        server_config.transport_config(Arc::new(transport()));
+        let mut client_config = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(
+            client_id.client_config()?,
+        )?));
+        client_config.transport_config(Arc::new(transport()));
+        let runtime = quinn::default_runtime().context("no runtime")?;
+        let server = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config),
+            std::net::UdpSocket::bind("127.0.0.1:0")?,
+            runtime.clone(),
+        )?;
+        let mut client = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            std::net::UdpSocket::bind("127.0.0.1:0")?,
+            runtime,
+        )?;
+        client.set_default_client_config(client_config);
+        let connecting = client.connect(server.local_addr()?, "raw-server")?;
+        // The server must accept the incoming connection for the client's handshake to complete.
+        let accepting = async { anyhow::Ok(server.accept().await.context("no incoming connection")?.await?) };
+        let (sender, receiver) = tokio::join!(connecting, accepting);
+        Ok(Self { client, server, sender: sender?, receiver: receiver? })
+    }
+
+    /// Sends `count` objects, one unidirectional stream each, all at once (as the mesh driver does), and
+    /// returns the time until the receiver has read the last one to its end.
+    async fn transfer(&self, body: &Bytes, count: usize) -> Result<Duration> {
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Result<usize>>();
+        let receiver = self.receiver.clone();
+        let accept = tokio::spawn(async move {
+            for _ in 0..count {
+                let mut recv = receiver.accept_uni().await?;
+                let done = done_tx.clone();
+                // One task per stream, reading the whole object, as the mesh's receiving side does.
+                tokio::spawn(async move {
+                    let read = recv.read_to_end(64 * MIB).await.map(|b| b.len()).map_err(anyhow::Error::from);
+                    let _ = done.send(read);
+                });
+            }
+            anyhow::Ok(())
+        });
+        let start = Instant::now();
+        for _ in 0..count {
+            let conn = self.sender.clone();
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut send = conn.open_uni().await?;
+                send.write_chunk(body).await?;
+                send.finish()?;
+                anyhow::Ok(())
+            });
+        }
+        let mut bytes = 0;
+        for _ in 0..count {
+            bytes += done_rx.recv().await.context("receiver gone")??;
+        }
+        let elapsed = start.elapsed();
+        accept.await??;
+        ensure!(bytes == body.len() * count, "raw transfer lost bytes: {bytes}");
+        Ok(elapsed)
+    }
+
+    /// The connection's RTT: quinn's smoothed estimate, and application round trips on fresh bidirectional
+    /// streams (one byte there and back).
+    async fn rtt(&self) -> Result<Rtt> {
+        let receiver = self.receiver.clone();
+        let echo = tokio::spawn(async move {
+            while let Ok((mut send, mut recv)) = receiver.accept_bi().await {
+                let byte = recv.read_to_end(16).await?;
+                send.write_all(&byte).await?;
+                send.finish()?;
+            }
+            anyhow::Ok(())
+        });
+        let mut pings = Vec::new();
+        for _ in 0..50 {
+            let start = Instant::now();
+            let (mut send, mut recv) = self.sender.open_bi().await?;
+            send.write_all(b"p").await?;
+            send.finish()?;
+            let back = recv.read_to_end(16).await?;
+            ensure!(back == b"p", "echo returned {back:?}");
+            pings.push(start.elapsed());
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        echo.abort();
+        pings.sort();
+        Ok(Rtt { quinn: self.sender.rtt(), ping_p50: percentile(&pings, 50.0) })
+    }
+
+    fn close(&self) {
+        self.client.close(0u32.into(), b"done");
+        self.server.close(0u32.into(), b"done");
+    }
+}
+
+struct Rtt {
+    /// quinn's smoothed RTT of one link.
+    quinn: Duration,
+    /// Median application round trip on one link.
+    ping_p50: Duration,
+}
+
+// ---- 1. goodput -----------------------------------------------------------------------------------------------
+
+struct Goodput {
+    /// MiB/s of each round, per variant.
+    raw: Vec<f64>,
+    one_hop: Vec<f64>,
+    two_hops: Vec<f64>,
+    /// CPU time of this process per MiB delivered, over all rounds, per variant.
+    cpu_ms_per_mib: [f64; 3],
+}
+
+async fn goodput(lab: &Lab, raw: &RawPair, settings: &Settings) -> Result<Goodput> {
+    let body = Bytes::from((0..MIB).map(|i| (i * 7 + i / 4096) as u8).collect::<Vec<u8>>());
+    let count = settings.goodput_objects;
+    let mib = |d: Duration| (count * body.len()) as f64 / MIB as f64 / d.as_secs_f64();
+    let mut result = Goodput { raw: Vec::new(), one_hop: Vec::new(), two_hops: Vec::new(), cpu_ms_per_mib: [0.0; 3] };
+    let mut cpu = [Duration::ZERO; 3];
+    // Round 0 warms each path up (congestion windows, allocator) and is not counted.
+    for round in 0..=settings.goodput_rounds {
+        let one = StreamName::new(format!("goodput-1hop-{round}"))?;
+        let two = StreamName::new(format!("goodput-2hop-{round}"))?;
+        let n = if round == 0 { count.min(16) } else { count };
+        let (raw_time, raw_cpu) = with_cpu(raw.transfer(&body, n)).await?;
+        let (one_time, one_cpu) = with_cpu(mesh_transfer(lab, &lab.relay, &one, &body, n)).await?;
+        let (two_time, two_cpu) = with_cpu(mesh_transfer(lab, &lab.edge, &two, &body, n)).await?;
+        if round > 0 {
+            result.raw.push(mib(raw_time));
+            result.one_hop.push(mib(one_time));
+            result.two_hops.push(mib(two_time));
+            for (total, used) in cpu.iter_mut().zip([raw_cpu, one_cpu, two_cpu]) {
+                *total += used;
+            }
+        }
+    }
+    let delivered = (settings.goodput_rounds * count * body.len()) as f64 / MIB as f64;
+    result.cpu_ms_per_mib = cpu.map(|c| c.as_secs_f64() * 1000.0 / delivered);
+    Ok(result)
+}
+
+/// Runs `work` and returns its output with the CPU time this process used meanwhile (all threads).
+async fn with_cpu<T>(work: impl Future<Output = Result<T>>) -> Result<(T, Duration)> {
+    let before = process_cpu();
+    let out = work.await?;
+    Ok((out, process_cpu().saturating_sub(before)))
+}
+
+/// CPU time of this process's live threads, from `/proc/self/task/*/schedstat` (nanoseconds on a CPU); zero
+/// where that is not available.
+fn process_cpu() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return Duration::ZERO };
+    let nanos: u64 = tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
+}
+
+/// Publishes `count` objects at the origin as fast as ingest takes them and returns the time until `to` holds
+/// the last of them.
+async fn mesh_transfer(lab: &Lab, to: &Mesh, stream: &StreamName, body: &Bytes, count: usize) -> Result<Duration> {
+    lab.subscribe(to, stream).await?;
+    let names: Vec<ObjectName> = (0..count).map(|i| ObjectName::new(format!("o{i}.m4s"))).collect::<Result<_, _>>()?;
+    let start = Instant::now();
+    for name in &names {
+        lab.ingest.publish(stream.clone(), name.clone(), body.clone());
+    }
+    for name in &names {
+        let object = to.cache().wait_for(stream, name, ARRIVAL_TIMEOUT).await;
+        let object = object.with_context(|| format!("{stream}/{name} did not arrive at {}", to.me()))?;
+        ensure!(object.body.len() == body.len(), "{stream}/{name} arrived with {} bytes", object.body.len());
+    }
+    Ok(start.elapsed())
+}
+
+// ---- 2. latency per hop ----------------------------------------------------------------------------------------
+
+struct HopLatency {
+    /// Origin complete -> relay complete, per object.
+    first: Vec<Duration>,
+    /// Relay complete -> edge complete.
+    second: Vec<Duration>,
+    /// Origin complete -> edge complete.
+    total: Vec<Duration>,
+    /// The peer: the same object over the raw quinn connection, written -> read to its end.
+    raw: Vec<Duration>,
+}
+
+async fn hop_latency(lab: &Lab, raw: &RawPair, count: usize) -> Result<HopLatency> {
+    let stream = StreamName::new("latency")?;
+    lab.subscribe(&lab.edge, &stream).await?;
+    let body = Bytes::from(vec![0x47u8; LIVE_OBJECT_BYTES]);
+    let mut result = HopLatency { first: Vec::new(), second: Vec::new(), total: Vec::new(), raw: Vec::new() };
+    let mut tick = tokio::time::interval(LIVE_INTERVAL);
+    for n in 0..count {
+        tick.tick().await;
+        let name = ObjectName::new(format!("seg{n}.ts"))?;
+        // Waiters first, so each sees the object the moment its cache takes it.
+        let relay = arrival(&lab.relay, &stream, &name);
+        let edge = arrival(&lab.edge, &stream, &name);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let published = Instant::now();
+        lab.ingest.publish(stream.clone(), name.clone(), body.clone());
+        let at_relay = relay.await??;
+        let at_edge = edge.await??;
+        result.first.push(at_relay - published);
+        result.second.push(at_edge.saturating_duration_since(at_relay));
+        result.total.push(at_edge - published);
+        // The peer, between two objects of the stream: the same bytes over one raw quinn connection.
+        result.raw.push(raw.transfer(&body, 1).await?);
+    }
+    Ok(result)
+}
+
+/// The instant `name` lands in `node`'s cache.
+fn arrival(node: &Mesh, stream: &StreamName, name: &ObjectName) -> tokio::task::JoinHandle<Result<Instant>> {
+    let (node, stream, name) = (node.clone(), stream.clone(), name.clone());
+    tokio::spawn(async move {
+        node.cache()
+            .wait_for(&stream, &name, ARRIVAL_TIMEOUT)
+            .await
+            .with_context(|| format!("{stream}/{name} did not arrive at {}", node.me()))?;
+        Ok(Instant::now())
+    })
+}
+
+// ---- 3. first viewer ---------------------------------------------------------------------------------------
+
+struct FirstViewer {
+    /// Viewer starts -> the playlist is in the edge's cache.
+    in_cache: Vec<Duration>,
+    /// Viewer connects and sends the GET -> first byte of the playlist reply.
+    playlist: Vec<Duration>,
+    /// Viewer connects -> the playlist's newest segment fully received (a player can start).
+    segment: Vec<Duration>,
+}
+
+async fn first_viewer(lab: &Lab, streams: usize) -> Result<FirstViewer> {
+    let mut result = FirstViewer { in_cache: Vec::new(), playlist: Vec::new(), segment: Vec::new() };
+    for i in 0..streams {
+        let stream = StreamName::new(format!("viewer-{i}"))?;
+        let publisher = tokio::spawn(publish_live(lab.ingest_handle(), stream.clone()));
+        // Live for a second (three segments) and announced everywhere; never asked for at the relay or edge.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while lab.edge.stream(&stream).is_none_or(|s| !s.reachable) {
+            ensure!(Instant::now() < deadline, "{stream} was never announced at the edge");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        ensure!(!lab.edge.cache().has_stream(&stream) && !lab.relay.cache().has_stream(&stream), "not cold");
+
+        let in_cache = arrival(&lab.edge, &stream, &ObjectName::new("index.m3u8")?);
+        tokio::time::sleep(Duration::from_millis(2)).await; // the waiter is parked
+        let (addr, path) = (lab.edge_http, format!("/live/{stream}/"));
+        let start = Instant::now();
+        let (first_byte, ready) = tokio::task::spawn_blocking(move || view(start, addr, &path)).await??;
+        result.in_cache.push(in_cache.await?? - start);
+        publisher.abort();
+        result.playlist.push(first_byte);
+        result.segment.push(ready);
+    }
+    Ok(result)
+}
+
+impl Lab {
+    /// A second ingest handle on the origin, for a publisher task (the origin numbers each stream itself).
+    fn ingest_handle(&self) -> Ingest {
+        Ingest::new(self.origin.clone(), IngestConfig::default())
+    }
+}
+
+/// Publishes a live stream, as a publisher's HLS muxer would: a segment, then the playlist, every 400 ms.
+async fn publish_live(ingest: Ingest, stream: StreamName) -> Result<()> {
+    let mut playlist = LivePlaylist::new(6, 1);
+    let body = Bytes::from(vec![0x47u8; LIVE_OBJECT_BYTES]);
+    let mut tick = tokio::time::interval(LIVE_INTERVAL);
+    for n in 0u64.. {
+        tick.tick().await;
+        let uri = format!("seg{n}.ts");
+        ingest.publish(stream.clone(), ObjectName::new(uri.clone())?, body.clone());
+        playlist.push(Segment { uri, duration: LIVE_INTERVAL.as_secs_f64(), discontinuity: false });
+        ingest.publish(stream.clone(), ObjectName::new("index.m3u8")?, Bytes::from(playlist.render()));
+    }
+    Ok(())
+}
+
+/// What a player does first, timed from its own thread (outside the nodes' runtime, like a viewer elsewhere):
+/// connect, GET the playlist (first byte timed), then GET its newest segment on the same connection. Returns the
+/// time to the playlist's first byte and to the segment's last.
+fn view(start: Instant, addr: SocketAddr, base: &str) -> Result<(Duration, Duration)> {
+    let tcp = std::net::TcpStream::connect(addr)?;
+    tcp.set_nodelay(true)?;
+    let mut conn = std::io::BufReader::new(tcp);
+    let (first_byte, playlist) = get(&mut conn, &format!("{base}index.m3u8"))?;
+    let first_byte = first_byte - start;
+    let playlist = String::from_utf8(playlist)?;
+    ensure!(playlist.starts_with("#EXTM3U"), "not a playlist: {playlist:?}");
+    let newest = playlist.lines().rfind(|l| !l.starts_with('#') && !l.is_empty()).context("no segment listed")?;
+    let (_, segment) = get(&mut conn, &format!("{base}{newest}"))?;
+    ensure!(segment.len() == LIVE_OBJECT_BYTES, "{base}{newest} has {} bytes", segment.len());
+    Ok((first_byte, start.elapsed()))
+}
+
+/// One blocking HTTP/1.1 GET on a kept-alive connection: the instant the reply's first byte arrived, and the
+/// body of a 200 reply.
+fn get(conn: &mut std::io::BufReader<std::net::TcpStream>, path: &str) -> Result<(Instant, Vec<u8>)> {
+    use std::io::{BufRead, Read, Write};
+    let host = conn.get_ref().peer_addr()?;
+    write!(conn.get_mut(), "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n")?;
+    ensure!(!conn.fill_buf()?.is_empty(), "GET {path}: connection closed");
+    let first_byte = Instant::now();
+    let mut line = String::new();
+    conn.read_line(&mut line)?;
+    let status = line.split(' ').nth(1).unwrap_or_default().to_owned();
+    let mut length = None;
+    loop {
+        line.clear();
+        conn.read_line(&mut line)?;
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = Some(value.trim().parse::<usize>()?);
+            }
+        }
+    }
+    let mut body = vec![0; length.with_context(|| format!("GET {path}: no Content-Length"))?];
+    conn.read_exact(&mut body)?;
+    ensure!(status == "200", "GET {path}: {status} {}", String::from_utf8_lossy(&body).trim());
+    Ok((first_byte, body))
+}
+
+// ---- report ----------------------------------------------------------------------------------------------
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    // Nearest rank.
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1000.0)
+}
+
+fn sorted(mut v: Vec<Duration>) -> Vec<Duration> {
+    v.sort();
+    v
+}
+
+/// One table row: a label, then right-aligned columns.
+fn row(label: &str, columns: &[String], note: &str) {
+    let columns: String = columns.iter().map(|c| format!(" {c:>10}")).collect();
+    println!("{label:<34}{columns}  {note}");
+}
+
+fn print_report(settings: &Settings, rtt: &Rtt, goodput: &Goodput, latency: &HopLatency, viewers: &FirstViewer) {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    println!("lightpath mesh benchmarks: 3 nodes in one process on 127.0.0.1, tokio multi-thread, {cores} cores");
+    println!("load average at the end: {}", load.join(" "));
+    println!("link RTT: quinn estimate {} ms, 1-byte stream ping p50 {} ms", ms(rtt.quinn), ms(rtt.ping_p50));
+
+    let (raw, one, two) = (median(&goodput.raw), median(&goodput.one_hop), median(&goodput.two_hops));
+    let [raw_cpu, one_cpu, two_cpu] = goodput.cpu_ms_per_mib;
+    let rounds = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" ");
+    println!(
+        "\n1. goodput, {} x 1 MiB objects, one uni stream each (medians of {} rounds; each round's MiB/s at the end)",
+        settings.goodput_objects, settings.goodput_rounds
+    );
+    row("path", &["MiB/s".into(), "vs raw".into(), "CPU ms/MiB".into()], "rounds");
+    for (label, mib, cpu, each, note) in [
+        ("raw quinn, one connection", raw, raw_cpu, &goodput.raw, ""),
+        ("mesh origin -> relay", one, one_cpu, &goodput.one_hop, ""),
+        ("mesh origin -> relay -> edge", two, two_cpu, &goodput.two_hops, "target >= 0.80x"),
+    ] {
+        if goodput.raw.is_empty() {
+            break;
+        }
+        // `vs raw`: the median over rounds of (this round's figure / the same round's raw figure).
+        let ratios: Vec<f64> = each.iter().zip(&goodput.raw).map(|(x, r)| x / r).collect();
+        let columns = [format!("{mib:.0}"), format!("{:.2}x", median(&ratios)), format!("{cpu:.2}")];
+        row(label, &columns, &format!("{}  {note}", rounds(each)));
+    }
+
+    println!(
+        "\n2. added latency, {} objects of {} KB every {} ms (4 Mbit/s), complete at one node -> complete at the next",
+        latency.total.len(),
+        LIVE_OBJECT_BYTES / 1000,
+        LIVE_INTERVAL.as_millis()
+    );
+    let first = sorted(latency.first.clone());
+    let second = sorted(latency.second.clone());
+    let total = sorted(latency.total.clone());
+    let max = |v: &[Duration]| v.last().copied().unwrap_or_default();
+    row("hop", &["p50 ms".into(), "p99 ms".into(), "max ms".into()], "");
+    for (label, v) in [("origin -> relay", &first), ("relay -> edge", &second), ("origin -> edge (two hops)", &total)] {
+        row(label, &[ms(percentile(v, 50.0)), ms(percentile(v, 99.0)), ms(max(v))], "");
+    }
+    let raw = sorted(latency.raw.clone());
+    row(
+        "raw quinn, one connection (peer)",
+        &[ms(percentile(&raw, 50.0)), ms(percentile(&raw, 99.0)), ms(max(&raw))],
+        "",
+    );
+    row(
+        "per hop (two-hop figure / 2)",
+        &[ms(percentile(&total, 50.0) / 2), ms(percentile(&total, 99.0) / 2), ms(max(&total) / 2)],
+        "target p99 <= 2 ms per hop",
+    );
+
+    let playlist = sorted(viewers.playlist.clone());
+    let segment = sorted(viewers.segment.clone());
+    let path_rtt = rtt.quinn * 2;
+    let target = path_rtt * 3 + Duration::from_millis(10);
+    println!(
+        "\n3. first viewer at a cold edge, {} fresh live streams (origin -> relay -> edge, path RTT {} ms)",
+        playlist.len(),
+        ms(path_rtt)
+    );
+    row("", &["p50 ms".into(), "max ms".into()], "");
+    row(
+        "GET -> first byte of the playlist",
+        &[ms(percentile(&playlist, 50.0)), ms(max(&playlist))],
+        &format!("target <= 3 path RTT + 10 ms = {} ms", ms(target)),
+    );
+    let in_cache = sorted(viewers.in_cache.clone());
+    row("GET -> playlist in the edge's cache", &[ms(percentile(&in_cache, 50.0)), ms(max(&in_cache))], "");
+    row("GET -> newest segment received", &[ms(percentile(&segment, 50.0)), ms(max(&segment))], "");
+}
