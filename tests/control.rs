@@ -6,21 +6,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn mesh_with_controls(ip_base: u8) -> Cluster {
-    Cluster::with_controls(
-        ip_base,
-        &[
-            NodeSpec { id: "origin", roles: &["origin"] },
-            NodeSpec { id: "relay-a", roles: &["relay"] },
-            NodeSpec { id: "relay-b", roles: &["relay"] },
-            NodeSpec { id: "edge", roles: &["edge"] },
-        ],
-        &[("origin", "relay-a", 5.0), ("origin", "relay-b", 10.0), ("relay-a", "edge", 5.0), ("relay-b", "edge", 10.0)],
-        &["control-1", "control-2"],
-        "",
-    )
-}
-
 async fn api(mesh: &Cluster, control: &str, what: &str) -> serde_json::Value {
     try_api(mesh, control, what).await.unwrap_or_else(|| panic!("/api/{what} of {control} did not answer"))
 }
@@ -55,7 +40,7 @@ fn version(routes: &serde_json::Value, node: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_agree_and_the_stream_survives_their_death() {
-    let mut mesh = mesh_with_controls(41);
+    let mut mesh = two_relays(41, &["control-1", "control-2"]);
     mesh.start_all();
     mesh.wait_healthy().await;
 

@@ -6,22 +6,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn two_relays(ip_base: u8, controls: &[&str]) -> Cluster {
-    // origin -> {relay-a, relay-b} -> edge: two disjoint paths.
-    Cluster::with_controls(
-        ip_base,
-        &[
-            NodeSpec { id: "origin", roles: &["origin"] },
-            NodeSpec { id: "relay-a", roles: &["relay"] },
-            NodeSpec { id: "relay-b", roles: &["relay"] },
-            NodeSpec { id: "edge", roles: &["edge"] },
-        ],
-        &[("origin", "relay-a", 5.0), ("origin", "relay-b", 10.0), ("relay-a", "edge", 5.0), ("relay-b", "edge", 10.0)],
-        controls,
-        "",
-    )
-}
-
 /// The relay the edge currently receives the stream from, by the objects it has received.
 async fn carrier(mesh: &Cluster) -> Option<&'static str> {
     let mut best = None;

@@ -341,3 +341,19 @@ pub async fn get_eventually(url: &str) -> Vec<u8> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// origin -> {relay-a, relay-b} -> edge: two disjoint paths (relay-a's the shorter by configuration).
+pub fn two_relays(ip_base: u8, controls: &[&str]) -> Cluster {
+    Cluster::with_controls(
+        ip_base,
+        &[
+            NodeSpec { id: "origin", roles: &["origin"] },
+            NodeSpec { id: "relay-a", roles: &["relay"] },
+            NodeSpec { id: "relay-b", roles: &["relay"] },
+            NodeSpec { id: "edge", roles: &["edge"] },
+        ],
+        &[("origin", "relay-a", 5.0), ("origin", "relay-b", 10.0), ("relay-a", "edge", 5.0), ("relay-b", "edge", 10.0)],
+        controls,
+        "",
+    )
+}
