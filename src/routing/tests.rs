@@ -98,18 +98,7 @@ impl Spec {
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
-    (20usize..=60).prop_flat_map(|n| {
-        let cost = prop_oneof![4 => 1..=4u64, 1 => 1..=1000u64];
-        let tree = proptest::collection::vec((any::<Index>(), cost.clone()), n - 1);
-        let extra = proptest::collection::vec((0..n, 0..n, cost), 0..=2 * n);
-        let names = Just((0..n).collect::<Vec<_>>()).prop_shuffle();
-        (tree, extra, names).prop_map(move |(tree, extra, names)| {
-            let ids = names.iter().map(|i| id(&format!("n{i}"))).collect();
-            let mut links: Vec<_> = tree.iter().enumerate().map(|(i, (p, c))| (i + 1, p.index(i + 1), *c)).collect();
-            links.extend(extra);
-            Spec { ids, links }
-        })
-    })
+    spec_in(20, 60, prop_oneof![4 => 1..=4u64, 1 => 1..=1000u64].boxed())
 }
 
 /// The link cost matrix, read back from the graph.
