@@ -148,11 +148,57 @@ fn run(command: Command) -> Result<()> {
             lightpath::control::run(cfg.node, std::sync::Arc::new(topology), identity, listeners, ctrl_c()).await
         }),
         Command::Sim { scenario, seed, out } => {
-            let summary = lightpath::sim::run_file(&scenario, seed, out.as_deref())?;
+            let mut bar = ProgressBar::new();
+            let summary =
+                lightpath::sim::run_file(&scenario, seed, out.as_deref(), Some(&mut |now, end| bar.show(now, end)));
+            bar.finish();
+            let summary = summary?;
             print!("{}", summary.table());
             Ok(())
         }
         Command::Demo { topology } => runtime()?.block_on(lightpath::demo::run(topology, ctrl_c())),
+    }
+}
+
+/// A progress bar on stderr for simulations, shown once a run has lasted two seconds of wall time and only
+/// when stderr is a terminal.
+struct ProgressBar {
+    started: std::time::Instant,
+    shown: bool,
+    tty: bool,
+}
+
+impl ProgressBar {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        Self { started: std::time::Instant::now(), shown: false, tty: std::io::stderr().is_terminal() }
+    }
+
+    fn show(&mut self, now_us: u64, end_us: u64) {
+        let elapsed = self.started.elapsed();
+        if !self.tty || elapsed < std::time::Duration::from_secs(2) {
+            return;
+        }
+        const WIDTH: u64 = 40;
+        let done = (now_us.min(end_us) * WIDTH / end_us.max(1)) as usize;
+        let fraction = now_us as f64 / end_us.max(1) as f64;
+        let left = elapsed.as_secs_f64() * (1.0 - fraction) / fraction.max(1e-9);
+        eprint!(
+            "\r[{}{}] {:>5.1}% simulated {:.0} of {:.0} s, {:.0} s left ",
+            "#".repeat(done),
+            ".".repeat(WIDTH as usize - done),
+            100.0 * fraction,
+            now_us as f64 / 1e6,
+            end_us as f64 / 1e6,
+            left
+        );
+        self.shown = true;
+    }
+
+    fn finish(&self) {
+        if self.shown {
+            eprintln!();
+        }
     }
 }
 

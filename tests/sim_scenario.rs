@@ -23,7 +23,7 @@ streams = [{ name = "s", origin = "westeurope", segment_ms = 500 }]
 "#;
 
 fn error_of(name: &str, text: &str) -> String {
-    match run_file(&scenario(name, text), None, None) {
+    match run_file(&scenario(name, text), None, None, None) {
         Ok(_) => panic!("{name}: accepted"),
         Err(e) => e.to_string(),
     }
@@ -31,9 +31,9 @@ fn error_of(name: &str, text: &str) -> String {
 
 #[test]
 fn a_small_scenario_runs() {
-    let s = run_file(&scenario("small", BASE), None, None).unwrap();
+    let s = run_file(&scenario("small", BASE), None, None, None).unwrap();
     assert_eq!(s.streams["s"].edges, 50);
-    assert_eq!(s.streams["s"].all.overlay_lost, 0);
+    assert_eq!(s.streams["s"].all.overlay.lost, 0);
     assert!(s.faults.is_empty());
 }
 
@@ -42,7 +42,7 @@ fn a_link_fault_is_routed_around() {
     // westeurope's direct link to northeurope fails; northeurope must be served through another node.
     let text =
         format!("{BASE}\n[[faults]]\nat_s = 10\nkind = \"link_down\"\na = \"westeurope\"\nb = \"northeurope\"\n");
-    let s = run_file(&scenario("linkdown", &text), None, None).unwrap();
+    let s = run_file(&scenario("linkdown", &text), None, None, None).unwrap();
     let fault = &s.faults[0];
     assert_eq!(fault.target, "westeurope-northeurope");
     assert!(fault.affected >= 1, "{fault:?}");
@@ -55,11 +55,11 @@ fn a_slower_link_is_left_for_a_detour() {
     // and, after its hold time, moves northeurope's stream onto a detour; the static tree keeps the slow link.
     let text = BASE.replace("segment_ms = 500 }", "segment_ms = 500, edges = [\"northeurope\"] }").replace("20", "40")
         + "\n[[faults]]\nat_s = 10\nkind = \"latency\"\na = \"westeurope\"\nb = \"northeurope\"\nvalue = 100\n";
-    let s = run_file(&scenario("latency", &text), None, None).unwrap();
+    let s = run_file(&scenario("latency", &text), None, None, None).unwrap();
     let stream = &s.streams["s"];
-    assert_eq!(stream.all.overlay_lost, 0);
-    assert!(stream.all.static_us.p50 >= 100_000, "{stream:?}");
-    assert!(stream.all.overlay_us.p50 < 50_000, "{stream:?}");
+    assert_eq!(stream.all.overlay.lost, 0);
+    assert!(stream.all.static_tree.latency_us.p50 >= 100_000, "{stream:?}");
+    assert!(stream.all.overlay.latency_us.p50 < 50_000, "{stream:?}");
     assert_eq!((s.faults[0].affected, s.faults[0].reroute_us), (0, Some(0)));
 }
 
@@ -76,7 +76,7 @@ fn unknown_fields_and_nodes_are_named() {
     assert!(error_of("kind", &kind).contains("meteor"), "{}", error_of("kind", &kind));
     let late = format!("{BASE}\n[[faults]]\nat_s = 50\nkind = \"node_crash\"\na = \"westeurope\"\n");
     assert!(error_of("late", &late).contains("faults[0].at_s"), "{}", error_of("late", &late));
-    assert!(matches!(run_file(Path::new("/nonexistent/scenario.toml"), None, None), Err(SimError::Read { .. })));
+    assert!(matches!(run_file(Path::new("/nonexistent/scenario.toml"), None, None, None), Err(SimError::Read { .. })));
 }
 
 #[test]

@@ -11,7 +11,7 @@ fn world() -> PathBuf {
 }
 
 fn run(seed: Option<u64>) -> Summary {
-    run_file(&world(), seed, None).expect("the world scenario runs")
+    run_file(&world(), seed, None, None).expect("the world scenario runs")
 }
 
 /// The run with the scenario's own seed, shared by the tests (a debug build takes seconds per run).
@@ -24,17 +24,21 @@ fn scenario_run() -> &'static Summary {
 fn check_expected_outcome(s: &Summary) {
     assert_eq!(s.streams.len(), 4);
     for (name, stream) in &s.streams {
-        assert!(stream.steady.due > 0, "{name}: no object delivered in steady state");
-        assert_eq!(stream.steady.overlay_lost, 0, "{name}: objects lost in steady state");
+        assert!(stream.steady.overlay.due > 0, "{name}: no object delivered in steady state");
+        assert_eq!(stream.steady.overlay.lost, 0, "{name}: objects lost in steady state");
         // The overlay routes on measured costs; it must do no worse than the shortest paths over the topology's
         // true latencies, fixed at t = 0, while nothing fails.
         assert!(
-            stream.steady.overlay_us.p99 <= stream.steady.static_us.p99,
+            stream.steady.overlay.latency_us.p99 <= stream.steady.static_tree.latency_us.p99,
             "{name}: overlay p99 {} µs, static tree p99 {} µs",
-            stream.steady.overlay_us.p99,
-            stream.steady.static_us.p99
+            stream.steady.overlay.latency_us.p99,
+            stream.steady.static_tree.latency_us.p99
         );
-        assert!(stream.steady.overlay_us.p50 > 1_000, "{name}: implausible latencies {:?}", stream.steady.overlay_us);
+        assert!(
+            stream.steady.overlay.latency_us.p50 > 1_000,
+            "{name}: implausible latencies {:?}",
+            stream.steady.overlay.latency_us
+        );
     }
     assert_eq!(s.faults.len(), 1);
     let crash = &s.faults[0];
@@ -47,8 +51,8 @@ fn check_expected_outcome(s: &Summary) {
     // affected edge while it lasts.
     assert!(crash.lost <= crash.affected * (reroute / 250_000 + 1), "{crash:?}");
     // The static tree has no failover: the edges below the crashed node lose everything from then on.
-    let overlay_lost: u64 = s.streams.values().map(|st| st.all.overlay_lost).sum();
-    let static_lost: u64 = s.streams.values().map(|st| st.all.static_lost).sum();
+    let overlay_lost: u64 = s.streams.values().map(|st| st.all.overlay.lost).sum();
+    let static_lost: u64 = s.streams.values().map(|st| st.all.static_tree.lost).sum();
     assert!(static_lost > 10 * overlay_lost, "static tree lost {static_lost}, overlay {overlay_lost}");
 }
 
@@ -63,7 +67,7 @@ fn world_meets_its_expected_outcome() {
 fn same_seed_gives_identical_json() {
     let dir = std::env::temp_dir().join(format!("lightpath-sim-{}", std::process::id()));
     // A second run, given the scenario's seed explicitly, writing its JSON.
-    let second = run_file(&world(), Some(1), Some(&dir)).expect("runs");
+    let second = run_file(&world(), Some(1), Some(&dir), None).expect("runs");
     let written = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json written");
     std::fs::remove_dir_all(&dir).ok();
     assert_eq!(written, second.to_json());
@@ -75,7 +79,7 @@ fn another_seed_changes_figures_not_the_conclusion() {
     let (one, two) = (scenario_run(), run(Some(2)));
     assert_ne!(one.to_json(), two.to_json());
     assert_eq!(two.seed, 2);
-    let p99 = |s: &Summary| s.streams.values().map(|st| st.all.overlay_us.p99).collect::<Vec<_>>();
+    let p99 = |s: &Summary| s.streams.values().map(|st| st.all.overlay.latency_us.p99).collect::<Vec<_>>();
     assert_ne!(p99(one), p99(&two), "jitter-dependent figures did not move");
     check_expected_outcome(&two);
 }

@@ -1,8 +1,9 @@
 //! From reports to route tables: the control plane's computation, with no I/O and no clock of its own.
 //!
 //! The measured graph holds a link when at least one end reports it up and neither end reports it down; its
-//! cost ([`LinkMetrics::cost`], rounded to whole milliseconds) is the worse of the two ends' measurements, so
-//! both directions agree. One shortest-path tree per origin of the topology gives every node its next hop and
+//! cost ([`LinkMetrics::graph_cost`], whole milliseconds) is the worse of the two ends' measurements, so both
+//! directions agree ([`graph_link`]). A link's cost in the graph moves only on a clear change (the damper's
+//! margins), so measurement noise leaves the graph as it was, and an unchanged graph is not recomputed. One shortest-path tree per origin of the topology gives every node its next hop and
 //! a loop-free backup toward that origin ([`RouteTree`]); a [`RouteDamper`] then holds routes still unless a
 //! new one is clearly and durably better (hysteresis), or the old one broke. A node's table version is the
 //! time of its last change, so a restarted replica's tables always supersede what nodes hold.
@@ -13,7 +14,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::id::NodeId;
-use crate::routing::{Cost, DampingConfig, Graph, LinkMetrics, RouteDamper, RouteTree};
+use crate::routing::{graph_link, Cost, DampingConfig, Graph, LinkMetrics, RouteDamper, RouteTree};
 use crate::topology::{Role, Topology};
 use crate::wire::{LinkReport, Report, Route, Routes};
 
@@ -28,6 +29,10 @@ pub struct PlanSettings {
 pub struct Plan {
     origins: Vec<NodeId>,
     damper: RouteDamper,
+    /// The links of the last graph and the costs they had there (see [`Plan::measured_links`]).
+    links: BTreeMap<(NodeId, NodeId), Cost>,
+    /// The nodes of the last graph.
+    nodes: BTreeSet<NodeId>,
     tables: BTreeMap<NodeId, Routes>,
 }
 
@@ -37,24 +42,23 @@ impl Plan {
         // The defaults are valid; a bad custom config falls back to them.
         let damper = RouteDamper::new(settings.damping)
             .unwrap_or_else(|_| RouteDamper::new(DampingConfig::default()).expect("default damping is valid"));
-        Self { origins, damper, tables: BTreeMap::new() }
+        Self { origins, damper, links: BTreeMap::new(), nodes: BTreeSet::new(), tables: BTreeMap::new() }
     }
 
-    /// The cost of a measured link, in whole milliseconds (at least one). Sub-millisecond differences are
-    /// measurement noise to a WAN overlay; rounding them away keeps equal links equal, so ties go to the
-    /// lowest node id instead of to the noise.
-    pub fn link_cost(link: &LinkReport) -> Cost {
-        let metrics = LinkMetrics {
+    /// What one report says of a link: its metrics, or `None` when the reporting end declares it down.
+    fn end_view(link: &LinkReport) -> Option<LinkMetrics> {
+        link.up.then(|| LinkMetrics {
             rtt: Duration::from_micros(link.rtt_us),
             jitter: Duration::from_micros(link.jitter_us),
             loss: f64::from(link.loss_ppm) / 1e6,
-        };
-        (metrics.cost().div_ceil(1000) * 1000).max(1000)
+        })
     }
 
-    /// The measured link-state graph of these reports.
-    pub fn graph(&self, reports: &BTreeMap<NodeId, Report>) -> Graph {
-        let mut links: BTreeMap<(NodeId, NodeId), (bool, Cost)> = BTreeMap::new();
+    /// The measured links of these reports, by node pair, with their costs ([`graph_link`]). A link that was
+    /// in the last graph keeps its cost there unless the new one is a clear change
+    /// ([`DampingConfig::is_clear_change`]): noise moves neither the graph nor the routes.
+    fn measured_links(&self, reports: &BTreeMap<NodeId, Report>) -> BTreeMap<(NodeId, NodeId), Cost> {
+        let mut ends: BTreeMap<(NodeId, NodeId), Vec<Option<LinkMetrics>>> = BTreeMap::new();
         for report in reports.values() {
             for l in &report.links {
                 let key = if report.node < l.peer {
@@ -62,27 +66,44 @@ impl Plan {
                 } else {
                     (l.peer.clone(), report.node.clone())
                 };
-                let cost = Self::link_cost(l);
-                let entry = links.entry(key).or_insert((true, cost));
-                entry.0 &= l.up;
-                entry.1 = entry.1.max(cost);
+                ends.entry(key).or_default().push(Self::end_view(l));
             }
         }
+        ends.into_iter()
+            .filter_map(|(key, ends)| {
+                let cost = graph_link(ends)?;
+                let held = self.links.get(&key).copied();
+                let cost = match held {
+                    Some(held) if !self.damper.config().is_clear_change(held, cost) => held,
+                    _ => cost,
+                };
+                Some((key, cost))
+            })
+            .collect()
+    }
+
+    fn graph_of<'a>(nodes: impl IntoIterator<Item = &'a NodeId>, links: &BTreeMap<(NodeId, NodeId), Cost>) -> Graph {
         let mut graph = Graph::new();
-        for node in reports.keys() {
+        for node in nodes {
             graph.add_node(node);
         }
-        for ((a, b), (up, cost)) in links {
-            if up {
-                graph.handle_link(&a, &b, cost);
-            }
+        for ((a, b), &cost) in links {
+            graph.handle_link(a, b, cost);
         }
         graph
     }
 
-    /// Recomputes every table from the latest reports; returns the nodes whose table changed.
+    /// Recomputes every table from the latest reports; returns the nodes whose table changed. When the graph
+    /// is the last one and the damper holds nothing back, the tables cannot change and nothing is computed.
     pub fn update(&mut self, reports: &BTreeMap<NodeId, Report>, now_ms: u64) -> Vec<NodeId> {
-        let graph = self.graph(reports);
+        let links = self.measured_links(reports);
+        let nodes: BTreeSet<NodeId> = reports.keys().cloned().collect();
+        let same_graph = links == self.links && nodes == self.nodes;
+        if same_graph && !self.damper.is_holding() && !self.tables.is_empty() {
+            return Vec::new();
+        }
+        let graph = Self::graph_of(reports.keys(), &links);
+        (self.links, self.nodes) = (links, nodes);
         let trees: Vec<RouteTree> =
             self.origins.iter().filter_map(|o| graph.index_of(o)).map(|d| RouteTree::compute(&graph, d)).collect();
         if !self.damper.handle_routes(Duration::from_millis(now_ms), &graph, &trees) && !self.tables.is_empty() {

@@ -44,6 +44,7 @@
 //! when the version moves. Costs in the tables are those of the recomputation that last changed them.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::graph::{Cost, Graph, NodeIx};
@@ -78,6 +79,14 @@ pub enum DampingConfigError {
 }
 
 impl DampingConfig {
+    /// Whether going from cost `held` to `new` is a clear change: by at least `absolute_margin` and by
+    /// `relative_margin` of the larger of the two. The control plane moves a link's cost in its graph only on
+    /// such a change, so that noise leaves the graph, and the recomputation, untouched.
+    pub fn is_clear_change(&self, held: Cost, new: Cost) -> bool {
+        let change = held.abs_diff(new);
+        change >= self.absolute_margin && change as f64 >= self.relative_margin * held.max(new) as f64
+    }
+
     /// Checks the configuration for contradictions.
     pub fn validate(self) -> Result<Self, DampingConfigError> {
         if !(0.0..1.0).contains(&self.relative_margin) {
@@ -117,14 +126,28 @@ pub struct RouteDamper {
     ids: Vec<NodeId>,
     /// Per destination, per node index.
     held: BTreeMap<NodeId, Vec<Held>>,
-    tables: BTreeMap<NodeId, RouteTable>,
+    /// Whether some held next hop is being beaten (a switch may come at a later recomputation of the same
+    /// graph).
+    holding: bool,
+    /// The damped trees as of the last change, over `ids`.
+    damped: Vec<RouteTree>,
+    /// `damped` as tables by node id, built on first use.
+    tables: OnceLock<BTreeMap<NodeId, RouteTable>>,
 }
 
 impl RouteDamper {
     /// A damper that holds nothing yet (version 0, no tables), after validating `config`.
     pub fn new(config: DampingConfig) -> Result<Self, DampingConfigError> {
         let config = config.validate()?;
-        Ok(Self { config, version: 0, ids: Vec::new(), held: BTreeMap::new(), tables: BTreeMap::new() })
+        Ok(Self {
+            config,
+            version: 0,
+            ids: Vec::new(),
+            held: BTreeMap::new(),
+            holding: false,
+            damped: Vec::new(),
+            tables: OnceLock::new(),
+        })
     }
 
     pub fn config(&self) -> &DampingConfig {
@@ -138,7 +161,21 @@ impl RouteDamper {
 
     /// Every node's damped route table, by node id, as of [`version`](Self::version).
     pub fn tables(&self) -> &BTreeMap<NodeId, RouteTable> {
-        &self.tables
+        self.tables.get_or_init(|| tables_from_trees(&self.ids, &self.damped))
+    }
+
+    /// The damped trees as of [`version`](Self::version), one per destination in the order the recomputation
+    /// that changed them gave them, indexed like its graph. The same routes as [`tables`](Self::tables),
+    /// without building a table per node.
+    pub fn trees(&self) -> &[RouteTree] {
+        &self.damped
+    }
+
+    /// Whether a recomputation over the same graph could still change the routes: some node keeps a next hop
+    /// that a fresh route clearly beats, and switches once that has lasted the hold time. When this is false
+    /// and the graph has not changed, a recomputation is known to change nothing and can be skipped.
+    pub fn is_holding(&self) -> bool {
+        self.holding
     }
 
     /// A recomputation at `now`: `fresh` holds the shortest-path trees (from [`RouteTree::compute`] or
@@ -168,9 +205,11 @@ impl RouteDamper {
         // Destinations that are gone.
         changed |= self.held.values().flatten().any(|h| h.via != NO_HOP);
         self.held = held;
+        self.holding = self.held.values().flatten().any(|h| h.beaten_since.is_some());
         if changed {
             self.version += 1;
-            self.tables = tables_from_trees(graph, &damped);
+            self.damped = damped;
+            self.tables = OnceLock::new();
         }
         changed
     }
@@ -178,8 +217,13 @@ impl RouteDamper {
     /// Re-indexes the held routes for `graph`'s node indices.
     fn follow(&mut self, graph: &Graph) {
         let n = graph.len();
+        if self.ids == graph.ids() {
+            return;
+        }
+        // The damped trees are indexed by the current ids: fix the tables they give before the ids move.
+        self.tables();
         if self.ids.len() <= n && self.ids.iter().zip(graph.nodes()).all(|(a, b)| a == b) {
-            // The same graph, perhaps grown: new nodes hold nothing.
+            // The same graph, grown: new nodes hold nothing.
             if self.ids.len() < n {
                 self.ids.extend(graph.nodes().skip(self.ids.len()).cloned());
                 for held in self.held.values_mut() {

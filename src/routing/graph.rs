@@ -18,6 +18,13 @@ pub const MAX_LINK_COST: Cost = 1 << 40;
 pub struct NodeIx(pub(super) u32);
 
 impl NodeIx {
+    /// The node added `index`-th to its graph (counting from 0). For callers that add nodes in an order of
+    /// their own and index their own vectors the same way; using it on another graph is a logic error that
+    /// indexing may panic on.
+    pub fn new(index: u32) -> NodeIx {
+        NodeIx(index)
+    }
+
     /// The index as a `usize`, for indexing per-node vectors.
     pub fn index(self) -> usize {
         self.0 as usize
@@ -96,6 +103,11 @@ impl Graph {
     /// Every known node, in the order they were added (their indices).
     pub fn nodes(&self) -> impl Iterator<Item = &NodeId> {
         self.ids.iter()
+    }
+
+    /// Every known node's id, by index.
+    pub fn ids(&self) -> &[NodeId] {
+        &self.ids
     }
 
     /// How many nodes are known.

@@ -49,7 +49,7 @@ impl MeshRoutes {
 
     /// Every node's route table toward the destinations, by node id.
     pub fn tables(&self) -> BTreeMap<NodeId, RouteTable> {
-        tables_from_trees(&self.graph, &self.trees)
+        tables_from_trees(self.graph.ids(), &self.trees)
     }
 
     /// The link a—b came up or changed cost (see [`Graph::handle_link`]). Returns how many destinations'

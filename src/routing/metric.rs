@@ -47,6 +47,26 @@ impl LinkMetrics {
         let penalty = (loss * LOSS_PENALTY as f64).round() as u64;
         latency.saturating_add(jitter).saturating_add(penalty).clamp(1, MAX_LINK_COST)
     }
+
+    /// [`cost`](Self::cost) rounded up to whole milliseconds (at least 1 ms): the cost a link has in the
+    /// control plane's graph. Sub-millisecond differences are measurement noise to a WAN overlay; rounding
+    /// them away keeps equal links equal, so ties go to the lowest node id instead of to the noise.
+    pub fn graph_cost(&self) -> Cost {
+        (self.cost().div_ceil(1000) * 1000).clamp(1000, MAX_LINK_COST)
+    }
+}
+
+/// Whether, and at what cost, a link belongs in the control plane's graph, from what its ends report: each
+/// item is one end's report, its metrics or `None` when that end declares the link down. The link is in when
+/// at least one end reports it and none reports it down; its cost is the worse end's
+/// [`graph_cost`](LinkMetrics::graph_cost), so that both directions agree. The live control plane and the
+/// simulator both decide with this.
+pub fn graph_link(ends: impl IntoIterator<Item = Option<LinkMetrics>>) -> Option<Cost> {
+    let mut cost = None;
+    for end in ends {
+        cost = Some(cost.unwrap_or(0).max(end?.graph_cost()));
+    }
+    cost
 }
 
 #[cfg(test)]
@@ -66,6 +86,17 @@ mod tests {
         assert_eq!(metrics(80, 0, 0.05).cost(), 90_000);
         // A clean 100 ms path beats a 60 ms path that loses 5 %.
         assert!(metrics(100, 2, 0.0).cost() < metrics(60, 2, 0.05).cost());
+    }
+
+    #[test]
+    fn a_link_is_in_the_graph_at_its_worse_ends_whole_ms_unless_an_end_says_down() {
+        assert_eq!(graph_link([Some(metrics(80, 0, 0.0))]), Some(40_000));
+        assert_eq!(graph_link([Some(metrics(80, 1, 0.0)), Some(metrics(90, 0, 0.0))]), Some(45_000));
+        // 40.5 ms rounds up; nothing is cheaper than 1 ms.
+        assert_eq!(graph_link([Some(metrics(81, 0, 0.0))]), Some(41_000));
+        assert_eq!(graph_link([Some(metrics(0, 0, 0.0))]), Some(1_000));
+        assert_eq!(graph_link([Some(metrics(80, 0, 0.0)), None]), None);
+        assert_eq!(graph_link([]), None);
     }
 
     #[test]

@@ -40,7 +40,7 @@ mod tree;
 pub use damper::{DampingConfig, DampingConfigError, RouteDamper};
 pub use graph::{Cost, Graph, NodeIx, MAX_LINK_COST};
 pub use mesh_routes::MeshRoutes;
-pub use metric::{LinkMetrics, LOSS_PENALTY};
+pub use metric::{graph_link, LinkMetrics, LOSS_PENALTY};
 pub use paths::{NextHop, Route, RouteTable, ShortestPaths};
 pub use probe::{LinkEstimator, ProbeConfig, ProbeConfigError};
 pub use tree::{compute_all, RouteTree};

@@ -466,25 +466,23 @@ fn distances_to(graph: &Graph, dest: NodeIx) -> Vec<Cost> {
 
 /// Every node's route table toward the destinations of `trees`, by node id: the name-keyed form the control
 /// plane pushes. Every node of `graph` gets a table, empty when it reaches none of the destinations.
-pub(super) fn tables_from_trees(graph: &Graph, trees: &[RouteTree]) -> BTreeMap<NodeId, RouteTable> {
+/// `ids` are the graph's node ids by index.
+pub(super) fn tables_from_trees(ids: &[NodeId], trees: &[RouteTree]) -> BTreeMap<NodeId, RouteTable> {
+    let id = |ix: NodeIx| &ids[ix.index()];
     let mut by_dest: Vec<&RouteTree> = trees.iter().collect();
-    by_dest.sort_by(|x, y| graph.id(x.dest).cmp(graph.id(y.dest)));
-    let mut routes: Vec<Vec<(NodeId, Route)>> = vec![Vec::new(); graph.len()];
+    by_dest.sort_by(|x, y| id(x.dest).cmp(id(y.dest)));
+    let mut routes: Vec<Vec<(NodeId, Route)>> = vec![Vec::new(); ids.len()];
     for tree in by_dest {
-        let dest = graph.id(tree.dest);
+        let dest = id(tree.dest);
         for (s, table) in routes.iter_mut().enumerate().take(tree.len()) {
             let s = NodeIx(s as u32);
             let (Some(via), Some(cost)) = (tree.next_hop(s), tree.cost(s)) else { continue };
-            let primary = NextHop { via: graph.id(via).clone(), cost };
-            let backup = tree.backup(s).map(|(via, cost)| NextHop { via: graph.id(via).clone(), cost });
+            let primary = NextHop { via: id(via).clone(), cost };
+            let backup = tree.backup(s).map(|(via, cost)| NextHop { via: id(via).clone(), cost });
             table.push((dest.clone(), Route { primary, backup }));
         }
     }
-    routes
-        .into_iter()
-        .enumerate()
-        .map(|(s, routes)| (graph.id(NodeIx(s as u32)).clone(), RouteTable::from_sorted(routes)))
-        .collect()
+    routes.into_iter().enumerate().map(|(s, routes)| (ids[s].clone(), RouteTable::from_sorted(routes))).collect()
 }
 
 /// Every node's route table (next hop and backup) toward each of `destinations`, by node id: one Dijkstra per
@@ -495,5 +493,5 @@ pub fn compute_all(graph: &Graph, destinations: &[NodeId]) -> BTreeMap<NodeId, R
     dests.sort_unstable();
     dests.dedup();
     let trees: Vec<RouteTree> = dests.into_iter().map(|d| RouteTree::compute(graph, d)).collect();
-    tables_from_trees(graph, &trees)
+    tables_from_trees(graph.ids(), &trees)
 }

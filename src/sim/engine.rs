@@ -4,43 +4,77 @@
 //!
 //! - `Probe`: a node's [`LinkEstimator`] for one neighbour is polled ([`LinkEstimator::poll_probe`]); a probe
 //!   it hands out crosses the link both ways (latency plus jitter each way, each way lost per the link's loss,
-//!   never answered across a down link or by a crashed node) and comes back as a `ProbeReply`. The next
-//!   `Probe` is at the estimator's [`LinkEstimator::poll_timeout`].
-//! - `Recompute`, every second: the control plane's graph from the estimators' current reports (the rules of
-//!   `src/control/plan.rs`: a link is in when one end reports it up and no end reports it down, cost the worse
-//!   end's [`LinkMetrics::cost`](crate::routing::LinkMetrics::cost) rounded up to whole ms; a crashed node's
-//!   last report is kept until it is 3 s stale, as the live control plane does), a [`RouteTree`] per origin,
-//!   through one [`RouteDamper`]. When the damped tables change they are pushed.
-//! - `TablePush`: the tables arrive at every node 50 ms after the recomputation. Links that now carry
-//!   traffic are marked active, so their estimators probe fast.
-//! - `Segment`: an origin emits one object; every edge with viewers receives it along the next hops its nodes
-//!   hold at that moment (see [`Engine::deliver`]), and, for comparison, along the static shortest-path tree
-//!   of the topology at t = 0.
-//! - `Fault`: a link goes down or up, a node crashes, a link's latency changes.
+//!   never answered across a down link or by a crashed node). Its reply is handed to the estimator, at the
+//!   time it arrives, before anything next reads or drives that estimator (a reply is not an event of its
+//!   own: the estimator's state between two uses is never observed). The next `Probe` is at the estimator's
+//!   [`LinkEstimator::poll_timeout`].
+//! - `Recompute`, every `control.recompute_ms`: the control plane's graph from the estimators' current reports,
+//!   decided link by link with [`graph_link`] as the live control plane decides (a crashed node's last report
+//!   is kept until it is 3 s stale), a link's cost moving only on a clear change
+//!   ([`DampingConfig::is_clear_change`]); the changed links update one [`MeshRoutes`] (a [`RouteTree`] per
+//!   origin, updated incrementally), which goes through one [`RouteDamper`]. When the damped routes change
+//!   they are pushed. A recomputation that can change nothing (same graph, nothing held back) is skipped.
+//! - `TablePush`: the tables arrive at every node `control.push_delay_ms` after the recomputation. Links that
+//!   now carry a watched stream are marked active, so their estimators probe fast.
+//! - `Segment`: an origin emits one object; each edge watching the stream receives it by each strategy (see
+//!   [`Strategy`] and [`Engine::arrival`]).
+//! - `Fault` (and `LinkState`, the later flips of a flapping link): links down or up, nodes crash or recover,
+//!   latencies change, regions are cut off, the control plane stops.
 //!
 //! Ties in time go to the event scheduled first, so a run depends only on the scenario and the seed.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::histogram::Histogram;
 use super::scenario::{FaultKind, Scenario};
 use crate::id::NodeId;
-use crate::routing::{DampingConfig, Graph, LinkEstimator, ProbeConfig, RouteDamper, RouteTree};
+use crate::routing::{graph_link, Cost, DampingConfig, Graph, LinkEstimator, MeshRoutes, NodeIx, RouteDamper};
 use crate::topology::Topology;
 
 /// Simulated time in microseconds since the start of the run.
 pub type Micros = u64;
 
-const RECOMPUTE_EVERY: Micros = 1_000_000;
-const TABLE_PUSH_DELAY: Micros = 50_000;
 /// The live control plane forgets a report this old (`REPORT_STALE_AFTER` in `src/control/mod.rs`).
 const REPORT_STALE_AFTER: Micros = 3_000_000;
+/// QUIC packets are about this long; an object of `n` bytes risks loss `ceil(n / MTU)` times per crossing.
+const PACKET_BYTES: u64 = 1_200;
+/// Fault timelines: how many faults get one, and the window and resolution around each.
+const TIMELINES: usize = 12;
+const TIMELINE_BEFORE: Micros = 5_000_000;
+const TIMELINE_AFTER: Micros = 20_000_000;
+const TIMELINE_BUCKET: Micros = 250_000;
 const NONE: u32 = u32::MAX;
+
+/// How an object gets from its origin to an edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// The overlay: hop by hop along the control plane's damped routes in force, with local failover to the
+    /// backup when a node's own estimator declares its next hop down.
+    Overlay,
+    /// The shortest-path tree over the topology's latencies at t = 0, fixed, without failover.
+    Static,
+    /// Straight from the origin to the edge over their direct link, when the topology has one (the public
+    /// Internet's own path, in the `internet` scenario).
+    Direct,
+}
+
+pub const STRATEGIES: [Strategy; 3] = [Strategy::Overlay, Strategy::Static, Strategy::Direct];
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Overlay => "overlay",
+            Strategy::Static => "static",
+            Strategy::Direct => "direct",
+        }
+    }
+}
 
 /// One node's forwarding toward one origin, by node index (`NONE` when absent).
 #[derive(Debug, Clone, Copy)]
@@ -54,11 +88,11 @@ type Forwarding = Rc<Vec<Vec<Hops>>>;
 
 enum Event {
     Fault(usize),
+    LinkState { link: u32, up: bool },
     Probe { est: u32 },
-    ProbeReply { est: u32, seq: u64 },
     Recompute,
     TablePush(Forwarding),
-    Segment { stream: usize },
+    Segment { stream: u32 },
 }
 
 struct Scheduled {
@@ -92,17 +126,62 @@ struct Link {
     up: bool,
 }
 
-/// One object's fate at one edge.
-#[derive(Debug, Clone, Copy)]
-pub struct Sample {
-    /// The edge's node index.
-    pub edge: u32,
-    /// When the origin emitted the object.
-    pub sent: Micros,
-    /// Delivery latency through the overlay's routes, `None` when lost.
-    pub overlay: Option<Micros>,
-    /// Delivery latency along the static shortest-path tree of t = 0, `None` when lost.
-    pub fixed: Option<Micros>,
+/// Deliveries of one strategy over one period: how many were due, lost, late, and the latencies.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    pub due: u64,
+    pub lost: u64,
+    pub late: u64,
+    pub latency: Histogram,
+}
+
+impl Tally {
+    pub fn merge(&mut self, other: &Tally) {
+        self.due += other.due;
+        self.lost += other.lost;
+        self.late += other.late;
+        self.latency.merge(&other.latency);
+    }
+}
+
+/// One stream's deliveries, by strategy (in [`STRATEGIES`] order).
+#[derive(Debug, Clone, Default)]
+pub struct StreamOutcome {
+    pub edges: usize,
+    /// Objects the origin emitted.
+    pub objects: u64,
+    /// Edges with a direct link from the origin (the direct strategy's deliveries are theirs only).
+    pub direct_edges: usize,
+    pub all: [Tally; 3],
+    /// Objects emitted before the first fault.
+    pub steady: [Tally; 3],
+}
+
+/// One fault's effect on the overlay.
+#[derive(Debug, Clone)]
+pub struct FaultOutcome {
+    /// Index in the scenario's (expanded) fault list.
+    pub index: usize,
+    pub at: Micros,
+    /// (stream, edge) pairs that lost at least one object emitted between this fault and the next.
+    pub affected: u64,
+    /// Objects lost in that window.
+    pub lost: u64,
+    /// From the fault to the moment the last affected pair receives, after its last loss of the window, an
+    /// object again; 0 when nothing was lost, `None` when some affected pair never receives again.
+    pub reroute: Option<Micros>,
+}
+
+/// Delivery latency around one fault, by strategy, in `TIMELINE_BUCKET` steps of emission time.
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    /// The fault's position in time order.
+    pub fault: usize,
+    pub start: Micros,
+    pub bucket: Micros,
+    /// Per bucket, per strategy: the worst latency delivered (`None` when nothing was) and objects lost.
+    pub worst: Vec<[Option<Micros>; 3]>,
+    pub lost: Vec<[u64; 3]>,
 }
 
 /// What a run leaves for the summary.
@@ -111,16 +190,49 @@ pub struct Outcome {
     pub links: usize,
     pub events: u64,
     pub table_versions: u64,
+    /// Recomputations the control plane ran, and those it skipped because nothing could change.
+    pub recomputations: u64,
+    pub recomputations_skipped: u64,
     /// Per stream, in scenario order.
-    pub samples: Vec<Vec<Sample>>,
-    /// Per stream: how many objects its origin emitted.
-    pub emitted: Vec<u64>,
+    pub streams: Vec<StreamOutcome>,
+    /// In time order.
+    pub faults: Vec<FaultOutcome>,
+    pub timelines: Vec<Timeline>,
+    /// Per strategy: path latency over the optimum at emission time, in thousandths (1000 = optimal).
+    pub stretch: [Histogram; 3],
+    /// Per strategy, per link: bytes carried (both directions).
+    pub link_bytes: [Vec<u64>; 3],
+    /// The origins, by origin slot, and per strategy the bytes each sent.
+    pub origins: Vec<NodeId>,
+    pub origin_egress: [Vec<u64>; 3],
 }
 
 struct Stream {
     slot: usize,
     segment: Micros,
+    bytes: u64,
+    /// Probability that one crossing of a link loses at least one of the object's packets.
+    object_loss: f64,
     edges: Vec<u32>,
+    /// Index of this stream's first (stream, edge) pair.
+    pairs: usize,
+}
+
+/// Per strategy: the state objects build up as they cross links.
+struct Flow {
+    /// When each link direction (`2 link + (from is b)`) finishes sending what it has queued.
+    busy: Vec<Micros>,
+    link_bytes: Vec<u64>,
+    origin_egress: Vec<u64>,
+}
+
+/// What the current object did at each node, per strategy: valid when the stamp is current.
+struct Memo {
+    stamp: Vec<u64>,
+    /// Arrival latency, `None` when lost.
+    arrival: Vec<Option<Micros>>,
+    /// The true latency of the path it took (for stretch).
+    path: Vec<Micros>,
 }
 
 pub struct Engine<'a> {
@@ -133,56 +245,153 @@ pub struct Engine<'a> {
     rng: StdRng,
     jitter: Micros,
     loss: f64,
+    /// Bits per µs each link direction sends; 0 for unlimited.
+    bits_per_us: f64,
+    late: Micros,
     ids: Vec<NodeId>,
+    /// Each node's region.
+    regions: Vec<String>,
     links: Vec<Link>,
-    link_of: HashMap<(u32, u32), u32>,
+    /// Per node: (neighbour, link).
+    adjacency: Vec<Vec<(u32, u32)>>,
     /// `None` while up; the crash time otherwise.
     crashed: Vec<Option<Micros>>,
+    control_up: bool,
     /// Two per link: `2 l` is owned by the link's `a` (probing `b`), `2 l + 1` by `b`.
     estimators: Vec<LinkEstimator>,
+    /// Replies on their way back, (arrival, seq), per estimator.
+    replies: Vec<VecDeque<(Micros, u64)>>,
     /// When each estimator's pending `Probe` event is due; other `Probe` events for it are stale.
     wake: Vec<Micros>,
-    /// The origins' node indices, one slot per distinct origin.
+    /// The origins' node indices, one slot per distinct origin, in id order (the order of `MeshRoutes`).
     origins: Vec<u32>,
     streams: Vec<Stream>,
+    damping: DampingConfig,
     damper: RouteDamper,
+    /// The control plane's measured graph and fresh trees, and each link's cost in it.
+    measured: MeshRoutes,
+    measured_cost: Vec<Option<Cost>>,
+    recomputations: u64,
+    recomputations_skipped: u64,
     installed: Forwarding,
+    /// The true graph (latencies of up links between up nodes) and its trees: the optimum.
+    truth: MeshRoutes,
     fixed: Vec<Vec<u32>>,
-    /// The current object's crossing of each link, drawn on first use (see [`Engine::deliver`]); an entry is
-    /// current when its stamp is `emits`.
-    crossing: Vec<(u64, Micros)>,
+    flows: [Flow; 3],
+    memo: [Memo; 3],
+    /// Per link, the current object's extra delay (jitter, retransmission), drawn once per object so that
+    /// every strategy crossing the link sees the same draw; current when its stamp is `emits`.
+    draws: Vec<(u64, Micros)>,
     emits: u64,
-    samples: Vec<Vec<Sample>>,
-    emitted: Vec<u64>,
+    walk: Vec<(u32, u32, u32)>,
+    outcomes: Vec<StreamOutcome>,
+    stretch: [Histogram; 3],
+    /// Faults in time order: (time, scenario index); `window` is how many have happened.
+    fault_order: Vec<(Micros, usize)>,
+    window: usize,
+    faults: Vec<FaultOutcome>,
+    /// Per (stream, edge) pair: the fault windows with a loss not yet followed by a delivery, and the last
+    /// window the pair was counted as affected in (+1).
+    pending: Vec<Vec<u32>>,
+    counted: Vec<u32>,
+    timelines: Vec<Timeline>,
+    progress: Option<&'a mut dyn FnMut(Micros, Micros)>,
 }
 
 impl<'a> Engine<'a> {
     pub fn new(scenario: &'a Scenario, topology: &Topology, seed: u64) -> Engine<'a> {
         let ids: Vec<NodeId> = topology.nodes.iter().map(|n| n.id.clone()).collect();
         let index: HashMap<&NodeId, u32> = ids.iter().enumerate().map(|(i, id)| (id, i as u32)).collect();
-        let mut links = Vec::new();
-        let mut link_of = HashMap::new();
+        let mut links = Vec::with_capacity(topology.links.len());
+        let mut adjacency = vec![Vec::new(); ids.len()];
         for spec in &topology.links {
             let (a, b) = (index[&spec.a], index[&spec.b]);
-            link_of.insert((a, b), links.len() as u32);
-            link_of.insert((b, a), links.len() as u32);
+            adjacency[a as usize].push((b, links.len() as u32));
+            adjacency[b as usize].push((a, links.len() as u32));
             links.push(Link { a, b, latency: ms_to_micros(spec.latency_ms), up: true });
         }
-        let estimator = LinkEstimator::new(ProbeConfig::default()).expect("the default probe config is valid");
+        let estimator = LinkEstimator::new(scenario.probes.config()).expect("validated with the scenario");
         let mut origins: Vec<u32> = scenario.workload.streams.iter().map(|s| index[&s.origin]).collect();
-        origins.sort_unstable();
+        origins.sort_unstable_by(|a, b| ids[*a as usize].cmp(&ids[*b as usize]));
         origins.dedup();
-        let streams = scenario
+        let origin_ids: Vec<NodeId> = origins.iter().map(|&o| ids[o as usize].clone()).collect();
+        let loss = scenario.links.loss;
+        let mut pairs = 0;
+        let streams: Vec<Stream> = scenario
             .workload
             .streams
             .iter()
-            .map(|s| Stream {
-                slot: origins.binary_search(&index[&s.origin]).expect("every origin has a slot"),
-                segment: s.segment_ms * 1000,
-                edges: scenario.edges_of(s, topology).iter().map(|e| index[e]).collect(),
+            .map(|s| {
+                let bytes = (s.bitrate_kbps * s.segment_ms / 8).max(1);
+                let edges: Vec<u32> = scenario.edges_of(s, topology).iter().map(|e| index[e]).collect();
+                let stream = Stream {
+                    slot: origins.iter().position(|&o| o == index[&s.origin]).expect("every origin has a slot"),
+                    segment: s.segment_ms * 1000,
+                    bytes,
+                    object_loss: 1.0 - (1.0 - loss).powf(bytes.div_ceil(PACKET_BYTES) as f64),
+                    pairs,
+                    edges,
+                };
+                pairs += stream.edges.len();
+                stream
             })
             .collect();
-        let mut engine = Engine {
+        let mut graph = Graph::new();
+        for id in &ids {
+            graph.add_node(id);
+        }
+        let measured = MeshRoutes::new(graph.clone(), &origin_ids);
+        for link in &links {
+            graph.handle_link(&ids[link.a as usize], &ids[link.b as usize], link.latency.max(1));
+        }
+        let truth = MeshRoutes::new(graph, &origin_ids);
+        let fixed = truth
+            .trees()
+            .iter()
+            .map(|tree| {
+                (0..ids.len() as u32)
+                    .map(|n| tree.next_hop(NodeIx::new(n)).map_or(NONE, |h| h.index() as u32))
+                    .collect()
+            })
+            .collect();
+        let flow = || Flow {
+            busy: vec![0; 2 * links.len()],
+            link_bytes: vec![0; links.len()],
+            origin_egress: vec![0; origins.len()],
+        };
+        let memo = || Memo { stamp: vec![0; ids.len()], arrival: vec![None; ids.len()], path: vec![0; ids.len()] };
+        let damping = DampingConfig::default();
+        let outcomes = streams
+            .iter()
+            .map(|s| StreamOutcome {
+                edges: s.edges.len(),
+                direct_edges: s
+                    .edges
+                    .iter()
+                    .filter(|&&e| adjacency[origins[s.slot] as usize].iter().any(|&(n, _)| n == e))
+                    .count(),
+                ..StreamOutcome::default()
+            })
+            .collect();
+        let mut fault_order: Vec<(Micros, usize)> =
+            scenario.faults.iter().enumerate().map(|(i, f)| (f.at_us(), i)).collect();
+        fault_order.sort();
+        let timelines = fault_order
+            .iter()
+            .take(TIMELINES)
+            .enumerate()
+            .map(|(k, &(at, _))| {
+                let buckets = ((TIMELINE_BEFORE + TIMELINE_AFTER) / TIMELINE_BUCKET) as usize;
+                Timeline {
+                    fault: k,
+                    start: at.saturating_sub(TIMELINE_BEFORE),
+                    bucket: TIMELINE_BUCKET,
+                    worst: vec![[None; 3]; buckets],
+                    lost: vec![[0; 3]; buckets],
+                }
+            })
+            .collect();
+        Engine {
             scenario,
             now: 0,
             end: scenario.duration_s * 1_000_000,
@@ -191,40 +400,70 @@ impl<'a> Engine<'a> {
             queue: BinaryHeap::new(),
             rng: StdRng::seed_from_u64(seed),
             jitter: ms_to_micros(scenario.links.jitter_ms),
-            loss: scenario.links.loss,
+            loss,
+            bits_per_us: scenario.links.bandwidth_mbps,
+            late: scenario.workload.late_ms * 1000,
             crashed: vec![None; ids.len()],
+            control_up: true,
             estimators: vec![estimator; 2 * links.len()],
+            replies: vec![VecDeque::new(); 2 * links.len()],
             wake: vec![0; 2 * links.len()],
             installed: Rc::new(vec![vec![Hops { primary: NONE, backup: NONE }; ids.len()]; origins.len()]),
-            fixed: Vec::new(),
-            crossing: vec![(0, 0); links.len()],
+            measured_cost: vec![None; links.len()],
+            draws: vec![(0, 0); links.len()],
+            flows: [flow(), flow(), flow()],
+            memo: [memo(), memo(), memo()],
+            damper: RouteDamper::new(damping.clone()).expect("the default damping config is valid"),
+            damping,
+            measured,
+            recomputations: 0,
+            recomputations_skipped: 0,
+            truth,
+            fixed,
             emits: 0,
-            samples: vec![Vec::new(); scenario.workload.streams.len()],
-            emitted: vec![0; scenario.workload.streams.len()],
-            damper: RouteDamper::new(DampingConfig::default()).expect("the default damping config is valid"),
+            walk: Vec::new(),
+            outcomes,
+            stretch: Default::default(),
+            pending: vec![Vec::new(); pairs],
+            counted: vec![0; pairs],
+            faults: fault_order
+                .iter()
+                .map(|&(at, index)| FaultOutcome { index, at, affected: 0, lost: 0, reroute: Some(0) })
+                .collect(),
+            fault_order,
+            window: 0,
+            timelines,
+            progress: None,
+            regions: topology.nodes.iter().map(|n| n.region.clone()).collect(),
             ids,
             links,
-            link_of,
+            adjacency,
             origins,
             streams,
-        };
-        engine.fixed = engine.static_trees();
-        engine
+        }
+    }
+
+    /// Calls `progress(now, end)` about every simulated second.
+    pub fn with_progress(mut self, progress: &'a mut dyn FnMut(Micros, Micros)) -> Self {
+        self.progress = Some(progress);
+        self
     }
 
     /// Runs the scenario to its end.
     pub fn run(mut self) -> Outcome {
-        for (i, f) in self.scenario.faults.iter().enumerate() {
-            self.schedule((f.at_s * 1e6).round() as Micros, Event::Fault(i));
+        for k in 0..self.fault_order.len() {
+            let (at, i) = self.fault_order[k];
+            self.schedule(at, Event::Fault(i));
         }
         for est in 0..self.estimators.len() as u32 {
             self.schedule(0, Event::Probe { est });
         }
-        self.schedule(RECOMPUTE_EVERY, Event::Recompute);
+        self.schedule(self.scenario.control.recompute_ms * 1000, Event::Recompute);
         let start = self.scenario.workload.start_s * 1_000_000;
-        for stream in 0..self.streams.len() {
+        for stream in 0..self.streams.len() as u32 {
             self.schedule(start, Event::Segment { stream });
         }
+        let mut next_report = 0;
         while let Some(Scheduled { at, event, .. }) = self.queue.pop() {
             if at >= self.end {
                 break;
@@ -232,14 +471,29 @@ impl<'a> Engine<'a> {
             self.now = at;
             self.events += 1;
             self.handle(event);
+            if at >= next_report {
+                if let Some(progress) = self.progress.as_mut() {
+                    progress(at, self.end);
+                }
+                next_report = at + 1_000_000;
+            }
         }
+        let [overlay, fixed, direct] = self.flows;
+        let origins = self.origins.iter().map(|&o| self.ids[o as usize].clone()).collect();
         Outcome {
             ids: self.ids,
             links: self.links.len(),
             events: self.events,
             table_versions: self.damper.version(),
-            samples: self.samples,
-            emitted: self.emitted,
+            recomputations: self.recomputations,
+            recomputations_skipped: self.recomputations_skipped,
+            streams: self.outcomes,
+            faults: self.faults,
+            timelines: self.timelines,
+            stretch: self.stretch,
+            link_bytes: [overlay.link_bytes, fixed.link_bytes, direct.link_bytes],
+            origins,
+            origin_egress: [overlay.origin_egress, fixed.origin_egress, direct.origin_egress],
         }
     }
 
@@ -251,28 +505,25 @@ impl<'a> Engine<'a> {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Fault(i) => self.handle_fault(i),
+            Event::LinkState { link, up } => self.set_link(link as usize, up),
             Event::Probe { est } => self.handle_probe(est),
-            Event::ProbeReply { est, seq } => {
-                if self.is_up(self.owner(est)) {
-                    let now = self.now();
-                    self.estimators[est as usize].handle_probe_reply(now, seq);
-                }
-            }
             Event::Recompute => {
-                self.recompute();
-                self.schedule(self.now + RECOMPUTE_EVERY, Event::Recompute);
+                if self.control_up {
+                    self.recompute();
+                }
+                self.schedule(self.now + self.scenario.control.recompute_ms * 1000, Event::Recompute);
             }
             Event::TablePush(tables) => self.install(tables),
             Event::Segment { stream } => {
-                self.emit(stream);
-                let next = self.now + self.streams[stream].segment;
+                self.emit(stream as usize);
+                let next = self.now + self.streams[stream as usize].segment;
                 self.schedule(next, Event::Segment { stream });
             }
         }
     }
 
-    fn now(&self) -> Duration {
-        Duration::from_micros(self.now)
+    fn time(at: Micros) -> Duration {
+        Duration::from_micros(at)
     }
 
     fn is_up(&self, node: u32) -> bool {
@@ -292,24 +543,123 @@ impl<'a> Engine<'a> {
         self.owner(est ^ 1)
     }
 
+    fn link_between(&self, from: u32, to: u32) -> Option<u32> {
+        self.adjacency[from as usize].iter().find(|&&(n, _)| n == to).map(|&(_, l)| l)
+    }
+
     /// The estimator `from` keeps for its link to `to`.
     fn estimator_of(&self, from: u32, to: u32) -> u32 {
-        let link = self.link_of[&(from, to)];
+        let link = self.link_between(from, to).expect("next hops are neighbours");
         2 * link + u32::from(self.links[link as usize].a != from)
     }
 
-    fn handle_fault(&mut self, i: usize) {
-        let fault = &self.scenario.faults[i];
-        let a = self.node_index(&fault.a);
-        let b = fault.b.as_ref().map(|b| self.node_index(b));
-        let link = b.map(|b| self.link_of[&(a, b)] as usize);
-        match fault.kind {
-            FaultKind::NodeCrash => self.crashed[a as usize] = Some(self.now),
-            FaultKind::LinkDown => self.links[link.expect("validated")].up = false,
-            FaultKind::LinkUp => self.links[link.expect("validated")].up = true,
-            FaultKind::Latency => {
-                self.links[link.expect("validated")].latency = ms_to_micros(fault.value.expect("validated"))
+    /// Hands the estimator the replies that have arrived by now.
+    fn settle(&mut self, est: u32) {
+        let now = Self::time(self.now);
+        while let Some(&(at, seq)) = self.replies[est as usize].front() {
+            if at > self.now {
+                break;
             }
+            self.replies[est as usize].pop_front();
+            self.estimators[est as usize].handle_probe_reply(Self::time(at).min(now), seq);
+        }
+    }
+
+    /// Replies still on their way back over the link of `est` are lost (the link or a node failed).
+    fn drop_replies(&mut self, est: u32) {
+        self.settle(est);
+        self.replies[est as usize].clear();
+    }
+
+    fn is_down(&mut self, est: u32) -> bool {
+        self.settle(est);
+        self.estimators[est as usize].is_down(Self::time(self.now))
+    }
+
+    fn handle_fault(&mut self, i: usize) {
+        self.window += 1;
+        let fault = &self.scenario.faults[i];
+        let node = |e: &Self, id: &Option<NodeId>| e.node_index(id.as_ref().expect("validated"));
+        let link = |e: &Self| {
+            let (a, b) = (node(e, &fault.a), node(e, &fault.b));
+            e.link_between(a, b).expect("validated") as usize
+        };
+        match fault.kind {
+            FaultKind::LinkDown => self.set_link(link(self), false),
+            FaultKind::LinkUp => self.set_link(link(self), true),
+            FaultKind::Flap => {
+                let (l, period) = (link(self), (fault.period_s.expect("validated") * 1e6).round() as Micros);
+                let until = (fault.until_s.expect("validated") * 1e6).round() as Micros;
+                self.set_link(l, false);
+                let (mut at, mut up) = (self.now + period.max(1), true);
+                while at < until {
+                    self.schedule(at, Event::LinkState { link: l as u32, up });
+                    (at, up) = (at + period.max(1), !up);
+                }
+                self.schedule(until, Event::LinkState { link: l as u32, up: true });
+            }
+            FaultKind::Latency => {
+                let l = link(self);
+                self.links[l].latency = ms_to_micros(fault.value.expect("validated"));
+                self.update_truth(l);
+            }
+            FaultKind::NodeCrash => {
+                let n = node(self, &fault.a);
+                self.crashed[n as usize] = Some(self.now);
+                for (_, l) in self.adjacency[n as usize].clone() {
+                    self.drop_replies(2 * l);
+                    self.drop_replies(2 * l + 1);
+                    self.update_truth(l as usize);
+                }
+            }
+            FaultKind::NodeRecover => {
+                let n = node(self, &fault.a);
+                if self.crashed[n as usize].take().is_some() {
+                    let fresh = LinkEstimator::new(self.scenario.probes.config()).expect("validated");
+                    for (_, l) in self.adjacency[n as usize].clone() {
+                        let own = 2 * l + u32::from(self.links[l as usize].a != n);
+                        self.estimators[own as usize] = fresh.clone();
+                        self.replies[own as usize].clear();
+                        self.rearm(own);
+                        self.update_truth(l as usize);
+                    }
+                }
+            }
+            FaultKind::Partition | FaultKind::Heal => {
+                let region = fault.region.as_deref().expect("validated");
+                let inside: Vec<bool> = self.regions.iter().map(|r| r == region).collect();
+                for l in 0..self.links.len() {
+                    let (a, b) = (self.links[l].a as usize, self.links[l].b as usize);
+                    if inside[a] != inside[b] {
+                        self.set_link(l, fault.kind == FaultKind::Heal);
+                    }
+                }
+            }
+            FaultKind::ControlDown => self.control_up = false,
+            FaultKind::ControlUp => self.control_up = true,
+        }
+    }
+
+    fn set_link(&mut self, l: usize, up: bool) {
+        if self.links[l].up == up {
+            return;
+        }
+        self.links[l].up = up;
+        if !up {
+            self.drop_replies(2 * l as u32);
+            self.drop_replies(2 * l as u32 + 1);
+        }
+        self.update_truth(l);
+    }
+
+    /// Brings the true graph's link `l` in line with the link and its ends.
+    fn update_truth(&mut self, l: usize) {
+        let link = &self.links[l];
+        let (a, b) = (&self.ids[link.a as usize], &self.ids[link.b as usize]);
+        if link.up && self.is_up(link.a) && self.is_up(link.b) {
+            self.truth.handle_link(a, b, link.latency.max(1));
+        } else {
+            self.truth.handle_link_down(a, b);
         }
     }
 
@@ -321,11 +671,12 @@ impl<'a> Engine<'a> {
         if self.wake[est as usize] != self.now {
             return;
         }
-        // A crashed node probes nothing, ever again.
+        // A crashed node probes nothing until it recovers.
         if !self.is_up(self.owner(est)) {
             return;
         }
-        let now = self.now();
+        self.settle(est);
+        let now = Self::time(self.now);
         if let Some(seq) = self.estimators[est as usize].poll_probe(now) {
             self.estimators[est as usize].handle_probe_sent(now, seq);
             let link = est as usize / 2;
@@ -333,7 +684,11 @@ impl<'a> Engine<'a> {
                 let there = self.cross(link);
                 let back = self.cross(link);
                 if let (Some(there), Some(back)) = (there, back) {
-                    self.schedule(self.now + there + back, Event::ProbeReply { est, seq });
+                    let at = self.now + there + back;
+                    let replies = &mut self.replies[est as usize];
+                    // Replies arrive in the order they were sent (jitter never reorders on a link).
+                    let at = replies.back().map_or(at, |&(last, _)| at.max(last));
+                    replies.push_back((at, seq));
                 }
             }
         }
@@ -365,63 +720,90 @@ impl<'a> Engine<'a> {
 
     /// The control plane's recomputation (see the module docs).
     fn recompute(&mut self) {
-        let mut graph = Graph::new();
-        for id in &self.ids {
-            graph.add_node(id);
-        }
-        for (l, link) in self.links.iter().enumerate() {
-            let (mut up, mut down, mut cost) = (false, false, 0);
-            for est in [2 * l, 2 * l + 1] {
+        let mut changed = false;
+        for l in 0..self.links.len() {
+            let mut ends = [None, None];
+            let mut reported = 0;
+            for est in [2 * l as u32, 2 * l as u32 + 1] {
                 // What the owner last reported: now, or as of its crash while that report is not stale.
-                let at = match self.crashed[self.owner(est as u32) as usize] {
+                let at = match self.crashed[self.owner(est) as usize] {
                     None => self.now,
                     Some(crash) if self.now - crash <= REPORT_STALE_AFTER => crash,
                     Some(_) => continue,
                 };
-                let estimator = &self.estimators[est];
-                if estimator.is_down(Duration::from_micros(at)) {
-                    down = true;
+                self.settle(est);
+                let estimator = &self.estimators[est as usize];
+                if estimator.is_down(Self::time(at)) {
+                    ends[reported] = Some(None);
                 } else if let Some(m) = estimator.metrics() {
-                    up = true;
-                    cost = cost.max((m.cost().div_ceil(1000) * 1000).max(1000));
+                    ends[reported] = Some(Some(m));
+                } else {
+                    continue;
                 }
+                reported += 1;
             }
-            if up && !down {
-                graph.handle_link(&self.ids[link.a as usize], &self.ids[link.b as usize], cost);
+            let measured = graph_link(ends.into_iter().take(reported).flatten());
+            let cost = match (self.measured_cost[l], measured) {
+                (Some(held), Some(cost)) if !self.damping.is_clear_change(held, cost) => Some(held),
+                (_, measured) => measured,
+            };
+            if cost != self.measured_cost[l] {
+                self.measured_cost[l] = cost;
+                let (a, b) = (&self.ids[self.links[l].a as usize], &self.ids[self.links[l].b as usize]);
+                match cost {
+                    Some(cost) => self.measured.handle_link(a, b, cost),
+                    None => self.measured.handle_link_down(a, b),
+                };
+                changed = true;
             }
         }
-        let trees: Vec<RouteTree> = self
-            .origins
-            .iter()
-            .map(|&o| RouteTree::compute(&graph, graph.index_of(&self.ids[o as usize]).expect("every node is added")))
-            .collect();
-        if !self.damper.handle_routes(self.now(), &graph, &trees) {
+        if !changed && !self.damper.is_holding() && self.damper.version() > 0 {
+            self.recomputations_skipped += 1;
             return;
         }
-        let index: HashMap<&NodeId, u32> = self.ids.iter().enumerate().map(|(i, id)| (id, i as u32)).collect();
-        let mut forwarding = vec![vec![Hops { primary: NONE, backup: NONE }; self.ids.len()]; self.origins.len()];
-        for (node, table) in self.damper.tables() {
-            for (slot, &origin) in self.origins.iter().enumerate() {
-                if let Some(route) = table.route(&self.ids[origin as usize]) {
-                    forwarding[slot][index[node] as usize] = Hops {
-                        primary: index[&route.primary.via],
-                        backup: route.backup.as_ref().map_or(NONE, |b| index[&b.via]),
-                    };
-                }
-            }
+        self.recomputations += 1;
+        if !self.damper.handle_routes(Self::time(self.now), self.measured.graph(), self.measured.trees()) {
+            return;
         }
-        self.schedule(self.now + TABLE_PUSH_DELAY, Event::TablePush(Rc::new(forwarding)));
+        let n = self.ids.len() as u32;
+        let forwarding: Vec<Vec<Hops>> = self
+            .damper
+            .trees()
+            .iter()
+            .map(|tree| {
+                (0..n)
+                    .map(NodeIx::new)
+                    .map(|x| Hops {
+                        primary: tree.next_hop(x).map_or(NONE, |h| h.index() as u32),
+                        backup: tree.backup(x).map_or(NONE, |(h, _)| h.index() as u32),
+                    })
+                    .collect()
+            })
+            .collect();
+        let at = self.now + self.scenario.control.push_delay_ms * 1000;
+        self.schedule(at, Event::TablePush(Rc::new(forwarding)));
     }
 
-    /// Every node installs the pushed tables; links on a primary next hop now carry traffic and probe fast.
+    /// Every node installs the pushed tables; links on the way from a watching edge to its stream's origin
+    /// now carry traffic and probe fast.
     fn install(&mut self, tables: Forwarding) {
         let mut active = vec![false; self.estimators.len()];
-        for per_node in tables.iter() {
-            for (node, hops) in per_node.iter().enumerate() {
-                if hops.primary != NONE {
-                    let est = self.estimator_of(node as u32, hops.primary);
+        let mut reached = vec![u32::MAX; self.ids.len()];
+        for (s, stream) in self.streams.iter().enumerate() {
+            let slot = stream.slot;
+            for &edge in &stream.edges {
+                let mut at = edge;
+                // Each node is walked once per stream: `reached` holds the stream that last got there.
+                while reached[at as usize] != s as u32 && at != self.origins[slot] {
+                    reached[at as usize] = s as u32;
+                    let via = tables[slot][at as usize].primary;
+                    if via == NONE {
+                        break;
+                    }
+                    let est = self.estimator_of(at, via);
                     active[est as usize] = true;
                     active[est as usize ^ 1] = true;
+                    at = via;
                 }
             }
         }
@@ -436,101 +818,200 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn emit(&mut self, stream: usize) {
-        self.emitted[stream] += 1;
+    fn emit(&mut self, s: usize) {
+        self.outcomes[s].objects += 1;
         self.emits += 1;
-        let slot = self.streams[stream].slot;
-        for i in 0..self.streams[stream].edges.len() {
-            let edge = self.streams[stream].edges[i];
+        let steady = self.fault_order.first().is_none_or(|&(at, _)| self.now < at);
+        // The timelines whose window holds this emission, and the bucket in it.
+        let buckets: Vec<(usize, usize)> = self
+            .timelines
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| self.now >= t.start)
+            .map(|(i, t)| (i, ((self.now - t.start) / t.bucket) as usize))
+            .filter(|&(i, b)| b < self.timelines[i].worst.len())
+            .collect();
+        let slot = self.streams[s].slot;
+        for i in 0..self.streams[s].edges.len() {
+            let edge = self.streams[s].edges[i];
             // A crashed edge has no viewers left.
             if !self.is_up(edge) {
                 continue;
             }
-            let overlay = self.deliver(edge, slot, true);
-            let fixed = self.deliver(edge, slot, false);
-            self.samples[stream].push(Sample { edge, sent: self.now, overlay, fixed });
+            let optimum = self.truth.trees()[slot].cost(NodeIx::new(edge));
+            for (k, strategy) in STRATEGIES.into_iter().enumerate() {
+                let Some(arrival) = self.arrival(strategy, slot, s, edge) else { continue };
+                self.record(s, k, steady, arrival.map(|(latency, _)| latency), &buckets);
+                if let (Some((_, path)), Some(optimum)) = (arrival, optimum) {
+                    self.stretch[k].add(path * 1000 / optimum.max(1));
+                }
+                if strategy == Strategy::Overlay {
+                    let pair = self.streams[s].pairs + i;
+                    match arrival {
+                        Some((latency, _)) => self.delivered(pair, latency),
+                        None => self.lost(pair),
+                    }
+                }
+            }
         }
     }
 
-    /// The latency of one object from origin `slot` to `edge`, or `None` when it is lost.
-    ///
-    /// The object follows, from the edge up, each node's choice at the moment the origin emits it (a
-    /// subscription tree, walked upstream): its primary next hop, or its backup when its own estimator has
-    /// declared the primary down (local failover). It is lost when a node has no usable next hop, or when the
-    /// hop it takes crosses a down link or reaches a crashed node (a failure not yet detected). Each link adds
-    /// its latency and jitter, drawn once per object; a packet the link loses is retransmitted, one round trip
-    /// later. With `overlay`
-    /// false the static shortest-path tree of t = 0 is followed instead, without failover.
-    fn deliver(&mut self, edge: u32, slot: usize, overlay: bool) -> Option<Micros> {
-        let origin = self.origins[slot];
-        let (mut at, mut total) = (edge, 0);
-        for _ in 0..self.ids.len() {
-            if at == origin {
-                return Some(total);
-            }
-            let via = if overlay {
-                let hops = self.installed[slot][at as usize];
-                let is_down = |e: &Self, to: u32| e.estimators[e.estimator_of(at, to) as usize].is_down(e.now());
-                if hops.primary == NONE {
-                    return None;
-                } else if !is_down(self, hops.primary) {
-                    hops.primary
-                } else if hops.backup != NONE && !is_down(self, hops.backup) {
-                    hops.backup
-                } else {
-                    return None;
+    fn record(&mut self, s: usize, k: usize, steady: bool, latency: Option<Micros>, buckets: &[(usize, usize)]) {
+        let late = self.late;
+        let out = &mut self.outcomes[s];
+        for tally in [Some(&mut out.all[k]), steady.then_some(&mut out.steady[k])].into_iter().flatten() {
+            tally.due += 1;
+            match latency {
+                None => tally.lost += 1,
+                Some(l) => {
+                    tally.latency.add(l);
+                    if l > late {
+                        tally.late += 1;
+                    }
                 }
-            } else {
-                self.fixed[slot][at as usize]
+            }
+        }
+        for &(t, b) in buckets {
+            let timeline = &mut self.timelines[t];
+            match latency {
+                None => timeline.lost[b][k] += 1,
+                Some(l) => timeline.worst[b][k] = Some(timeline.worst[b][k].map_or(l, |w| w.max(l))),
+            }
+        }
+    }
+
+    /// An overlay loss for a (stream, edge) pair, in the current fault window.
+    fn lost(&mut self, pair: usize) {
+        if self.window == 0 {
+            return;
+        }
+        let k = self.window - 1;
+        self.faults[k].lost += 1;
+        if self.counted[pair] != self.window as u32 {
+            self.counted[pair] = self.window as u32;
+            self.faults[k].affected += 1;
+        }
+        if self.pending[pair].last() != Some(&(k as u32)) {
+            self.pending[pair].push(k as u32);
+        }
+    }
+
+    /// An overlay delivery: the pair's open losses are over, at `now + latency`.
+    fn delivered(&mut self, pair: usize, latency: Micros) {
+        for k in std::mem::take(&mut self.pending[pair]) {
+            let fault = &mut self.faults[k as usize];
+            let took = self.now + latency - fault.at;
+            fault.reroute = fault.reroute.map(|r| r.max(took));
+        }
+    }
+
+    /// When the current object reaches `edge` by `strategy`: `None` when the strategy does not apply (no
+    /// direct link), `Some(None)` when it is lost, else its latency and the true latency of its path.
+    ///
+    /// The overlay's object follows, from the edge up, each node's choice at the moment the origin emits it
+    /// (a subscription tree, walked upstream): its primary next hop, or its backup when its own estimator has
+    /// declared the primary down (local failover). It is lost when a node has no usable next hop, or when the
+    /// hop it takes crosses a down link or reaches a crashed node (a failure not yet detected). The static
+    /// tree is walked the same way without failover. Each node is reached once per object and strategy, so
+    /// one copy crosses each link of the tree whatever the number of edges below it: it queues behind what the
+    /// link already carries, takes `bytes / bandwidth` to send, then the link's latency and the object's
+    /// jitter draw (a lost packet costs one more round trip).
+    fn arrival(&mut self, strategy: Strategy, slot: usize, s: usize, edge: u32) -> Option<Option<(Micros, Micros)>> {
+        let origin = self.origins[slot];
+        let k = strategy as usize;
+        let stamp = self.emits;
+        if strategy == Strategy::Direct {
+            let link = self.link_between(edge, origin)?;
+            if !self.links[link as usize].up || !self.is_up(origin) {
+                return Some(None);
+            }
+            let at = self.forward(k, s, link as usize, origin, 0);
+            return Some(Some((at, self.links[link as usize].latency)));
+        }
+        self.walk.clear();
+        let mut at = edge;
+        // The arrival and path latency where the walk stops.
+        let base: Option<(Micros, Micros)> = loop {
+            if self.memo[k].stamp[at as usize] == stamp {
+                break self.memo[k].arrival[at as usize].map(|a| (a, self.memo[k].path[at as usize]));
+            }
+            if at == origin {
+                break Some((0, 0));
+            }
+            if self.walk.len() > self.ids.len() {
+                break None;
+            }
+            let via = match strategy {
+                Strategy::Overlay => {
+                    let hops = self.installed[slot][at as usize];
+                    if hops.primary == NONE {
+                        NONE
+                    } else if !self.is_down(self.estimator_of(at, hops.primary)) {
+                        hops.primary
+                    } else if hops.backup != NONE && !self.is_down(self.estimator_of(at, hops.backup)) {
+                        hops.backup
+                    } else {
+                        NONE
+                    }
+                }
+                _ => self.fixed[slot][at as usize],
             };
             if via == NONE {
-                return None;
+                break None;
             }
-            let link = self.link_of[&(at, via)] as usize;
-            if !self.links[link].up || !self.is_up(via) {
-                return None;
+            let link = self.link_between(at, via).expect("next hops are neighbours");
+            self.walk.push((at, via, link));
+            if !self.links[link as usize].up || !self.is_up(via) {
+                break None;
             }
-            total += self.object_crossing(link);
             at = via;
-        }
-        None
-    }
-
-    /// The current object's delay across `link`: drawn once per object and link, since one copy crosses each
-    /// link of the tree whatever the number of edges below it (and the static tree's walk then sees the same
-    /// draws, so the two differ by their paths, not by luck).
-    fn object_crossing(&mut self, link: usize) -> Micros {
-        if self.crossing[link].0 != self.emits {
-            let delay = match self.cross(link) {
-                Some(delay) => delay,
-                None => 3 * self.links[link].latency + self.draw_jitter(),
+        };
+        // Back down the walk: each node's arrival from its upstream's.
+        let mut upstream = base;
+        for i in (0..self.walk.len()).rev() {
+            let (node, via, link) = self.walk[i];
+            let here = match upstream {
+                Some((arrived, path)) if self.links[link as usize].up && self.is_up(via) => {
+                    let at = self.forward(k, s, link as usize, via, arrived);
+                    Some((at, path + self.links[link as usize].latency))
+                }
+                _ => None,
             };
-            self.crossing[link] = (self.emits, delay);
+            let memo = &mut self.memo[k];
+            memo.stamp[node as usize] = stamp;
+            memo.arrival[node as usize] = here.map(|h| h.0);
+            memo.path[node as usize] = here.map_or(0, |h| h.1);
+            upstream = here;
         }
-        self.crossing[link].1
+        Some(upstream)
     }
 
-    /// The shortest-path next hops toward each origin over the topology's latencies, as they are at t = 0.
-    fn static_trees(&self) -> Vec<Vec<u32>> {
-        let mut graph = Graph::new();
-        for id in &self.ids {
-            graph.add_node(id);
+    /// The current object of stream `s`, ready at `from` at `ready` (µs after emission), crosses `link`:
+    /// returns when it is complete at the other end, and accounts its bytes.
+    fn forward(&mut self, k: usize, s: usize, link: usize, from: u32, ready: Micros) -> Micros {
+        let bytes = self.streams[s].bytes;
+        if self.draws[link].0 != self.emits {
+            let mut extra = self.draw_jitter();
+            if self.streams[s].object_loss > 0.0 && self.rng.gen_bool(self.streams[s].object_loss) {
+                extra += 2 * self.links[link].latency + self.draw_jitter();
+            }
+            self.draws[link] = (self.emits, extra);
         }
-        for link in &self.links {
-            graph.handle_link(&self.ids[link.a as usize], &self.ids[link.b as usize], link.latency);
+        let extra = self.draws[link].1;
+        let direction = 2 * link + usize::from(self.links[link].a != from);
+        let flow = &mut self.flows[k];
+        let mut start = self.now + ready;
+        let mut send = 0;
+        if self.bits_per_us > 0.0 {
+            start = start.max(flow.busy[direction]);
+            send = ((bytes * 8) as f64 / self.bits_per_us).ceil() as Micros;
+            flow.busy[direction] = start + send;
         }
-        self.origins
-            .iter()
-            .map(|&o| {
-                let tree = RouteTree::compute(&graph, graph.index_of(&self.ids[o as usize]).expect("added"));
-                (0..self.ids.len())
-                    .map(|n| {
-                        let ix = graph.index_of(&self.ids[n]).expect("added");
-                        tree.next_hop(ix).map_or(NONE, |h| self.node_index(graph.id(h)))
-                    })
-                    .collect()
-            })
-            .collect()
+        flow.link_bytes[link] += bytes;
+        if from == self.origins[self.streams[s].slot] {
+            flow.origin_egress[self.streams[s].slot] += bytes;
+        }
+        start + send + self.links[link].latency + extra - self.now
     }
 }
 

@@ -27,14 +27,17 @@
 //! always give the same summary, byte for byte.
 
 mod engine;
+pub mod generate;
+mod histogram;
 mod scenario;
 mod summary;
 
 use std::path::Path;
 
-pub use engine::{Micros, Outcome, Sample};
+pub use engine::{Micros, Outcome, Strategy, Tally, STRATEGIES};
+pub use histogram::{Histogram, Percentiles};
 pub use scenario::{Expect, Fault, FaultKind, LinkDefaults, Scenario, StreamSpec, Workload};
-pub use summary::{Delivery, FaultSummary, Percentiles, StreamSummary, Summary};
+pub use summary::{Delivery, FaultSummary, Strategies, StreamSummary, Summary, Traffic};
 
 use crate::topology::Topology;
 
@@ -53,28 +56,46 @@ pub enum SimError {
     /// A field's value contradicts the topology or the rest of the scenario.
     #[error("{path}: {field}: {message}")]
     Invalid { path: String, field: String, message: String },
-    /// The summary could not be written.
-    #[error("{path}: cannot write the summary: {message}")]
+    /// The results could not be written.
+    #[error("{path}: cannot write the results: {message}")]
     Write { path: String, message: String },
 }
 
-/// Runs an already loaded scenario with `seed`; `name` labels the summary.
-pub fn run(name: &str, scenario: &Scenario, topology: &Topology, seed: u64) -> Summary {
-    let outcome = engine::Engine::new(scenario, topology, seed).run();
-    Summary::new(name, seed, scenario, &outcome)
+/// Runs an already loaded scenario with `seed`; `name` labels the summary. `progress`, when given, is called
+/// with (simulated now, simulated end) about every simulated second.
+pub fn run(
+    name: &str,
+    scenario: &Scenario,
+    topology: &Topology,
+    seed: u64,
+    progress: Option<&mut dyn FnMut(Micros, Micros)>,
+) -> (Summary, Outcome) {
+    let engine = engine::Engine::new(scenario, topology, seed);
+    let outcome = match progress {
+        Some(progress) => engine.with_progress(progress).run(),
+        None => engine.run(),
+    };
+    (Summary::new(name, seed, scenario, &outcome), outcome)
 }
 
 /// Loads the scenario at `path`, runs it (with `seed` instead of the scenario's when given) and, when `out`
 /// is given, writes `out/summary.json`.
-pub fn run_file(path: &Path, seed: Option<u64>, out: Option<&Path>) -> Result<Summary, SimError> {
+pub fn run_file(
+    path: &Path,
+    seed: Option<u64>,
+    out: Option<&Path>,
+    progress: Option<&mut dyn FnMut(Micros, Micros)>,
+) -> Result<Summary, SimError> {
     let (scenario, topology) = Scenario::load(path)?;
     let name = path.file_stem().map_or_else(|| "scenario".into(), |s| s.to_string_lossy().into_owned());
-    let summary = run(&name, &scenario, &topology, seed.unwrap_or(scenario.seed));
+    let (summary, _outcome) = run(&name, &scenario, &topology, seed.unwrap_or(scenario.seed), progress);
     if let Some(dir) = out {
-        let file = dir.join("summary.json");
-        let write = |e: std::io::Error| SimError::Write { path: file.display().to_string(), message: e.to_string() };
-        std::fs::create_dir_all(dir).map_err(write)?;
-        std::fs::write(&file, summary.to_json()).map_err(write)?;
+        let write = |file: &Path, text: &str| {
+            std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::write(file, text))
+                .map_err(|e| SimError::Write { path: file.display().to_string(), message: e.to_string() })
+        };
+        write(&dir.join("summary.json"), &summary.to_json())?;
     }
     Ok(summary)
 }

@@ -1,36 +1,58 @@
-//! Scenario files (`simulations/*.toml`): a topology, link impairments, a workload, a fault schedule, a seed
-//! and the outcome the scenario expects.
+//! Scenario files (`simulations/*.toml`): a topology (a file, or generated from one), link impairments, probe
+//! and control-plane settings, a workload, a fault schedule, a seed and the outcome the scenario expects.
 //!
 //! Parsing is serde with `deny_unknown_fields`, so a misspelt key is an error that names it;
 //! [`Scenario::validate`] then checks what serde cannot (node names against the topology, times inside the
-//! run) and names the field of every problem.
+//! run) and names the field of every problem. Generated parts (a `[generate]` topology, a
+//! `[workload.generate]` stream set, `[random_faults]`) are expanded at load time from the file's own seed, so
+//! `--seed` changes the jitter and loss drawn during the run, not the mesh or the workload.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
+use super::generate::Generate;
 use super::SimError;
 use crate::id::{NodeId, StreamName};
-use crate::topology::Topology;
+use crate::routing::ProbeConfig;
+use crate::topology::{Role, Topology};
 
 /// One simulation run's description, as read from its file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
-    /// The topology file, relative to the scenario file.
+    /// The topology file, relative to the scenario file; with `[generate]`, the base the mesh is generated
+    /// from.
     pub topology: PathBuf,
+    /// A mesh generated from `topology` instead of `topology` itself.
+    #[serde(default)]
+    pub generate: Option<Generate>,
     /// Simulated time, in seconds.
     pub duration_s: u64,
-    /// The RNG seed (jitter, loss); `--seed` overrides it.
+    /// The RNG seed (jitter, loss; and, from the file only, what is generated); `--seed` overrides it for the
+    /// run.
     pub seed: u64,
     /// Impairments every link has, on top of its topology latency.
     #[serde(default)]
     pub links: LinkDefaults,
+    /// How the nodes probe their links.
+    #[serde(default)]
+    pub probes: Probes,
+    /// How often the control plane recomputes and how long its tables take to reach the nodes.
+    #[serde(default)]
+    pub control: Control,
     /// The live streams and who watches them.
     pub workload: Workload,
     /// What happens when, in time order or not.
     #[serde(default)]
     pub faults: Vec<Fault>,
+    /// Faults drawn at random (from the file's seed), added to `faults`.
+    #[serde(default)]
+    pub random_faults: Option<RandomFaults>,
     /// What the scenario promises; tests check it.
     #[serde(default)]
     pub expect: Expect,
@@ -44,11 +66,58 @@ pub struct LinkDefaults {
     pub jitter_ms: f64,
     /// Fraction of packets each one-way crossing loses, 0.0 to 1.0.
     pub loss: f64,
+    /// Each link's capacity in each direction, in Mbit/s; objects queue behind each other on a link that is
+    /// busy. 0 means unlimited (no serialization delay, no queueing).
+    pub bandwidth_mbps: f64,
 }
 
 impl Default for LinkDefaults {
     fn default() -> Self {
-        Self { jitter_ms: 1.0, loss: 0.0 }
+        Self { jitter_ms: 1.0, loss: 0.0, bandwidth_mbps: 0.0 }
+    }
+}
+
+/// Probe intervals, as the nodes' [`ProbeConfig`] has them (the live defaults when absent).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Probes {
+    /// Interval on links that carry a stream, in ms.
+    pub fast_ms: u64,
+    /// Interval on idle links, in ms.
+    pub slow_ms: u64,
+}
+
+impl Default for Probes {
+    fn default() -> Self {
+        let live = ProbeConfig::default();
+        Self { fast_ms: live.fast_interval.as_millis() as u64, slow_ms: live.slow_interval.as_millis() as u64 }
+    }
+}
+
+impl Probes {
+    /// The estimators' configuration: the live one with these intervals.
+    pub fn config(&self) -> ProbeConfig {
+        ProbeConfig {
+            fast_interval: Duration::from_millis(self.fast_ms),
+            slow_interval: Duration::from_millis(self.slow_ms),
+            ..ProbeConfig::default()
+        }
+    }
+}
+
+/// The control plane's timing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Control {
+    /// How often it recomputes from the latest reports, in ms (the live control plane: 1,000).
+    pub recompute_ms: u64,
+    /// From a recomputation to its tables being in force at every node, in ms.
+    pub push_delay_ms: u64,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Self { recompute_ms: 1_000, push_delay_ms: 50 }
     }
 }
 
@@ -59,12 +128,23 @@ pub struct Workload {
     /// When the origins start emitting, in seconds: the time the probes and the first route tables need.
     #[serde(default = "default_start_s")]
     pub start_s: u64,
+    /// An object delivered later than this after its origin emitted it counts as late, in ms.
+    #[serde(default = "default_late_ms")]
+    pub late_ms: u64,
     /// The streams.
+    #[serde(default)]
     pub streams: Vec<StreamSpec>,
+    /// Streams drawn at random (from the file's seed), added to `streams`.
+    #[serde(default)]
+    pub generate: Option<GeneratedStreams>,
 }
 
 fn default_start_s() -> u64 {
     5
+}
+
+fn default_late_ms() -> u64 {
+    1_000
 }
 
 /// One live stream.
@@ -77,9 +157,32 @@ pub struct StreamSpec {
     pub origin: NodeId,
     /// One object (a segment or an LL-HLS part) every `segment_ms`.
     pub segment_ms: u64,
+    /// The stream's bitrate in kbit/s: each object is `bitrate × segment` long.
+    #[serde(default = "default_bitrate_kbps")]
+    pub bitrate_kbps: u64,
     /// The edges with viewers; every edge-role node but the origin when absent.
     #[serde(default)]
     pub edges: Option<Vec<NodeId>>,
+}
+
+fn default_bitrate_kbps() -> u64 {
+    4_000
+}
+
+/// Many streams at once: origins taken in turn from the origin-role nodes, edges drawn from the edge-role
+/// nodes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratedStreams {
+    /// How many streams.
+    pub streams: usize,
+    /// How many edges watch each stream (all edges when there are fewer).
+    pub edges_per_stream: usize,
+    /// One object every `segment_ms`.
+    pub segment_ms: u64,
+    /// Each stream's bitrate in kbit/s.
+    #[serde(default = "default_bitrate_kbps")]
+    pub bitrate_kbps: u64,
 }
 
 /// What a fault does.
@@ -90,10 +193,22 @@ pub enum FaultKind {
     LinkDown,
     /// The link `a`—`b` carries traffic again.
     LinkUp,
+    /// The link `a`—`b` goes down and comes back every `period_s` until `until_s`.
+    Flap,
     /// Node `a` stops: it forwards, answers and reports nothing.
     NodeCrash,
+    /// Node `a` starts again, with fresh link estimators.
+    NodeRecover,
     /// The link `a`—`b`'s one-way latency becomes `value` ms.
     Latency,
+    /// Every link between `region` and the rest of the mesh goes down.
+    Partition,
+    /// Every link between `region` and the rest of the mesh comes back.
+    Heal,
+    /// The control plane stops: no recomputation, no new tables; nodes keep theirs.
+    ControlDown,
+    /// The control plane is back.
+    ControlUp,
 }
 
 impl FaultKind {
@@ -101,9 +216,27 @@ impl FaultKind {
         match self {
             FaultKind::LinkDown => "link_down",
             FaultKind::LinkUp => "link_up",
+            FaultKind::Flap => "flap",
             FaultKind::NodeCrash => "node_crash",
+            FaultKind::NodeRecover => "node_recover",
             FaultKind::Latency => "latency",
+            FaultKind::Partition => "partition",
+            FaultKind::Heal => "heal",
+            FaultKind::ControlDown => "control_down",
+            FaultKind::ControlUp => "control_up",
         }
+    }
+
+    fn needs_link(self) -> bool {
+        matches!(self, FaultKind::LinkDown | FaultKind::LinkUp | FaultKind::Flap | FaultKind::Latency)
+    }
+
+    fn needs_node(self) -> bool {
+        matches!(self, FaultKind::NodeCrash | FaultKind::NodeRecover)
+    }
+
+    fn needs_region(self) -> bool {
+        matches!(self, FaultKind::Partition | FaultKind::Heal)
     }
 }
 
@@ -114,14 +247,62 @@ pub struct Fault {
     /// When, in seconds (fractions allowed).
     pub at_s: f64,
     pub kind: FaultKind,
-    /// The node (`node_crash`) or one end of the link.
-    pub a: NodeId,
+    /// The node (`node_crash`, `node_recover`) or one end of the link (link faults).
+    #[serde(default)]
+    pub a: Option<NodeId>,
     /// The other end of the link (link faults only).
     #[serde(default)]
     pub b: Option<NodeId>,
+    /// The region (`partition`, `heal`).
+    #[serde(default)]
+    pub region: Option<String>,
     /// The new one-way latency in ms (`latency` only).
     #[serde(default)]
     pub value: Option<f64>,
+    /// How long the link stays down, then up, in seconds (`flap` only).
+    #[serde(default)]
+    pub period_s: Option<f64>,
+    /// When the flapping ends with the link up, in seconds (`flap` only).
+    #[serde(default)]
+    pub until_s: Option<f64>,
+}
+
+impl Fault {
+    /// What the fault hits, for people: `a-b`, the node, the region, or `control`.
+    pub fn target(&self) -> String {
+        match (&self.a, &self.b, &self.region) {
+            (Some(a), Some(b), _) => format!("{a}-{b}"),
+            (Some(a), None, _) => a.to_string(),
+            (None, _, Some(region)) => region.clone(),
+            _ => "control".into(),
+        }
+    }
+
+    /// The time in µs.
+    pub fn at_us(&self) -> u64 {
+        (self.at_s * 1e6).round() as u64
+    }
+}
+
+/// Faults drawn at random over the run: link failures and node crashes, each repaired after `repair_s`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RandomFaults {
+    /// How many links fail (each at a random time, on a random link).
+    #[serde(default)]
+    pub link_failures: usize,
+    /// How many relay or edge nodes crash (never an origin).
+    #[serde(default)]
+    pub node_crashes: usize,
+    /// How long a failed link or crashed node stays so, in seconds.
+    pub repair_s: f64,
+    /// Faults fall in `from_s .. duration_s - repair_s`.
+    #[serde(default = "default_random_from_s")]
+    pub from_s: f64,
+}
+
+fn default_random_from_s() -> f64 {
+    60.0
 }
 
 /// The outcome a scenario states, checked by its test.
@@ -139,20 +320,101 @@ impl Default for Expect {
 }
 
 impl Scenario {
-    /// Reads a scenario and the topology it names, and checks them together.
+    /// Reads a scenario and the topology it names (or generates), expands what is generated, and checks them
+    /// together.
     pub fn load(path: &Path) -> Result<(Scenario, Topology), SimError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| SimError::Read { path: path.display().to_string(), message: e.to_string() })?;
         let scenario: Scenario = toml::from_str(&text)
             .map_err(|e| SimError::Parse { path: path.display().to_string(), message: e.to_string() })?;
+        let invalid =
+            |(field, message): (String, String)| SimError::Invalid { path: path.display().to_string(), field, message };
         let topo_path = path.parent().unwrap_or(Path::new(".")).join(&scenario.topology);
-        let topology = Topology::load(&topo_path).map_err(|e| SimError::Topology(e.to_string()))?;
-        let scenario = scenario.validate(&topology).map_err(|(field, message)| SimError::Invalid {
-            path: path.display().to_string(),
-            field,
-            message,
-        })?;
+        let mut topology = Topology::load(&topo_path).map_err(|e| SimError::Topology(e.to_string()))?;
+        if let Some(generate) = &scenario.generate {
+            generate.validate().map_err(|(f, m)| invalid((format!("generate.{f}"), m)))?;
+            topology = generate.build(&topology, scenario.seed);
+        }
+        let scenario = scenario.expand(&topology).map_err(invalid)?.validate(&topology).map_err(invalid)?;
         Ok((scenario, topology))
+    }
+
+    /// Adds the generated streams and random faults to the listed ones.
+    fn expand(mut self, topology: &Topology) -> Result<Self, (String, String)> {
+        let mut rng = StdRng::seed_from_u64(self.seed ^ 0x5eed_0f_5ce7a210);
+        if let Some(spec) = self.workload.generate.clone() {
+            let field = |f: &str| format!("workload.generate.{f}");
+            let origins: Vec<&NodeId> =
+                topology.nodes.iter().filter(|n| n.has_role(Role::Origin)).map(|n| &n.id).collect();
+            let edges: Vec<&NodeId> = topology.nodes.iter().filter(|n| n.has_role(Role::Edge)).map(|n| &n.id).collect();
+            if origins.is_empty() {
+                return Err((field("streams"), "the topology has no origin-role node".into()));
+            }
+            if spec.streams == 0 || spec.edges_per_stream == 0 {
+                return Err((field("streams"), "streams and edges_per_stream must be more than 0".into()));
+            }
+            for i in 0..spec.streams {
+                let origin = origins[i % origins.len()].clone();
+                let mut watching: Vec<NodeId> = edges
+                    .choose_multiple(&mut rng, spec.edges_per_stream.min(edges.len()))
+                    .map(|&e| e.clone())
+                    .collect();
+                watching.sort();
+                let name = StreamName::new(format!("gen-{i:04}")).map_err(|e| (field("streams"), e.to_string()))?;
+                self.workload.streams.push(StreamSpec {
+                    name,
+                    origin,
+                    segment_ms: spec.segment_ms,
+                    bitrate_kbps: spec.bitrate_kbps,
+                    edges: Some(watching),
+                });
+            }
+        }
+        if let Some(spec) = self.random_faults.clone() {
+            let field = |f: &str| format!("random_faults.{f}");
+            let last = self.duration_s as f64 - spec.repair_s;
+            if !(spec.repair_s > 0.0 && spec.from_s >= 0.0 && spec.from_s < last) {
+                return Err((
+                    field("repair_s"),
+                    format!(
+                        "faults from {} s, repaired after {} s, do not fit in {} s",
+                        spec.from_s, spec.repair_s, self.duration_s
+                    ),
+                ));
+            }
+            let crashable: Vec<&NodeId> =
+                topology.nodes.iter().filter(|n| !n.has_role(Role::Origin)).map(|n| &n.id).collect();
+            if topology.links.is_empty() && spec.link_failures > 0 {
+                return Err((field("link_failures"), "the topology has no link".into()));
+            }
+            if crashable.is_empty() && spec.node_crashes > 0 {
+                return Err((field("node_crashes"), "the topology has no node but origins".into()));
+            }
+            let round = |t: f64| (t * 1000.0).round() / 1000.0;
+            let fault = |at_s: f64, kind, a: &NodeId, b: Option<&NodeId>| Fault {
+                at_s,
+                kind,
+                a: Some(a.clone()),
+                b: b.cloned(),
+                region: None,
+                value: None,
+                period_s: None,
+                until_s: None,
+            };
+            for _ in 0..spec.link_failures {
+                let at = round(rng.gen_range(spec.from_s..last));
+                let link = &topology.links[rng.gen_range(0..topology.links.len())];
+                self.faults.push(fault(at, FaultKind::LinkDown, &link.a, Some(&link.b)));
+                self.faults.push(fault(round(at + spec.repair_s), FaultKind::LinkUp, &link.a, Some(&link.b)));
+            }
+            for _ in 0..spec.node_crashes {
+                let at = round(rng.gen_range(spec.from_s..last));
+                let node = crashable[rng.gen_range(0..crashable.len())];
+                self.faults.push(fault(at, FaultKind::NodeCrash, node, None));
+                self.faults.push(fault(round(at + spec.repair_s), FaultKind::NodeRecover, node, None));
+            }
+        }
+        Ok(self)
     }
 
     /// Checks what serde cannot: names against `topology`, times and figures in range. The error names the
@@ -177,8 +439,20 @@ impl Scenario {
         if !(self.links.jitter_ms >= 0.0 && self.links.jitter_ms.is_finite()) {
             return fail("links.jitter_ms", format!("must be at least 0, not {}", self.links.jitter_ms));
         }
+        if !(self.links.bandwidth_mbps >= 0.0 && self.links.bandwidth_mbps.is_finite()) {
+            return fail("links.bandwidth_mbps", format!("must be at least 0, not {}", self.links.bandwidth_mbps));
+        }
+        if let Err(e) = self.probes.config().validate() {
+            return fail("probes", e.to_string());
+        }
+        if self.probes.fast_ms == 0 || self.probes.slow_ms == 0 {
+            return fail("probes", "intervals must be more than 0 ms".into());
+        }
+        if self.control.recompute_ms == 0 {
+            return fail("control.recompute_ms", "must be more than 0".into());
+        }
         if self.workload.streams.is_empty() {
-            return fail("workload.streams", "needs at least one stream".into());
+            return fail("workload.streams", "needs at least one stream (listed or generated)".into());
         }
         for (i, s) in self.workload.streams.iter().enumerate() {
             let at = format!("workload.streams[{i}]");
@@ -195,17 +469,33 @@ impl Scenario {
             if !(f.at_s >= 0.0 && f.at_s < self.duration_s as f64) {
                 return fail(&format!("{at}.at_s"), format!("must be from 0 to {} s, not {}", self.duration_s, f.at_s));
             }
-            known(format!("{at}.a"), &f.a)?;
-            match (f.kind, &f.b) {
-                (FaultKind::NodeCrash, Some(_)) => return fail(&format!("{at}.b"), "a node_crash names only a".into()),
-                (FaultKind::NodeCrash, None) => {}
-                (_, None) => return fail(&format!("{at}.b"), format!("a {} needs both ends a and b", f.kind.as_str())),
-                (_, Some(b)) => {
+            let kind = f.kind.as_str();
+            match (&f.a, f.kind.needs_link() || f.kind.needs_node()) {
+                (Some(a), true) => known(format!("{at}.a"), a)?,
+                (None, true) => return fail(&format!("{at}.a"), format!("a {kind} needs a")),
+                (Some(_), false) => return fail(&format!("{at}.a"), format!("a {kind} takes no a")),
+                (None, false) => {}
+            }
+            match (&f.b, f.kind.needs_link()) {
+                (Some(b), true) => {
                     known(format!("{at}.b"), b)?;
-                    if !topology.links.iter().any(|l| (l.a == f.a && &l.b == b) || (&l.a == b && l.b == f.a)) {
-                        return fail(&format!("{at}.b"), format!("the topology has no link {}—{b}", f.a));
+                    let a = f.a.as_ref().expect("checked above");
+                    if !topology.links.iter().any(|l| (&l.a == a && &l.b == b) || (&l.a == b && &l.b == a)) {
+                        return fail(&format!("{at}.b"), format!("the topology has no link {a}—{b}"));
                     }
                 }
+                (None, true) => return fail(&format!("{at}.b"), format!("a {kind} needs both ends a and b")),
+                (Some(_), false) => return fail(&format!("{at}.b"), format!("a {kind} names no b")),
+                (None, false) => {}
+            }
+            match (&f.region, f.kind.needs_region()) {
+                (Some(r), true) if topology.regions.iter().any(|x| &x.name == r) => {}
+                (Some(r), true) => {
+                    return fail(&format!("{at}.region"), format!("\"{r}\" is not a region of the topology"))
+                }
+                (None, true) => return fail(&format!("{at}.region"), format!("a {kind} needs region")),
+                (Some(_), false) => return fail(&format!("{at}.region"), format!("a {kind} takes no region")),
+                (None, false) => {}
             }
             match (f.kind, f.value) {
                 (FaultKind::Latency, Some(v)) if v > 0.0 && v.is_finite() => {}
@@ -218,6 +508,17 @@ impl Scenario {
                 (_, Some(_)) => return fail(&format!("{at}.value"), "only a latency fault takes a value".into()),
                 (_, None) => {}
             }
+            match (f.kind, f.period_s, f.until_s) {
+                (FaultKind::Flap, Some(p), Some(u)) if p > 0.0 && u > f.at_s && u <= self.duration_s as f64 => {}
+                (FaultKind::Flap, _, _) => {
+                    return fail(
+                        &format!("{at}.period_s"),
+                        "a flap needs period_s (> 0) and until_s (after at_s, within the run)".into(),
+                    )
+                }
+                (_, None, None) => {}
+                _ => return fail(&format!("{at}.period_s"), "only a flap takes period_s and until_s".into()),
+            }
         }
         Ok(self)
     }
@@ -229,7 +530,7 @@ impl Scenario {
             None => topology
                 .nodes
                 .iter()
-                .filter(|n| n.has_role(crate::topology::Role::Edge) && n.id != stream.origin)
+                .filter(|n| n.has_role(Role::Edge) && n.id != stream.origin)
                 .map(|n| n.id.clone())
                 .collect(),
         }

@@ -1,62 +1,48 @@
-//! A run's results: per-stream delivery latency and loss, the static tree's for comparison, and the reroute
-//! time of every fault, as a table for people and JSON for tools (integers in µs, maps sorted, so the same
-//! run gives the same bytes).
+//! A run's results: delivery latency, loss and lateness per strategy (overall and per stream), path stretch,
+//! bytes per link and origin egress, and the reroute time of every fault, as a table for people and JSON for
+//! tools (integers in µs, maps sorted, so the same run gives the same bytes).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::engine::{Micros, Outcome, Sample};
+use super::engine::{Micros, Outcome, Tally, STRATEGIES};
+use super::histogram::{Histogram, Percentiles};
 use super::scenario::Scenario;
 
-/// Latency percentiles in µs (nearest rank); zero when nothing was delivered.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Percentiles {
-    pub p50: Micros,
-    pub p95: Micros,
-    pub p99: Micros,
-}
-
-impl Percentiles {
-    fn of(mut values: Vec<Micros>) -> Percentiles {
-        values.sort_unstable();
-        let rank = |p: f64| {
-            if values.is_empty() {
-                0
-            } else {
-                values[((p * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1]
-            }
-        };
-        Percentiles { p50: rank(0.50), p95: rank(0.95), p99: rank(0.99) }
-    }
-}
-
-/// Delivery through the overlay's routes and along the static tree, over the same objects.
+/// Deliveries by one strategy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Delivery {
     /// How many (object, edge) deliveries were due.
     pub due: u64,
-    pub overlay_lost: u64,
-    pub overlay_us: Percentiles,
-    pub static_lost: u64,
-    pub static_us: Percentiles,
+    pub lost: u64,
+    /// Delivered, but later than the workload's `late_ms`.
+    pub late: u64,
+    pub latency_us: Percentiles,
 }
 
 impl Delivery {
-    fn of<'s>(samples: impl Iterator<Item = &'s Sample>) -> Delivery {
-        let (mut due, mut overlay, mut fixed) = (0, Vec::new(), Vec::new());
-        for s in samples {
-            due += 1;
-            overlay.extend(s.overlay);
-            fixed.extend(s.fixed);
-        }
-        Delivery {
-            due,
-            overlay_lost: due - overlay.len() as u64,
-            overlay_us: Percentiles::of(overlay),
-            static_lost: due - fixed.len() as u64,
-            static_us: Percentiles::of(fixed),
+    fn of(tally: &Tally) -> Delivery {
+        Delivery { due: tally.due, lost: tally.lost, late: tally.late, latency_us: tally.latency.percentiles() }
+    }
+}
+
+/// The same deliveries by each strategy; `direct` only where origins have direct links to edges.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Strategies {
+    pub overlay: Delivery,
+    #[serde(rename = "static")]
+    pub static_tree: Delivery,
+    pub direct: Option<Delivery>,
+}
+
+impl Strategies {
+    fn of(tallies: &[Tally; 3]) -> Strategies {
+        Strategies {
+            overlay: Delivery::of(&tallies[0]),
+            static_tree: Delivery::of(&tallies[1]),
+            direct: (tallies[2].due > 0).then(|| Delivery::of(&tallies[2])),
         }
     }
 }
@@ -69,9 +55,22 @@ pub struct StreamSummary {
     /// Objects the origin emitted.
     pub objects: u64,
     /// The whole run.
-    pub all: Delivery,
+    pub all: Strategies,
     /// Objects emitted before the first fault.
-    pub steady: Delivery,
+    pub steady: Strategies,
+}
+
+/// What one strategy cost the network and how far from the optimum its paths were.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Traffic {
+    /// Path latency over the true optimum at emission, in thousandths (1000 = the best path there was).
+    pub stretch_permille: Percentiles,
+    /// Bytes carried by all links together, and by the busiest one.
+    pub link_bytes: u64,
+    pub busiest_link_bytes: u64,
+    /// Bytes the origins sent, all together and by origin.
+    pub origin_egress_bytes: u64,
+    pub egress_by_origin: BTreeMap<String, u64>,
 }
 
 /// One fault's effect on the overlay.
@@ -99,48 +98,83 @@ pub struct Summary {
     pub links: usize,
     pub events: u64,
     pub table_versions: u64,
+    /// Control-plane recomputations run, and skipped because nothing could change.
+    pub recomputations: u64,
+    pub recomputations_skipped: u64,
     /// What the scenario promises: every reroute within this many ms.
     pub reroute_within_ms: u64,
+    pub late_ms: u64,
+    /// Every stream together, by strategy: the whole run and before the first fault.
+    pub all: Strategies,
+    pub steady: Strategies,
+    pub traffic: BTreeMap<String, Traffic>,
     pub streams: BTreeMap<String, StreamSummary>,
     pub faults: Vec<FaultSummary>,
 }
 
+/// Every stream's tallies merged, per strategy.
+pub(super) fn merged(outcome: &Outcome, steady: bool) -> [Tally; 3] {
+    let mut all: [Tally; 3] = Default::default();
+    for stream in &outcome.streams {
+        let tallies = if steady { &stream.steady } else { &stream.all };
+        for (mine, theirs) in all.iter_mut().zip(tallies) {
+            mine.merge(theirs);
+        }
+    }
+    all
+}
+
 impl Summary {
     pub fn new(name: &str, seed: u64, scenario: &Scenario, outcome: &Outcome) -> Summary {
-        let mut faults: Vec<(Micros, usize)> =
-            scenario.faults.iter().enumerate().map(|(i, f)| ((f.at_s * 1e6).round() as Micros, i)).collect();
-        faults.sort();
-        let first_fault = faults.first().map_or(Micros::MAX, |f| f.0);
         let streams = scenario
             .workload
             .streams
             .iter()
-            .enumerate()
-            .map(|(i, spec)| {
-                let samples = &outcome.samples[i];
-                let edges: std::collections::BTreeSet<u32> = samples.iter().map(|s| s.edge).collect();
+            .zip(&outcome.streams)
+            .map(|(spec, out)| {
                 let summary = StreamSummary {
                     origin: spec.origin.to_string(),
-                    edges: edges.len(),
-                    objects: outcome.emitted[i],
-                    all: Delivery::of(samples.iter()),
-                    steady: Delivery::of(samples.iter().filter(|s| s.sent < first_fault)),
+                    edges: out.edges,
+                    objects: out.objects,
+                    all: Strategies::of(&out.all),
+                    steady: Strategies::of(&out.steady),
                 };
                 (spec.name.to_string(), summary)
             })
             .collect();
-        let faults = faults
+        let traffic = STRATEGIES
             .iter()
             .enumerate()
-            .map(|(k, &(at, i))| {
-                let until = faults.get(k + 1).map_or(Micros::MAX, |f| f.0);
-                let fault = &scenario.faults[i];
-                let target = match &fault.b {
-                    Some(b) => format!("{}-{b}", fault.a),
-                    None => fault.a.to_string(),
+            .filter(|&(k, _)| outcome.link_bytes[k].iter().any(|&b| b > 0))
+            .map(|(k, strategy)| {
+                let traffic = Traffic {
+                    stretch_permille: outcome.stretch[k].percentiles(),
+                    link_bytes: outcome.link_bytes[k].iter().sum(),
+                    busiest_link_bytes: outcome.link_bytes[k].iter().copied().max().unwrap_or(0),
+                    origin_egress_bytes: outcome.origin_egress[k].iter().sum(),
+                    egress_by_origin: outcome
+                        .origins
+                        .iter()
+                        .zip(&outcome.origin_egress[k])
+                        .map(|(o, &b)| (o.to_string(), b))
+                        .collect(),
                 };
-                let (affected, lost, reroute_us) = reroute(&outcome.samples, at, until);
-                FaultSummary { at_us: at, kind: fault.kind.as_str().to_owned(), target, affected, lost, reroute_us }
+                (strategy.as_str().to_owned(), traffic)
+            })
+            .collect();
+        let faults = outcome
+            .faults
+            .iter()
+            .map(|f| {
+                let fault = &scenario.faults[f.index];
+                FaultSummary {
+                    at_us: f.at,
+                    kind: fault.kind.as_str().to_owned(),
+                    target: fault.target(),
+                    affected: f.affected,
+                    lost: f.lost,
+                    reroute_us: f.reroute,
+                }
             })
             .collect();
         Summary {
@@ -151,7 +185,13 @@ impl Summary {
             links: outcome.links,
             events: outcome.events,
             table_versions: outcome.table_versions,
+            recomputations: outcome.recomputations,
+            recomputations_skipped: outcome.recomputations_skipped,
             reroute_within_ms: scenario.expect.reroute_within_ms,
+            late_ms: scenario.workload.late_ms,
+            all: Strategies::of(&merged(outcome, false)),
+            steady: Strategies::of(&merged(outcome, true)),
+            traffic,
             streams,
             faults,
         }
@@ -163,15 +203,95 @@ impl Summary {
         serde_json::to_string_pretty(&value).expect("a JSON value always serializes") + "\n"
     }
 
+    /// Reroute times of the faults, where every affected edge recovered: their percentiles and the worst,
+    /// and how many faults left some edge without objects to the end.
+    pub fn reroutes(&self) -> (Percentiles, Micros, usize) {
+        let mut times = Histogram::default();
+        let mut worst = 0;
+        for t in self.faults.iter().filter_map(|f| f.reroute_us) {
+            times.add(t);
+            worst = worst.max(t);
+        }
+        (times.percentiles(), worst, self.faults.iter().filter(|f| f.reroute_us.is_none()).count())
+    }
+
     /// The table form.
     pub fn table(&self) -> String {
         let ms = |us: Micros| format!("{:.1}", us as f64 / 1000.0);
+        let mib = |b: u64| format!("{:.1}", b as f64 / (1 << 20) as f64);
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "scenario {} (seed {}): {} nodes, {} links, {} s simulated, {} events, {} route table versions",
-            self.scenario, self.seed, self.nodes, self.links, self.duration_s, self.events, self.table_versions
+            "scenario {} (seed {}): {} nodes, {} links, {} s simulated, {} events, {} route table versions, \
+             {} recomputations ({} skipped: nothing could change)",
+            self.scenario,
+            self.seed,
+            self.nodes,
+            self.links,
+            self.duration_s,
+            self.events,
+            self.table_versions,
+            self.recomputations + self.recomputations_skipped,
+            self.recomputations_skipped,
         );
+        let _ = writeln!(
+            out,
+            "\n{:<9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} | {:>8} {:>8} | {:>10} {:>10} {:>10}",
+            "strategy",
+            "deliveries",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "lost",
+            "late",
+            "stretch50",
+            "stretch99",
+            "links MiB",
+            "busiest",
+            "egress MiB"
+        );
+        let rows = [
+            ("overlay", Some(&self.all.overlay)),
+            ("static", Some(&self.all.static_tree)),
+            ("direct", self.all.direct.as_ref()),
+        ];
+        for (name, delivery) in rows {
+            let Some(d) = delivery else { continue };
+            let t = self.traffic.get(name);
+            let stretch = |f: fn(&Percentiles) -> u64| {
+                t.map_or("-".into(), |t| format!("{:.3}", f(&t.stretch_permille) as f64 / 1000.0))
+            };
+            let _ = writeln!(
+                out,
+                "{:<9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} | {:>9} {:>9} | {:>10} {:>10} {:>10}",
+                name,
+                d.due,
+                ms(d.latency_us.p50),
+                ms(d.latency_us.p95),
+                ms(d.latency_us.p99),
+                d.lost,
+                d.late,
+                stretch(|p| p.p50),
+                stretch(|p| p.p99),
+                t.map_or("-".into(), |t| mib(t.link_bytes)),
+                t.map_or("-".into(), |t| mib(t.busiest_link_bytes)),
+                t.map_or("-".into(), |t| mib(t.origin_egress_bytes)),
+            );
+        }
+        let _ = writeln!(
+            out,
+            "steady state (before the first fault): overlay p99 {} ms, lost {}; static p99 {} ms, lost {}{}",
+            ms(self.steady.overlay.latency_us.p99),
+            self.steady.overlay.lost,
+            ms(self.steady.static_tree.latency_us.p99),
+            self.steady.static_tree.lost,
+            self.steady.direct.as_ref().map_or(String::new(), |d| format!(
+                "; direct p99 {} ms, lost {}",
+                ms(d.latency_us.p99),
+                d.lost
+            )),
+        );
+        const STREAM_ROWS: usize = 20;
         let _ = writeln!(
             out,
             "\n{:<12} {:<16} {:>5} {:>7} | {:>8} {:>8} {:>8} {:>6} | {:>8} {:>6} | {:>8} {:>6}",
@@ -185,10 +305,12 @@ impl Summary {
             "lost",
             "static99",
             "lost",
-            "steady99",
-            "static"
+            "direct99",
+            "lost"
         );
-        for (name, s) in &self.streams {
+        for (name, s) in self.streams.iter().take(STREAM_ROWS) {
+            let (o, st) = (&s.all.overlay, &s.all.static_tree);
+            let direct = s.all.direct.as_ref();
             let _ = writeln!(
                 out,
                 "{:<12} {:<16} {:>5} {:>7} | {:>8} {:>8} {:>8} {:>6} | {:>8} {:>6} | {:>8} {:>6}",
@@ -196,27 +318,31 @@ impl Summary {
                 s.origin,
                 s.edges,
                 s.objects,
-                ms(s.all.overlay_us.p50),
-                ms(s.all.overlay_us.p95),
-                ms(s.all.overlay_us.p99),
-                s.all.overlay_lost,
-                ms(s.all.static_us.p99),
-                s.all.static_lost,
-                ms(s.steady.overlay_us.p99),
-                ms(s.steady.static_us.p99),
+                ms(o.latency_us.p50),
+                ms(o.latency_us.p95),
+                ms(o.latency_us.p99),
+                o.lost,
+                ms(st.latency_us.p99),
+                st.lost,
+                direct.map_or("-".into(), |d| ms(d.latency_us.p99)),
+                direct.map_or("-".into(), |d| d.lost.to_string()),
             );
         }
+        if self.streams.len() > STREAM_ROWS {
+            let _ = writeln!(out, "... and {} more streams (all in the JSON)", self.streams.len() - STREAM_ROWS);
+        }
         if !self.faults.is_empty() {
+            const FAULT_ROWS: usize = 20;
             let _ = writeln!(
                 out,
-                "\n{:>8} {:<11} {:<24} {:>8} {:>6} {:>11}",
+                "\n{:>8} {:<12} {:<32} {:>8} {:>6} {:>11}",
                 "at s", "fault", "target", "affected", "lost", "reroute ms"
             );
-            for f in &self.faults {
+            for f in self.faults.iter().take(FAULT_ROWS) {
                 let reroute = f.reroute_us.map_or("never".to_owned(), ms);
                 let _ = writeln!(
                     out,
-                    "{:>8.3} {:<11} {:<24} {:>8} {:>6} {:>11}",
+                    "{:>8.3} {:<12} {:<32} {:>8} {:>6} {:>11}",
                     f.at_us as f64 / 1e6,
                     f.kind,
                     f.target,
@@ -225,69 +351,22 @@ impl Summary {
                     reroute
                 );
             }
-            let _ = writeln!(out, "\nexpected: every reroute within {} ms", self.reroute_within_ms);
+            if self.faults.len() > FAULT_ROWS {
+                let _ = writeln!(out, "... and {} more faults (all in the JSON)", self.faults.len() - FAULT_ROWS);
+            }
+            let (p, worst, never) = self.reroutes();
+            let _ = writeln!(
+                out,
+                "\n{} faults: reroute p50 {} ms, p99 {} ms, worst {} ms; {} never recovered; expected: every reroute \
+                 within {} ms",
+                self.faults.len(),
+                ms(p.p50),
+                ms(p.p99),
+                ms(worst),
+                never,
+                self.reroute_within_ms
+            );
         }
         out
-    }
-}
-
-/// Over the overlay's samples emitted in `at..until`: the (stream, edge) pairs that lost something, the
-/// objects lost, and the reroute time (see [`FaultSummary::reroute_us`]).
-fn reroute(streams: &[Vec<Sample>], at: Micros, until: Micros) -> (u64, u64, Option<Micros>) {
-    let (mut affected, mut lost, mut worst) = (0, 0, Some(0));
-    for samples in streams {
-        // Per edge: the last loss, then the first delivery after it.
-        let mut last_loss: BTreeMap<u32, Micros> = BTreeMap::new();
-        for s in samples.iter().filter(|s| (at..until).contains(&s.sent) && s.overlay.is_none()) {
-            lost += 1;
-            last_loss.insert(s.edge, s.sent);
-        }
-        for (edge, last) in last_loss {
-            affected += 1;
-            let back = samples.iter().find(|s| s.edge == edge && s.sent > last && s.overlay.is_some());
-            worst = match (worst, back) {
-                (Some(w), Some(s)) => Some(w.max(s.sent + s.overlay.unwrap_or(0) - at)),
-                _ => None,
-            };
-        }
-    }
-    (affected, lost, worst)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample(edge: u32, sent: Micros, overlay: Option<Micros>) -> Sample {
-        Sample { edge, sent, overlay, fixed: overlay }
-    }
-
-    #[test]
-    fn percentiles_are_nearest_rank() {
-        let p = Percentiles::of((1..=100).rev().collect());
-        assert_eq!((p.p50, p.p95, p.p99), (50, 95, 99));
-        assert_eq!(Percentiles::of(vec![7]), Percentiles { p50: 7, p95: 7, p99: 7 });
-        assert_eq!(Percentiles::of(Vec::new()), Percentiles::default());
-    }
-
-    #[test]
-    fn reroute_runs_to_the_last_affected_edge_delivering_after_its_last_loss() {
-        let fault = 1_000;
-        let samples = vec![vec![
-            sample(1, 900, None), // before the fault: not this fault's
-            sample(1, 1_000, None),
-            sample(2, 1_000, Some(40)),
-            sample(1, 1_250, Some(30)),
-            sample(2, 1_250, None),
-            sample(2, 1_500, None),
-            sample(1, 1_500, Some(30)),
-            sample(2, 1_750, Some(50)),
-        ]];
-        // Edge 1 is back at 1_280, edge 2 at 1_800.
-        assert_eq!(reroute(&samples, fault, Micros::MAX), (2, 3, Some(800)));
-        // An edge that never receives again makes the reroute time unknown.
-        assert_eq!(reroute(&samples, 1_500, Micros::MAX), (1, 1, Some(300)));
-        assert_eq!(reroute(&[vec![sample(3, 2_000, None)]], fault, Micros::MAX), (1, 1, None));
-        assert_eq!(reroute(&samples, 2_000, Micros::MAX), (0, 0, Some(0)));
     }
 }
