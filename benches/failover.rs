@@ -206,6 +206,37 @@ async fn run() -> Result<()> {
         let p = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0;
         println!("{name:<40} {:>9.1} {:>9.1} {target:>9}", p(0.5), p(0.99));
     }
+    compare_with_simulation(&first_object)
+}
+
+/// Runs `simulations/failover.toml` (this lab, simulated) with the crash at 20 phases of the probe and
+/// object schedules and compares its median reroute time with the live median "first object through the
+/// backup" (`first_object`, sorted). The simulator must agree within 25 %.
+fn compare_with_simulation(first_object: &[Duration]) -> Result<()> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("simulations/failover.toml");
+    let (scenario, topology) = lightpath::sim::Scenario::load(&path)?;
+    let mut simulated: Vec<f64> = (0..TRIALS)
+        .map(|k| {
+            let mut trial = scenario.clone();
+            trial.faults[0].at_s = 20.0 + k as f64 * 0.1 / TRIALS as f64;
+            let (summary, _) = lightpath::sim::run("failover", &trial, &topology, k as u64 + 1, None);
+            summary.faults[0].reroute_us.map_or(f64::INFINITY, |us| us as f64 / 1000.0)
+        })
+        .collect();
+    simulated.sort_by(f64::total_cmp);
+    let median = |v: &[f64]| v[(v.len() - 1) / 2];
+    let live: Vec<f64> = first_object.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    let (sim, live) = (median(&simulated), median(&live));
+    let ratio = sim / live;
+    println!(
+        "\nsimulated lab (simulations/failover.toml, crash at {TRIALS} phases): reroute p50 {sim:.1} ms, range \
+         {:.1}-{:.1} ms; live first object through the backup p50 {live:.1} ms; simulated / live {ratio:.2} \
+         (target 0.75-1.25): {}",
+        simulated[0],
+        simulated[simulated.len() - 1],
+        if (0.75..=1.25).contains(&ratio) { "agrees" } else { "DISAGREES" }
+    );
+    anyhow::ensure!((0.75..=1.25).contains(&ratio), "the simulator's reroute time is not within 25 % of the live one");
     Ok(())
 }
 

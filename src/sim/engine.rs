@@ -187,7 +187,8 @@ pub struct Timeline {
 /// What a run leaves for the summary.
 pub struct Outcome {
     pub ids: Vec<NodeId>,
-    pub links: usize,
+    /// Each link's ends, by node index.
+    pub links: Vec<(u32, u32)>,
     pub events: u64,
     pub table_versions: u64,
     /// Recomputations the control plane ran, and those it skipped because nothing could change.
@@ -482,7 +483,7 @@ impl<'a> Engine<'a> {
         let origins = self.origins.iter().map(|&o| self.ids[o as usize].clone()).collect();
         Outcome {
             ids: self.ids,
-            links: self.links.len(),
+            links: self.links.iter().map(|l| (l.a, l.b)).collect(),
             events: self.events,
             table_versions: self.damper.version(),
             recomputations: self.recomputations,

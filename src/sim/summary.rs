@@ -68,6 +68,8 @@ pub struct Traffic {
     /// Bytes carried by all links together, and by the busiest one.
     pub link_bytes: u64,
     pub busiest_link_bytes: u64,
+    /// The busiest links (at most 10), as `a-b`, and their bytes, busiest first.
+    pub busiest_links: Vec<(String, u64)>,
     /// Bytes the origins sent, all together and by origin.
     pub origin_egress_bytes: u64,
     pub egress_by_origin: BTreeMap<String, u64>,
@@ -124,6 +126,19 @@ pub(super) fn merged(outcome: &Outcome, steady: bool) -> [Tally; 3] {
     all
 }
 
+/// The ten links that carried the most bytes, busiest first (ties by name).
+fn busiest(outcome: &Outcome, bytes: &[u64]) -> Vec<(String, u64)> {
+    let mut links: Vec<(u64, String)> = outcome
+        .links
+        .iter()
+        .zip(bytes)
+        .filter(|(_, &b)| b > 0)
+        .map(|(&(a, b), &bytes)| (bytes, format!("{}-{}", outcome.ids[a as usize], outcome.ids[b as usize])))
+        .collect();
+    links.sort_by(|x, y| y.0.cmp(&x.0).then_with(|| x.1.cmp(&y.1)));
+    links.into_iter().take(10).map(|(bytes, name)| (name, bytes)).collect()
+}
+
 impl Summary {
     pub fn new(name: &str, seed: u64, scenario: &Scenario, outcome: &Outcome) -> Summary {
         let streams = scenario
@@ -151,6 +166,7 @@ impl Summary {
                     stretch_permille: outcome.stretch[k].percentiles(),
                     link_bytes: outcome.link_bytes[k].iter().sum(),
                     busiest_link_bytes: outcome.link_bytes[k].iter().copied().max().unwrap_or(0),
+                    busiest_links: busiest(outcome, &outcome.link_bytes[k]),
                     origin_egress_bytes: outcome.origin_egress[k].iter().sum(),
                     egress_by_origin: outcome
                         .origins
@@ -182,7 +198,7 @@ impl Summary {
             seed,
             duration_s: scenario.duration_s,
             nodes: outcome.ids.len(),
-            links: outcome.links,
+            links: outcome.links.len(),
             events: outcome.events,
             table_versions: outcome.table_versions,
             recomputations: outcome.recomputations,
