@@ -142,6 +142,8 @@ pub struct LinkEstimator {
     last_poll: Option<Duration>,
     /// The most recent probes sent, oldest first, in increasing `seq` order.
     window: VecDeque<ProbeRecord>,
+    /// How many probes of `window` were answered, so that loss needs to look only at the newest probes.
+    answered: usize,
     srtt: Option<Duration>,
     rttvar: Duration,
     jitter: Duration,
@@ -156,6 +158,7 @@ impl LinkEstimator {
         let config = config.validate()?;
         Ok(Self {
             window: VecDeque::with_capacity(config.loss_window),
+            answered: 0,
             config,
             active: false,
             next_seq: 0,
@@ -204,7 +207,9 @@ impl LinkEstimator {
         }
         self.next_seq = self.next_seq.max(seq.saturating_add(1));
         if self.window.len() == self.config.loss_window {
-            self.window.pop_front();
+            if self.window.pop_front().is_some_and(|oldest| oldest.rtt.is_some()) {
+                self.answered -= 1;
+            }
         }
         self.window.push_back(ProbeRecord { seq, sent: now, rtt: None });
     }
@@ -213,13 +218,19 @@ impl LinkEstimator {
     /// unknown, duplicate or long-forgotten probe (which changes nothing).
     pub fn handle_probe_reply(&mut self, now: Duration, seq: u64) -> Option<Duration> {
         self.advance(now);
-        let at = self.window.binary_search_by_key(&seq, |r| r.seq).ok()?;
+        // Sequence numbers are usually consecutive in the window: look where `seq` would be first.
+        let guess = seq.checked_sub(self.window.front()?.seq).and_then(|d| usize::try_from(d).ok());
+        let at = match guess {
+            Some(at) if self.window.get(at).is_some_and(|r| r.seq == seq) => at,
+            _ => self.window.binary_search_by_key(&seq, |r| r.seq).ok()?,
+        };
         let record = &mut self.window[at];
         if record.rtt.is_some() {
             return None;
         }
         let rtt = now.saturating_sub(record.sent);
         record.rtt = Some(rtt);
+        self.answered += 1;
         self.add_sample(rtt);
         Some(rtt)
     }
@@ -281,10 +292,11 @@ impl LinkEstimator {
         self.last_rtt = Some(rtt);
     }
 
-    /// The probes sent after the last answered one: all unanswered, oldest first.
-    fn unanswered(&self) -> impl Iterator<Item = &ProbeRecord> {
+    /// When each probe sent after the last answered one left (all unanswered), oldest first. On a live link
+    /// these are the newest one or two, found from the back.
+    fn unanswered(&self) -> impl Iterator<Item = Duration> + '_ {
         let answered = self.window.iter().rposition(|r| r.rtt.is_some()).map_or(0, |at| at + 1);
-        self.window.range(answered..)
+        self.window.range(answered..).map(|r| r.sent)
     }
 
     fn next_probe_at(&self) -> Duration {
@@ -296,37 +308,53 @@ impl LinkEstimator {
         let slow = last + self.config.slow_interval;
         match self.unanswered().next() {
             // An idle link whose probe is overdue is probed fast until it answers.
-            Some(first) => slow.min(fast.max(first.sent + self.rto())),
+            Some(first) => slow.min(fast.max(first + self.rto())),
             None => slow,
         }
     }
 
-    /// When the link is (or, without a reply, will be) down given the probes sent so far.
-    fn down_at(&self) -> Option<Duration> {
+    /// When the link is (or, without a reply, will be) down given the probes sent so far: `is_down(now)` is
+    /// `now >= down_at` until the estimator is driven again.
+    pub fn down_at(&self) -> Option<Duration> {
         let mut unanswered = self.unanswered();
         let first = unanswered.next()?;
         let kth = if self.config.down_probes == 1 { first } else { unanswered.nth(self.config.down_probes - 2)? };
-        Some((first.sent + self.config.down_after).max(kth.sent + self.rto()))
+        Some((first + self.config.down_after).max(kth + self.rto()))
+    }
+
+    /// From when on [`metrics`](Self::metrics) and [`is_down`](Self::is_down) stay as they are until the
+    /// estimator is driven again (a probe sent or answered): every unanswered probe has counted as lost, and
+    /// the down verdict has fallen. A simulator reads this to skip links whose reports cannot have changed.
+    pub fn settled_after(&self) -> Duration {
+        // The newest unanswered probe is the last to count as lost; only those not yet counted matter, and
+        // they are among the newest.
+        let timeout = self.loss_timeout();
+        let newest = self.window.iter().rev().take_while(|r| self.now < r.sent + timeout).find(|r| r.rtt.is_none());
+        let lost = newest.map_or(Duration::ZERO, |r| r.sent + timeout);
+        lost.max(self.down_at().unwrap_or(Duration::ZERO))
+    }
+
+    /// How long an unanswered probe takes to count as lost.
+    fn loss_timeout(&self) -> Duration {
+        match self.srtt {
+            Some(srtt) => (3 * srtt).max(self.rto()),
+            None => self.rto(),
+        }
     }
 
     fn loss(&self) -> f64 {
-        let timeout = match self.srtt {
-            Some(srtt) => (3 * srtt).max(self.rto()),
-            None => self.rto(),
-        };
-        let (mut settled, mut lost) = (0u32, 0u32);
-        for r in &self.window {
-            if r.rtt.is_some() {
-                settled += 1;
-            } else if self.now >= r.sent + timeout {
-                settled += 1;
-                lost += 1;
-            }
-        }
+        let timeout = self.loss_timeout();
+        // Every unanswered probe is lost but those too recent to tell, which are the newest: count those from
+        // the back (probes are in the order they left).
+        let unanswered = self.window.len() - self.answered;
+        let recent =
+            self.window.iter().rev().take_while(|r| self.now < r.sent + timeout).filter(|r| r.rtt.is_none()).count();
+        let lost = unanswered - recent;
+        let settled = self.answered + lost;
         if settled == 0 {
             0.0
         } else {
-            f64::from(lost) / f64::from(settled)
+            lost as f64 / settled as f64
         }
     }
 }

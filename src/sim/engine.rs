@@ -23,8 +23,7 @@
 //!
 //! Ties in time go to the event scheduled first, so a run depends only on the scenario and the seed.
 
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -32,6 +31,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::histogram::Histogram;
+use super::queue::{EventQueue, Timed};
 use super::scenario::{FaultKind, Scenario};
 use crate::id::NodeId;
 use crate::routing::{graph_link, Cost, DampingConfig, Graph, LinkEstimator, MeshRoutes, NodeIx, RouteDamper};
@@ -101,23 +101,28 @@ struct Scheduled {
     event: Event,
 }
 
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
+impl Timed for Scheduled {
+    fn key(&self) -> (Micros, u64) {
+        (self.at, self.seq)
     }
 }
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
+
+/// The engine's side of one estimator.
+#[derive(Debug, Clone, Copy)]
+struct Probing {
+    /// When its pending `Probe` event is due; other `Probe` events for it are stale.
+    wake: Micros,
+    /// The next reply on its way back, (arrival, seq); arrival `Micros::MAX` when none.
+    reply: (Micros, u64),
+    /// [`LinkEstimator::down_at`] (`Micros::MAX` for never) and [`LinkEstimator::settled_after`], as of the
+    /// last time it was driven: whether it is down needs no look at the estimator itself.
+    down_at: Micros,
+    settled_after: Micros,
+    /// Driven since the last recomputation: with `settled_after`, whether the recomputation must read it.
+    driven: bool,
 }
-/// Reversed, so that the max-heap pops the earliest event (and the first scheduled among equal times).
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
-}
+
+const NO_REPLY: (Micros, u64) = (Micros::MAX, 0);
 
 struct Link {
     a: u32,
@@ -242,7 +247,7 @@ pub struct Engine<'a> {
     end: Micros,
     seq: u64,
     events: u64,
-    queue: BinaryHeap<Scheduled>,
+    queue: EventQueue<Scheduled>,
     rng: StdRng,
     jitter: Micros,
     loss: f64,
@@ -260,10 +265,12 @@ pub struct Engine<'a> {
     control_up: bool,
     /// Two per link: `2 l` is owned by the link's `a` (probing `b`), `2 l + 1` by `b`.
     estimators: Vec<LinkEstimator>,
-    /// Replies on their way back, (arrival, seq), per estimator.
-    replies: Vec<VecDeque<(Micros, u64)>>,
-    /// When each estimator's pending `Probe` event is due; other `Probe` events for it are stale.
-    wake: Vec<Micros>,
+    /// What the engine keeps beside each estimator, in one place for the hot path.
+    probing: Vec<Probing>,
+    /// Replies on their way back after the one in `Probing::reply`, per estimator (rarely any: only while a
+    /// link's round trip is longer than its probe interval).
+    later_replies: Vec<VecDeque<(Micros, u64)>>,
+    last_recompute: Micros,
     /// The origins' node indices, one slot per distinct origin, in id order (the order of `MeshRoutes`).
     origins: Vec<u32>,
     streams: Vec<Stream>,
@@ -398,7 +405,7 @@ impl<'a> Engine<'a> {
             end: scenario.duration_s * 1_000_000,
             seq: 0,
             events: 0,
-            queue: BinaryHeap::new(),
+            queue: EventQueue::new(),
             rng: StdRng::seed_from_u64(seed),
             jitter: ms_to_micros(scenario.links.jitter_ms),
             loss,
@@ -407,8 +414,12 @@ impl<'a> Engine<'a> {
             crashed: vec![None; ids.len()],
             control_up: true,
             estimators: vec![estimator; 2 * links.len()],
-            replies: vec![VecDeque::new(); 2 * links.len()],
-            wake: vec![0; 2 * links.len()],
+            probing: vec![
+                Probing { wake: 0, reply: NO_REPLY, down_at: Micros::MAX, settled_after: 0, driven: true };
+                2 * links.len()
+            ],
+            later_replies: vec![VecDeque::new(); 2 * links.len()],
+            last_recompute: 0,
             installed: Rc::new(vec![vec![Hops { primary: NONE, backup: NONE }; ids.len()]; origins.len()]),
             measured_cost: vec![None; links.len()],
             draws: vec![(0, 0); links.len()],
@@ -556,25 +567,37 @@ impl<'a> Engine<'a> {
 
     /// Hands the estimator the replies that have arrived by now.
     fn settle(&mut self, est: u32) {
-        let now = Self::time(self.now);
-        while let Some(&(at, seq)) = self.replies[est as usize].front() {
-            if at > self.now {
-                break;
-            }
-            self.replies[est as usize].pop_front();
-            self.estimators[est as usize].handle_probe_reply(Self::time(at).min(now), seq);
+        let e = est as usize;
+        if self.probing[e].reply.0 > self.now {
+            return;
         }
+        let now = Self::time(self.now);
+        while self.probing[e].reply.0 <= self.now {
+            let (at, seq) = self.probing[e].reply;
+            self.estimators[e].handle_probe_reply(Self::time(at).min(now), seq);
+            self.probing[e].reply = self.later_replies[e].pop_front().unwrap_or(NO_REPLY);
+        }
+        self.driven(est);
+    }
+
+    fn driven(&mut self, est: u32) {
+        let e = &self.estimators[est as usize];
+        let probing = &mut self.probing[est as usize];
+        probing.driven = true;
+        probing.settled_after = e.settled_after().as_micros() as Micros;
+        probing.down_at = e.down_at().map_or(Micros::MAX, |d| d.as_micros() as Micros);
     }
 
     /// Replies still on their way back over the link of `est` are lost (the link or a node failed).
     fn drop_replies(&mut self, est: u32) {
         self.settle(est);
-        self.replies[est as usize].clear();
+        self.probing[est as usize].reply = NO_REPLY;
+        self.later_replies[est as usize].clear();
     }
 
     fn is_down(&mut self, est: u32) -> bool {
         self.settle(est);
-        self.estimators[est as usize].is_down(Self::time(self.now))
+        self.now >= self.probing[est as usize].down_at
     }
 
     fn handle_fault(&mut self, i: usize) {
@@ -620,7 +643,9 @@ impl<'a> Engine<'a> {
                     for (_, l) in self.adjacency[n as usize].clone() {
                         let own = 2 * l + u32::from(self.links[l as usize].a != n);
                         self.estimators[own as usize] = fresh.clone();
-                        self.replies[own as usize].clear();
+                        self.driven(own);
+                        self.probing[own as usize].reply = NO_REPLY;
+                        self.later_replies[own as usize].clear();
                         self.rearm(own);
                         self.update_truth(l as usize);
                     }
@@ -669,7 +694,7 @@ impl<'a> Engine<'a> {
     }
 
     fn handle_probe(&mut self, est: u32) {
-        if self.wake[est as usize] != self.now {
+        if self.probing[est as usize].wake != self.now {
             return;
         }
         // A crashed node probes nothing until it recovers.
@@ -680,16 +705,24 @@ impl<'a> Engine<'a> {
         let now = Self::time(self.now);
         if let Some(seq) = self.estimators[est as usize].poll_probe(now) {
             self.estimators[est as usize].handle_probe_sent(now, seq);
+            self.driven(est);
             let link = est as usize / 2;
             if self.links[link].up && self.is_up(self.peer(est)) {
                 let there = self.cross(link);
                 let back = self.cross(link);
                 if let (Some(there), Some(back)) = (there, back) {
-                    let at = self.now + there + back;
-                    let replies = &mut self.replies[est as usize];
+                    let e = est as usize;
                     // Replies arrive in the order they were sent (jitter never reorders on a link).
-                    let at = replies.back().map_or(at, |&(last, _)| at.max(last));
-                    replies.push_back((at, seq));
+                    let last = self.later_replies[e].back().map_or(self.probing[e].reply.0, |r| r.0);
+                    let at = match last {
+                        Micros::MAX => self.now + there + back,
+                        last => (self.now + there + back).max(last),
+                    };
+                    if self.probing[e].reply == NO_REPLY {
+                        self.probing[e].reply = (at, seq);
+                    } else {
+                        self.later_replies[e].push_back((at, seq));
+                    }
                 }
             }
         }
@@ -699,7 +732,7 @@ impl<'a> Engine<'a> {
     /// Schedules the estimator's next `Probe` at its `poll_timeout`.
     fn rearm(&mut self, est: u32) {
         let at = (self.estimators[est as usize].poll_timeout().as_micros() as Micros).max(self.now + 1);
-        self.wake[est as usize] = at;
+        self.probing[est as usize].wake = at;
         self.schedule(at, Event::Probe { est });
     }
 
@@ -722,7 +755,18 @@ impl<'a> Engine<'a> {
     /// The control plane's recomputation (see the module docs).
     fn recompute(&mut self) {
         let mut changed = false;
+        let since = std::mem::replace(&mut self.last_recompute, self.now);
         for l in 0..self.links.len() {
+            // A link whose ends were not driven, have settled, and are up reports what it reported last time.
+            let quiet = |est: usize| {
+                let p = &self.probing[est];
+                !p.driven && p.settled_after <= since && self.crashed[self.owner(est as u32) as usize].is_none()
+            };
+            if quiet(2 * l) && quiet(2 * l + 1) {
+                continue;
+            }
+            self.probing[2 * l].driven = false;
+            self.probing[2 * l + 1].driven = false;
             let mut ends = [None, None];
             let mut reported = 0;
             for est in [2 * l as u32, 2 * l as u32 + 1] {
@@ -1023,16 +1067,6 @@ fn ms_to_micros(ms: f64) -> Micros {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn queue_pops_in_time_order_then_in_scheduling_order() {
-        let mut queue = BinaryHeap::new();
-        for (seq, at) in [(1, 30), (2, 10), (3, 30), (4, 20), (5, 10)] {
-            queue.push(Scheduled { at, seq, event: Event::Recompute });
-        }
-        let order: Vec<(Micros, u64)> = std::iter::from_fn(|| queue.pop()).map(|s| (s.at, s.seq)).collect();
-        assert_eq!(order, [(10, 2), (10, 5), (20, 4), (30, 1), (30, 3)]);
-    }
 
     #[test]
     fn milliseconds_convert_to_whole_microseconds() {

@@ -29,6 +29,7 @@
 mod engine;
 pub mod generate;
 mod histogram;
+mod queue;
 mod scenario;
 mod summary;
 
