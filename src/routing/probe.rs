@@ -144,6 +144,7 @@ pub struct LinkEstimator {
     window: VecDeque<ProbeRecord>,
     /// How many probes of `window` were answered, so that loss needs to look only at the newest probes.
     answered: usize,
+    trailing: usize,
     srtt: Option<Duration>,
     rttvar: Duration,
     jitter: Duration,
@@ -159,6 +160,7 @@ impl LinkEstimator {
         Ok(Self {
             window: VecDeque::with_capacity(config.loss_window),
             answered: 0,
+            trailing: 0,
             config,
             active: false,
             next_seq: 0,
@@ -210,8 +212,10 @@ impl LinkEstimator {
             if self.window.pop_front().is_some_and(|oldest| oldest.rtt.is_some()) {
                 self.answered -= 1;
             }
+            self.trailing = self.trailing.min(self.window.len());
         }
         self.window.push_back(ProbeRecord { seq, sent: now, rtt: None });
+        self.trailing += 1;
     }
 
     /// The neighbour echoed probe `seq` at `now`. Returns the round-trip sample it gave, or `None` for an
@@ -231,6 +235,7 @@ impl LinkEstimator {
         let rtt = now.saturating_sub(record.sent);
         record.rtt = Some(rtt);
         self.answered += 1;
+        self.trailing = self.trailing.min(self.window.len() - at - 1);
         self.add_sample(rtt);
         Some(rtt)
     }
@@ -295,8 +300,7 @@ impl LinkEstimator {
     /// When each probe sent after the last answered one left (all unanswered), oldest first. On a live link
     /// these are the newest one or two, found from the back.
     fn unanswered(&self) -> impl Iterator<Item = Duration> + '_ {
-        let answered = self.window.iter().rposition(|r| r.rtt.is_some()).map_or(0, |at| at + 1);
-        self.window.range(answered..).map(|r| r.sent)
+        self.window.range(self.window.len() - self.trailing..).map(|r| r.sent)
     }
 
     fn next_probe_at(&self) -> Duration {

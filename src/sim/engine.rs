@@ -27,7 +27,7 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
-use rand::rngs::StdRng;
+use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::histogram::Histogram;
@@ -232,13 +232,14 @@ struct Flow {
     origin_egress: Vec<u64>,
 }
 
-/// What the current object did at each node, per strategy: valid when the stamp is current.
+/// What the current object did at one node, by one strategy: valid when the stamp is current.
+#[derive(Debug, Clone, Copy, Default)]
 struct Memo {
-    stamp: Vec<u64>,
+    stamp: u64,
     /// Arrival latency, `None` when lost.
-    arrival: Vec<Option<Micros>>,
+    arrival: Option<Micros>,
     /// The true latency of the path it took (for stretch).
-    path: Vec<Micros>,
+    path: Micros,
 }
 
 pub struct Engine<'a> {
@@ -248,7 +249,7 @@ pub struct Engine<'a> {
     seq: u64,
     events: u64,
     queue: EventQueue<Scheduled>,
-    rng: StdRng,
+    rng: SmallRng,
     jitter: Micros,
     loss: f64,
     /// Bits per µs each link direction sends; 0 for unlimited.
@@ -286,7 +287,8 @@ pub struct Engine<'a> {
     truth: MeshRoutes,
     fixed: Vec<Vec<u32>>,
     flows: [Flow; 3],
-    memo: [Memo; 3],
+    /// Per strategy, per node.
+    memo: [Vec<Memo>; 3],
     /// Per link, the current object's extra delay (jitter, retransmission), drawn once per object so that
     /// every strategy crossing the link sees the same draw; current when its stamp is `emits`.
     draws: Vec<(u64, Micros)>,
@@ -367,7 +369,7 @@ impl<'a> Engine<'a> {
             link_bytes: vec![0; links.len()],
             origin_egress: vec![0; origins.len()],
         };
-        let memo = || Memo { stamp: vec![0; ids.len()], arrival: vec![None; ids.len()], path: vec![0; ids.len()] };
+        let memo = || vec![Memo::default(); ids.len()];
         let damping = DampingConfig::default();
         let outcomes = streams
             .iter()
@@ -406,7 +408,7 @@ impl<'a> Engine<'a> {
             seq: 0,
             events: 0,
             queue: EventQueue::new(),
-            rng: StdRng::seed_from_u64(seed),
+            rng: SmallRng::seed_from_u64(seed),
             jitter: ms_to_micros(scenario.links.jitter_ms),
             loss,
             bits_per_us: scenario.links.bandwidth_mbps,
@@ -467,6 +469,10 @@ impl<'a> Engine<'a> {
             let (at, i) = self.fault_order[k];
             self.schedule(at, Event::Fault(i));
         }
+        // Every node starts probing at t = 0, as a mesh booted at once does. Estimators that probe at the same
+        // moment are then handled in the order they are stored, which keeps a run over tens of thousands of
+        // them fast (their state is read in sequence); faults and the objects' timing fall at any moment of
+        // the probe schedule.
         for est in 0..self.estimators.len() as u32 {
             self.schedule(0, Event::Probe { est });
         }
@@ -977,8 +983,9 @@ impl<'a> Engine<'a> {
         let mut at = edge;
         // The arrival and path latency where the walk stops.
         let base: Option<(Micros, Micros)> = loop {
-            if self.memo[k].stamp[at as usize] == stamp {
-                break self.memo[k].arrival[at as usize].map(|a| (a, self.memo[k].path[at as usize]));
+            let memo = self.memo[k][at as usize];
+            if memo.stamp == stamp {
+                break memo.arrival.map(|a| (a, memo.path));
             }
             if at == origin {
                 break Some((0, 0));
@@ -1022,10 +1029,7 @@ impl<'a> Engine<'a> {
                 }
                 _ => None,
             };
-            let memo = &mut self.memo[k];
-            memo.stamp[node as usize] = stamp;
-            memo.arrival[node as usize] = here.map(|h| h.0);
-            memo.path[node as usize] = here.map_or(0, |h| h.1);
+            self.memo[k][node as usize] = Memo { stamp, arrival: here.map(|h| h.0), path: here.map_or(0, |h| h.1) };
             upstream = here;
         }
         Some(upstream)

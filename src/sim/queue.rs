@@ -100,8 +100,9 @@ impl<T: Timed> EventQueue<T> {
                 self.base = next - 1;
                 continue;
             }
-            let slot = &mut self.ring[(self.base % SLOTS as u64) as usize];
-            std::mem::swap(&mut self.current, slot);
+            // Take the slot's list and leave it empty, not the drained one: passing a drained list on would let
+            // the largest lists ever seen collect in the ring.
+            self.current = std::mem::take(&mut self.ring[(self.base % SLOTS as u64) as usize]);
             self.in_ring -= self.current.len();
             self.current.sort_unstable_by_key(|e| Reverse(e.key()));
         }

@@ -284,7 +284,8 @@ impl Fault {
     }
 }
 
-/// Faults drawn at random over the run: link failures and node crashes, each repaired after `repair_s`.
+/// Faults drawn at random over the run: link failures, node crashes and congested links, each repaired after
+/// `repair_s`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RandomFaults {
@@ -294,6 +295,12 @@ pub struct RandomFaults {
     /// How many relay or edge nodes crash (never an origin).
     #[serde(default)]
     pub node_crashes: usize,
+    /// How many links congest: their latency is multiplied by `congestion_factor`, then restored.
+    #[serde(default)]
+    pub congestions: usize,
+    /// How much slower a congested link is.
+    #[serde(default = "default_congestion_factor")]
+    pub congestion_factor: f64,
     /// How long a failed link or crashed node stays so, in seconds.
     pub repair_s: f64,
     /// Faults fall in `from_s .. duration_s - repair_s`.
@@ -303,6 +310,10 @@ pub struct RandomFaults {
 
 fn default_random_from_s() -> f64 {
     60.0
+}
+
+fn default_congestion_factor() -> f64 {
+    3.0
 }
 
 /// The outcome a scenario states, checked by its test.
@@ -384,7 +395,7 @@ impl Scenario {
             }
             let crashable: Vec<&NodeId> =
                 topology.nodes.iter().filter(|n| !n.has_role(Role::Origin)).map(|n| &n.id).collect();
-            if topology.links.is_empty() && spec.link_failures > 0 {
+            if topology.links.is_empty() && spec.link_failures + spec.congestions > 0 {
                 return Err((field("link_failures"), "the topology has no link".into()));
             }
             if crashable.is_empty() && spec.node_crashes > 0 {
@@ -406,6 +417,22 @@ impl Scenario {
                 let link = &topology.links[rng.gen_range(0..topology.links.len())];
                 self.faults.push(fault(at, FaultKind::LinkDown, &link.a, Some(&link.b)));
                 self.faults.push(fault(round(at + spec.repair_s), FaultKind::LinkUp, &link.a, Some(&link.b)));
+            }
+            if !(spec.congestion_factor > 0.0 && spec.congestion_factor.is_finite()) {
+                return Err((
+                    field("congestion_factor"),
+                    format!("must be more than 0, not {}", spec.congestion_factor),
+                ));
+            }
+            for _ in 0..spec.congestions {
+                let at = round(rng.gen_range(spec.from_s..last));
+                let link = &topology.links[rng.gen_range(0..topology.links.len())];
+                let mut slow = fault(at, FaultKind::Latency, &link.a, Some(&link.b));
+                slow.value = Some(link.latency_ms * spec.congestion_factor);
+                let mut back = fault(round(at + spec.repair_s), FaultKind::Latency, &link.a, Some(&link.b));
+                back.value = Some(link.latency_ms);
+                self.faults.push(slow);
+                self.faults.push(back);
             }
             for _ in 0..spec.node_crashes {
                 let at = round(rng.gen_range(spec.from_s..last));
