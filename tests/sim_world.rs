@@ -69,6 +69,11 @@ fn same_seed_gives_identical_json() {
     // A second run, given the scenario's seed explicitly, writing its JSON.
     let second = run_file(&world(), Some(1), Some(&dir), None).expect("runs");
     let written = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json written");
+    // The plots: a latency CDF with a line per strategy, and a timeline around the crash.
+    let cdf = std::fs::read_to_string(dir.join("latency-cdf.svg")).expect("latency-cdf.svg written");
+    assert!(cdf.starts_with("<svg") && ["overlay", "static", "direct"].iter().all(|s| cdf.contains(s)));
+    let crash = std::fs::read_to_string(dir.join("fault-1.svg")).expect("fault-1.svg written");
+    assert!(crash.contains("node_crash centralus") && crash.contains("<polyline"));
     std::fs::remove_dir_all(&dir).ok();
     assert_eq!(written, second.to_json());
     assert_eq!(scenario_run().to_json(), written, "a second run with the same seed differs");

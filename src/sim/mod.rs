@@ -29,6 +29,7 @@
 mod engine;
 pub mod generate;
 mod histogram;
+pub mod plot;
 mod queue;
 mod scenario;
 mod summary;
@@ -80,7 +81,7 @@ pub fn run(
 }
 
 /// Loads the scenario at `path`, runs it (with `seed` instead of the scenario's when given) and, when `out`
-/// is given, writes `out/summary.json`.
+/// is given, writes `out/summary.json`, `out/latency-cdf.svg` and `out/fault-N.svg` for the first faults.
 pub fn run_file(
     path: &Path,
     seed: Option<u64>,
@@ -89,7 +90,7 @@ pub fn run_file(
 ) -> Result<Summary, SimError> {
     let (scenario, topology) = Scenario::load(path)?;
     let name = path.file_stem().map_or_else(|| "scenario".into(), |s| s.to_string_lossy().into_owned());
-    let (summary, _outcome) = run(&name, &scenario, &topology, seed.unwrap_or(scenario.seed), progress);
+    let (summary, outcome) = run(&name, &scenario, &topology, seed.unwrap_or(scenario.seed), progress);
     if let Some(dir) = out {
         let write = |file: &Path, text: &str| {
             std::fs::create_dir_all(dir)
@@ -97,6 +98,10 @@ pub fn run_file(
                 .map_err(|e| SimError::Write { path: file.display().to_string(), message: e.to_string() })
         };
         write(&dir.join("summary.json"), &summary.to_json())?;
+        let faults: Vec<String> = summary.faults.iter().map(|f| format!("{} {}", f.kind, f.target)).collect();
+        for (file, svg) in plot::plots(&name, &outcome, &faults) {
+            write(&dir.join(file), &svg)?;
+        }
     }
     Ok(summary)
 }

@@ -1,0 +1,379 @@
+//! The simulator's plots as standalone SVG: a delivery-latency CDF per strategy, and a timeline of delivery
+//! latency around each fault. Pure text generation, byte for byte the same for the same data.
+
+use std::fmt::Write as _;
+
+use super::engine::{Outcome, Timeline, STRATEGIES};
+use super::histogram::Histogram;
+use super::summary::merged;
+
+const WIDTH: f64 = 800.0;
+const HEIGHT: f64 = 480.0;
+const LEFT: f64 = 70.0;
+const RIGHT: f64 = 160.0;
+const TOP: f64 = 40.0;
+const BOTTOM: f64 = 55.0;
+/// One colour per strategy (Okabe-Ito: tells apart with any colour vision).
+const COLOURS: [&str; 3] = ["#0072B2", "#D55E00", "#009E73"];
+/// At most this many points per line, so that an hour of deliveries stays a small file.
+const MAX_POINTS: usize = 2_000;
+
+/// One line of a chart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A line chart: x (optionally logarithmic) against y, with vertical markers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chart {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub x_log: bool,
+    pub series: Vec<Series>,
+    /// Vertical dashed lines at these x, labelled.
+    pub markers: Vec<(f64, String)>,
+    /// Short red ticks along the x axis at these x (objects lost), with their legend entry.
+    pub ticks: Vec<f64>,
+    pub ticks_label: String,
+}
+
+/// The CDF of a histogram: (value in ms, fraction of values at or below it).
+pub fn cdf(histogram: &Histogram) -> Vec<(f64, f64)> {
+    let total = histogram.total() as f64;
+    let mut seen = 0;
+    histogram
+        .buckets()
+        .map(|(low, count)| {
+            seen += count;
+            (low as f64 / 1000.0, seen as f64 / total)
+        })
+        .collect()
+}
+
+/// The plots of a run, as (file name, SVG): `latency-cdf.svg`, and `fault-N.svg` for the first faults.
+pub fn plots(name: &str, outcome: &Outcome, fault_names: &[String]) -> Vec<(String, String)> {
+    let all = merged(outcome, false);
+    let series = STRATEGIES
+        .iter()
+        .zip(&all)
+        .filter(|(_, tally)| tally.latency.total() > 0)
+        .map(|(strategy, tally)| Series { name: strategy.as_str().to_owned(), points: cdf(&tally.latency) })
+        .collect();
+    let mut files = vec![(
+        "latency-cdf.svg".to_owned(),
+        render(&Chart {
+            title: format!("{name}: delivery latency, every object at every edge"),
+            x_label: "latency (ms, log scale)".into(),
+            y_label: "fraction delivered within".into(),
+            x_log: true,
+            series,
+            markers: Vec::new(),
+            ticks: Vec::new(),
+            ticks_label: String::new(),
+        }),
+    )];
+    for timeline in &outcome.timelines {
+        let fault = &outcome.faults[timeline.fault];
+        let label = fault_names.get(timeline.fault).cloned().unwrap_or_default();
+        files.push((
+            format!("fault-{}.svg", timeline.fault + 1),
+            render(&fault_chart(name, timeline, fault.at, &label)),
+        ));
+    }
+    files
+}
+
+fn fault_chart(name: &str, timeline: &Timeline, at: u64, label: &str) -> Chart {
+    let seconds = |bucket: usize| (timeline.start + bucket as u64 * timeline.bucket) as f64 / 1e6;
+    let series = STRATEGIES
+        .iter()
+        .enumerate()
+        .filter(|&(k, _)| timeline.worst.iter().any(|w| w[k].is_some()) || timeline.lost.iter().any(|l| l[k] > 0))
+        .map(|(k, strategy)| Series {
+            name: strategy.as_str().to_owned(),
+            points: timeline
+                .worst
+                .iter()
+                .enumerate()
+                .filter_map(|(b, w)| w[k].map(|us| (seconds(b), us as f64 / 1000.0)))
+                .collect(),
+        })
+        .collect();
+    let lost: u64 = timeline.lost.iter().map(|l| l[0]).sum();
+    Chart {
+        title: format!("{name}: worst delivery latency around {label} ({lost} objects lost by the overlay)"),
+        x_label: "objects emitted at (simulated s); gaps are objects lost".into(),
+        y_label: "worst latency (ms)".into(),
+        x_log: false,
+        series,
+        markers: vec![(at as f64 / 1e6, label.to_owned())],
+        ticks: timeline.lost.iter().enumerate().filter(|(_, l)| l[0] > 0).map(|(b, _)| seconds(b)).collect(),
+        ticks_label: "overlay lost".into(),
+    }
+}
+
+/// Renders `chart` as an SVG document.
+pub fn render(chart: &Chart) -> String {
+    let finite = |&(x, y): &(f64, f64)| x.is_finite() && y.is_finite() && (!chart.x_log || x > 0.0);
+    let points: Vec<Vec<(f64, f64)>> =
+        chart.series.iter().map(|s| thin(s.points.iter().copied().filter(finite).collect())).collect();
+    let all = || points.iter().flatten();
+    let tx = |x: f64| if chart.x_log { x.log10() } else { x };
+    let (mut x0, mut x1) = all().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(tx(p.0)), b.max(tx(p.0))));
+    for (x, _) in &chart.markers {
+        if x.is_finite() && (!chart.x_log || *x > 0.0) {
+            (x0, x1) = (x0.min(tx(*x)), x1.max(tx(*x)));
+        }
+    }
+    let y1 = all().fold(0.0f64, |m, p| m.max(p.1));
+    if !x0.is_finite() {
+        (x0, x1) = (0.0, 1.0);
+    }
+    if x1 - x0 < 1e-9 {
+        (x0, x1) = (x0 - 0.5, x1 + 0.5);
+    }
+    let (x_ticks, y_ticks) = (ticks(x0, x1, chart.x_log), ticks(0.0, if y1 > 0.0 { y1 } else { 1.0 }, false));
+    let (x0, x1) = (x0.min(x_ticks[0].0), x1.max(x_ticks[x_ticks.len() - 1].0));
+    let y1 = y_ticks[y_ticks.len() - 1].0;
+    let (plot_w, plot_h) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
+    let sx = |x: f64| LEFT + (tx(x) - x0) / (x1 - x0) * plot_w;
+    let sx_t = |t: f64| LEFT + (t - x0) / (x1 - x0) * plot_w;
+    let sy = |y: f64| TOP + plot_h - y / y1 * plot_h;
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(svg, r#"<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#);
+    let _ =
+        writeln!(svg, r#"<text x="{}" y="22" font-size="14" font-weight="bold">{}</text>"#, LEFT, escape(&chart.title));
+    for &(t, ref label) in &x_ticks {
+        let x = sx_t(t);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#e4e4e4"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{label}</text>"##,
+            TOP + plot_h,
+            TOP + plot_h + 16.0
+        );
+    }
+    for &(t, ref label) in &y_ticks {
+        let y = sy(t);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#e4e4e4"/><text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"##,
+            LEFT + plot_w,
+            LEFT - 6.0,
+            y + 4.0
+        );
+    }
+    let _ = writeln!(
+        svg,
+        r##"<rect x="{LEFT}" y="{TOP}" width="{plot_w:.1}" height="{plot_h:.1}" fill="none" stroke="#444"/>"##
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+        LEFT + plot_w / 2.0,
+        HEIGHT - 14.0,
+        escape(&chart.x_label)
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text transform="translate(18 {:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
+        TOP + plot_h / 2.0,
+        escape(&chart.y_label)
+    );
+    for (x, label) in &chart.markers {
+        if !(x.is_finite() && (!chart.x_log || *x > 0.0)) {
+            continue;
+        }
+        let x = sx(*x);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#222" stroke-dasharray="5 4"/><text x="{:.1}" y="{:.1}" font-size="11">{}</text>"##,
+            TOP + plot_h,
+            x + 4.0,
+            TOP + 14.0,
+            escape(label)
+        );
+    }
+    // The first series (the overlay) is drawn last, on top.
+    for (i, (series, points)) in chart.series.iter().zip(&points).enumerate().rev() {
+        let colour = COLOURS[i % COLOURS.len()];
+        if !points.is_empty() {
+            let path: Vec<String> = points.iter().map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y))).collect();
+            let _ = writeln!(
+                svg,
+                r#"<polyline fill="none" stroke="{colour}" stroke-width="1.8" points="{}"/>"#,
+                path.join(" ")
+            );
+        }
+        let y = TOP + 10.0 + 20.0 * i as f64;
+        let _ = writeln!(
+            svg,
+            r#"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="{colour}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            WIDTH - RIGHT + 14.0,
+            WIDTH - RIGHT + 38.0,
+            WIDTH - RIGHT + 44.0,
+            y + 4.0,
+            escape(&series.name)
+        );
+    }
+    let lost: Vec<f64> = chart.ticks.iter().copied().filter(|x| x.is_finite() && (!chart.x_log || *x > 0.0)).collect();
+    for x in &lost {
+        let x = sx(*x);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#CC0000" stroke-width="2"/>"##,
+            TOP + plot_h - 12.0,
+            TOP + plot_h
+        );
+    }
+    if !lost.is_empty() {
+        let y = TOP + 10.0 + 20.0 * chart.series.len() as f64;
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#CC0000" stroke-width="2"/><text x="{:.1}" y="{:.1}">{}</text>"##,
+            WIDTH - RIGHT + 26.0,
+            y - 6.0,
+            WIDTH - RIGHT + 26.0,
+            y + 6.0,
+            WIDTH - RIGHT + 44.0,
+            y + 4.0,
+            escape(&chart.ticks_label)
+        );
+    }
+    if points.iter().all(Vec::is_empty) {
+        let _ = writeln!(
+            svg,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#666">no data</text>"##,
+            LEFT + plot_w / 2.0,
+            TOP + plot_h / 2.0
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// Keeps at most `MAX_POINTS` points, evenly spaced, always the first and the last.
+fn thin(points: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+    if points.len() <= MAX_POINTS {
+        return points;
+    }
+    let step = (points.len() - 1) as f64 / (MAX_POINTS - 1) as f64;
+    (0..MAX_POINTS).map(|i| points[((i as f64 * step).round() as usize).min(points.len() - 1)]).collect()
+}
+
+/// Tick positions (in axis units: log10 for a log axis) and labels covering `lo..=hi`: 1-2-5 steps, or
+/// decades on a log axis.
+fn ticks(lo: f64, hi: f64, log: bool) -> Vec<(f64, String)> {
+    if log {
+        let (first, last) = (lo.floor() as i32, hi.ceil() as i32);
+        return (first..=last.max(first + 1)).map(|e| (f64::from(e), label(10f64.powi(e)))).collect();
+    }
+    let raw = (hi - lo) / 6.0;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * magnitude).find(|s| *s >= raw).unwrap_or(10.0 * magnitude);
+    let start = (lo / step).floor() as i64;
+    let end = (hi / step).ceil() as i64;
+    (start..=end.max(start + 1)).map(|i| (i as f64 * step, label(i as f64 * step))).collect()
+}
+
+fn label(v: f64) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else if v.abs() >= 1.0 && v.fract().abs() < 1e-9 {
+        format!("{v:.0}")
+    } else {
+        let text = format!("{v:.3}");
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chart(series: Vec<Series>, x_log: bool) -> Chart {
+        Chart {
+            title: "t <&> \"q\"".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            x_log,
+            series,
+            markers: vec![(2.0, "cut a<b".into())],
+            ticks: vec![3.0],
+            ticks_label: "lost".into(),
+        }
+    }
+
+    /// Every number in a `points="..."` list and every x/y attribute lies in the canvas.
+    fn inside(svg: &str) -> bool {
+        let numbers =
+            svg.split(['"', ' ', ',']).filter_map(|t| t.parse::<f64>().ok()).filter(|v| v.fract() != 0.0 || *v > 1.0);
+        numbers.into_iter().all(|v| (-1.0..=WIDTH + 1.0).contains(&v) || v.is_nan())
+    }
+
+    #[test]
+    fn renders_escaped_deterministic_svg_inside_its_canvas() {
+        let series = vec![
+            Series { name: "overlay".into(), points: (1..100).map(|i| (i as f64, i as f64 / 100.0)).collect() },
+            Series { name: "direct <x>".into(), points: vec![(3.0, 0.5), (f64::NAN, 1.0), (40.0, 1.0)] },
+        ];
+        let svg = render(&chart(series.clone(), false));
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
+        assert!(
+            svg.contains("overlay")
+                && svg.contains("direct &lt;x&gt;")
+                && svg.contains("t &lt;&amp;&gt; &quot;q&quot;")
+        );
+        assert!(svg.contains("cut a&lt;b"));
+        assert!(!svg.contains("NaN") && inside(&svg), "{svg}");
+        assert_eq!(svg, render(&chart(series, false)));
+    }
+
+    #[test]
+    fn empty_single_point_and_log_axes_with_zeros_do_not_break() {
+        for x_log in [false, true] {
+            let empty = render(&chart(Vec::new(), x_log));
+            assert!(empty.contains("no data"));
+            let one = render(&chart(vec![Series { name: "s".into(), points: vec![(0.0, 0.0), (5.0, 1.0)] }], x_log));
+            assert!(!one.contains("NaN") && !one.contains("inf") && inside(&one), "{one}");
+        }
+    }
+
+    #[test]
+    fn long_series_are_thinned_keeping_ends_and_order() {
+        let points: Vec<(f64, f64)> = (0..100_000).map(|i| (i as f64, i as f64)).collect();
+        let thinned = thin(points);
+        assert_eq!(thinned.len(), MAX_POINTS);
+        assert_eq!((thinned[0], thinned[MAX_POINTS - 1]), ((0.0, 0.0), (99_999.0, 99_999.0)));
+        assert!(thinned.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
+    }
+
+    #[test]
+    fn ticks_are_round_and_cover_the_range() {
+        let t = ticks(0.0, 347.0, false);
+        assert_eq!(t.iter().map(|x| x.1.as_str()).collect::<Vec<_>>(), ["0", "100", "200", "300", "400"]);
+        let t = ticks(0.3f64.log10(), 2_000f64.log10(), true);
+        assert_eq!(t.iter().map(|x| x.1.as_str()).collect::<Vec<_>>(), ["0.1", "1", "10", "100", "1000", "10000"]);
+    }
+
+    #[test]
+    fn a_cdf_rises_to_one() {
+        let mut h = Histogram::default();
+        for v in [1_000, 2_000, 2_000, 50_000] {
+            h.add(v);
+        }
+        let c = cdf(&h);
+        // Bucket lower bounds: 50 ms falls in the bucket that starts at 49.92 ms.
+        assert_eq!(c, [(1.0, 0.25), (2.0, 0.75), (49.92, 1.0)]);
+    }
+}
