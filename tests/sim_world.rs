@@ -42,7 +42,7 @@ fn check_expected_outcome(s: &Summary) {
     }
     assert_eq!(s.faults.len(), 1);
     let crash = &s.faults[0];
-    assert_eq!((crash.kind.as_str(), crash.target.as_str(), crash.at_us), ("node_crash", "centralus", 30_000_000));
+    assert_eq!((crash.kind.as_str(), crash.target.as_str(), crash.at_us), ("node_crash", "francesouth", 30_000_000));
     // The crash must hit some route, or the bound below proves nothing.
     assert!(crash.affected > 0, "the crash affected no edge: {crash:?}");
     let reroute = crash.reroute_us.expect("every affected edge receives objects again");
@@ -73,7 +73,7 @@ fn same_seed_gives_identical_json() {
     let cdf = std::fs::read_to_string(dir.join("latency-cdf.svg")).expect("latency-cdf.svg written");
     assert!(cdf.starts_with("<svg") && ["overlay", "static", "direct"].iter().all(|s| cdf.contains(s)));
     let crash = std::fs::read_to_string(dir.join("fault-1.svg")).expect("fault-1.svg written");
-    assert!(crash.contains("node_crash centralus") && crash.contains("<polyline"));
+    assert!(crash.contains("node_crash francesouth") && crash.contains("<polyline"));
     std::fs::remove_dir_all(&dir).ok();
     assert_eq!(written, second.to_json());
     assert_eq!(scenario_run().to_json(), written, "a second run with the same seed differs");
