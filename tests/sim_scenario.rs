@@ -97,3 +97,80 @@ fn the_pure_modules_are_pure() {
         }
     }
 }
+
+#[test]
+fn the_readme_example_scenario_runs() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme.find("```toml\ntopology = ").expect("README has the example scenario") + "```toml\n".len();
+    let text = &readme[start..start + readme[start..].find("```").unwrap()];
+    let text = text.replace("../topology/world.toml", "TOPOLOGY");
+    let s = run_file(&scenario("readme", &text), None, None, None).unwrap();
+    assert_eq!(s.nodes, 20 * 51);
+    assert_eq!(s.faults[0].target, "westeurope-0-westeurope-1");
+    assert_eq!(s.steady.overlay.lost, 0);
+    assert!(s.all.overlay.due > 0);
+}
+
+#[test]
+fn every_fault_kind_runs_and_does_what_it_says() {
+    // westeurope's stream, watched in northeurope and in the two Australian regions.
+    let base = BASE.replace("duration_s = 20", "duration_s = 90").replace(
+        "segment_ms = 500 }",
+        "segment_ms = 500, edges = [\"northeurope\", \"australiaeast\", \"australiasoutheast\"] }",
+    );
+    let faults = r#"
+[[faults]]
+at_s = 10
+kind = "control_down"
+[[faults]]
+at_s = 15
+kind = "link_down"
+a = "westeurope"
+b = "northeurope"
+[[faults]]
+at_s = 25
+kind = "control_up"
+[[faults]]
+at_s = 30
+kind = "partition"
+region = "australiaeast"
+[[faults]]
+at_s = 40
+kind = "heal"
+region = "australiaeast"
+[[faults]]
+at_s = 50
+kind = "flap"
+a = "westeurope"
+b = "australiasoutheast"
+period_s = 2
+until_s = 60
+[[faults]]
+at_s = 65
+kind = "node_crash"
+a = "australiaeast"
+[[faults]]
+at_s = 75
+kind = "node_recover"
+a = "australiaeast"
+"#;
+    let s = run_file(&scenario("kinds", &format!("{base}{faults}")), None, None, None).unwrap();
+    let kinds: Vec<&str> = s.faults.iter().map(|f| f.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["control_down", "link_down", "control_up", "partition", "heal", "flap", "node_crash", "node_recover"]
+    );
+    let f = |kind: &str| s.faults.iter().find(|f| f.kind == kind).unwrap();
+    // With the control plane down, northeurope's edge still moves to its backup by itself, within a second.
+    let cut = f("link_down");
+    assert!(cut.affected >= 1 && cut.reroute_us.is_some_and(|r| r < 1_000_000), "{cut:?}");
+    // A partitioned region receives nothing until it heals: its losses run to the heal and a bit beyond.
+    let partition = f("partition");
+    assert!(partition.affected >= 1 && partition.lost >= 15, "{partition:?}");
+    assert!(partition.reroute_us.is_some_and(|r| r >= 10_000_000), "{partition:?}");
+    // A flapping link costs at most a few objects per flip, and every edge is served again.
+    assert!(f("flap").reroute_us.is_some(), "{:?}", f("flap"));
+    // Nothing else is lost: every loss belongs to a fault window and every fault recovered.
+    assert_eq!(s.steady.overlay.lost, 0);
+    assert!(s.faults.iter().all(|f| f.reroute_us.is_some()), "{:?}", s.faults);
+}

@@ -1,26 +1,31 @@
 //! The simulator: the real routing code driven by a discrete-event engine instead of a network.
 //!
-//! `lightpath sim SCENARIO.toml` reads a [`Scenario`] (a topology, link impairments, a workload, a fault
-//! schedule, a seed), runs it on a single-threaded event queue in simulated time (microseconds, no clock),
-//! and returns a [`Summary`]: per-stream delivery latency and loss, the same for the static shortest-path
-//! tree of t = 0, and each fault's reroute time.
+//! `lightpath sim SCENARIO.toml` reads a [`Scenario`] (a topology, given or [`generate`]d; link impairments;
+//! probe and control-plane timing; a workload; a fault schedule; a seed), runs it on a single-threaded event
+//! queue in simulated time (microseconds, no clock), and returns a [`Summary`]: delivery latency, loss and
+//! lateness by strategy (the overlay, the static shortest-path tree of t = 0, direct origin-to-edge
+//! delivery) overall and per stream, path stretch against the optimum, bytes per link and origin egress, and
+//! each fault's reroute time; [`plot`] draws the latency CDF and a timeline around each fault.
 //!
 //! What it models, with the real types: per-link [`LinkEstimator`](crate::routing::LinkEstimator)s fed by
-//! simulated probes; the control plane's once-a-second recomputation ([`RouteTree`](crate::routing::RouteTree)
-//! per origin through a [`RouteDamper`](crate::routing::RouteDamper)) and its table push; nodes' local failover
-//! to the backup when their estimator declares the primary down; objects from origins to edges along the
-//! next hops in force when they are emitted. `engine` says how each event works.
+//! simulated probes; the control plane's recomputation with the live rules ([`graph_link`](crate::routing::graph_link),
+//! cost hysteresis, [`MeshRoutes`](crate::routing::MeshRoutes) trees per origin through a
+//! [`RouteDamper`](crate::routing::RouteDamper)) and its table push; nodes' local failover to the backup when
+//! their estimator declares the primary down; objects from origins to watching edges along the next hops in
+//! force when they are emitted, queueing on links of limited bandwidth. `engine` says how each event works.
 //!
-//! What it simplifies, for now:
+//! What it simplifies:
 //!
-//! - An object's delivery is decided when the origin emits it, along the hops in force at that moment (a
-//!   failure during its flight is not seen); relays' caches, make-before-break and subscription state are
-//!   not modelled, so an object lost on a broken path is lost, never fetched again from a cache.
-//! - No bandwidth or queueing: a link's delay is its latency plus uniform jitter; a loss costs the object one
-//!   extra round trip (QUIC retransmits), a probe is simply lost.
-//! - Reports reach the control plane at once and tables reach every node 50 ms after the recomputation,
-//!   whatever the distance; the control plane itself never fails.
-//! - A crashed node never comes back; edges that crash lose their viewers and are not counted.
+//! - An object's path is decided when the origin emits it, along the hops in force at that moment (a failure
+//!   during its flight is not seen); relays' caches, make-before-break and subscription state are not
+//!   modelled, so an object lost on a broken path is lost, never fetched again from a cache.
+//! - A link's delay is its latency, plus uniform jitter, plus the object's sending time and queueing when
+//!   the link's bandwidth is limited; an object that loses a packet takes one more round trip (QUIC
+//!   retransmits); a lost probe is simply lost.
+//! - Reports reach the control plane at once and tables reach every node `control.push_delay_ms` after the
+//!   recomputation, whatever the distance.
+//! - Every node starts probing at t = 0 (a mesh booted at once), so probe schedules stay in step; faults fall
+//!   at any moment of them.
 //!
 //! Like `routing`, this module is pure: no tokio, no sockets, no system clock. One seeded RNG draws every
 //! random figure, and events at the same time run in the order they were scheduled, so a scenario and a seed
