@@ -352,7 +352,7 @@ impl Scenario {
 
     /// Adds the generated streams and random faults to the listed ones.
     fn expand(mut self, topology: &Topology) -> Result<Self, (String, String)> {
-        let mut rng = StdRng::seed_from_u64(self.seed ^ 0x5eed_0f_5ce7a210);
+        let mut rng = StdRng::seed_from_u64(self.seed ^ 0x005e_ed0f_5ce7_a210);
         if let Some(spec) = self.workload.generate.clone() {
             let field = |f: &str| format!("workload.generate.{f}");
             let origins: Vec<&NodeId> =
