@@ -2,8 +2,8 @@
 //!
 //! The measured graph holds a link when at least one end reports it up and neither end reports it down; its
 //! cost ([`LinkMetrics::graph_cost`], whole milliseconds) is the worse of the two ends' measurements, so both
-//! directions agree ([`graph_link`]). A link's cost in the graph moves only on a clear change (the damper's
-//! margins), so measurement noise leaves the graph as it was, and an unchanged graph is not recomputed. One shortest-path tree per origin of the topology gives every node its next hop and
+//! directions agree ([`graph_link`]). An unchanged graph is not recomputed unless the damper holds a switch
+//! back. One shortest-path tree per origin of the topology gives every node its next hop and
 //! a loop-free backup toward that origin ([`RouteTree`]); a [`RouteDamper`] then holds routes still unless a
 //! new one is clearly and durably better (hysteresis), or the old one broke. A node's table version is the
 //! time of its last change, so a restarted replica's tables always supersede what nodes hold.
@@ -29,7 +29,7 @@ pub struct PlanSettings {
 pub struct Plan {
     origins: Vec<NodeId>,
     damper: RouteDamper,
-    /// The links of the last graph and the costs they had there (see [`Plan::measured_links`]).
+    /// The links of the last graph and their costs, to tell an unchanged graph.
     links: BTreeMap<(NodeId, NodeId), Cost>,
     /// The nodes of the last graph.
     nodes: BTreeSet<NodeId>,
@@ -54,9 +54,9 @@ impl Plan {
         })
     }
 
-    /// The measured links of these reports, by node pair, with their costs ([`graph_link`]). A link that was
-    /// in the last graph keeps its cost there unless the new one is a clear change
-    /// ([`DampingConfig::is_clear_change`]): noise moves neither the graph nor the routes.
+    /// The measured links of these reports, by node pair, with their costs ([`graph_link`]). Computed from the
+    /// reports alone, so that replicas that hold the same reports build the same graph and push the same
+    /// tables, whenever each of them started.
     fn measured_links(&self, reports: &BTreeMap<NodeId, Report>) -> BTreeMap<(NodeId, NodeId), Cost> {
         let mut ends: BTreeMap<(NodeId, NodeId), Vec<Option<LinkMetrics>>> = BTreeMap::new();
         for report in reports.values() {
@@ -69,17 +69,7 @@ impl Plan {
                 ends.entry(key).or_default().push(Self::end_view(l));
             }
         }
-        ends.into_iter()
-            .filter_map(|(key, ends)| {
-                let cost = graph_link(ends)?;
-                let held = self.links.get(&key).copied();
-                let cost = match held {
-                    Some(held) if !self.damper.config().is_clear_change(held, cost) => held,
-                    _ => cost,
-                };
-                Some((key, cost))
-            })
-            .collect()
+        ends.into_iter().filter_map(|(key, ends)| Some((key, graph_link(ends)?))).collect()
     }
 
     fn graph_of<'a>(nodes: impl IntoIterator<Item = &'a NodeId>, links: &BTreeMap<(NodeId, NodeId), Cost>) -> Graph {
