@@ -4,12 +4,18 @@
 //! real [`Mesh`] (quinn endpoint, mutual TLS with certificates from a CA made for the run, its own
 //! [`Cache`]), publishing through [`Ingest::publish`] at the origin and serving viewers over real HTTP at the
 //! edge ([`lightpath::http::serve`] + [`Edge`]). A raw quinn connection between two endpoints with the same TLS
-//! setup and the same [`transport`] config is the peer for goodput and latency, and gives the path RTT.
+//! setup and the same [`transport`] config is the peer for goodput and latency, and gives the path RTT. A raw
+//! quinn two-hop chain (sender -> a minimal relay that copies each incoming stream chunk by chunk onto a second
+//! connection -> receiver) is what two TLS hops cost on this machine without any mesh code: the physical limit
+//! of the two-hop mesh when all nodes share the same cores.
 //!
 //! `cargo bench --bench mesh` prints one table. It measures, in order:
 //!
-//! 1. goodput of 1 MiB objects, one QUIC unidirectional stream per object: raw quinn, one mesh hop
-//!    (origin -> relay) and two hops (origin -> relay -> edge), in alternating rounds;
+//! 1. goodput of 1 MiB objects, one QUIC unidirectional stream per object: raw quinn, the raw two-hop chain,
+//!    one mesh hop (origin -> relay) and two hops (origin -> relay -> edge), in alternating rounds; then, on a
+//!    second mesh and a second raw connection whose every link is capped by the mesh's own WAN emulation
+//!    ([`lightpath::mesh::impair`], 200 Mbit/s by default), raw quinn, one and two mesh hops: the regime of a
+//!    deployment, where the links and not the shared cores are the limit;
 //! 2. added latency per hop for 200 KB objects published every 400 ms (a 4 Mbit/s stream): from the object
 //!    being complete at the origin to it being complete in the relay's cache, and from there to the edge's,
 //!    with the same object sent over the raw quinn connection between two objects of the stream as the peer;
@@ -33,6 +39,7 @@ use lightpath::edge::Edge;
 use lightpath::hls::{LivePlaylist, Segment};
 use lightpath::http::{live_path, text, Handler, Reply};
 use lightpath::id::{NodeId, ObjectName, StreamName};
+use lightpath::mesh::impair::{self, Impairment, Impairments};
 use lightpath::mesh::peer::transport;
 use lightpath::mesh::Mesh;
 use lightpath::origin::Ingest;
@@ -51,6 +58,12 @@ struct Settings {
     latency_objects: usize,
     /// `MESH_BENCH_VIEWERS`: fresh streams for the first-viewer measurement.
     viewers: usize,
+    /// `MESH_BENCH_CAP_MBIT`: the rate cap of every link of the capped mesh and raw connection, Mbit/s.
+    cap_mbit: usize,
+    /// `MESH_BENCH_CAPPED_OBJECTS`: 1 MiB objects per rate-capped goodput round.
+    capped_objects: usize,
+    /// `MESH_BENCH_CAPPED_ROUNDS`: rate-capped goodput rounds.
+    capped_rounds: usize,
 }
 
 impl Settings {
@@ -66,6 +79,9 @@ impl Settings {
             goodput_rounds: var("MESH_BENCH_GOODPUT_ROUNDS", 5)?,
             latency_objects: var("MESH_BENCH_LATENCY_OBJECTS", 100)?,
             viewers: var("MESH_BENCH_VIEWERS", 20)?,
+            cap_mbit: var("MESH_BENCH_CAP_MBIT", 200)?,
+            capped_objects: var("MESH_BENCH_CAPPED_OBJECTS", 16)?,
+            capped_rounds: var("MESH_BENCH_CAPPED_ROUNDS", 3)?,
         })
     }
 }
@@ -94,18 +110,29 @@ fn main() -> Result<()> {
 async fn run(settings: Settings) -> Result<()> {
     let started = Instant::now();
     let ca = create_ca("lightpath bench CA")?;
-    let lab = Lab::start(&ca).await.context("starting the mesh")?;
-    let raw = RawPair::start(&ca).await.context("starting the raw quinn pair")?;
+    let lab = Lab::start(&ca, None).await.context("starting the mesh")?;
+    let raw = RawPath::start(&ca, 1, None).await.context("starting the raw quinn pair")?;
+    let chain = RawPath::start(&ca, 2, None).await.context("starting the raw quinn chain")?;
     let rtt = raw.rtt().await?;
 
-    let goodput = goodput(&lab, &raw, &settings).await.context("goodput")?;
+    let goodput = goodput(&lab, &raw, &chain, &settings).await.context("goodput")?;
+    let capped = {
+        let kbps = settings.cap_mbit as u64 * 1000;
+        let lab = Lab::start(&ca, Some(kbps)).await.context("starting the rate-capped mesh")?;
+        let raw = RawPath::start(&ca, 1, Some(kbps)).await.context("starting the rate-capped raw pair")?;
+        let capped = capped_goodput(&lab, &raw, &settings).await.context("rate-capped goodput")?;
+        lab.close();
+        raw.close();
+        capped
+    };
     let latency = hop_latency(&lab, &raw, settings.latency_objects).await.context("latency per hop")?;
     let viewers = first_viewer(&lab, settings.viewers).await.context("first-viewer time")?;
 
-    print_report(&settings, &rtt, &goodput, &latency, &viewers);
+    print_report(&settings, &rtt, &goodput, &capped, &latency, &viewers);
     println!("\n(total run time {:.1} s)", started.elapsed().as_secs_f64());
     lab.close();
     raw.close();
+    chain.close();
     Ok(())
 }
 
@@ -123,7 +150,9 @@ struct Lab {
 }
 
 impl Lab {
-    async fn start(ca: &CaFiles) -> Result<Self> {
+    /// Starts the three nodes; with `cap_kbps`, every link is rate-capped in both directions by the nodes' WAN
+    /// emulation.
+    async fn start(ca: &CaFiles, cap_kbps: Option<u64>) -> Result<Self> {
         let ids = ["origin", "relay", "edge"];
         let mut sockets = Vec::new();
         let mut listeners = Vec::new();
@@ -144,13 +173,22 @@ impl Lab {
         topology.push_str("\n[[links]]\na = \"relay\"\nb = \"edge\"\nlatency_ms = 1.0\n");
         let topology = Topology::parse(&topology, "bench topology").map_err(|e| anyhow::anyhow!("{e}"))?;
 
+        let addrs: Vec<SocketAddr> = sockets.iter().map(|s| s.local_addr()).collect::<Result<_, _>>()?;
         let mut meshes = Vec::new();
-        for (id, socket) in ids.iter().zip(sockets) {
+        for (i, (id, socket)) in ids.iter().zip(sockets).enumerate() {
             let id = NodeId::new(*id)?;
             let files = issue(ca, &id, 1)?;
             let identity = Identity::from_pem(&ca.cert_pem, &files.chain_pem, &files.key_pem)?;
             let cache = Cache::new(CACHE_BYTES, id.as_str());
-            meshes.push(Mesh::start(id, &topology, &identity, socket, cache, None)?);
+            let impairments = cap_kbps.map(|rate_kbps| {
+                // origin - relay - edge: each node's neighbours are the nodes next to it in `ids`.
+                let table = Impairments::default();
+                for j in [i.wrapping_sub(1), i + 1].into_iter().filter(|j| *j < addrs.len()) {
+                    table.set(addrs[j], Impairment { rate_kbps, ..Default::default() });
+                }
+                table
+            });
+            meshes.push(Mesh::start(id, &topology, &identity, socket, cache, impairments)?);
         }
         let [origin, relay, edge]: [Mesh; 3] = meshes.try_into().map_err(|_| anyhow::anyhow!("three nodes"))?;
         let ingest = Ingest::new(origin.clone(), IngestConfig::default());
@@ -206,50 +244,52 @@ impl Handler for Viewers {
 
 // ---- the raw quinn peer ----------------------------------------------------------------------------------------
 
-/// Two quinn endpoints on 127.0.0.1 with the mesh's TLS and transport settings, connected.
-struct RawPair {
-    client: quinn::Endpoint,
-    server: quinn::Endpoint,
-    /// The client's side of the connection.
+/// Raw quinn endpoints on 127.0.0.1 with the mesh's TLS and transport settings, connected in a line: one hop
+/// (sender -> receiver), or two (sender -> relay -> receiver, the relay copying each incoming unidirectional
+/// stream chunk by chunk onto a stream of its connection to the receiver, as it arrives).
+struct RawPath {
+    endpoints: Vec<quinn::Endpoint>,
+    /// The first endpoint's side of its connection.
     sender: quinn::Connection,
-    /// The server's side.
+    /// The last endpoint's side of its connection.
     receiver: quinn::Connection,
 }
 
-impl RawPair {
-    async fn start(ca: &CaFiles) -> Result<Self> {
-        let identity = |id: &str| -> Result<Identity> {
-            let files = issue(ca, &NodeId::new(id)?, 1)?;
-            Identity::from_pem(&ca.cert_pem, &files.chain_pem, &files.key_pem)
-        };
-        let (server_id, client_id) = (identity("raw-server")?, identity("raw-client")?);
-        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(
-            quinn::crypto::rustls::QuicServerConfig::try_from(server_id.server_config()?)?,
-        ));
-        server_config.transport_config(Arc::new(transport()));
-        let mut client_config = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(
-            client_id.client_config()?,
-        )?));
-        client_config.transport_config(Arc::new(transport()));
-        let runtime = quinn::default_runtime().context("no runtime")?;
-        let server = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
-            Some(server_config),
-            std::net::UdpSocket::bind("127.0.0.1:0")?,
-            runtime.clone(),
-        )?;
-        let mut client = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
-            None,
-            std::net::UdpSocket::bind("127.0.0.1:0")?,
-            runtime,
-        )?;
-        client.set_default_client_config(client_config);
-        let connecting = client.connect(server.local_addr()?, "raw-server")?;
-        // The server must accept the incoming connection for the client's handshake to complete.
-        let accepting = async { anyhow::Ok(server.accept().await.context("no incoming connection")?.await?) };
-        let (sender, receiver) = tokio::join!(connecting, accepting);
-        Ok(Self { client, server, sender: sender?, receiver: receiver? })
+impl RawPath {
+    /// `hops` connections in a line; with `cap_kbps`, every one is rate-capped in both directions by the mesh's
+    /// WAN emulation on the endpoints' sockets, as the capped mesh's links are.
+    async fn start(ca: &CaFiles, hops: usize, cap_kbps: Option<u64>) -> Result<Self> {
+        ensure!((1..=2).contains(&hops), "one or two hops");
+        let mut endpoints = Vec::new();
+        let mut tables = Vec::new();
+        for i in 0..=hops {
+            let table = cap_kbps.map(|_| Impairments::default());
+            endpoints.push(raw_endpoint(ca, &format!("raw-{i}"), table.clone())?);
+            tables.push(table);
+        }
+        if let Some(rate_kbps) = cap_kbps {
+            let cap = Impairment { rate_kbps, ..Default::default() };
+            for i in 0..hops {
+                let (a, b) = (endpoints[i].local_addr()?, endpoints[i + 1].local_addr()?);
+                tables[i].as_ref().expect("a table per endpoint").set(b, cap);
+                tables[i + 1].as_ref().expect("a table per endpoint").set(a, cap);
+            }
+        }
+        let mut links = Vec::new();
+        for i in 0..hops {
+            let to = &endpoints[i + 1];
+            let connecting = endpoints[i].connect(to.local_addr()?, &format!("raw-{}", i + 1))?;
+            // The server must accept the incoming connection for the client's handshake to complete.
+            let accepting = async { anyhow::Ok(to.accept().await.context("no incoming connection")?.await?) };
+            let (out, inc) = tokio::join!(connecting, accepting);
+            links.push((out?, inc?));
+        }
+        if hops == 2 {
+            tokio::spawn(raw_relay(links[0].1.clone(), links[1].0.clone()));
+        }
+        let sender = links[0].0.clone();
+        let receiver = links[hops - 1].1.clone();
+        Ok(Self { endpoints, sender, receiver })
     }
 
     /// Sends `count` objects, one unidirectional stream each, all at once (as the mesh driver does), and
@@ -319,8 +359,55 @@ impl RawPair {
     }
 
     fn close(&self) {
-        self.client.close(0u32.into(), b"done");
-        self.server.close(0u32.into(), b"done");
+        for endpoint in &self.endpoints {
+            endpoint.close(0u32.into(), b"done");
+        }
+    }
+}
+
+/// A quinn endpoint that is a server with node `id`'s certificate and a client of the others, on a fresh
+/// 127.0.0.1 socket; through the WAN emulation with `impairments`.
+fn raw_endpoint(ca: &CaFiles, id: &str, impairments: Option<Impairments>) -> Result<quinn::Endpoint> {
+    let files = issue(ca, &NodeId::new(id)?, 1)?;
+    let identity = Identity::from_pem(&ca.cert_pem, &files.chain_pem, &files.key_pem)?;
+    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(
+        quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)?,
+    ));
+    server_config.transport_config(Arc::new(transport()));
+    let mut client_config = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(
+        identity.client_config()?,
+    )?));
+    client_config.transport_config(Arc::new(transport()));
+    let runtime = quinn::default_runtime().context("no runtime")?;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let config = quinn::EndpointConfig::default();
+    let mut endpoint = match impairments {
+        Some(table) => quinn::Endpoint::new_with_abstract_socket(
+            config,
+            Some(server_config),
+            impair::impaired_socket(socket, table)?,
+            runtime,
+        )?,
+        None => quinn::Endpoint::new(config, Some(server_config), socket, runtime)?,
+    };
+    endpoint.set_default_client_config(client_config);
+    Ok(endpoint)
+}
+
+/// The raw chain's relay: each unidirectional stream from `upstream` is copied onto a new one to `downstream`,
+/// chunk by chunk as it arrives, and finished when it ends.
+async fn raw_relay(upstream: quinn::Connection, downstream: quinn::Connection) {
+    while let Ok(mut recv) = upstream.accept_uni().await {
+        let downstream = downstream.clone();
+        tokio::spawn(async move {
+            let mut send = downstream.open_uni().await?;
+            let mut chunks: [Bytes; 32] = Default::default();
+            while let Some(n) = recv.read_chunks(&mut chunks).await? {
+                send.write_all_chunks(&mut chunks[..n]).await?;
+            }
+            send.finish()?;
+            anyhow::Ok(())
+        });
     }
 }
 
@@ -336,37 +423,79 @@ struct Rtt {
 struct Goodput {
     /// MiB/s of each round, per variant.
     raw: Vec<f64>,
+    raw_two_hops: Vec<f64>,
     one_hop: Vec<f64>,
     two_hops: Vec<f64>,
-    /// CPU time of this process per MiB delivered, over all rounds, per variant.
-    cpu_ms_per_mib: [f64; 3],
+    /// CPU time of this process per MiB delivered, over all rounds, per variant (in the order above).
+    cpu_ms_per_mib: [f64; 4],
 }
 
-async fn goodput(lab: &Lab, raw: &RawPair, settings: &Settings) -> Result<Goodput> {
-    let body = Bytes::from((0..MIB).map(|i| (i * 7 + i / 4096) as u8).collect::<Vec<u8>>());
+fn goodput_body() -> Bytes {
+    Bytes::from((0..MIB).map(|i| (i * 7 + i / 4096) as u8).collect::<Vec<u8>>())
+}
+
+async fn goodput(lab: &Lab, raw: &RawPath, chain: &RawPath, settings: &Settings) -> Result<Goodput> {
+    let body = goodput_body();
     let count = settings.goodput_objects;
     let mib = |d: Duration| (count * body.len()) as f64 / MIB as f64 / d.as_secs_f64();
-    let mut result = Goodput { raw: Vec::new(), one_hop: Vec::new(), two_hops: Vec::new(), cpu_ms_per_mib: [0.0; 3] };
-    let mut cpu = [Duration::ZERO; 3];
+    let mut result = Goodput {
+        raw: Vec::new(),
+        raw_two_hops: Vec::new(),
+        one_hop: Vec::new(),
+        two_hops: Vec::new(),
+        cpu_ms_per_mib: [0.0; 4],
+    };
+    let mut cpu = [Duration::ZERO; 4];
     // Round 0 warms each path up (congestion windows, allocator) and is not counted.
     for round in 0..=settings.goodput_rounds {
         let one = StreamName::new(format!("goodput-1hop-{round}"))?;
         let two = StreamName::new(format!("goodput-2hop-{round}"))?;
         let n = if round == 0 { count.min(16) } else { count };
         let (raw_time, raw_cpu) = with_cpu(raw.transfer(&body, n)).await?;
+        let (chain_time, chain_cpu) = with_cpu(chain.transfer(&body, n)).await?;
         let (one_time, one_cpu) = with_cpu(mesh_transfer(lab, &lab.relay, &one, &body, n)).await?;
         let (two_time, two_cpu) = with_cpu(mesh_transfer(lab, &lab.edge, &two, &body, n)).await?;
         if round > 0 {
             result.raw.push(mib(raw_time));
+            result.raw_two_hops.push(mib(chain_time));
             result.one_hop.push(mib(one_time));
             result.two_hops.push(mib(two_time));
-            for (total, used) in cpu.iter_mut().zip([raw_cpu, one_cpu, two_cpu]) {
+            for (total, used) in cpu.iter_mut().zip([raw_cpu, chain_cpu, one_cpu, two_cpu]) {
                 *total += used;
             }
         }
     }
     let delivered = (settings.goodput_rounds * count * body.len()) as f64 / MIB as f64;
     result.cpu_ms_per_mib = cpu.map(|c| c.as_secs_f64() * 1000.0 / delivered);
+    Ok(result)
+}
+
+/// Goodput when every link is rate-capped: MiB/s of each round, per variant.
+struct Capped {
+    raw: Vec<f64>,
+    one_hop: Vec<f64>,
+    two_hops: Vec<f64>,
+}
+
+async fn capped_goodput(lab: &Lab, raw: &RawPath, settings: &Settings) -> Result<Capped> {
+    let body = goodput_body();
+    let count = settings.capped_objects;
+    let mib = |d: Duration| (count * body.len()) as f64 / MIB as f64 / d.as_secs_f64();
+    let mut result = Capped { raw: Vec::new(), one_hop: Vec::new(), two_hops: Vec::new() };
+    // Round 0 warms each path up and is not counted.
+    for round in 0..=settings.capped_rounds {
+        let one = StreamName::new(format!("capped-1hop-{round}"))?;
+        let two = StreamName::new(format!("capped-2hop-{round}"))?;
+        let n = if round == 0 { count.min(4) } else { count };
+        let raw_time = raw.transfer(&body, n).await?;
+        let one_time = mesh_transfer(lab, &lab.relay, &one, &body, n).await?;
+        let two_time = mesh_transfer(lab, &lab.edge, &two, &body, n).await?;
+        if round > 0 {
+            result.raw.push(mib(raw_time));
+            result.one_hop.push(mib(one_time));
+            result.two_hops.push(mib(two_time));
+        }
+    }
     Ok(result)
 }
 
@@ -418,7 +547,7 @@ struct HopLatency {
     raw: Vec<Duration>,
 }
 
-async fn hop_latency(lab: &Lab, raw: &RawPair, count: usize) -> Result<HopLatency> {
+async fn hop_latency(lab: &Lab, raw: &RawPath, count: usize) -> Result<HopLatency> {
     let stream = StreamName::new("latency")?;
     lab.subscribe(&lab.edge, &stream).await?;
     let body = Bytes::from(vec![0x47u8; LIVE_OBJECT_BYTES]);
@@ -596,7 +725,14 @@ fn row(label: &str, columns: &[String], note: &str) {
     println!("{label:<34}{columns}  {note}");
 }
 
-fn print_report(settings: &Settings, rtt: &Rtt, goodput: &Goodput, latency: &HopLatency, viewers: &FirstViewer) {
+fn print_report(
+    settings: &Settings,
+    rtt: &Rtt,
+    goodput: &Goodput,
+    capped: &Capped,
+    latency: &HopLatency,
+    viewers: &FirstViewer,
+) {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load: Vec<&str> = load.split_whitespace().take(3).collect();
@@ -605,25 +741,50 @@ fn print_report(settings: &Settings, rtt: &Rtt, goodput: &Goodput, latency: &Hop
     println!("link RTT: quinn estimate {} ms, 1-byte stream ping p50 {} ms", ms(rtt.quinn), ms(rtt.ping_p50));
 
     let (raw, one, two) = (median(&goodput.raw), median(&goodput.one_hop), median(&goodput.two_hops));
-    let [raw_cpu, one_cpu, two_cpu] = goodput.cpu_ms_per_mib;
+    let raw_two = median(&goodput.raw_two_hops);
+    let [raw_cpu, raw_two_cpu, one_cpu, two_cpu] = goodput.cpu_ms_per_mib;
     let rounds = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" ");
     println!(
         "\n1. goodput, {} x 1 MiB objects, one uni stream each (medians of {} rounds; each round's MiB/s at the end)",
         settings.goodput_objects, settings.goodput_rounds
     );
     row("path", &["MiB/s".into(), "vs raw".into(), "CPU ms/MiB".into()], "rounds");
+    // `vs raw`: the median over rounds of (this round's figure / the same round's raw figure).
+    let vs = |each: &[f64], base: &[f64]| {
+        let ratios: Vec<f64> = each.iter().zip(base).map(|(x, r)| x / r).collect();
+        median(&ratios)
+    };
     for (label, mib, cpu, each, note) in [
         ("raw quinn, one connection", raw, raw_cpu, &goodput.raw, ""),
+        ("raw quinn, two hops (chain)", raw_two, raw_two_cpu, &goodput.raw_two_hops, "the two-hop limit here"),
         ("mesh origin -> relay", one, one_cpu, &goodput.one_hop, ""),
         ("mesh origin -> relay -> edge", two, two_cpu, &goodput.two_hops, "target >= 0.80x"),
     ] {
         if goodput.raw.is_empty() {
             break;
         }
-        // `vs raw`: the median over rounds of (this round's figure / the same round's raw figure).
-        let ratios: Vec<f64> = each.iter().zip(&goodput.raw).map(|(x, r)| x / r).collect();
-        let columns = [format!("{mib:.0}"), format!("{:.2}x", median(&ratios)), format!("{cpu:.2}")];
+        let columns = [format!("{mib:.0}"), format!("{:.2}x", vs(each, &goodput.raw)), format!("{cpu:.2}")];
         row(label, &columns, &format!("{}  {note}", rounds(each)));
+    }
+    if !goodput.raw.is_empty() {
+        let columns = [String::new(), format!("{:.2}x", vs(&goodput.two_hops, &goodput.raw_two_hops)), String::new()];
+        row("mesh two hops vs raw two hops", &columns, "");
+    }
+
+    println!(
+        "\n1b. goodput, every link capped at {} Mbit/s by the WAN emulation, {} x 1 MiB objects (medians of {} rounds)",
+        settings.cap_mbit, settings.capped_objects, settings.capped_rounds
+    );
+    row("path", &["MiB/s".into(), "vs raw".into()], "rounds");
+    for (label, each) in [
+        ("raw quinn, one capped connection", &capped.raw),
+        ("mesh origin -> relay", &capped.one_hop),
+        ("mesh origin -> relay -> edge", &capped.two_hops),
+    ] {
+        if capped.raw.is_empty() {
+            break;
+        }
+        row(label, &[format!("{:.1}", median(each)), format!("{:.2}x", vs(each, &capped.raw))], &rounds(each));
     }
 
     println!(
