@@ -5,8 +5,10 @@
 //! viewer interest at an edge). Streams form trees by pull with aggregation: a node that wants a stream (a
 //! viewer at an edge, or a downstream neighbour) subscribes once to its next hop toward the stream's
 //! origin, and fans every object it receives out to each downstream subscriber, one QUIC unidirectional
-//! stream per object. Every hop keeps the live window in the [`Cache`], and a new subscriber gets that
-//! window at once.
+//! stream per object. Relays forward cut-through: once an object's header has arrived, the session that
+//! receives it asks the driver whether the object is new and who is subscribed, and passes each chunk on as
+//! it comes; a copy whose upstream fails is reset, never finished. Every hop keeps the live window in the
+//! [`Cache`] (an object enters it once complete), and a new subscriber gets that window at once.
 //!
 //! Routes come from [`crate::routing`] over the topology's configured latencies, with this node's own links
 //! marked down while their connection is down. Measured latencies and the control plane replace the
@@ -22,15 +24,15 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
 use crate::ca::Identity;
 use crate::cache::{Cache, Object};
-use crate::id::{NodeId, StreamName};
+use crate::id::{NodeId, ObjectName, StreamName};
 use crate::routing::{Graph, LinkMetrics, RouteTable};
 use crate::topology::{Address, Topology};
-use crate::wire::{Frame, LinkReport, Report, Routes, StreamReport};
+use crate::wire::{Frame, LinkReport, ObjectHeader, Report, Routes, StreamReport};
 
 /// How long the old upstream keeps feeding a stream after a route change moved it (make-before-break).
 const RELEASE_AFTER: Duration = Duration::from_secs(2);
@@ -68,6 +70,19 @@ pub(crate) enum Event {
         from: Option<NodeId>,
         object: Arc<Object>,
     },
+    /// A peer started sending an object (its header arrived): is it new, and who gets it as it arrives?
+    Incoming {
+        from: NodeId,
+        header: ObjectHeader,
+        reply: oneshot::Sender<Forwarding>,
+    },
+    /// An object that was forwarded while it arrived has ended: complete, or cut short (its downstream
+    /// copies were reset).
+    Passed {
+        from: NodeId,
+        key: ObjectKey,
+        complete: bool,
+    },
     /// A local viewer wants the stream.
     Want {
         stream: StreamName,
@@ -85,6 +100,37 @@ pub(crate) enum Event {
         stream: StreamName,
         peer: NodeId,
     },
+}
+
+/// One version of one object.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ObjectKey {
+    stream: StreamName,
+    name: ObjectName,
+    version: u64,
+}
+
+impl ObjectKey {
+    pub(crate) fn of(header: &ObjectHeader) -> Self {
+        Self { stream: header.stream.clone(), name: header.name.clone(), version: header.version }
+    }
+}
+
+/// The driver's answer to [`Event::Incoming`].
+pub(crate) enum Forwarding {
+    /// This version or a newer one is held already, or on its way from another peer: store the copy if it
+    /// completes first, forward nothing while it arrives.
+    Duplicate,
+    /// New: forward it to these downstream subscribers (maybe none) as it arrives.
+    To(Vec<(NodeId, quinn::Connection)>),
+}
+
+/// An object being forwarded while it arrives.
+struct InFlight {
+    /// The peer it comes from.
+    from: NodeId,
+    /// The downstream subscribers that get it as it arrives.
+    fed: BTreeSet<NodeId>,
 }
 
 /// State the sessions and the HTTP side share with the driver.
@@ -264,6 +310,9 @@ struct Driver {
     peers: HashMap<NodeId, Peer>,
     registry: HashMap<StreamName, Registered>,
     subs: HashMap<StreamName, Subscription>,
+    /// Objects being forwarded cut-through, so that a second copy (make-before-break feeds a stream from two
+    /// upstreams for a while) is not forwarded again.
+    in_flight: HashMap<ObjectKey, InFlight>,
     reports: watch::Sender<Report>,
 }
 
@@ -295,18 +344,25 @@ impl Driver {
             peers: HashMap::new(),
             registry: HashMap::new(),
             subs: HashMap::new(),
+            in_flight: HashMap::new(),
             reports,
         }
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
         while let Some(event) = rx.recv().await {
-            let changes_state = !matches!(event, Event::Object { from: Some(_), .. });
+            let changes_state =
+                !matches!(event, Event::Object { from: Some(_), .. } | Event::Incoming { .. } | Event::Passed { .. });
             match event {
                 Event::PeerUp { peer, conn, control, active } => self.peer_up(peer, conn, control, active),
                 Event::PeerDown { peer, stable_id } => self.peer_down(peer, stable_id),
                 Event::Control { peer, frame } => self.control(peer, frame),
                 Event::Object { from, object } => self.object(from, object),
+                Event::Incoming { from, header, reply } => {
+                    // The session gave up waiting only if it failed meanwhile; it then reports `Passed`.
+                    let _ = reply.send(self.incoming(from, &header));
+                }
+                Event::Passed { from, key, complete } => self.passed(from, key, complete),
                 Event::Want { stream } => {
                     self.subs.entry(stream.clone()).or_default().local = true;
                     self.ensure_upstream(&stream);
@@ -491,7 +547,54 @@ impl Driver {
             }
         }
         let Some(sub) = self.subs.get(&stream) else { return };
-        for peer in sub.down.iter().filter(|p| Some(*p) != from.as_ref()) {
+        // Those fed while it arrived have it already (or will have, from a copy still on its way).
+        let fed = self.in_flight.get(&ObjectKey::of(&object.header)).map(|f| &f.fed);
+        for peer in sub.down.iter().filter(|p| Some(*p) != from.as_ref() && fed.is_none_or(|f| !f.contains(*p))) {
+            self.forward(peer, object.clone());
+        }
+    }
+
+    /// A peer started sending an object. New objects are forwarded as they arrive to the downstream
+    /// subscribers of this moment; whoever subscribes later gets the object from the cache once it is
+    /// complete ([`Driver::object`]).
+    fn incoming(&mut self, from: NodeId, header: &ObjectHeader) -> Forwarding {
+        let key = ObjectKey::of(header);
+        let held = self.shared.cache.get(&header.stream, &header.name).is_some_and(|o| o.header.version >= key.version);
+        if held || self.in_flight.contains_key(&key) {
+            return Forwarding::Duplicate;
+        }
+        let down: Vec<(NodeId, quinn::Connection)> = self
+            .subs
+            .get(&header.stream)
+            .map(|sub| {
+                sub.down
+                    .iter()
+                    .filter(|p| **p != from)
+                    .filter_map(|p| Some((p.clone(), self.peers.get(p)?.conn.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let fed = down.iter().map(|(p, _)| p.clone()).collect();
+        self.in_flight.insert(key, InFlight { from, fed });
+        Forwarding::To(down)
+    }
+
+    /// An object forwarded while it arrived has ended. If it was cut short but another copy completed
+    /// meanwhile, those it was fed to get that copy.
+    fn passed(&mut self, from: NodeId, key: ObjectKey, complete: bool) {
+        if self.in_flight.get(&key).is_none_or(|f| f.from != from) {
+            return;
+        }
+        let fed = self.in_flight.remove(&key).expect("checked above").fed;
+        if complete {
+            return;
+        }
+        let Some(object) = self.shared.cache.get(&key.stream, &key.name).filter(|o| o.header.version >= key.version)
+        else {
+            return;
+        };
+        let Some(sub) = self.subs.get(&key.stream) else { return };
+        for peer in fed.iter().filter(|p| sub.down.contains(*p)) {
             self.forward(peer, object.clone());
         }
     }

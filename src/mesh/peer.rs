@@ -5,6 +5,12 @@
 //! two connections. The dialer re-resolves the peer's address and redials with exponential backoff and
 //! jitter whenever the connection ends; a restarted node therefore rejoins by itself. The acceptor learns
 //! who dialed from the client certificate, which must chain to the mesh CA and name a topology neighbour.
+//!
+//! Each object arrives on its own unidirectional stream: a header frame, then the body. The session reads
+//! the header, asks the driver whom to forward the object to, and passes the body on chunk by chunk while
+//! it arrives (cut-through); the object enters the cache when its length matches the header. A copy whose
+//! upstream fails, is reset or carries the wrong length is reset downstream, never finished, so no node
+//! stores a cut-short object as complete.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,16 +21,16 @@ use bytes::{Bytes, BytesMut};
 use rand::Rng;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{Event, Shared};
+use super::{Event, Forwarding, ObjectKey, Shared};
 use crate::cache::{Inserted, Object};
 use crate::id::NodeId;
 use crate::routing::{LinkEstimator, ProbeConfig};
 use crate::topology::Address;
-use crate::wire::{self, Frame, Probe, PROTOCOL_VERSION};
+use crate::wire::{self, Frame, ObjectHeader, Probe, PROTOCOL_VERSION};
 
 /// Largest object body a peer may send.
 pub const MAX_OBJECT: u64 = 64 << 20;
@@ -235,30 +241,188 @@ async fn receive_objects(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connect
     }
 }
 
+/// Receives one object stream from `peer`. As soon as its header is in, the driver says whether the object
+/// is new and, if so, which downstream subscribers get it; those get each chunk as it arrives (cut-through),
+/// and the object enters the cache once it is complete. A duplicate (held already, or on its way from
+/// another peer) is read and stored only if it completes first, and never forwarded while it arrives.
 async fn receive_object(shared: &Shared, peer: &NodeId, mut recv: quinn::RecvStream) -> Result<()> {
-    let all = Bytes::from(recv.read_to_end((MAX_OBJECT as usize) + wire::MAX_FRAME).await?);
-    let (frame, used) = Frame::decode(&all).map_err(|e| anyhow::anyhow!("bad object header: {e}"))?;
-    let Frame::Object(header) = frame else { bail!("object stream starts with {frame:?}") };
-    let body = all.slice(used..);
-    if body.len() as u64 != header.len {
-        bail!("object {}/{} declares {} bytes, carries {}", header.stream, header.name, header.len, body.len());
+    let (header, first) = read_header(&mut recv).await?;
+    if header.len > MAX_OBJECT {
+        bail!("object {}/{} declares {} bytes, more than {MAX_OBJECT}", header.stream, header.name, header.len);
     }
+    let (reply, answer) = oneshot::channel();
+    shared.event(Event::Incoming { from: peer.clone(), header: header.clone(), reply });
+    // Without an answer the node is stopping: store, forward nothing.
+    let forwarding = answer.await.unwrap_or(Forwarding::Duplicate);
+    let cut_through = matches!(forwarding, Forwarding::To(_));
+    let mut out = Vec::new();
+    if let Forwarding::To(downstream) = forwarding {
+        for (to, conn) in downstream {
+            match Downstream::open(to.clone(), &conn, &header).await {
+                Ok(d) => out.push(d),
+                Err(e) => {
+                    tracing::warn!(peer = %to, stream = %header.stream, object = %header.name, error = %e, "could not forward an object")
+                }
+            }
+        }
+    }
+    let key = ObjectKey::of(&header);
+    let body = match relay_body(&mut recv, &header, first, &mut out).await {
+        Ok(body) => body,
+        Err(e) => {
+            // Dropping the downstream copies resets them: nobody stores a partial object.
+            drop(out);
+            if cut_through {
+                shared.event(Event::Passed { from: peer.clone(), key, complete: false });
+            }
+            return Err(e);
+        }
+    };
     let labels = [("node", shared.me.to_string()), ("peer", peer.to_string()), ("stream", header.stream.to_string())];
     metrics::counter!("lightpath_mesh_objects_received_total", &labels).increment(1);
     metrics::counter!("lightpath_mesh_bytes_received_total", &labels).increment(body.len() as u64);
+    for d in out {
+        d.finish(&shared.me, &header);
+    }
     let object = Arc::new(Object { header, body });
     if shared.cache.insert(object.clone()) == Inserted::New {
         shared.event(Event::Object { from: Some(peer.clone()), object });
     }
+    if cut_through {
+        shared.event(Event::Passed { from: peer.clone(), key, complete: true });
+    }
     Ok(())
 }
 
-/// Sends one object to a peer on its own unidirectional stream, newest first by priority.
+/// Reads an object stream's first frame, the object's header; returns it with the body bytes read past it.
+async fn read_header(recv: &mut quinn::RecvStream) -> Result<(ObjectHeader, Bytes)> {
+    let mut buf = BytesMut::new();
+    loop {
+        if let Some(frame) = wire::decode_from(&mut buf).map_err(|e| anyhow::anyhow!("bad object header: {e}"))? {
+            let Frame::Object(header) = frame else { bail!("object stream starts with {frame:?}") };
+            return Ok((header, buf.freeze()));
+        }
+        match recv.read_chunk(wire::MAX_FRAME, true).await? {
+            Some(chunk) => buf.extend_from_slice(&chunk.bytes),
+            None => bail!("object stream ended inside its header"),
+        }
+    }
+}
+
+/// Reads an object's body to its end, writing every batch of chunks to the downstream copies as it arrives
+/// (a copy whose write fails is dropped, which resets it), and returns the whole body once its length
+/// matches the header's.
+async fn relay_body(
+    recv: &mut quinn::RecvStream,
+    header: &ObjectHeader,
+    first: Bytes,
+    out: &mut Vec<Downstream>,
+) -> Result<Bytes> {
+    let len = header.len as usize;
+    let mut body = BytesMut::with_capacity(len.min(BODY_RESERVE_MAX));
+    let mut chunks: [Bytes; 32] = Default::default();
+    let mut scratch = Vec::with_capacity(chunks.len());
+    let mut n = 0;
+    if !first.is_empty() {
+        chunks[0] = first;
+        n = 1;
+    }
+    loop {
+        let batch = &chunks[..n];
+        if body.len() + batch.iter().map(Bytes::len).sum::<usize>() > len {
+            bail!("object {}/{} declares {len} bytes, carries more", header.stream, header.name);
+        }
+        for chunk in batch {
+            body.extend_from_slice(chunk);
+        }
+        let mut i = 0;
+        while i < out.len() && n > 0 {
+            scratch.clear();
+            scratch.extend_from_slice(batch);
+            match out[i].write(&mut scratch).await {
+                Ok(()) => i += 1,
+                Err(e) => {
+                    let d = out.swap_remove(i);
+                    tracing::warn!(peer = %d.peer, stream = %header.stream, object = %header.name, error = %e, "could not forward an object");
+                }
+            }
+        }
+        match recv.read_chunks(&mut chunks).await? {
+            Some(k) => n = k,
+            None => break,
+        }
+    }
+    if body.len() != len {
+        bail!("object {}/{} declares {len} bytes, carries {}", header.stream, header.name, body.len());
+    }
+    Ok(body.freeze())
+}
+
+/// Most bytes reserved for a body before any arrived; a larger one grows as it comes.
+const BODY_RESERVE_MAX: usize = 16 << 20;
+
+/// Application error code of an object stream reset because its upstream copy failed or was cut short.
+const UPSTREAM_FAILED: u32 = 1;
+
+/// One downstream copy of an object that is being forwarded while it arrives. Dropped before
+/// [`Downstream::finish`], it resets its stream (quinn would finish a dropped stream cleanly), so the
+/// downstream peer never takes a cut-short object for a whole one.
+struct Downstream {
+    peer: NodeId,
+    send: Option<quinn::SendStream>,
+}
+
+impl Downstream {
+    /// Opens the object's stream to `peer` with the object's priority and writes its header.
+    async fn open(peer: NodeId, conn: &quinn::Connection, header: &ObjectHeader) -> Result<Self> {
+        let send = conn.open_uni().await?;
+        send.set_priority(priority(header))?;
+        let mut copy = Self { peer, send: Some(send) };
+        let mut head = Vec::with_capacity(128);
+        Frame::Object(header.clone()).encode(&mut head);
+        copy.write(&mut [Bytes::from(head)]).await?;
+        Ok(copy)
+    }
+
+    async fn write(&mut self, chunks: &mut [Bytes]) -> Result<()> {
+        let send = self.send.as_mut().expect("written only before finish");
+        send.write_all_chunks(chunks).await?;
+        Ok(())
+    }
+
+    /// Ends the stream after its last byte and counts the object as sent.
+    fn finish(mut self, me: &NodeId, header: &ObjectHeader) {
+        let mut send = self.send.take().expect("finished once");
+        if let Err(e) = send.finish() {
+            tracing::warn!(peer = %self.peer, stream = %header.stream, object = %header.name, error = %e, "could not forward an object");
+            return;
+        }
+        let labels = [("node", me.to_string()), ("peer", self.peer.to_string()), ("stream", header.stream.to_string())];
+        metrics::counter!("lightpath_mesh_objects_sent_total", &labels).increment(1);
+        metrics::counter!("lightpath_mesh_bytes_sent_total", &labels).increment(header.len);
+    }
+}
+
+impl Drop for Downstream {
+    fn drop(&mut self) {
+        if let Some(mut send) = self.send.take() {
+            // Already closed (the connection went away) is as good as reset.
+            let _ = send.reset(UPSTREAM_FAILED.into());
+        }
+    }
+}
+
+/// Newest first across all streams: priority follows the origin's clock (wraps every ~24 days, which only
+/// briefly inverts the order of the objects in flight at that instant).
+fn priority(header: &ObjectHeader) -> i32 {
+    (header.born_unix_ms % (1 << 31)) as i32
+}
+
+/// Sends one whole object (ingested here, or from the cache) to a peer on its own unidirectional stream,
+/// newest first by priority.
 pub(super) async fn send_object(me: &NodeId, peer: &NodeId, conn: &quinn::Connection, object: &Object) -> Result<()> {
     let mut send = conn.open_uni().await?;
-    // Newest first across all streams: priority follows the origin's clock (wraps every ~24 days, which
-    // only briefly inverts the order of the objects in flight at that instant).
-    send.set_priority((object.header.born_unix_ms % (1 << 31)) as i32)?;
+    send.set_priority(priority(&object.header))?;
     let mut head = Vec::with_capacity(128);
     Frame::Object(object.header.clone()).encode(&mut head);
     send.write_all(&head).await?;
