@@ -84,7 +84,17 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
     if crate::ca::peer_node_id(&params.identity.chain[0], [&params.id]).is_none() {
         tracing::warn!(node = %params.id, "this node's certificate does not name it; every peer will refuse it");
     }
-    let cache = Cache::new(params.cache_bytes, params.id.as_str());
+    // Each viewer connection and each sealed cached body holds a descriptor: take all the system allows.
+    match crate::cache::sealed::raise_fd_limit() {
+        Ok(limit) => tracing::debug!(node = %params.id, limit, "open-file limit"),
+        Err(e) => tracing::warn!(node = %params.id, error = %e, "could not raise the open-file limit"),
+    }
+    let serves_viewers = spec.has_role(Role::Edge) || spec.has_role(Role::Origin);
+    let cache = if serves_viewers {
+        Cache::with_sealed_bodies(params.cache_bytes, params.id.as_str())
+    } else {
+        Cache::new(params.cache_bytes, params.id.as_str())
+    };
     // The impairment layer is in the path only when something can use it: emulation, or the admin API.
     let impairments = (params.links.emulate || params.admin.token.is_some()).then(Impairments::default);
     if let Some(table) = impairments.as_ref().filter(|_| params.links.emulate) {
@@ -118,8 +128,7 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
             me: params.id.clone(),
         }),
         ingest: spec.has_role(Role::Origin).then(|| Ingest::new(mesh.clone(), params.ingest.clone())),
-        edge: (spec.has_role(Role::Edge) || spec.has_role(Role::Origin))
-            .then(|| Edge::new(mesh.clone(), Duration::from_millis(params.edge.wait_ms))),
+        edge: serves_viewers.then(|| Edge::new(mesh.clone(), Duration::from_millis(params.edge.wait_ms))),
     });
     crate::http::serve(listeners.http, site, shutdown).await;
     mesh.close();

@@ -6,9 +6,15 @@
 //! Waiters (an edge's viewer asking for a segment that is still on its way) park on the stream's change
 //! counter and look again whenever an object lands.
 //!
-//! The cache knows nothing of HLS or QUIC: objects are named bytes with a header.
+//! The cache knows nothing of HLS or QUIC: objects are named bytes with a header. A cache that serves
+//! viewers ([`Cache::with_sealed_bodies`]) keeps each large body in a sealed memory file ([`sealed`]), from
+//! which the edge sends it without copying; evicting the object frees the file as it would free heap memory.
+
+#[allow(unsafe_code)] // mmap and munmap: the one module that needs unsafe, see its doc for the measured reason
+pub mod sealed;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,10 +56,15 @@ struct Inner {
     next_stamp: u64,
 }
 
+/// Moves a body into a sealed memory file: [`sealed::seal`], or a stand-in that fails in tests.
+type Sealer = fn(&[u8]) -> Result<Bytes, sealed::SealError>;
+
 /// The byte-bounded live-window store. Cheap to share: clone the `Arc`.
 pub struct Cache {
     max_bytes: u64,
     node: String,
+    /// How bodies of at least [`sealed::MIN_SEALED_BYTES`] are moved into sealed memory files, if they are.
+    sealer: Option<Sealer>,
     inner: Mutex<Inner>,
 }
 
@@ -61,9 +72,22 @@ impl Cache {
     /// A cache holding at most `max_bytes` of object bodies (beyond each stream's newest object).
     /// `node` labels its metrics.
     pub fn new(max_bytes: u64, node: &str) -> Arc<Self> {
+        Self::build(max_bytes, node, None)
+    }
+
+    /// A cache for a node that serves viewers: like [`Cache::new`], but bodies of at least
+    /// [`sealed::MIN_SEALED_BYTES`] are kept in sealed memory files, so that the edge can send them with
+    /// `sendfile`. When a body cannot be sealed (the kernel refuses, or sealed bodies hold their share of the
+    /// open-file limit) it stays on the heap and is served by copying, as from [`Cache::new`].
+    pub fn with_sealed_bodies(max_bytes: u64, node: &str) -> Arc<Self> {
+        Self::build(max_bytes, node, Some(sealed::seal))
+    }
+
+    fn build(max_bytes: u64, node: &str, sealer: Option<Sealer>) -> Arc<Self> {
         Arc::new(Self {
             max_bytes,
             node: node.to_owned(),
+            sealer,
             inner: Mutex::new(Inner {
                 streams: HashMap::new(),
                 order: BTreeMap::new(),
@@ -80,8 +104,18 @@ impl Cache {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stores an object unless this version (or a newer one) of its name is already here.
+    /// Stores an object unless this version (or a newer one) of its name is already here. A cache with
+    /// sealed bodies stores a copy whose body is sealed; `object` itself is left as it was.
     pub fn insert(&self, object: Arc<Object>) -> Inserted {
+        let object = match self.sealer {
+            Some(sealer) if object.body.len() >= sealed::MIN_SEALED_BYTES => {
+                if self.holds(&object.header) {
+                    return Inserted::Duplicate; // not worth a copy into a new file
+                }
+                self.sealed(sealer, object)
+            }
+            _ => object,
+        };
         let mut inner = self.lock();
         let stream = object.header.stream.clone();
         let name = object.header.name.clone();
@@ -107,6 +141,38 @@ impl Cache {
         sender.send_modify(|n| *n += 1);
         metrics::gauge!("lightpath_cache_bytes", "node" => self.node.clone()).set(inner.bytes as f64);
         Inserted::New
+    }
+
+    /// Whether this version (or a newer one) of the object's name is here.
+    fn holds(&self, header: &ObjectHeader) -> bool {
+        let inner = self.lock();
+        let held = inner.streams.get(&header.stream).and_then(|w| w.objects.get(&header.name));
+        held.is_some_and(|(_, old)| old.header.version >= header.version)
+    }
+
+    /// The object with its body in a sealed memory file; the object itself when that fails.
+    fn sealed(&self, sealer: Sealer, object: Arc<Object>) -> Arc<Object> {
+        /// Whether a failure was logged: the first one says why bodies stay on the heap; the rest would repeat
+        /// it once per segment.
+        static LOGGED: AtomicBool = AtomicBool::new(false);
+        if sealed::SealedSlice::find(&object.body).is_some_and(|s| s.len() == object.body.len()) {
+            return object;
+        }
+        match sealer(&object.body) {
+            Ok(body) => Arc::new(Object { header: object.header.clone(), body }),
+            Err(e) => {
+                metrics::counter!("lightpath_cache_unsealed_bodies_total", "node" => self.node.clone()).increment(1);
+                if !LOGGED.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        node = %self.node,
+                        error = %e,
+                        "large cached bodies stay on the heap and are copied into each response (logged once; \
+                         lightpath_cache_unsealed_bodies_total counts them)"
+                    );
+                }
+                object
+            }
+        }
     }
 
     fn evict(&self, inner: &mut Inner) {
@@ -190,6 +256,10 @@ mod tests {
     use super::*;
 
     fn obj(stream: &str, name: &str, seq: u64, len: usize) -> Arc<Object> {
+        obj_with(stream, name, seq, Bytes::from(vec![0u8; len]))
+    }
+
+    fn obj_with(stream: &str, name: &str, seq: u64, body: Bytes) -> Arc<Object> {
         Arc::new(Object {
             header: ObjectHeader {
                 stream: StreamName::new(stream).unwrap(),
@@ -199,9 +269,9 @@ mod tests {
                 content_type: "video/mp2t".into(),
                 duration_ms: 0,
                 born_unix_ms: 0,
-                len: len as u64,
+                len: body.len() as u64,
             },
-            body: Bytes::from(vec![0u8; len]),
+            body,
         })
     }
 
@@ -248,5 +318,44 @@ mod tests {
         assert_eq!(waiter.await.unwrap().unwrap().body.len(), 3);
         let missing = ObjectName::new("s10.ts").unwrap();
         assert!(cache.wait_for(&a, &missing, Duration::from_secs(1)).await.is_none());
+    }
+
+    #[test]
+    fn large_bodies_are_sealed_and_released_on_eviction() {
+        let cache = Cache::with_sealed_bodies(1 << 20, "t");
+        let a = StreamName::new("a").unwrap();
+        let data = sealed::tests::pattern(sealed::MIN_SEALED_BYTES * 2);
+        let heap = obj_with("a", "s1.ts", 1, Bytes::from(data.clone()));
+        assert_eq!(cache.insert(heap.clone()), Inserted::New);
+        let held = cache.get(&a, &ObjectName::new("s1.ts").unwrap()).unwrap();
+        assert_eq!(held.body, heap.body, "same bytes");
+        assert_eq!(held.header.len, heap.header.len);
+        assert!(sealed::SealedSlice::find(&held.body).is_some(), "kept in a sealed file");
+        assert!(sealed::SealedSlice::find(&heap.body).is_none(), "the caller's object is left as it was");
+        assert_eq!(cache.insert(heap.clone()), Inserted::Duplicate);
+        assert_eq!(cache.bytes(), data.len() as u64);
+        let file = sealed::tests::file_name(&held.body);
+        drop(held);
+
+        // Small bodies stay on the heap.
+        cache.insert(obj("a", "index.m3u8", 2, 400));
+        let playlist = cache.get(&a, &ObjectName::new("index.m3u8").unwrap()).unwrap();
+        assert!(sealed::SealedSlice::find(&playlist.body).is_none());
+
+        // Newer segments push s1 out (the bound is 1 MiB), and its file goes with it.
+        for seq in 3..12 {
+            cache.insert(obj_with("a", &format!("s{seq}.ts"), seq, Bytes::from(data.clone())));
+        }
+        assert!(cache.get(&a, &ObjectName::new("s1.ts").unwrap()).is_none());
+        assert_eq!(sealed::tests::traces_of(&file), Vec::<String>::new(), "the evicted body's file is gone");
+    }
+
+    #[test]
+    fn a_body_that_cannot_be_sealed_stays_on_the_heap() {
+        let cache = Cache::build(1 << 20, "t", Some(|body| sealed::seal_within(body, 0)));
+        let heap = obj("a", "s1.ts", 1, sealed::MIN_SEALED_BYTES);
+        assert_eq!(cache.insert(heap.clone()), Inserted::New);
+        let held = cache.get(&StreamName::new("a").unwrap(), &ObjectName::new("s1.ts").unwrap()).unwrap();
+        assert!(Arc::ptr_eq(&held, &heap), "the object itself is kept");
     }
 }

@@ -4,7 +4,10 @@
 //! A node serves HTTP/1.1 and HTTP/2 (cleartext, prior knowledge or upgrade-free) on one listener that its
 //! caller binds, so tests own the port. Paths are parsed strictly: each segment is percent-decoded and must
 //! then be a valid [`StreamName`] / [`ObjectName`], so `..`, `%2e%2e`, empty segments (absolute paths),
-//! slashes and NUL never reach the cache.
+//! slashes and NUL never reach the cache. Connections are [`SendfileStream`]s, which send large cached bodies
+//! without copying them.
+
+pub mod sendfile;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,6 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 use crate::id::{ObjectName, StreamName};
+pub use sendfile::SendfileStream;
 
 /// The response type every handler returns.
 pub type Reply = Response<Full<Bytes>>;
@@ -55,7 +59,7 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, shutdown:
             // ffmpeg ends a chunked upload by shutting down its sending side, then reads the reply; the
             // request must survive that half-close.
             builder.http1().half_close(true);
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+            if let Err(e) = builder.serve_connection(TokioIo::new(SendfileStream::new(stream)), service).await {
                 tracing::debug!(%remote, error = %e, "http connection ended with an error");
             }
         });
@@ -200,5 +204,55 @@ mod tests {
             assert!(matches!(live_path(bad), Err(PathError::Bad(_))), "{bad} accepted");
         }
         assert_eq!(live_path("/etc/passwd"), Err(PathError::NotLive));
+    }
+
+    /// Answers every request with one body, as the edge answers from its cache.
+    struct OneBody(Bytes);
+
+    impl Handler for OneBody {
+        async fn handle(self: Arc<Self>, req: http::Request<Incoming>) -> Reply {
+            let body = if req.method() == http::Method::HEAD { Bytes::new() } else { self.0.clone() };
+            let mut resp = Response::new(Full::new(body));
+            resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(self.0.len()));
+            resp
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sealed_bodies_are_served_whole_to_many_keep_alive_viewers() {
+        let data: Vec<u8> = (0..(1 << 20) + 7).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+        let body = crate::cache::sealed::seal(&data).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/live/s/seg.ts", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, Arc::new(OneBody(body)), async {
+            let _ = stopped.await;
+        }));
+        let before = SendfileStream::all_sent_from_sealed();
+        // Eight connections, reused by 64 requests in flight at once.
+        let client = reqwest::Client::builder().pool_max_idle_per_host(8).build().unwrap();
+        let requests: Vec<_> = (0..64)
+            .map(|_| {
+                let (client, url) = (client.clone(), url.clone());
+                tokio::spawn(async move {
+                    let resp = client.get(&url).send().await.unwrap();
+                    assert_eq!(resp.status(), StatusCode::OK);
+                    assert_eq!(resp.content_length(), Some((1 << 20) + 7));
+                    resp.bytes().await.unwrap()
+                })
+            })
+            .collect();
+        for request in requests {
+            assert!(request.await.unwrap() == data[..], "a viewer got different bytes");
+        }
+        let head = client.head(&url).send().await.unwrap();
+        assert_eq!(head.headers()[header::CONTENT_LENGTH], ((1 << 20) + 7).to_string().as_str());
+        assert!(head.bytes().await.unwrap().is_empty());
+        let sent = SendfileStream::all_sent_from_sealed() - before;
+        // Each response's last bytes may be copied once the rest of its body is shorter than a sealed slice.
+        let at_least = 64 * (data.len() - crate::cache::sealed::MIN_SEALED_BYTES) as u64;
+        assert!(sent >= at_least, "only {sent} bytes went with sendfile, expected {at_least}");
+        let _ = stop.send(());
+        server.await.unwrap();
     }
 }
