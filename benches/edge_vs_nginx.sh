@@ -27,7 +27,7 @@ done
 cargo build --release --quiet
 BIN=$PWD/target/release/lightpath
 
-WORK=$(mktemp -d /tmp/lightpath-edge-bench.XXXXXX)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/lightpath-edge-bench.XXXXXX")
 PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do
@@ -235,6 +235,17 @@ measure() {
         grep -E 'Non-2xx|Socket errors' <<<"$out" >&2
     fi
     RPS=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")
+    # Every response must carry the whole object: wrk's bytes per request (head included) at least its size.
+    local per_request
+    per_request=$(awk -v rps="$RPS" '/^Transfer\/sec:/ {
+        v = $2 + 0
+        if ($2 ~ /KB$/) v *= 1024; else if ($2 ~ /MB$/) v *= 1048576; else if ($2 ~ /GB$/) v *= 1073741824
+        printf "%.0f", v / rps
+    }' <<<"$out")
+    if ((per_request < EXPECT_BYTES * 99 / 100)); then
+        echo "edge_vs_nginx: $url sent $per_request bytes per response, expected at least $EXPECT_BYTES" >&2
+        exit 1
+    fi
     P99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
     REQUESTS=$(awk '/requests in/ { print $1 }' <<<"$out")
     CPU_US=$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$REQUESTS" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
@@ -246,6 +257,7 @@ echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency on loopback; $(nproc) 
 printf '%-20s %12s %12s %7s %10s %10s %7s %12s %12s\n' object "lightpath/s" "nginx/s" ratio \
     "lp p99 ms" "ng p99 ms" ratio "lp CPU us/r" "ng CPU us/r"
 for file in seg.ts index.m3u8; do
+    EXPECT_BYTES=$(stat -c %s "$WWW/live/$STREAM/$file")
     # shellcheck disable=SC2086 # the worker list is meant to split
     measure "http://$EDGE_HTTP/live/$STREAM/$file" "$EDGE_PID"
     LP_RPS=$RPS LP_P99=$P99 LP_CPU=$CPU_US
