@@ -33,8 +33,9 @@
 //! noise swap sides of that inequality from one round to the next, and each swap forces a switch. Over 20
 //! random meshes of 10 to 60 nodes with ±10 % noise re-measured every second for ten minutes, the downstream
 //! rule made 333 switches, 257 of them forced by the inequality, and let 25 of 3,136 (node, destination) pairs
-//! change twice within a minute; the acyclicity rule made 31 switches and let none. The control plane sees the
-//! whole graph, so the exact rule costs only one linear pass per destination.
+//! change twice within a minute; the acyclicity rule made 31 switches and let none (over 300 such meshes, 2 of
+//! 41,084 pairs, both in one mesh). The control plane sees the whole graph, so the exact rule costs only one
+//! linear pass per destination.
 //!
 //! # Versions
 //!
