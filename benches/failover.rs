@@ -22,6 +22,7 @@ use lightpath::ca::{create_ca, issue, Identity};
 use lightpath::config::{AdminConfig, EdgeConfig, IngestConfig, LinksConfig};
 use lightpath::id::NodeId;
 use lightpath::node::{Listeners, NodeParams};
+use lightpath::routing::ProbeConfig;
 use lightpath::topology::Topology;
 
 const NODES: [&str; 4] = ["origin", "relay-a", "relay-b", "edge"];
@@ -91,6 +92,7 @@ async fn run() -> Result<()> {
             edge: EdgeConfig::default(),
             links: LinksConfig { emulate: true },
             admin: AdminConfig { token: Some(TOKEN.into()) },
+            probes: ProbeConfig::default(),
         };
         tokio::spawn(lightpath::node::run(params, listeners, std::future::pending()));
     }

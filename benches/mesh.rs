@@ -43,6 +43,7 @@ use lightpath::mesh::impair::{self, Impairment, Impairments};
 use lightpath::mesh::peer::transport;
 use lightpath::mesh::Mesh;
 use lightpath::origin::Ingest;
+use lightpath::routing::ProbeConfig;
 use lightpath::topology::Topology;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -188,7 +189,7 @@ impl Lab {
                 }
                 table
             });
-            meshes.push(Mesh::start(id, &topology, &identity, socket, cache, impairments)?);
+            meshes.push(Mesh::start(id, &topology, &identity, socket, cache, impairments, ProbeConfig::default())?);
         }
         let [origin, relay, edge]: [Mesh; 3] = meshes.try_into().map_err(|_| anyhow::anyhow!("three nodes"))?;
         let ingest = Ingest::new(origin.clone(), IngestConfig::default());

@@ -16,6 +16,7 @@ use lightpath::ca::{create_ca, issue, Identity};
 use lightpath::config::{AdminConfig, EdgeConfig, IngestConfig, LinksConfig};
 use lightpath::id::NodeId;
 use lightpath::node::{Listeners, NodeParams};
+use lightpath::routing::ProbeConfig;
 use lightpath::topology::Topology;
 
 const WINDOW: Duration = Duration::from_secs(10);
@@ -61,6 +62,7 @@ async fn run() -> Result<()> {
             edge: EdgeConfig::default(),
             links: LinksConfig::default(),
             admin: AdminConfig::default(),
+            probes: ProbeConfig::default(),
         };
         http.push(addr);
         tokio::spawn(lightpath::node::run(params, listeners, std::future::pending()));

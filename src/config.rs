@@ -11,10 +11,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::id::{NodeId, StreamName};
+use crate::routing::ProbeConfig;
 use crate::topology::{join_path, parse_table, CheckErrors, TableReader, Topology};
 
 /// One node's configuration, with its paths resolved.
@@ -52,6 +54,62 @@ pub struct NodeConfig {
     /// The operator endpoints under `/admin/` on the HTTP address.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// How often this node probes its mesh links.
+    #[serde(default)]
+    pub probes: ProbesConfig,
+}
+
+/// Probe intervals of a node's links (the same section as a simulator scenario's `[probes]`). Shorter
+/// intervals measure faster and find a dead link sooner, at the cost of more datagrams; a link is declared
+/// down once its last three probes are overdue and the first of them at least 300 ms ago.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProbesConfig {
+    /// Interval on links that carry a stream, in ms (default 100).
+    pub fast_ms: u64,
+    /// Interval on idle links, in ms (default 1000; at least `fast_ms`).
+    pub slow_ms: u64,
+}
+
+impl ProbesConfig {
+    /// The longest interval accepted: a minute. Less often would leave the routes working from
+    /// measurements minutes old.
+    pub const MAX_MS: u64 = 60_000;
+
+    /// The estimators' configuration: the default one with these intervals.
+    pub fn config(&self) -> ProbeConfig {
+        ProbeConfig {
+            fast_interval: Duration::from_millis(self.fast_ms),
+            slow_interval: Duration::from_millis(self.slow_ms),
+            ..ProbeConfig::default()
+        }
+    }
+
+    fn check(&self, errors: &mut CheckErrors) {
+        for (field, ms) in [("probes.fast_ms", self.fast_ms), ("probes.slow_ms", self.slow_ms)] {
+            if ms == 0 {
+                errors.push(field, "0 would probe in a busy loop (expected milliseconds above 0)");
+            } else if ms > Self::MAX_MS {
+                errors.push(field, format!("{ms} ms is too long (at most {} ms)", Self::MAX_MS));
+            }
+        }
+        if self.fast_ms > 0 && self.slow_ms > 0 && self.slow_ms < self.fast_ms {
+            errors.push(
+                "probes.slow_ms",
+                format!(
+                    "{} ms is shorter than probes.fast_ms ({} ms): idle links would be probed more often than busy ones",
+                    self.slow_ms, self.fast_ms
+                ),
+            );
+        }
+    }
+}
+
+impl Default for ProbesConfig {
+    fn default() -> Self {
+        let live = ProbeConfig::default();
+        Self { fast_ms: live.fast_interval.as_millis() as u64, slow_ms: live.slow_interval.as_millis() as u64 }
+    }
 }
 
 /// WAN emulation: the kernel's netem stand-in, in user space on the node's UDP socket. Off by default.
@@ -275,6 +333,7 @@ impl NodeConfig {
                     edge: parts.edge,
                     links: parts.links,
                     admin: parts.admin,
+                    probes: parts.probes,
                 };
                 config.check_against(&topology, &mut errors);
                 errors.finish(|| (config, topology))
@@ -286,6 +345,7 @@ impl NodeConfig {
                     &parts.cache,
                     &parts.ingest,
                     &parts.edge,
+                    &parts.probes,
                     [parts.mesh_listen, parts.http_listen],
                     &mut errors,
                 );
@@ -303,7 +363,15 @@ impl NodeConfig {
     }
 
     fn check_against(&self, topology: &Topology, errors: &mut CheckErrors) {
-        check_local(&self.tls, &self.cache, &self.ingest, &self.edge, [self.mesh_listen, self.http_listen], errors);
+        check_local(
+            &self.tls,
+            &self.cache,
+            &self.ingest,
+            &self.edge,
+            &self.probes,
+            [self.mesh_listen, self.http_listen],
+            errors,
+        );
         // A control-plane replica's config names a [[controls]] entry instead of a node.
         let found = topology
             .nodes
@@ -356,6 +424,7 @@ fn check_local(
     cache: &CacheConfig,
     ingest: &IngestConfig,
     edge: &EdgeConfig,
+    probes: &ProbesConfig,
     [mesh_listen, http_listen]: [Option<SocketAddr>; 2],
     errors: &mut CheckErrors,
 ) {
@@ -363,6 +432,7 @@ fn check_local(
     cache.check(errors);
     ingest.check(cache, errors);
     edge.check(errors);
+    probes.check(errors);
     for (field, addr) in [("mesh_listen", mesh_listen), ("http_listen", http_listen)] {
         if addr.is_some_and(|a| a.port() == 0) {
             errors.push(field, "port 0 would bind a random port that peers and viewers cannot know");
@@ -382,6 +452,7 @@ struct Parts {
     edge: EdgeConfig,
     links: LinksConfig,
     admin: AdminConfig,
+    probes: ProbesConfig,
 }
 
 /// Reads every field, recording each problem; what cannot be read takes its default.
@@ -437,9 +508,16 @@ fn read(table: &toml::Table, base: &Path, errors: &mut CheckErrors) -> Parts {
         }
         r.finish(errors);
     }
+
+    let mut probes = ProbesConfig::default();
+    if let Some(mut r) = section(&mut root, "probes", &empty, errors) {
+        probes.fast_ms = r.optional("fast_ms", errors).unwrap_or(probes.fast_ms);
+        probes.slow_ms = r.optional("slow_ms", errors).unwrap_or(probes.slow_ms);
+        r.finish(errors);
+    }
     root.finish(errors);
 
-    Parts { node, topology, mesh_listen, http_listen, tls, cache, ingest, edge, links, admin }
+    Parts { node, topology, mesh_listen, http_listen, tls, cache, ingest, edge, links, admin, probes }
 }
 
 /// A section such as `[tls]`; an absent section reads as empty, a section that is not a table (reported)
@@ -549,6 +627,9 @@ mod tests {
             emulate = true
             [admin]
             token = "long-enough-token"
+            [probes]
+            fast_ms = 50
+            slow_ms = 2000
         "#;
         let table: toml::Table = text.parse().unwrap();
         let mut errors = CheckErrors::new("t");
@@ -566,8 +647,10 @@ mod tests {
             edge: parts.edge,
             links: parts.links,
             admin: parts.admin,
+            probes: parts.probes,
         };
         assert_eq!(read, plain);
+        assert_eq!(read.probes.config().fast_interval, Duration::from_millis(50));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::config::{AdminConfig, EdgeConfig, IngestConfig, LinksConfig};
 use crate::hls::{LivePlaylist, Segment};
 use crate::id::StreamName;
 use crate::node::{Listeners, NodeParams};
+use crate::routing::ProbeConfig;
 use crate::topology::{Address, Role, Topology};
 
 /// The demo stream's name.
@@ -53,6 +54,7 @@ pub async fn run(topology_path: PathBuf, shutdown: impl Future<Output = ()>) -> 
             // The demo's regions are apart by the topology's latencies.
             links: LinksConfig { emulate: true },
             admin: AdminConfig::default(),
+            probes: ProbeConfig::default(),
         };
         let mut stop = stop_rx.clone();
         nodes.push(tokio::spawn(crate::node::run(params, listeners, async move {

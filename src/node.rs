@@ -22,6 +22,7 @@ use crate::id::NodeId;
 use crate::mesh::impair::{Impairment, Impairments};
 use crate::mesh::Mesh;
 use crate::origin::Ingest;
+use crate::routing::ProbeConfig;
 use crate::topology::{Role, Topology};
 
 /// Everything a node runs with.
@@ -35,6 +36,7 @@ pub struct NodeParams {
     pub edge: EdgeConfig,
     pub links: LinksConfig,
     pub admin: AdminConfig,
+    pub probes: ProbeConfig,
 }
 
 impl NodeParams {
@@ -51,6 +53,7 @@ impl NodeParams {
             edge: config.edge,
             links: config.links,
             admin: config.admin,
+            probes: config.probes.config(),
         })
     }
 }
@@ -109,8 +112,15 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
             }
         }
     }
-    let mesh =
-        Mesh::start(params.id.clone(), &params.topology, &params.identity, listeners.mesh, cache, impairments.clone())?;
+    let mesh = Mesh::start(
+        params.id.clone(),
+        &params.topology,
+        &params.identity,
+        listeners.mesh,
+        cache,
+        impairments.clone(),
+        params.probes.clone(),
+    )?;
     tracing::info!(
         node = %params.id,
         mesh = %mesh.local_addr()?,

@@ -116,6 +116,7 @@ fn a_good_config_loads_with_paths_resolved_and_defaults() {
     assert_eq!(config.cache.max_bytes, 256 << 20);
     assert_eq!(config.ingest.max_body_bytes, 32 << 20);
     assert_eq!(config.edge.wait_ms, 6000);
+    assert_eq!((config.probes.fast_ms, config.probes.slow_ms), (100, 1000));
     assert_eq!(config.ingest.stream_keys[&StreamName::new("demo").unwrap()], "s3cret");
     assert_eq!(config.ingest.any_stream_key, None);
     assert_eq!(config.mesh_bind(&topology), Some("127.0.0.1:7101".parse().unwrap()));
@@ -147,6 +148,9 @@ fn every_section_can_be_set() {
         any_stream_key = "master"
         [edge]
         wait_ms = 0
+        [probes]
+        fast_ms = 20
+        slow_ms = 250
     "#;
     let (config, topology) = NodeConfig::load(&s.config(text)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.mesh_bind(&topology), Some("0.0.0.0:4433".parse().unwrap()));
@@ -154,6 +158,37 @@ fn every_section_can_be_set() {
     assert_eq!(config.cache.max_bytes, CacheConfig::MIN_MAX_BYTES);
     assert_eq!(config.ingest.any_stream_key.as_deref(), Some("master"));
     assert_eq!(config.edge.wait_ms, 0);
+    assert_eq!((config.probes.fast_ms, config.probes.slow_ms), (20, 250));
+}
+
+#[test]
+fn probe_intervals_are_checked_field_by_field() {
+    let s = Setup::new();
+    let e = s.errors(
+        &(CONFIG.to_owned()
+            + "[probes]
+fast_ms = 0
+slow_ms = 120000
+"),
+    );
+    assert_reports(&e, "probes.fast_ms", "busy loop");
+    assert_reports(&e, "probes.slow_ms", "too long");
+    let e = s.errors(
+        &(CONFIG.to_owned()
+            + "[probes]
+fast_ms = 500
+slow_ms = 100
+"),
+    );
+    assert_eq!(e.errors.len(), 1, "{e}");
+    assert_reports(&e, "probes.slow_ms", "shorter than probes.fast_ms");
+    let e = s.errors(
+        &(CONFIG.to_owned()
+            + "[probes]
+fast = 5
+"),
+    );
+    assert_reports(&e, "probes.fast", "expected one of: fast_ms, slow_ms");
 }
 
 #[test]

@@ -180,3 +180,40 @@ async fn a_partitioned_edge_answers_503_then_resumes() {
     eprintln!("resumed {} ms after healing", healed.elapsed().as_millis());
     publisher.abort();
 }
+
+/// UDP bytes node `a` sent to `b` over `window`, from `a`'s `/metrics`.
+async fn udp_bytes_over(mesh: &Cluster, a: &str, b: &str, window: Duration) -> f64 {
+    let labels = [("node", a), ("peer", b)];
+    let name = "lightpath_mesh_udp_bytes_sent_total";
+    let start = Instant::now();
+    while mesh.metric(a, name, &labels).await == 0.0 {
+        assert!(start.elapsed() < Duration::from_secs(20), "{a} never counted UDP bytes to {b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = mesh.metric(a, name, &labels).await;
+    tokio::time::sleep(window).await;
+    mesh.metric(a, name, &labels).await - before
+}
+
+/// `[probes]` in the node config sets how often links are probed: with 20 ms intervals an idle link carries
+/// tens of probes a second, with the defaults (1 s while idle) about one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_intervals_follow_the_node_config() {
+    let nodes = [NodeSpec { id: "a", roles: &["origin"] }, NodeSpec { id: "b", roles: &["edge"] }];
+    let window = Duration::from_secs(3);
+    let mut fast = Cluster::new(61, &nodes, &[("a", "b", 1.0)], "[probes]\nfast_ms = 20\nslow_ms = 20\n");
+    fast.start_all();
+    fast.wait_healthy().await;
+    let fast_bytes = udp_bytes_over(&fast, "a", "b", window).await;
+    drop(fast);
+    let mut default = Cluster::new(62, &nodes, &[("a", "b", 1.0)], "");
+    default.start_all();
+    default.wait_healthy().await;
+    let default_bytes = udp_bytes_over(&default, "a", "b", window).await;
+    // 150 probes and as many replies in 3 s against about 3 of each (plus keep-alives and ACKs): far apart
+    // whatever the packets' exact sizes.
+    assert!(
+        fast_bytes > 5.0 * default_bytes && fast_bytes > 4000.0,
+        "UDP bytes a -> b in {window:?}: {fast_bytes} with 20 ms probes, {default_bytes} with the defaults"
+    );
+}

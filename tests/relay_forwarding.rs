@@ -16,6 +16,7 @@ use lightpath::cache::Cache;
 use lightpath::id::{NodeId, ObjectName, StreamName};
 use lightpath::mesh::peer::transport;
 use lightpath::mesh::Mesh;
+use lightpath::routing::ProbeConfig;
 use lightpath::topology::Topology;
 use lightpath::wire::{self, Frame, ObjectHeader, Probe, PROTOCOL_VERSION};
 
@@ -191,7 +192,7 @@ impl Lab {
             let files = issue(&ca, &id, 1)?;
             let identity = Identity::from_pem(&ca.cert_pem, &files.chain_pem, &files.key_pem)?;
             let cache = Cache::new(64 << 20, id.as_str());
-            Mesh::start(id, &topology, &identity, socket, cache, None)
+            Mesh::start(id, &topology, &identity, socket, cache, None, ProbeConfig::default())
         };
         let relay = node("relay", relay_socket)?;
         let edge = node("edge", edge_socket)?;

@@ -30,7 +30,7 @@ use tracing::Instrument;
 use crate::ca::Identity;
 use crate::cache::{Cache, Object};
 use crate::id::{NodeId, ObjectName, StreamName};
-use crate::routing::{Graph, LinkMetrics, RouteTable};
+use crate::routing::{Graph, LinkMetrics, ProbeConfig, RouteTable};
 use crate::topology::{Address, Topology};
 use crate::wire::{Frame, LinkReport, ObjectHeader, Report, Routes, StreamReport};
 
@@ -142,6 +142,8 @@ pub(crate) struct Shared {
     pub neighbours: HashMap<NodeId, Address>,
     events: mpsc::UnboundedSender<Event>,
     streams: RwLock<HashMap<StreamName, StreamState>>,
+    /// How every link is probed (validated).
+    pub probes: ProbeConfig,
 }
 
 impl Shared {
@@ -167,7 +169,9 @@ impl Mesh {
         socket: std::net::UdpSocket,
         cache: Arc<Cache>,
         impairments: Option<impair::Impairments>,
+        probes: ProbeConfig,
     ) -> Result<Self> {
+        let probes = probes.validate().context("probe intervals")?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(
             quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)
                 .context("TLS server config unusable for QUIC")?,
@@ -202,6 +206,7 @@ impl Mesh {
             neighbours: neighbours.clone(),
             events,
             streams: RwLock::new(HashMap::new()),
+            probes,
         });
         // Every log line of this node's mesh tasks names the node (the demo runs several in one process).
         let span = tracing::info_span!("mesh", node = %me);

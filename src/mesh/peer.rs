@@ -28,7 +28,7 @@ use tracing::Instrument;
 use super::{Event, Forwarding, ObjectKey, Shared};
 use crate::cache::{Inserted, Object};
 use crate::id::NodeId;
-use crate::routing::{LinkEstimator, ProbeConfig};
+use crate::routing::LinkEstimator;
 use crate::topology::Address;
 use crate::wire::{self, Frame, ObjectHeader, Probe, PROTOCOL_VERSION};
 
@@ -187,7 +187,7 @@ const MEASUREMENTS_EVERY: Duration = Duration::from_millis(500);
 /// (or starts again) answering, and what it measures.
 async fn probe_loop(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connection, active: Arc<AtomicBool>) {
     let start = Instant::now();
-    let mut estimator = LinkEstimator::new(ProbeConfig::default()).expect("the default probe config is valid");
+    let mut estimator = LinkEstimator::new(shared.probes.clone()).expect("validated in Mesh::start");
     let mut told_up = true;
     let mut told_at = start;
     loop {

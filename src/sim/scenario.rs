@@ -8,7 +8,6 @@
 //! `--seed` changes the jitter and loss drawn during the run, not the mesh or the workload.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -17,8 +16,8 @@ use serde::Deserialize;
 
 use super::generate::Generate;
 use super::SimError;
+use crate::config::ProbesConfig;
 use crate::id::{NodeId, StreamName};
-use crate::routing::ProbeConfig;
 use crate::topology::{Role, Topology};
 
 /// One simulation run's description, as read from its file.
@@ -41,7 +40,7 @@ pub struct Scenario {
     pub links: LinkDefaults,
     /// How the nodes probe their links.
     #[serde(default)]
-    pub probes: Probes,
+    pub probes: ProbesConfig,
     /// How often the control plane recomputes and how long its tables take to reach the nodes.
     #[serde(default)]
     pub control: Control,
@@ -74,34 +73,6 @@ pub struct LinkDefaults {
 impl Default for LinkDefaults {
     fn default() -> Self {
         Self { jitter_ms: 1.0, loss: 0.0, bandwidth_mbps: 0.0 }
-    }
-}
-
-/// Probe intervals, as the nodes' [`ProbeConfig`] has them (the live defaults when absent).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Probes {
-    /// Interval on links that carry a stream, in ms.
-    pub fast_ms: u64,
-    /// Interval on idle links, in ms.
-    pub slow_ms: u64,
-}
-
-impl Default for Probes {
-    fn default() -> Self {
-        let live = ProbeConfig::default();
-        Self { fast_ms: live.fast_interval.as_millis() as u64, slow_ms: live.slow_interval.as_millis() as u64 }
-    }
-}
-
-impl Probes {
-    /// The estimators' configuration: the live one with these intervals.
-    pub fn config(&self) -> ProbeConfig {
-        ProbeConfig {
-            fast_interval: Duration::from_millis(self.fast_ms),
-            slow_interval: Duration::from_millis(self.slow_ms),
-            ..ProbeConfig::default()
-        }
     }
 }
 
