@@ -34,7 +34,7 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use lightpath::ca::{create_ca, issue, CaFiles, Identity};
 use lightpath::cache::Cache;
-use lightpath::config::IngestConfig;
+use lightpath::config::{CacheConfig, IngestConfig};
 use lightpath::edge::Edge;
 use lightpath::hls::{LivePlaylist, Segment};
 use lightpath::http::{live_path, text, Handler, Reply};
@@ -75,7 +75,7 @@ impl Settings {
                 Err(_) => Ok(default),
             }
         };
-        Ok(Self {
+        let settings = Self {
             goodput_objects: var("MESH_BENCH_GOODPUT_OBJECTS", 128)?,
             goodput_rounds: var("MESH_BENCH_GOODPUT_ROUNDS", 5)?,
             latency_objects: var("MESH_BENCH_LATENCY_OBJECTS", 100)?,
@@ -83,7 +83,16 @@ impl Settings {
             cap_mbit: var("MESH_BENCH_CAP_MBIT", 200)?,
             capped_objects: var("MESH_BENCH_CAPPED_OBJECTS", 16)?,
             capped_rounds: var("MESH_BENCH_CAPPED_ROUNDS", 3)?,
-        })
+        };
+        // A round's objects must all fit in a node's cache, or some would be evicted before they are counted.
+        let round_bytes = (settings.goodput_objects.max(settings.capped_objects) * MIB) as u64;
+        ensure!(
+            2 * round_bytes <= CACHE_BYTES,
+            "MESH_BENCH_GOODPUT_OBJECTS and MESH_BENCH_CAPPED_OBJECTS may be at most {} (half the cache, {} MiB)",
+            CACHE_BYTES / 2 / MIB as u64,
+            CACHE_BYTES / MIB as u64
+        );
+        Ok(settings)
     }
 }
 
@@ -91,8 +100,9 @@ const MIB: usize = 1 << 20;
 /// One object of a 4 Mbit/s stream cut every 400 ms.
 const LIVE_OBJECT_BYTES: usize = 200_000;
 const LIVE_INTERVAL: Duration = Duration::from_millis(400);
-/// Large enough that nothing a measurement still waits for is evicted.
-const CACHE_BYTES: u64 = 2 << 30;
+/// Each node's cache bound: a node's default. A round's objects fit (see `Settings::from_env`); earlier
+/// rounds are evicted as a live window is, so bodies reuse memory as they do in a running node.
+const CACHE_BYTES: u64 = CacheConfig::DEFAULT_MAX_BYTES;
 const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn main() -> Result<()> {
