@@ -1103,14 +1103,15 @@ mod tests {
 
     // --- QUIC end to end. ---
 
-    fn endpoint(ca: &CaFiles, node: &str, table: &Impairments, idle: Duration) -> quinn::Endpoint {
+    fn endpoint(
+        ca: &CaFiles,
+        node: &str,
+        table: &Impairments,
+        transport: Arc<quinn::TransportConfig>,
+    ) -> quinn::Endpoint {
         let id = NodeId::new(node).unwrap();
         let files = issue(ca, &id, 1).unwrap();
         let identity = Identity::from_pem(&ca.cert_pem, &files.chain_pem, &files.key_pem).unwrap();
-        let mut transport = quinn::TransportConfig::default();
-        transport.max_idle_timeout(Some(idle.try_into().unwrap()));
-        transport.keep_alive_interval(Some(Duration::from_millis(300)));
-        let transport = Arc::new(transport);
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(
             quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config().unwrap()).unwrap(),
         ));
@@ -1141,10 +1142,20 @@ mod tests {
 
     /// Two endpoints, each with its own table; `a` dials `b` after `setup` has impaired the tables.
     async fn pair(idle: Duration, setup: impl FnOnce(&Impairments, SocketAddr, &Impairments, SocketAddr)) -> Pair {
+        let mut transport = quinn::TransportConfig::default();
+        transport.max_idle_timeout(Some(idle.try_into().unwrap()));
+        transport.keep_alive_interval(Some(Duration::from_millis(300)));
+        pair_with(Arc::new(transport), setup).await
+    }
+
+    async fn pair_with(
+        transport: Arc<quinn::TransportConfig>,
+        setup: impl FnOnce(&Impairments, SocketAddr, &Impairments, SocketAddr),
+    ) -> Pair {
         let ca = create_ca("impair test CA").unwrap();
         let (a_table, b_table) = (Impairments::default(), Impairments::default());
-        let a = endpoint(&ca, "node-a", &a_table, idle);
-        let b = endpoint(&ca, "node-b", &b_table, idle);
+        let a = endpoint(&ca, "node-a", &a_table, transport.clone());
+        let b = endpoint(&ca, "node-b", &b_table, transport);
         let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
         setup(&a_table, b_addr, &b_table, a_addr);
         let accepting = {
@@ -1225,5 +1236,53 @@ mod tests {
         p.a_table.set(b_addr, down);
         let closed = tokio::time::timeout(Duration::from_secs(30), p.b_conn.closed()).await.expect("never timed out");
         assert_eq!(closed, quinn::ConnectionError::TimedOut);
+    }
+
+    /// Times `count` objects of `len` bytes sent one after the other from `a` to `b`, each on its own
+    /// stream, from the write to the receiver's end of stream; sorted.
+    async fn object_times(p: &Pair, count: usize, len: usize) -> Vec<Duration> {
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let b_conn = p.b_conn.clone();
+        let receiver = tokio::spawn(async move {
+            while let Ok(mut recv) = b_conn.accept_uni().await {
+                let got = recv.read_to_end(len).await.unwrap();
+                assert_eq!(got.len(), len);
+                let _ = done_tx.send(());
+            }
+        });
+        let body = vec![7u8; len];
+        let mut times = Vec::with_capacity(count);
+        for _ in 0..count {
+            let started = StdInstant::now();
+            let mut send = p.a_conn.open_uni().await.unwrap();
+            send.write_all(&body).await.unwrap();
+            send.finish().unwrap();
+            done_rx.recv().await.unwrap();
+            times.push(started.elapsed());
+        }
+        receiver.abort();
+        times.sort();
+        times
+    }
+
+    /// With 3 % loss each way, some objects lose their last packet, which only the probe timeout finds. The
+    /// mesh's transport asks its peer to acknowledge within 2 ms, so such an object is late by a few
+    /// milliseconds (300 objects of 12 KB: p99 4.5 ms, max 5.5 ms), where QUIC's default 25 ms ACK delay
+    /// makes it late by more than 25 ms (without the setting: p99 27.7 ms; 18 of 300 objects over 20 ms).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_tail_costs_milliseconds_on_the_mesh_transport() {
+        let p = pair_with(Arc::new(crate::mesh::peer::transport()), |a, b_addr, b, a_addr| {
+            let loss = Impairment { loss: 0.03, ..Default::default() };
+            a.set(b_addr, loss);
+            b.set(a_addr, loss);
+        })
+        .await;
+        let times = object_times(&p, 500, 12_000).await;
+        let late: Vec<&Duration> = times.iter().filter(|t| **t > Duration::from_millis(20)).collect();
+        // A few stragglers are allowed for scheduling pauses of a loaded machine; lost tails alone never get
+        // there, and with the default ACK delay they number 15 to 30.
+        assert!(late.len() <= 3, "{} of 500 objects took over 20 ms: {late:?}", late.len());
+        p.a.close(0u32.into(), b"done");
+        p.b.close(0u32.into(), b"done");
     }
 }
