@@ -164,30 +164,13 @@ fn every_section_can_be_set() {
 #[test]
 fn probe_intervals_are_checked_field_by_field() {
     let s = Setup::new();
-    let e = s.errors(
-        &(CONFIG.to_owned()
-            + "[probes]
-fast_ms = 0
-slow_ms = 120000
-"),
-    );
+    let e = s.errors(&(CONFIG.to_owned() + "[probes]\nfast_ms = 0\nslow_ms = 120000\n"));
     assert_reports(&e, "probes.fast_ms", "busy loop");
     assert_reports(&e, "probes.slow_ms", "too long");
-    let e = s.errors(
-        &(CONFIG.to_owned()
-            + "[probes]
-fast_ms = 500
-slow_ms = 100
-"),
-    );
+    let e = s.errors(&(CONFIG.to_owned() + "[probes]\nfast_ms = 500\nslow_ms = 100\n"));
     assert_eq!(e.errors.len(), 1, "{e}");
     assert_reports(&e, "probes.slow_ms", "shorter than probes.fast_ms");
-    let e = s.errors(
-        &(CONFIG.to_owned()
-            + "[probes]
-fast = 5
-"),
-    );
+    let e = s.errors(&(CONFIG.to_owned() + "[probes]\nfast = 5\n"));
     assert_reports(&e, "probes.fast", "expected one of: fast_ms, slow_ms");
 }
 
