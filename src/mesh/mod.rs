@@ -517,7 +517,11 @@ impl Driver {
                 }
                 self.ensure_upstream(&stream);
             }
-            Frame::Hello { .. } | Frame::Object(_) | Frame::Report(_) | Frame::Routes(_) => {
+            Frame::Hello { .. }
+            | Frame::Object(_)
+            | Frame::Report(_)
+            | Frame::Routes(_)
+            | Frame::Unavailable { .. } => {
                 tracing::warn!(%peer, "unexpected frame on the control stream; ignored");
             }
         }

@@ -35,7 +35,7 @@ pub use varint::VARINT_MAX;
 use crate::id::{NameError, NodeId, ObjectName, StreamName};
 
 /// The protocol version sent in `Hello`.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest encoded frame accepted (type + length + payload).
 pub const MAX_FRAME: usize = 64 * 1024;
 /// Longest `content_type` accepted, in bytes.
@@ -49,6 +49,7 @@ const UNSUBSCRIBE: u8 = 0x05;
 const OBJECT: u8 = 0x06;
 const REPORT: u8 = 0x07;
 const ROUTES: u8 = 0x08;
+const UNAVAILABLE: u8 = 0x09;
 
 /// One message of the mesh protocol.
 ///
@@ -72,6 +73,10 @@ pub enum Frame {
     Report(Report),
     /// A node's route table, pushed by the control plane.
     Routes(Routes),
+    /// Upstream tells a downstream subscriber that it cannot get `stream` other than through that subscriber
+    /// (or at all): the subscriber should take it from another neighbour. Sent instead of subscribing back,
+    /// which would close a loop.
+    Unavailable { stream: StreamName },
 }
 
 /// What a node tells the control plane: its links as it measures them, and the streams it carries.
@@ -225,6 +230,7 @@ impl Frame {
             Frame::Object(h) => (OBJECT, Some(&h.stream)),
             Frame::Report(_) => (REPORT, None),
             Frame::Routes(_) => (ROUTES, None),
+            Frame::Unavailable { stream } => (UNAVAILABLE, Some(stream)),
         };
         out.push(ty);
         let start = out.len();
@@ -240,7 +246,7 @@ impl Frame {
                 put_str(origin.as_str(), out);
                 varint::put(*epoch, out);
             }
-            Frame::Subscribe { .. } | Frame::Unsubscribe { .. } => {}
+            Frame::Subscribe { .. } | Frame::Unsubscribe { .. } | Frame::Unavailable { .. } => {}
             Frame::Object(h) => {
                 put_str(h.name.as_str(), out);
                 varint::put(h.version, out);
@@ -289,7 +295,7 @@ impl Frame {
     /// bytes arrive.
     pub fn decode(buf: &[u8]) -> Result<(Frame, usize), DecodeError> {
         let (&ty, rest) = buf.split_first().ok_or(DecodeError::Incomplete)?;
-        if !(HELLO..=ROUTES).contains(&ty) {
+        if !(HELLO..=UNAVAILABLE).contains(&ty) {
             return Err(DecodeError::UnknownType(ty));
         }
         let (payload_len, len_len) = varint::get(rest)?;
@@ -308,6 +314,7 @@ impl Frame {
             WITHDRAW => Frame::Withdraw { stream: r.name()?, origin: r.name()?, epoch: r.varint()? },
             SUBSCRIBE => Frame::Subscribe { stream: r.name()? },
             UNSUBSCRIBE => Frame::Unsubscribe { stream: r.name()? },
+            UNAVAILABLE => Frame::Unavailable { stream: r.name()? },
             REPORT => {
                 let node = r.name()?;
                 let mut links = Vec::new();

@@ -36,6 +36,7 @@ fn samples() -> Vec<Frame> {
         Frame::Withdraw { stream: stream("news"), origin: node("origin-us"), epoch: 3 },
         Frame::Subscribe { stream: stream("news") },
         Frame::Unsubscribe { stream: stream("news") },
+        Frame::Unavailable { stream: stream("news") },
         Frame::Object(segment()),
         Frame::Routes(Routes {
             version: 7,
@@ -201,6 +202,7 @@ fn frame() -> impl Strategy<Value = Frame> {
         (stream_name(), node_id(), int()).prop_map(|(stream, origin, epoch)| Frame::Withdraw { stream, origin, epoch }),
         stream_name().prop_map(|stream| Frame::Subscribe { stream }),
         stream_name().prop_map(|stream| Frame::Unsubscribe { stream }),
+        stream_name().prop_map(|stream| Frame::Unavailable { stream }),
         header.prop_map(Frame::Object),
         report().prop_map(Frame::Report),
         routes().prop_map(Frame::Routes),

@@ -1,0 +1,730 @@
+//! One node's decisions for streams and neighbours, as a sans-IO state machine.
+//!
+//! A [`Relay`] is told what happens ([`handle_*`](Relay::handle_peer_up) calls, each with `now`, a
+//! [`Duration`] since an epoch the caller picks) and answers with what to do: [`Relay::poll_action`] hands
+//! out [`Action`]s (send a control frame, send a stream's live window, send a probe, a link's verdict
+//! changed) and [`Relay::poll_timeout`] says when to call [`Relay::handle_timeout`] again. Per-object
+//! decisions are answered at once ([`Relay::handle_incoming`], [`Relay::handle_object`],
+//! [`Relay::handle_passed`]), since the caller holds the object's bytes while it asks. The node's quinn shell
+//! (`src/mesh/`) executes the actions over QUIC; the simulator drives the same type. Nothing here reads a
+//! clock, opens a socket or spawns a task.
+//!
+//! What it decides, and where:
+//!
+//! - **Neighbours and their links.** One [`LinkEstimator`] per connection (a reconnect starts a fresh one, so
+//!   an old connection's history never judges a new one). A link is down when its probes say so *and*
+//!   nothing arrived over it for `down_after`: stream data is proof of life, so a neighbour too busy to
+//!   answer probes on time is not failed over while it delivers.
+//! - **Which upstream a stream uses** ([`Relay::upstream_for`]): the control plane's next hop, else its
+//!   backup, else the shortest path over the topology's configured latencies, among neighbours that are
+//!   connected, answer, are not downstream of this node for that stream (subscribing to one's own subscriber
+//!   closes a loop) and have not said the stream is unavailable through them. A node never gives up its only
+//!   upstream because its probes are late; when nothing is left, it tells its own subscribers
+//!   ([`Frame::Unavailable`]) so that they route around it instead of waiting.
+//! - **Make-before-break.** A route change subscribes through the new upstream first; the old one keeps
+//!   feeding for `hold` and is then unsubscribed. Objects that arrive twice meanwhile are deduplicated by
+//!   name and version ([`Relay::handle_incoming`]).
+//! - **Reconnects.** A neighbour's new connection replaces its old one at once: the old connection's
+//!   subscriptions in both directions are dropped and re-sent over the new one, so a neighbour that restarted
+//!   (an origin killed and started again) is subscribed to again without waiting for the old connection to
+//!   time out.
+
+mod upstream;
+
+pub use upstream::{choose, Hops, Upstream};
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
+
+use crate::id::{NodeId, ObjectName, StreamName};
+use crate::routing::{Cost, Graph, LinkEstimator, LinkMetrics, ProbeConfig, ProbeConfigError, RouteTable};
+use crate::wire::{Frame, LinkReport, ObjectHeader, Report, Routes, StreamReport};
+
+/// The caller's handle for one connection to a neighbour (quinn's `stable_id` in the node). A neighbour's
+/// newer connection carries another id.
+pub type ConnId = u64;
+
+/// How a relay behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// How every link is probed and when it is declared down.
+    pub probes: ProbeConfig,
+    /// How long the old upstream keeps feeding a stream after a route change moved it (make-before-break).
+    pub hold: Duration,
+    /// How long a neighbour that said a stream is unavailable through it is passed over for that stream
+    /// before it is asked again.
+    pub pass_over: Duration,
+    /// How often a link's measurements are passed on in [`Relay::report`] when nothing else changed.
+    pub report_every: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            probes: ProbeConfig::default(),
+            hold: Duration::from_secs(2),
+            pass_over: Duration::from_secs(5),
+            report_every: Duration::from_millis(500),
+        }
+    }
+}
+
+/// What the caller must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send a control frame to a neighbour (over its current connection).
+    Send { to: NodeId, frame: Frame },
+    /// Send every object of the stream's live window (the caller's cache) to a neighbour that just
+    /// subscribed.
+    SendWindow { to: NodeId, stream: StreamName },
+    /// Send probe `seq` on the link to `to`.
+    Probe { to: NodeId, seq: u64 },
+    /// The link to `peer` stopped (`up: false`) or started again answering: for logs and counters.
+    Verdict { peer: NodeId, up: bool },
+}
+
+/// One version of one object.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectKey {
+    pub stream: StreamName,
+    pub name: ObjectName,
+    pub version: u64,
+}
+
+impl ObjectKey {
+    pub fn of(header: &ObjectHeader) -> Self {
+        Self { stream: header.stream.clone(), name: header.name.clone(), version: header.version }
+    }
+}
+
+/// What to do with an object whose header just arrived from a neighbour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// This version or a newer one is held already, or on its way from another neighbour: store the copy if
+    /// it completes first, forward nothing while it arrives.
+    Duplicate,
+    /// New: forward it as it arrives to these downstream subscribers (maybe none).
+    Forward(Vec<NodeId>),
+}
+
+/// Whether a stream can be served from here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamState {
+    /// The origin that announced the stream.
+    pub origin: NodeId,
+    /// This node is the origin, or has a neighbour to receive the stream from.
+    pub reachable: bool,
+    /// This node already receives the stream (it is the origin or holds an upstream subscription).
+    pub receiving: bool,
+}
+
+/// A connected neighbour.
+#[derive(Debug)]
+struct Peer {
+    conn: ConnId,
+    /// This connection's probes.
+    estimator: LinkEstimator,
+    /// The verdict in force: probes answer, or data arrives.
+    up: bool,
+    /// When anything last arrived over this connection (stream data, as the caller tells).
+    heard: Duration,
+    /// The measurements last passed on in the report, and when.
+    reported: Option<LinkMetrics>,
+    reported_at: Option<Duration>,
+}
+
+/// This node's side of one stream.
+#[derive(Debug, Default)]
+struct Subscription {
+    /// Downstream neighbours that asked for the stream.
+    down: BTreeSet<NodeId>,
+    /// Local viewers want it.
+    local: bool,
+    /// The neighbour this node subscribed to, if any.
+    upstream: Option<NodeId>,
+    /// Neighbours that said the stream is unavailable through them, until when.
+    passed_over: BTreeMap<NodeId, Duration>,
+    /// Downstream subscribers already told that the stream is unavailable here.
+    told: BTreeSet<NodeId>,
+}
+
+impl Subscription {
+    fn wanted(&self) -> bool {
+        self.local || !self.down.is_empty()
+    }
+}
+
+/// A stream as the registry knows it.
+#[derive(Debug)]
+struct Registered {
+    origin: NodeId,
+    epoch: u64,
+}
+
+/// An object being forwarded while it arrives.
+#[derive(Debug)]
+struct InFlight {
+    /// The neighbour it comes from.
+    from: NodeId,
+    /// The downstream subscribers that get it as it arrives.
+    fed: BTreeSet<NodeId>,
+}
+
+/// An old upstream that keeps feeding a stream until `at` (make-before-break).
+#[derive(Debug)]
+struct Release {
+    at: Duration,
+    stream: StreamName,
+    peer: NodeId,
+}
+
+/// One node's stream and neighbour state machine. See the module documentation.
+#[derive(Debug)]
+pub struct Relay {
+    me: NodeId,
+    config: RelayConfig,
+    /// The topology's links with their configured costs; this node's own links only while usable.
+    graph: Graph,
+    /// Configured costs of this node's own links, restored when a link becomes usable again.
+    own_links: HashMap<NodeId, Cost>,
+    /// Shortest paths over `graph`: the routes when no control plane has spoken.
+    fallback: RouteTable,
+    /// The newest table from the control plane, if any came.
+    table: Option<Routes>,
+    peers: BTreeMap<NodeId, Peer>,
+    registry: HashMap<StreamName, Registered>,
+    subs: HashMap<StreamName, Subscription>,
+    in_flight: HashMap<ObjectKey, InFlight>,
+    releases: Vec<Release>,
+    /// Subscriptions changed since the links' activity was last marked.
+    activity_stale: bool,
+    actions: VecDeque<Action>,
+    now: Duration,
+}
+
+impl Relay {
+    /// A relay for node `me` of a topology whose links are `links` (`(a, b, configured cost)`), after
+    /// validating the probe configuration.
+    pub fn new(
+        me: NodeId,
+        nodes: impl IntoIterator<Item = NodeId>,
+        links: impl IntoIterator<Item = (NodeId, NodeId, Cost)>,
+        config: RelayConfig,
+    ) -> Result<Self, ProbeConfigError> {
+        config.probes.clone().validate()?;
+        let mut graph = Graph::new();
+        graph.add_node(&me);
+        for node in nodes {
+            graph.add_node(&node);
+        }
+        let mut own_links = HashMap::new();
+        for (a, b, cost) in links {
+            if a == me {
+                own_links.insert(b, cost);
+            } else if b == me {
+                own_links.insert(a, cost);
+            } else {
+                graph.handle_link(&a, &b, cost);
+            }
+        }
+        // Our own links count only while usable.
+        let fallback = RouteTable::compute(&graph, &me);
+        Ok(Self {
+            me,
+            config,
+            graph,
+            own_links,
+            fallback,
+            table: None,
+            peers: BTreeMap::new(),
+            registry: HashMap::new(),
+            subs: HashMap::new(),
+            in_flight: HashMap::new(),
+            releases: Vec::new(),
+            activity_stale: false,
+            actions: VecDeque::new(),
+            now: Duration::ZERO,
+        })
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> &NodeId {
+        &self.me
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.mark_carrying();
+        self.actions.pop_front()
+    }
+
+    /// When [`Relay::handle_timeout`] must be called next: a probe, a link verdict, the end of a hold or of
+    /// a pass-over. `None` when nothing is pending.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        let probes = self.peers.values().map(|p| {
+            let next = p.estimator.poll_timeout();
+            // While up, the verdict falls once the probes say down and nothing arrived for `down_after`.
+            match p.estimator.down_at().filter(|_| p.up) {
+                Some(down) => next.min(down.max(p.heard + self.config.probes.down_after)),
+                None => next,
+            }
+        });
+        let releases = self.releases.iter().map(|r| r.at);
+        let passes = self.subs.values().flat_map(|s| s.passed_over.values().copied());
+        probes.chain(releases).chain(passes).min()
+    }
+
+    /// Time passed: sends due probes, judges links, ends holds and pass-overs.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        self.advance(now);
+        self.mark_carrying();
+        let mut changed = Vec::new();
+        for (id, peer) in &mut self.peers {
+            while let Some(seq) = peer.estimator.poll_probe(now) {
+                peer.estimator.handle_probe_sent(now, seq);
+                self.actions.push_back(Action::Probe { to: id.clone(), seq });
+            }
+            let silent = now.saturating_sub(peer.heard) >= self.config.probes.down_after;
+            let up = !(peer.estimator.is_down(now) && silent);
+            if up != peer.up {
+                peer.up = up;
+                changed.push((id.clone(), up));
+            }
+        }
+        for (peer, up) in changed {
+            self.verdict(peer, up);
+        }
+
+        let (due, later): (Vec<Release>, Vec<Release>) =
+            std::mem::take(&mut self.releases).into_iter().partition(|r| r.at <= now);
+        self.releases = later;
+        for r in due {
+            self.release(r.stream, r.peer);
+        }
+
+        let mut expired = Vec::new();
+        for (stream, sub) in &mut self.subs {
+            let before = sub.passed_over.len();
+            sub.passed_over.retain(|_, until| *until > now);
+            if sub.passed_over.len() != before {
+                expired.push(stream.clone());
+            }
+        }
+        for stream in expired {
+            self.ensure_upstream(&stream);
+        }
+    }
+
+    /// A new connection to `peer` is up (its hello exchanged). A connection that replaces an older one drops
+    /// everything the older one carried first, and every known stream is announced to the newcomer.
+    pub fn handle_peer_up(&mut self, now: Duration, peer: NodeId, conn: ConnId) {
+        self.advance(now);
+        if self.peers.contains_key(&peer) {
+            tracing::info!(%peer, "a newer connection replaces the old one");
+            self.forget_peer(&peer);
+        }
+        let estimator = LinkEstimator::new(self.config.probes.clone()).expect("validated in Relay::new");
+        self.peers
+            .insert(peer.clone(), Peer { conn, estimator, up: true, heard: now, reported: None, reported_at: None });
+        self.link_usable(&peer, true);
+        for (stream, reg) in &self.registry {
+            self.actions.push_back(Action::Send {
+                to: peer.clone(),
+                frame: Frame::Announce { stream: stream.clone(), origin: reg.origin.clone(), epoch: reg.epoch },
+            });
+        }
+        self.rehome_all();
+    }
+
+    /// The connection `conn` to `peer` ended. An older connection, already replaced, changes nothing.
+    pub fn handle_peer_down(&mut self, now: Duration, peer: &NodeId, conn: ConnId) {
+        self.advance(now);
+        if self.peers.get(peer).is_none_or(|p| p.conn != conn) {
+            return;
+        }
+        tracing::warn!(%peer, "mesh peer down");
+        self.forget_peer(peer);
+        self.rehome_all();
+    }
+
+    /// Probe `seq` on connection `conn` to `peer` was echoed at `now`.
+    pub fn handle_probe_reply(&mut self, now: Duration, peer: &NodeId, conn: ConnId, seq: u64) {
+        self.advance(now);
+        let Some(p) = self.peers.get_mut(peer).filter(|p| p.conn == conn) else { return };
+        p.estimator.handle_probe_reply(now, seq);
+        p.heard = p.heard.max(now);
+        if !p.up && !p.estimator.is_down(now) {
+            p.up = true;
+            self.verdict(peer.clone(), true);
+        }
+    }
+
+    /// Something arrived on connection `conn` from `peer` by `at` (stream data): proof that the link is
+    /// alive.
+    pub fn handle_heard(&mut self, at: Duration, peer: &NodeId, conn: ConnId) {
+        self.advance(at);
+        let Some(p) = self.peers.get_mut(peer).filter(|p| p.conn == conn) else { return };
+        p.heard = p.heard.max(at);
+        if !p.up {
+            p.up = true;
+            self.verdict(peer.clone(), true);
+        }
+    }
+
+    /// A route table from the control plane; older than the one held, it is ignored.
+    pub fn handle_routes(&mut self, now: Duration, routes: Routes) {
+        self.advance(now);
+        if self.table.as_ref().is_some_and(|t| t.version >= routes.version) {
+            return;
+        }
+        tracing::info!(
+            version = routes.version,
+            routes = routes.routes.len(),
+            "applying routes from the control plane"
+        );
+        self.table = Some(routes);
+        self.rehome_all();
+    }
+
+    /// A control frame from a neighbour, on connection `conn`.
+    pub fn handle_frame(&mut self, now: Duration, peer: &NodeId, conn: ConnId, frame: Frame) {
+        self.advance(now);
+        if self.peers.get(peer).is_none_or(|p| p.conn != conn) {
+            return; // from a connection already gone or replaced
+        }
+        match frame {
+            Frame::Announce { stream, origin, epoch } => self.announce(Some(peer), stream, origin, epoch),
+            Frame::Withdraw { stream, origin, epoch } => {
+                if self.registry.get(&stream).is_some_and(|r| r.origin == origin && r.epoch == epoch) {
+                    self.registry.remove(&stream);
+                    self.flood(Some(peer), Frame::Withdraw { stream, origin, epoch });
+                }
+            }
+            Frame::Subscribe { stream } => self.subscribed(peer, stream),
+            Frame::Unsubscribe { stream } => {
+                if let Some(sub) = self.subs.get_mut(&stream) {
+                    sub.told.remove(peer);
+                    sub.down.remove(peer);
+                }
+                self.ensure_upstream(&stream);
+            }
+            Frame::Unavailable { stream } => {
+                let until = self.now + self.config.pass_over;
+                let Some(sub) = self.subs.get_mut(&stream) else { return };
+                tracing::info!(%peer, %stream, "upstream cannot get the stream; routing around it");
+                sub.passed_over.insert(peer.clone(), until);
+                self.ensure_upstream(&stream);
+            }
+            Frame::Hello { .. } | Frame::Object(_) | Frame::Report(_) | Frame::Routes(_) => {
+                tracing::warn!(%peer, "unexpected frame on the control stream; ignored");
+            }
+        }
+    }
+
+    /// A local viewer wants `stream`: subscribe toward its origin unless already receiving it.
+    pub fn handle_want(&mut self, now: Duration, stream: &StreamName) {
+        self.advance(now);
+        self.subs.entry(stream.clone()).or_default().local = true;
+        self.ensure_upstream(stream);
+    }
+
+    /// A neighbour started sending an object (its header arrived); `held` says whether the caller's cache
+    /// holds this version or a newer one already. New objects are forwarded as they arrive to the
+    /// downstream subscribers of this moment; whoever subscribes later gets the object from the cache once it
+    /// is complete.
+    pub fn handle_incoming(&mut self, from: &NodeId, header: &ObjectHeader, held: bool) -> Incoming {
+        let key = ObjectKey::of(header);
+        if held || self.in_flight.contains_key(&key) {
+            return Incoming::Duplicate;
+        }
+        let down: Vec<NodeId> = self
+            .subs
+            .get(&header.stream)
+            .map(|sub| sub.down.iter().filter(|p| *p != from && self.peers.contains_key(*p)).cloned().collect())
+            .unwrap_or_default();
+        self.in_flight.insert(key, InFlight { from: from.clone(), fed: down.iter().cloned().collect() });
+        Incoming::Forward(down)
+    }
+
+    /// An object forwarded while it arrived has ended, `complete` or cut short. Returns who must get the
+    /// cached copy instead: those it was fed to, when it was cut short but `held` says another copy of the
+    /// version completed meanwhile.
+    pub fn handle_passed(&mut self, from: &NodeId, key: &ObjectKey, complete: bool, held: bool) -> Vec<NodeId> {
+        if self.in_flight.get(key).is_none_or(|f| &f.from != from) {
+            return Vec::new();
+        }
+        let fed = self.in_flight.remove(key).expect("checked above").fed;
+        if complete || !held {
+            return Vec::new();
+        }
+        let Some(sub) = self.subs.get(&key.stream) else { return Vec::new() };
+        fed.into_iter().filter(|p| sub.down.contains(p)).collect()
+    }
+
+    /// An object entered this node's cache, new: from a neighbour, or ingested here (`from: None`, this
+    /// node is the stream's origin and announces it on its first object). Returns the downstream subscribers
+    /// to send the whole object to: those not fed while it arrived.
+    pub fn handle_object(&mut self, now: Duration, from: Option<&NodeId>, header: &ObjectHeader) -> Vec<NodeId> {
+        self.advance(now);
+        let stream = &header.stream;
+        if from.is_none() && self.registry.get(stream).is_none_or(|r| r.origin != self.me) {
+            self.announce(None, stream.clone(), self.me.clone(), header.born_unix_ms);
+        }
+        if let Some(peer) = from {
+            // Data is proof of life.
+            if let Some(p) = self.peers.get_mut(peer) {
+                p.heard = p.heard.max(now);
+            }
+        }
+        let Some(sub) = self.subs.get(stream) else { return Vec::new() };
+        let fed = self.in_flight.get(&ObjectKey::of(header)).map(|f| &f.fed);
+        sub.down
+            .iter()
+            .filter(|p| Some(*p) != from && fed.is_none_or(|f| !f.contains(*p)) && self.peers.contains_key(*p))
+            .cloned()
+            .collect()
+    }
+
+    /// What this node knows of a stream; `None` when no origin announced it.
+    pub fn stream(&self, stream: &StreamName) -> Option<StreamState> {
+        let reg = self.registry.get(stream)?;
+        let local = reg.origin == self.me;
+        let receiving = local || self.subs.get(stream).is_some_and(|s| s.upstream.is_some());
+        let reachable = receiving || self.upstream_for(stream).peer().is_some();
+        Some(StreamState { origin: reg.origin.clone(), reachable, receiving })
+    }
+
+    /// Every announced stream's state.
+    pub fn streams(&self) -> impl Iterator<Item = (&StreamName, StreamState)> + '_ {
+        self.registry.keys().filter_map(|s| Some((s, self.stream(s)?)))
+    }
+
+    /// The neighbour this node receives `stream` from, if any.
+    pub fn upstream(&self, stream: &StreamName) -> Option<&NodeId> {
+        self.subs.get(stream)?.upstream.as_ref()
+    }
+
+    /// Whether the link to `peer` is connected and judged up.
+    pub fn is_usable(&self, peer: &NodeId) -> bool {
+        self.peers.get(peer).is_some_and(|p| p.up)
+    }
+
+    /// What this node tells the control plane: its configured neighbours' links (a link is reported up once
+    /// measured and while judged up) and the streams it carries. Measurements move at most every
+    /// `report_every` per link, so a report does not change with every probe.
+    pub fn report(&mut self, neighbours: impl IntoIterator<Item = NodeId>) -> Report {
+        let now = self.now;
+        let mut links: Vec<LinkReport> = neighbours
+            .into_iter()
+            .map(|id| {
+                let peer = self.peers.get_mut(&id);
+                let (up, m) = match peer {
+                    Some(p) => {
+                        if p.reported_at.is_none_or(|at| now >= at + self.config.report_every) || p.reported.is_none() {
+                            p.reported = p.estimator.metrics();
+                            p.reported_at = Some(now);
+                        }
+                        (p.up, p.reported)
+                    }
+                    None => (false, None),
+                };
+                LinkReport {
+                    peer: id,
+                    rtt_us: m.map_or(0, |m| m.rtt.as_micros() as u64),
+                    jitter_us: m.map_or(0, |m| m.jitter.as_micros() as u64),
+                    loss_ppm: m.map_or(0, |m| (m.loss * 1e6) as u32),
+                    // Up once measured: a link without a single probe answer yet is not offered for routing.
+                    up: up && m.is_some(),
+                }
+            })
+            .collect();
+        links.sort_by(|a, b| a.peer.cmp(&b.peer));
+        let mut streams: Vec<StreamReport> = self
+            .registry
+            .iter()
+            .filter_map(|(stream, reg)| {
+                let local = reg.origin == self.me;
+                let upstream = self.subs.get(stream).and_then(|s| s.upstream.clone());
+                (local || upstream.is_some()).then(|| StreamReport {
+                    stream: stream.clone(),
+                    origin: reg.origin.clone(),
+                    upstream,
+                })
+            })
+            .collect();
+        streams.sort_by(|a, b| a.stream.cmp(&b.stream));
+        Report { node: self.me.clone(), links, streams }
+    }
+
+    fn advance(&mut self, now: Duration) {
+        self.now = self.now.max(now);
+    }
+
+    /// A link's verdict changed: route around it, or back onto it.
+    fn verdict(&mut self, peer: NodeId, up: bool) {
+        if up {
+            tracing::info!(%peer, "link answers again");
+        } else {
+            tracing::warn!(%peer, "link stopped answering probes and carries no data; failing over");
+        }
+        self.link_usable(&peer, up);
+        self.actions.push_back(Action::Verdict { peer, up });
+        self.rehome_all();
+    }
+
+    /// Puts this node's own link to `peer` into the fallback graph, or takes it out.
+    fn link_usable(&mut self, peer: &NodeId, usable: bool) {
+        match self.own_links.get(peer) {
+            Some(cost) if usable => self.graph.handle_link(&self.me, peer, *cost),
+            _ => self.graph.handle_link_down(&self.me, peer),
+        }
+        self.fallback = RouteTable::compute(&self.graph, &self.me);
+    }
+
+    /// Drops a neighbour's connection state: its subscriptions to us, ours through it, and its link.
+    fn forget_peer(&mut self, peer: &NodeId) {
+        self.peers.remove(peer);
+        self.activity_stale = true;
+        for sub in self.subs.values_mut() {
+            sub.down.remove(peer);
+            sub.told.remove(peer);
+            sub.passed_over.remove(peer);
+            if sub.upstream.as_ref() == Some(peer) {
+                sub.upstream = None;
+            }
+        }
+        self.releases.retain(|r| &r.peer != peer);
+        self.in_flight.retain(|_, f| &f.from != peer);
+        self.link_usable(peer, false);
+    }
+
+    fn rehome_all(&mut self) {
+        let streams: Vec<StreamName> = self.subs.keys().cloned().collect();
+        for stream in streams {
+            self.ensure_upstream(&stream);
+        }
+    }
+
+    fn subscribed(&mut self, peer: &NodeId, stream: StreamName) {
+        let sub = self.subs.entry(stream.clone()).or_default();
+        if sub.upstream.as_ref() == Some(peer) {
+            // Our own upstream asks us for the stream: it lost its path. Route around it first; it is served
+            // once we receive the stream from elsewhere.
+            tracing::info!(%peer, %stream, "upstream subscribed back; routing around it");
+            sub.passed_over.insert(peer.clone(), self.now + self.config.pass_over);
+            self.ensure_upstream(&stream);
+            if self.subs.get(&stream).is_some_and(|s| s.upstream.as_ref() == Some(peer)) {
+                // No other way: accepting would close a loop.
+                self.actions.push_back(Action::Send { to: peer.clone(), frame: Frame::Unavailable { stream } });
+                return;
+            }
+        }
+        let sub = self.subs.entry(stream.clone()).or_default();
+        if !sub.down.insert(peer.clone()) {
+            return; // already subscribed: its window went out then
+        }
+        tracing::debug!(%peer, %stream, "downstream subscribed");
+        // Serve the live window at once, then whatever arrives next.
+        self.actions.push_back(Action::SendWindow { to: peer.clone(), stream: stream.clone() });
+        self.ensure_upstream(&stream);
+    }
+
+    fn announce(&mut self, from: Option<&NodeId>, stream: StreamName, origin: NodeId, epoch: u64) {
+        if self.registry.get(&stream).is_some_and(|r| r.epoch >= epoch) {
+            return;
+        }
+        tracing::info!(%stream, %origin, epoch, "stream announced");
+        self.registry.insert(stream.clone(), Registered { origin: origin.clone(), epoch });
+        self.flood(from, Frame::Announce { stream: stream.clone(), origin, epoch });
+        self.ensure_upstream(&stream);
+    }
+
+    fn flood(&mut self, except: Option<&NodeId>, frame: Frame) {
+        for peer in self.peers.keys() {
+            if Some(peer) != except {
+                self.actions.push_back(Action::Send { to: peer.clone(), frame: frame.clone() });
+            }
+        }
+    }
+
+    /// Marks the links that carry a stream in either direction (or an old upstream still on hold), so that
+    /// they are probed fast.
+    fn mark_carrying(&mut self) {
+        if !std::mem::take(&mut self.activity_stale) {
+            return;
+        }
+        let mut carrying: BTreeSet<&NodeId> = self.releases.iter().map(|r| &r.peer).collect();
+        for sub in self.subs.values() {
+            carrying.extend(sub.upstream.iter().chain(&sub.down));
+        }
+        for (id, peer) in &mut self.peers {
+            peer.estimator.set_active(carrying.contains(id));
+        }
+    }
+
+    /// Puts the stream's upstream subscription where the routes say, or drops it when nobody wants the
+    /// stream any more.
+    fn ensure_upstream(&mut self, stream: &StreamName) {
+        let Some(sub) = self.subs.get(stream) else { return };
+        self.activity_stale = true;
+        let wanted = sub.wanted();
+        let origin = self.registry.get(stream).map(|r| r.origin.clone());
+        let choice = match &origin {
+            Some(origin) if wanted && *origin != self.me => self.upstream_for(stream),
+            _ => Upstream::None,
+        };
+        let usable = matches!(choice, Upstream::Chosen(_));
+        let target = choice.peer();
+        let current = sub.upstream.clone();
+        if current != target {
+            if let Some(next) = &target {
+                tracing::info!(%stream, upstream = %next, "subscribing upstream");
+                self.actions
+                    .push_back(Action::Send { to: next.clone(), frame: Frame::Subscribe { stream: stream.clone() } });
+            }
+            if let Some(old) = current.filter(|old| self.peers.contains_key(old)) {
+                let passed_over = sub.passed_over.contains_key(&old);
+                if target.is_some() && self.is_usable(&old) && !passed_over {
+                    // Make before break: the old upstream keeps feeding until the new one has taken over;
+                    // duplicates are dropped by name.
+                    self.releases.push(Release { at: self.now + self.config.hold, stream: stream.clone(), peer: old });
+                } else {
+                    self.unsubscribe(stream, &old);
+                }
+            }
+            self.subs.get_mut(stream).expect("checked above").upstream = target.clone();
+        }
+        let sub = self.subs.get_mut(stream).expect("checked above");
+        let lost = wanted && !usable && origin.as_ref().is_some_and(|o| *o != self.me);
+        if lost {
+            // Nothing usable to receive the stream from: tell the subscribers, so that they route around us
+            // where they can.
+            let untold: Vec<NodeId> = sub.down.difference(&sub.told).cloned().collect();
+            for peer in untold {
+                tracing::info!(%stream, downstream = %peer, "stream unavailable here; telling the subscriber");
+                sub.told.insert(peer.clone());
+                self.actions.push_back(Action::Send { to: peer, frame: Frame::Unavailable { stream: stream.clone() } });
+            }
+        } else {
+            sub.told.clear();
+        }
+        if !wanted && sub.upstream.is_none() && sub.passed_over.is_empty() {
+            self.subs.remove(stream);
+        }
+    }
+
+    /// The hold of an old upstream is over: unsubscribe unless it became the upstream again.
+    fn release(&mut self, stream: StreamName, peer: NodeId) {
+        if self.subs.get(&stream).is_some_and(|s| s.upstream.as_ref() == Some(&peer)) {
+            return;
+        }
+        self.unsubscribe(&stream, &peer);
+    }
+
+    fn unsubscribe(&mut self, stream: &StreamName, peer: &NodeId) {
+        self.actions.push_back(Action::Send { to: peer.clone(), frame: Frame::Unsubscribe { stream: stream.clone() } });
+    }
+}

@@ -1,0 +1,553 @@
+//! A stepping harness for [`Relay`]: several relays joined by links the test connects, cuts, repairs and
+//! restarts, with frames, objects and probe replies delivered at once over each working link and time
+//! advanced in steps. Each test states one behaviour of the relay core on its own.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use super::*;
+use crate::wire::Route;
+
+const STEP: Duration = Duration::from_millis(10);
+
+fn id(s: &str) -> NodeId {
+    NodeId::new(s).unwrap()
+}
+
+fn stream() -> StreamName {
+    StreamName::new("s").unwrap()
+}
+
+struct Node {
+    relay: Relay,
+    /// The cache: newest version and header of each object name.
+    cache: BTreeMap<ObjectName, ObjectHeader>,
+    /// Copies that arrived of objects already held or on their way (dropped by the dedupe).
+    duplicates: u64,
+    /// Frames this node sent, in order: (to, frame).
+    sent: Vec<(NodeId, Frame)>,
+    verdicts: Vec<(NodeId, bool)>,
+}
+
+/// A link between two nodes: its connection id (one per connection), and whether it carries anything.
+struct Link {
+    conn: ConnId,
+    working: bool,
+}
+
+struct Net {
+    nodes: BTreeMap<NodeId, Node>,
+    topology: Vec<(NodeId, NodeId, Cost)>,
+    links: HashMap<(NodeId, NodeId), Link>,
+    next_conn: ConnId,
+    now: Duration,
+    next_seq: u64,
+    config: RelayConfig,
+}
+
+fn key(a: &NodeId, b: &NodeId) -> (NodeId, NodeId) {
+    if a < b {
+        (a.clone(), b.clone())
+    } else {
+        (b.clone(), a.clone())
+    }
+}
+
+impl Net {
+    /// Relays for `links` (`(a, b, configured ms)`), every link connected.
+    fn new(links: &[(&str, &str, u64)]) -> Net {
+        let topology: Vec<(NodeId, NodeId, Cost)> = links.iter().map(|(a, b, ms)| (id(a), id(b), ms * 1000)).collect();
+        let mut net = Net {
+            nodes: BTreeMap::new(),
+            topology,
+            links: HashMap::new(),
+            next_conn: 1,
+            now: Duration::ZERO,
+            next_seq: 1,
+            config: RelayConfig::default(),
+        };
+        let names: BTreeSet<NodeId> = net.topology.iter().flat_map(|(a, b, _)| [a.clone(), b.clone()]).collect();
+        for n in names {
+            net.boot(&n);
+        }
+        for (a, b, _) in net.topology.clone() {
+            net.connect(&a, &b);
+        }
+        net
+    }
+
+    fn boot(&mut self, n: &NodeId) {
+        let nodes = self.topology.iter().flat_map(|(a, b, _)| [a.clone(), b.clone()]);
+        let relay = Relay::new(n.clone(), nodes, self.topology.clone(), self.config.clone()).unwrap();
+        self.nodes.insert(
+            n.clone(),
+            Node { relay, cache: BTreeMap::new(), duplicates: 0, sent: Vec::new(), verdicts: Vec::new() },
+        );
+    }
+
+    fn node(&self, n: &str) -> &Node {
+        &self.nodes[&id(n)]
+    }
+
+    fn relay(&mut self, n: &str) -> &mut Relay {
+        &mut self.nodes.get_mut(&id(n)).unwrap().relay
+    }
+
+    /// A new connection between `a` and `b` (replacing any older one on both sides).
+    fn connect(&mut self, a: &NodeId, b: &NodeId) {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        self.links.insert(key(a, b), Link { conn, working: true });
+        let now = self.now;
+        self.nodes.get_mut(a).unwrap().relay.handle_peer_up(now, b.clone(), conn);
+        self.nodes.get_mut(b).unwrap().relay.handle_peer_up(now, a.clone(), conn);
+        self.settle();
+    }
+
+    /// The connection between `a` and `b` ends on both sides.
+    fn disconnect(&mut self, a: &str, b: &str) {
+        let (a, b) = (id(a), id(b));
+        let Some(link) = self.links.remove(&key(&a, &b)) else { return };
+        let now = self.now;
+        self.nodes.get_mut(&a).unwrap().relay.handle_peer_down(now, &b, link.conn);
+        self.nodes.get_mut(&b).unwrap().relay.handle_peer_down(now, &a, link.conn);
+        self.settle();
+    }
+
+    /// The link stops (or starts again) carrying anything, its connection left as it is.
+    fn cut(&mut self, a: &str, b: &str, working: bool) {
+        self.links.get_mut(&key(&id(a), &id(b))).unwrap().working = working;
+    }
+
+    /// `n` is killed and started again at once: it loses all state, and each neighbour sees a new
+    /// connection before the old one has timed out.
+    fn restart(&mut self, n: &str) {
+        let n = id(n);
+        self.boot(&n);
+        let peers: Vec<NodeId> = self
+            .links
+            .keys()
+            .filter_map(|(a, b)| {
+                if *a == n {
+                    Some(b.clone())
+                } else if *b == n {
+                    Some(a.clone())
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for p in peers {
+            self.connect(&n, &p);
+        }
+    }
+
+    fn working(&self, a: &NodeId, b: &NodeId) -> Option<ConnId> {
+        self.links.get(&key(a, b)).filter(|l| l.working).map(|l| l.conn)
+    }
+
+    /// Delivers every pending action until none is left.
+    fn settle(&mut self) {
+        loop {
+            let mut any = false;
+            let ids: Vec<NodeId> = self.nodes.keys().cloned().collect();
+            for n in &ids {
+                while let Some(action) = self.nodes.get_mut(n).unwrap().relay.poll_action() {
+                    any = true;
+                    self.execute(n, action);
+                }
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+
+    fn execute(&mut self, from: &NodeId, action: Action) {
+        let now = self.now;
+        match action {
+            Action::Send { to, frame } => {
+                self.nodes.get_mut(from).unwrap().sent.push((to.clone(), frame.clone()));
+                if let Some(conn) = self.working(from, &to) {
+                    self.nodes.get_mut(&to).unwrap().relay.handle_frame(now, from, conn, frame);
+                }
+            }
+            Action::SendWindow { to, stream } => {
+                let window: Vec<ObjectHeader> =
+                    self.nodes[from].cache.values().filter(|h| h.stream == stream).cloned().collect();
+                for header in window {
+                    self.send_object(from, &to, &header);
+                }
+            }
+            Action::Probe { to, seq } => {
+                if let Some(conn) = self.working(from, &to) {
+                    self.nodes.get_mut(from).unwrap().relay.handle_probe_reply(now, &to, conn, seq);
+                }
+            }
+            Action::Verdict { peer, up } => self.nodes.get_mut(from).unwrap().verdicts.push((peer, up)),
+        }
+    }
+
+    /// One object from `from` to `to`, over the link if it works: forwarded on as it arrives when new.
+    fn send_object(&mut self, from: &NodeId, to: &NodeId, header: &ObjectHeader) {
+        let Some(conn) = self.working(from, to) else { return };
+        let now = self.now;
+        let node = self.nodes.get_mut(to).unwrap();
+        node.relay.handle_heard(now, from, conn);
+        let held = node.cache.get(&header.name).is_some_and(|h| h.version >= header.version);
+        let on = match node.relay.handle_incoming(from, header, held) {
+            Incoming::Duplicate => {
+                node.duplicates += 1;
+                return;
+            }
+            Incoming::Forward(on) => on,
+        };
+        for next in &on {
+            self.send_object(to, next, header);
+        }
+        let node = self.nodes.get_mut(to).unwrap();
+        node.cache.insert(header.name.clone(), header.clone());
+        let rest = node.relay.handle_object(now, Some(from), header);
+        node.relay.handle_passed(from, &ObjectKey::of(header), true, true);
+        for next in &rest {
+            self.send_object(to, next, header);
+        }
+        self.settle();
+    }
+
+    /// The origin `o` ingests one object of the stream; returns its name.
+    fn publish(&mut self, o: &str) -> ObjectName {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let header = ObjectHeader {
+            stream: stream(),
+            name: ObjectName::new(format!("seg{seq}.ts")).unwrap(),
+            version: seq,
+            seq,
+            content_type: "video/mp2t".into(),
+            duration_ms: 1000,
+            born_unix_ms: 1_000 + seq,
+            len: 10,
+        };
+        let o = id(o);
+        let now = self.now;
+        let node = self.nodes.get_mut(&o).unwrap();
+        node.cache.insert(header.name.clone(), header.clone());
+        let down = node.relay.handle_object(now, None, &header);
+        self.settle();
+        for to in down {
+            self.send_object(&o, &to, &header);
+        }
+        header.name
+    }
+
+    /// Advances time by `d` in steps, driving every relay's timers and checking that no subscription
+    /// loops at any step.
+    fn run(&mut self, d: Duration) {
+        let until = self.now + d;
+        while self.now < until {
+            self.now += STEP;
+            let now = self.now;
+            for node in self.nodes.values_mut() {
+                if node.relay.poll_timeout().is_some_and(|t| t <= now) {
+                    node.relay.handle_timeout(now);
+                }
+            }
+            self.settle();
+            self.assert_no_loop();
+        }
+    }
+
+    /// Publishes one object every 100 ms for `d`; returns their names.
+    fn stream_for(&mut self, o: &str, d: Duration) -> Vec<ObjectName> {
+        let mut names = Vec::new();
+        let until = self.now + d;
+        while self.now < until {
+            names.push(self.publish(o));
+            self.run(Duration::from_millis(100));
+        }
+        names
+    }
+
+    fn upstream(&self, n: &str) -> Option<String> {
+        self.node(n).relay.upstream(&stream()).map(|u| u.to_string())
+    }
+
+    /// No node receives the stream from a node that is downstream of it: following upstreams from any node
+    /// never comes back to it.
+    fn assert_no_loop(&self) {
+        for start in self.nodes.keys() {
+            let mut at = start.clone();
+            let mut seen = BTreeSet::from([start.clone()]);
+            while let Some(up) = self.nodes[&at].relay.upstream(&stream()) {
+                assert!(seen.insert(up.clone()), "subscription loop through {seen:?} at {:?}", self.now);
+                at = up.clone();
+            }
+        }
+    }
+
+    fn has(&self, n: &str, name: &ObjectName) -> bool {
+        self.node(n).cache.contains_key(name)
+    }
+
+    /// Frames `from` sent to `to` of one kind, counted.
+    fn count_sent(&self, from: &str, to: &str, matches: impl Fn(&Frame) -> bool) -> usize {
+        self.node(from).sent.iter().filter(|(t, f)| *t == id(to) && matches(f)).count()
+    }
+}
+
+fn is_subscribe(f: &Frame) -> bool {
+    matches!(f, Frame::Subscribe { .. })
+}
+
+fn is_unsubscribe(f: &Frame) -> bool {
+    matches!(f, Frame::Unsubscribe { .. })
+}
+
+/// origin -> {a, b} -> edge, a the shorter way.
+fn diamond() -> Net {
+    let mut net = Net::new(&[("origin", "a", 5), ("origin", "b", 10), ("a", "edge", 5), ("b", "edge", 10)]);
+    net.publish("origin"); // announces the stream
+    net.run(Duration::from_millis(100));
+    let now = net.now;
+    net.relay("edge").handle_want(now, &stream());
+    net.settle();
+    net.run(Duration::from_millis(500));
+    assert_eq!(net.upstream("edge").as_deref(), Some("a"));
+    assert_eq!(net.upstream("a").as_deref(), Some("origin"));
+    net
+}
+
+fn table(version: u64, routes: &[(&str, &str, Option<&str>)]) -> Routes {
+    Routes {
+        version,
+        routes: routes
+            .iter()
+            .map(|(dest, via, backup)| Route { dest: id(dest), via: id(via), backup: backup.map(id) })
+            .collect(),
+    }
+}
+
+#[test]
+fn the_edge_receives_the_stream_through_the_shorter_relay() {
+    let mut net = diamond();
+    let names = net.stream_for("origin", Duration::from_secs(1));
+    assert!(names.iter().all(|n| net.has("edge", n)));
+    assert_eq!(net.node("edge").duplicates, 0);
+    assert_eq!(net.upstream("b"), None, "b carries nothing");
+}
+
+#[test]
+fn make_before_break_subscribes_the_new_upstream_holds_the_old_dedupes_then_unsubscribes() {
+    let mut net = diamond();
+    net.stream_for("origin", Duration::from_millis(500));
+    let now = net.now;
+    net.relay("edge").handle_routes(now, table(1, &[("origin", "b", Some("a"))]));
+    net.settle();
+    assert_eq!(net.upstream("edge").as_deref(), Some("b"));
+    assert_eq!(net.count_sent("edge", "b", is_subscribe), 1, "subscribed through the new upstream");
+    assert_eq!(net.count_sent("edge", "a", is_unsubscribe), 0, "the old upstream is kept for the hold");
+
+    // During the hold both feed the edge; every object arrives, the second copy is dropped.
+    let during = net.stream_for("origin", Duration::from_secs(1));
+    assert!(during.iter().all(|n| net.has("edge", n)));
+    assert!(net.node("edge").duplicates >= during.len() as u64 - 1, "both upstreams fed the edge");
+    assert_eq!(net.count_sent("edge", "a", is_unsubscribe), 0);
+
+    net.run(net.config.hold);
+    assert_eq!(net.count_sent("edge", "a", is_unsubscribe), 1, "the old upstream is released after the hold");
+    assert_eq!(net.upstream("a"), None, "a, without subscribers, left the tree");
+    let dup = net.node("edge").duplicates;
+    let after = net.stream_for("origin", Duration::from_secs(1));
+    assert!(after.iter().all(|n| net.has("edge", n)));
+    assert_eq!(net.node("edge").duplicates, dup, "one copy per object after the hold");
+}
+
+#[test]
+fn a_down_verdict_fails_over_to_the_backup_before_any_table() {
+    let mut net = diamond();
+    net.cut("a", "edge", false);
+    let cut_at = net.now;
+    let mut lost = Vec::new();
+    while net.upstream("edge").as_deref() != Some("b") {
+        lost.push(net.publish("origin"));
+        net.run(Duration::from_millis(100));
+        assert!(net.now - cut_at < Duration::from_secs(2), "no failover");
+    }
+    assert!(net.node("edge").verdicts.contains(&(id("a"), false)));
+    assert!(net.now - cut_at <= Duration::from_millis(600), "failover took {:?}", net.now - cut_at);
+    let after = net.stream_for("origin", Duration::from_secs(1));
+    assert!(after.iter().all(|n| net.has("edge", n)), "objects flow through the backup");
+}
+
+#[test]
+fn a_stale_table_toward_a_downstream_node_makes_no_loop() {
+    let mut net = diamond();
+    net.stream_for("origin", Duration::from_millis(300));
+    // a's table says: reach the origin through the edge, which is a's own subscriber (stale), and a's own
+    // link to the origin fails.
+    let now = net.now;
+    net.relay("a").handle_routes(now, table(7, &[("origin", "edge", None)]));
+    net.settle();
+    net.cut("origin", "a", false);
+    let names = net.stream_for("origin", Duration::from_secs(2));
+    // `run` checked at every step that no subscription looped.
+    assert_eq!(net.count_sent("a", "edge", is_subscribe), 0, "a subscribed to its own subscriber");
+    assert_eq!(net.upstream("edge").as_deref(), Some("b"), "the edge routed around a");
+    let tail = &names[names.len() - 10..];
+    assert!(tail.iter().all(|n| net.has("edge", n)), "the stream continues through b");
+}
+
+#[test]
+fn a_cut_link_next_to_the_origin_without_control_moves_the_stream_to_the_other_relay() {
+    let mut net = diamond();
+    net.stream_for("origin", Duration::from_millis(300));
+    net.cut("origin", "a", false);
+    let cut_at = net.now;
+    let mut names = Vec::new();
+    while !names.last().is_some_and(|n| net.has("edge", n)) || net.upstream("edge").as_deref() != Some("b") {
+        names.push(net.publish("origin"));
+        net.run(Duration::from_millis(100));
+        assert!(net.now - cut_at < Duration::from_secs(3), "the stream did not move to b");
+    }
+    assert!(net.now - cut_at <= Duration::from_secs(1), "took {:?}", net.now - cut_at);
+    assert!(
+        net.node("a").sent.iter().any(|(to, f)| *to == id("edge") && matches!(f, Frame::Unavailable { .. })),
+        "a told the edge it lost the stream"
+    );
+    assert_eq!(net.count_sent("a", "edge", is_subscribe), 0);
+    let more = net.stream_for("origin", Duration::from_secs(6));
+    assert!(more.iter().all(|n| net.has("edge", n)), "every later object arrives, also when a is asked again");
+}
+
+#[test]
+fn a_restarted_origin_is_subscribed_to_again_on_its_new_connection() {
+    let mut net = diamond();
+    net.stream_for("origin", Duration::from_millis(300));
+    net.restart("origin");
+    // The restarted origin announces the stream again with its first new object.
+    let names = net.stream_for("origin", Duration::from_millis(500));
+    assert!(names.iter().all(|n| net.has("edge", n)), "objects of the restarted origin reach the edge");
+    assert_eq!(net.count_sent("a", "origin", is_subscribe), 2, "a subscribed again over the new connection");
+}
+
+#[test]
+fn a_restarted_relay_is_subscribed_to_again() {
+    let mut net = diamond();
+    net.stream_for("origin", Duration::from_millis(300));
+    net.restart("a");
+    let names = net.stream_for("origin", Duration::from_millis(500));
+    assert!(names.iter().all(|n| net.has("edge", n)));
+    assert_eq!(net.upstream("a").as_deref(), Some("origin"));
+}
+
+#[test]
+fn a_reconnect_starts_a_fresh_estimator() {
+    let mut net = diamond();
+    // Probes on a-edge go unanswered for a while: the link reads as lossy and goes down.
+    net.cut("a", "edge", false);
+    net.run(Duration::from_secs(2));
+    let lossy = net.relay("edge").report([id("a")]);
+    assert!(!lossy.links[0].up);
+    assert!(lossy.links[0].loss_ppm > 0, "{lossy:?}");
+    // A new connection: nothing of the old one's history is left.
+    net.cut("a", "edge", true);
+    net.connect(&id("a"), &id("edge"));
+    net.run(Duration::from_millis(300));
+    let fresh = net.relay("edge").report([id("a")]);
+    assert!(fresh.links[0].up);
+    assert_eq!(fresh.links[0].loss_ppm, 0, "{fresh:?}");
+}
+
+#[test]
+fn a_repaired_link_is_used_again_as_soon_as_it_is_best() {
+    let mut net = diamond();
+    net.cut("a", "edge", false);
+    net.stream_for("origin", Duration::from_secs(1));
+    assert_eq!(net.upstream("edge").as_deref(), Some("b"));
+    // The connection times out, and the link is repaired: a new connection.
+    net.disconnect("a", "edge");
+    net.run(Duration::from_secs(5));
+    net.connect(&id("a"), &id("edge"));
+    let repaired = net.now;
+    while net.upstream("edge").as_deref() != Some("a") {
+        net.stream_for("origin", Duration::from_millis(100));
+        assert!(net.now - repaired < Duration::from_secs(10), "the repaired path was not taken again");
+    }
+    let names = net.stream_for("origin", Duration::from_secs(3));
+    assert!(names.iter().all(|n| net.has("edge", n)));
+    assert_eq!(net.upstream("b"), None, "b was released after the hold");
+}
+
+#[test]
+fn data_is_proof_of_life_while_probes_are_late() {
+    let mut net = diamond();
+    // Probes to a go unanswered (a is starved), yet a keeps delivering the stream.
+    let conn = net.links[&key(&id("a"), &id("edge"))].conn;
+    let until = net.now + Duration::from_secs(3);
+    while net.now < until {
+        net.publish("origin");
+        for _ in 0..5 {
+            // Only data, no probe answers: take the edge's probe actions out before they are answered.
+            net.now += Duration::from_millis(20);
+            let now = net.now;
+            let edge = net.nodes.get_mut(&id("edge")).unwrap();
+            edge.relay.handle_heard(now, &id("a"), conn);
+            if edge.relay.poll_timeout().is_some_and(|t| t <= now) {
+                edge.relay.handle_timeout(now);
+            }
+            while let Some(action) = net.nodes.get_mut(&id("edge")).unwrap().relay.poll_action() {
+                if !matches!(&action, Action::Probe { to, .. } if *to == id("a")) {
+                    net.execute(&id("edge"), action);
+                }
+            }
+            net.settle();
+        }
+    }
+    assert!(net.node("edge").verdicts.is_empty(), "a link delivering data was declared down");
+    assert_eq!(net.upstream("edge").as_deref(), Some("a"));
+}
+
+#[test]
+fn the_only_upstream_is_kept_while_its_connection_lives() {
+    // origin -> a -> edge, no other way.
+    let mut net = Net::new(&[("origin", "a", 5), ("a", "edge", 5)]);
+    net.publish("origin");
+    net.run(Duration::from_millis(100));
+    let now = net.now;
+    net.relay("edge").handle_want(now, &stream());
+    net.settle();
+    net.run(Duration::from_millis(300));
+    net.cut("a", "edge", false);
+    net.run(Duration::from_secs(3));
+    assert!(net.node("edge").verdicts.contains(&(id("a"), false)), "probes declared the link down");
+    assert_eq!(net.upstream("edge").as_deref(), Some("a"), "kept the only upstream");
+    assert_eq!(net.count_sent("edge", "a", is_unsubscribe), 0);
+    net.cut("a", "edge", true);
+    let names = net.stream_for("origin", Duration::from_millis(500));
+    assert!(names.iter().all(|n| net.has("edge", n)), "the stream goes on once the link answers");
+}
+
+#[test]
+fn an_upstream_that_subscribes_back_is_routed_around_not_looped() {
+    let mut net = diamond();
+    // A peer that lost its path subscribes to its own subscriber (as a node without `Unavailable` might).
+    let conn = net.links[&key(&id("a"), &id("edge"))].conn;
+    let now = net.now;
+    net.relay("edge").handle_frame(now, &id("a"), conn, Frame::Subscribe { stream: stream() });
+    net.settle();
+    assert_eq!(net.upstream("edge").as_deref(), Some("b"), "the edge moved away from a");
+    net.assert_no_loop();
+}
+
+#[test]
+fn frames_of_a_replaced_connection_are_ignored() {
+    let mut net = diamond();
+    let old = net.links[&key(&id("a"), &id("edge"))].conn;
+    net.connect(&id("a"), &id("edge"));
+    let now = net.now;
+    net.relay("a").handle_frame(now, &id("edge"), old, Frame::Unsubscribe { stream: stream() });
+    net.settle();
+    let names = net.stream_for("origin", Duration::from_millis(500));
+    assert!(names.iter().all(|n| net.has("edge", n)));
+}
