@@ -189,14 +189,14 @@ pub struct Relay {
     /// The topology's links with their configured costs; this node's own links only while usable.
     graph: Graph,
     /// Configured costs of this node's own links, restored when a link becomes usable again.
-    own_links: HashMap<NodeId, Cost>,
+    own_links: BTreeMap<NodeId, Cost>,
     /// Shortest paths over `graph`: the routes when no control plane has spoken.
     fallback: RouteTable,
     /// The newest table from the control plane, if any came.
     table: Option<Routes>,
     peers: BTreeMap<NodeId, Peer>,
-    registry: HashMap<StreamName, Registered>,
-    subs: HashMap<StreamName, Subscription>,
+    registry: BTreeMap<StreamName, Registered>,
+    subs: BTreeMap<StreamName, Subscription>,
     in_flight: HashMap<ObjectKey, InFlight>,
     releases: Vec<Release>,
     /// Subscriptions changed since the links' activity was last marked.
@@ -220,7 +220,7 @@ impl Relay {
         for node in nodes {
             graph.add_node(&node);
         }
-        let mut own_links = HashMap::new();
+        let mut own_links = BTreeMap::new();
         for (a, b, cost) in links {
             if a == me {
                 own_links.insert(b, cost);
@@ -240,8 +240,8 @@ impl Relay {
             fallback,
             table: None,
             peers: BTreeMap::new(),
-            registry: HashMap::new(),
-            subs: HashMap::new(),
+            registry: BTreeMap::new(),
+            subs: BTreeMap::new(),
             in_flight: HashMap::new(),
             releases: Vec::new(),
             activity_stale: false,
