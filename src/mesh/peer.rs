@@ -19,16 +19,14 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use bytes::{Bytes, BytesMut};
 use rand::Rng;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{Event, Forwarding, ObjectKey, Shared};
+use super::{Event, Forwarding, Shared};
 use crate::cache::{Inserted, Object};
 use crate::id::NodeId;
-use crate::routing::LinkEstimator;
+use crate::relay::{ConnId, ObjectKey};
 use crate::topology::Address;
 use crate::wire::{self, Frame, ObjectHeader, Probe, PROTOCOL_VERSION};
 
@@ -154,10 +152,9 @@ async fn session(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connection, dia
     }
 
     let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Frame>();
-    let stable_id = conn.stable_id();
-    let active = Arc::new(AtomicBool::new(false));
-    shared.event(Event::PeerUp { peer: peer.clone(), conn: conn.clone(), control: control_tx, active: active.clone() });
-    let probes = tokio::spawn(probe_loop(shared.clone(), peer.clone(), conn.clone(), active).in_current_span());
+    let id = conn.stable_id() as ConnId;
+    shared.event(Event::PeerUp { peer: peer.clone(), conn: conn.clone(), control: control_tx });
+    let probes = tokio::spawn(answer_probes(shared.clone(), peer.clone(), conn.clone()).in_current_span());
 
     let writer = tokio::spawn(
         async move {
@@ -173,7 +170,7 @@ async fn session(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connection, dia
     let result = async {
         loop {
             match read_frame(&mut recv, &mut buf).await? {
-                Some(frame) => shared.event(Event::Control { peer: peer.clone(), frame }),
+                Some(frame) => shared.event(Event::Control { peer: peer.clone(), conn: id, frame }),
                 None => bail!("control stream closed"),
             }
         }
@@ -183,52 +180,23 @@ async fn session(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connection, dia
     writer.abort();
     objects.abort();
     probes.abort();
-    shared.event(Event::PeerDown { peer, stable_id });
+    shared.event(Event::PeerDown { peer, conn: id });
     result
 }
 
-/// How often a link's measurements are passed on even when nothing else changed.
-const MEASUREMENTS_EVERY: Duration = Duration::from_millis(500);
-
-/// Probes one link over QUIC datagrams, answers the peer's probes, and tells the driver when the link stops
-/// (or starts again) answering, and what it measures.
-async fn probe_loop(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connection, active: Arc<AtomicBool>) {
-    let start = Instant::now();
-    let mut estimator = LinkEstimator::new(shared.probes.clone()).expect("validated in Mesh::start");
-    let mut told_up = true;
-    let mut told_at = start;
-    loop {
-        let now = start.elapsed();
-        estimator.set_active(active.load(Ordering::Relaxed));
-        while let Some(seq) = estimator.poll_probe(now) {
-            if conn.send_datagram(Bytes::copy_from_slice(&Probe::Request { seq }.encode())).is_ok() {
-                estimator.handle_probe_sent(now, seq);
-            } else {
-                break;
+/// Reads the link's probe datagrams: echoes the peer's requests at once, and passes the replies to our own
+/// probes to the driver, stamped with the time they were read.
+async fn answer_probes(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connection) {
+    let id = conn.stable_id() as ConnId;
+    while let Ok(datagram) = conn.read_datagram().await {
+        match Probe::decode(&datagram) {
+            Ok(Probe::Request { seq }) => {
+                let _ = conn.send_datagram(Bytes::copy_from_slice(&Probe::Reply { seq }.encode()));
             }
-        }
-        let up = !estimator.is_down(now);
-        if up != told_up || told_at.elapsed() >= MEASUREMENTS_EVERY {
-            shared.event(Event::Link { peer: peer.clone(), up, metrics: estimator.metrics() });
-            let labels = [("node", shared.me.to_string()), ("peer", peer.to_string())];
-            metrics::counter!("lightpath_mesh_udp_bytes_sent_total", &labels).absolute(conn.stats().udp_tx.bytes);
-            told_up = up;
-            told_at = Instant::now();
-        }
-        // Wake for the next probe, a datagram, or at least every 50 ms to judge silence.
-        let wake = (start + estimator.poll_timeout()).min(Instant::now() + Duration::from_millis(50));
-        tokio::select! {
-            _ = tokio::time::sleep_until(wake) => {}
-            datagram = conn.read_datagram() => match datagram.map(|d| Probe::decode(&d)) {
-                Ok(Ok(Probe::Request { seq })) => {
-                    let _ = conn.send_datagram(Bytes::copy_from_slice(&Probe::Reply { seq }.encode()));
-                }
-                Ok(Ok(Probe::Reply { seq })) => {
-                    estimator.handle_probe_reply(start.elapsed(), seq);
-                }
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "ignored a malformed probe"),
-                Err(_) => return,
-            },
+            Ok(Probe::Reply { seq }) => {
+                shared.event(Event::ProbeReply { peer: peer.clone(), conn: id, seq, at: shared.now() });
+            }
+            Err(e) => tracing::debug!(%peer, error = %e, "ignored a malformed probe"),
         }
     }
 }
