@@ -29,8 +29,8 @@ use tracing::Instrument;
 use crate::ca::Identity;
 use crate::cache::{Cache, Object};
 use crate::id::{NodeId, StreamName};
-use crate::relay::{Action, ConnId, Incoming, ObjectKey, Relay, RelayConfig};
 pub use crate::relay::StreamState;
+use crate::relay::{Action, ConnId, Incoming, ObjectKey, Relay, RelayConfig};
 use crate::routing::ProbeConfig;
 use crate::topology::{Address, Topology};
 use crate::wire::{Frame, ObjectHeader, Probe, Report, Routes};
@@ -288,8 +288,10 @@ impl Driver {
             };
             let changes_state = match event {
                 Some(event) => {
-                    let objects =
-                        matches!(event, Event::Object { from: Some(_), .. } | Event::Incoming { .. } | Event::Passed { .. });
+                    let objects = matches!(
+                        event,
+                        Event::Object { from: Some(_), .. } | Event::Incoming { .. } | Event::Passed { .. }
+                    );
                     self.handle(event);
                     !objects
                 }

@@ -247,6 +247,11 @@ pub fn client() -> reqwest::Client {
 
 /// Starts ffmpeg publishing `seconds` of an H.264 test source to `origin` as HLS over HTTP PUT.
 pub fn publish(origin: SocketAddr, stream: &str, seconds: u32, fmp4: bool, log: &Path) -> Child {
+    publish_with(origin, stream, seconds, fmp4, &[], log)
+}
+
+/// [`publish`] with more options for ffmpeg's HLS muxer (given before the output URL).
+pub fn publish_with(origin: SocketAddr, stream: &str, seconds: u32, fmp4: bool, extra: &[&str], log: &Path) -> Child {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i"])
         .arg("testsrc2=size=320x240:rate=25")
@@ -258,7 +263,7 @@ pub fn publish(origin: SocketAddr, stream: &str, seconds: u32, fmp4: bool, log: 
     if fmp4 {
         cmd.args(["-hls_segment_type", "fmp4", "-http_persistent", "1"]);
     }
-    cmd.arg(format!("http://{origin}/live/{stream}/index.m3u8"));
+    cmd.args(extra).arg(format!("http://{origin}/live/{stream}/index.m3u8"));
     let log = std::fs::File::create(log).unwrap();
     cmd.stdout(Stdio::null()).stderr(log).spawn().expect("ffmpeg")
 }
