@@ -11,8 +11,8 @@
 //!
 //! Time for the relay is the time since the mesh started ([`Shared::now`]), read when an event happens: a
 //! probe reply is stamped when its datagram is read, not when the driver gets to it, so a busy driver does
-//! not inflate round trips. Stream data received on a connection (quinn's count of STREAM frames) is
-//! sampled before every verdict and passed on as proof of life.
+//! not inflate round trips. What a connection received (quinn's counts of STREAM and ACK frames: the peer
+//! delivers data, or acknowledges ours) is sampled before every verdict and passed on as proof of life.
 
 pub mod impair;
 pub mod peer;
@@ -258,8 +258,8 @@ impl Mesh {
 struct Conn {
     conn: quinn::Connection,
     control: mpsc::UnboundedSender<Frame>,
-    /// STREAM frames received on it when last sampled.
-    stream_frames: u64,
+    /// STREAM and ACK frames received on it when last sampled: the peer delivers, or takes what we send.
+    heard_frames: u64,
 }
 
 /// The task that owns the node's [`Relay`] and carries out its actions.
@@ -268,6 +268,12 @@ struct Driver {
     relay: Relay,
     conns: HashMap<NodeId, Conn>,
     reports: watch::Sender<Report>,
+}
+
+/// Frames that prove a peer alive and reachable both ways: stream data it sends, and acknowledgements of
+/// what we send (a probe reply can be late on a busy peer while both keep flowing).
+fn heard_frames(stats: &quinn::ConnectionStats) -> u64 {
+    stats.frame_rx.stream + stats.frame_rx.acks
 }
 
 fn conn_id(conn: &quinn::Connection) -> ConnId {
@@ -315,8 +321,8 @@ impl Driver {
         match event {
             Event::PeerUp { peer, conn, control } => {
                 let id = conn_id(&conn);
-                let stream_frames = conn.stats().frame_rx.stream;
-                if let Some(old) = self.conns.insert(peer.clone(), Conn { conn, control, stream_frames }) {
+                let heard_frames = heard_frames(&conn.stats());
+                if let Some(old) = self.conns.insert(peer.clone(), Conn { conn, control, heard_frames }) {
                     old.conn.close(0u32.into(), b"replaced by a newer connection");
                 }
                 self.relay.handle_peer_up(now, peer, id);
@@ -372,8 +378,8 @@ impl Driver {
     fn sample(&mut self, now: Duration) {
         for (peer, c) in &mut self.conns {
             let stats = c.conn.stats();
-            if stats.frame_rx.stream > c.stream_frames {
-                c.stream_frames = stats.frame_rx.stream;
+            if heard_frames(&stats) > c.heard_frames {
+                c.heard_frames = heard_frames(&stats);
                 self.relay.handle_heard(now, peer, conn_id(&c.conn));
             }
             let labels = [("node", self.shared.me.to_string()), ("peer", peer.to_string())];
