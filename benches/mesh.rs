@@ -40,7 +40,7 @@ use lightpath::hls::{LivePlaylist, Segment};
 use lightpath::http::{live_path, text, Handler, Reply};
 use lightpath::id::{NodeId, ObjectName, StreamName};
 use lightpath::mesh::impair::{self, Impairment, Impairments};
-use lightpath::mesh::peer::transport;
+use lightpath::quic::transport;
 use lightpath::mesh::Mesh;
 use lightpath::origin::Ingest;
 use lightpath::routing::ProbeConfig;

@@ -20,6 +20,7 @@ pub mod id;
 pub mod mesh;
 pub mod node;
 pub mod origin;
+pub mod quic;
 pub mod routing;
 pub mod sim;
 pub mod telemetry;

@@ -176,12 +176,12 @@ impl Mesh {
             quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)
                 .context("TLS server config unusable for QUIC")?,
         ));
-        server.transport_config(Arc::new(peer::transport()));
+        server.transport_config(Arc::new(crate::quic::transport()));
         let mut client = quinn::ClientConfig::new(Arc::new(
             quinn::crypto::rustls::QuicClientConfig::try_from(identity.client_config()?)
                 .context("TLS client config unusable for QUIC")?,
         ));
-        client.transport_config(Arc::new(peer::transport()));
+        client.transport_config(Arc::new(crate::quic::transport()));
         let runtime = quinn::default_runtime().context("no async runtime for QUIC")?;
         let mut endpoint = match impairments {
             // Emulated WAN links: every packet goes through the impairment table first.
