@@ -1,5 +1,5 @@
-//! One mesh node: its QUIC endpoint, its cache, and its HTTP listener, with the roles the topology gives
-//! it (origin: ingest; edge: viewers; every node: `/metrics` and `/healthz`).
+//! One mesh node: its QUIC endpoint, its cache, its control-plane client and its HTTP listener, with the
+//! roles the topology gives it (origin: ingest; edge: viewers; every node: `/metrics` and `/healthz`).
 //!
 //! [`run`] takes already-bound listeners and a shutdown future, so tests and the demo start real nodes on
 //! ports they own; [`Listeners::bind`] binds the addresses a config names.
@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use http::{Method, StatusCode};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 use crate::ca::Identity;
 use crate::cache::Cache;
@@ -121,6 +122,22 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
         impairments.clone(),
         params.probes.clone(),
     )?;
+    // The node reports to every control replica and takes the newest table from any of them, over its mesh
+    // endpoint; the clients end when the endpoint closes.
+    let span = tracing::info_span!("mesh", node = %params.id);
+    for control in &params.topology.controls {
+        let to_mesh = mesh.clone();
+        tokio::spawn(
+            crate::control::client::run(
+                mesh.endpoint().clone(),
+                params.id.clone(),
+                control.clone(),
+                mesh.reports(),
+                move |routes| to_mesh.routes(routes),
+            )
+            .instrument(span.clone()),
+        );
+    }
     tracing::info!(
         node = %params.id,
         mesh = %mesh.local_addr()?,

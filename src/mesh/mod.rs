@@ -153,15 +153,18 @@ impl Shared {
     }
 }
 
-/// A running mesh node's handle, for the HTTP side.
+/// A running mesh node's handle, for the HTTP side and the control-plane client.
 #[derive(Clone)]
 pub struct Mesh {
     shared: Arc<Shared>,
+    reports: watch::Receiver<Report>,
 }
 
 impl Mesh {
     /// Starts the endpoint on `socket`, the driver, the accept loop and a dial loop per neighbour that this
-    /// node dials (the one with the smaller id dials). [`Mesh::close`] ends the connections.
+    /// node dials (the one with the smaller id dials). [`Mesh::close`] ends the connections. The mesh does
+    /// not talk to the control plane itself: whoever runs the node connects [`Mesh::reports`] and
+    /// [`Mesh::routes`] to it.
     pub fn start(
         me: NodeId,
         topology: &Topology,
@@ -213,26 +216,13 @@ impl Mesh {
         let (reports, report_rx) = watch::channel(Report { node: me.clone(), links: Vec::new(), streams: Vec::new() });
         let driver = Driver::new(shared.clone(), topology, reports);
         tokio::spawn(driver.run(rx).instrument(span.clone()));
-        for control in &topology.controls {
-            let to_driver = shared.clone();
-            tokio::spawn(
-                crate::control::client::run(
-                    shared.endpoint.clone(),
-                    me.clone(),
-                    control.clone(),
-                    report_rx.clone(),
-                    move |routes| to_driver.event(Event::Routes(routes)),
-                )
-                .instrument(span.clone()),
-            );
-        }
         tokio::spawn(peer::accept_loop(shared.clone()).instrument(span.clone()));
         for (peer, addr) in neighbours {
             if me < peer {
                 tokio::spawn(peer::dial_loop(shared.clone(), peer, addr).instrument(span.clone()));
             }
         }
-        Ok(Self { shared })
+        Ok(Self { shared, reports: report_rx })
     }
 
     /// The node's id.
@@ -271,6 +261,23 @@ impl Mesh {
     /// if new and send the object down the tree.
     pub fn ingested(&self, object: Arc<Object>) {
         self.shared.event(Event::Object { from: None, object });
+    }
+
+    /// The node's QUIC endpoint; the control-plane client dials the replicas from it, so that the link
+    /// impairments and partitions of the mesh apply to it too.
+    pub fn endpoint(&self) -> &quinn::Endpoint {
+        &self.shared.endpoint
+    }
+
+    /// This node's link measurements and streams, for the control plane: the latest [`Report`], which
+    /// changes whenever they do.
+    pub fn reports(&self) -> watch::Receiver<Report> {
+        self.reports.clone()
+    }
+
+    /// A route table from the control plane; an older version than the one in force is ignored.
+    pub fn routes(&self, routes: Routes) {
+        self.shared.event(Event::Routes(routes));
     }
 
     /// Closes every mesh connection and the endpoint.
