@@ -18,6 +18,7 @@ pub mod hls;
 pub mod http;
 pub mod id;
 pub mod mesh;
+pub mod netem;
 pub mod node;
 pub mod origin;
 pub mod quic;

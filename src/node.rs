@@ -20,8 +20,8 @@ use crate::config::{AdminConfig, EdgeConfig, IngestConfig, LinksConfig, NodeConf
 use crate::edge::Edge;
 use crate::http::{live_path, text, Handler, Reply, RequestCounts};
 use crate::id::NodeId;
-use crate::mesh::impair::{Impairment, Impairments};
 use crate::mesh::Mesh;
+use crate::netem::{Impairment, Impairments};
 use crate::origin::Ingest;
 use crate::routing::ProbeConfig;
 use crate::topology::{Role, Topology};

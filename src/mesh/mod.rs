@@ -14,7 +14,6 @@
 //! marked down while their connection is down. Measured latencies and the control plane replace the
 //! configured figures in a later stage without changing this shape.
 
-pub mod impair;
 pub mod peer;
 
 use std::collections::{BTreeSet, HashMap};
@@ -171,7 +170,7 @@ impl Mesh {
         identity: &Identity,
         socket: std::net::UdpSocket,
         cache: Arc<Cache>,
-        impairments: Option<impair::Impairments>,
+        impairments: Option<crate::netem::Impairments>,
         probes: ProbeConfig,
     ) -> Result<Self> {
         let probes = probes.validate().context("probe intervals")?;
@@ -191,7 +190,7 @@ impl Mesh {
             Some(table) => quinn::Endpoint::new_with_abstract_socket(
                 quinn::EndpointConfig::default(),
                 Some(server),
-                impair::impaired_socket(socket, table).context("wrapping the mesh socket")?,
+                crate::netem::impaired_socket(socket, table).context("wrapping the mesh socket")?,
                 runtime,
             ),
             None => quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, runtime),
