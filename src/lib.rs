@@ -10,6 +10,7 @@
 
 pub mod ca;
 pub mod cache;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod demo;
@@ -17,6 +18,7 @@ pub mod edge;
 pub mod hls;
 pub mod http;
 pub mod id;
+pub mod listen;
 pub mod mesh;
 pub mod netem;
 pub mod node;

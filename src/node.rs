@@ -11,7 +11,6 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use http::{Method, StatusCode};
 use hyper::body::Incoming;
-use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::ca::Identity;
@@ -20,6 +19,7 @@ use crate::config::{AdminConfig, EdgeConfig, IngestConfig, LinksConfig, NodeConf
 use crate::edge::Edge;
 use crate::http::{live_path, text, Handler, Reply, RequestCounts};
 use crate::id::NodeId;
+use crate::listen::Listeners;
 use crate::mesh::Mesh;
 use crate::netem::{Impairment, Impairments};
 use crate::origin::Ingest;
@@ -56,27 +56,6 @@ impl NodeParams {
             admin: config.admin,
             probes: config.probes.config(),
         })
-    }
-}
-
-/// A node's bound sockets.
-pub struct Listeners {
-    pub mesh: std::net::UdpSocket,
-    pub http: TcpListener,
-}
-
-impl Listeners {
-    /// Binds the mesh and HTTP addresses a config names (a node's or a control replica's): the `*_listen`
-    /// overrides, or else the topology's literal addresses.
-    pub async fn bind(config: &NodeConfig, topology: &Topology) -> Result<Self> {
-        // A checked config always yields both addresses.
-        let mesh_addr = config.mesh_bind(topology).context("no mesh address to bind")?;
-        let http_addr = config.http_bind(topology).context("no HTTP address to bind")?;
-        let mesh =
-            std::net::UdpSocket::bind(mesh_addr).with_context(|| format!("binding the mesh socket {mesh_addr}"))?;
-        let http =
-            TcpListener::bind(http_addr).await.with_context(|| format!("binding the HTTP listener {http_addr}"))?;
-        Ok(Self { mesh, http })
     }
 }
 

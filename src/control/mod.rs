@@ -28,7 +28,7 @@ use tracing::Instrument;
 use crate::ca::Identity;
 use crate::http::{text, Handler, Reply};
 use crate::id::NodeId;
-use crate::node::Listeners;
+use crate::listen::Listeners;
 use crate::quic::{read_frame, write_frame};
 use crate::topology::Topology;
 use crate::wire::{Frame, Report, PROTOCOL_VERSION};
@@ -218,7 +218,7 @@ impl Driver {
             keep
         });
         let live: BTreeMap<NodeId, Report> = self.reports.iter().map(|(n, (r, _))| (n.clone(), r.clone())).collect();
-        let changed = self.plan.update(&live, crate::origin::unix_ms());
+        let changed = self.plan.update(&live, crate::clock::unix_ms());
         for node in changed {
             if let (Some((_, frames)), Some(routes)) = (self.sessions.get(&node), self.plan.routes(&node)) {
                 tracing::debug!(%node, version = routes.version, "pushing routes");
