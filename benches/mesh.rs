@@ -14,7 +14,7 @@
 //! 1. goodput of 1 MiB objects, one QUIC unidirectional stream per object: raw quinn, the raw two-hop chain,
 //!    one mesh hop (origin -> relay) and two hops (origin -> relay -> edge), in alternating rounds; then, on a
 //!    second mesh and a second raw connection whose every link is capped by the mesh's own WAN emulation
-//!    ([`lightpath::mesh::impair`], 200 Mbit/s by default), raw quinn, one and two mesh hops: the regime of a
+//!    ([`lightpath::netem`], 200 Mbit/s by default), raw quinn, one and two mesh hops: the regime of a
 //!    deployment, where the links and not the shared cores are the limit;
 //! 2. added latency per hop for 200 KB objects published every 400 ms (a 4 Mbit/s stream): from the object
 //!    being complete at the origin to it being complete in the relay's cache, and from there to the edge's,
@@ -39,10 +39,10 @@ use lightpath::edge::Edge;
 use lightpath::hls::{LivePlaylist, Segment};
 use lightpath::http::{live_path, text, Handler, Reply};
 use lightpath::id::{NodeId, ObjectName, StreamName};
-use lightpath::mesh::impair::{self, Impairment, Impairments};
-use lightpath::mesh::peer::transport;
 use lightpath::mesh::Mesh;
+use lightpath::netem::{self, Impairment, Impairments};
 use lightpath::origin::Ingest;
+use lightpath::quic::transport;
 use lightpath::routing::ProbeConfig;
 use lightpath::topology::Topology;
 use tokio::net::TcpListener;
@@ -396,7 +396,7 @@ fn raw_endpoint(ca: &CaFiles, id: &str, impairments: Option<Impairments>) -> Res
         Some(table) => quinn::Endpoint::new_with_abstract_socket(
             config,
             Some(server_config),
-            impair::impaired_socket(socket, table)?,
+            netem::impaired_socket(socket, table)?,
             runtime,
         )?,
         None => quinn::Endpoint::new(config, Some(server_config), socket, runtime)?,

@@ -15,7 +15,8 @@ use anyhow::Result;
 use lightpath::ca::{create_ca, issue, Identity};
 use lightpath::config::{AdminConfig, EdgeConfig, IngestConfig, LinksConfig};
 use lightpath::id::NodeId;
-use lightpath::node::{Listeners, NodeParams};
+use lightpath::listen::Listeners;
+use lightpath::node::NodeParams;
 use lightpath::routing::ProbeConfig;
 use lightpath::topology::Topology;
 

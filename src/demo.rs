@@ -21,7 +21,8 @@ use crate::ca::{create_ca, issue, Identity};
 use crate::config::{AdminConfig, EdgeConfig, IngestConfig, LinksConfig};
 use crate::hls::{LivePlaylist, Segment};
 use crate::id::StreamName;
-use crate::node::{Listeners, NodeParams};
+use crate::listen::Listeners;
+use crate::node::NodeParams;
 use crate::routing::ProbeConfig;
 use crate::topology::{Address, Role, Topology};
 

@@ -4,12 +4,14 @@
 //! lowest-latency paths, to edge nodes that serve viewers. The crate is laid out as the data path
 //! (`origin` -> `mesh` + `cache` -> `edge`), the control path (`routing`, and later `control`), and the pure
 //! core that both the live node and the simulator drive (`routing`, `wire`, `hls`): no sockets, no clock,
-//! no tokio there.
+//! no tokio there. `quic` (transport settings, frames, dialing) and `netem` (WAN emulation on a UDP socket)
+//! are plumbing that the mesh and the control plane share without importing each other.
 // `deny`, not `forbid`: `cache::sealed` alone may use unsafe code, and its module doc says why.
 #![deny(unsafe_code)]
 
 pub mod ca;
 pub mod cache;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod demo;
@@ -17,9 +19,12 @@ pub mod edge;
 pub mod hls;
 pub mod http;
 pub mod id;
+pub mod listen;
 pub mod mesh;
+pub mod netem;
 pub mod node;
 pub mod origin;
+pub mod quic;
 pub mod relay;
 pub mod routing;
 pub mod sim;

@@ -131,7 +131,7 @@ fn run(command: Command) -> Result<()> {
         }
         Command::Node { config } => runtime()?.block_on(async {
             let (cfg, topology) = lightpath::config::NodeConfig::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let listeners = lightpath::node::Listeners::bind(&cfg, &topology).await?;
+            let listeners = lightpath::listen::Listeners::bind(&cfg, &topology).await?;
             let params = lightpath::node::NodeParams::from_config(cfg, topology)?;
             lightpath::node::run(params, listeners, ctrl_c()).await
         }),
@@ -143,7 +143,7 @@ fn run(command: Command) -> Result<()> {
                 config.display(),
                 cfg.node
             );
-            let listeners = lightpath::node::Listeners::bind(&cfg, &topology).await?;
+            let listeners = lightpath::listen::Listeners::bind(&cfg, &topology).await?;
             let identity = lightpath::ca::Identity::load(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key)?;
             lightpath::control::run(cfg.node, std::sync::Arc::new(topology), identity, listeners, ctrl_c()).await
         }),

@@ -1,5 +1,5 @@
-//! One mesh node: its QUIC endpoint, its cache, and its HTTP listener, with the roles the topology gives
-//! it (origin: ingest; edge: viewers; every node: `/metrics` and `/healthz`).
+//! One mesh node: its QUIC endpoint, its cache, its control-plane client and its HTTP listener, with the
+//! roles the topology gives it (origin: ingest; edge: viewers; every node: `/metrics` and `/healthz`).
 //!
 //! [`run`] takes already-bound listeners and a shutdown future, so tests and the demo start real nodes on
 //! ports they own; [`Listeners::bind`] binds the addresses a config names.
@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use http::{Method, StatusCode};
 use hyper::body::Incoming;
-use tokio::net::TcpListener;
+use tracing::Instrument;
 
 use crate::ca::Identity;
 use crate::cache::Cache;
@@ -19,8 +19,9 @@ use crate::config::{AdminConfig, EdgeConfig, IngestConfig, LinksConfig, NodeConf
 use crate::edge::Edge;
 use crate::http::{live_path, text, Handler, Reply, RequestCounts};
 use crate::id::NodeId;
-use crate::mesh::impair::{Impairment, Impairments};
+use crate::listen::Listeners;
 use crate::mesh::Mesh;
+use crate::netem::{Impairment, Impairments};
 use crate::origin::Ingest;
 use crate::routing::ProbeConfig;
 use crate::topology::{Role, Topology};
@@ -55,27 +56,6 @@ impl NodeParams {
             admin: config.admin,
             probes: config.probes.config(),
         })
-    }
-}
-
-/// A node's bound sockets.
-pub struct Listeners {
-    pub mesh: std::net::UdpSocket,
-    pub http: TcpListener,
-}
-
-impl Listeners {
-    /// Binds the mesh and HTTP addresses a config names (a node's or a control replica's): the `*_listen`
-    /// overrides, or else the topology's literal addresses.
-    pub async fn bind(config: &NodeConfig, topology: &Topology) -> Result<Self> {
-        // A checked config always yields both addresses.
-        let mesh_addr = config.mesh_bind(topology).context("no mesh address to bind")?;
-        let http_addr = config.http_bind(topology).context("no HTTP address to bind")?;
-        let mesh =
-            std::net::UdpSocket::bind(mesh_addr).with_context(|| format!("binding the mesh socket {mesh_addr}"))?;
-        let http =
-            TcpListener::bind(http_addr).await.with_context(|| format!("binding the HTTP listener {http_addr}"))?;
-        Ok(Self { mesh, http })
     }
 }
 
@@ -121,6 +101,22 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
         impairments.clone(),
         params.probes.clone(),
     )?;
+    // The node reports to every control replica and takes the newest table from any of them, over its mesh
+    // endpoint; the clients end when the endpoint closes.
+    let span = tracing::info_span!("mesh", node = %params.id);
+    for control in &params.topology.controls {
+        let to_mesh = mesh.clone();
+        tokio::spawn(
+            crate::control::client::run(
+                mesh.endpoint().clone(),
+                params.id.clone(),
+                control.clone(),
+                mesh.reports(),
+                move |routes| to_mesh.routes(routes),
+            )
+            .instrument(span.clone()),
+        );
+    }
     tracing::info!(
         node = %params.id,
         mesh = %mesh.local_addr()?,

@@ -78,11 +78,20 @@ async fn replicas_agree_and_the_stream_survives_their_death() {
     let nodes = api(&mesh, "control-1", "nodes").await;
     assert_eq!(nodes.as_array().unwrap().len(), 4);
 
-    // Every replica dies: objects keep flowing on the last tables.
+    // Every replica dies: once the nodes have seen both sessions end, objects keep flowing on the last tables.
     let edge_routes = version(&one, "edge");
+    let nodes = ["origin", "relay-a", "relay-b", "edge"];
+    let ended = |mesh: &Cluster, node: &str| mesh.log(node).matches("control session ended").count();
+    let before: Vec<usize> = nodes.iter().map(|n| ended(&mesh, n)).collect();
     mesh.kill("control-1");
     mesh.kill("control-2");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (node, before) in nodes.iter().zip(before) {
+        while ended(&mesh, node) < before + 2 {
+            assert!(Instant::now() < deadline, "{node} never saw the replicas go:\n{}", mesh.log(node));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     assert_eq!(put("two.ts").await.unwrap().status(), 201);
     assert_eq!(get_eventually(&format!("http://{}/live/s/two.ts", mesh.http("edge"))).await, b"two.ts");
 

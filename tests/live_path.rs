@@ -35,8 +35,19 @@ async fn live_path(ip_base: u8, fmp4: bool) {
     let edge1 = tokio::spawn(follow(mesh.http("edge1"), "s", limit));
     let edge2 = tokio::spawn(follow(mesh.http("edge2"), "s", limit));
 
-    // A real player at each edge, joining once the stream is live.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // A real player at each edge, joining once the stream is live there: its playlist lists a segment.
+    for edge in ["edge1", "edge2"] {
+        let url = format!("http://{}/live/s/index.m3u8", mesh.http(edge));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let resp = client().get(&url).send().await.unwrap();
+            if resp.status() == 200 && resp.text().await.unwrap().contains("#EXTINF") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the stream never went live at {edge}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let players: Vec<_> = ["edge1", "edge2"]
         .iter()
         .map(|e| {

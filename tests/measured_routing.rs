@@ -63,6 +63,15 @@ fn trickle(origin: std::net::SocketAddr) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Waits until `check` holds, trying again every 100 ms, for at most `within`.
+async fn until(within: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn sent(mesh: &Cluster, relay: &str) -> f64 {
     mesh.metric(relay, "lightpath_mesh_objects_sent_total", &[("peer", "edge"), ("stream", "s")]).await
 }
@@ -89,19 +98,21 @@ async fn latency_drives_the_path_and_a_slower_link_moves_it() {
     get_eventually(&format!("http://{}/live/s/o2.ts", mesh.http("edge"))).await;
     next_hop_becomes(&mesh, "edge", "relay-a", Duration::from_secs(15)).await;
     let a = sent(&mesh, "relay-a").await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(sent(&mesh, "relay-a").await > a, "relay-a does not forward the stream");
+    until(Duration::from_secs(10), "relay-a forwards the stream", async || sent(&mesh, "relay-a").await > a).await;
 
     // A's links get slow: within a few seconds the stream flows via B.
     set_latency(&mesh, "origin", "relay-a", 100.0, true).await;
     set_latency(&mesh, "relay-a", "edge", 100.0, true).await;
     let took = next_hop_becomes(&mesh, "edge", "relay-b", Duration::from_secs(10)).await;
     eprintln!("rerouted via relay-b {} ms after the latency change", took.as_millis());
-    tokio::time::sleep(Duration::from_secs(3)).await; // past make-before-break
-    let (a, b) = (sent(&mesh, "relay-a").await, sent(&mesh, "relay-b").await);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(sent(&mesh, "relay-a").await, a, "relay-a still forwards after the reroute");
-    assert!(sent(&mesh, "relay-b").await > b, "relay-b does not forward after the reroute");
+    // Past make-before-break, relay-b alone carries the stream: over a second (five objects), relay-a sends
+    // the edge nothing and relay-b something.
+    until(Duration::from_secs(15), "the stream moves from relay-a to relay-b", async || {
+        let (a, b) = (sent(&mesh, "relay-a").await, sent(&mesh, "relay-b").await);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        sent(&mesh, "relay-a").await == a && sent(&mesh, "relay-b").await > b
+    })
+    .await;
     publisher.abort();
 }
 
@@ -120,16 +131,15 @@ async fn the_detour_wins_over_a_slow_direct_link() {
     let publisher = trickle(mesh.http("origin"));
     get_eventually(&format!("http://{}/live/s/o2.ts", mesh.http("edge"))).await;
     next_hop_becomes(&mesh, "edge", "relay", Duration::from_secs(15)).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = sent(&mesh, "relay").await;
-    let direct = mesh.metric("origin", "lightpath_mesh_objects_sent_total", &[("peer", "edge")]).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(sent(&mesh, "relay").await > before, "the relay does not carry the stream");
-    assert_eq!(
-        mesh.metric("origin", "lightpath_mesh_objects_sent_total", &[("peer", "edge")]).await,
-        direct,
-        "the origin still sends straight to the edge"
-    );
+    // Past make-before-break, the relay alone carries the stream: over a second (five objects), the origin
+    // sends the edge nothing directly and the relay sends it something.
+    let direct = async || mesh.metric("origin", "lightpath_mesh_objects_sent_total", &[("peer", "edge")]).await;
+    until(Duration::from_secs(15), "the stream moves from the direct link to the relay", async || {
+        let (before, straight) = (sent(&mesh, "relay").await, direct().await);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        sent(&mesh, "relay").await > before && direct().await == straight
+    })
+    .await;
     publisher.abort();
 }
 

@@ -8,21 +8,54 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
 use bytes::BytesMut;
 use rand::Rng;
 use tokio::sync::watch;
 
 use crate::id::NodeId;
-use crate::mesh::peer::{read_frame, write_frame};
+use crate::quic::{self, read_frame, write_frame, DialError, FrameError};
 use crate::topology::ControlSpec;
 use crate::wire::{Frame, Report, Routes, PROTOCOL_VERSION};
 
 /// Shortest time between two reports.
 pub const REPORT_EVERY: Duration = Duration::from_millis(100);
 const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long a replica has to complete the handshake, and then to answer the hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Stays connected to one replica for as long as the node runs.
+/// Why a session with a control replica ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// No connection; [`DialError::is_final`] says whether redialing makes sense.
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    /// The connection ended before the control stream opened.
+    #[error("opening the control stream: {0}")]
+    Open(#[from] quinn::ConnectionError),
+    /// A frame could not be read or written: the connection or the stream is gone, or the replica sent
+    /// bytes that are not a frame.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The replica did not answer the hello in time.
+    #[error("no hello from the control plane within {0:?}")]
+    NoHello(Duration),
+    /// The replica answered with something other than its own hello.
+    #[error("expected hello from {expected}, got {got:?}")]
+    BadHello {
+        /// The replica dialed.
+        expected: NodeId,
+        /// What it sent instead (`None`: it finished the stream).
+        got: Option<Box<Frame>>,
+    },
+    /// The replica sent a frame that replicas never send.
+    #[error("unexpected frame from the control plane: {0:?}")]
+    Unexpected(Box<Frame>),
+    /// The replica finished the session.
+    #[error("the control plane closed the session")]
+    Closed,
+}
+
+/// Stays connected to one replica for as long as the node runs (until its endpoint stops).
 pub(crate) async fn run(
     endpoint: quinn::Endpoint,
     me: NodeId,
@@ -34,12 +67,8 @@ pub(crate) async fn run(
     loop {
         match session(&endpoint, &me, &control, reports.clone(), &on_routes).await {
             Ok(()) => backoff = Duration::from_millis(100),
-            Err(e) => {
-                if matches!(e.downcast_ref(), Some(quinn::ConnectError::EndpointStopping)) {
-                    return;
-                }
-                tracing::warn!(control = %control.id, error = %format!("{e:#}"), "control session ended");
-            }
+            Err(SessionError::Dial(e)) if e.is_final() => return,
+            Err(e) => tracing::warn!(control = %control.id, error = %e, "control session ended"),
         }
         let jitter = rand::thread_rng().gen_range(0.5..1.5);
         tokio::time::sleep(backoff.mul_f64(jitter)).await;
@@ -53,25 +82,25 @@ async fn session(
     control: &ControlSpec,
     mut reports: watch::Receiver<Report>,
     on_routes: &impl Fn(Routes),
-) -> Result<()> {
-    let addr = *control.mesh.resolve().await?.first().context("resolved to nothing")?;
-    let conn = tokio::time::timeout(Duration::from_secs(3), endpoint.connect(addr, control.id.as_str())?)
-        .await
-        .context("handshake timed out")??;
+) -> Result<(), SessionError> {
+    let conn = quic::dial(endpoint, &control.id, &control.mesh, HELLO_TIMEOUT).await?;
     let (mut send, mut recv) = conn.open_bi().await?;
     write_frame(&mut send, &Frame::Hello { node: me.clone(), protocol: PROTOCOL_VERSION }).await?;
     let mut buf = BytesMut::new();
-    match tokio::time::timeout(Duration::from_secs(3), read_frame(&mut recv, &mut buf)).await?? {
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut recv, &mut buf))
+        .await
+        .map_err(|_| SessionError::NoHello(HELLO_TIMEOUT))??;
+    match hello {
         Some(Frame::Hello { node, .. }) if node == control.id => {}
-        other => bail!("expected hello from {}, got {other:?}", control.id),
+        other => return Err(SessionError::BadHello { expected: control.id.clone(), got: other.map(Box::new) }),
     }
     tracing::info!(control = %control.id, "connected to the control plane");
     let reader = async {
         loop {
             match read_frame(&mut recv, &mut buf).await? {
                 Some(Frame::Routes(routes)) => on_routes(routes),
-                Some(other) => bail!("unexpected frame from the control plane: {other:?}"),
-                None => bail!("the control plane closed the session"),
+                Some(other) => return Err(SessionError::Unexpected(Box::new(other))),
+                None => return Err(SessionError::Closed),
             }
         }
     };

@@ -28,8 +28,8 @@ use tracing::Instrument;
 use crate::ca::Identity;
 use crate::http::{text, Handler, Reply};
 use crate::id::NodeId;
-use crate::mesh::peer::{read_frame, write_frame};
-use crate::node::Listeners;
+use crate::listen::Listeners;
+use crate::quic::{read_frame, write_frame};
 use crate::topology::Topology;
 use crate::wire::{Frame, Report, PROTOCOL_VERSION};
 
@@ -59,7 +59,7 @@ pub async fn run(
         quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)
             .context("TLS server config unusable for QUIC")?,
     ));
-    server.transport_config(Arc::new(crate::mesh::peer::transport()));
+    server.transport_config(Arc::new(crate::quic::transport()));
     let runtime = quinn::default_runtime().context("no async runtime for QUIC")?;
     let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), listeners.mesh, runtime)
         .context("starting the QUIC endpoint")?;
@@ -218,7 +218,7 @@ impl Driver {
             keep
         });
         let live: BTreeMap<NodeId, Report> = self.reports.iter().map(|(n, (r, _))| (n.clone(), r.clone())).collect();
-        let changed = self.plan.update(&live, crate::origin::unix_ms());
+        let changed = self.plan.update(&live, crate::clock::unix_ms());
         for node in changed {
             if let (Some((_, frames)), Some(routes)) = (self.sessions.get(&node), self.plan.routes(&node)) {
                 tracing::debug!(%node, version = routes.version, "pushing routes");

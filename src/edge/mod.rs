@@ -13,10 +13,10 @@ use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
 
 use crate::cache::Object;
+use crate::clock::unix_ms;
 use crate::http::{is_playlist, text, Reply};
 use crate::id::{ObjectName, StreamName};
 use crate::mesh::Mesh;
-use crate::origin::unix_ms;
 
 /// The viewer-facing side of a node.
 pub struct Edge {

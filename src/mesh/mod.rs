@@ -14,7 +14,6 @@
 //! not inflate round trips. What a connection received (quinn's counts of STREAM and ACK frames: the peer
 //! delivers data, or acknowledges ours) is sampled before every verdict and passed on as proof of life.
 
-pub mod impair;
 pub mod peer;
 
 use std::collections::HashMap;
@@ -121,22 +120,25 @@ impl Shared {
     }
 }
 
-/// A running mesh node's handle, for the HTTP side.
+/// A running mesh node's handle, for the HTTP side and the control-plane client.
 #[derive(Clone)]
 pub struct Mesh {
     shared: Arc<Shared>,
+    reports: watch::Receiver<Report>,
 }
 
 impl Mesh {
     /// Starts the endpoint on `socket`, the driver, the accept loop and a dial loop per neighbour that this
-    /// node dials (the one with the smaller id dials). [`Mesh::close`] ends the connections.
+    /// node dials (the one with the smaller id dials). [`Mesh::close`] ends the connections. The mesh does
+    /// not talk to the control plane itself: whoever runs the node connects [`Mesh::reports`] and
+    /// [`Mesh::routes`] to it.
     pub fn start(
         me: NodeId,
         topology: &Topology,
         identity: &Identity,
         socket: std::net::UdpSocket,
         cache: Arc<Cache>,
-        impairments: Option<impair::Impairments>,
+        impairments: Option<crate::netem::Impairments>,
         probes: ProbeConfig,
     ) -> Result<Self> {
         let config = RelayConfig { probes: probes.validate().context("probe intervals")?, ..RelayConfig::default() };
@@ -151,19 +153,19 @@ impl Mesh {
             quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)
                 .context("TLS server config unusable for QUIC")?,
         ));
-        server.transport_config(Arc::new(peer::transport()));
+        server.transport_config(Arc::new(crate::quic::transport()));
         let mut client = quinn::ClientConfig::new(Arc::new(
             quinn::crypto::rustls::QuicClientConfig::try_from(identity.client_config()?)
                 .context("TLS client config unusable for QUIC")?,
         ));
-        client.transport_config(Arc::new(peer::transport()));
+        client.transport_config(Arc::new(crate::quic::transport()));
         let runtime = quinn::default_runtime().context("no async runtime for QUIC")?;
         let mut endpoint = match impairments {
             // Emulated WAN links: every packet goes through the impairment table first.
             Some(table) => quinn::Endpoint::new_with_abstract_socket(
                 quinn::EndpointConfig::default(),
                 Some(server),
-                impair::impaired_socket(socket, table).context("wrapping the mesh socket")?,
+                crate::netem::impaired_socket(socket, table).context("wrapping the mesh socket")?,
                 runtime,
             ),
             None => quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, runtime),
@@ -188,26 +190,13 @@ impl Mesh {
         let (reports, report_rx) = watch::channel(Report { node: me.clone(), links: Vec::new(), streams: Vec::new() });
         let driver = Driver { shared: shared.clone(), relay, conns: HashMap::new(), reports };
         tokio::spawn(driver.run(rx).instrument(span.clone()));
-        for control in &topology.controls {
-            let to_driver = shared.clone();
-            tokio::spawn(
-                crate::control::client::run(
-                    shared.endpoint.clone(),
-                    me.clone(),
-                    control.clone(),
-                    report_rx.clone(),
-                    move |routes| to_driver.event(Event::Routes(routes)),
-                )
-                .instrument(span.clone()),
-            );
-        }
         tokio::spawn(peer::accept_loop(shared.clone()).instrument(span.clone()));
         for (peer, addr) in neighbours {
             if me < peer {
                 tokio::spawn(peer::dial_loop(shared.clone(), peer, addr).instrument(span.clone()));
             }
         }
-        Ok(Self { shared })
+        Ok(Self { shared, reports: report_rx })
     }
 
     /// The node's id.
@@ -246,6 +235,23 @@ impl Mesh {
     /// if new and send the object down the tree.
     pub fn ingested(&self, object: Arc<Object>) {
         self.shared.event(Event::Object { from: None, object });
+    }
+
+    /// The node's QUIC endpoint; the control-plane client dials the replicas from it, so that the link
+    /// impairments and partitions of the mesh apply to it too.
+    pub fn endpoint(&self) -> &quinn::Endpoint {
+        &self.shared.endpoint
+    }
+
+    /// This node's link measurements and streams, for the control plane: the latest [`Report`], which
+    /// changes whenever they do.
+    pub fn reports(&self) -> watch::Receiver<Report> {
+        self.reports.clone()
+    }
+
+    /// A route table from the control plane; an older version than the one in force is ignored.
+    pub fn routes(&self, routes: Routes) {
+        self.shared.event(Event::Routes(routes));
     }
 
     /// Closes every mesh connection and the endpoint.

@@ -12,7 +12,6 @@
 //! upstream fails, is reset or carries the wrong length is reset downstream, never finished, so no node
 //! stores a cut-short object as complete.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +25,7 @@ use tracing::Instrument;
 use super::{Event, Forwarding, Shared};
 use crate::cache::{Inserted, Object};
 use crate::id::NodeId;
+use crate::quic::{self, read_frame, write_frame};
 use crate::relay::{ConnId, ObjectKey};
 use crate::topology::Address;
 use crate::wire::{self, Frame, ObjectHeader, Probe, PROTOCOL_VERSION};
@@ -34,31 +34,12 @@ use crate::wire::{self, Frame, ObjectHeader, Probe, PROTOCOL_VERSION};
 pub const MAX_OBJECT: u64 = 64 << 20;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The QUIC transport settings of mesh connections.
-pub fn transport() -> quinn::TransportConfig {
-    let mut t = quinn::TransportConfig::default();
-    t.max_idle_timeout(Some(Duration::from_secs(5).try_into().expect("5 s fits")));
-    t.keep_alive_interval(Some(Duration::from_secs(2)));
-    t.max_concurrent_uni_streams(4096u32.into());
-    t.stream_receive_window((16u32 << 20).into());
-    t.receive_window((64u32 << 20).into());
-    t.send_window(64 << 20);
-    // Ask the peer to acknowledge within 2 ms rather than QUIC's default 25 ms (both ends are lightpath
-    // nodes, which speak the ACK frequency extension). A lost tail of a burst is found by the probe timeout,
-    // which waits for the peer's ACK delay on top of the RTT: 25 ms made every such loss cost a hop 26-28 ms
-    // on loopback.
-    let mut ack = quinn::AckFrequencyConfig::default();
-    ack.max_ack_delay(Some(Duration::from_millis(2)));
-    t.ack_frequency_config(Some(ack));
-    t
-}
-
 /// Keeps a connection to `peer` up for as long as the node runs.
 pub(super) async fn dial_loop(shared: Arc<Shared>, peer: NodeId, addr: Address) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let started = tokio::time::Instant::now();
-        match dial(&shared, &peer, &addr).await {
+        match quic::dial(&shared.endpoint, &peer, &addr, HELLO_TIMEOUT).await {
             Ok(conn) => {
                 backoff = Duration::from_millis(100);
                 tracing::info!(%peer, remote = %conn.remote_address(), "mesh peer connected");
@@ -69,31 +50,15 @@ pub(super) async fn dial_loop(shared: Arc<Shared>, peer: NodeId, addr: Address) 
                     backoff = Duration::from_millis(100);
                 }
             }
+            Err(e) if e.is_final() => return,
             Err(e) => {
-                if matches!(e.downcast_ref(), Some(quinn::ConnectError::EndpointStopping)) {
-                    return;
-                }
-                tracing::warn!(%peer, %addr, error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "mesh dial failed");
+                tracing::warn!(%peer, %addr, error = %e, retry_in_ms = backoff.as_millis() as u64, "mesh dial failed");
             }
         }
         let jitter = rand::thread_rng().gen_range(0.5..1.5);
         tokio::time::sleep(backoff.mul_f64(jitter)).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
-}
-
-async fn dial(shared: &Shared, peer: &NodeId, addr: &Address) -> Result<quinn::Connection> {
-    let addrs = addr.resolve().await.with_context(|| format!("resolving {addr}"))?;
-    let target: SocketAddr = *addrs
-        .iter()
-        .find(|a| a.is_ipv4() == shared.endpoint.local_addr().map(|l| l.is_ipv4()).unwrap_or(true))
-        .or(addrs.first())
-        .with_context(|| format!("{addr} resolved to nothing"))?;
-    let connecting = shared.endpoint.connect(target, peer.as_str())?;
-    let conn = tokio::time::timeout(HELLO_TIMEOUT, connecting)
-        .await
-        .with_context(|| format!("handshake with {target} timed out"))??;
-    Ok(conn)
 }
 
 /// Accepts incoming mesh connections until the endpoint closes.
@@ -407,26 +372,4 @@ pub(super) async fn send_object(me: &NodeId, peer: &NodeId, conn: &quinn::Connec
     metrics::counter!("lightpath_mesh_objects_sent_total", &labels).increment(1);
     metrics::counter!("lightpath_mesh_bytes_sent_total", &labels).increment(object.body.len() as u64);
     Ok(())
-}
-
-/// Writes one frame on a control stream (mesh peers and the control plane alike).
-pub(crate) async fn write_frame(send: &mut quinn::SendStream, frame: &Frame) -> Result<()> {
-    let mut out = Vec::with_capacity(64);
-    frame.encode(&mut out);
-    send.write_all(&out).await?;
-    Ok(())
-}
-
-/// Reads the next control frame; `None` when the peer finished the stream.
-pub(crate) async fn read_frame(recv: &mut quinn::RecvStream, buf: &mut BytesMut) -> Result<Option<Frame>> {
-    loop {
-        if let Some(frame) = wire::decode_from(buf).map_err(|e| anyhow::anyhow!("bad control frame: {e}"))? {
-            return Ok(Some(frame));
-        }
-        match recv.read_chunk(wire::MAX_FRAME, true).await? {
-            Some(chunk) => buf.extend_from_slice(&chunk.bytes),
-            None if buf.is_empty() => return Ok(None),
-            None => bail!("control stream ended inside a frame"),
-        }
-    }
 }

@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::cache::{Inserted, Object};
+use crate::clock::unix_ms;
 use crate::config::IngestConfig;
 use crate::http::{content_type, text, Reply};
 use crate::id::{ObjectName, StreamName};
@@ -158,9 +159,4 @@ impl Ingest {
 /// Compares two keys in time independent of where they differ.
 pub fn same_key(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
