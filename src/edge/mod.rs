@@ -13,7 +13,8 @@ use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
 
 use crate::cache::Object;
-use crate::http::{is_playlist, text, Reply};
+use crate::hls::media::{is_playlist, known_content_type};
+use crate::http::{text, Reply};
 use crate::id::{ObjectName, StreamName};
 use crate::mesh::Mesh;
 use crate::origin::unix_ms;
@@ -76,7 +77,7 @@ fn serve(method: &Method, obj: &Object) -> Reply {
     let mut resp = Response::new(Full::new(body));
     let headers = resp.headers_mut();
     // The usual types without a copy; anything else (from another origin's version) validated.
-    let content_type = match crate::http::CONTENT_TYPES.iter().find(|t| **t == h.content_type) {
+    let content_type = match known_content_type(&h.content_type) {
         Some(t) => Ok(HeaderValue::from_static(t)),
         None => HeaderValue::from_str(&h.content_type),
     };

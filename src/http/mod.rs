@@ -117,39 +117,6 @@ pub fn text(status: StatusCode, body: impl Into<String>) -> Reply {
     resp
 }
 
-/// The content types lightpath names itself, so a reply can carry them without a copy.
-pub const CONTENT_TYPES: [&str; 8] = [
-    "application/vnd.apple.mpegurl",
-    "video/mp2t",
-    "video/iso.segment",
-    "video/mp4",
-    "audio/mp4",
-    "audio/aac",
-    "text/vtt",
-    "application/octet-stream",
-];
-
-/// The MIME type of a file name, by its extension.
-pub fn content_type(name: &ObjectName) -> &'static str {
-    let ext = name.as_str().rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
-    match ext.as_deref() {
-        Some("m3u8") => "application/vnd.apple.mpegurl",
-        Some("ts") => "video/mp2t",
-        Some("m4s") => "video/iso.segment",
-        Some("mp4") => "video/mp4",
-        Some("m4a") => "audio/mp4",
-        Some("aac") => "audio/aac",
-        Some("vtt") => "text/vtt",
-        Some("webvtt") => "text/vtt",
-        _ => "application/octet-stream",
-    }
-}
-
-/// Whether a name is a playlist (it changes under the same name; everything else is immutable).
-pub fn is_playlist(name: &ObjectName) -> bool {
-    name.as_str().to_ascii_lowercase().ends_with(".m3u8")
-}
-
 /// `lightpath_http_requests_total{node,method,status}`, with its counters looked up once per (method,
 /// status) rather than on every request (the label strings and the registry lookup showed up in the edge's
 /// small-object throughput).

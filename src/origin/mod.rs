@@ -19,7 +19,8 @@ use hyper::body::Incoming;
 
 use crate::cache::{Inserted, Object};
 use crate::config::IngestConfig;
-use crate::http::{content_type, text, Reply};
+use crate::hls::media::content_type;
+use crate::http::{text, Reply};
 use crate::id::{ObjectName, StreamName};
 use crate::mesh::Mesh;
 use crate::wire::ObjectHeader;
