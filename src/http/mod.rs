@@ -10,6 +10,7 @@
 pub mod sendfile;
 
 use std::convert::Infallible;
+use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -114,6 +115,52 @@ pub fn text(status: StatusCode, body: impl Into<String>) -> Reply {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
+/// Which side of a request failed, as pingora's error source says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client: a request that cannot be served as asked (a bad path, a stream nobody publishes, a
+    /// wrong key, a node without that role).
+    Downstream,
+    /// What this node depends on to answer: the mesh, the origin, a peer's address.
+    Upstream,
+    /// This node itself.
+    Internal,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Downstream => "downstream",
+            Side::Upstream => "upstream",
+            Side::Internal => "internal",
+        })
+    }
+}
+
+/// Why a reply refuses its request: the side that failed and the cause. It travels in the reply's
+/// extensions, which are never sent, so that the line that logs a refusal names its cause without reading
+/// the body back.
+#[derive(Clone)]
+pub struct Refusal {
+    /// Which side failed.
+    pub side: Side,
+    /// The cause, as the log shows it (the body says the same to the client).
+    pub cause: Arc<dyn fmt::Display + Send + Sync>,
+}
+
+impl fmt::Debug for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Refusal").field("side", &self.side).field("cause", &format_args!("{}", self.cause)).finish()
+    }
+}
+
+/// A plain-text refusal: the reply [`text`] makes of `cause`, carrying a [`Refusal`] for the log.
+pub fn refuse(status: StatusCode, side: Side, cause: impl fmt::Display + Send + Sync + 'static) -> Reply {
+    let mut resp = text(status, cause.to_string());
+    resp.extensions_mut().insert(Refusal { side, cause: Arc::new(cause) });
     resp
 }
 
