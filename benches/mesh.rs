@@ -247,7 +247,9 @@ struct Viewers {
 impl Handler for Viewers {
     async fn handle(self: Arc<Self>, req: http::Request<Incoming>) -> Reply {
         match live_path(req.uri().path()) {
-            Ok((stream, name)) => self.edge.get(req.method(), &stream, &name).await,
+            Ok((stream, name)) => {
+                self.edge.get(req.method(), &stream, &name).await.unwrap_or_else(lightpath::edge::EdgeError::into_reply)
+            }
             Err(e) => text(e.status(), e.to_string()),
         }
     }

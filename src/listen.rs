@@ -9,9 +9,6 @@
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 
-use crate::config::NodeConfig;
-use crate::topology::Topology;
-
 /// A node's or a control replica's bound sockets.
 pub struct Listeners {
     pub mesh: std::net::UdpSocket,
@@ -19,12 +16,15 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds the mesh and HTTP addresses a config names (a node's or a control replica's): the `*_listen`
-    /// overrides, or else the topology's literal addresses.
-    pub async fn bind(config: &NodeConfig, topology: &Topology) -> Result<Self> {
+    /// Binds the mesh and HTTP addresses a config names (a node's or a control replica's `mesh_bind` and
+    /// `http_bind`: the `*_listen` overrides, or else the topology's literal addresses).
+    pub async fn bind(
+        mesh_addr: Option<std::net::SocketAddr>,
+        http_addr: Option<std::net::SocketAddr>,
+    ) -> Result<Self> {
         // A checked config always yields both addresses.
-        let mesh_addr = config.mesh_bind(topology).context("no mesh address to bind")?;
-        let http_addr = config.http_bind(topology).context("no HTTP address to bind")?;
+        let mesh_addr = mesh_addr.context("no mesh address to bind")?;
+        let http_addr = http_addr.context("no HTTP address to bind")?;
         let mesh =
             std::net::UdpSocket::bind(mesh_addr).with_context(|| format!("binding the mesh socket {mesh_addr}"))?;
         let http =

@@ -34,7 +34,7 @@ enum Command {
     },
     /// Run one control-plane replica.
     Control {
-        /// The replica's config file (like a node's, naming a [[controls]] entry of the topology).
+        /// The replica's config file (naming a [[controls]] entry of the topology; a node's sections are ignored).
         #[arg(long)]
         config: PathBuf,
     },
@@ -85,7 +85,7 @@ enum CaCommand {
 enum CheckCommand {
     /// A topology file.
     Topology { file: PathBuf },
-    /// A node config file (and the topology it names).
+    /// A node's or a control replica's config file (and the topology it names).
     Config { file: PathBuf },
 }
 
@@ -131,19 +131,17 @@ fn run(command: Command) -> Result<()> {
         }
         Command::Node { config } => runtime()?.block_on(async {
             let (cfg, topology) = lightpath::config::NodeConfig::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let listeners = lightpath::listen::Listeners::bind(&cfg, &topology).await?;
+            let listeners = lightpath::listen::Listeners::bind(cfg.mesh_bind(&topology), cfg.http_bind(&topology)).await?;
             let params = lightpath::node::NodeParams::from_config(cfg, topology)?;
             lightpath::node::run(params, listeners, ctrl_c()).await
         }),
         Command::Control { config } => runtime()?.block_on(async {
-            let (cfg, topology) = lightpath::config::NodeConfig::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-            anyhow::ensure!(
-                topology.control(&cfg.node).is_some(),
-                "{}: node: \"{}\" is a node, not a [[controls]] entry of the topology",
-                config.display(),
-                cfg.node
-            );
-            let listeners = lightpath::listen::Listeners::bind(&cfg, &topology).await?;
+            let (cfg, topology) =
+                lightpath::config::ControlConfig::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if !cfg.ignored.is_empty() {
+                tracing::warn!(config = %config.display(), sections = ?cfg.ignored, "node sections ignored by a control replica");
+            }
+            let listeners = lightpath::listen::Listeners::bind(cfg.mesh_bind(&topology), cfg.http_bind(&topology)).await?;
             let identity = lightpath::ca::Identity::load(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key)?;
             lightpath::control::run(cfg.node, std::sync::Arc::new(topology), identity, listeners, ctrl_c()).await
         }),

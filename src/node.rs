@@ -16,8 +16,8 @@ use tracing::Instrument;
 use crate::ca::Identity;
 use crate::cache::Cache;
 use crate::config::{AdminConfig, EdgeConfig, IngestConfig, LinksConfig, NodeConfig};
-use crate::edge::Edge;
-use crate::http::{live_path, text, Handler, Reply, RequestCounts};
+use crate::edge::{Edge, EdgeError};
+use crate::http::{live_path, refuse, text, Handler, Refusal, Reply, RequestCounts, Side};
 use crate::id::NodeId;
 use crate::listen::Listeners;
 use crate::mesh::Mesh;
@@ -159,7 +159,12 @@ impl Handler for Site {
         self.counts.count(&method, status);
         if status.is_client_error() || status.is_server_error() {
             let path = uri.path();
-            tracing::info!(node = %self.node, %method, %path, status = status.as_u16(), reason = %reason(&reply), "request refused");
+            match reply.extensions().get::<Refusal>() {
+                Some(Refusal { side, cause }) => {
+                    tracing::info!(node = %self.node, %method, %path, status = status.as_u16(), %side, reason = %cause, "request refused")
+                }
+                None => tracing::info!(node = %self.node, %method, %path, status = status.as_u16(), "request refused"),
+            }
         }
         reply
     }
@@ -179,24 +184,28 @@ impl Site {
             (_, p) if p.starts_with("/admin/") => {
                 return match &self.admin {
                     Some(admin) => admin.handle(req).await,
-                    None => text(StatusCode::NOT_FOUND, "the admin API is off (no admin.token in the config)"),
+                    None => refuse(
+                        StatusCode::NOT_FOUND,
+                        Side::Downstream,
+                        "the admin API is off (no admin.token in the config)",
+                    ),
                 };
             }
             _ => {}
         }
         let (stream, name) = match live_path(path) {
             Ok(p) => p,
-            Err(e) => return text(e.status(), e.to_string()),
+            Err(e) => return refuse(e.status(), Side::Downstream, e),
         };
         let method = req.method().clone();
         match method {
             Method::GET | Method::HEAD => match &self.edge {
-                Some(edge) => edge.get(&method, &stream, &name).await,
-                None => text(StatusCode::NOT_FOUND, "this node serves no viewers"),
+                Some(edge) => edge.get(&method, &stream, &name).await.unwrap_or_else(EdgeError::into_reply),
+                None => EdgeError::NoViewers.into_reply(),
             },
             Method::PUT | Method::POST | Method::DELETE => {
                 let Some(ingest) = &self.ingest else {
-                    return text(StatusCode::METHOD_NOT_ALLOWED, "this node is not an origin");
+                    return refuse(StatusCode::METHOD_NOT_ALLOWED, Side::Downstream, "this node is not an origin");
                 };
                 let (parts, body) = req.into_parts();
                 let result = if method == Method::DELETE {
@@ -204,22 +213,11 @@ impl Site {
                 } else {
                     ingest.put(&parts.headers, body, stream, name).await
                 };
-                result.unwrap_or_else(|e| text(e.status(), e.to_string()))
+                result.unwrap_or_else(|e| refuse(e.status(), Side::Downstream, e))
             }
-            _ => text(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not served here")),
+            _ => refuse(StatusCode::METHOD_NOT_ALLOWED, Side::Downstream, format!("{method} is not served here")),
         }
     }
-}
-
-/// The one-line reason of a plain-text error reply.
-fn reason(reply: &Reply) -> String {
-    use http_body_util::BodyExt;
-    // Error replies are built by `text`, whose body is a single ready frame.
-    let body = reply.body().clone();
-    futures_util::FutureExt::now_or_never(body.collect())
-        .and_then(|r| r.ok())
-        .map(|c| String::from_utf8_lossy(&c.to_bytes()).trim().to_owned())
-        .unwrap_or_default()
 }
 
 /// The runtime link controls: `GET /admin/links`, `PUT /admin/links/{peer}` with an [`Impairment`] as JSON.
@@ -240,7 +238,11 @@ impl Admin {
             .and_then(|v| v.strip_prefix("Bearer "))
             .is_some_and(|t| crate::origin::same_key(t.trim(), &self.token));
         if !authorized {
-            return text(StatusCode::UNAUTHORIZED, "the admin API needs Authorization: Bearer ADMIN_TOKEN");
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                Side::Downstream,
+                "the admin API needs Authorization: Bearer ADMIN_TOKEN",
+            );
         }
         let path = req.uri().path().to_owned();
         let method = req.method().clone();
@@ -262,25 +264,33 @@ impl Admin {
             }
             (Method::PUT, Some(rest)) if rest.starts_with('/') => {
                 let Ok(peer) = NodeId::new(&rest[1..]) else {
-                    return text(StatusCode::BAD_REQUEST, format!("{:?} is not a node id", &rest[1..]));
+                    return refuse(
+                        StatusCode::BAD_REQUEST,
+                        Side::Downstream,
+                        format!("{:?} is not a node id", &rest[1..]),
+                    );
                 };
                 let Some((spec, _)) = self.topology.neighbours(&self.me).find(|(n, _)| n.id == peer) else {
-                    return text(StatusCode::NOT_FOUND, format!("{peer} is not a neighbour of {}", self.me));
+                    let cause = format!("{peer} is not a neighbour of {}", self.me);
+                    return refuse(StatusCode::NOT_FOUND, Side::Downstream, cause);
                 };
                 let addrs = match spec.mesh.resolve().await {
                     Ok(a) => a,
-                    Err(e) => return text(StatusCode::BAD_GATEWAY, format!("cannot resolve {}: {e}", spec.mesh)),
+                    Err(e) => {
+                        let cause = format!("cannot resolve {}: {e}", spec.mesh);
+                        return refuse(StatusCode::BAD_GATEWAY, Side::Upstream, cause);
+                    }
                 };
                 let body = match http_body_util::Limited::new(req.into_body(), 4096).collect().await {
                     Ok(b) => b.to_bytes(),
-                    Err(e) => return text(StatusCode::BAD_REQUEST, format!("body not read: {e}")),
+                    Err(e) => return refuse(StatusCode::BAD_REQUEST, Side::Downstream, format!("body not read: {e}")),
                 };
                 let imp: Impairment = match serde_json::from_slice(&body) {
                     Ok(i) => i,
-                    Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad impairment: {e}")),
+                    Err(e) => return refuse(StatusCode::BAD_REQUEST, Side::Downstream, format!("bad impairment: {e}")),
                 };
                 if let Err(e) = imp.validate() {
-                    return text(StatusCode::BAD_REQUEST, e.to_string());
+                    return refuse(StatusCode::BAD_REQUEST, Side::Downstream, e);
                 }
                 for addr in addrs {
                     self.table.set(addr, imp);
@@ -288,7 +298,7 @@ impl Admin {
                 tracing::info!(node = %self.me, %peer, ?imp, "link impairment changed");
                 text(StatusCode::NO_CONTENT, "")
             }
-            (m, _) => text(StatusCode::NOT_FOUND, format!("no admin endpoint {m} {path}")),
+            (m, _) => refuse(StatusCode::NOT_FOUND, Side::Downstream, format!("no admin endpoint {m} {path}")),
         }
     }
 }

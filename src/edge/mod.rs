@@ -4,17 +4,23 @@
 //! a stream subscribes the edge to it, and however many viewers wait, the mesh brings each object once.
 //! Playlists get a short `Cache-Control` (they change every segment), everything else a long one; `Age`
 //! counts from the moment the origin received the object. A stream nobody announced is 404; one whose origin
-//! this edge cannot reach is 503 with `Retry-After`.
+//! this edge cannot reach is 503 with `Retry-After`. Each refusal is an [`EdgeError`], which knows its
+//! status, whether a retry makes sense and which side failed.
+
+mod error;
+
+pub use error::EdgeError;
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Response, StatusCode};
+use http::{header, HeaderValue, Method, Response};
 use http_body_util::Full;
 
 use crate::cache::Object;
 use crate::clock::unix_ms;
-use crate::http::{is_playlist, text, Reply};
+use crate::hls::media::{is_playlist, known_content_type};
+use crate::http::Reply;
 use crate::id::{ObjectName, StreamName};
 use crate::mesh::Mesh;
 
@@ -29,16 +35,16 @@ impl Edge {
         Self { mesh, wait }
     }
 
-    /// Answers a viewer's `GET` or `HEAD`.
-    pub async fn get(&self, method: &Method, stream: &StreamName, name: &ObjectName) -> Reply {
+    /// Answers a viewer's `GET` or `HEAD`: the object, or why not.
+    pub async fn get(&self, method: &Method, stream: &StreamName, name: &ObjectName) -> Result<Reply, EdgeError> {
         let cache = self.mesh.cache();
         let reach = self.mesh.reach(stream);
         let cached = cache.get(stream, name);
         match (reach, cached) {
-            (None, None) => return text(StatusCode::NOT_FOUND, format!("no stream {stream}")),
-            (Some((false, _)), _) if is_playlist(name) => return self.unreachable(stream),
-            (_, Some(obj)) => return serve(method, &obj),
-            (Some((false, _)), None) => return self.unreachable(stream),
+            (None, None) => return Err(EdgeError::NoStream { stream: stream.clone() }),
+            (Some((false, _)), _) if is_playlist(name) => return Err(self.unreachable(stream)),
+            (_, Some(obj)) => return Ok(serve(method, &obj)),
+            (Some((false, _)), None) => return Err(self.unreachable(stream)),
             (Some((true, receiving)), None) => {
                 if !receiving {
                     self.mesh.want(stream);
@@ -46,27 +52,16 @@ impl Edge {
             }
         }
         match cache.wait_for(stream, name, self.wait).await {
-            Some(obj) => serve(method, &obj),
+            Some(obj) => Ok(serve(method, &obj)),
             None => match self.mesh.reach(stream) {
-                Some((false, _)) => self.unreachable(stream),
-                _ => text(
-                    StatusCode::NOT_FOUND,
-                    format!("{stream}/{name} did not arrive within {} ms", self.wait.as_millis()),
-                ),
+                Some((false, _)) => Err(self.unreachable(stream)),
+                _ => Err(EdgeError::NotArrived { stream: stream.clone(), name: name.clone(), waited: self.wait }),
             },
         }
     }
-}
 
-impl Edge {
-    fn unreachable(&self, stream: &StreamName) -> Reply {
-        let origin = self.mesh.stream(stream).map(|s| s.origin.to_string()).unwrap_or_default();
-        let mut resp = text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the origin of stream {stream} ({origin}) is unreachable from this edge; retry shortly"),
-        );
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
-        resp
+    fn unreachable(&self, stream: &StreamName) -> EdgeError {
+        EdgeError::OriginUnreachable { stream: stream.clone(), origin: self.mesh.stream(stream).map(|s| s.origin) }
     }
 }
 
@@ -76,7 +71,7 @@ fn serve(method: &Method, obj: &Object) -> Reply {
     let mut resp = Response::new(Full::new(body));
     let headers = resp.headers_mut();
     // The usual types without a copy; anything else (from another origin's version) validated.
-    let content_type = match crate::http::CONTENT_TYPES.iter().find(|t| **t == h.content_type) {
+    let content_type = match known_content_type(&h.content_type) {
         Some(t) => Ok(HeaderValue::from_static(t)),
         None => HeaderValue::from_str(&h.content_type),
     };

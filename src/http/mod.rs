@@ -10,6 +10,7 @@
 pub mod sendfile;
 
 use std::convert::Infallible;
+use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -117,37 +118,50 @@ pub fn text(status: StatusCode, body: impl Into<String>) -> Reply {
     resp
 }
 
-/// The content types lightpath names itself, so a reply can carry them without a copy.
-pub const CONTENT_TYPES: [&str; 8] = [
-    "application/vnd.apple.mpegurl",
-    "video/mp2t",
-    "video/iso.segment",
-    "video/mp4",
-    "audio/mp4",
-    "audio/aac",
-    "text/vtt",
-    "application/octet-stream",
-];
+/// Which side of a request failed, as pingora's error source says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client: a request that cannot be served as asked (a bad path, a stream nobody publishes, a
+    /// wrong key, a node without that role).
+    Downstream,
+    /// What this node depends on to answer: the mesh, the origin, a peer's address.
+    Upstream,
+    /// This node itself.
+    Internal,
+}
 
-/// The MIME type of a file name, by its extension.
-pub fn content_type(name: &ObjectName) -> &'static str {
-    let ext = name.as_str().rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
-    match ext.as_deref() {
-        Some("m3u8") => "application/vnd.apple.mpegurl",
-        Some("ts") => "video/mp2t",
-        Some("m4s") => "video/iso.segment",
-        Some("mp4") => "video/mp4",
-        Some("m4a") => "audio/mp4",
-        Some("aac") => "audio/aac",
-        Some("vtt") => "text/vtt",
-        Some("webvtt") => "text/vtt",
-        _ => "application/octet-stream",
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Downstream => "downstream",
+            Side::Upstream => "upstream",
+            Side::Internal => "internal",
+        })
     }
 }
 
-/// Whether a name is a playlist (it changes under the same name; everything else is immutable).
-pub fn is_playlist(name: &ObjectName) -> bool {
-    name.as_str().to_ascii_lowercase().ends_with(".m3u8")
+/// Why a reply refuses its request: the side that failed and the cause. It travels in the reply's
+/// extensions, which are never sent, so that the line that logs a refusal names its cause without reading
+/// the body back.
+#[derive(Clone)]
+pub struct Refusal {
+    /// Which side failed.
+    pub side: Side,
+    /// The cause, as the log shows it (the body says the same to the client).
+    pub cause: Arc<dyn fmt::Display + Send + Sync>,
+}
+
+impl fmt::Debug for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Refusal").field("side", &self.side).field("cause", &format_args!("{}", self.cause)).finish()
+    }
+}
+
+/// A plain-text refusal: the reply [`text`] makes of `cause`, carrying a [`Refusal`] for the log.
+pub fn refuse(status: StatusCode, side: Side, cause: impl fmt::Display + Send + Sync + 'static) -> Reply {
+    let mut resp = text(status, cause.to_string());
+    resp.extensions_mut().insert(Refusal { side, cause: Arc::new(cause) });
+    resp
 }
 
 /// `lightpath_http_requests_total{node,method,status}`, with its counters looked up once per (method,

@@ -3,9 +3,10 @@
 //! Topology files and node configs are checked the same way: every problem in a file is collected and
 //! reported at once, each naming the field it is about (`nodes[2].mesh`, `tls.cert`), so that an operator
 //! fixes a file in one pass rather than one error per run. serde stops at the first error, so files are
-//! first parsed into a `toml::Table` and then read field by field with [`TableReader`], which deserializes
-//! each field on its own and reports every key it was not asked for. This module knows nothing about what
-//! the fields mean; `topology` and `config` do.
+//! first parsed into a `toml::Table`; a topology is then read field by field with [`TableReader`], which
+//! deserializes each field on its own and reports every key it was not asked for (configs are read by
+//! their serde types through `config`'s own reader, which reports unknown keys the same way). This module
+//! knows nothing about what the fields mean; `topology` and `config` do.
 
 use std::fmt;
 
@@ -176,18 +177,6 @@ impl<'t> TableReader<'t> {
         self.optional(key, errors)
     }
 
-    /// A sub-table such as `[tls]`; `None` when absent, or when not a table (which is recorded).
-    pub(crate) fn table(&mut self, key: &'static str, errors: &mut CheckErrors) -> Option<TableReader<'t>> {
-        let path = self.path_of(key);
-        match self.raw(key)? {
-            toml::Value::Table(t) => Some(TableReader::new(t, path)),
-            other => {
-                errors.push(path, format!("expected a table, found {}", other.type_str()));
-                None
-            }
-        }
-    }
-
     /// An array of tables such as `[[nodes]]`, each with its index in the file; entries that are not tables
     /// are recorded and skipped. Absent means empty.
     pub(crate) fn tables(&mut self, key: &'static str, errors: &mut CheckErrors) -> Vec<(usize, TableReader<'t>)> {
@@ -215,13 +204,18 @@ impl<'t> TableReader<'t> {
             if self.known.contains(&key.as_str()) {
                 continue;
             }
-            let mut message = format!("unknown key (expected one of: {})", self.known.join(", "));
-            let nearest = self.known.iter().map(|k| (edit_distance(k, key), k)).min();
-            if let Some((_, near)) = nearest.filter(|(d, near)| *d <= 2 && *d < near.len()) {
-                message = format!("unknown key; did you mean `{near}`? (expected one of: {})", self.known.join(", "));
-            }
-            errors.push(self.path_of(key), message);
+            errors.push(self.path_of(key), unknown_key(key, &self.known));
         }
+    }
+}
+
+/// What is wrong with a key that is not one of `known`: the keys expected, and the nearest one when it looks
+/// like a typo of it.
+pub(crate) fn unknown_key(key: &str, known: &[&str]) -> String {
+    let nearest = known.iter().map(|k| (edit_distance(k, key), k)).min();
+    match nearest.filter(|(d, near)| *d <= 2 && *d < near.len()) {
+        Some((_, near)) => format!("unknown key; did you mean `{near}`? (expected one of: {})", known.join(", ")),
+        None => format!("unknown key (expected one of: {})", known.join(", ")),
     }
 }
 

@@ -15,7 +15,7 @@ mod validate;
 use std::path::Path;
 
 pub use address::{Address, AddressError};
-pub(crate) use check::{join_path, parse_table, TableReader};
+pub(crate) use check::{join_path, one_line, parse_table, unknown_key};
 pub use check::{CheckError, CheckErrors};
 
 use crate::id::NodeId;

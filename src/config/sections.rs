@@ -1,0 +1,386 @@
+//! The sections of a node's config (`[tls]`, `[cache]`, `[ingest]`, `[edge]`, `[links]`, `[admin]`,
+//! `[probes]`), each with the checks that need nothing but the section itself. Checks that relate sections
+//! or need the topology are [`super::NodeConfig::validate`]'s.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::StreamName;
+use crate::routing::ProbeConfig;
+use crate::topology::{join_path, CheckError};
+
+/// A problem with `field` (its path in the file, such as `probes.fast_ms`).
+pub(crate) fn problem(field: impl Into<String>, message: impl Into<String>) -> CheckError {
+    CheckError { field: field.into(), message: message.into() }
+}
+
+/// `Ok` when nothing was found.
+fn found(problems: Vec<CheckError>) -> Result<(), Vec<CheckError>> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+/// Probe intervals of a node's links (the same section as a simulator scenario's `[probes]`). Shorter
+/// intervals measure faster and find a dead link sooner, at the cost of more datagrams; a link is declared
+/// down once its last three probes are overdue and the first of them at least 300 ms ago.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProbesConfig {
+    /// Interval on links that carry a stream, in ms (default 100).
+    pub fast_ms: u64,
+    /// Interval on idle links, in ms (default 1000; at least `fast_ms`).
+    pub slow_ms: u64,
+}
+
+impl ProbesConfig {
+    /// The longest interval accepted: a minute. Less often would leave the routes working from
+    /// measurements minutes old.
+    pub const MAX_MS: u64 = 60_000;
+
+    /// The estimators' configuration: the default one with these intervals.
+    pub fn config(&self) -> ProbeConfig {
+        ProbeConfig {
+            fast_interval: Duration::from_millis(self.fast_ms),
+            slow_interval: Duration::from_millis(self.slow_ms),
+            ..ProbeConfig::default()
+        }
+    }
+
+    /// Each interval above 0 and at most [`Self::MAX_MS`]; idle links probed no more often than busy ones.
+    pub fn validate(&self) -> Result<(), Vec<CheckError>> {
+        let mut problems = Vec::new();
+        for (field, ms) in [("probes.fast_ms", self.fast_ms), ("probes.slow_ms", self.slow_ms)] {
+            if ms == 0 {
+                problems.push(problem(field, "0 would probe in a busy loop (expected milliseconds above 0)"));
+            } else if ms > Self::MAX_MS {
+                problems.push(problem(field, format!("{ms} ms is too long (at most {} ms)", Self::MAX_MS)));
+            }
+        }
+        if self.fast_ms > 0 && self.slow_ms > 0 && self.slow_ms < self.fast_ms {
+            problems.push(problem(
+                "probes.slow_ms",
+                format!(
+                    "{} ms is shorter than probes.fast_ms ({} ms): idle links would be probed more often than busy ones",
+                    self.slow_ms, self.fast_ms
+                ),
+            ));
+        }
+        found(problems)
+    }
+}
+
+impl Default for ProbesConfig {
+    fn default() -> Self {
+        let live = ProbeConfig::default();
+        Self { fast_ms: live.fast_interval.as_millis() as u64, slow_ms: live.slow_interval.as_millis() as u64 }
+    }
+}
+
+/// WAN emulation: the kernel's netem stand-in, in user space on the node's UDP socket. Off by default.
+/// Nothing to check: either setting is sound.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinksConfig {
+    /// Delay every packet to a neighbour by the topology's configured one-way latency of the link.
+    pub emulate: bool,
+}
+
+/// The operator endpoints (`PUT /admin/links/{peer}` changes a link's emulated impairment at runtime).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer token the endpoints require (at least 8 characters); without one they are off.
+    pub token: Option<String>,
+}
+
+impl AdminConfig {
+    /// The shortest token accepted.
+    pub const MIN_TOKEN_CHARS: usize = 8;
+
+    /// A token, when set, is long enough to be a secret.
+    pub fn validate(&self) -> Result<(), Vec<CheckError>> {
+        match &self.token {
+            Some(token) if token.trim().len() < Self::MIN_TOKEN_CHARS => {
+                Err(vec![problem("admin.token", "too short: use at least 8 characters")])
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The mesh TLS files, all PEM. Paths are relative to the config file's folder in the file, resolved after
+/// loading. All three are required; the defaults are empty paths, which fail the check.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The mesh CA certificate, which every peer's certificate must chain to.
+    pub ca: PathBuf,
+    /// This node's certificate chain.
+    pub cert: PathBuf,
+    /// This node's private key.
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// The same files with relative paths taken from `base` (the config file's folder).
+    pub fn resolve(self, base: &Path) -> Self {
+        let resolve = |p: PathBuf| if p.as_os_str().is_empty() { p } else { base.join(p) };
+        Self { ca: resolve(self.ca), cert: resolve(self.cert), key: resolve(self.key) }
+    }
+
+    /// Each file is set, readable and PEM.
+    pub fn validate(&self) -> Result<(), Vec<CheckError>> {
+        let mut problems = Vec::new();
+        for (field, path, what) in [
+            ("tls.ca", &self.ca, "the mesh CA certificate"),
+            ("tls.cert", &self.cert, "this node's certificate chain"),
+            ("tls.key", &self.key, "this node's private key"),
+        ] {
+            if path.as_os_str().is_empty() {
+                problems.push(problem(field, format!("missing (path to {what}, PEM)")));
+                continue;
+            }
+            match std::fs::read(path) {
+                Err(e) => problems.push(problem(field, format!("cannot read {}: {e}", path.display()))),
+                Ok(bytes) if !bytes.windows(11).any(|w| w == b"-----BEGIN ") => {
+                    problems.push(problem(field, format!("{} is not PEM (no -----BEGIN line)", path.display())))
+                }
+                Ok(_) => {}
+            }
+        }
+        found(problems)
+    }
+}
+
+/// The live-window cache.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Bound on the bytes of cached objects (default 256 MiB, at least 1 MiB). The newest object of each
+    /// stream is kept even beyond it.
+    pub max_bytes: u64,
+}
+
+impl CacheConfig {
+    /// The default bound: 256 MiB.
+    pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
+    /// The smallest bound accepted: 1 MiB. Less would not hold one segment of each of a few streams.
+    pub const MIN_MAX_BYTES: u64 = 1 << 20;
+
+    /// The bound is at least [`Self::MIN_MAX_BYTES`].
+    pub fn validate(&self) -> Result<(), Vec<CheckError>> {
+        if self.max_bytes < Self::MIN_MAX_BYTES {
+            return Err(vec![problem(
+                "cache.max_bytes",
+                format!("{} is too small (at least {} bytes, 1 MiB)", self.max_bytes, Self::MIN_MAX_BYTES),
+            )]);
+        }
+        Ok(())
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self { max_bytes: Self::DEFAULT_MAX_BYTES }
+    }
+}
+
+/// Publishing into an origin.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// The largest PUT body accepted, in bytes (default 32 MiB; at most `cache.max_bytes`).
+    pub max_body_bytes: u64,
+    /// Per-stream publish keys: a publisher of stream `s` must present `stream_keys[s]`. Keys are non-empty.
+    pub stream_keys: BTreeMap<StreamName, String>,
+    /// A key that may publish any stream name, if set (non-empty).
+    pub any_stream_key: Option<String>,
+}
+
+impl IngestConfig {
+    /// The default largest PUT body: 32 MiB.
+    pub const DEFAULT_MAX_BODY_BYTES: u64 = 32 << 20;
+
+    /// Uploads possible (a body limit above 0) and no key empty. That the limit fits the cache is
+    /// [`super::NodeConfig::validate`]'s check.
+    pub fn validate(&self) -> Result<(), Vec<CheckError>> {
+        let mut problems = Vec::new();
+        if self.max_body_bytes == 0 {
+            problems
+                .push(problem("ingest.max_body_bytes", "0 would refuse every upload (expected a byte count above 0)"));
+        }
+        for (stream, key) in &self.stream_keys {
+            if key.trim().is_empty() {
+                problems.push(problem(
+                    join_path("ingest.stream_keys", stream.as_str()),
+                    "empty publish key (anyone could publish this stream)",
+                ));
+            }
+        }
+        if self.any_stream_key.as_ref().is_some_and(|k| k.trim().is_empty()) {
+            problems.push(problem("ingest.any_stream_key", "empty publish key (anyone could publish any stream)"));
+        }
+        found(problems)
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self { max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES, stream_keys: BTreeMap::new(), any_stream_key: None }
+    }
+}
+
+/// Keys are secrets: they are counted, not shown, so that configs can be logged.
+impl fmt::Debug for IngestConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let streams: Vec<&str> = self.stream_keys.keys().map(StreamName::as_str).collect();
+        f.debug_struct("IngestConfig")
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("stream_keys", &format_args!("{streams:?} (keys hidden)"))
+            .field("any_stream_key", &self.any_stream_key.as_ref().map(|_| "(hidden)"))
+            .finish()
+    }
+}
+
+/// Serving viewers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// How long a viewer request for a named-but-missing object waits for it to arrive, in ms (default
+    /// 6000, at most 60000).
+    pub wait_ms: u64,
+}
+
+impl EdgeConfig {
+    /// The default wait: 6 s, about one segment duration.
+    pub const DEFAULT_WAIT_MS: u64 = 6000;
+    /// The longest wait accepted: players give up well before a minute.
+    pub const MAX_WAIT_MS: u64 = 60_000;
+
+    /// The wait is at most [`Self::MAX_WAIT_MS`].
+    pub fn validate(&self) -> Result<(), Vec<CheckError>> {
+        if self.wait_ms > Self::MAX_WAIT_MS {
+            return Err(vec![problem(
+                "edge.wait_ms",
+                format!("{} ms is too long (at most {} ms; players give up sooner)", self.wait_ms, Self::MAX_WAIT_MS),
+            )]);
+        }
+        Ok(())
+    }
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self { wait_ms: Self::DEFAULT_WAIT_MS }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fields a validation names, with a word of each message.
+    #[track_caller]
+    fn fails(result: Result<(), Vec<CheckError>>, expected: &[(&str, &str)]) {
+        let problems = result.expect_err("accepted");
+        assert_eq!(problems.len(), expected.len(), "{problems:?}");
+        for (p, (field, words)) in problems.iter().zip(expected) {
+            assert_eq!(p.field, *field, "{problems:?}");
+            assert!(p.message.contains(words), "{p:?} does not say {words:?}");
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_documented_values_and_valid() {
+        assert_eq!(CacheConfig::default().max_bytes, 268_435_456);
+        assert_eq!(IngestConfig::default().max_body_bytes, 33_554_432);
+        assert_eq!(EdgeConfig::default().wait_ms, 6000);
+        assert_eq!(ProbesConfig::default(), ProbesConfig { fast_ms: 100, slow_ms: 1000 });
+        assert_eq!(CacheConfig::default().validate(), Ok(()));
+        assert_eq!(IngestConfig::default().validate(), Ok(()));
+        assert_eq!(EdgeConfig::default().validate(), Ok(()));
+        assert_eq!(ProbesConfig::default().validate(), Ok(()));
+        assert_eq!(AdminConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn probes_validate() {
+        let probes = |fast_ms, slow_ms| ProbesConfig { fast_ms, slow_ms };
+        assert_eq!(probes(20, 20).validate(), Ok(()));
+        assert_eq!(probes(1, ProbesConfig::MAX_MS).validate(), Ok(()));
+        fails(probes(0, 120_000).validate(), &[("probes.fast_ms", "busy loop"), ("probes.slow_ms", "too long")]);
+        fails(probes(500, 100).validate(), &[("probes.slow_ms", "shorter than probes.fast_ms (500 ms)")]);
+        fails(probes(100, 0).validate(), &[("probes.slow_ms", "busy loop")]);
+        assert_eq!(probes(50, 2000).config().fast_interval, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn admin_validates() {
+        let admin = |t: &str| AdminConfig { token: Some(t.into()) };
+        assert_eq!(admin("long-enough").validate(), Ok(()));
+        fails(admin(" short  ").validate(), &[("admin.token", "too short")]);
+    }
+
+    #[test]
+    fn tls_validates() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+        std::fs::write(dir.path().join("key.pem"), "not pem").unwrap();
+        let tls = TlsFiles { ca: "ca.pem".into(), cert: PathBuf::new(), key: "key.pem".into() }.resolve(dir.path());
+        assert_eq!(tls.ca, dir.path().join("ca.pem"));
+        assert_eq!(tls.cert, PathBuf::new());
+        fails(
+            tls.validate(),
+            &[("tls.cert", "missing (path to this node's certificate chain"), ("tls.key", "not PEM")],
+        );
+        let absent = TlsFiles { cert: "/nonexistent/c.pem".into(), ..tls.clone() };
+        fails(absent.validate(), &[("tls.cert", "cannot read /nonexistent/c.pem"), ("tls.key", "not PEM")]);
+        let good = TlsFiles { cert: tls.ca.clone(), key: tls.ca.clone(), ..tls };
+        assert_eq!(good.validate(), Ok(()));
+    }
+
+    #[test]
+    fn cache_validates() {
+        assert_eq!(CacheConfig { max_bytes: CacheConfig::MIN_MAX_BYTES }.validate(), Ok(()));
+        fails(CacheConfig { max_bytes: 1000 }.validate(), &[("cache.max_bytes", "too small")]);
+    }
+
+    #[test]
+    fn ingest_validates() {
+        let mut ingest = IngestConfig { max_body_bytes: 0, ..IngestConfig::default() };
+        ingest.stream_keys.insert(StreamName::new("demo").unwrap(), " ".into());
+        ingest.stream_keys.insert(StreamName::new("live").unwrap(), "k".into());
+        ingest.any_stream_key = Some(String::new());
+        fails(
+            ingest.validate(),
+            &[
+                ("ingest.max_body_bytes", "refuse every upload"),
+                ("ingest.stream_keys.demo", "empty publish key"),
+                ("ingest.any_stream_key", "empty publish key"),
+            ],
+        );
+    }
+
+    #[test]
+    fn edge_validates() {
+        assert_eq!(EdgeConfig { wait_ms: 0 }.validate(), Ok(()));
+        assert_eq!(EdgeConfig { wait_ms: EdgeConfig::MAX_WAIT_MS }.validate(), Ok(()));
+        fails(EdgeConfig { wait_ms: 3_600_000 }.validate(), &[("edge.wait_ms", "too long")]);
+    }
+
+    #[test]
+    fn debug_hides_publish_keys() {
+        let mut ingest = IngestConfig::default();
+        ingest.stream_keys.insert(StreamName::new("demo").unwrap(), "s3cret".into());
+        ingest.any_stream_key = Some("master".into());
+        let shown = format!("{ingest:?}");
+        assert!(shown.contains("demo") && !shown.contains("s3cret") && !shown.contains("master"), "{shown}");
+    }
+}
