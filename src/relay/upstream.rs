@@ -4,10 +4,11 @@ use super::Relay;
 use crate::id::{NodeId, StreamName};
 
 /// A next hop and its backup toward one origin, from the control plane's table or the configured routes.
+/// `N` names a neighbour: a `&NodeId` in the node, an index in the simulator.
 #[derive(Debug, Clone, Copy)]
-pub struct Hops<'a> {
-    pub via: &'a NodeId,
-    pub backup: Option<&'a NodeId>,
+pub struct Hops<N> {
+    pub via: N,
+    pub backup: Option<N>,
 }
 
 /// The upstream a stream should use.
@@ -35,20 +36,20 @@ impl<T> Upstream<T> {
 /// Chooses the upstream toward an origin: the control plane's next hop, else its backup, else the configured
 /// routes' next hop, else their backup, among the neighbours `candidate` accepts. When none is accepted,
 /// `current` is kept if `keep` accepts it.
-pub fn choose<'a>(
-    table: Option<Hops<'a>>,
-    configured: Option<Hops<'a>>,
-    current: Option<&'a NodeId>,
-    candidate: impl Fn(&NodeId) -> bool,
-    keep: impl Fn(&NodeId) -> bool,
-) -> Upstream<&'a NodeId> {
+pub fn choose<N: Copy>(
+    table: Option<Hops<N>>,
+    configured: Option<Hops<N>>,
+    current: Option<N>,
+    candidate: impl Fn(N) -> bool,
+    keep: impl Fn(N) -> bool,
+) -> Upstream<N> {
     let chosen = [table, configured]
         .into_iter()
         .flatten()
         .flat_map(|h| [Some(h.via), h.backup])
         .flatten()
-        .find(|n| candidate(n));
-    match (chosen, current.filter(|c| keep(c))) {
+        .find(|n| candidate(*n));
+    match (chosen, current.filter(|c| keep(*c))) {
         (Some(n), _) => Upstream::Chosen(n),
         (None, Some(c)) => Upstream::Kept(c),
         (None, None) => Upstream::None,

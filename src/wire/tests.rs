@@ -135,8 +135,8 @@ fn decode_from_waits_for_the_whole_frame() {
     assert_eq!(got, samples());
     assert!(buf.is_empty());
 
-    buf.extend_from_slice(&[0x09]);
-    assert_eq!(decode_from(&mut buf), Err(DecodeError::UnknownType(9)));
+    buf.extend_from_slice(&[0x0a]);
+    assert_eq!(decode_from(&mut buf), Err(DecodeError::UnknownType(0x0a)));
 }
 
 const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/wire_decode");
@@ -146,7 +146,7 @@ const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/wire_decode
 #[ignore = "writes fuzz/seeds/wire_decode"]
 fn write_seed_corpus() {
     std::fs::create_dir_all(SEEDS).unwrap();
-    let named = ["hello", "announce", "withdraw", "subscribe", "unsubscribe", "object", "routes"];
+    let named = ["hello", "announce", "withdraw", "subscribe", "unsubscribe", "unavailable", "object", "routes"];
     for (name, f) in named.iter().zip(samples()) {
         std::fs::write(format!("{SEEDS}/{name}"), enc(&f)).unwrap();
     }
