@@ -34,8 +34,9 @@ use crate::routing::ProbeConfig;
 use crate::topology::{Address, Topology};
 use crate::wire::{Frame, ObjectHeader, Probe, Report, Routes};
 
-/// How often the driver wakes at least, to sample what arrived on each connection before judging links.
-const SAMPLE_EVERY: Duration = Duration::from_millis(50);
+/// How often the driver looks at least at what arrived on each connection: the precision of "nothing
+/// arrived for `down_after`" in a link's verdict.
+const SAMPLE_EVERY: Duration = Duration::from_millis(20);
 
 /// What the driver hears about.
 pub(crate) enum Event {
@@ -188,7 +189,7 @@ impl Mesh {
         // Every log line of this node's mesh tasks names the node (the demo runs several in one process).
         let span = tracing::info_span!("mesh", node = %me);
         let (reports, report_rx) = watch::channel(Report { node: me.clone(), links: Vec::new(), streams: Vec::new() });
-        let driver = Driver { shared: shared.clone(), relay, conns: HashMap::new(), reports };
+        let driver = Driver { shared: shared.clone(), relay, conns: HashMap::new(), reports, sampled: Duration::ZERO };
         tokio::spawn(driver.run(rx).instrument(span.clone()));
         tokio::spawn(peer::accept_loop(shared.clone()).instrument(span.clone()));
         for (peer, addr) in neighbours {
@@ -274,6 +275,8 @@ struct Driver {
     relay: Relay,
     conns: HashMap<NodeId, Conn>,
     reports: watch::Sender<Report>,
+    /// When the connections were last sampled.
+    sampled: Duration,
 }
 
 /// Frames that prove a peer alive and reachable both ways: stream data it sends, and acknowledgements of
@@ -298,6 +301,7 @@ impl Driver {
                 },
                 _ = tokio::time::sleep(due) => None,
             };
+            let mut timers = false;
             let changes_state = match event {
                 Some(event) => {
                     let objects = matches!(
@@ -310,10 +314,13 @@ impl Driver {
                 None => false,
             };
             let now = self.shared.now();
-            let timers = self.relay.poll_timeout().is_some_and(|t| t <= now);
-            if timers {
+            if now >= self.sampled + SAMPLE_EVERY {
+                self.sample(now);
+            }
+            if self.relay.poll_timeout().is_some_and(|t| t <= now) {
                 self.sample(now);
                 self.relay.handle_timeout(now);
+                timers = true;
             }
             let acted = self.execute();
             if changes_state || timers || acted {
@@ -382,6 +389,7 @@ impl Driver {
 
     /// Tells the relay which connections received stream data since the last look: proof of life.
     fn sample(&mut self, now: Duration) {
+        self.sampled = now;
         for (peer, c) in &mut self.conns {
             let stats = c.conn.stats();
             if heard_frames(&stats) > c.heard_frames {

@@ -136,6 +136,22 @@ struct Peer {
     reported_at: Option<Duration>,
 }
 
+impl Peer {
+    /// When the link is (or, with nothing more heard, will be) down. Nothing may have arrived over it for
+    /// `down_after` (stream data, acknowledgements, probe replies: a busy neighbour is late to answer probes
+    /// but still delivers), and the probes must agree: on a link that carries a stream, where something
+    /// arrives every few milliseconds, one overdue probe confirms the silence; on an idle link, the
+    /// estimator's own verdict (several overdue probes) is needed.
+    fn down_at(&self, down_after: Duration) -> Option<Duration> {
+        let probes = if self.estimator.is_active() { self.estimator.overdue_at() } else { self.estimator.down_at() };
+        Some(probes?.max(self.heard + down_after))
+    }
+
+    fn is_down(&self, now: Duration, down_after: Duration) -> bool {
+        self.down_at(down_after).is_some_and(|at| now >= at)
+    }
+}
+
 /// This node's side of one stream.
 #[derive(Debug, Default)]
 struct Subscription {
@@ -266,9 +282,8 @@ impl Relay {
     pub fn poll_timeout(&self) -> Option<Duration> {
         let probes = self.peers.values().map(|p| {
             let next = p.estimator.poll_timeout();
-            // While up, the verdict falls once the probes say down and nothing arrived for `down_after`.
-            match p.estimator.down_at().filter(|_| p.up) {
-                Some(down) => next.min(down.max(p.heard + self.config.probes.down_after)),
+            match p.down_at(self.config.probes.down_after).filter(|_| p.up) {
+                Some(down) => next.min(down),
                 None => next,
             }
         });
@@ -287,8 +302,7 @@ impl Relay {
                 peer.estimator.handle_probe_sent(now, seq);
                 self.actions.push_back(Action::Probe { to: id.clone(), seq });
             }
-            let silent = now.saturating_sub(peer.heard) >= self.config.probes.down_after;
-            let up = !(peer.estimator.is_down(now) && silent);
+            let up = !peer.is_down(now, self.config.probes.down_after);
             if up != peer.up {
                 peer.up = up;
                 changed.push((id.clone(), up));
@@ -413,7 +427,11 @@ impl Relay {
             }
             Frame::Unavailable { stream } => {
                 let until = self.now + self.config.pass_over;
-                let Some(sub) = self.subs.get_mut(&stream) else { return };
+                // Only the upstream in force speaks for the stream: word from a former one is stale (sent
+                // across a partition, say, and delivered once it healed).
+                let Some(sub) = self.subs.get_mut(&stream).filter(|s| s.upstream.as_ref() == Some(peer)) else {
+                    return;
+                };
                 tracing::info!(%peer, %stream, "upstream cannot get the stream; routing around it");
                 sub.passed_over.insert(peer.clone(), until);
                 self.ensure_upstream(&stream);

@@ -555,3 +555,17 @@ fn frames_of_a_replaced_connection_are_ignored() {
     let names = net.stream_for("origin", Duration::from_millis(500));
     assert!(names.iter().all(|n| net.has("edge", n)));
 }
+
+#[test]
+fn word_that_a_stream_is_unavailable_counts_only_from_the_upstream_in_force() {
+    let mut net = diamond();
+    // b, which the edge does not receive from, says the stream is unavailable through it (a frame sent
+    // across a partition and delivered after it healed): the edge must still be free to move to b.
+    let conn = net.links[&key(&id("b"), &id("edge"))].conn;
+    let now = net.now;
+    net.relay("edge").handle_frame(now, &id("b"), conn, Frame::Unavailable { stream: stream() });
+    net.settle();
+    net.relay("edge").handle_routes(now, table(1, &[("origin", "b", Some("a"))]));
+    net.settle();
+    assert_eq!(net.upstream("edge").as_deref(), Some("b"));
+}

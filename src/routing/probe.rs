@@ -317,6 +317,12 @@ impl LinkEstimator {
         }
     }
 
+    /// When the oldest probe sent since the last answered one is (or will be) overdue, if any is
+    /// unanswered: the first sign of a silent link, which a node that also hears the link's data weighs.
+    pub fn overdue_at(&self) -> Option<Duration> {
+        Some(self.unanswered().next()? + self.rto())
+    }
+
     /// When the link is (or, without a reply, will be) down given the probes sent so far: `is_down(now)` is
     /// `now >= down_at` until the estimator is driven again.
     pub fn down_at(&self) -> Option<Duration> {
