@@ -107,6 +107,8 @@ pub(crate) struct Shared {
     streams: RwLock<HashMap<StreamName, StreamState>>,
     /// The relay core's epoch.
     started: tokio::time::Instant,
+    /// How long, in all, this node's tasks ran late (µs): see [`watch_stalls`].
+    stalled_us: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -185,12 +187,14 @@ impl Mesh {
             events,
             streams: RwLock::new(HashMap::new()),
             started: tokio::time::Instant::now(),
+            stalled_us: Default::default(),
         });
         // Every log line of this node's mesh tasks names the node (the demo runs several in one process).
         let span = tracing::info_span!("mesh", node = %me);
         let (reports, report_rx) = watch::channel(Report { node: me.clone(), links: Vec::new(), streams: Vec::new() });
         let driver = Driver { shared: shared.clone(), relay, conns: HashMap::new(), reports, sampled: Duration::ZERO };
         tokio::spawn(driver.run(rx).instrument(span.clone()));
+        tokio::spawn(watch_stalls(Arc::downgrade(&shared)));
         tokio::spawn(peer::accept_loop(shared.clone()).instrument(span.clone()));
         for (peer, addr) in neighbours {
             if me < peer {
@@ -277,6 +281,28 @@ struct Driver {
     reports: watch::Sender<Report>,
     /// When the connections were last sampled.
     sampled: Duration,
+}
+
+/// How often [`watch_stalls`] looks, and how late it may wake before that counts as a stall.
+const STALL_TICK: Duration = Duration::from_millis(10);
+const STALL_SLACK: Duration = Duration::from_millis(5);
+
+/// Measures how late this node's tasks run: a timer due every [`STALL_TICK`] that fires more than
+/// [`STALL_SLACK`] late means the runtime was too busy to run anything, and the lateness is added up. The
+/// relay does not count such time as a link's silence: a node too busy to read its sockets must not fail its
+/// neighbours over.
+async fn watch_stalls(shared: std::sync::Weak<Shared>) {
+    let mut due = tokio::time::Instant::now() + STALL_TICK;
+    loop {
+        tokio::time::sleep_until(due).await;
+        let Some(shared) = shared.upgrade() else { return };
+        let now = tokio::time::Instant::now();
+        let late = now.saturating_duration_since(due);
+        if late > STALL_SLACK {
+            shared.stalled_us.fetch_add(late.as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        due = now + STALL_TICK;
+    }
 }
 
 /// Frames that prove a peer alive and reachable both ways: stream data it sends, and acknowledgements of
@@ -390,6 +416,8 @@ impl Driver {
     /// Tells the relay which connections received stream data since the last look: proof of life.
     fn sample(&mut self, now: Duration) {
         self.sampled = now;
+        let stalled = self.shared.stalled_us.load(std::sync::atomic::Ordering::Relaxed);
+        self.relay.handle_stalled(Duration::from_micros(stalled));
         for (peer, c) in &mut self.conns {
             let stats = c.conn.stats();
             if heard_frames(&stats) > c.heard_frames {

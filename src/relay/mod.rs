@@ -131,6 +131,9 @@ struct Peer {
     up: bool,
     /// When anything last arrived over this connection (stream data, as the caller tells).
     heard: Duration,
+    /// [`Relay::deaf`] when `heard` was last set: time this node itself was stalled since then does not count
+    /// as the link's silence.
+    deaf_at_heard: Duration,
     /// The measurements last passed on in the report, and when.
     reported: Option<LinkMetrics>,
     reported_at: Option<Duration>,
@@ -142,13 +145,23 @@ impl Peer {
     /// but still delivers), and the probes must agree: on a link that carries a stream, where something
     /// arrives every few milliseconds, one overdue probe confirms the silence; on an idle link, the
     /// estimator's own verdict (several overdue probes) is needed.
-    fn down_at(&self, down_after: Duration) -> Option<Duration> {
+    ///
+    /// Time this node was itself too busy to listen (`deaf`, see [`Relay::handle_stalled`]) is added: a
+    /// starved node blames itself, not its neighbours.
+    fn down_at(&self, down_after: Duration, deaf: Duration) -> Option<Duration> {
         let probes = if self.estimator.is_active() { self.estimator.overdue_at() } else { self.estimator.down_at() };
-        Some(probes?.max(self.heard + down_after))
+        Some(probes?.max(self.heard + down_after) + deaf.saturating_sub(self.deaf_at_heard))
     }
 
-    fn is_down(&self, now: Duration, down_after: Duration) -> bool {
-        self.down_at(down_after).is_some_and(|at| now >= at)
+    fn is_down(&self, now: Duration, down_after: Duration, deaf: Duration) -> bool {
+        self.down_at(down_after, deaf).is_some_and(|at| now >= at)
+    }
+
+    fn heard(&mut self, at: Duration, deaf: Duration) {
+        if at > self.heard {
+            self.heard = at;
+            self.deaf_at_heard = deaf;
+        }
     }
 }
 
@@ -215,6 +228,8 @@ pub struct Relay {
     subs: BTreeMap<StreamName, Subscription>,
     in_flight: HashMap<ObjectKey, InFlight>,
     releases: Vec<Release>,
+    /// How long this node has been too busy to listen, in all (see [`Relay::handle_stalled`]).
+    deaf: Duration,
     /// Subscriptions changed since the links' activity was last marked.
     activity_stale: bool,
     actions: VecDeque<Action>,
@@ -260,6 +275,7 @@ impl Relay {
             subs: BTreeMap::new(),
             in_flight: HashMap::new(),
             releases: Vec::new(),
+            deaf: Duration::ZERO,
             activity_stale: false,
             actions: VecDeque::new(),
             now: Duration::ZERO,
@@ -282,7 +298,7 @@ impl Relay {
     pub fn poll_timeout(&self) -> Option<Duration> {
         let probes = self.peers.values().map(|p| {
             let next = p.estimator.poll_timeout();
-            match p.down_at(self.config.probes.down_after).filter(|_| p.up) {
+            match p.down_at(self.config.probes.down_after, self.deaf).filter(|_| p.up) {
                 Some(down) => next.min(down),
                 None => next,
             }
@@ -302,7 +318,7 @@ impl Relay {
                 peer.estimator.handle_probe_sent(now, seq);
                 self.actions.push_back(Action::Probe { to: id.clone(), seq });
             }
-            let up = !peer.is_down(now, self.config.probes.down_after);
+            let up = !peer.is_down(now, self.config.probes.down_after, self.deaf);
             if up != peer.up {
                 peer.up = up;
                 changed.push((id.clone(), up));
@@ -341,8 +357,10 @@ impl Relay {
             self.forget_peer(&peer);
         }
         let estimator = LinkEstimator::new(self.config.probes.clone()).expect("validated in Relay::new");
-        self.peers
-            .insert(peer.clone(), Peer { conn, estimator, up: true, heard: now, reported: None, reported_at: None });
+        self.peers.insert(
+            peer.clone(),
+            Peer { conn, estimator, up: true, heard: now, deaf_at_heard: self.deaf, reported: None, reported_at: None },
+        );
         self.link_usable(&peer, true);
         for (stream, reg) in &self.registry {
             self.actions.push_back(Action::Send {
@@ -369,7 +387,7 @@ impl Relay {
         self.advance(now);
         let Some(p) = self.peers.get_mut(peer).filter(|p| p.conn == conn) else { return };
         p.estimator.handle_probe_reply(now, seq);
-        p.heard = p.heard.max(now);
+        p.heard(now, self.deaf);
         if !p.up && !p.estimator.is_down(now) {
             p.up = true;
             self.verdict(peer.clone(), true);
@@ -381,11 +399,17 @@ impl Relay {
     pub fn handle_heard(&mut self, at: Duration, peer: &NodeId, conn: ConnId) {
         self.advance(at);
         let Some(p) = self.peers.get_mut(peer).filter(|p| p.conn == conn) else { return };
-        p.heard = p.heard.max(at);
+        p.heard(at, self.deaf);
         if !p.up {
             p.up = true;
             self.verdict(peer.clone(), true);
         }
+    }
+
+    /// This node has been too busy to run on time for `total` in all since it started (its timers fired
+    /// late by that much, summed): silence of a link over such a stall is not the link's.
+    pub fn handle_stalled(&mut self, total: Duration) {
+        self.deaf = self.deaf.max(total);
     }
 
     /// A route table from the control plane; older than the one held, it is ignored.
@@ -494,7 +518,7 @@ impl Relay {
         if let Some(peer) = from {
             // Data is proof of life.
             if let Some(p) = self.peers.get_mut(peer) {
-                p.heard = p.heard.max(now);
+                p.heard(now, self.deaf);
             }
         }
         let Some(sub) = self.subs.get(stream) else { return Vec::new() };
