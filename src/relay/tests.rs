@@ -569,3 +569,21 @@ fn word_that_a_stream_is_unavailable_counts_only_from_the_upstream_in_force() {
     net.settle();
     assert_eq!(net.upstream("edge").as_deref(), Some("b"));
 }
+
+#[test]
+fn time_a_node_was_too_busy_to_listen_is_not_a_links_silence() {
+    let mut net = diamond();
+    // The edge hears nothing from a, but for the next second it was itself stalled the whole time.
+    net.cut("a", "edge", false);
+    let start = net.now;
+    for _ in 0..100 {
+        net.run(STEP);
+        let stalled = net.now - start;
+        net.relay("edge").handle_stalled(stalled);
+    }
+    assert!(net.node("edge").verdicts.is_empty(), "a stalled node blamed its neighbour");
+    // Once it runs on time again, the silence counts.
+    net.run(Duration::from_secs(1));
+    assert!(net.node("edge").verdicts.contains(&(id("a"), false)));
+    assert_eq!(net.upstream("edge").as_deref(), Some("b"));
+}
