@@ -13,7 +13,10 @@
 //!   EWMA (gain 1/16) of the difference between consecutive round-trip samples.
 //! - **Loss.** The fraction of the last `loss_window` (100) probes without a reply, among those that had time
 //!   to get one: `max(3 × srtt, rto)`. A reply that arrives later still counts, so reordering and a slow spell
-//!   do not read as loss.
+//!   do not read as loss. An outage is not loss: when a link that was declared down answers again, the run
+//!   of probes it lost since its last answer leaves the window, so a repaired link is judged by how it
+//!   performs from then on, at once, instead of reading as lossy until a whole window of new probes (100 s
+//!   on an idle link) has pushed the outage out.
 //! - **Down.** The link is down when at least `down_probes` (3) probes sent since the last answered one are
 //!   overdue (older than `rto`) and the first of them went out at least `down_after` (300 ms) ago. With the
 //!   default 100 ms interval and a short link, a link that fails at `T` is declared down by
@@ -228,16 +231,33 @@ impl LinkEstimator {
             Some(at) if self.window.get(at).is_some_and(|r| r.seq == seq) => at,
             _ => self.window.binary_search_by_key(&seq, |r| r.seq).ok()?,
         };
-        let record = &mut self.window[at];
-        if record.rtt.is_some() {
+        if self.window[at].rtt.is_some() {
             return None;
         }
+        // The link answers again after an outage: the probes it lost while it was down tell of the outage,
+        // which the down verdict already reported, not of how the repaired link performs. They leave the
+        // window, so that a repaired link reads as it measures from now on.
+        let at = if self.is_down(now) { self.forget_outage(at) } else { at };
+        let record = &mut self.window[at];
         let rtt = now.saturating_sub(record.sent);
         record.rtt = Some(rtt);
         self.answered += 1;
         self.trailing = self.trailing.min(self.window.len() - at - 1);
         self.add_sample(rtt);
         Some(rtt)
+    }
+
+    /// Drops the unanswered probes sent after the last answered one and before the probe at `at` (the run of
+    /// losses that took the link down); returns where that probe is now. Probes sent after it are still on
+    /// their way and stay.
+    fn forget_outage(&mut self, at: usize) -> usize {
+        let first = self.window.len() - self.trailing;
+        if at <= first {
+            return at;
+        }
+        self.window.drain(first..at);
+        self.trailing -= at - first;
+        first
     }
 
     /// When the driver must call again: the next probe, or the moment the link would be declared down if no
@@ -562,6 +582,41 @@ mod tests {
         assert!(down > ms(5_000) && down <= ms(5_400), "{down:?}");
         let up = link.run(ms(10_000), |est, now| !est.is_down(now));
         assert!(up >= ms(8_040) && up <= ms(8_140), "{up:?}");
+    }
+
+    #[test]
+    fn an_outage_is_not_loss_once_the_link_answers_again() {
+        // An idle link, clean for 60 s, down for 20 s (probed fast while overdue), then clean again.
+        let mut link =
+            Link::new(ProbeConfig::default(), |now, _| (now < ms(60_000) || now >= ms(80_000)).then_some(ms(40)));
+        link.run(ms(60_000), |_, _| false);
+        assert_eq!(link.est.metrics().unwrap().loss, 0.0);
+        let down = link.run(ms(80_000), |est, now| est.is_down(now));
+        assert!(down > ms(60_000) && down <= ms(61_400), "{down:?}");
+        link.run(ms(80_000), |_, _| false);
+        let lost = link.est.window.iter().filter(|r| r.rtt.is_none()).count();
+        assert!(lost >= 50, "the outage's probes are in the window: {lost}");
+        assert!(link.est.metrics().unwrap().loss > 0.5, "{:?}", link.est.metrics());
+        // The first reply brings the link up, and it reads as clean at once, not after 100 clean probes.
+        let up = link.run(ms(90_000), |est, now| !est.is_down(now));
+        assert!(up <= ms(80_140), "{up:?}");
+        let m = link.est.metrics().unwrap();
+        assert_eq!(m.loss, 0.0, "{m:?}");
+        assert_eq!(m.cost(), 20_000 + m.jitter.as_micros() as u64 / 2);
+        link.run(ms(95_000), |_, _| false);
+        assert_eq!(link.est.metrics().unwrap().loss, 0.0);
+    }
+
+    #[test]
+    fn losses_that_do_not_take_the_link_down_still_count() {
+        // Two probes in a row lost on an active link: fewer than the three a down verdict needs.
+        let mut link =
+            Link::new(ProbeConfig::default(), |now, _| (now < ms(10_000) || now >= ms(10_200)).then_some(ms(40)));
+        link.est.set_active(true);
+        let stopped = link.run(ms(12_000), |est, now| est.is_down(now));
+        assert_eq!(stopped, ms(12_000), "two lost probes took the link down");
+        let m = link.est.metrics().unwrap();
+        assert!(m.loss > 0.015 && m.loss < 0.025, "{m:?}");
     }
 
     #[test]
