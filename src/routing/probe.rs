@@ -13,16 +13,19 @@
 //!   EWMA (gain 1/16) of the difference between consecutive round-trip samples.
 //! - **Loss.** The fraction of the last `loss_window` (100) probes without a reply, among those that had time
 //!   to get one: `max(3 × srtt, rto)`. A reply that arrives later still counts, so reordering and a slow spell
-//!   do not read as loss. An outage is not loss: when a link that was declared down answers again, the run
-//!   of probes it lost since its last answer leaves the window, so a repaired link is judged by how it
-//!   performs from then on, at once, instead of reading as lossy until a whole window of new probes (100 s
-//!   on an idle link) has pushed the outage out.
+//!   do not read as loss. An outage is not loss: when a link that was declared down answers again, the
+//!   probes sent since its last answer leave the window, and the reply that ends the outage is not a
+//!   round-trip sample (it went out during the outage; on a live link it may have waited in the QUIC
+//!   connection's send queue until the path came back). A repaired link is judged by how it performs from
+//!   then on, at once, instead of reading as lossy until a whole window of new probes (100 s on an idle
+//!   link) has pushed the outage out, or as slow until the smoothing forgets the held-back replies.
 //! - **Down.** The link is down when at least `down_probes` (3) probes sent since the last answered one are
 //!   overdue (older than `rto`) and the first of them went out at least `down_after` (300 ms) ago. With the
 //!   default 100 ms interval and a short link, a link that fails at `T` is declared down by
 //!   `T + fast_interval + down_after` = `T + 400 ms` at the latest (the first lost probe leaves by
 //!   `T + 100 ms`), inside the 500 ms target; a single lost probe never takes a link down, and a long link
 //!   (large `rto`) is given the time its replies need.
+//!
 //!
 //! The estimator is pure: time is a [`Duration`] since an epoch the caller picks, passed to every call. The
 //! driver sends a probe when [`poll_probe`] hands out a sequence number, reports it with
@@ -234,29 +237,35 @@ impl LinkEstimator {
         if self.window[at].rtt.is_some() {
             return None;
         }
-        // The link answers again after an outage: the probes it lost while it was down tell of the outage,
-        // which the down verdict already reported, not of how the repaired link performs. They leave the
-        // window, so that a repaired link reads as it measures from now on.
-        let at = if self.is_down(now) { self.forget_outage(at) } else { at };
+        // The link answers again after an outage. The probes sent since its last answer tell of the outage,
+        // which the down verdict already reported, not of how the repaired link performs: they leave the
+        // window, those lost and those still on their way, so that a repaired link reads as it measures from
+        // now on. The reply itself went out during the outage too (on a live link the probe may have waited
+        // in the connection's send queue until the path came back): its round trip measures the outage, so it
+        // brings the link up without being a sample, unless it is the link's first.
+        let outage = self.is_down(now);
+        let at = if outage { self.forget_outage(at) } else { at };
         let record = &mut self.window[at];
         let rtt = now.saturating_sub(record.sent);
         record.rtt = Some(rtt);
         self.answered += 1;
         self.trailing = self.trailing.min(self.window.len() - at - 1);
-        self.add_sample(rtt);
+        if !outage || self.srtt.is_none() {
+            self.add_sample(rtt);
+        }
         Some(rtt)
     }
 
-    /// Drops the unanswered probes sent after the last answered one and before the probe at `at` (the run of
-    /// losses that took the link down); returns where that probe is now. Probes sent after it are still on
-    /// their way and stay.
+    /// Drops every unanswered probe sent after the last answered one but the one at `at`; returns where that
+    /// one is now.
     fn forget_outage(&mut self, at: usize) -> usize {
         let first = self.window.len() - self.trailing;
-        if at <= first {
+        if at < first {
             return at;
         }
+        self.window.truncate(at + 1);
         self.window.drain(first..at);
-        self.trailing -= at - first;
+        self.trailing = 1;
         first
     }
 
@@ -605,6 +614,25 @@ mod tests {
         assert_eq!(m.cost(), 20_000 + m.jitter.as_micros() as u64 / 2);
         link.run(ms(95_000), |_, _| false);
         assert_eq!(link.est.metrics().unwrap().loss, 0.0);
+    }
+
+    #[test]
+    fn replies_held_back_by_an_outage_are_not_round_trip_samples() {
+        // An active link, down from 20 s to 23 s; the probes sent meanwhile are not lost but held back (as in
+        // a QUIC connection's send queue) and answered all at once when the path returns.
+        let mut link = Link::new(ProbeConfig::default(), |now, _| {
+            Some(if now >= ms(20_000) && now < ms(23_000) { ms(23_040) - now } else { ms(40) })
+        });
+        link.est.set_active(true);
+        let down = link.run(ms(23_000), |est, now| est.is_down(now));
+        assert!(down <= ms(20_400), "{down:?}");
+        let up = link.run(ms(30_000), |est, now| !est.is_down(now));
+        assert!(up >= ms(23_000) && up <= ms(23_100), "{up:?}");
+        link.run(ms(24_000), |_, _| false);
+        let m = link.est.metrics().unwrap();
+        assert!(m.rtt.abs_diff(ms(40)) < MS, "{m:?}");
+        assert!(m.jitter < MS, "{m:?}");
+        assert_eq!(m.loss, 0.0, "{m:?}");
     }
 
     #[test]
