@@ -81,8 +81,9 @@ pub enum DampingConfigError {
 
 impl DampingConfig {
     /// Whether going from cost `held` to `new` is a clear change: by at least `absolute_margin` and by
-    /// `relative_margin` of the larger of the two. The simulated control plane moves a link's cost in its
-    /// graph only on such a change, so that noise leaves the graph, and the recomputation, untouched.
+    /// `relative_margin` of the larger of the two. A node reports new measurements of a link only on such a
+    /// change ([`LinkEstimator::report`](super::LinkEstimator::report)), so that noise leaves the control
+    /// plane's graph, and its recomputation, untouched.
     pub fn is_clear_change(&self, held: Cost, new: Cost) -> bool {
         let change = held.abs_diff(new);
         change >= self.absolute_margin && change as f64 >= self.relative_margin * held.max(new) as f64

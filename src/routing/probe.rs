@@ -26,6 +26,14 @@
 //!   `T + 100 ms`), inside the 500 ms target; a single lost probe never takes a link down, and a long link
 //!   (large `rto`) is given the time its replies need.
 //!
+//! - **Report.** What the node tells the control plane ([`report`]) is the metrics, moved on only by a clear
+//!   change: while the cost the current metrics give stays within the route damper's margins (2 ms and 10 %,
+//!   [`DampingConfig::is_clear_change`]) of the cost of the metrics last reported, those are reported again.
+//!   A change that small cannot by itself justify moving a route, and measurement noise would otherwise
+//!   change some of a large mesh's links at every report: a 10,000-node mesh's control plane then
+//!   recomputes every second instead of when something happened. Because the node holds the value, every
+//!   control replica gets the same reports and still computes the same tables from them, whenever it
+//!   started; the simulator's nodes report the same way.
 //!
 //! The estimator is pure: time is a [`Duration`] since an epoch the caller picks, passed to every call. The
 //! driver sends a probe when [`poll_probe`] hands out a sequence number, reports it with
@@ -33,6 +41,7 @@
 //! next probe, or the moment the link would be declared down). The simulator drives the same type.
 //!
 //! [`set_active`]: LinkEstimator::set_active
+//! [`report`]: LinkEstimator::report
 //! [`poll_probe`]: LinkEstimator::poll_probe
 //! [`handle_probe_sent`]: LinkEstimator::handle_probe_sent
 //! [`handle_probe_reply`]: LinkEstimator::handle_probe_reply
@@ -41,6 +50,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use super::damper::DampingConfig;
 use super::metric::LinkMetrics;
 
 /// How a [`LinkEstimator`] probes and when it declares its link down.
@@ -155,6 +165,8 @@ pub struct LinkEstimator {
     rttvar: Duration,
     jitter: Duration,
     last_rtt: Option<Duration>,
+    /// The metrics last reported (see [`report`](Self::report)).
+    reported: Option<LinkMetrics>,
     /// The latest time passed to any call: what `metrics` and `poll_timeout` consider "now".
     now: Duration,
 }
@@ -175,6 +187,7 @@ impl LinkEstimator {
             rttvar: Duration::ZERO,
             jitter: Duration::ZERO,
             last_rtt: None,
+            reported: None,
             now: Duration::ZERO,
         })
     }
@@ -282,6 +295,23 @@ impl LinkEstimator {
     /// The link's smoothed measurements as of the latest time passed in, or `None` before the first reply.
     pub fn metrics(&self) -> Option<LinkMetrics> {
         Some(LinkMetrics { rtt: self.srtt?, jitter: self.jitter, loss: self.loss() })
+    }
+
+    /// The measurements to report to the control plane: [`metrics`](Self::metrics) when the cost they give
+    /// ([`LinkMetrics::graph_cost`]) differs clearly ([`DampingConfig::is_clear_change`], with the damper's
+    /// default margins) from that of the metrics last reported, or on the first call that has any; otherwise
+    /// the metrics last reported, again. `None` before the first reply.
+    pub fn report(&mut self) -> Option<LinkMetrics> {
+        let current = self.metrics()?;
+        match self.reported {
+            Some(held) if !DampingConfig::default().is_clear_change(held.graph_cost(), current.graph_cost()) => {
+                Some(held)
+            }
+            _ => {
+                self.reported = Some(current);
+                Some(current)
+            }
+        }
     }
 
     /// Whether the link is down at `now`: at least `down_probes` probes sent since the last answered one are
@@ -645,6 +675,38 @@ mod tests {
         assert_eq!(stopped, ms(12_000), "two lost probes took the link down");
         let m = link.est.metrics().unwrap();
         assert!(m.loss > 0.015 && m.loss < 0.025, "{m:?}");
+    }
+
+    #[test]
+    fn reports_move_only_on_a_clear_change() {
+        // 40 ms round trips (20 ms of cost) for 20 s, then 42 ms (1 ms more: not clear), then 60 ms.
+        let mut link = Link::new(ProbeConfig::default(), |now, _| {
+            Some(match now.as_millis() {
+                0..20_000 => ms(40),
+                20_000..40_000 => ms(42),
+                _ => ms(60),
+            })
+        });
+        link.est.set_active(true);
+        assert_eq!(link.est.report(), None, "nothing measured yet");
+        link.run(ms(20_000), |_, _| false);
+        let first = link.est.report().unwrap();
+        assert_eq!(first.rtt, ms(40));
+        link.run(ms(40_000), |_, _| false);
+        assert!(link.est.metrics().unwrap().rtt.abs_diff(ms(42)) < ms(1) / 10);
+        assert_eq!(link.est.report(), Some(first), "1 ms of cost is noise to the control plane");
+        // Once the cost has moved by 2 ms and 10 %, the report follows, and then holds there.
+        let moved = link.run(ms(60_000), |est, _| est.clone().report() != Some(first));
+        assert!(moved < ms(41_000), "{moved:?}");
+        let second = link.est.report().unwrap();
+        assert!(second.cost() >= 22_000 && second.cost() < 26_000, "{second:?}");
+        link.run(ms(60_000), |_, _| false);
+        assert!(link.est.report().unwrap().rtt.abs_diff(ms(60)) < ms(1), "{:?}", link.est.report());
+        // A fresh estimator (a new connection) reports what it measures from its first reply.
+        let mut fresh = LinkEstimator::new(ProbeConfig::default()).unwrap();
+        fresh.handle_probe_sent(ms(0), 0);
+        fresh.handle_probe_reply(ms(42), 0);
+        assert_eq!(fresh.report().unwrap().rtt, ms(42));
     }
 
     #[test]
