@@ -1,12 +1,10 @@
-//! From reports to route tables: the control plane's computation, with no I/O and no clock of its own.
+//! From reports to route tables: the wire side of the control plane's computation.
 //!
-//! The measured graph holds a link when at least one end reports it up and neither end reports it down; its
-//! cost ([`LinkMetrics::graph_cost`], whole milliseconds) is the worse of the two ends' measurements, so both
-//! directions agree ([`graph_link`]). An unchanged graph is not recomputed unless the damper holds a switch
-//! back. One shortest-path tree per origin of the topology gives every node its next hop and
-//! a loop-free backup toward that origin ([`RouteTree`]); a [`RouteDamper`] then holds routes still unless a
-//! new one is clearly and durably better (hysteresis), or the old one broke. A node's table version is the
-//! time of its last change, so a restarted replica's tables always supersede what nodes hold.
+//! The computation itself is [`Planner`]'s (`src/routing/planner.rs`): the measured graph from the reports
+//! alone, one shortest-path tree per origin of the topology with loop-free backups, the damper, and a version
+//! per node's table (the time of its last change, so a restarted replica's tables supersede what nodes hold).
+//! [`Plan`] hands it the reports that changed, turns its tables into [`Routes`] frames, and draws the
+//! operator API's picture.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -14,7 +12,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::id::NodeId;
-use crate::routing::{graph_link, Cost, DampingConfig, Graph, LinkMetrics, RouteDamper, RouteTree};
+use crate::routing::{DampingConfig, LinkMetrics, Planner};
 use crate::topology::{Role, Topology};
 use crate::wire::{LinkReport, Report, Route, Routes};
 
@@ -27,22 +25,22 @@ pub struct PlanSettings {
 
 /// The control plane's current tables.
 pub struct Plan {
-    origins: Vec<NodeId>,
-    damper: RouteDamper,
-    /// The links of the last graph and their costs, to tell an unchanged graph.
-    links: BTreeMap<(NodeId, NodeId), Cost>,
-    /// The nodes of the last graph.
-    nodes: BTreeSet<NodeId>,
+    planner: Planner,
+    /// The links of each report the planner has, to hand it only the reports that changed.
+    fed: BTreeMap<NodeId, Vec<LinkReport>>,
     tables: BTreeMap<NodeId, Routes>,
 }
 
 impl Plan {
     pub fn new(topology: &Topology, settings: PlanSettings) -> Self {
-        let origins = topology.nodes.iter().filter(|n| n.has_role(Role::Origin)).map(|n| n.id.clone()).collect();
+        let nodes: Vec<NodeId> = topology.nodes.iter().map(|n| n.id.clone()).collect();
+        let origins: Vec<NodeId> =
+            topology.nodes.iter().filter(|n| n.has_role(Role::Origin)).map(|n| n.id.clone()).collect();
         // The defaults are valid; a bad custom config falls back to them.
-        let damper = RouteDamper::new(settings.damping)
-            .unwrap_or_else(|_| RouteDamper::new(DampingConfig::default()).expect("default damping is valid"));
-        Self { origins, damper, links: BTreeMap::new(), nodes: BTreeSet::new(), tables: BTreeMap::new() }
+        let planner = Planner::new(&nodes, &origins, settings.damping).unwrap_or_else(|_| {
+            Planner::new(&nodes, &origins, DampingConfig::default()).expect("default damping is valid")
+        });
+        Self { planner, fed: BTreeMap::new(), tables: BTreeMap::new() }
     }
 
     /// What one report says of a link: its metrics, or `None` when the reporting end declares it down.
@@ -54,74 +52,34 @@ impl Plan {
         })
     }
 
-    /// The measured links of these reports, by node pair, with their costs ([`graph_link`]). Computed from the
-    /// reports alone, so that replicas that hold the same reports build the same graph and push the same
-    /// tables, whenever each of them started.
-    fn measured_links(&self, reports: &BTreeMap<NodeId, Report>) -> BTreeMap<(NodeId, NodeId), Cost> {
-        let mut ends: BTreeMap<(NodeId, NodeId), Vec<Option<LinkMetrics>>> = BTreeMap::new();
-        for report in reports.values() {
-            for l in &report.links {
-                let key = if report.node < l.peer {
-                    (report.node.clone(), l.peer.clone())
-                } else {
-                    (l.peer.clone(), report.node.clone())
-                };
-                ends.entry(key).or_default().push(Self::end_view(l));
-            }
-        }
-        ends.into_iter().filter_map(|(key, ends)| Some((key, graph_link(ends)?))).collect()
-    }
-
-    fn graph_of<'a>(nodes: impl IntoIterator<Item = &'a NodeId>, links: &BTreeMap<(NodeId, NodeId), Cost>) -> Graph {
-        let mut graph = Graph::new();
-        for node in nodes {
-            graph.add_node(node);
-        }
-        for ((a, b), &cost) in links {
-            graph.handle_link(a, b, cost);
-        }
-        graph
-    }
-
-    /// Recomputes every table from the latest reports; returns the nodes whose table changed. When the graph
-    /// is the last one and the damper holds nothing back, the tables cannot change and nothing is computed.
+    /// Brings the tables up to date with the latest reports (a node missing from `reports` no longer
+    /// reports); returns the nodes whose table changed.
     pub fn update(&mut self, reports: &BTreeMap<NodeId, Report>, now_ms: u64) -> Vec<NodeId> {
-        let links = self.measured_links(reports);
-        let nodes: BTreeSet<NodeId> = reports.keys().cloned().collect();
-        let same_graph = links == self.links && nodes == self.nodes;
-        if same_graph && !self.damper.is_holding() && !self.tables.is_empty() {
-            return Vec::new();
+        let gone: Vec<NodeId> = self.fed.keys().filter(|n| !reports.contains_key(*n)).cloned().collect();
+        for node in gone {
+            self.planner.handle_report_gone(&node);
+            self.fed.remove(&node);
         }
-        let graph = Self::graph_of(reports.keys(), &links);
-        (self.links, self.nodes) = (links, nodes);
-        let trees: Vec<RouteTree> =
-            self.origins.iter().filter_map(|o| graph.index_of(o)).map(|d| RouteTree::compute(&graph, d)).collect();
-        if !self.damper.handle_routes(Duration::from_millis(now_ms), &graph, &trees) && !self.tables.is_empty() {
-            return Vec::new();
-        }
-        let mut changed = Vec::new();
-        for node in graph.nodes() {
-            let routes: Vec<Route> = self
-                .damper
-                .tables()
-                .get(node)
-                .map(|t| {
-                    t.routes()
-                        .map(|(dest, r)| Route {
-                            dest: dest.clone(),
-                            via: r.primary.via.clone(),
-                            backup: r.backup.as_ref().map(|b| b.via.clone()),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let old = self.tables.get(node);
-            if old.is_some_and(|o| o.routes == routes) {
-                continue;
+        for (node, report) in reports {
+            if self.fed.get(node) != Some(&report.links) {
+                self.planner.handle_report(node, report.links.iter().map(|l| (&l.peer, Self::end_view(l))));
+                self.fed.insert(node.clone(), report.links.clone());
             }
-            let version = old.map_or(now_ms, |o| (o.version + 1).max(now_ms));
-            self.tables.insert(node.clone(), Routes { version, routes });
-            changed.push(node.clone());
+        }
+        self.planner.plan(Duration::from_millis(now_ms));
+        let changed: Vec<NodeId> = self.planner.changed().cloned().collect();
+        for node in &changed {
+            let table = self.planner.table(node).expect("a changed table exists");
+            let routes = table
+                .table
+                .routes()
+                .map(|(dest, r)| Route {
+                    dest: dest.clone(),
+                    via: r.primary.via.clone(),
+                    backup: r.backup.as_ref().map(|b| b.via.clone()),
+                })
+                .collect();
+            self.tables.insert(node.clone(), Routes { version: table.version, routes });
         }
         changed
     }

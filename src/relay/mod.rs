@@ -40,7 +40,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use crate::id::{NodeId, ObjectName, StreamName};
-use crate::routing::{Cost, Graph, LinkEstimator, LinkMetrics, ProbeConfig, ProbeConfigError, RouteTable};
+use crate::routing::{Cost, Graph, LinkEstimator, ProbeConfig, ProbeConfigError, RouteTable};
 use crate::wire::{Frame, LinkReport, ObjectHeader, Report, Routes, StreamReport};
 
 /// The caller's handle for one connection to a neighbour (quinn's `stable_id` in the node). A neighbour's
@@ -57,18 +57,11 @@ pub struct RelayConfig {
     /// How long a neighbour that said a stream is unavailable through it is passed over for that stream
     /// before it is asked again.
     pub pass_over: Duration,
-    /// How often a link's measurements are passed on in [`Relay::report`] when nothing else changed.
-    pub report_every: Duration,
 }
 
 impl Default for RelayConfig {
     fn default() -> Self {
-        Self {
-            probes: ProbeConfig::default(),
-            hold: Duration::from_secs(2),
-            pass_over: Duration::from_secs(5),
-            report_every: Duration::from_millis(500),
-        }
+        Self { probes: ProbeConfig::default(), hold: Duration::from_secs(2), pass_over: Duration::from_secs(5) }
     }
 }
 
@@ -134,9 +127,6 @@ struct Peer {
     /// [`Relay::deaf`] when `heard` was last set: time this node itself was stalled since then does not count
     /// as the link's silence.
     deaf_at_heard: Duration,
-    /// The measurements last passed on in the report, and when.
-    reported: Option<LinkMetrics>,
-    reported_at: Option<Duration>,
 }
 
 impl Peer {
@@ -357,10 +347,7 @@ impl Relay {
             self.forget_peer(&peer);
         }
         let estimator = LinkEstimator::new(self.config.probes.clone()).expect("validated in Relay::new");
-        self.peers.insert(
-            peer.clone(),
-            Peer { conn, estimator, up: true, heard: now, deaf_at_heard: self.deaf, reported: None, reported_at: None },
-        );
+        self.peers.insert(peer.clone(), Peer { conn, estimator, up: true, heard: now, deaf_at_heard: self.deaf });
         self.link_usable(&peer, true);
         for (stream, reg) in &self.registry {
             self.actions.push_back(Action::Send {
@@ -555,22 +542,16 @@ impl Relay {
     }
 
     /// What this node tells the control plane: its configured neighbours' links (a link is reported up once
-    /// measured and while judged up) and the streams it carries. Measurements move at most every
-    /// `report_every` per link, so a report does not change with every probe.
+    /// measured and while judged up, with its estimator's [`report`](LinkEstimator::report)) and the streams
+    /// it carries.
     pub fn report(&mut self, neighbours: impl IntoIterator<Item = NodeId>) -> Report {
-        let now = self.now;
         let mut links: Vec<LinkReport> = neighbours
             .into_iter()
             .map(|id| {
-                let peer = self.peers.get_mut(&id);
-                let (up, m) = match peer {
-                    Some(p) => {
-                        if p.reported_at.is_none_or(|at| now >= at + self.config.report_every) || p.reported.is_none() {
-                            p.reported = p.estimator.metrics();
-                            p.reported_at = Some(now);
-                        }
-                        (p.up, p.reported)
-                    }
+                // The estimator's report moves only on a clear change, so every replica that gets the
+                // reports builds the same graph, and a report does not change with every probe.
+                let (up, m) = match self.peers.get_mut(&id) {
+                    Some(p) => (p.up, p.estimator.report()),
                     None => (false, None),
                 };
                 LinkReport {

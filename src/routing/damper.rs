@@ -81,8 +81,9 @@ pub enum DampingConfigError {
 
 impl DampingConfig {
     /// Whether going from cost `held` to `new` is a clear change: by at least `absolute_margin` and by
-    /// `relative_margin` of the larger of the two. The simulated control plane moves a link's cost in its
-    /// graph only on such a change, so that noise leaves the graph, and the recomputation, untouched.
+    /// `relative_margin` of the larger of the two. A node reports new measurements of a link only on such a
+    /// change ([`LinkEstimator::report`](super::LinkEstimator::report)), so that noise leaves the control
+    /// plane's graph, and its recomputation, untouched.
     pub fn is_clear_change(&self, held: Cost, new: Cost) -> bool {
         let change = held.abs_diff(new);
         change >= self.absolute_margin && change as f64 >= self.relative_margin * held.max(new) as f64
@@ -134,6 +135,12 @@ pub struct RouteDamper {
     damped: Vec<RouteTree>,
     /// `damped` as tables by node id, built on first use.
     tables: OnceLock<BTreeMap<NodeId, RouteTable>>,
+    /// The graph's links at the last full round, as each node's neighbour count followed by the neighbours:
+    /// while they and every next hop stay the same, so does every backup (see [`Self::keeps_every_route`]).
+    shape: Vec<u32>,
+    /// Tests compare the one-pass round against the full one.
+    #[cfg(test)]
+    pub(super) full_rounds_only: bool,
 }
 
 impl RouteDamper {
@@ -148,6 +155,9 @@ impl RouteDamper {
             holding: false,
             damped: Vec::new(),
             tables: OnceLock::new(),
+            shape: Vec::new(),
+            #[cfg(test)]
+            full_rounds_only: false,
         })
     }
 
@@ -191,6 +201,14 @@ impl RouteDamper {
     /// When a tree was not computed over `graph` (its size does not match).
     pub fn handle_routes(&mut self, now: Duration, graph: &Graph, fresh: &[RouteTree]) -> bool {
         self.follow(graph);
+        #[cfg(test)]
+        let shortcut = !self.full_rounds_only;
+        #[cfg(not(test))]
+        let shortcut = true;
+        if shortcut && self.keeps_every_route(now, graph, fresh) {
+            return false;
+        }
+        self.shape = shape_of(graph);
         let mut changed = false;
         let mut held = BTreeMap::new();
         let mut damped = Vec::with_capacity(fresh.len());
@@ -213,6 +231,55 @@ impl RouteDamper {
             self.tables = OnceLock::new();
         }
         changed
+    }
+
+    /// The common round in a large mesh, decided in one pass: some costs moved, no link came or went, and
+    /// every node keeps the next hop it holds (its fresh best, or one that is not clearly beaten for the hold
+    /// time yet). Then nothing the damper gives out changes: the next hops are those of the last round, which
+    /// were acyclic; and a backup depends, besides costs, only on which links exist and on the damped next
+    /// hops, since the backup held is kept while it qualifies and protects as well as the best candidate,
+    /// and both are matters of the tree's shape. When that is so this records the hold timers and returns
+    /// true; otherwise it changes nothing and returns false, and the full round runs. The outcome is the full
+    /// round's either way (a property test compares them).
+    fn keeps_every_route(&mut self, now: Duration, graph: &Graph, fresh: &[RouteTree]) -> bool {
+        if fresh.len() != self.held.len() || !same_shape(&self.shape, graph) {
+            return false;
+        }
+        // (destination, node, beaten since) for the hold timers that move.
+        let mut timers = Vec::new();
+        for (t, tree) in fresh.iter().enumerate() {
+            assert_eq!(tree.len(), graph.len(), "route tree computed over another graph");
+            let Some(before) = self.held.get(graph.id(tree.destination())) else { return false };
+            for (s, h) in before.iter().enumerate() {
+                let s = NodeIx(s as u32);
+                let Some(best) = tree.next_hop(s) else {
+                    if h.via == NO_HOP {
+                        continue;
+                    }
+                    return false;
+                };
+                if h.via == best.0 {
+                    if h.beaten_since.is_some() {
+                        timers.push((t, s, None));
+                    }
+                    continue;
+                }
+                if h.via == NO_HOP || h.via == GONE {
+                    return false;
+                }
+                match self.hold(now, graph, tree, s, NodeIx(h.via), h.beaten_since) {
+                    Some((since, _)) if since == h.beaten_since => {}
+                    Some((since, _)) => timers.push((t, s, since)),
+                    None => return false,
+                }
+            }
+        }
+        for (t, s, since) in timers {
+            let held = self.held.get_mut(graph.id(fresh[t].destination())).expect("checked above");
+            held[s.index()].beaten_since = since;
+        }
+        self.holding = self.held.values().flatten().any(|h| h.beaten_since.is_some());
+        true
     }
 
     /// Re-indexes the held routes for `graph`'s node indices.
@@ -312,6 +379,32 @@ impl RouteDamper {
             Some((Some(since), gain))
         }
     }
+}
+
+/// `graph`'s links as [`RouteDamper::shape`] holds them.
+fn shape_of(graph: &Graph) -> Vec<u32> {
+    let mut shape = Vec::with_capacity(graph.len() + graph.links.iter().map(Vec::len).sum::<usize>());
+    for links in &graph.links {
+        shape.push(links.len() as u32);
+        shape.extend(links.iter().map(|l| l.to));
+    }
+    shape
+}
+
+/// Whether `graph` has the links `shape` holds (in the same order).
+fn same_shape(shape: &[u32], graph: &Graph) -> bool {
+    let mut at = 0;
+    for links in &graph.links {
+        let Some(&count) = shape.get(at) else { return false };
+        if count as usize != links.len() || shape.len() < at + 1 + links.len() {
+            return false;
+        }
+        if !links.iter().zip(&shape[at + 1..]).all(|(l, &to)| l.to == to) {
+            return false;
+        }
+        at += 1 + links.len();
+    }
+    at == shape.len()
 }
 
 /// Makes the next hops toward `fresh`'s destination acyclic: while following them can come back to a node,

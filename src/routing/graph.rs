@@ -69,7 +69,17 @@ impl Graph {
     /// Adds (or updates the cost of) the undirected link a—b; adds unknown nodes. The cost is clamped to
     /// `1..=MAX_LINK_COST`; a link from a node to itself is ignored.
     pub fn handle_link(&mut self, a: &NodeId, b: &NodeId, cost: Cost) {
-        let (a, b) = (self.add_node(a).0, self.add_node(b).0);
+        let (a, b) = (self.add_node(a), self.add_node(b));
+        self.handle_link_ix(a, b, cost);
+    }
+
+    /// [`handle_link`](Self::handle_link) between known nodes, by index.
+    ///
+    /// # Panics
+    ///
+    /// When `a` or `b` is not from this graph.
+    pub fn handle_link_ix(&mut self, a: NodeIx, b: NodeIx, cost: Cost) {
+        let (a, b) = (a.0, b.0);
         if a == b {
             return;
         }
@@ -86,9 +96,18 @@ impl Graph {
     /// Removes the link a—b (a failure); no-op when absent.
     pub fn handle_link_down(&mut self, a: &NodeId, b: &NodeId) {
         if let (Some(a), Some(b)) = (self.index_of(a), self.index_of(b)) {
-            self.links[a.index()].retain(|l| l.to != b.0);
-            self.links[b.index()].retain(|l| l.to != a.0);
+            self.handle_link_down_ix(a, b);
         }
+    }
+
+    /// [`handle_link_down`](Self::handle_link_down) by index.
+    ///
+    /// # Panics
+    ///
+    /// When `a` or `b` is not from this graph.
+    pub fn handle_link_down_ix(&mut self, a: NodeIx, b: NodeIx) {
+        self.links[a.index()].retain(|l| l.to != b.0);
+        self.links[b.index()].retain(|l| l.to != a.0);
     }
 
     /// Removes every link of `n` (the node failed); the node itself stays known, unreachable.

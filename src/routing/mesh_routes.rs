@@ -52,23 +52,66 @@ impl MeshRoutes {
         tables_from_trees(self.graph.ids(), &self.trees)
     }
 
+    /// Adds `n` if it is unknown, without links (unreachable until its links come up); returns its index
+    /// either way.
+    pub fn add_node(&mut self, n: &NodeId) -> NodeIx {
+        let ix = self.graph.add_node(n);
+        for tree in &mut self.trees {
+            tree.grow(self.graph.len());
+        }
+        ix
+    }
+
     /// The link a—b came up or changed cost (see [`Graph::handle_link`]). Returns how many destinations'
     /// routes changed.
     pub fn handle_link(&mut self, a: &NodeId, b: &NodeId, cost: Cost) -> usize {
         if a == b || self.graph.link_cost(a, b) == Some(cost.clamp(1, super::MAX_LINK_COST)) {
             return 0;
         }
-        self.graph.handle_link(a, b, cost);
+        let (a, b) = (self.add_node(a), self.add_node(b));
+        self.graph.handle_link_ix(a, b, cost);
         self.update(a, b)
     }
 
     /// The link a—b failed. Returns how many destinations' routes changed.
     pub fn handle_link_down(&mut self, a: &NodeId, b: &NodeId) -> usize {
-        if self.graph.link_cost(a, b).is_none() {
-            return 0;
+        match (self.graph.index_of(a), self.graph.index_of(b)) {
+            (Some(a), Some(b)) if self.graph.link_cost_ix(a.0, b.0).is_some() => {
+                self.graph.handle_link_down_ix(a, b);
+                self.update(a, b)
+            }
+            _ => 0,
         }
-        self.graph.handle_link_down(a, b);
-        self.update(a, b)
+    }
+
+    /// [`handle_link`](Self::handle_link) between known nodes, by index. Returns whether the graph changed
+    /// (the link is new or its cost moved), which can change the routes even where no tree does.
+    ///
+    /// # Panics
+    ///
+    /// When `a` or `b` is not from this graph.
+    pub fn handle_link_ix(&mut self, a: NodeIx, b: NodeIx, cost: Cost) -> bool {
+        if a == b || self.graph.link_cost_ix(a.0, b.0) == Some(cost.clamp(1, super::MAX_LINK_COST)) {
+            return false;
+        }
+        self.graph.handle_link_ix(a, b, cost);
+        self.update(a, b);
+        true
+    }
+
+    /// [`handle_link_down`](Self::handle_link_down) by index. Returns whether the graph changed (the link
+    /// was up).
+    ///
+    /// # Panics
+    ///
+    /// When `a` or `b` is not from this graph.
+    pub fn handle_link_down_ix(&mut self, a: NodeIx, b: NodeIx) -> bool {
+        if self.graph.link_cost_ix(a.0, b.0).is_none() {
+            return false;
+        }
+        self.graph.handle_link_down_ix(a, b);
+        self.update(a, b);
+        true
     }
 
     /// Node `n` failed: every link of it is down. Returns how many destinations' routes changed.
@@ -86,8 +129,7 @@ impl MeshRoutes {
         changed.iter().filter(|&&c| c).count()
     }
 
-    fn update(&mut self, a: &NodeId, b: &NodeId) -> usize {
-        let (a, b) = (self.graph.index_of(a).expect("just linked"), self.graph.index_of(b).expect("just linked"));
+    fn update(&mut self, a: NodeIx, b: NodeIx) -> usize {
         self.trees.iter_mut().map(|tree| tree.handle_link_change(&self.graph, a, b)).filter(|&changed| changed).count()
     }
 }

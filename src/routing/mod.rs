@@ -15,8 +15,10 @@
 //!   toward it, so [`compute_all`] builds every node's table toward the origins with one Dijkstra per origin,
 //!   and [`MeshRoutes`] keeps those trees up to date link change by link change.
 //! - [`RouteDamper`] (`damper`): hysteresis across recomputations, so that routes follow clear, sustained
-//!   gains and not measurement noise, while staying loop-free; it versions the tables the control plane
-//!   pushes.
+//!   gains and not measurement noise, while staying loop-free; it versions the damped routes.
+//! - [`Planner`] (`planner`): the control plane's whole computation in one type, from the nodes' link
+//!   reports through [`graph_link`], [`MeshRoutes`] and a [`RouteDamper`] to a versioned table per node,
+//!   updated for what changed since its last round. The live control replica and the simulator both run it.
 //!
 //! This module is pure: no clock, no sockets, no I/O. Time is a [`std::time::Duration`] since an epoch the
 //! caller picks, passed into every call that needs it. The control plane, the nodes (local failover to
@@ -34,6 +36,7 @@ mod graph;
 mod mesh_routes;
 mod metric;
 mod paths;
+mod planner;
 mod probe;
 mod tree;
 
@@ -42,6 +45,7 @@ pub use graph::{Cost, Graph, NodeIx, MAX_LINK_COST};
 pub use mesh_routes::MeshRoutes;
 pub use metric::{graph_link, LinkMetrics, LOSS_PENALTY};
 pub use paths::{NextHop, Route, RouteTable, ShortestPaths};
+pub use planner::{Planner, Round, VersionedTable};
 pub use probe::{LinkEstimator, ProbeConfig, ProbeConfigError};
 pub use tree::{compute_all, RouteTree};
 

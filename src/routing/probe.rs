@@ -13,7 +13,12 @@
 //!   EWMA (gain 1/16) of the difference between consecutive round-trip samples.
 //! - **Loss.** The fraction of the last `loss_window` (100) probes without a reply, among those that had time
 //!   to get one: `max(3 × srtt, rto)`. A reply that arrives later still counts, so reordering and a slow spell
-//!   do not read as loss.
+//!   do not read as loss. An outage is not loss: when a link that was declared down answers again, the
+//!   probes sent since its last answer leave the window, and the reply that ends the outage is not a
+//!   round-trip sample (it went out during the outage; on a live link it may have waited in the QUIC
+//!   connection's send queue until the path came back). A repaired link is judged by how it performs from
+//!   then on, at once, instead of reading as lossy until a whole window of new probes (100 s on an idle
+//!   link) has pushed the outage out, or as slow until the smoothing forgets the held-back replies.
 //! - **Down.** The link is down when at least `down_probes` (3) probes sent since the last answered one are
 //!   overdue (older than `rto`) and the first of them went out at least `down_after` (300 ms) ago. With the
 //!   default 100 ms interval and a short link, a link that fails at `T` is declared down by
@@ -21,12 +26,22 @@
 //!   `T + 100 ms`), inside the 500 ms target; a single lost probe never takes a link down, and a long link
 //!   (large `rto`) is given the time its replies need.
 //!
+//! - **Report.** What the node tells the control plane ([`report`]) is the metrics, moved on only by a clear
+//!   change: while the cost the current metrics give stays within the route damper's margins (2 ms and 10 %,
+//!   [`DampingConfig::is_clear_change`]) of the cost of the metrics last reported, those are reported again.
+//!   A change that small cannot by itself justify moving a route, and measurement noise would otherwise
+//!   change some of a large mesh's links at every report: a 10,000-node mesh's control plane then
+//!   recomputes every second instead of when something happened. Because the node holds the value, every
+//!   control replica gets the same reports and still computes the same tables from them, whenever it
+//!   started; the simulator's nodes report the same way.
+//!
 //! The estimator is pure: time is a [`Duration`] since an epoch the caller picks, passed to every call. The
 //! driver sends a probe when [`poll_probe`] hands out a sequence number, reports it with
 //! [`handle_probe_sent`], reports echoes with [`handle_probe_reply`], and wakes up at [`poll_timeout`] (the
 //! next probe, or the moment the link would be declared down). The simulator drives the same type.
 //!
 //! [`set_active`]: LinkEstimator::set_active
+//! [`report`]: LinkEstimator::report
 //! [`poll_probe`]: LinkEstimator::poll_probe
 //! [`handle_probe_sent`]: LinkEstimator::handle_probe_sent
 //! [`handle_probe_reply`]: LinkEstimator::handle_probe_reply
@@ -35,6 +50,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use super::damper::DampingConfig;
 use super::metric::LinkMetrics;
 
 /// How a [`LinkEstimator`] probes and when it declares its link down.
@@ -149,6 +165,8 @@ pub struct LinkEstimator {
     rttvar: Duration,
     jitter: Duration,
     last_rtt: Option<Duration>,
+    /// The metrics last reported (see [`report`](Self::report)).
+    reported: Option<LinkMetrics>,
     /// The latest time passed to any call: what `metrics` and `poll_timeout` consider "now".
     now: Duration,
 }
@@ -169,6 +187,7 @@ impl LinkEstimator {
             rttvar: Duration::ZERO,
             jitter: Duration::ZERO,
             last_rtt: None,
+            reported: None,
             now: Duration::ZERO,
         })
     }
@@ -228,16 +247,39 @@ impl LinkEstimator {
             Some(at) if self.window.get(at).is_some_and(|r| r.seq == seq) => at,
             _ => self.window.binary_search_by_key(&seq, |r| r.seq).ok()?,
         };
-        let record = &mut self.window[at];
-        if record.rtt.is_some() {
+        if self.window[at].rtt.is_some() {
             return None;
         }
+        // The link answers again after an outage. The probes sent since its last answer tell of the outage,
+        // which the down verdict already reported, not of how the repaired link performs: they leave the
+        // window, those lost and those still on their way, so that a repaired link reads as it measures from
+        // now on. The reply itself went out during the outage too (on a live link the probe may have waited
+        // in the connection's send queue until the path came back): its round trip measures the outage, so it
+        // brings the link up without being a sample, unless it is the link's first.
+        let outage = self.is_down(now);
+        let at = if outage { self.forget_outage(at) } else { at };
+        let record = &mut self.window[at];
         let rtt = now.saturating_sub(record.sent);
         record.rtt = Some(rtt);
         self.answered += 1;
         self.trailing = self.trailing.min(self.window.len() - at - 1);
-        self.add_sample(rtt);
+        if !outage || self.srtt.is_none() {
+            self.add_sample(rtt);
+        }
         Some(rtt)
+    }
+
+    /// Drops every unanswered probe sent after the last answered one but the one at `at`; returns where that
+    /// one is now.
+    fn forget_outage(&mut self, at: usize) -> usize {
+        let first = self.window.len() - self.trailing;
+        if at < first {
+            return at;
+        }
+        self.window.truncate(at + 1);
+        self.window.drain(first..at);
+        self.trailing = 1;
+        first
     }
 
     /// When the driver must call again: the next probe, or the moment the link would be declared down if no
@@ -253,6 +295,23 @@ impl LinkEstimator {
     /// The link's smoothed measurements as of the latest time passed in, or `None` before the first reply.
     pub fn metrics(&self) -> Option<LinkMetrics> {
         Some(LinkMetrics { rtt: self.srtt?, jitter: self.jitter, loss: self.loss() })
+    }
+
+    /// The measurements to report to the control plane: [`metrics`](Self::metrics) when the cost they give
+    /// ([`LinkMetrics::graph_cost`]) differs clearly ([`DampingConfig::is_clear_change`], with the damper's
+    /// default margins) from that of the metrics last reported, or on the first call that has any; otherwise
+    /// the metrics last reported, again. `None` before the first reply.
+    pub fn report(&mut self) -> Option<LinkMetrics> {
+        let current = self.metrics()?;
+        match self.reported {
+            Some(held) if !DampingConfig::default().is_clear_change(held.graph_cost(), current.graph_cost()) => {
+                Some(held)
+            }
+            _ => {
+                self.reported = Some(current);
+                Some(current)
+            }
+        }
     }
 
     /// Whether the link is down at `now`: at least `down_probes` probes sent since the last answered one are
@@ -568,6 +627,92 @@ mod tests {
         assert!(down > ms(5_000) && down <= ms(5_400), "{down:?}");
         let up = link.run(ms(10_000), |est, now| !est.is_down(now));
         assert!(up >= ms(8_040) && up <= ms(8_140), "{up:?}");
+    }
+
+    #[test]
+    fn an_outage_is_not_loss_once_the_link_answers_again() {
+        // An idle link, clean for 60 s, down for 20 s (probed fast while overdue), then clean again.
+        let mut link =
+            Link::new(ProbeConfig::default(), |now, _| (now < ms(60_000) || now >= ms(80_000)).then_some(ms(40)));
+        link.run(ms(60_000), |_, _| false);
+        assert_eq!(link.est.metrics().unwrap().loss, 0.0);
+        let down = link.run(ms(80_000), |est, now| est.is_down(now));
+        assert!(down > ms(60_000) && down <= ms(61_400), "{down:?}");
+        link.run(ms(80_000), |_, _| false);
+        let lost = link.est.window.iter().filter(|r| r.rtt.is_none()).count();
+        assert!(lost >= 50, "the outage's probes are in the window: {lost}");
+        assert!(link.est.metrics().unwrap().loss > 0.5, "{:?}", link.est.metrics());
+        // The first reply brings the link up, and it reads as clean at once, not after 100 clean probes.
+        let up = link.run(ms(90_000), |est, now| !est.is_down(now));
+        assert!(up <= ms(80_140), "{up:?}");
+        let m = link.est.metrics().unwrap();
+        assert_eq!(m.loss, 0.0, "{m:?}");
+        assert_eq!(m.cost(), 20_000 + m.jitter.as_micros() as u64 / 2);
+        link.run(ms(95_000), |_, _| false);
+        assert_eq!(link.est.metrics().unwrap().loss, 0.0);
+    }
+
+    #[test]
+    fn replies_held_back_by_an_outage_are_not_round_trip_samples() {
+        // An active link, down from 20 s to 23 s; the probes sent meanwhile are not lost but held back (as in
+        // a QUIC connection's send queue) and answered all at once when the path returns.
+        let mut link = Link::new(ProbeConfig::default(), |now, _| {
+            Some(if now >= ms(20_000) && now < ms(23_000) { ms(23_040) - now } else { ms(40) })
+        });
+        link.est.set_active(true);
+        let down = link.run(ms(23_000), |est, now| est.is_down(now));
+        assert!(down <= ms(20_400), "{down:?}");
+        let up = link.run(ms(30_000), |est, now| !est.is_down(now));
+        assert!(up >= ms(23_000) && up <= ms(23_100), "{up:?}");
+        link.run(ms(24_000), |_, _| false);
+        let m = link.est.metrics().unwrap();
+        assert!(m.rtt.abs_diff(ms(40)) < MS, "{m:?}");
+        assert!(m.jitter < MS, "{m:?}");
+        assert_eq!(m.loss, 0.0, "{m:?}");
+    }
+
+    #[test]
+    fn losses_that_do_not_take_the_link_down_still_count() {
+        // Two probes in a row lost on an active link: fewer than the three a down verdict needs.
+        let mut link =
+            Link::new(ProbeConfig::default(), |now, _| (now < ms(10_000) || now >= ms(10_200)).then_some(ms(40)));
+        link.est.set_active(true);
+        let stopped = link.run(ms(12_000), |est, now| est.is_down(now));
+        assert_eq!(stopped, ms(12_000), "two lost probes took the link down");
+        let m = link.est.metrics().unwrap();
+        assert!(m.loss > 0.015 && m.loss < 0.025, "{m:?}");
+    }
+
+    #[test]
+    fn reports_move_only_on_a_clear_change() {
+        // 40 ms round trips (20 ms of cost) for 20 s, then 42 ms (1 ms more: not clear), then 60 ms.
+        let mut link = Link::new(ProbeConfig::default(), |now, _| {
+            Some(match now.as_millis() {
+                0..20_000 => ms(40),
+                20_000..40_000 => ms(42),
+                _ => ms(60),
+            })
+        });
+        link.est.set_active(true);
+        assert_eq!(link.est.report(), None, "nothing measured yet");
+        link.run(ms(20_000), |_, _| false);
+        let first = link.est.report().unwrap();
+        assert_eq!(first.rtt, ms(40));
+        link.run(ms(40_000), |_, _| false);
+        assert!(link.est.metrics().unwrap().rtt.abs_diff(ms(42)) < ms(1) / 10);
+        assert_eq!(link.est.report(), Some(first), "1 ms of cost is noise to the control plane");
+        // Once the cost has moved by 2 ms and 10 %, the report follows, and then holds there.
+        let moved = link.run(ms(60_000), |est, _| est.clone().report() != Some(first));
+        assert!(moved < ms(41_000), "{moved:?}");
+        let second = link.est.report().unwrap();
+        assert!(second.cost() >= 22_000 && second.cost() < 26_000, "{second:?}");
+        link.run(ms(60_000), |_, _| false);
+        assert!(link.est.report().unwrap().rtt.abs_diff(ms(60)) < ms(1), "{:?}", link.est.report());
+        // A fresh estimator (a new connection) reports what it measures from its first reply.
+        let mut fresh = LinkEstimator::new(ProbeConfig::default()).unwrap();
+        fresh.handle_probe_sent(ms(0), 0);
+        fresh.handle_probe_reply(ms(42), 0);
+        assert_eq!(fresh.report().unwrap().rtt, ms(42));
     }
 
     #[test]

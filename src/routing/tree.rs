@@ -287,11 +287,8 @@ impl RouteTree {
         (chosen.3, chosen.1)
     }
 
-    /// Brings the tree up to date after the link `a`—`b` changed cost, appeared or failed in `graph` (which
-    /// already holds the change; nodes it added are appended). Returns whether any route, backup or cost in
-    /// the tree changed. Only for shortest-path trees from [`RouteTree::compute`].
-    pub(super) fn handle_link_change(&mut self, graph: &Graph, a: NodeIx, b: NodeIx) -> bool {
-        let n = graph.len();
+    /// Extends the tree to `n` nodes: the new ones have no route (they have no links yet).
+    pub(super) fn grow(&mut self, n: usize) {
         if self.next.len() < n {
             for v in [&mut self.next, &mut self.backup] {
                 v.resize(n, NO_HOP);
@@ -302,6 +299,14 @@ impl RouteTree {
             self.enter.resize(n, NOT_IN_TREE);
             self.size.resize(n, 0);
         }
+    }
+
+    /// Brings the tree up to date after the link `a`—`b` changed cost, appeared or failed in `graph` (which
+    /// already holds the change; nodes it added are appended). Returns whether any route, backup or cost in
+    /// the tree changed. Only for shortest-path trees from [`RouteTree::compute`].
+    pub(super) fn handle_link_change(&mut self, graph: &Graph, a: NodeIx, b: NodeIx) -> bool {
+        let n = graph.len();
+        self.grow(n);
         let (a, b) = (a.0, b.0);
         let rank = graph.rank();
         let link = graph.link_cost_ix(a, b);

@@ -8,15 +8,17 @@
 //!   time it arrives, before anything next reads or drives that estimator (a reply is not an event of its
 //!   own: the estimator's state between two uses is never observed). The next `Probe` is at the estimator's
 //!   [`LinkEstimator::poll_timeout`].
-//! - `Recompute`, every `control.recompute_ms`: the control plane's graph from the estimators' current reports,
-//!   decided link by link with [`graph_link`] as the live control plane decides (a crashed node's last report
-//!   is kept until it is 3 s stale). Unlike the live replicas, which must agree with each other and so build
-//!   their graph from the reports alone, the simulated control plane moves a link's cost only on a clear
-//!   change ([`DampingConfig::is_clear_change`], the damper's own margins): without that, measurement noise
-//!   changes some of 20,000 links every second and a 10,000-node hour takes 150 s instead of 60. The changed
-//!   links update one [`MeshRoutes`] (a [`RouteTree`] per
-//!   origin, updated incrementally), which goes through one [`RouteDamper`]. When the damped routes change
-//!   they are pushed. A recomputation that can change nothing (same graph, nothing held back) is skipped.
+//! - `Recompute`, every `control.recompute_ms`: the control plane's round. Each node reports each link as a
+//!   live node does: what its estimator reports ([`LinkEstimator::report`]: its metrics, moved on only by a
+//!   clear change), or down when the estimator declares it down or has measured nothing yet; a crashed node's
+//!   last report is kept until it is 3 s stale. Only links whose ends were driven since the last round, or
+//!   have not settled, are read. The reports go to one [`Planner`], the live replica's computation: the
+//!   measured graph, a [`RouteTree`](crate::routing::RouteTree) per origin updated link by link, the damper.
+//!   When the damped routes change they are pushed; a round that can change nothing is skipped.
+//! - Connections: a live node starts a fresh estimator for every QUIC connection, and a connection dies after
+//!   5 s without a packet. So a link that comes back after more than 5 s down, and every link of a node that
+//!   recovers from a crash (a restarted process dials anew), gets fresh estimators at both ends; a shorter
+//!   outage keeps them (the estimator forgets the probes the outage lost once the link answers again).
 //! - `TablePush`: the tables arrive at every node `control.push_delay_ms` after the recomputation. Links that
 //!   now carry a watched stream are marked active, so their estimators probe fast.
 //! - `Segment`: an origin emits one object; each edge watching the stream receives it by each strategy (see
@@ -37,7 +39,7 @@ use super::histogram::Histogram;
 use super::queue::{EventQueue, Timed};
 use super::scenario::{FaultKind, Scenario};
 use crate::id::NodeId;
-use crate::routing::{graph_link, Cost, DampingConfig, Graph, LinkEstimator, MeshRoutes, NodeIx, RouteDamper};
+use crate::routing::{DampingConfig, Graph, LinkEstimator, LinkMetrics, MeshRoutes, NodeIx, Planner, Round};
 use crate::topology::Topology;
 
 /// Simulated time in microseconds since the start of the run.
@@ -45,6 +47,9 @@ pub type Micros = u64;
 
 /// The live control plane forgets a report this old (`REPORT_STALE_AFTER` in `src/control/mod.rs`).
 const REPORT_STALE_AFTER: Micros = 3_000_000;
+/// A live node's QUIC connection to a neighbour dies after this long without a packet (the idle timeout of
+/// `transport()` in `src/mesh/peer.rs`); the next one starts a fresh estimator at each end.
+const CONNECTION_IDLE_TIMEOUT: Micros = 5_000_000;
 /// QUIC packets are about this long; an object of `n` bytes risks loss `ceil(n / MTU)` times per crossing.
 const PACKET_BYTES: u64 = 1_200;
 /// Fault timelines: how many faults get one, and the window and resolution around each.
@@ -132,6 +137,8 @@ struct Link {
     b: u32,
     latency: Micros,
     up: bool,
+    /// When it last went down.
+    down_since: Micros,
 }
 
 /// Deliveries of one strategy over one period: how many were due, lost, late, and the latencies.
@@ -278,11 +285,8 @@ pub struct Engine<'a> {
     /// The origins' node indices, one slot per distinct origin, in id order (the order of `MeshRoutes`).
     origins: Vec<u32>,
     streams: Vec<Stream>,
-    damping: DampingConfig,
-    damper: RouteDamper,
-    /// The control plane's measured graph and fresh trees, and each link's cost in it.
-    measured: MeshRoutes,
-    measured_cost: Vec<Option<Cost>>,
+    /// The control plane: the live replica's computation, fed what the simulated nodes' estimators report.
+    planner: Planner,
     recomputations: u64,
     recomputations_skipped: u64,
     installed: Forwarding,
@@ -321,7 +325,7 @@ impl<'a> Engine<'a> {
             let (a, b) = (index[&spec.a], index[&spec.b]);
             adjacency[a as usize].push((b, links.len() as u32));
             adjacency[b as usize].push((a, links.len() as u32));
-            links.push(Link { a, b, latency: ms_to_micros(spec.latency_ms), up: true });
+            links.push(Link { a, b, latency: ms_to_micros(spec.latency_ms), up: true, down_since: 0 });
         }
         let estimator = LinkEstimator::new(scenario.probes.config()).expect("validated with the scenario");
         let mut origins: Vec<u32> = scenario.workload.streams.iter().map(|s| index[&s.origin]).collect();
@@ -353,7 +357,7 @@ impl<'a> Engine<'a> {
         for id in &ids {
             graph.add_node(id);
         }
-        let measured = MeshRoutes::new(graph.clone(), &origin_ids);
+        let planner = Planner::new(&ids, &origin_ids, DampingConfig::default()).expect("the default damping is valid");
         for link in &links {
             graph.handle_link(&ids[link.a as usize], &ids[link.b as usize], link.latency.max(1));
         }
@@ -373,7 +377,6 @@ impl<'a> Engine<'a> {
             origin_egress: vec![0; origins.len()],
         };
         let memo = || vec![Memo::default(); ids.len()];
-        let damping = DampingConfig::default();
         let outcomes = streams
             .iter()
             .map(|s| StreamOutcome {
@@ -426,13 +429,10 @@ impl<'a> Engine<'a> {
             later_replies: vec![VecDeque::new(); 2 * links.len()],
             last_recompute: 0,
             installed: Rc::new(vec![vec![Hops { primary: NONE, backup: NONE }; ids.len()]; origins.len()]),
-            measured_cost: vec![None; links.len()],
             draws: vec![(0, 0); links.len()],
             flows: [flow(), flow(), flow()],
             memo: [memo(), memo(), memo()],
-            damper: RouteDamper::new(damping.clone()).expect("the default damping config is valid"),
-            damping,
-            measured,
+            planner,
             recomputations: 0,
             recomputations_skipped: 0,
             truth,
@@ -505,7 +505,7 @@ impl<'a> Engine<'a> {
             ids: self.ids,
             links: self.links.iter().map(|l| (l.a, l.b)).collect(),
             events: self.events,
-            table_versions: self.damper.version(),
+            table_versions: self.planner.version(),
             recomputations: self.recomputations,
             recomputations_skipped: self.recomputations_skipped,
             streams: self.outcomes,
@@ -648,14 +648,11 @@ impl<'a> Engine<'a> {
             FaultKind::NodeRecover => {
                 let n = node(self, &fault.a);
                 if self.crashed[n as usize].take().is_some() {
-                    let fresh = LinkEstimator::new(self.scenario.probes.config()).expect("validated");
+                    // A restarted node dials its neighbours anew: both ends of each link start a fresh
+                    // estimator, as a live node does for every new connection.
                     for (_, l) in self.adjacency[n as usize].clone() {
-                        let own = 2 * l + u32::from(self.links[l as usize].a != n);
-                        self.estimators[own as usize] = fresh.clone();
-                        self.driven(own);
-                        self.probing[own as usize].reply = NO_REPLY;
-                        self.later_replies[own as usize].clear();
-                        self.rearm(own);
+                        self.fresh_estimator(2 * l);
+                        self.fresh_estimator(2 * l + 1);
                         self.update_truth(l as usize);
                     }
                 }
@@ -681,10 +678,30 @@ impl<'a> Engine<'a> {
         }
         self.links[l].up = up;
         if !up {
+            self.links[l].down_since = self.now;
             self.drop_replies(2 * l as u32);
             self.drop_replies(2 * l as u32 + 1);
+        } else if self.now - self.links[l].down_since >= CONNECTION_IDLE_TIMEOUT {
+            // The link's connection timed out while it was down: the link comes back on a new one.
+            self.fresh_estimator(2 * l as u32);
+            self.fresh_estimator(2 * l as u32 + 1);
         }
         self.update_truth(l);
+    }
+
+    /// Replaces an estimator with a fresh one (a new connection), which probes at once if its owner is up. It
+    /// probes as fast as the one it replaces: the node knows whether the link carries a stream.
+    fn fresh_estimator(&mut self, est: u32) {
+        let e = est as usize;
+        let active = self.estimators[e].is_active();
+        self.estimators[e] = LinkEstimator::new(self.scenario.probes.config()).expect("validated");
+        self.estimators[e].set_active(active);
+        self.probing[e].reply = NO_REPLY;
+        self.later_replies[e].clear();
+        self.driven(est);
+        if self.is_up(self.owner(est)) {
+            self.rearm(est);
+        }
     }
 
     /// Brings the true graph's link `l` in line with the link and its ends.
@@ -763,7 +780,6 @@ impl<'a> Engine<'a> {
 
     /// The control plane's recomputation (see the module docs).
     fn recompute(&mut self) {
-        let mut changed = false;
         let since = std::mem::replace(&mut self.last_recompute, self.now);
         for l in 0..self.links.len() {
             // A link whose ends were not driven, have settled, and are up reports what it reported last time.
@@ -774,54 +790,27 @@ impl<'a> Engine<'a> {
             if quiet(2 * l) && quiet(2 * l + 1) {
                 continue;
             }
-            self.probing[2 * l].driven = false;
-            self.probing[2 * l + 1].driven = false;
-            let mut ends = [None, None];
-            let mut reported = 0;
             for est in [2 * l as u32, 2 * l as u32 + 1] {
-                // What the owner last reported: now, or as of its crash while that report is not stale.
-                let at = match self.crashed[self.owner(est) as usize] {
-                    None => self.now,
-                    Some(crash) if self.now - crash <= REPORT_STALE_AFTER => crash,
-                    Some(_) => continue,
-                };
-                self.settle(est);
-                let estimator = &self.estimators[est as usize];
-                if estimator.is_down(Self::time(at)) {
-                    ends[reported] = Some(None);
-                } else if let Some(m) = estimator.metrics() {
-                    ends[reported] = Some(Some(m));
-                } else {
-                    continue;
-                }
-                reported += 1;
-            }
-            let measured = graph_link(ends.into_iter().take(reported).flatten());
-            let cost = match (self.measured_cost[l], measured) {
-                (Some(held), Some(cost)) if !self.damping.is_clear_change(held, cost) => Some(held),
-                (_, measured) => measured,
-            };
-            if cost != self.measured_cost[l] {
-                self.measured_cost[l] = cost;
-                let (a, b) = (&self.ids[self.links[l].a as usize], &self.ids[self.links[l].b as usize]);
-                match cost {
-                    Some(cost) => self.measured.handle_link(a, b, cost),
-                    None => self.measured.handle_link_down(a, b),
-                };
-                changed = true;
+                self.probing[est as usize].driven = false;
+                let report = self.report(est);
+                let (owner, peer) = (NodeIx::new(self.owner(est)), NodeIx::new(self.peer(est)));
+                self.planner.handle_link_report(owner, peer, report);
             }
         }
-        if !changed && !self.damper.is_holding() && self.damper.version() > 0 {
-            self.recomputations_skipped += 1;
-            return;
-        }
-        self.recomputations += 1;
-        if !self.damper.handle_routes(Self::time(self.now), self.measured.graph(), self.measured.trees()) {
-            return;
+        match self.planner.plan(Self::time(self.now)) {
+            Round::Skipped => {
+                self.recomputations_skipped += 1;
+                return;
+            }
+            Round::Unchanged => {
+                self.recomputations += 1;
+                return;
+            }
+            Round::Changed => self.recomputations += 1,
         }
         let n = self.ids.len() as u32;
         let forwarding: Vec<Vec<Hops>> = self
-            .damper
+            .planner
             .trees()
             .iter()
             .map(|tree| {
@@ -836,6 +825,22 @@ impl<'a> Engine<'a> {
             .collect();
         let at = self.now + self.scenario.control.push_delay_ms * 1000;
         self.schedule(at, Event::TablePush(Rc::new(forwarding)));
+    }
+
+    /// What the owner of `est` last reported of its link, as the live node reports it: its metrics, or down
+    /// (declared down, or not measured yet); nothing once the owner has been crashed for longer than the
+    /// control plane keeps a report.
+    fn report(&mut self, est: u32) -> Option<Option<LinkMetrics>> {
+        let at = match self.crashed[self.owner(est) as usize] {
+            None => self.now,
+            Some(crash) if self.now - crash <= REPORT_STALE_AFTER => crash,
+            Some(_) => return None,
+        };
+        self.settle(est);
+        if self.estimators[est as usize].is_down(Self::time(at)) {
+            return Some(None);
+        }
+        Some(self.estimators[est as usize].report())
     }
 
     /// Every node installs the pushed tables; links on the way from a watching edge to its stream's origin

@@ -8,9 +8,8 @@
 //! each fault's reroute time; [`plot`] draws the latency CDF and a timeline around each fault.
 //!
 //! What it models, with the real types: per-link [`LinkEstimator`](crate::routing::LinkEstimator)s fed by
-//! simulated probes; the control plane's recomputation with the live rules ([`graph_link`](crate::routing::graph_link),
-//! [`MeshRoutes`](crate::routing::MeshRoutes) trees per origin through a
-//! [`RouteDamper`](crate::routing::RouteDamper)) and its table push; nodes' local failover to the backup when
+//! simulated probes, one per connection as on a live node; the control plane's recomputation by the live
+//! replica's [`Planner`](crate::routing::Planner) and its table push; nodes' local failover to the backup when
 //! their estimator declares the primary down; objects from origins to watching edges along the next hops in
 //! force when they are emitted, queueing on links of limited bandwidth. `engine` says how each event works.
 //!
@@ -23,8 +22,8 @@
 //!   the link's bandwidth is limited; an object that loses a packet takes one more round trip (QUIC
 //!   retransmits); a lost probe is simply lost.
 //! - Reports reach the control plane at once and tables reach every node `control.push_delay_ms` after the
-//!   recomputation, whatever the distance. There is one control plane, and it moves a link's cost in its
-//!   graph only on a clear change (`engine` says why); live replicas use every report as it comes.
+//!   recomputation, whatever the distance. There is one control plane. A link that comes back on a new
+//!   connection is probed at once, without the live node's dial backoff.
 //! - Every node starts probing at t = 0 (a mesh booted at once), so probe schedules stay in step; faults fall
 //!   at any moment of them.
 //!
