@@ -29,7 +29,11 @@ async fn next_hop_becomes(mesh: &Cluster, node: &str, via: &str, within: Duratio
         if r[node]["routes"][0]["next_hop"] == via {
             return start.elapsed();
         }
-        assert!(start.elapsed() < within, "{node} never routed via {via}: {r:#}");
+        if start.elapsed() >= within {
+            let url = format!("http://{}/api/links", mesh.http("control-1"));
+            let links = client().get(url).send().await.unwrap().text().await.unwrap();
+            panic!("{node} never routed via {via}: {r:#}\nlinks as measured: {links}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -206,7 +206,9 @@ impl Driver {
     fn recompute(&mut self) {
         let now = Instant::now();
         let stale = self.reports.values().any(|(_, at)| now.duration_since(*at) > REPORT_STALE_AFTER);
-        if !self.dirty && !stale {
+        // Reports move only on a clear change, so a switch the damper holds back must be planned again
+        // without one.
+        if !self.dirty && !stale && !self.plan.is_holding() {
             return;
         }
         self.dirty = false;

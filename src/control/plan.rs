@@ -84,6 +84,12 @@ impl Plan {
         changed
     }
 
+    /// Whether a better route is being held back until it has lasted: the tables may change with no new
+    /// report, so the replica must plan again.
+    pub fn is_holding(&self) -> bool {
+        self.planner.is_holding()
+    }
+
     /// A node's current table.
     pub fn routes(&self, node: &NodeId) -> Option<&Routes> {
         self.tables.get(node)

@@ -40,8 +40,8 @@ pub fn choose<N: Copy>(
     table: Option<Hops<N>>,
     configured: Option<Hops<N>>,
     current: Option<N>,
-    candidate: impl Fn(N) -> bool,
-    keep: impl Fn(N) -> bool,
+    mut candidate: impl FnMut(N) -> bool,
+    keep: impl FnOnce(N) -> bool,
 ) -> Upstream<N> {
     let chosen = [table, configured]
         .into_iter()

@@ -39,6 +39,7 @@ use super::histogram::Histogram;
 use super::queue::{EventQueue, Timed};
 use super::scenario::{FaultKind, Scenario};
 use crate::id::NodeId;
+use crate::relay;
 use crate::routing::{DampingConfig, Graph, LinkEstimator, LinkMetrics, MeshRoutes, NodeIx, Planner, Round};
 use crate::topology::Topology;
 
@@ -1004,15 +1005,16 @@ impl<'a> Engine<'a> {
             let via = match strategy {
                 Strategy::Overlay => {
                     let hops = self.installed[slot][at as usize];
-                    if hops.primary == NONE {
-                        NONE
-                    } else if !self.is_down(self.estimator_of(at, hops.primary)) {
-                        hops.primary
-                    } else if hops.backup != NONE && !self.is_down(self.estimator_of(at, hops.backup)) {
-                        hops.backup
-                    } else {
-                        NONE
-                    }
+                    let table = (hops.primary != NONE).then(|| relay::Hops {
+                        via: hops.primary,
+                        backup: (hops.backup != NONE).then_some(hops.backup),
+                    });
+                    // The node's own rule: the table's next hop, else its backup, among the links its
+                    // estimators judge up. No subscription state is modelled, so there is no current upstream
+                    // to keep when neither is.
+                    relay::choose(table, None, None, |n| !self.is_down(self.estimator_of(at, n)), |_| false)
+                        .peer()
+                        .unwrap_or(NONE)
                 }
                 _ => self.fixed[slot][at as usize],
             };

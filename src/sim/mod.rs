@@ -10,14 +10,18 @@
 //! What it models, with the real types: per-link [`LinkEstimator`](crate::routing::LinkEstimator)s fed by
 //! simulated probes, one per connection as on a live node; the control plane's recomputation by the live
 //! replica's [`Planner`](crate::routing::Planner) and its table push; nodes' local failover to the backup when
-//! their estimator declares the primary down; objects from origins to watching edges along the next hops in
+//! their estimator declares the primary down, by the live node's own rule
+//! ([`relay::choose`](crate::relay::choose)); objects from origins to watching edges along the next hops in
 //! force when they are emitted, queueing on links of limited bandwidth. `engine` says how each event works.
 //!
 //! What it simplifies:
 //!
 //! - An object's path is decided when the origin emits it, along the hops in force at that moment (a failure
 //!   during its flight is not seen); relays' caches, make-before-break and subscription state are not
-//!   modelled, so an object lost on a broken path is lost, never fetched again from a cache.
+//!   modelled, so an object lost on a broken path is lost, never fetched again from a cache. The live node's
+//!   whole state machine ([`Relay`](crate::relay::Relay)) is not driven here yet: its subscription rules (no
+//!   upstream that is downstream, `Unavailable`, keeping the only upstream, data as proof of life) have no
+//!   counterpart in the simulator.
 //! - A link's delay is its latency, plus uniform jitter, plus the object's sending time and queueing when
 //!   the link's bandwidth is limited; an object that loses a packet takes one more round trip (QUIC
 //!   retransmits); a lost probe is simply lost.
