@@ -288,6 +288,8 @@ pub struct Engine<'a> {
     streams: Vec<Stream>,
     /// The control plane: the live replica's computation, fed what the simulated nodes' estimators report.
     planner: Planner,
+    /// What each estimator's owner last reported to it (`None`: nothing), so that only changes are handed on.
+    reported: Vec<Option<Option<LinkMetrics>>>,
     recomputations: u64,
     recomputations_skipped: u64,
     installed: Forwarding,
@@ -434,6 +436,7 @@ impl<'a> Engine<'a> {
             flows: [flow(), flow(), flow()],
             memo: [memo(), memo(), memo()],
             planner,
+            reported: vec![None; 2 * links.len()],
             recomputations: 0,
             recomputations_skipped: 0,
             truth,
@@ -794,8 +797,11 @@ impl<'a> Engine<'a> {
             for est in [2 * l as u32, 2 * l as u32 + 1] {
                 self.probing[est as usize].driven = false;
                 let report = self.report(est);
-                let (owner, peer) = (NodeIx::new(self.owner(est)), NodeIx::new(self.peer(est)));
-                self.planner.handle_link_report(owner, peer, report);
+                if report != self.reported[est as usize] {
+                    self.reported[est as usize] = report;
+                    let (owner, peer) = (NodeIx::new(self.owner(est)), NodeIx::new(self.peer(est)));
+                    self.planner.handle_link_report(owner, peer, report);
+                }
             }
         }
         match self.planner.plan(Self::time(self.now)) {
