@@ -127,11 +127,15 @@ struct Peer {
     /// [`Relay::deaf`] when `heard` was last set: time this node itself was stalled since then does not count
     /// as the link's silence.
     deaf_at_heard: Duration,
+    /// The longest recent wait between two things heard (it decays as shorter waits follow): on a busy
+    /// path, silence counts only once it is clearly longer than the usual.
+    usual_gap: Duration,
 }
 
 impl Peer {
     /// When the link is (or, with nothing more heard, will be) down. Nothing may have arrived over it for
-    /// `down_after` (stream data, acknowledgements, probe replies: a busy neighbour is late to answer probes
+    /// `down_after` (on a link that carries a stream: or twice the longest recent wait between arrivals, if
+    /// that is longer, up to one probe interval more) (stream data, acknowledgements, probe replies: a busy neighbour is late to answer probes
     /// but still delivers), and the probes must agree: on a link that carries a stream, where something
     /// arrives every few milliseconds, one overdue probe confirms the silence; on an idle link, the
     /// estimator's own verdict (several overdue probes) is needed.
@@ -139,8 +143,14 @@ impl Peer {
     /// Time this node was itself too busy to listen (`deaf`, see [`Relay::handle_stalled`]) is added: a
     /// starved node blames itself, not its neighbours.
     fn down_at(&self, down_after: Duration, deaf: Duration) -> Option<Duration> {
-        let probes = if self.estimator.is_active() { self.estimator.overdue_at() } else { self.estimator.down_at() };
-        Some(probes?.max(self.heard + down_after) + deaf.saturating_sub(self.deaf_at_heard))
+        let (probes, silence) = if self.estimator.is_active() {
+            // At most one probe interval more, so that a dead neighbour is still found within its bound.
+            let most = down_after + self.estimator.config().fast_interval;
+            (self.estimator.overdue_at(), (2 * self.usual_gap).clamp(down_after, most))
+        } else {
+            (self.estimator.down_at(), down_after)
+        };
+        Some(probes?.max(self.heard + silence) + deaf.saturating_sub(self.deaf_at_heard))
     }
 
     fn is_down(&self, now: Duration, down_after: Duration, deaf: Duration) -> bool {
@@ -149,6 +159,13 @@ impl Peer {
 
     fn heard(&mut self, at: Duration, deaf: Duration) {
         if at > self.heard {
+            // Learned while the link carries a stream only: an idle link's waits are its probe interval.
+            let gap = (at - self.heard).saturating_sub(deaf.saturating_sub(self.deaf_at_heard));
+            self.usual_gap = if self.estimator.is_active() {
+                gap.max(self.usual_gap.saturating_sub(gap / 8))
+            } else {
+                Duration::ZERO
+            };
             self.heard = at;
             self.deaf_at_heard = deaf;
         }
@@ -347,7 +364,10 @@ impl Relay {
             self.forget_peer(&peer);
         }
         let estimator = LinkEstimator::new(self.config.probes.clone()).expect("validated in Relay::new");
-        self.peers.insert(peer.clone(), Peer { conn, estimator, up: true, heard: now, deaf_at_heard: self.deaf });
+        self.peers.insert(
+            peer.clone(),
+            Peer { conn, estimator, up: true, heard: now, deaf_at_heard: self.deaf, usual_gap: Duration::ZERO },
+        );
         self.link_usable(&peer, true);
         for (stream, reg) in &self.registry {
             self.actions.push_back(Action::Send {
