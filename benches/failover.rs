@@ -81,7 +81,14 @@ async fn run() -> Result<()> {
         let files = issue(&ca, &node, 1)?;
         let identity = Identity::from_pem(&ca.cert_pem, &files.chain_pem, &files.key_pem)?;
         if id == "control-1" {
-            tokio::spawn(lightpath::control::run(node, topology.clone(), identity, listeners, std::future::pending()));
+            tokio::spawn(lightpath::control::run(
+                node,
+                topology.clone(),
+                identity,
+                listeners,
+                lightpath::config::AdminConfig::default(),
+                std::future::pending(),
+            ));
             continue;
         }
         let params = NodeParams {
@@ -92,7 +99,7 @@ async fn run() -> Result<()> {
             ingest: IngestConfig { any_stream_key: Some(KEY.into()), ..IngestConfig::default() },
             edge: EdgeConfig::default(),
             links: LinksConfig { emulate: true },
-            admin: AdminConfig { token: Some(TOKEN.into()) },
+            admin: AdminConfig { token: Some(TOKEN.into()), ..AdminConfig::default() },
             probes: ProbeConfig::default(),
         };
         tokio::spawn(lightpath::node::run(params, listeners, std::future::pending()));

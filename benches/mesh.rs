@@ -39,11 +39,10 @@ use lightpath::edge::Edge;
 use lightpath::hls::{LivePlaylist, Segment};
 use lightpath::http::{live_path, text, Handler, Reply};
 use lightpath::id::{NodeId, ObjectName, StreamName};
-use lightpath::mesh::Mesh;
+use lightpath::mesh::{Mesh, MeshOptions};
 use lightpath::netem::{self, Impairment, Impairments};
 use lightpath::origin::Ingest;
 use lightpath::quic::transport;
-use lightpath::routing::ProbeConfig;
 use lightpath::topology::Topology;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -199,7 +198,7 @@ impl Lab {
                 }
                 table
             });
-            meshes.push(Mesh::start(id, &topology, &identity, socket, cache, impairments, ProbeConfig::default())?);
+            meshes.push(Mesh::start(id, &topology, &identity, socket, cache, impairments, MeshOptions::default())?);
         }
         let [origin, relay, edge]: [Mesh; 3] = meshes.try_into().map_err(|_| anyhow::anyhow!("three nodes"))?;
         let ingest = Ingest::new(origin.clone(), IngestConfig::default());
@@ -213,7 +212,7 @@ impl Lab {
         // The mesh is up once a stream published at the origin reaches the edge.
         let warmup = StreamName::new("warmup")?;
         lab.edge.want(&warmup);
-        lab.ingest.publish(warmup.clone(), ObjectName::new("hello.bin")?, Bytes::from_static(b"hello"));
+        lab.ingest.publish(warmup.clone(), ObjectName::new("hello.bin")?, Bytes::from_static(b"hello")).await?;
         lab.edge
             .cache()
             .wait_for(&warmup, &ObjectName::new("hello.bin")?, Duration::from_secs(20))
@@ -227,7 +226,7 @@ impl Lab {
     async fn subscribe(&self, node: &Mesh, stream: &StreamName) -> Result<()> {
         node.want(stream);
         let name = ObjectName::new("subscribed.bin")?;
-        self.ingest.publish(stream.clone(), name.clone(), Bytes::from_static(b"subscribed"));
+        self.ingest.publish(stream.clone(), name.clone(), Bytes::from_static(b"subscribed")).await?;
         node.cache().wait_for(stream, &name, ARRIVAL_TIMEOUT).await.context("the subscription never delivered")?;
         Ok(())
     }
@@ -247,9 +246,11 @@ struct Viewers {
 impl Handler for Viewers {
     async fn handle(self: Arc<Self>, req: http::Request<Incoming>) -> Reply {
         match live_path(req.uri().path()) {
-            Ok((stream, name)) => {
-                self.edge.get(req.method(), &stream, &name).await.unwrap_or_else(lightpath::edge::EdgeError::into_reply)
-            }
+            Ok((stream, name)) => self
+                .edge
+                .get(req.method(), &stream, &name, None)
+                .await
+                .unwrap_or_else(lightpath::edge::EdgeError::into_reply),
             Err(e) => text(e.status(), e.to_string()),
         }
     }
@@ -537,7 +538,7 @@ async fn mesh_transfer(lab: &Lab, to: &Mesh, stream: &StreamName, body: &Bytes, 
     let names: Vec<ObjectName> = (0..count).map(|i| ObjectName::new(format!("o{i}.m4s"))).collect::<Result<_, _>>()?;
     let start = Instant::now();
     for name in &names {
-        lab.ingest.publish(stream.clone(), name.clone(), body.clone());
+        lab.ingest.publish(stream.clone(), name.clone(), body.clone()).await?;
     }
     for name in &names {
         let object = to.cache().wait_for(stream, name, ARRIVAL_TIMEOUT).await;
@@ -574,7 +575,7 @@ async fn hop_latency(lab: &Lab, raw: &RawPath, count: usize) -> Result<HopLatenc
         let edge = arrival(&lab.edge, &stream, &name);
         tokio::time::sleep(Duration::from_millis(5)).await;
         let published = Instant::now();
-        lab.ingest.publish(stream.clone(), name.clone(), body.clone());
+        lab.ingest.publish(stream.clone(), name.clone(), body.clone()).await?;
         let at_relay = relay.await??;
         let at_edge = edge.await??;
         result.first.push(at_relay - published);
@@ -651,9 +652,9 @@ async fn publish_live(ingest: Ingest, stream: StreamName) -> Result<()> {
     for n in 0u64.. {
         tick.tick().await;
         let uri = format!("seg{n}.ts");
-        ingest.publish(stream.clone(), ObjectName::new(uri.clone())?, body.clone());
+        ingest.publish(stream.clone(), ObjectName::new(uri.clone())?, body.clone()).await?;
         playlist.push(Segment { uri, duration: LIVE_INTERVAL.as_secs_f64(), discontinuity: false });
-        ingest.publish(stream.clone(), ObjectName::new("index.m3u8")?, Bytes::from(playlist.render()));
+        ingest.publish(stream.clone(), ObjectName::new("index.m3u8")?, Bytes::from(playlist.render())).await?;
     }
     Ok(())
 }

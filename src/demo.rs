@@ -70,6 +70,7 @@ pub async fn run(topology_path: PathBuf, shutdown: impl Future<Output = ()>) -> 
             topology.clone(),
             identity,
             listeners,
+            crate::config::AdminConfig::default(),
             async move {
                 let _ = stop.changed().await;
             },

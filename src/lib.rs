@@ -28,6 +28,7 @@ pub mod quic;
 pub mod relay;
 pub mod routing;
 pub mod sim;
+pub mod takedowns;
 pub mod telemetry;
 pub mod topology;
 pub mod wire;

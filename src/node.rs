@@ -16,13 +16,15 @@ use tracing::Instrument;
 use crate::ca::Identity;
 use crate::cache::Cache;
 use crate::config::{AdminConfig, EdgeConfig, IngestConfig, LinksConfig, NodeConfig};
+use crate::control::client::FromControl;
 use crate::edge::{Edge, EdgeError};
-use crate::http::{live_path, refuse, text, Handler, Refusal, Reply, RequestCounts, Side};
+use crate::http::{live_path, refuse, text, Client, Handler, Refusal, Reply, RequestCounts, Side};
 use crate::id::NodeId;
 use crate::listen::Listeners;
-use crate::mesh::Mesh;
+use crate::mesh::{Mesh, MeshOptions};
 use crate::netem::{Impairment, Impairments};
 use crate::origin::Ingest;
+use crate::relay::RelayConfig;
 use crate::routing::ProbeConfig;
 use crate::topology::{Role, Topology};
 
@@ -99,7 +101,14 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
         listeners.mesh,
         cache,
         impairments.clone(),
-        params.probes.clone(),
+        MeshOptions {
+            relay: RelayConfig {
+                probes: params.probes.clone(),
+                takeover: Duration::from_millis(params.ingest.takeover_ms),
+                ..RelayConfig::default()
+            },
+            takedowns_file: params.admin.takedowns_file.clone(),
+        },
     )?;
     // The node reports to every control replica and takes the newest table from any of them, over its mesh
     // endpoint; the clients end when the endpoint closes.
@@ -112,7 +121,10 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
                 params.id.clone(),
                 control.clone(),
                 mesh.reports(),
-                move |routes| to_mesh.routes(routes),
+                move |message| match message {
+                    FromControl::Routes(routes) => to_mesh.routes(routes),
+                    FromControl::Takedown { stream, takedown } => to_mesh.takedown_from_control(stream, takedown),
+                },
             )
             .instrument(span.clone()),
         );
@@ -124,6 +136,10 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
         roles = ?spec.roles,
         "node running"
     );
+    let edge = serves_viewers.then(|| Arc::new(Edge::new(mesh.clone(), Duration::from_millis(params.edge.wait_ms))));
+    if let Some(edge) = &edge {
+        tokio::spawn(report_viewers(Arc::downgrade(edge)));
+    }
     let site = Arc::new(Site {
         node: params.id.to_string(),
         counts: RequestCounts::new(params.id.as_str()),
@@ -132,13 +148,27 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
             table,
             topology: params.topology.clone(),
             me: params.id.clone(),
+            mesh: mesh.clone(),
         }),
+        mesh: mesh.clone(),
         ingest: spec.has_role(Role::Origin).then(|| Ingest::new(mesh.clone(), params.ingest.clone())),
-        edge: serves_viewers.then(|| Edge::new(mesh.clone(), Duration::from_millis(params.edge.wait_ms))),
+        edge,
     });
     crate::http::serve(listeners.http, site, shutdown).await;
     mesh.close();
     Ok(())
+}
+
+/// How often an edge tells the mesh how many viewers each stream has.
+const REPORT_VIEWERS_EVERY: Duration = Duration::from_secs(2);
+
+async fn report_viewers(edge: std::sync::Weak<Edge>) {
+    let mut tick = tokio::time::interval(REPORT_VIEWERS_EVERY);
+    loop {
+        tick.tick().await;
+        let Some(edge) = edge.upgrade() else { return };
+        edge.report_viewers();
+    }
 }
 
 /// A node's HTTP side: dispatches by path and method to ingest, edge and metrics.
@@ -146,8 +176,9 @@ struct Site {
     node: String,
     counts: RequestCounts,
     admin: Option<Admin>,
+    mesh: Mesh,
     ingest: Option<Ingest>,
-    edge: Option<Edge>,
+    edge: Option<Arc<Edge>>,
 }
 
 impl Handler for Site {
@@ -181,6 +212,7 @@ impl Site {
                 return resp;
             }
             (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok"),
+            (&Method::GET, "/api/streams") => return streams_json(&self.mesh),
             (_, p) if p.starts_with("/admin/") => {
                 return match &self.admin {
                     Some(admin) => admin.handle(req).await,
@@ -200,7 +232,10 @@ impl Site {
         let method = req.method().clone();
         match method {
             Method::GET | Method::HEAD => match &self.edge {
-                Some(edge) => edge.get(&method, &stream, &name).await.unwrap_or_else(EdgeError::into_reply),
+                Some(edge) => {
+                    let client = req.extensions().get::<Client>().map(|c| c.0.ip());
+                    edge.get(&method, &stream, &name, client).await.unwrap_or_else(EdgeError::into_reply)
+                }
                 None => EdgeError::NoViewers.into_reply(),
             },
             Method::PUT | Method::POST | Method::DELETE => {
@@ -220,12 +255,38 @@ impl Site {
     }
 }
 
-/// The runtime link controls: `GET /admin/links`, `PUT /admin/links/{peer}` with an [`Impairment`] as JSON.
+/// `GET /api/streams`: the streams this node knows, with their owner, epoch and phase, and whether this
+/// node receives them.
+fn streams_json(mesh: &Mesh) -> Reply {
+    let streams: serde_json::Map<String, serde_json::Value> = mesh
+        .streams()
+        .into_iter()
+        .map(|(stream, s)| {
+            let state = serde_json::json!({
+                "origin": s.origin.as_str(),
+                "epoch": s.epoch,
+                "state": s.phase,
+                "receiving": s.receiving,
+                "reachable": s.reachable,
+                "taken_down": mesh.taken_down(&stream),
+            });
+            (stream.to_string(), state)
+        })
+        .collect();
+    let mut resp = text(StatusCode::OK, serde_json::to_string_pretty(&streams).unwrap_or_default());
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// The operator endpoints: the runtime link controls (`GET /admin/links`, `PUT /admin/links/{peer}` with an
+/// [`Impairment`] as JSON) and stream takedowns (`POST /admin/streams/{stream}/takedown` with the reason as
+/// the body, `DELETE` of the same path to lift it).
 struct Admin {
     token: String,
     table: Impairments,
     topology: Arc<Topology>,
     me: NodeId,
+    mesh: Mesh,
 }
 
 impl Admin {
@@ -246,6 +307,16 @@ impl Admin {
         }
         let path = req.uri().path().to_owned();
         let method = req.method().clone();
+        if let Some(rest) = path.strip_prefix("/admin/streams/") {
+            return match crate::takedowns::request(req, rest).await {
+                Ok(r) => {
+                    tracing::warn!(node = %self.me, stream = %r.stream, active = r.active, reason = %r.reason, "operator takedown");
+                    self.mesh.takedown(&r.stream, r.active, r.reason);
+                    text(StatusCode::ACCEPTED, format!("stream {}: taken down at every node: {}", r.stream, r.active))
+                }
+                Err(reply) => reply,
+            };
+        }
         match (method, path.strip_prefix("/admin/links")) {
             (Method::GET, Some("")) => {
                 let links: serde_json::Map<String, serde_json::Value> = self

@@ -14,9 +14,8 @@ use bytes::{Bytes, BytesMut};
 use lightpath::ca::{create_ca, issue, CaFiles, Identity};
 use lightpath::cache::Cache;
 use lightpath::id::{NodeId, ObjectName, StreamName};
-use lightpath::mesh::Mesh;
+use lightpath::mesh::{Mesh, MeshOptions};
 use lightpath::quic::transport;
-use lightpath::routing::ProbeConfig;
 use lightpath::topology::Topology;
 use lightpath::wire::{self, Frame, ObjectHeader, Probe, PROTOCOL_VERSION};
 
@@ -192,7 +191,7 @@ impl Lab {
             let files = issue(&ca, &id, 1)?;
             let identity = Identity::from_pem(&ca.cert_pem, &files.chain_pem, &files.key_pem)?;
             let cache = Cache::new(64 << 20, id.as_str());
-            Mesh::start(id, &topology, &identity, socket, cache, None, ProbeConfig::default())
+            Mesh::start(id, &topology, &identity, socket, cache, None, MeshOptions::default())
         };
         let relay = node("relay", relay_socket)?;
         let edge = node("edge", edge_socket)?;
@@ -200,7 +199,9 @@ impl Lab {
         let mut probe = FakeNode::connect(&ca, "probe", probe_socket, relay_addr).await?;
 
         let stream = StreamName::new("s")?;
-        origin.send(Frame::Announce { stream: stream.clone(), origin: NodeId::new("origin")?, epoch: 1 }).await?;
+        origin
+            .send(Frame::Announce { stream: stream.clone(), origin: NodeId::new("origin")?, epoch: 1, backup: false })
+            .await?;
         probe.send(Frame::Subscribe { stream: stream.clone() }).await?;
         edge.want(&stream);
         origin.subscribed(&stream).await?;

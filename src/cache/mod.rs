@@ -222,6 +222,41 @@ impl Cache {
         true
     }
 
+    /// Drops a stream's objects of versions below `below`: an older epoch's, whose names a new publisher may
+    /// reuse with other bytes. Returns how many went.
+    pub fn purge_below(&self, stream: &StreamName, below: u64) -> usize {
+        let mut inner = self.lock();
+        let Some(window) = inner.streams.get_mut(stream) else { return 0 };
+        let old: Vec<(ObjectName, u64, u64)> = window
+            .objects
+            .iter()
+            .filter(|(_, (_, o))| o.header.version < below)
+            .map(|(n, (stamp, o))| (n.clone(), *stamp, o.body.len() as u64))
+            .collect();
+        for (name, _, _) in &old {
+            window.objects.remove(name);
+        }
+        window.newest_seq = window.objects.values().map(|(_, o)| o.header.seq).max().unwrap_or(0);
+        for (_, stamp, size) in &old {
+            inner.order.remove(stamp);
+            inner.bytes -= size;
+        }
+        metrics::gauge!("lightpath_cache_bytes", "node" => self.node.clone()).set(inner.bytes as f64);
+        old.len()
+    }
+
+    /// Drops everything of a stream (it ended and is forgotten); its waiters give up at once.
+    pub fn remove_stream(&self, stream: &StreamName) {
+        let mut inner = self.lock();
+        inner.changes.remove(stream);
+        let Some(window) = inner.streams.remove(stream) else { return };
+        for (stamp, o) in window.objects.values() {
+            inner.order.remove(stamp);
+            inner.bytes -= o.body.len() as u64;
+        }
+        metrics::gauge!("lightpath_cache_bytes", "node" => self.node.clone()).set(inner.bytes as f64);
+    }
+
     /// Waits up to `timeout` for `name` to arrive in `stream`.
     pub async fn wait_for(&self, stream: &StreamName, name: &ObjectName, timeout: Duration) -> Option<Arc<Object>> {
         let mut changes = {
@@ -300,6 +335,24 @@ mod tests {
         assert_eq!(cache.insert(obj("a", "index.m3u8", 4, 10)), Inserted::Duplicate);
         assert_eq!(cache.insert(obj("a", "index.m3u8", 6, 20)), Inserted::New);
         assert_eq!(cache.bytes(), 20);
+    }
+
+    #[test]
+    fn an_older_epoch_is_purged_and_a_forgotten_stream_frees_its_bytes() {
+        let cache = Cache::new(1 << 20, "t");
+        let a = StreamName::new("a").unwrap();
+        cache.insert(obj("a", "index0.m4s", 1_000, 10));
+        cache.insert(obj("a", "index.m3u8", 1_001, 5));
+        cache.insert(obj("b", "index0.m4s", 1, 7));
+        cache.insert(obj("a", "index1.m4s", 2_001, 20));
+        assert_eq!(cache.purge_below(&a, 2_000), 2);
+        assert!(cache.get(&a, &ObjectName::new("index0.m4s").unwrap()).is_none());
+        assert_eq!(cache.bytes(), 27);
+        // The same name from the new epoch is taken, though its version is lower than nothing now held.
+        assert_eq!(cache.insert(obj("a", "index0.m4s", 2_002, 3)), Inserted::New);
+        cache.remove_stream(&a);
+        assert!(!cache.has_stream(&a));
+        assert_eq!(cache.bytes(), 7);
     }
 
     #[tokio::test(start_paused = true)]

@@ -100,7 +100,12 @@ impl NodeConfig {
 
     fn resolve(self, file: &Path) -> Self {
         let base = file.parent().unwrap_or(Path::new(""));
-        Self { topology: resolve(base, self.topology), tls: self.tls.resolve(base), ..self }
+        Self {
+            topology: resolve(base, self.topology),
+            tls: self.tls.resolve(base),
+            admin: self.admin.resolve(base),
+            ..self
+        }
     }
 
     /// Each section's own problems, then those between sections, then those with the topology (when given).
@@ -179,6 +184,9 @@ pub struct ControlConfig {
     /// The mesh TLS files.
     #[serde(default)]
     pub tls: TlsFiles,
+    /// The operator endpoints (stream takedowns) and where takedowns are kept.
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// The node-config sections the file has, which a replica does not read (for a warning). Not a key of
     /// the file.
     #[serde(skip)]
@@ -227,11 +235,17 @@ impl ControlConfig {
 
     fn resolve(self, file: &Path) -> Self {
         let base = file.parent().unwrap_or(Path::new(""));
-        Self { topology: resolve(base, self.topology), tls: self.tls.resolve(base), ..self }
+        Self {
+            topology: resolve(base, self.topology),
+            tls: self.tls.resolve(base),
+            admin: self.admin.resolve(base),
+            ..self
+        }
     }
 
     fn problems(&self, topology: Option<&Topology>) -> Vec<CheckError> {
         let mut problems = self.tls.validate().err().unwrap_or_default();
+        problems.extend(self.admin.validate().err().unwrap_or_default());
         let seat = Seat { topology_file: &self.topology, mesh_listen: self.mesh_listen, http_listen: self.http_listen };
         seat.check_listen(&mut problems);
         let Some(topology) = topology else {

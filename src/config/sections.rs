@@ -98,6 +98,10 @@ pub struct LinksConfig {
 pub struct AdminConfig {
     /// Bearer token the endpoints require (at least 8 characters); without one they are off.
     pub token: Option<String>,
+    /// A file where the node keeps the stream takedowns it knows, so that they hold across a restart even
+    /// before a neighbour tells it again (relative to the config file's folder). Without one, a restarted
+    /// node learns them from its neighbours and the control replicas.
+    pub takedowns_file: Option<PathBuf>,
 }
 
 impl AdminConfig {
@@ -112,6 +116,11 @@ impl AdminConfig {
             }
             _ => Ok(()),
         }
+    }
+
+    /// The same section with a relative `takedowns_file` taken from `base` (the config file's folder).
+    pub fn resolve(self, base: &Path) -> Self {
+        Self { takedowns_file: self.takedowns_file.map(|p| base.join(p)), ..self }
     }
 }
 
@@ -202,11 +211,20 @@ pub struct IngestConfig {
     pub stream_keys: BTreeMap<StreamName, String>,
     /// A key that may publish any stream name, if set (non-empty).
     pub any_stream_key: Option<String>,
+    /// Streams this origin holds as a backup: it takes one over when the owning origin's objects have not
+    /// arrived for `takeover_ms` while a publisher pushes here, and yields it back when the owner's publisher
+    /// returns. Any other stream live at another origin is refused here (409).
+    pub backup_for: Vec<StreamName>,
+    /// How long a backup waits without the owner's objects before taking a stream over, in milliseconds
+    /// (default 4000; at least 500).
+    pub takeover_ms: u64,
 }
 
 impl IngestConfig {
     /// The default largest PUT body: 32 MiB.
     pub const DEFAULT_MAX_BODY_BYTES: u64 = 32 << 20;
+    /// The shortest takeover wait accepted.
+    pub const MIN_TAKEOVER_MS: u64 = 500;
 
     /// Uploads possible (a body limit above 0) and no key empty. That the limit fits the cache is
     /// [`super::NodeConfig::validate`]'s check.
@@ -227,13 +245,29 @@ impl IngestConfig {
         if self.any_stream_key.as_ref().is_some_and(|k| k.trim().is_empty()) {
             problems.push(problem("ingest.any_stream_key", "empty publish key (anyone could publish any stream)"));
         }
+        if self.takeover_ms < Self::MIN_TAKEOVER_MS {
+            problems.push(problem(
+                "ingest.takeover_ms",
+                format!(
+                    "{} ms is shorter than a publisher's usual gap between uploads (expected at least {})",
+                    self.takeover_ms,
+                    Self::MIN_TAKEOVER_MS
+                ),
+            ));
+        }
         found(problems)
     }
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        Self { max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES, stream_keys: BTreeMap::new(), any_stream_key: None }
+        Self {
+            max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
+            stream_keys: BTreeMap::new(),
+            any_stream_key: None,
+            backup_for: Vec::new(),
+            takeover_ms: 4000,
+        }
     }
 }
 
@@ -323,7 +357,7 @@ mod tests {
 
     #[test]
     fn admin_validates() {
-        let admin = |t: &str| AdminConfig { token: Some(t.into()) };
+        let admin = |t: &str| AdminConfig { token: Some(t.into()), ..AdminConfig::default() };
         assert_eq!(admin("long-enough").validate(), Ok(()));
         fails(admin(" short  ").validate(), &[("admin.token", "too short")]);
     }

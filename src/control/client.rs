@@ -4,7 +4,8 @@
 //! and partitions that its mesh traffic sees apply to it too). It sends each its latest [`Report`] whenever it
 //! changes (at most every [`REPORT_EVERY`]) and at least every second as a heartbeat, so every replica sees
 //! the same reports and computes the same tables; the mesh keeps the newest table from any of them. A
-//! replica that goes away is redialed with backoff; meanwhile the node keeps forwarding on its last table.
+//! replica also sends operators' stream takedowns ([`FromControl::Takedown`]). A replica that goes away is
+//! redialed with backoff; meanwhile the node keeps forwarding on its last table.
 
 use std::time::Duration;
 
@@ -12,8 +13,9 @@ use bytes::BytesMut;
 use rand::Rng;
 use tokio::sync::watch;
 
-use crate::id::NodeId;
+use crate::id::{NodeId, StreamName};
 use crate::quic::{self, read_frame, write_frame, DialError, FrameError};
+use crate::relay::Takedown;
 use crate::topology::ControlSpec;
 use crate::wire::{Frame, Report, Routes, PROTOCOL_VERSION};
 
@@ -22,6 +24,15 @@ pub const REPORT_EVERY: Duration = Duration::from_millis(100);
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long a replica has to complete the handshake, and then to answer the hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What a replica tells a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FromControl {
+    /// A route table.
+    Routes(Routes),
+    /// An operator's takedown of a stream, or its lift.
+    Takedown { stream: StreamName, takedown: Takedown },
+}
 
 /// Why a session with a control replica ended.
 #[derive(Debug, thiserror::Error)]
@@ -61,11 +72,11 @@ pub(crate) async fn run(
     me: NodeId,
     control: ControlSpec,
     reports: watch::Receiver<Report>,
-    on_routes: impl Fn(Routes) + Send + Sync + 'static,
+    on_message: impl Fn(FromControl) + Send + Sync + 'static,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match session(&endpoint, &me, &control, reports.clone(), &on_routes).await {
+        match session(&endpoint, &me, &control, reports.clone(), &on_message).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(SessionError::Dial(e)) if e.is_final() => return,
             Err(e) => tracing::warn!(control = %control.id, error = %e, "control session ended"),
@@ -81,7 +92,7 @@ async fn session(
     me: &NodeId,
     control: &ControlSpec,
     mut reports: watch::Receiver<Report>,
-    on_routes: &impl Fn(Routes),
+    on_message: &impl Fn(FromControl),
 ) -> Result<(), SessionError> {
     let conn = quic::dial(endpoint, &control.id, &control.mesh, HELLO_TIMEOUT).await?;
     let (mut send, mut recv) = conn.open_bi().await?;
@@ -98,7 +109,10 @@ async fn session(
     let reader = async {
         loop {
             match read_frame(&mut recv, &mut buf).await? {
-                Some(Frame::Routes(routes)) => on_routes(routes),
+                Some(Frame::Routes(routes)) => on_message(FromControl::Routes(routes)),
+                Some(Frame::Takedown { stream, version, active, reason }) => {
+                    on_message(FromControl::Takedown { stream, takedown: Takedown { version, active, reason } })
+                }
                 Some(other) => return Err(SessionError::Unexpected(Box::new(other))),
                 None => return Err(SessionError::Closed),
             }

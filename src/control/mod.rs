@@ -8,6 +8,11 @@
 //! interchangeable, and the same reports give the same tables. It serves a JSON operator API on its HTTP
 //! address (`/api/nodes`, `/api/links`, `/api/routes`, `/api/streams`) and Prometheus text at `/metrics`.
 //!
+//! With an admin token, a replica also takes operators' stream takedowns
+//! (`POST /admin/streams/{stream}/takedown`, `DELETE` to lift): it sends them to every node it has a session
+//! with (each floods them on through the mesh), to every node that connects later, and keeps them in its
+//! takedowns file when the config names one.
+//!
 //! The node side of this conversation is [`client`].
 
 pub mod client;
@@ -26,10 +31,12 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::ca::Identity;
-use crate::http::{text, Handler, Reply};
-use crate::id::NodeId;
+use crate::config::AdminConfig;
+use crate::http::{refuse, text, Handler, Reply, Side};
+use crate::id::{NodeId, StreamName};
 use crate::listen::Listeners;
 use crate::quic::{read_frame, write_frame};
+use crate::relay::Takedown;
 use crate::topology::Topology;
 use crate::wire::{Frame, Report, PROTOCOL_VERSION};
 
@@ -44,6 +51,7 @@ enum Event {
     Connected { node: NodeId, session: u64, frames: mpsc::UnboundedSender<Frame> },
     Disconnected { node: NodeId, session: u64 },
     Report { report: Report },
+    Takedown { request: crate::takedowns::Request },
 }
 
 /// Runs a control-plane replica until `shutdown` completes.
@@ -52,9 +60,14 @@ pub async fn run(
     topology: Arc<Topology>,
     identity: Identity,
     listeners: Listeners,
+    admin: AdminConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     crate::telemetry::metrics();
+    let takedowns = match &admin.takedowns_file {
+        Some(file) => crate::takedowns::load(file)?,
+        None => BTreeMap::new(),
+    };
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(
         quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)
             .context("TLS server config unusable for QUIC")?,
@@ -75,10 +88,18 @@ pub async fn run(
         sessions: HashMap::new(),
         view: view.clone(),
         dirty: true,
+        takedowns,
+        takedowns_file: admin.takedowns_file.clone(),
     };
     tokio::spawn(driver.run(rx).instrument(span.clone()));
-    tokio::spawn(accept_loop(endpoint.clone(), id.clone(), topology, events).instrument(span));
-    let api = Arc::new(Api { counts: crate::http::RequestCounts::new(id.as_str()), view });
+    tokio::spawn(accept_loop(endpoint.clone(), id.clone(), topology, events.clone()).instrument(span));
+    let api = Arc::new(Api {
+        counts: crate::http::RequestCounts::new(id.as_str()),
+        view,
+        token: admin.token,
+        events,
+        me: id,
+    });
     crate::http::serve(listeners.http, api, shutdown).await;
     endpoint.close(0u32.into(), b"control replica stopping");
     Ok(())
@@ -170,6 +191,9 @@ struct Driver {
     sessions: HashMap<NodeId, (u64, mpsc::UnboundedSender<Frame>)>,
     view: Arc<RwLock<serde_json::Value>>,
     dirty: bool,
+    /// Operators' takedowns, lifted ones included.
+    takedowns: BTreeMap<StreamName, Takedown>,
+    takedowns_file: Option<std::path::PathBuf>,
 }
 
 impl Driver {
@@ -185,6 +209,9 @@ impl Driver {
                         if let Some(routes) = self.plan.routes(&node) {
                             let _ = frames.send(Frame::Routes(routes.clone()));
                         }
+                        for (stream, t) in &self.takedowns {
+                            let _ = frames.send(takedown_frame(stream, t));
+                        }
                         self.sessions.insert(node, (session, frames));
                     }
                     Some(Event::Disconnected { node, session }) => {
@@ -197,10 +224,29 @@ impl Driver {
                         self.dirty |= changed;
                         self.reports.insert(report.node.clone(), (report, Instant::now()));
                     }
+                    Some(Event::Takedown { request }) => self.takedown(request),
                 },
                 _ = tick.tick() => self.recompute(),
             }
         }
+    }
+
+    /// An operator's takedown or lift: kept, saved, and sent to every node in session.
+    fn takedown(&mut self, request: crate::takedowns::Request) {
+        let crate::takedowns::Request { stream, active, reason } = request;
+        let known = self.takedowns.get(&stream).map_or(0, |t| t.version);
+        let takedown = Takedown { version: crate::clock::unix_ms().max(known + 1), active, reason };
+        let frame = takedown_frame(&stream, &takedown);
+        self.takedowns.insert(stream, takedown);
+        if let Some(file) = &self.takedowns_file {
+            if let Err(e) = crate::takedowns::save(file, &self.takedowns) {
+                tracing::error!(file = %file.display(), error = %format!("{e:#}"), "could not keep the takedowns");
+            }
+        }
+        for (_, frames) in self.sessions.values() {
+            let _ = frames.send(frame.clone());
+        }
+        self.dirty = true;
     }
 
     fn recompute(&mut self) {
@@ -227,20 +273,35 @@ impl Driver {
                 let _ = frames.send(Frame::Routes(routes.clone()));
             }
         }
-        let view = self.plan.view(&self.topology, &live, &self.sessions.keys().cloned().collect());
+        let view = self.plan.view(&self.topology, &live, &self.sessions.keys().cloned().collect(), &self.takedowns);
         *self.view.write().unwrap_or_else(|e| e.into_inner()) = view;
     }
+}
+
+fn takedown_frame(stream: &StreamName, t: &Takedown) -> Frame {
+    Frame::Takedown { stream: stream.clone(), version: t.version, active: t.active, reason: t.reason.clone() }
 }
 
 /// The operator API.
 struct Api {
     counts: crate::http::RequestCounts,
     view: Arc<RwLock<serde_json::Value>>,
+    /// The admin token, if the admin endpoints are on.
+    token: Option<String>,
+    events: mpsc::UnboundedSender<Event>,
+    me: NodeId,
 }
 
 impl Handler for Api {
     async fn handle(self: Arc<Self>, req: http::Request<Incoming>) -> Reply {
-        let path = req.uri().path();
+        let path = req.uri().path().to_owned();
+        let method = req.method().clone();
+        if let Some(rest) = path.strip_prefix("/admin/streams/") {
+            let reply = self.takedown(req, rest).await;
+            self.counts.count(&method, reply.status());
+            return reply;
+        }
+        let path = path.as_str();
         let reply = match (req.method(), path) {
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
             (&Method::GET, "/metrics") => text(StatusCode::OK, crate::telemetry::metrics().render()),
@@ -259,6 +320,40 @@ impl Handler for Api {
         };
         self.counts.count(req.method(), reply.status());
         reply
+    }
+}
+
+impl Api {
+    async fn takedown(&self, req: http::Request<Incoming>, rest: &str) -> Reply {
+        let Some(token) = &self.token else {
+            return refuse(
+                StatusCode::NOT_FOUND,
+                Side::Downstream,
+                "the admin API is off (no admin.token in the config)",
+            );
+        };
+        let authorized = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| crate::origin::same_key(t.trim(), token));
+        if !authorized {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                Side::Downstream,
+                "the admin API needs Authorization: Bearer ADMIN_TOKEN",
+            );
+        }
+        match crate::takedowns::request(req, rest).await {
+            Ok(request) => {
+                tracing::warn!(control = %self.me, stream = %request.stream, active = request.active, reason = %request.reason, "operator takedown");
+                let body = format!("stream {}: taken down at every node: {}", request.stream, request.active);
+                let _ = self.events.send(Event::Takedown { request });
+                text(StatusCode::ACCEPTED, body)
+            }
+            Err(reply) => reply,
+        }
     }
 }
 

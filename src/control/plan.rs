@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::id::NodeId;
+use crate::id::{NodeId, StreamName};
+use crate::relay::Takedown;
 use crate::routing::{DampingConfig, LinkMetrics, Planner};
 use crate::topology::{Role, Topology};
-use crate::wire::{LinkReport, Report, Route, Routes};
+use crate::wire::{LinkReport, Report, Route, Routes, StreamPhase, StreamReport};
 
 /// Tunables of the computation.
 #[derive(Debug, Clone, Default)]
@@ -101,6 +102,7 @@ impl Plan {
         topology: &Topology,
         reports: &BTreeMap<NodeId, Report>,
         connected: &BTreeSet<NodeId>,
+        takedowns: &BTreeMap<StreamName, Takedown>,
     ) -> serde_json::Value {
         let nodes: Vec<_> = topology
             .nodes
@@ -133,17 +135,69 @@ impl Plan {
                 (node.to_string(), json!({"version": t.version, "routes": entries}))
             })
             .collect();
-        let mut streams: BTreeMap<String, (String, Vec<serde_json::Value>)> = BTreeMap::new();
-        for r in reports.values() {
-            for s in &r.streams {
-                let entry = streams.entry(s.stream.to_string()).or_insert_with(|| (s.origin.to_string(), Vec::new()));
-                entry.1.push(json!({"node": r.node, "upstream": s.upstream}));
-            }
-        }
-        let streams: Vec<_> = streams
-            .into_iter()
-            .map(|(stream, (origin, tree))| json!({"stream": stream, "origin": origin, "tree": tree}))
-            .collect();
+        let streams = streams_view(topology, reports, takedowns);
         json!({"nodes": nodes, "links": links, "routes": routes, "streams": streams})
     }
+}
+
+/// Each stream as the reports show it: its owner and epoch (the newest any node reports), its state (live,
+/// ended, or taken down by the operator), the tree that carries it, and its viewers per edge and per region.
+fn streams_view(
+    topology: &Topology,
+    reports: &BTreeMap<NodeId, Report>,
+    takedowns: &BTreeMap<StreamName, Takedown>,
+) -> Vec<serde_json::Value> {
+    #[derive(Default)]
+    struct Seen<'a> {
+        owner: Option<&'a StreamReport>,
+        tree: Vec<serde_json::Value>,
+        viewers: BTreeMap<&'a str, u32>,
+        regions: BTreeMap<String, u32>,
+    }
+    let mut streams: BTreeMap<&StreamName, Seen> = BTreeMap::new();
+    for r in reports.values() {
+        for s in &r.streams {
+            let seen = streams.entry(&s.stream).or_default();
+            if seen.owner.is_none_or(|o| (s.epoch, s.phase) > (o.epoch, o.phase)) {
+                seen.owner = Some(s);
+            }
+            if s.upstream.is_some() || s.origin == r.node {
+                seen.tree.push(json!({"node": r.node, "upstream": s.upstream}));
+            }
+            if s.viewers > 0 {
+                seen.viewers.insert(r.node.as_str(), s.viewers);
+                let region = topology.node(&r.node).map_or_else(String::new, |n| n.region.to_string());
+                *seen.regions.entry(region).or_default() += s.viewers;
+            }
+        }
+    }
+    for stream in takedowns.keys() {
+        streams.entry(stream).or_default();
+    }
+    streams
+        .into_iter()
+        .map(|(stream, seen)| {
+            let taken_down = takedowns.get(stream).filter(|t| t.active);
+            let state = match (taken_down, seen.owner) {
+                (Some(_), _) => StreamPhase::TakenDown,
+                // Lifted here; a node's report of the takedown is older.
+                (None, Some(o)) if o.phase == StreamPhase::TakenDown && takedowns.contains_key(stream) => {
+                    StreamPhase::Live
+                }
+                (None, Some(o)) => o.phase,
+                (None, None) => StreamPhase::Ended,
+            };
+            json!({
+                "stream": stream,
+                "origin": seen.owner.map(|o| o.origin.as_str()),
+                "epoch": seen.owner.map(|o| o.epoch),
+                "state": state,
+                "takedown_reason": taken_down.map(|t| t.reason.as_str()),
+                "tree": seen.tree,
+                "viewers": seen.viewers.values().sum::<u32>(),
+                "viewers_by_edge": seen.viewers,
+                "viewers_by_region": seen.regions,
+            })
+        })
+        .collect()
 }

@@ -44,6 +44,14 @@ pub enum EdgeError {
     /// This node has neither the edge nor the origin role: 404.
     #[error("this node serves no viewers")]
     NoViewers,
+    /// An operator took the stream down: 451 with the operator's reason.
+    #[error("stream {stream} is taken down: {reason}")]
+    TakenDown {
+        /// The stream asked for.
+        stream: StreamName,
+        /// The operator's reason.
+        reason: String,
+    },
 }
 
 impl EdgeError {
@@ -52,6 +60,7 @@ impl EdgeError {
         match self {
             EdgeError::NoStream { .. } | EdgeError::NotArrived { .. } | EdgeError::NoViewers => StatusCode::NOT_FOUND,
             EdgeError::OriginUnreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            EdgeError::TakenDown { .. } => StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
         }
     }
 
@@ -61,7 +70,10 @@ impl EdgeError {
     pub fn retry(&self) -> Option<Duration> {
         match self {
             EdgeError::OriginUnreachable { .. } => Some(UNREACHABLE_RETRY),
-            EdgeError::NoStream { .. } | EdgeError::NotArrived { .. } | EdgeError::NoViewers => None,
+            EdgeError::NoStream { .. }
+            | EdgeError::NotArrived { .. }
+            | EdgeError::NoViewers
+            | EdgeError::TakenDown { .. } => None,
         }
     }
 
@@ -69,7 +81,7 @@ impl EdgeError {
     /// bring what it should have.
     pub fn side(&self) -> Side {
         match self {
-            EdgeError::NoStream { .. } | EdgeError::NoViewers => Side::Downstream,
+            EdgeError::NoStream { .. } | EdgeError::NoViewers | EdgeError::TakenDown { .. } => Side::Downstream,
             EdgeError::OriginUnreachable { .. } | EdgeError::NotArrived { .. } => Side::Upstream,
         }
     }
@@ -97,7 +109,7 @@ mod tests {
         StreamName::new("shop1").unwrap()
     }
 
-    fn every_cause() -> [EdgeError; 4] {
+    fn every_cause() -> [EdgeError; 5] {
         [
             EdgeError::NoStream { stream: stream() },
             EdgeError::OriginUnreachable { stream: stream(), origin: Some(NodeId::new("origin-eu").unwrap()) },
@@ -107,6 +119,7 @@ mod tests {
                 waited: Duration::from_millis(6000),
             },
             EdgeError::NoViewers,
+            EdgeError::TakenDown { stream: stream(), reason: "rights holder's request".into() },
         ]
     }
 
@@ -117,6 +130,7 @@ mod tests {
             (StatusCode::SERVICE_UNAVAILABLE, Some(Duration::from_secs(2)), Side::Upstream),
             (StatusCode::NOT_FOUND, None, Side::Upstream),
             (StatusCode::NOT_FOUND, None, Side::Downstream),
+            (StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS, None, Side::Downstream),
         ];
         for (e, (status, retry, side)) in every_cause().into_iter().zip(expected) {
             assert_eq!((e.status(), e.retry(), e.side()), (status, retry, side), "{e}");
@@ -130,6 +144,7 @@ mod tests {
             "the origin of stream shop1 (origin-eu) is unreachable from this edge; retry shortly\n",
             "shop1/seg7.ts did not arrive within 6000 ms\n",
             "this node serves no viewers\n",
+            "stream shop1 is taken down: rights holder's request\n",
         ];
         for (e, body) in every_cause().into_iter().zip(bodies) {
             let status = e.status();

@@ -4,14 +4,22 @@
 //! a stream subscribes the edge to it, and however many viewers wait, the mesh brings each object once.
 //! Playlists get a short `Cache-Control` (they change every segment), everything else a long one; `Age`
 //! counts from the moment the origin received the object. A stream nobody announced is 404; one whose origin
-//! this edge cannot reach is 503 with `Retry-After`. Each refusal is an [`EdgeError`], which knows its
-//! status, whether a retry makes sense and which side failed.
+//! this edge cannot reach is 503 with `Retry-After`; one an operator took down is 451 with the reason. Each
+//! refusal is an [`EdgeError`], which knows its status, whether a retry makes sense and which side failed.
+//! A stream that ended is served with `EXT-X-ENDLIST` in its media playlists (the origin sends them so; an
+//! edge that missed that version adds the tag itself), so players stop instead of polling forever.
+//!
+//! The edge counts its viewers per stream (distinct client addresses over the last 30 s) for the control
+//! plane's reports.
 
 mod error;
 
 pub use error::EdgeError;
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response};
@@ -20,30 +28,81 @@ use http_body_util::Full;
 use crate::cache::Object;
 use crate::clock::unix_ms;
 use crate::hls::media::{is_playlist, known_content_type};
+use crate::hls::tags::with_endlist;
 use crate::http::Reply;
 use crate::id::{ObjectName, StreamName};
 use crate::mesh::Mesh;
+use crate::wire::StreamPhase;
+
+/// Viewers are counted over this window.
+const VIEWER_WINDOW: Duration = Duration::from_secs(30);
 
 /// The viewer-facing side of a node.
 pub struct Edge {
     mesh: Mesh,
     wait: Duration,
+    /// Each stream's viewers: when each client address last asked for a playlist.
+    viewers: Mutex<HashMap<StreamName, HashMap<IpAddr, Instant>>>,
 }
 
 impl Edge {
     pub fn new(mesh: Mesh, wait: Duration) -> Self {
-        Self { mesh, wait }
+        Self { mesh, wait, viewers: Mutex::new(HashMap::new()) }
     }
 
-    /// Answers a viewer's `GET` or `HEAD`: the object, or why not.
-    pub async fn get(&self, method: &Method, stream: &StreamName, name: &ObjectName) -> Result<Reply, EdgeError> {
+    /// Answers a viewer's `GET` or `HEAD`: the object, or why not. `client` is the viewer's address.
+    pub async fn get(
+        &self,
+        method: &Method,
+        stream: &StreamName,
+        name: &ObjectName,
+        client: Option<IpAddr>,
+    ) -> Result<Reply, EdgeError> {
+        if let Some(reason) = self.mesh.taken_down(stream) {
+            return Err(EdgeError::TakenDown { stream: stream.clone(), reason });
+        }
+        if is_playlist(name) {
+            if let Some(client) = client {
+                self.seen(stream, client);
+            }
+        }
+        let reply = self.object(method, stream, name).await?;
+        Ok(reply)
+    }
+
+    /// Counts a viewer: players ask for the playlist every target duration.
+    fn seen(&self, stream: &StreamName, client: IpAddr) {
+        let mut viewers = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
+        match viewers.get_mut(stream) {
+            Some(clients) => {
+                clients.insert(client, Instant::now());
+            }
+            None => {
+                viewers.insert(stream.clone(), HashMap::from([(client, Instant::now())]));
+            }
+        }
+    }
+
+    /// Tells the mesh how many viewers each stream has (distinct addresses over the last 30 s), forgetting
+    /// older ones; streams nobody watches any more are reported once with 0, then dropped.
+    pub fn report_viewers(&self) {
+        let now = Instant::now();
+        let mut viewers = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
+        viewers.retain(|stream, clients| {
+            clients.retain(|_, at| now.duration_since(*at) < VIEWER_WINDOW);
+            self.mesh.viewers(stream, clients.len() as u32);
+            !clients.is_empty()
+        });
+    }
+
+    async fn object(&self, method: &Method, stream: &StreamName, name: &ObjectName) -> Result<Reply, EdgeError> {
         let cache = self.mesh.cache();
         let reach = self.mesh.reach(stream);
         let cached = cache.get(stream, name);
         match (reach, cached) {
             (None, None) => return Err(EdgeError::NoStream { stream: stream.clone() }),
             (Some((false, _)), _) if is_playlist(name) => return Err(self.unreachable(stream)),
-            (_, Some(obj)) => return Ok(serve(method, &obj)),
+            (_, Some(obj)) => return Ok(self.serve(method, &obj)),
             (Some((false, _)), None) => return Err(self.unreachable(stream)),
             (Some((true, receiving)), None) => {
                 if !receiving {
@@ -52,7 +111,7 @@ impl Edge {
             }
         }
         match cache.wait_for(stream, name, self.wait).await {
-            Some(obj) => Ok(serve(method, &obj)),
+            Some(obj) => Ok(self.serve(method, &obj)),
             None => match self.mesh.reach(stream) {
                 Some((false, _)) => Err(self.unreachable(stream)),
                 _ => Err(EdgeError::NotArrived { stream: stream.clone(), name: name.clone(), waited: self.wait }),
@@ -62,6 +121,19 @@ impl Edge {
 
     fn unreachable(&self, stream: &StreamName) -> EdgeError {
         EdgeError::OriginUnreachable { stream: stream.clone(), origin: self.mesh.stream(stream).map(|s| s.origin) }
+    }
+
+    /// The object's reply; a media playlist of a stream that ended says so, whichever version is here.
+    fn serve(&self, method: &Method, obj: &Arc<Object>) -> Reply {
+        if is_playlist(&obj.header.name)
+            && self.mesh.stream(&obj.header.stream).is_some_and(|s| s.phase == StreamPhase::Ended)
+        {
+            if let Some(ended) = std::str::from_utf8(&obj.body).ok().and_then(with_endlist) {
+                let header = crate::wire::ObjectHeader { len: ended.len() as u64, ..obj.header.clone() };
+                return serve(method, &Object { header, body: Bytes::from(ended) });
+            }
+        }
+        serve(method, obj)
     }
 }
 

@@ -52,7 +52,8 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, shutdown:
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
+            let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+                req.extensions_mut().insert(Client(remote));
                 let handler = handler.clone();
                 async move { Ok::<_, Infallible>(handler.handle(req).await) }
             });
@@ -66,6 +67,10 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, shutdown:
         });
     }
 }
+
+/// The address a request came from, in its extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client(pub std::net::SocketAddr);
 
 /// Why a `/live/...` path was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

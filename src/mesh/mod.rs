@@ -13,11 +13,17 @@
 //! probe reply is stamped when its datagram is read, not when the driver gets to it, so a busy driver does
 //! not inflate round trips. What a connection received (quinn's counts of STREAM and ACK frames: the peer
 //! delivers data, or acknowledges ours) is sampled before every verdict and passed on as proof of life.
+//!
+//! Streams' lives go through the relay too: an origin's ingest claims each object's version
+//! ([`Mesh::claim`]), so that one origin owns a stream at a time; when the relay ends a stream, the shell
+//! ends its media playlists (`EXT-X-ENDLIST`) as new versions that travel like any object; takedowns are
+//! flooded, kept in a file when the config names one, and read by the edge.
 
 pub mod peer;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -26,11 +32,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
 use crate::ca::Identity;
-use crate::cache::{Cache, Object};
+use crate::cache::{Cache, Inserted, Object};
+use crate::clock::unix_ms;
+use crate::hls::media::is_playlist;
 use crate::id::{NodeId, StreamName};
-pub use crate::relay::StreamState;
 use crate::relay::{Action, ConnId, Incoming, ObjectKey, Relay, RelayConfig};
-use crate::routing::ProbeConfig;
+pub use crate::relay::{Claim, Refused, StreamState, Takedown};
 use crate::topology::{Address, Topology};
 use crate::wire::{Frame, ObjectHeader, Probe, Report, Routes};
 
@@ -85,6 +92,38 @@ pub(crate) enum Event {
     },
     /// A route table from the control plane.
     Routes(Routes),
+    /// Local ingest asks to publish an object of `stream`.
+    Claim {
+        stream: StreamName,
+        claim: Claim,
+        reply: oneshot::Sender<Result<u64, Refused>>,
+    },
+    /// The publisher deleted the stream's playlist.
+    End {
+        stream: StreamName,
+    },
+    /// An operator takes `stream` down (`active`) or lifts that, here or through a control replica
+    /// (`version` given).
+    Takedown {
+        stream: StreamName,
+        active: bool,
+        reason: String,
+        version: Option<u64>,
+    },
+    /// Distinct viewers of `stream` here.
+    Viewers {
+        stream: StreamName,
+        viewers: u32,
+    },
+}
+
+/// How a mesh node runs, beside its topology and identity.
+#[derive(Debug, Clone, Default)]
+pub struct MeshOptions {
+    /// The relay core's settings (probes, holds, takeover).
+    pub relay: RelayConfig,
+    /// Where the takedowns this node knows are kept across restarts, if anywhere.
+    pub takedowns_file: Option<PathBuf>,
 }
 
 /// The driver's answer to [`Event::Incoming`].
@@ -105,6 +144,8 @@ pub(crate) struct Shared {
     pub neighbours: HashMap<NodeId, Address>,
     events: mpsc::UnboundedSender<Event>,
     streams: RwLock<HashMap<StreamName, StreamState>>,
+    /// Streams taken down, with the reason.
+    takedowns: RwLock<HashMap<StreamName, String>>,
     /// The relay core's epoch.
     started: tokio::time::Instant,
     /// How long, in all, this node's tasks ran late (µs): see [`watch_stalls`].
@@ -142,16 +183,23 @@ impl Mesh {
         socket: std::net::UdpSocket,
         cache: Arc<Cache>,
         impairments: Option<crate::netem::Impairments>,
-        probes: ProbeConfig,
+        options: MeshOptions,
     ) -> Result<Self> {
-        let config = RelayConfig { probes: probes.validate().context("probe intervals")?, ..RelayConfig::default() };
-        let relay = Relay::new(
+        let MeshOptions { relay: config, takedowns_file } = options;
+        let config = RelayConfig { probes: config.probes.validate().context("probe intervals")?, ..config };
+        let mut relay = Relay::new(
             me.clone(),
             topology.nodes.iter().map(|n| n.id.clone()),
             topology.links.iter().map(|l| (l.a.clone(), l.b.clone(), (l.latency_ms * 1000.0).round().max(1.0) as u64)),
             config,
         )
         .context("probe intervals")?;
+        if let Some(file) = &takedowns_file {
+            for (stream, t) in crate::takedowns::load(file)? {
+                relay.handle_takedown(Duration::ZERO, None, &stream, t);
+            }
+            while relay.poll_action().is_some() {} // nobody to flood to yet
+        }
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(
             quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)
                 .context("TLS server config unusable for QUIC")?,
@@ -186,13 +234,22 @@ impl Mesh {
             neighbours: neighbours.clone(),
             events,
             streams: RwLock::new(HashMap::new()),
+            takedowns: RwLock::new(HashMap::new()),
             started: tokio::time::Instant::now(),
             stalled_us: Default::default(),
         });
         // Every log line of this node's mesh tasks names the node (the demo runs several in one process).
         let span = tracing::info_span!("mesh", node = %me);
         let (reports, report_rx) = watch::channel(Report { node: me.clone(), links: Vec::new(), streams: Vec::new() });
-        let driver = Driver { shared: shared.clone(), relay, conns: HashMap::new(), reports, sampled: Duration::ZERO };
+        let mut driver = Driver {
+            shared: shared.clone(),
+            relay,
+            conns: HashMap::new(),
+            reports,
+            sampled: Duration::ZERO,
+            takedowns_file,
+        };
+        driver.publish_takedowns();
         tokio::spawn(driver.run(rx).instrument(span.clone()));
         tokio::spawn(watch_stalls(Arc::downgrade(&shared)));
         tokio::spawn(peer::accept_loop(shared.clone()).instrument(span.clone()));
@@ -229,6 +286,46 @@ impl Mesh {
     pub fn reach(&self, stream: &StreamName) -> Option<(bool, bool)> {
         let streams = self.shared.streams.read().unwrap_or_else(|e| e.into_inner());
         streams.get(stream).map(|s| (s.reachable, s.receiving))
+    }
+
+    /// Every stream this node knows, with its state.
+    pub fn streams(&self) -> BTreeMap<StreamName, StreamState> {
+        let streams = self.shared.streams.read().unwrap_or_else(|e| e.into_inner());
+        streams.iter().map(|(s, st)| (s.clone(), st.clone())).collect()
+    }
+
+    /// Why `stream` is taken down, if it is.
+    pub fn taken_down(&self, stream: &StreamName) -> Option<String> {
+        self.shared.takedowns.read().unwrap_or_else(|e| e.into_inner()).get(stream).cloned()
+    }
+
+    /// Origin ingest asks to publish an object of `stream`: the version to give it, or why not. `None` when
+    /// the mesh has stopped.
+    pub async fn claim(&self, stream: &StreamName, claim: Claim) -> Option<Result<u64, Refused>> {
+        let (reply, answer) = oneshot::channel();
+        self.shared.event(Event::Claim { stream: stream.clone(), claim, reply });
+        answer.await.ok()
+    }
+
+    /// The publisher deleted `stream`'s playlist: end the stream now.
+    pub fn end(&self, stream: &StreamName) {
+        self.shared.event(Event::End { stream: stream.clone() });
+    }
+
+    /// An operator takes `stream` down everywhere (`active`), or lifts that.
+    pub fn takedown(&self, stream: &StreamName, active: bool, reason: String) {
+        self.shared.event(Event::Takedown { stream: stream.clone(), active, reason, version: None });
+    }
+
+    /// A takedown (or lift) a control replica sent, with the replica's version.
+    pub fn takedown_from_control(&self, stream: StreamName, takedown: Takedown) {
+        let Takedown { version, active, reason } = takedown;
+        self.shared.event(Event::Takedown { stream, active, reason, version: Some(version) });
+    }
+
+    /// `viewers` distinct viewers watch `stream` here (for the reports).
+    pub fn viewers(&self, stream: &StreamName, viewers: u32) {
+        self.shared.event(Event::Viewers { stream: stream.clone(), viewers });
     }
 
     /// A local viewer wants `stream`: subscribe toward its origin unless already receiving it.
@@ -281,6 +378,7 @@ struct Driver {
     reports: watch::Sender<Report>,
     /// When the connections were last sampled.
     sampled: Duration,
+    takedowns_file: Option<PathBuf>,
 }
 
 /// How often [`watch_stalls`] looks, and how late it may wake before that counts as a stall.
@@ -405,6 +503,54 @@ impl Driver {
                     .set(routes.version as f64);
                 self.relay.handle_routes(now, routes);
             }
+            Event::Claim { stream, claim, reply } => {
+                let _ = reply.send(self.relay.handle_claim(now, &stream, claim));
+            }
+            Event::End { stream } => self.relay.handle_end(now, &stream),
+            Event::Takedown { stream, active, reason, version } => {
+                let version = version.unwrap_or_else(|| self.relay.next_takedown_version(&stream, unix_ms()));
+                self.relay.handle_takedown(now, None, &stream, Takedown { version, active, reason });
+            }
+            Event::Viewers { stream, viewers } => self.relay.handle_viewers(&stream, viewers),
+        }
+    }
+
+    /// Ends `stream`'s media playlists (it ended here, its origin): each gets `EXT-X-ENDLIST` in a new
+    /// version, numbered from `version`, which goes down the tree like any object.
+    fn end_playlists(&mut self, stream: &StreamName, mut version: u64) {
+        let now = self.shared.now();
+        for object in self.shared.cache.window(stream) {
+            if !is_playlist(&object.header.name) {
+                continue;
+            }
+            let Some(ended) = std::str::from_utf8(&object.body).ok().and_then(crate::hls::tags::with_endlist) else {
+                continue;
+            };
+            let header = ObjectHeader {
+                version,
+                seq: version,
+                born_unix_ms: unix_ms(),
+                len: ended.len() as u64,
+                ..object.header.clone()
+            };
+            version += 1;
+            let object = Arc::new(Object { header, body: bytes::Bytes::from(ended) });
+            if self.shared.cache.insert(object.clone()) == Inserted::New {
+                for peer in self.relay.handle_object(now, None, &object.header) {
+                    self.forward(&peer, object.clone());
+                }
+            }
+        }
+    }
+
+    /// The snapshot of takedowns the edge reads, and the file that keeps them.
+    fn publish_takedowns(&mut self) {
+        let active: HashMap<StreamName, String> =
+            self.relay.takedowns().filter(|(_, t)| t.active).map(|(s, t)| (s.clone(), t.reason.clone())).collect();
+        *self.shared.takedowns.write().unwrap_or_else(|e| e.into_inner()) = active;
+        let Some(file) = &self.takedowns_file else { return };
+        if let Err(e) = crate::takedowns::save(file, self.relay.takedowns()) {
+            tracing::error!(file = %file.display(), error = %format!("{e:#}"), "could not keep the takedowns");
         }
     }
 
@@ -459,6 +605,13 @@ impl Driver {
                         .increment(1);
                 }
                 Action::Verdict { up: true, .. } => {}
+                Action::Purge { stream, below } => {
+                    let purged = self.shared.cache.purge_below(&stream, below);
+                    tracing::debug!(%stream, purged, "objects of an older epoch purged");
+                }
+                Action::Ended { stream, next_version } => self.end_playlists(&stream, next_version),
+                Action::Forget { stream } => self.shared.cache.remove_stream(&stream),
+                Action::Takedowns => self.publish_takedowns(),
             }
         }
         any

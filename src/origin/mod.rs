@@ -2,16 +2,24 @@
 //! with `-method PUT`.
 //!
 //! `PUT`/`POST /live/{stream}/{file}` stores a segment, part, init segment or playlist (chunked bodies
-//! without Content-Length included) and hands it to the mesh, which announces the stream on its first
-//! object and sends every object down the stream's tree. Re-uploading a playlist makes a new version of it.
-//! `DELETE` (from `-hls_flags delete_segments`) removes the object here only: downstream caches age their
-//! live windows out on their own, so a viewer a few seconds behind is never cut short.
+//! without Content-Length included) and hands it to the mesh, which sends every object down the stream's
+//! tree. Re-uploading a playlist makes a new version of it. `DELETE` of a segment (from `-hls_flags
+//! delete_segments`) removes the object here only: downstream caches age their live windows out on their
+//! own, so a viewer a few seconds behind is never cut short. `DELETE` of a playlist ends the stream.
+//!
+//! Every object is claimed from the mesh first ([`Mesh::claim`]): a stream belongs to one origin at a time,
+//! so a publisher pushing a stream that is live at another origin gets 409 naming it (unless this origin
+//! is the stream's configured backup and the owner has gone silent), and one pushing a stream an operator
+//! took down gets 403. A publisher that starts over (its playlist's media sequence goes back, or it
+//! re-sends a segment name with other bytes) starts a new epoch, whose versions are above the old ones
+//! everywhere, and every cache drops the old epoch's objects: a reused name never serves old bytes.
 //!
 //! Publishing needs the stream's key, in `Authorization: Bearer KEY` or `X-Lightpath-Key: KEY` (ffmpeg:
 //! `-headers "Authorization: Bearer KEY"`). Bodies are bounded.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -20,10 +28,11 @@ use hyper::body::Incoming;
 use crate::cache::{Inserted, Object};
 use crate::clock::unix_ms;
 use crate::config::IngestConfig;
-use crate::hls::media::content_type;
+use crate::hls::media::{content_type, is_playlist};
+use crate::hls::tags;
 use crate::http::{text, Reply};
 use crate::id::{ObjectName, StreamName};
-use crate::mesh::Mesh;
+use crate::mesh::{Claim, Mesh, Refused};
 use crate::wire::ObjectHeader;
 
 /// Why a publish was refused.
@@ -41,6 +50,12 @@ pub enum IngestError {
     /// The body could not be read (the publisher went away mid-upload).
     #[error("body not received: {0}")]
     Body(String),
+    /// The stream is another origin's, or taken down.
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    /// The node is shutting down.
+    #[error("the origin is stopping")]
+    Stopping,
 }
 
 impl IngestError {
@@ -51,25 +66,37 @@ impl IngestError {
             IngestError::WrongKey(_) => StatusCode::FORBIDDEN,
             IngestError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             IngestError::Body(_) => StatusCode::BAD_REQUEST,
+            IngestError::Refused(Refused::TakenDown { .. }) => StatusCode::FORBIDDEN,
+            IngestError::Refused(Refused::Owned { .. } | Refused::Standby { .. }) => StatusCode::CONFLICT,
+            IngestError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
 
-/// Per-stream sequence numbering at this origin.
-struct Sequence {
-    next: u64,
+/// What ingest remembers of a stream's publisher to tell that it started over.
+#[derive(Default)]
+struct Publisher {
+    /// Each media playlist's last media sequence.
+    sequences: HashMap<ObjectName, u64>,
+    /// The target duration its playlists give.
+    target: Option<Duration>,
+    /// Objects sent since the last playlist (a few at most).
+    since_playlist: Vec<(ObjectName, bytes::Bytes)>,
 }
+
+/// The most objects kept to be sent again when a publisher turns out to have started over.
+const MAX_CARRIED: usize = 8;
 
 /// The ingest side of an origin node.
 pub struct Ingest {
     mesh: Mesh,
     config: IngestConfig,
-    sequences: Mutex<HashMap<StreamName, Sequence>>,
+    publishers: Mutex<HashMap<StreamName, Publisher>>,
 }
 
 impl Ingest {
     pub fn new(mesh: Mesh, config: IngestConfig) -> Self {
-        Self { mesh, config, sequences: Mutex::new(HashMap::new()) }
+        Self { mesh, config, publishers: Mutex::new(HashMap::new()) }
     }
 
     /// Checks the request's key against the stream's.
@@ -110,26 +137,42 @@ impl Ingest {
             Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(IngestError::TooLarge(limit)),
             Err(e) => return Err(IngestError::Body(e.to_string())),
         };
-        let created = self.publish(stream, name, body);
+        let created = self.publish(stream, name, body).await?;
         Ok(text(if created { StatusCode::CREATED } else { StatusCode::NO_CONTENT }, ""))
     }
 
-    /// Stores one object as this origin's newest version of its name and hands it to the mesh. Returns
-    /// whether the name is new.
-    pub fn publish(&self, stream: StreamName, name: ObjectName, body: bytes::Bytes) -> bool {
+    /// Claims the object's version from the mesh, stores it as this origin's newest version of its name and
+    /// hands it to the mesh. Returns whether the name is new.
+    pub async fn publish(&self, stream: StreamName, name: ObjectName, body: bytes::Bytes) -> Result<bool, IngestError> {
+        let held = self.mesh.cache().get(&stream, &name);
+        let (restart, target, carried) = self.started_over(&stream, &name, &body, held.as_deref());
+        let existed = held.is_some() && !restart;
+        self.store(&stream, name.clone(), body, restart, target).await?;
+        if restart {
+            tracing::info!(%stream, object = %name, "the publisher started over; the stream starts a new epoch");
+            // What the new publisher sent before it showed itself (its init segment, say) went out in the old
+            // epoch and was purged with it: it goes again in the new one.
+            for (name, body) in carried {
+                self.store(&stream, name, body, false, target).await?;
+            }
+        }
+        Ok(!existed)
+    }
+
+    async fn store(
+        &self,
+        stream: &StreamName,
+        name: ObjectName,
+        body: bytes::Bytes,
+        restart: bool,
+        target: Option<Duration>,
+    ) -> Result<(), IngestError> {
         let now = unix_ms();
-        let seq = {
-            let mut seqs = self.sequences.lock().unwrap_or_else(|e| e.into_inner());
-            // Sequence numbers start from the clock so that they keep growing across origin restarts:
-            // a restarted origin's playlist must win over the old one in every cache.
-            let s = seqs.entry(stream.clone()).or_insert(Sequence { next: now * 1000 });
-            s.next += 1;
-            s.next
-        };
-        let existed = self.mesh.cache().get(&stream, &name).is_some();
+        let claim = Claim { backup: self.config.backup_for.contains(stream), restart, unix_ms: now, target };
+        let seq = self.mesh.claim(stream, claim).await.ok_or(IngestError::Stopping)??;
         let header = ObjectHeader {
             content_type: content_type(&name).to_owned(),
-            stream,
+            stream: stream.clone(),
             name,
             version: seq,
             seq,
@@ -145,12 +188,57 @@ impl Ingest {
         if self.mesh.cache().insert(object.clone()) == Inserted::New {
             self.mesh.ingested(object);
         }
-        !existed
+        Ok(())
     }
 
-    /// `DELETE`: forgets the object at this origin.
+    /// Whether this upload shows that the publisher started over (a media playlist whose sequence went
+    /// back; a segment name sent again with other bytes), the stream's target duration as its playlists
+    /// give it, and, on a restart, the objects sent since the last playlist (the new publisher's first).
+    fn started_over(
+        &self,
+        stream: &StreamName,
+        name: &ObjectName,
+        body: &bytes::Bytes,
+        held: Option<&Object>,
+    ) -> (bool, Option<Duration>, Vec<(ObjectName, bytes::Bytes)>) {
+        let mut publishers = self.publishers.lock().unwrap_or_else(|e| e.into_inner());
+        let p = publishers.entry(stream.clone()).or_default();
+        let restart = if is_playlist(name) {
+            let text = std::str::from_utf8(body).unwrap_or("");
+            p.target = tags::target_duration(text).or(p.target);
+            let sequence = tags::media_sequence(text);
+            let back = sequence.is_some_and(|seq| p.sequences.get(name).is_some_and(|last| seq < *last));
+            if back {
+                p.sequences.clear();
+            }
+            if let Some(seq) = sequence {
+                p.sequences.insert(name.clone(), seq);
+            }
+            back
+        } else {
+            held.is_some_and(|o| o.body != *body)
+        };
+        let carried = if restart { std::mem::take(&mut p.since_playlist) } else { Vec::new() };
+        if is_playlist(name) {
+            p.since_playlist.clear();
+        } else if p.since_playlist.len() < MAX_CARRIED {
+            p.since_playlist.push((name.clone(), body.clone()));
+        }
+        (restart, p.target, carried)
+    }
+
+    /// `DELETE`: forgets a segment at this origin; a playlist's deletion ends the stream (every edge's
+    /// playlist gets `EXT-X-ENDLIST`).
     pub fn delete(&self, headers: &HeaderMap, stream: StreamName, name: ObjectName) -> Result<Reply, IngestError> {
         self.authorize(headers, &stream)?;
+        if is_playlist(&name) {
+            let found = self.mesh.cache().get(&stream, &name).is_some();
+            if found {
+                self.publishers.lock().unwrap_or_else(|e| e.into_inner()).remove(&stream);
+                self.mesh.end(&stream);
+            }
+            return Ok(text(if found { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND }, ""));
+        }
         let status =
             if self.mesh.cache().remove(&stream, &name) { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND };
         Ok(text(status, ""))

@@ -28,9 +28,16 @@
 //!   subscriptions in both directions are dropped and re-sent over the new one, so a neighbour that restarted
 //!   (an origin killed and started again) is subscribed to again without waiting for the old connection to
 //!   time out.
+//! - **Streams' lives** ([`registry`]): who owns a stream (one origin at a time, by epoch), who may publish
+//!   it ([`Relay::handle_claim`]: a second origin is refused, a configured backup takes over after the
+//!   owner's objects stopped arriving, the primary takes it back), when it ends (its publisher silent for
+//!   three target durations, or its playlist deleted: [`Action::Ended`]), when an ended stream is forgotten
+//!   ([`Action::Forget`]), and operators' takedowns, flooded to every node.
 
+mod registry;
 mod upstream;
 
+pub use registry::{first_version, Claim, Refused, Takedown};
 pub use upstream::{choose, Hops, Upstream};
 
 #[cfg(test)]
@@ -41,7 +48,8 @@ use std::time::Duration;
 
 use crate::id::{NodeId, ObjectName, StreamName};
 use crate::routing::{Cost, Graph, LinkEstimator, ProbeConfig, ProbeConfigError, RouteTable};
-use crate::wire::{Frame, LinkReport, ObjectHeader, Report, Routes, StreamReport};
+use crate::wire::{Frame, LinkReport, ObjectHeader, Report, Routes, StreamPhase, StreamReport};
+use registry::{Claimed, Registry};
 
 /// The caller's handle for one connection to a neighbour (quinn's `stable_id` in the node). A neighbour's
 /// newer connection carries another id.
@@ -57,13 +65,30 @@ pub struct RelayConfig {
     /// How long a neighbour that said a stream is unavailable through it is passed over for that stream
     /// before it is asked again.
     pub pass_over: Duration,
+    /// How long a backup origin waits without the owner's objects before it takes a stream over.
+    pub takeover: Duration,
+    /// The target duration assumed for a stream whose playlist did not say (its publisher is silent for
+    /// three of them before the stream ends).
+    pub default_target: Duration,
+    /// How long an ended stream stays known (its final playlist served) before it is forgotten.
+    pub linger: Duration,
 }
 
 impl Default for RelayConfig {
     fn default() -> Self {
-        Self { probes: ProbeConfig::default(), hold: Duration::from_secs(2), pass_over: Duration::from_secs(5) }
+        Self {
+            probes: ProbeConfig::default(),
+            hold: Duration::from_secs(2),
+            pass_over: Duration::from_secs(5),
+            takeover: Duration::from_secs(4),
+            default_target: Duration::from_secs(6),
+            linger: Duration::from_secs(60),
+        }
     }
 }
+
+/// A stream ends after its publisher was silent for this many target durations.
+const SILENT_TARGETS: u32 = 3;
 
 /// What the caller must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +102,16 @@ pub enum Action {
     Probe { to: NodeId, seq: u64 },
     /// The link to `peer` stopped (`up: false`) or started again answering: for logs and counters.
     Verdict { peer: NodeId, up: bool },
+    /// A new owner's epoch of `stream` started: objects older than version `below` (an older epoch's, whose
+    /// names the new publisher may reuse with other bytes) must not be served any more.
+    Purge { stream: StreamName, below: u64 },
+    /// `stream`, published here, ended: end its media playlists for players, numbering the new versions
+    /// from `next_version`, and ingest them as usual.
+    Ended { stream: StreamName, next_version: u64 },
+    /// `stream` ended a while ago and is forgotten: its objects may go.
+    Forget { stream: StreamName },
+    /// The takedowns changed (to keep them across a restart).
+    Takedowns,
 }
 
 /// One version of one object.
@@ -108,6 +143,10 @@ pub enum Incoming {
 pub struct StreamState {
     /// The origin that announced the stream.
     pub origin: NodeId,
+    /// Its owner's epoch.
+    pub epoch: u64,
+    /// Live, ended or taken down.
+    pub phase: StreamPhase,
     /// This node is the origin, or has a neighbour to receive the stream from.
     pub reachable: bool,
     /// This node already receives the stream (it is the origin or holds an upstream subscription).
@@ -186,6 +225,8 @@ struct Subscription {
     passed_over: BTreeMap<NodeId, Duration>,
     /// Downstream subscribers already told that the stream is unavailable here.
     told: BTreeSet<NodeId>,
+    /// When an object of the stream last arrived from upstream.
+    last_object: Option<Duration>,
 }
 
 impl Subscription {
@@ -194,11 +235,20 @@ impl Subscription {
     }
 }
 
-/// A stream as the registry knows it.
+/// A stream this node owns and its publisher pushes.
 #[derive(Debug)]
-struct Registered {
-    origin: NodeId,
-    epoch: u64,
+struct Publishing {
+    /// The last object ingested.
+    last: Duration,
+    /// The target duration its playlist gave, if any.
+    target: Option<Duration>,
+    next_version: u64,
+}
+
+/// A backup origin waiting for a stream's owner to fall silent: since when it watches the stream.
+#[derive(Debug)]
+struct Standby {
+    since: Duration,
 }
 
 /// An object being forwarded while it arrives.
@@ -232,7 +282,12 @@ pub struct Relay {
     /// The newest table from the control plane, if any came.
     table: Option<Routes>,
     peers: BTreeMap<NodeId, Peer>,
-    registry: BTreeMap<StreamName, Registered>,
+    registry: Registry,
+    /// Streams this node owns and is publishing.
+    publishing: BTreeMap<StreamName, Publishing>,
+    standby: BTreeMap<StreamName, Standby>,
+    /// Viewers of each stream at this node (reported).
+    viewers: BTreeMap<StreamName, u32>,
     subs: BTreeMap<StreamName, Subscription>,
     in_flight: HashMap<ObjectKey, InFlight>,
     releases: Vec<Release>,
@@ -279,7 +334,10 @@ impl Relay {
             fallback,
             table: None,
             peers: BTreeMap::new(),
-            registry: BTreeMap::new(),
+            registry: Registry::default(),
+            publishing: BTreeMap::new(),
+            standby: BTreeMap::new(),
+            viewers: BTreeMap::new(),
             subs: BTreeMap::new(),
             in_flight: HashMap::new(),
             releases: Vec::new(),
@@ -313,7 +371,14 @@ impl Relay {
         });
         let releases = self.releases.iter().map(|r| r.at);
         let passes = self.subs.values().flat_map(|s| s.passed_over.values().copied());
-        probes.chain(releases).chain(passes).min()
+        let silences = self.publishing.values().map(|p| p.last + self.silence(p));
+        let forget = self.registry.next_forget(self.config.linger);
+        probes.chain(releases).chain(passes).chain(silences).chain(forget).min()
+    }
+
+    /// How long a publisher may be silent before its stream ends.
+    fn silence(&self, p: &Publishing) -> Duration {
+        p.target.unwrap_or(self.config.default_target) * SILENT_TARGETS
     }
 
     /// Time passed: sends due probes, judges links, ends holds and pass-overs.
@@ -354,6 +419,126 @@ impl Relay {
         for stream in expired {
             self.ensure_upstream(&stream);
         }
+
+        let silent: Vec<StreamName> =
+            self.publishing.iter().filter(|(_, p)| now >= p.last + self.silence(p)).map(|(s, _)| s.clone()).collect();
+        for stream in silent {
+            tracing::info!(%stream, "publisher silent for three target durations; the stream ends");
+            self.end_here(&stream);
+        }
+        for stream in self.registry.forget_ended(now, self.config.linger) {
+            tracing::debug!(%stream, "ended stream forgotten");
+            self.standby.remove(&stream);
+            if let Some(sub) = self.subs.remove(&stream) {
+                if let Some(up) = sub.upstream {
+                    self.unsubscribe(&stream, &up);
+                }
+            }
+            self.actions.push_back(Action::Forget { stream });
+        }
+    }
+
+    /// Origin ingest asks to publish an object of `stream`: the version to give it, or why not. A stream
+    /// that starts (here first, again after it ended or its publisher restarted, taken over by this backup
+    /// or back from one) is announced in a new epoch, and everyone purges the older epoch's objects.
+    pub fn handle_claim(&mut self, now: Duration, stream: &StreamName, claim: Claim) -> Result<u64, Refused> {
+        self.advance(now);
+        let silent = if claim.backup { Some(self.watch(stream)) } else { None };
+        // An origin that does not remember publishing the stream (it restarted, say) starts a new epoch:
+        // going on in the old one would number objects below those every cache holds.
+        let claim = Claim { restart: claim.restart || !self.publishing.contains_key(stream), ..claim };
+        let claimed = self.registry.claim(&self.me, stream, &claim, silent, self.config.takeover)?;
+        if let Claimed::Started { epoch } = claimed {
+            tracing::info!(%stream, epoch, backup = claim.backup, "publishing starts a new epoch here");
+            self.publishing.remove(stream);
+            self.announce(None, stream.clone(), self.me.clone(), epoch, claim.backup);
+        }
+        self.standby.remove(stream);
+        let p = self.publishing.entry(stream.clone()).or_insert_with(|| Publishing {
+            last: now,
+            target: None,
+            next_version: first_version(self.registry.owner(stream).map_or(0, |o| o.epoch)),
+        });
+        p.last = now;
+        p.target = claim.target.or(p.target);
+        p.next_version += 1;
+        Ok(p.next_version)
+    }
+
+    /// A backup origin's publisher knocks: watch the stream (subscribe to it as a viewer would) and say how
+    /// long its objects have not arrived here.
+    fn watch(&mut self, stream: &StreamName) -> Duration {
+        let now = self.now;
+        let since = self.standby.entry(stream.clone()).or_insert(Standby { since: now }).since;
+        let sub = self.subs.entry(stream.clone()).or_default();
+        let last = sub.last_object.map_or(since, |t| t.max(since));
+        if !sub.local {
+            sub.local = true;
+            self.ensure_upstream(stream);
+        }
+        now.saturating_sub(last)
+    }
+
+    /// The publisher of `stream` deleted its playlist: the stream ends now.
+    pub fn handle_end(&mut self, now: Duration, stream: &StreamName) {
+        self.advance(now);
+        if self.publishing.contains_key(stream) {
+            tracing::info!(%stream, "playlist deleted; the stream ends");
+            self.end_here(stream);
+        }
+    }
+
+    /// An operator took `stream` down or lifted that: here (`from: None`), from a control replica, or
+    /// flooded by a neighbour. Newer than what is known, it is kept and flooded on.
+    pub fn handle_takedown(&mut self, now: Duration, from: Option<&NodeId>, stream: &StreamName, t: Takedown) {
+        self.advance(now);
+        if !self.registry.takedown(stream, t.clone()) {
+            return;
+        }
+        if t.active {
+            tracing::warn!(%stream, reason = %t.reason, "stream taken down");
+        } else {
+            tracing::info!(%stream, "takedown lifted");
+        }
+        let frame = Frame::Takedown { stream: stream.clone(), version: t.version, active: t.active, reason: t.reason };
+        self.flood(from, frame);
+        self.actions.push_back(Action::Takedowns);
+    }
+
+    /// How many distinct viewers watch `stream` here (counted by the edge), for the reports.
+    pub fn handle_viewers(&mut self, stream: &StreamName, viewers: u32) {
+        if viewers == 0 {
+            self.viewers.remove(stream);
+        } else {
+            self.viewers.insert(stream.clone(), viewers);
+        }
+    }
+
+    /// The version an operator's takedown (or lift) of `stream` issued here at `unix_ms` gets: above every
+    /// one known.
+    pub fn next_takedown_version(&self, stream: &StreamName, unix_ms: u64) -> u64 {
+        let known = self.registry.takedowns().find(|(s, _)| *s == stream).map_or(0, |(_, t)| t.version);
+        unix_ms.max(known + 1)
+    }
+
+    /// Every takedown this node knows, lifted ones included (they keep an older takedown from coming back).
+    pub fn takedowns(&self) -> impl Iterator<Item = (&StreamName, &Takedown)> + '_ {
+        self.registry.takedowns()
+    }
+
+    /// The reason `stream` is taken down, if it is.
+    pub fn taken_down(&self, stream: &StreamName) -> Option<&str> {
+        self.registry.taken_down(stream)
+    }
+
+    /// Ends a stream published here: tells every node, and has the caller end its playlists.
+    fn end_here(&mut self, stream: &StreamName) {
+        let Some(p) = self.publishing.remove(stream) else { return };
+        let Some(owner) = self.registry.owner(stream).cloned() else { return };
+        if self.registry.end(self.now, stream, &self.me, owner.epoch) {
+            self.flood(None, Frame::Withdraw { stream: stream.clone(), origin: self.me.clone(), epoch: owner.epoch });
+            self.actions.push_back(Action::Ended { stream: stream.clone(), next_version: p.next_version + 1 });
+        }
     }
 
     /// A new connection to `peer` is up (its hello exchanged). A connection that replaces an older one drops
@@ -370,11 +555,20 @@ impl Relay {
             Peer { conn, estimator, up: true, heard: now, deaf_at_heard: self.deaf, usual_gap: Duration::ZERO },
         );
         self.link_usable(&peer, true);
-        for (stream, reg) in &self.registry {
-            self.actions.push_back(Action::Send {
-                to: peer.clone(),
-                frame: Frame::Announce { stream: stream.clone(), origin: reg.origin.clone(), epoch: reg.epoch },
-            });
+        // Takedowns first: the newcomer must not serve a stream it learns of before it learns it is down.
+        for (stream, t) in self.registry.takedowns() {
+            let (version, active, reason) = (t.version, t.active, t.reason.clone());
+            let frame = Frame::Takedown { stream: stream.clone(), version, active, reason };
+            self.actions.push_back(Action::Send { to: peer.clone(), frame });
+        }
+        for (stream, o) in self.registry.owners() {
+            let (origin, epoch, backup) = (o.origin.clone(), o.epoch, o.backup);
+            let frame = Frame::Announce { stream: stream.clone(), origin: origin.clone(), epoch, backup };
+            self.actions.push_back(Action::Send { to: peer.clone(), frame });
+            if o.ended.is_some() {
+                let frame = Frame::Withdraw { stream: stream.clone(), origin, epoch };
+                self.actions.push_back(Action::Send { to: peer.clone(), frame });
+            }
         }
         self.rehome_all();
     }
@@ -442,12 +636,17 @@ impl Relay {
             return; // from a connection already gone or replaced
         }
         match frame {
-            Frame::Announce { stream, origin, epoch } => self.announce(Some(peer), stream, origin, epoch),
+            Frame::Announce { stream, origin, epoch, backup } => {
+                self.announce(Some(peer), stream, origin, epoch, backup)
+            }
             Frame::Withdraw { stream, origin, epoch } => {
-                if self.registry.get(&stream).is_some_and(|r| r.origin == origin && r.epoch == epoch) {
-                    self.registry.remove(&stream);
+                if self.registry.end(self.now, &stream, &origin, epoch) {
+                    tracing::info!(%stream, %origin, "stream ended");
                     self.flood(Some(peer), Frame::Withdraw { stream, origin, epoch });
                 }
+            }
+            Frame::Takedown { stream, version, active, reason } => {
+                self.handle_takedown(now, Some(peer), &stream, Takedown { version, active, reason })
             }
             Frame::Subscribe { stream } => self.subscribed(peer, stream),
             Frame::Unsubscribe { stream } => {
@@ -517,19 +716,22 @@ impl Relay {
     /// An object entered this node's cache, new: from a neighbour, or ingested here (`from: None`, this
     /// node is the stream's origin and announces it on its first object). Returns the downstream subscribers
     /// to send the whole object to: those not fed while it arrived.
+    ///
+    /// An object ingested here must have been claimed first ([`Relay::handle_claim`]).
     pub fn handle_object(&mut self, now: Duration, from: Option<&NodeId>, header: &ObjectHeader) -> Vec<NodeId> {
         self.advance(now);
         let stream = &header.stream;
-        if from.is_none() && self.registry.get(stream).is_none_or(|r| r.origin != self.me) {
-            self.announce(None, stream.clone(), self.me.clone(), header.born_unix_ms);
-        }
         if let Some(peer) = from {
             // Data is proof of life.
             if let Some(p) = self.peers.get_mut(peer) {
                 p.heard(now, self.deaf);
             }
         }
-        let Some(sub) = self.subs.get(stream) else { return Vec::new() };
+        let Some(sub) = self.subs.get_mut(stream) else { return Vec::new() };
+        if from.is_some() {
+            sub.last_object = Some(now);
+        }
+        let sub = &*sub;
         let fed = self.in_flight.get(&ObjectKey::of(header)).map(|f| &f.fed);
         sub.down
             .iter()
@@ -540,16 +742,17 @@ impl Relay {
 
     /// What this node knows of a stream; `None` when no origin announced it.
     pub fn stream(&self, stream: &StreamName) -> Option<StreamState> {
-        let reg = self.registry.get(stream)?;
-        let local = reg.origin == self.me;
+        let owner = self.registry.owner(stream)?;
+        let local = owner.origin == self.me;
         let receiving = local || self.subs.get(stream).is_some_and(|s| s.upstream.is_some());
         let reachable = receiving || self.upstream_for(stream).peer().is_some();
-        Some(StreamState { origin: reg.origin.clone(), reachable, receiving })
+        let phase = self.registry.phase(stream).unwrap_or(StreamPhase::Live);
+        Some(StreamState { origin: owner.origin.clone(), epoch: owner.epoch, phase, reachable, receiving })
     }
 
     /// Every announced stream's state.
     pub fn streams(&self) -> impl Iterator<Item = (&StreamName, StreamState)> + '_ {
-        self.registry.keys().filter_map(|s| Some((s, self.stream(s)?)))
+        self.registry.owners().filter_map(|(s, _)| Some((s, self.stream(s)?)))
     }
 
     /// The neighbour this node receives `stream` from, if any.
@@ -588,14 +791,18 @@ impl Relay {
         links.sort_by(|a, b| a.peer.cmp(&b.peer));
         let mut streams: Vec<StreamReport> = self
             .registry
-            .iter()
-            .filter_map(|(stream, reg)| {
-                let local = reg.origin == self.me;
+            .owners()
+            .filter_map(|(stream, owner)| {
+                let local = owner.origin == self.me;
                 let upstream = self.subs.get(stream).and_then(|s| s.upstream.clone());
-                (local || upstream.is_some()).then(|| StreamReport {
+                let viewers = self.viewers.get(stream).copied().unwrap_or(0);
+                (local || upstream.is_some() || viewers > 0).then(|| StreamReport {
                     stream: stream.clone(),
-                    origin: reg.origin.clone(),
+                    origin: owner.origin.clone(),
                     upstream,
+                    epoch: owner.epoch,
+                    phase: self.registry.phase(stream).unwrap_or(StreamPhase::Live),
+                    viewers,
                 })
             })
             .collect();
@@ -676,13 +883,16 @@ impl Relay {
         self.ensure_upstream(&stream);
     }
 
-    fn announce(&mut self, from: Option<&NodeId>, stream: StreamName, origin: NodeId, epoch: u64) {
-        if self.registry.get(&stream).is_some_and(|r| r.epoch >= epoch) {
-            return;
+    fn announce(&mut self, from: Option<&NodeId>, stream: StreamName, origin: NodeId, epoch: u64, backup: bool) {
+        let Some(replaced) = self.registry.announce(&stream, origin.clone(), epoch, backup) else { return };
+        tracing::info!(%stream, %origin, epoch, backup, "stream announced");
+        if replaced > 0 {
+            self.actions.push_back(Action::Purge { stream: stream.clone(), below: first_version(epoch) });
         }
-        tracing::info!(%stream, %origin, epoch, "stream announced");
-        self.registry.insert(stream.clone(), Registered { origin: origin.clone(), epoch });
-        self.flood(from, Frame::Announce { stream: stream.clone(), origin, epoch });
+        if origin != self.me && self.publishing.remove(&stream).is_some() {
+            tracing::warn!(%stream, owner = %origin, "another origin owns the stream now; this one stops publishing it");
+        }
+        self.flood(from, Frame::Announce { stream: stream.clone(), origin, epoch, backup });
         self.ensure_upstream(&stream);
     }
 
@@ -715,7 +925,7 @@ impl Relay {
         let Some(sub) = self.subs.get(stream) else { return };
         self.activity_stale = true;
         let wanted = sub.wanted();
-        let origin = self.registry.get(stream).map(|r| r.origin.clone());
+        let origin = self.registry.owner(stream).map(|r| r.origin.clone());
         let choice = match &origin {
             Some(origin) if wanted && *origin != self.me => self.upstream_for(stream),
             _ => Upstream::None,

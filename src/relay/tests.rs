@@ -27,6 +27,8 @@ struct Node {
     /// Frames this node sent, in order: (to, frame).
     sent: Vec<(NodeId, Frame)>,
     verdicts: Vec<(NodeId, bool)>,
+    /// Streams whose end this node (their origin) was told to carry out.
+    ended: Vec<StreamName>,
 }
 
 /// A link between two nodes: its connection id (one per connection), and whether it carries anything.
@@ -81,7 +83,14 @@ impl Net {
         let relay = Relay::new(n.clone(), nodes, self.topology.clone(), self.config.clone()).unwrap();
         self.nodes.insert(
             n.clone(),
-            Node { relay, cache: BTreeMap::new(), duplicates: 0, sent: Vec::new(), verdicts: Vec::new() },
+            Node {
+                relay,
+                cache: BTreeMap::new(),
+                duplicates: 0,
+                sent: Vec::new(),
+                verdicts: Vec::new(),
+                ended: Vec::new(),
+            },
         );
     }
 
@@ -185,6 +194,10 @@ impl Net {
                 }
             }
             Action::Verdict { peer, up } => self.nodes.get_mut(from).unwrap().verdicts.push((peer, up)),
+            Action::Purge { below, .. } => self.nodes.get_mut(from).unwrap().cache.retain(|_, h| h.version >= below),
+            Action::Forget { .. } => self.nodes.get_mut(from).unwrap().cache.clear(),
+            Action::Ended { stream, .. } => self.nodes.get_mut(from).unwrap().ended.push(stream),
+            Action::Takedowns => {}
         }
     }
 
@@ -217,6 +230,11 @@ impl Net {
 
     /// The origin `o` ingests one object of the stream; returns its name.
     fn publish(&mut self, o: &str) -> ObjectName {
+        self.publish_as(o, false).expect("the origin may publish")
+    }
+
+    /// Origin `o` (the stream's configured backup or not) is asked to ingest one object of the stream.
+    fn publish_as(&mut self, o: &str, backup: bool) -> Result<ObjectName, Refused> {
         let seq = self.next_seq;
         self.next_seq += 1;
         let header = ObjectHeader {
@@ -232,13 +250,23 @@ impl Net {
         let o = id(o);
         let now = self.now;
         let node = self.nodes.get_mut(&o).unwrap();
+        let claim = Claim { backup, restart: false, unix_ms: 1_000 + now.as_millis() as u64, target: None };
+        let version = node.relay.handle_claim(now, &stream(), claim);
+        self.settle();
+        let node = self.nodes.get_mut(&o).unwrap();
+        let version = version?;
+        let header = ObjectHeader { version, ..header };
         node.cache.insert(header.name.clone(), header.clone());
         let down = node.relay.handle_object(now, None, &header);
         self.settle();
         for to in down {
             self.send_object(&o, &to, &header);
         }
-        header.name
+        Ok(header.name)
+    }
+
+    fn phase(&self, n: &str) -> Option<StreamPhase> {
+        self.node(n).relay.stream(&stream()).map(|s| s.phase)
     }
 
     /// Advances time by `d` in steps, driving every relay's timers and checking that no subscription
@@ -586,4 +614,154 @@ fn time_a_node_was_too_busy_to_listen_is_not_a_links_silence() {
     net.run(Duration::from_secs(1));
     assert!(net.node("edge").verdicts.contains(&(id("a"), false)));
     assert_eq!(net.upstream("edge").as_deref(), Some("b"));
+}
+
+/// origin, backup -> {a, b} -> edge: two origins, each next to both relays.
+fn two_origins() -> Net {
+    let mut net = Net::new(&[
+        ("origin", "a", 5),
+        ("origin", "b", 10),
+        ("backup", "a", 10),
+        ("backup", "b", 5),
+        ("a", "edge", 5),
+        ("b", "edge", 10),
+    ]);
+    net.publish("origin");
+    net.run(Duration::from_millis(100));
+    let now = net.now;
+    net.relay("edge").handle_want(now, &stream());
+    net.settle();
+    net.run(Duration::from_millis(300));
+    net
+}
+
+#[test]
+fn a_second_origin_is_refused_and_the_stream_stays_with_the_first() {
+    let mut net = two_origins();
+    let refused = net.publish_as("backup", false).unwrap_err();
+    assert_eq!(refused, Refused::Owned { stream: stream(), origin: id("origin") });
+    let names = net.stream_for("origin", Duration::from_millis(500));
+    assert!(names.iter().all(|n| net.has("edge", n)));
+    assert_eq!(net.node("edge").relay.stream(&stream()).unwrap().origin, id("origin"));
+}
+
+#[test]
+fn a_backup_takes_over_once_the_owners_objects_stop_and_hands_back_to_the_primary() {
+    let mut net = two_origins();
+    net.stream_for("origin", Duration::from_millis(300));
+    // While the primary's objects flow, the backup's publisher is told to wait.
+    for _ in 0..10 {
+        net.stream_for("origin", Duration::from_millis(200));
+        assert!(matches!(net.publish_as("backup", true), Err(Refused::Standby { .. })));
+    }
+    // The primary's publisher stops: after `takeover` of silence, the backup owns the stream.
+    let takeover = net.config.takeover;
+    let mut took = None;
+    for step in 0..100 {
+        net.run(Duration::from_millis(100));
+        if let Ok(name) = net.publish_as("backup", true) {
+            took = Some((step + 1) * 100);
+            assert!(net.node("backup").cache.contains_key(&name));
+            break;
+        }
+    }
+    let took = Duration::from_millis(took.expect("the backup took over"));
+    // The last object arrived 100 ms before the loop began.
+    let silence = took + Duration::from_millis(100);
+    assert!(silence >= takeover && silence <= takeover + Duration::from_millis(300), "took over after {silence:?}");
+    let backup_epoch = net.node("edge").relay.stream(&stream()).unwrap().epoch;
+    assert_eq!(net.node("edge").relay.stream(&stream()).unwrap().origin, id("backup"));
+    let names = net.stream_for("backup", Duration::from_millis(500));
+    assert!(names.iter().all(|n| net.has("edge", n)), "the edge receives the backup's objects");
+    assert_eq!(net.upstream("edge").as_deref(), Some("b"), "by the backup's shorter side");
+    // The primary's publisher returns: the primary takes the stream back at once, in a newer epoch.
+    let name = net.publish_as("origin", false).expect("the primary takes the stream back");
+    net.run(Duration::from_millis(100));
+    let state = net.node("edge").relay.stream(&stream()).unwrap();
+    assert_eq!(state.origin, id("origin"));
+    assert!(state.epoch > backup_epoch);
+    assert!(net.has("edge", &name));
+    assert!(matches!(net.publish_as("backup", true), Err(Refused::Standby { .. })), "the backup stands by again");
+    net.assert_no_loop();
+}
+
+#[test]
+fn a_silent_publisher_ends_the_stream_everywhere_and_the_ended_stream_is_forgotten() {
+    let mut net = diamond();
+    net.stream_for("origin", Duration::from_millis(500));
+    let silence = net.config.default_target * 3;
+    net.run(silence - Duration::from_millis(200));
+    assert_eq!(net.phase("edge"), Some(StreamPhase::Live));
+    net.run(Duration::from_millis(300));
+    for n in ["origin", "a", "b", "edge"] {
+        assert_eq!(net.phase(n), Some(StreamPhase::Ended), "at {n}");
+    }
+    assert_eq!(net.node("origin").ended, vec![stream()], "the origin ends the playlists once");
+    // Publishing again starts a new epoch; the stream is live again everywhere.
+    let epoch = net.node("edge").relay.stream(&stream()).unwrap().epoch;
+    let name = net.publish("origin");
+    net.run(Duration::from_millis(100));
+    assert_eq!(net.phase("edge"), Some(StreamPhase::Live));
+    assert!(net.node("edge").relay.stream(&stream()).unwrap().epoch > epoch);
+    assert!(net.has("edge", &name));
+    // Ended and left alone, the stream is forgotten, and with it every object of it.
+    net.run(silence + net.config.linger + Duration::from_millis(100));
+    for n in ["origin", "a", "b", "edge"] {
+        assert_eq!(net.phase(n), None, "{n} forgot the stream");
+        assert!(net.node(n).cache.is_empty(), "{n} dropped its objects");
+    }
+}
+
+#[test]
+fn a_deleted_playlist_ends_the_stream_at_once() {
+    let mut net = diamond();
+    net.stream_for("origin", Duration::from_millis(300));
+    let now = net.now;
+    net.relay("origin").handle_end(now, &stream());
+    net.settle();
+    assert_eq!(net.phase("edge"), Some(StreamPhase::Ended));
+    assert_eq!(net.node("origin").ended, vec![stream()]);
+}
+
+#[test]
+fn a_takedown_reaches_every_node_and_a_restarted_node_learns_it_from_its_neighbours() {
+    let mut net = diamond();
+    net.stream_for("origin", Duration::from_millis(300));
+    let now = net.now;
+    let t = Takedown { version: 5, active: true, reason: "policy".into() };
+    net.relay("b").handle_takedown(now, None, &stream(), t);
+    net.settle();
+    for n in ["origin", "a", "b", "edge"] {
+        assert_eq!(net.node(n).relay.taken_down(&stream()), Some("policy"), "at {n}");
+    }
+    assert!(matches!(net.publish_as("origin", false), Err(Refused::TakenDown { .. })));
+    net.restart("edge");
+    assert_eq!(net.node("edge").relay.taken_down(&stream()), Some("policy"), "told on connecting");
+    // A stale copy of the takedown cannot undo a newer lift.
+    let now = net.now;
+    net.relay("a").handle_takedown(now, None, &stream(), Takedown { version: 6, active: false, reason: String::new() });
+    net.settle();
+    net.relay("edge").handle_takedown(
+        now,
+        None,
+        &stream(),
+        Takedown { version: 5, active: true, reason: "policy".into() },
+    );
+    net.settle();
+    for n in ["origin", "a", "b", "edge"] {
+        assert_eq!(net.node(n).relay.taken_down(&stream()), None, "lifted at {n}");
+    }
+    assert!(net.publish_as("origin", false).is_ok());
+}
+
+#[test]
+fn a_restarted_origin_starts_a_new_epoch_and_older_objects_are_purged_everywhere() {
+    let mut net = diamond();
+    let old = net.stream_for("origin", Duration::from_millis(300));
+    let epoch = net.node("edge").relay.stream(&stream()).unwrap().epoch;
+    net.restart("origin");
+    let new = net.stream_for("origin", Duration::from_millis(300));
+    assert!(net.node("edge").relay.stream(&stream()).unwrap().epoch > epoch);
+    assert!(old.iter().all(|n| !net.has("edge", n)), "the old epoch's objects are gone at the edge");
+    assert!(new.iter().all(|n| net.has("edge", n)));
 }

@@ -63,7 +63,7 @@ impl Relay {
     /// unavailable through it. Without one, the current upstream is kept while its connection lives and it
     /// is not downstream of this node.
     pub fn upstream_for(&self, stream: &StreamName) -> Upstream<NodeId> {
-        let Some(reg) = self.registry.get(stream) else { return Upstream::None };
+        let Some(reg) = self.registry.owner(stream) else { return Upstream::None };
         let origin = &reg.origin;
         if *origin == self.me {
             return Upstream::None;

@@ -12,16 +12,18 @@
 //! | type | frame         | payload fields                                                              |
 //! | ---- | ------------- | --------------------------------------------------------------------------- |
 //! | 0x01 | `Hello`       | node, protocol                                                              |
-//! | 0x02 | `Announce`    | stream, origin, epoch                                                       |
+//! | 0x02 | `Announce`    | stream, origin, epoch, backup                                               |
 //! | 0x03 | `Withdraw`    | stream, origin, epoch                                                       |
 //! | 0x04 | `Subscribe`   | stream                                                                      |
 //! | 0x05 | `Unsubscribe` | stream                                                                      |
 //! | 0x06 | `Object`      | stream, name, version, seq, content_type, duration_ms, born_unix_ms, len    |
-//! | 0x07 | `Report`      | node, count, (peer, rtt_us, jitter_us, loss_ppm, up)*, count, (stream, origin, upstream)* |
+//! | 0x07 | `Report`      | node, count, (peer, rtt_us, jitter_us, loss_ppm, up)*, count, (stream, origin, upstream, epoch, phase, viewers)* |
 //! | 0x08 | `Routes`      | version, count, (dest, via, backup)*                                        |
+//! | 0x09 | `Unavailable` | stream                                                                      |
+//! | 0x0a | `Takedown`    | stream, version, active, reason                                             |
 //!
 //! `Report` and `Routes` travel between a node and a control-plane replica, on the same kind of control
-//! stream. An optional node id (`upstream`, `backup`) is an empty string when absent. Probes ride QUIC
+//! stream; so does `Takedown`, which a replica also sends to nodes. An optional node id (`upstream`, `backup`) is an empty string when absent. Probes ride QUIC
 //! datagrams, outside any stream: [`Probe`] is nine bytes, a type byte and a big-endian sequence number.
 //!
 //! Integers are varints, strings a varint byte length then UTF-8. A payload must be used up exactly. Every
@@ -35,11 +37,13 @@ pub use varint::VARINT_MAX;
 use crate::id::{NameError, NodeId, ObjectName, StreamName};
 
 /// The protocol version sent in `Hello`.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Largest encoded frame accepted (type + length + payload).
 pub const MAX_FRAME: usize = 64 * 1024;
 /// Longest `content_type` accepted, in bytes.
 pub const MAX_CONTENT_TYPE: usize = 127;
+/// Longest takedown `reason` accepted, in bytes.
+pub const MAX_REASON: usize = 256;
 
 const HELLO: u8 = 0x01;
 const ANNOUNCE: u8 = 0x02;
@@ -50,6 +54,7 @@ const OBJECT: u8 = 0x06;
 const REPORT: u8 = 0x07;
 const ROUTES: u8 = 0x08;
 const UNAVAILABLE: u8 = 0x09;
+const TAKEDOWN: u8 = 0x0a;
 
 /// One message of the mesh protocol.
 ///
@@ -59,8 +64,10 @@ const UNAVAILABLE: u8 = 0x09;
 pub enum Frame {
     /// First frame each way on a connection's control (bidirectional) stream.
     Hello { node: NodeId, protocol: u32 },
-    /// `stream` is live at `origin`; flooded to every node. `epoch` grows each time the origin (re)starts the stream.
-    Announce { stream: StreamName, origin: NodeId, epoch: u64 },
+    /// `stream` is live at `origin`; flooded to every node. `epoch` grows each time the stream starts again,
+    /// at any origin: the newest epoch is the stream's owner. `backup`: the origin holds the stream as a
+    /// configured backup, and yields it to any other origin whose publisher comes (back).
+    Announce { stream: StreamName, origin: NodeId, epoch: u64, backup: bool },
     /// `stream` has ended at `origin` (same epoch as its announcement).
     Withdraw { stream: StreamName, origin: NodeId, epoch: u64 },
     /// Downstream asks its upstream neighbour for a stream's objects.
@@ -77,6 +84,9 @@ pub enum Frame {
     /// (or at all): the subscriber should take it from another neighbour. Sent instead of subscribing back,
     /// which would close a loop.
     Unavailable { stream: StreamName },
+    /// An operator took `stream` down everywhere (`active`), or lifted that (`!active`), with a reason for
+    /// viewers and publishers. Flooded to every node; the highest `version` wins.
+    Takedown { stream: StreamName, version: u64, active: bool, reason: String },
 }
 
 /// What a node tells the control plane: its links as it measures them, and the streams it carries.
@@ -101,12 +111,49 @@ pub struct LinkReport {
     pub up: bool,
 }
 
-/// A stream a node carries: its origin, and the neighbour it receives it from (none at the origin).
+/// A stream a node knows: its owner, the neighbour it receives it from (none at the origin, or when it does
+/// not receive it), its phase, and how many viewers watch it here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamReport {
     pub stream: StreamName,
     pub origin: NodeId,
     pub upstream: Option<NodeId>,
+    /// The owner's epoch (see [`Frame::Announce`]).
+    pub epoch: u64,
+    pub phase: StreamPhase,
+    /// Distinct viewers at this node over the last 30 s (0 where nobody watches, or on a relay).
+    pub viewers: u32,
+}
+
+/// Where a stream is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamPhase {
+    /// Its publisher is pushing.
+    Live,
+    /// Its publisher stopped (or the playlist was deleted): players are told the stream ended.
+    Ended,
+    /// An operator took it down.
+    TakenDown,
+}
+
+impl StreamPhase {
+    fn code(self) -> u64 {
+        match self {
+            StreamPhase::Live => 0,
+            StreamPhase::Ended => 1,
+            StreamPhase::TakenDown => 2,
+        }
+    }
+
+    fn from_code(code: u64) -> Result<Self, DecodeError> {
+        match code {
+            0 => Ok(StreamPhase::Live),
+            1 => Ok(StreamPhase::Ended),
+            2 => Ok(StreamPhase::TakenDown),
+            _ => Err(DecodeError::Malformed("unknown stream phase")),
+        }
+    }
 }
 
 /// A node's route table toward the origins, as the control plane computed it.
@@ -197,6 +244,9 @@ pub enum DecodeError {
     /// A string field is not UTF-8.
     #[error("string field is not UTF-8")]
     BadString,
+    /// A takedown reason is longer than [`MAX_REASON`] or holds a control character.
+    #[error("takedown reason is not text of at most {MAX_REASON} bytes")]
+    BadReason,
     /// `content_type` is longer than [`MAX_CONTENT_TYPE`] or holds a byte outside printable ASCII.
     #[error("content type is not printable ASCII of at most {MAX_CONTENT_TYPE} bytes")]
     BadContentType,
@@ -204,6 +254,12 @@ pub enum DecodeError {
     /// last, a varint is longer than needed, or an integer does not fit its field.
     #[error("malformed frame: {0}")]
     Malformed(&'static str),
+}
+
+/// Whether `s` may be a takedown reason: at most [`MAX_REASON`] bytes of text without control characters
+/// (it goes into logs and HTTP bodies).
+pub fn is_valid_reason(s: &str) -> bool {
+    s.len() <= MAX_REASON && !s.chars().any(char::is_control)
 }
 
 /// Whether `s` may be an object's content type: printable ASCII (space included), at most 127 bytes.
@@ -231,6 +287,7 @@ impl Frame {
             Frame::Report(_) => (REPORT, None),
             Frame::Routes(_) => (ROUTES, None),
             Frame::Unavailable { stream } => (UNAVAILABLE, Some(stream)),
+            Frame::Takedown { stream, .. } => (TAKEDOWN, Some(stream)),
         };
         out.push(ty);
         let start = out.len();
@@ -242,9 +299,19 @@ impl Frame {
                 put_str(node.as_str(), out);
                 varint::put(u64::from(*protocol), out);
             }
-            Frame::Announce { origin, epoch, .. } | Frame::Withdraw { origin, epoch, .. } => {
+            Frame::Announce { origin, epoch, backup, .. } => {
                 put_str(origin.as_str(), out);
                 varint::put(*epoch, out);
+                varint::put(u64::from(*backup), out);
+            }
+            Frame::Withdraw { origin, epoch, .. } => {
+                put_str(origin.as_str(), out);
+                varint::put(*epoch, out);
+            }
+            Frame::Takedown { version, active, reason, .. } => {
+                varint::put(*version, out);
+                varint::put(u64::from(*active), out);
+                put_str(reason, out);
             }
             Frame::Subscribe { .. } | Frame::Unsubscribe { .. } | Frame::Unavailable { .. } => {}
             Frame::Object(h) => {
@@ -271,6 +338,9 @@ impl Frame {
                     put_str(s.stream.as_str(), out);
                     put_str(s.origin.as_str(), out);
                     put_str(s.upstream.as_ref().map_or("", |u| u.as_str()), out);
+                    varint::put(s.epoch, out);
+                    varint::put(s.phase.code(), out);
+                    varint::put(u64::from(s.viewers), out);
                 }
             }
             Frame::Routes(t) => {
@@ -295,7 +365,7 @@ impl Frame {
     /// bytes arrive.
     pub fn decode(buf: &[u8]) -> Result<(Frame, usize), DecodeError> {
         let (&ty, rest) = buf.split_first().ok_or(DecodeError::Incomplete)?;
-        if !(HELLO..=UNAVAILABLE).contains(&ty) {
+        if !(HELLO..=TAKEDOWN).contains(&ty) {
             return Err(DecodeError::UnknownType(ty));
         }
         let (payload_len, len_len) = varint::get(rest)?;
@@ -310,11 +380,14 @@ impl Frame {
         let mut r = Payload(payload);
         let frame = match ty {
             HELLO => Frame::Hello { node: r.name()?, protocol: r.u32()? },
-            ANNOUNCE => Frame::Announce { stream: r.name()?, origin: r.name()?, epoch: r.varint()? },
+            ANNOUNCE => Frame::Announce { stream: r.name()?, origin: r.name()?, epoch: r.varint()?, backup: r.flag()? },
             WITHDRAW => Frame::Withdraw { stream: r.name()?, origin: r.name()?, epoch: r.varint()? },
             SUBSCRIBE => Frame::Subscribe { stream: r.name()? },
             UNSUBSCRIBE => Frame::Unsubscribe { stream: r.name()? },
             UNAVAILABLE => Frame::Unavailable { stream: r.name()? },
+            TAKEDOWN => {
+                Frame::Takedown { stream: r.name()?, version: r.varint()?, active: r.flag()?, reason: r.reason()? }
+            }
             REPORT => {
                 let node = r.name()?;
                 let mut links = Vec::new();
@@ -329,7 +402,14 @@ impl Frame {
                 }
                 let mut streams = Vec::new();
                 for _ in 0..r.count()? {
-                    streams.push(StreamReport { stream: r.name()?, origin: r.name()?, upstream: r.optional_name()? });
+                    streams.push(StreamReport {
+                        stream: r.name()?,
+                        origin: r.name()?,
+                        upstream: r.optional_name()?,
+                        epoch: r.varint()?,
+                        phase: StreamPhase::from_code(r.varint()?)?,
+                        viewers: r.u32()?,
+                    });
                 }
                 Frame::Report(Report { node, links, streams })
             }
@@ -433,6 +513,14 @@ impl<'a> Payload<'a> {
             return Ok(None);
         }
         Ok(Some(NodeId::new(s.to_owned())?))
+    }
+
+    fn reason(&mut self) -> Result<String, DecodeError> {
+        let s = self.str()?;
+        if !is_valid_reason(s) {
+            return Err(DecodeError::BadReason);
+        }
+        Ok(s.to_owned())
     }
 
     fn content_type(&mut self) -> Result<String, DecodeError> {

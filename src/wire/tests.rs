@@ -32,7 +32,7 @@ fn segment() -> ObjectHeader {
 fn samples() -> Vec<Frame> {
     vec![
         Frame::Hello { node: node("edge-eu-1"), protocol: PROTOCOL_VERSION },
-        Frame::Announce { stream: stream("news"), origin: node("origin-us"), epoch: 3 },
+        Frame::Announce { stream: stream("news"), origin: node("origin-us"), epoch: 3, backup: false },
         Frame::Withdraw { stream: stream("news"), origin: node("origin-us"), epoch: 3 },
         Frame::Subscribe { stream: stream("news") },
         Frame::Unsubscribe { stream: stream("news") },
@@ -42,6 +42,7 @@ fn samples() -> Vec<Frame> {
             version: 7,
             routes: vec![Route { dest: node("origin-us"), via: node("relay-a"), backup: Some(node("relay-b")) }],
         }),
+        Frame::Takedown { stream: stream("news"), version: 9, active: true, reason: "court order 12".into() },
     ]
 }
 
@@ -116,6 +117,13 @@ fn fields_are_validated() {
         assert_eq!(Frame::decode(&enc(&f)), Err(DecodeError::BadContentType));
     }
     assert!(is_valid_content_type("video/mp4; codecs=\"avc1.64001f\""));
+
+    for reason in ["line\nbreak", &"x".repeat(MAX_REASON + 1)] {
+        let f = Frame::Takedown { stream: stream("news"), version: 1, active: true, reason: reason.into() };
+        assert_eq!(Frame::decode(&enc(&f)), Err(DecodeError::BadReason));
+    }
+    // An announcement's backup flag is 0 or 1.
+    assert!(matches!(Frame::decode(&raw(ANNOUNCE, b"\x01a\x01b\x01\x02")), Err(DecodeError::Malformed(_))));
 }
 
 #[test]
@@ -135,8 +143,8 @@ fn decode_from_waits_for_the_whole_frame() {
     assert_eq!(got, samples());
     assert!(buf.is_empty());
 
-    buf.extend_from_slice(&[0x0a]);
-    assert_eq!(decode_from(&mut buf), Err(DecodeError::UnknownType(0x0a)));
+    buf.extend_from_slice(&[0x0b]);
+    assert_eq!(decode_from(&mut buf), Err(DecodeError::UnknownType(0x0b)));
 }
 
 const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/wire_decode");
@@ -146,7 +154,8 @@ const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/wire_decode
 #[ignore = "writes fuzz/seeds/wire_decode"]
 fn write_seed_corpus() {
     std::fs::create_dir_all(SEEDS).unwrap();
-    let named = ["hello", "announce", "withdraw", "subscribe", "unsubscribe", "unavailable", "object", "routes"];
+    let named =
+        ["hello", "announce", "withdraw", "subscribe", "unsubscribe", "unavailable", "object", "routes", "takedown"];
     for (name, f) in named.iter().zip(samples()) {
         std::fs::write(format!("{SEEDS}/{name}"), enc(&f)).unwrap();
     }
@@ -198,7 +207,12 @@ fn frame() -> impl Strategy<Value = Frame> {
     );
     prop_oneof![
         (node_id(), any::<u32>()).prop_map(|(node, protocol)| Frame::Hello { node, protocol }),
-        (stream_name(), node_id(), int()).prop_map(|(stream, origin, epoch)| Frame::Announce { stream, origin, epoch }),
+        (stream_name(), node_id(), int(), any::<bool>()).prop_map(|(stream, origin, epoch, backup)| Frame::Announce {
+            stream,
+            origin,
+            epoch,
+            backup
+        }),
         (stream_name(), node_id(), int()).prop_map(|(stream, origin, epoch)| Frame::Withdraw { stream, origin, epoch }),
         stream_name().prop_map(|stream| Frame::Subscribe { stream }),
         stream_name().prop_map(|stream| Frame::Unsubscribe { stream }),
@@ -206,14 +220,25 @@ fn frame() -> impl Strategy<Value = Frame> {
         header.prop_map(Frame::Object),
         report().prop_map(Frame::Report),
         routes().prop_map(Frame::Routes),
+        (stream_name(), int(), any::<bool>(), "[^\\p{Cc}]{0,60}")
+            .prop_map(|(stream, version, active, reason)| Frame::Takedown { stream, version, active, reason }),
     ]
 }
 
 fn report() -> impl Strategy<Value = Report> {
     let link = (node_id(), int(), int(), any::<u32>(), any::<bool>())
         .prop_map(|(peer, rtt_us, jitter_us, loss_ppm, up)| LinkReport { peer, rtt_us, jitter_us, loss_ppm, up });
-    let stream = (stream_name(), node_id(), proptest::option::of(node_id()))
-        .prop_map(|(stream, origin, upstream)| StreamReport { stream, origin, upstream });
+    let phase = prop_oneof![Just(StreamPhase::Live), Just(StreamPhase::Ended), Just(StreamPhase::TakenDown)];
+    let stream = (stream_name(), node_id(), proptest::option::of(node_id()), int(), phase, any::<u32>()).prop_map(
+        |(stream, origin, upstream, epoch, phase, viewers)| StreamReport {
+            stream,
+            origin,
+            upstream,
+            epoch,
+            phase,
+            viewers,
+        },
+    );
     (node_id(), proptest::collection::vec(link, 0..6), proptest::collection::vec(stream, 0..6))
         .prop_map(|(node, links, streams)| Report { node, links, streams })
 }
