@@ -82,10 +82,15 @@ struct Publisher {
     target: Option<Duration>,
     /// Objects sent since the last playlist (a few at most).
     since_playlist: Vec<(ObjectName, bytes::Bytes)>,
+    /// While this origin stands by as the stream's backup: the publisher's newest objects (a few at most),
+    /// published the moment it takes over, so that its first playlist's segments are there.
+    standby: Vec<(ObjectName, bytes::Bytes)>,
 }
 
 /// The most objects kept to be sent again when a publisher turns out to have started over.
 const MAX_CARRIED: usize = 8;
+/// The most objects a backup keeps while it stands by: a live playlist's window and its init segment.
+const MAX_STANDBY: usize = 16;
 
 /// The ingest side of an origin node.
 pub struct Ingest {
@@ -147,7 +152,20 @@ impl Ingest {
         let held = self.mesh.cache().get(&stream, &name);
         let (restart, target, carried) = self.started_over(&stream, &name, &body, held.as_deref());
         let existed = held.is_some() && !restart;
-        self.store(&stream, name.clone(), body, restart, target).await?;
+        match self.store(&stream, name.clone(), body.clone(), restart, target).await {
+            Err(IngestError::Refused(refused @ Refused::Standby { .. })) => {
+                self.stand_by(&stream, name, body);
+                return Err(refused.into());
+            }
+            result => result?,
+        }
+        let standby = self.publisher(&stream, |p| std::mem::take(&mut p.standby));
+        if !standby.is_empty() {
+            tracing::info!(%stream, objects = standby.len(), "this backup origin took the stream over");
+            for (name, body) in standby {
+                self.store(&stream, name, body, false, target).await?;
+            }
+        }
         if restart {
             tracing::info!(%stream, object = %name, "the publisher started over; the stream starts a new epoch");
             // What the new publisher sent before it showed itself (its init segment, say) went out in the old
@@ -157,6 +175,24 @@ impl Ingest {
             }
         }
         Ok(!existed)
+    }
+
+    fn publisher<T>(&self, stream: &StreamName, f: impl FnOnce(&mut Publisher) -> T) -> T {
+        let mut publishers = self.publishers.lock().unwrap_or_else(|e| e.into_inner());
+        f(publishers.entry(stream.clone()).or_default())
+    }
+
+    /// Keeps a standing-by publisher's object (the newest version of each name, the newest few names).
+    fn stand_by(&self, stream: &StreamName, name: ObjectName, body: bytes::Bytes) {
+        self.publisher(stream, |p| {
+            p.standby.retain(|(n, _)| *n != name);
+            p.standby.push((name, body));
+            if p.standby.len() > MAX_STANDBY {
+                // The oldest segment goes; an init segment (named once, early) is worth keeping.
+                let oldest = p.standby.iter().position(|(n, _)| !n.as_str().starts_with("init")).unwrap_or(0);
+                p.standby.remove(oldest);
+            }
+        });
     }
 
     async fn store(

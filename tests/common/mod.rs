@@ -203,6 +203,14 @@ impl Cluster {
         }
     }
 
+    /// Appends lines to a node's config file (its last section is `[ingest]`).
+    pub fn append_config(&self, id: &str, lines: &str) {
+        let node = &self.nodes[id];
+        let mut config = std::fs::read_to_string(&node.config).unwrap();
+        config.push_str(lines);
+        std::fs::write(&node.config, config).unwrap();
+    }
+
     /// One metric's value summed over the series whose labels include all of `labels`.
     pub async fn metric(&self, id: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         let text =
@@ -252,9 +260,23 @@ pub fn publish(origin: SocketAddr, stream: &str, seconds: u32, fmp4: bool, log: 
 
 /// [`publish`] with more options for ffmpeg's HLS muxer (given before the output URL).
 pub fn publish_with(origin: SocketAddr, stream: &str, seconds: u32, fmp4: bool, extra: &[&str], log: &Path) -> Child {
+    publish_from(origin, "testsrc2", stream, seconds, fmp4, extra, log)
+}
+
+/// [`publish_with`] from another lavfi test source (`testsrc2`, `smptebars`, `rgbtestsrc`...), so that two
+/// publishers' bytes differ.
+pub fn publish_from(
+    origin: SocketAddr,
+    source: &str,
+    stream: &str,
+    seconds: u32,
+    fmp4: bool,
+    extra: &[&str],
+    log: &Path,
+) -> Child {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i"])
-        .arg("testsrc2=size=320x240:rate=25")
+        .arg(format!("{source}=size=320x240:rate=25"))
         .args(["-t", &seconds.to_string()])
         .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"])
         .args(["-g", "25", "-keyint_min", "25", "-sc_threshold", "0"])
