@@ -5,6 +5,11 @@
 //! each side's chain must lead to the mesh CA, and the dialer checks that the server's certificate names
 //! the node it meant to reach. The accepting side learns who dialed from the certificate itself
 //! ([`peer_node_id`]), never from anything the peer says.
+//!
+//! [`check_files`] is what `lightpath check config` and a node's start run before anything dials: the
+//! certificate chains to the configured CA, names this node, matches the key and is within its validity,
+//! each problem naming its file. Without it a node with another node's certificate only finds out from its
+//! peers, one refused handshake after another.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,8 +19,9 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
 };
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
+use crate::config::TlsFiles;
 use crate::id::NodeId;
 
 /// ALPN protocol id of the mesh protocol.
@@ -187,6 +193,172 @@ pub fn peer_node_id<'a>(cert: &CertificateDer<'_>, candidates: impl IntoIterator
         let name = ServerName::try_from(id.as_str()).ok()?;
         ee.verify_is_valid_for_subject_name(&name).ok().map(|_| id.clone())
     })
+}
+
+/// Why a node's TLS files cannot carry it into the mesh. Each names the file to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// A file does not hold what it should (no certificate, no key, bad PEM or DER).
+    #[error("{path}: {what}")]
+    Unreadable {
+        /// The config field naming the file (`tls.ca`, `tls.cert`, `tls.key`).
+        field: &'static str,
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// The certificate is not signed by the configured CA (peers would answer "unknown CA").
+    #[error("{cert} does not chain to the mesh CA in {ca}: {reason}")]
+    OtherCa {
+        /// The certificate file.
+        cert: String,
+        /// The CA file.
+        ca: String,
+        /// What the verifier found.
+        reason: String,
+    },
+    /// The certificate names another node than this one: peers dialing this node would refuse it.
+    #[error("{cert} is a certificate for {names}, not for this node {node}; issue one with `lightpath ca issue --node {node}`")]
+    OtherNode {
+        /// The certificate file.
+        cert: String,
+        /// This node's id.
+        node: NodeId,
+        /// The names the certificate holds, comma separated.
+        names: String,
+    },
+    /// The private key is not the certificate's.
+    #[error("{key} is not the private key of the certificate in {cert}")]
+    KeyMismatch {
+        /// The certificate file.
+        cert: String,
+        /// The key file.
+        key: String,
+    },
+    /// The certificate is not valid yet or any more.
+    #[error("{cert} is {when}")]
+    OutsideValidity {
+        /// The certificate file.
+        cert: String,
+        /// "expired since ..." or "not valid before ...".
+        when: String,
+    },
+}
+
+impl IdentityError {
+    /// The config field naming the file to fix.
+    pub fn field(&self) -> &'static str {
+        match self {
+            IdentityError::Unreadable { field, .. } => field,
+            IdentityError::KeyMismatch { .. } => "tls.key",
+            IdentityError::OtherCa { .. } | IdentityError::OtherNode { .. } | IdentityError::OutsideValidity { .. } => {
+                "tls.cert"
+            }
+        }
+    }
+}
+
+/// Checks that `files` can carry node `node` into the mesh at `now`: the certificate chains to the CA,
+/// names `node` (the name peers verify), matches the key and is valid. Every problem found.
+pub fn check_files(files: &TlsFiles, node: &NodeId, now: UnixTime) -> Vec<IdentityError> {
+    let shown = |p: &Path| p.display().to_string();
+    let (ca_path, cert_path, key_path) = (shown(&files.ca), shown(&files.cert), shown(&files.key));
+    let unreadable = |field, path: &str, what: String| IdentityError::Unreadable { field, path: path.into(), what };
+    let read = |field, path: &Path| {
+        std::fs::read_to_string(path).map_err(|e| unreadable(field, &shown(path), format!("cannot read: {e}")))
+    };
+    let mut problems = Vec::new();
+    let certs = |field, path: &str, text: &str| -> Result<Vec<CertificateDer<'static>>, IdentityError> {
+        let certs = rustls_pemfile::certs(&mut text.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| unreadable(field, path, format!("bad PEM: {e}")))?;
+        if certs.is_empty() {
+            return Err(unreadable(field, path, "holds no certificate".into()));
+        }
+        Ok(certs)
+    };
+    let ca = read("tls.ca", &files.ca).and_then(|t| certs("tls.ca", &ca_path, &t));
+    let chain = read("tls.cert", &files.cert).and_then(|t| certs("tls.cert", &cert_path, &t));
+    let key = read("tls.key", &files.key).and_then(|t| {
+        rustls_pemfile::private_key(&mut t.as_bytes())
+            .map_err(|e| unreadable("tls.key", &key_path, format!("bad PEM: {e}")))?
+            .ok_or_else(|| unreadable("tls.key", &key_path, "holds no private key".into()))
+    });
+    let (ca, chain, key) = match (ca, chain, key) {
+        (Ok(ca), Ok(chain), Ok(key)) => (ca, chain, key),
+        (ca, chain, key) => {
+            problems.extend([ca.err(), chain.err(), key.err()].into_iter().flatten());
+            return problems;
+        }
+    };
+    let ee = match webpki::EndEntityCert::try_from(&chain[0]) {
+        Ok(ee) => ee,
+        Err(e) => {
+            problems.push(unreadable("tls.cert", &cert_path, format!("the first certificate does not parse: {e}")));
+            return problems;
+        }
+    };
+    // The chain, with each usage the mesh puts it to: server (accepting) and client (dialing).
+    let anchors: Vec<_> = ca.iter().filter_map(|c| webpki::anchor_from_trusted_cert(c).ok()).collect();
+    for usage in [webpki::KeyUsage::server_auth(), webpki::KeyUsage::client_auth()] {
+        let verified =
+            ee.verify_for_usage(webpki::ALL_VERIFICATION_ALGS, &anchors, &chain[1..], now, usage, None, None);
+        match verified {
+            Ok(_) => {}
+            Err(webpki::Error::CertExpired { not_after, .. }) => {
+                let when = format!("expired since {}", http_date(not_after));
+                problems.push(IdentityError::OutsideValidity { cert: cert_path.clone(), when });
+                break;
+            }
+            Err(webpki::Error::CertNotValidYet { not_before, .. }) => {
+                let when = format!("not valid before {}", http_date(not_before));
+                problems.push(IdentityError::OutsideValidity { cert: cert_path.clone(), when });
+                break;
+            }
+            Err(e) => {
+                let reason = match e {
+                    webpki::Error::UnknownIssuer => "signed by another CA (unknown issuer)".to_owned(),
+                    e => e.to_string(),
+                };
+                problems.push(IdentityError::OtherCa { cert: cert_path.clone(), ca: ca_path.clone(), reason });
+                break;
+            }
+        }
+    }
+    if peer_node_id(&chain[0], [node]).is_none() {
+        let names = certificate_names(&chain[0]);
+        let names = if names.is_empty() { "no node name".to_owned() } else { names.join(", ") };
+        problems.push(IdentityError::OtherNode { cert: cert_path.clone(), node: node.clone(), names });
+    }
+    let provider = rustls::crypto::ring::default_provider();
+    match rustls::sign::CertifiedKey::from_der(chain.clone(), key, &provider) {
+        Ok(_) => {}
+        Err(rustls::Error::InconsistentKeys(_)) => {
+            problems.push(IdentityError::KeyMismatch { cert: cert_path.clone(), key: key_path.clone() })
+        }
+        Err(e) => problems.push(unreadable("tls.key", &key_path, format!("not a usable private key: {e}"))),
+    }
+    problems
+}
+
+/// The DNS names a certificate holds (its subject alternative names), for messages.
+pub fn certificate_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    let Ok(params) = CertificateParams::from_ca_cert_der(cert) else {
+        return Vec::new();
+    };
+    params
+        .subject_alt_names
+        .iter()
+        .filter_map(|san| match san {
+            rcgen::SanType::DnsName(name) => Some(name.as_str().to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn http_date(t: UnixTime) -> String {
+    httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.as_secs()))
 }
 
 #[cfg(test)]

@@ -134,7 +134,10 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
             me: params.id.clone(),
         }),
         ingest: spec.has_role(Role::Origin).then(|| Ingest::new(mesh.clone(), params.ingest.clone())),
-        edge: serves_viewers.then(|| Edge::new(mesh.clone(), Duration::from_millis(params.edge.wait_ms))),
+        edge: serves_viewers.then(|| {
+            Edge::new(mesh.clone(), Duration::from_millis(params.edge.wait_ms))
+                .with_segment_max_age(Duration::from_secs(params.edge.segment_max_age_s))
+        }),
     });
     crate::http::serve(listeners.http, site, shutdown).await;
     mesh.close();
@@ -154,7 +157,11 @@ impl Handler for Site {
     async fn handle(self: Arc<Self>, req: http::Request<Incoming>) -> Reply {
         let method = req.method().clone();
         let uri = req.uri().clone();
-        let reply = self.route(req).await;
+        let mut reply = self.route(req).await;
+        // Browser players on other sites read every reply, refusals included; the admin API is for operators.
+        if !uri.path().starts_with("/admin/") {
+            crate::http::cors::allow(&mut reply);
+        }
         let status = reply.status();
         self.counts.count(&method, status);
         if status.is_client_error() || status.is_server_error() {
@@ -200,9 +207,13 @@ impl Site {
         let method = req.method().clone();
         match method {
             Method::GET | Method::HEAD => match &self.edge {
-                Some(edge) => edge.get(&method, &stream, &name).await.unwrap_or_else(EdgeError::into_reply),
+                Some(edge) => match edge.get(&method, &stream, &name).await {
+                    Ok(whole) => crate::edge::reply::select(&method, req.headers(), whole),
+                    Err(e) => e.into_reply(),
+                },
                 None => EdgeError::NoViewers.into_reply(),
             },
+            Method::OPTIONS => crate::http::cors::preflight(),
             Method::PUT | Method::POST | Method::DELETE => {
                 let Some(ingest) = &self.ingest else {
                     return refuse(StatusCode::METHOD_NOT_ALLOWED, Side::Downstream, "this node is not an origin");

@@ -41,6 +41,29 @@ pub enum EdgeError {
         /// How long the request waited for it.
         waited: Duration,
     },
+    /// A media segment numbered more than [`AHEAD`](super::expect::AHEAD) beyond the newest one of its
+    /// counter that this edge holds, and listed in no cached playlist (`seg99999.ts` while the stream is at
+    /// `seg120.ts`): it would not arrive within any wait, so it is 404 at once.
+    #[error("{stream}/{name} is beyond the live edge (newest: {newest}); not waiting for it")]
+    BeyondLiveEdge {
+        /// The stream asked for.
+        stream: StreamName,
+        /// The object asked for.
+        name: ObjectName,
+        /// The newest cached segment of the same counter.
+        newest: String,
+    },
+    /// A media segment older than the newest of its counter, not cached and listed in no cached playlist:
+    /// it aged out of the live window or its publisher deleted it, and will not come back: 404 at once.
+    #[error("{stream}/{name} has left the live window (newest: {newest})")]
+    LeftLiveWindow {
+        /// The stream asked for.
+        stream: StreamName,
+        /// The object asked for.
+        name: ObjectName,
+        /// The newest cached segment of the same counter.
+        newest: String,
+    },
     /// This node has neither the edge nor the origin role: 404.
     #[error("this node serves no viewers")]
     NoViewers,
@@ -50,18 +73,27 @@ impl EdgeError {
     /// The status the viewer sees.
     pub fn status(&self) -> StatusCode {
         match self {
-            EdgeError::NoStream { .. } | EdgeError::NotArrived { .. } | EdgeError::NoViewers => StatusCode::NOT_FOUND,
+            EdgeError::NoStream { .. }
+            | EdgeError::NotArrived { .. }
+            | EdgeError::BeyondLiveEdge { .. }
+            | EdgeError::LeftLiveWindow { .. }
+            | EdgeError::NoViewers => StatusCode::NOT_FOUND,
             EdgeError::OriginUnreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     /// Whether asking again makes sense, and after how long (sent as `Retry-After`). `None` when the same
     /// request would fail the same way: the stream does not exist, the node serves no viewers, or the
-    /// object already had the whole wait to arrive (a player moves on with its next playlist).
+    /// object already had the whole wait to arrive, or will never arrive (a player moves on with its next
+    /// playlist).
     pub fn retry(&self) -> Option<Duration> {
         match self {
             EdgeError::OriginUnreachable { .. } => Some(UNREACHABLE_RETRY),
-            EdgeError::NoStream { .. } | EdgeError::NotArrived { .. } | EdgeError::NoViewers => None,
+            EdgeError::NoStream { .. }
+            | EdgeError::NotArrived { .. }
+            | EdgeError::BeyondLiveEdge { .. }
+            | EdgeError::LeftLiveWindow { .. }
+            | EdgeError::NoViewers => None,
         }
     }
 
@@ -69,7 +101,10 @@ impl EdgeError {
     /// bring what it should have.
     pub fn side(&self) -> Side {
         match self {
-            EdgeError::NoStream { .. } | EdgeError::NoViewers => Side::Downstream,
+            EdgeError::NoStream { .. }
+            | EdgeError::BeyondLiveEdge { .. }
+            | EdgeError::LeftLiveWindow { .. }
+            | EdgeError::NoViewers => Side::Downstream,
             EdgeError::OriginUnreachable { .. } | EdgeError::NotArrived { .. } => Side::Upstream,
         }
     }
@@ -97,7 +132,7 @@ mod tests {
         StreamName::new("shop1").unwrap()
     }
 
-    fn every_cause() -> [EdgeError; 4] {
+    fn every_cause() -> [EdgeError; 6] {
         [
             EdgeError::NoStream { stream: stream() },
             EdgeError::OriginUnreachable { stream: stream(), origin: Some(NodeId::new("origin-eu").unwrap()) },
@@ -107,6 +142,16 @@ mod tests {
                 waited: Duration::from_millis(6000),
             },
             EdgeError::NoViewers,
+            EdgeError::BeyondLiveEdge {
+                stream: stream(),
+                name: ObjectName::new("seg99999.ts").unwrap(),
+                newest: "seg120.ts".into(),
+            },
+            EdgeError::LeftLiveWindow {
+                stream: stream(),
+                name: ObjectName::new("seg3.ts").unwrap(),
+                newest: "seg120.ts".into(),
+            },
         ]
     }
 
@@ -116,6 +161,8 @@ mod tests {
             (StatusCode::NOT_FOUND, None, Side::Downstream),
             (StatusCode::SERVICE_UNAVAILABLE, Some(Duration::from_secs(2)), Side::Upstream),
             (StatusCode::NOT_FOUND, None, Side::Upstream),
+            (StatusCode::NOT_FOUND, None, Side::Downstream),
+            (StatusCode::NOT_FOUND, None, Side::Downstream),
             (StatusCode::NOT_FOUND, None, Side::Downstream),
         ];
         for (e, (status, retry, side)) in every_cause().into_iter().zip(expected) {
@@ -130,6 +177,8 @@ mod tests {
             "the origin of stream shop1 (origin-eu) is unreachable from this edge; retry shortly\n",
             "shop1/seg7.ts did not arrive within 6000 ms\n",
             "this node serves no viewers\n",
+            "shop1/seg99999.ts is beyond the live edge (newest: seg120.ts); not waiting for it\n",
+            "shop1/seg3.ts has left the live window (newest: seg120.ts)\n",
         ];
         for (e, body) in every_cause().into_iter().zip(bodies) {
             let status = e.status();

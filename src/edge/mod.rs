@@ -2,24 +2,25 @@
 //!
 //! A request for an object that has not arrived waits for it (up to `edge.wait_ms`); the first request for
 //! a stream subscribes the edge to it, and however many viewers wait, the mesh brings each object once.
-//! Playlists get a short `Cache-Control` (they change every segment), everything else a long one; `Age`
-//! counts from the moment the origin received the object. A stream nobody announced is 404; one whose origin
-//! this edge cannot reach is 503 with `Retry-After`. Each refusal is an [`EdgeError`], which knows its
-//! status, whether a retry makes sense and which side failed.
+//! Only a name that may still come is waited for ([`expect`]): one far beyond the stream's newest segment,
+//! or older than it and gone from the live window, is 404 at once. Replies ([`reply`]) carry a content
+//! `ETag`, `Last-Modified`, `Age` (from the moment the origin received the object) and `Cache-Control`
+//! (short for playlists, `edge.segment_max_age_s` for segments), and answer conditional and range requests.
+//! A stream nobody announced is 404; one whose origin this edge cannot reach is 503 with `Retry-After`.
+//! Each refusal is an [`EdgeError`], which knows its status, whether a retry makes sense and which side
+//! failed.
 
 mod error;
+pub mod expect;
+pub mod reply;
 
 pub use error::EdgeError;
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{header, HeaderValue, Method, Response};
-use http_body_util::Full;
+use http::Method;
 
-use crate::cache::Object;
-use crate::clock::unix_ms;
-use crate::hls::media::{is_playlist, known_content_type};
+use crate::hls::media::is_playlist;
 use crate::http::Reply;
 use crate::id::{ObjectName, StreamName};
 use crate::mesh::Mesh;
@@ -28,11 +29,18 @@ use crate::mesh::Mesh;
 pub struct Edge {
     mesh: Mesh,
     wait: Duration,
+    /// `max-age` of segments ([`reply::serve`]).
+    segment_max_age: Duration,
 }
 
 impl Edge {
     pub fn new(mesh: Mesh, wait: Duration) -> Self {
-        Self { mesh, wait }
+        Self { mesh, wait, segment_max_age: Duration::from_secs(crate::config::EdgeConfig::DEFAULT_SEGMENT_MAX_AGE_S) }
+    }
+
+    /// How long downstream caches may keep a segment (`edge.segment_max_age_s`).
+    pub fn with_segment_max_age(self, segment_max_age: Duration) -> Self {
+        Self { segment_max_age, ..self }
     }
 
     /// Answers a viewer's `GET` or `HEAD`: the object, or why not.
@@ -43,16 +51,18 @@ impl Edge {
         match (reach, cached) {
             (None, None) => return Err(EdgeError::NoStream { stream: stream.clone() }),
             (Some((false, _)), _) if is_playlist(name) => return Err(self.unreachable(stream)),
-            (_, Some(obj)) => return Ok(serve(method, &obj)),
+            (_, Some(obj)) => return Ok(reply::serve(method, &obj, self.segment_max_age)),
             (Some((false, _)), None) => return Err(self.unreachable(stream)),
             (Some((true, receiving)), None) => {
                 if !receiving {
                     self.mesh.want(stream);
+                } else {
+                    self.worth_waiting(stream, name)?;
                 }
             }
         }
         match cache.wait_for(stream, name, self.wait).await {
-            Some(obj) => Ok(serve(method, &obj)),
+            Some(obj) => Ok(reply::serve(method, &obj, self.segment_max_age)),
             None => match self.mesh.reach(stream) {
                 Some((false, _)) => Err(self.unreachable(stream)),
                 _ => Err(EdgeError::NotArrived { stream: stream.clone(), name: name.clone(), waited: self.wait }),
@@ -60,29 +70,22 @@ impl Edge {
         }
     }
 
+    /// Refuses at once a name that will not arrive within the wait ([`expect::expect`]), judged by what
+    /// the cache holds of a stream this edge receives.
+    fn worth_waiting(&self, stream: &StreamName, name: &ObjectName) -> Result<(), EdgeError> {
+        let window = self.mesh.cache().window(stream);
+        match expect::expect(name.as_str(), window.iter().map(|o| &**o)) {
+            expect::Expectation::Wait => Ok(()),
+            expect::Expectation::TooFar { newest } => {
+                Err(EdgeError::BeyondLiveEdge { stream: stream.clone(), name: name.clone(), newest })
+            }
+            expect::Expectation::Gone { newest } => {
+                Err(EdgeError::LeftLiveWindow { stream: stream.clone(), name: name.clone(), newest })
+            }
+        }
+    }
+
     fn unreachable(&self, stream: &StreamName) -> EdgeError {
         EdgeError::OriginUnreachable { stream: stream.clone(), origin: self.mesh.stream(stream).map(|s| s.origin) }
     }
-}
-
-fn serve(method: &Method, obj: &Object) -> Reply {
-    let h = &obj.header;
-    let body = if method == Method::HEAD { Bytes::new() } else { obj.body.clone() };
-    let mut resp = Response::new(Full::new(body));
-    let headers = resp.headers_mut();
-    // The usual types without a copy; anything else (from another origin's version) validated.
-    let content_type = match known_content_type(&h.content_type) {
-        Some(t) => Ok(HeaderValue::from_static(t)),
-        None => HeaderValue::from_str(&h.content_type),
-    };
-    if let Ok(v) = content_type {
-        headers.insert(header::CONTENT_TYPE, v);
-    }
-    let cache_control = if is_playlist(&h.name) { "public, max-age=1" } else { "public, max-age=86400" };
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control));
-    let age = unix_ms().saturating_sub(h.born_unix_ms) / 1000;
-    headers.insert(header::AGE, HeaderValue::from(age));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(obj.body.len()));
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    resp
 }

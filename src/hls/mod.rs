@@ -1,11 +1,12 @@
 //! HLS as pure code: generating a live media playlist with a sliding window, and (in [`media`]) the
-//! media-type rules for object names.
+//! media-type rules for object names, and (in [`numbering`]) how a segment's name numbers it.
 //!
 //! The mesh does not parse video; only the origin-side tools (the demo's built-in publisher today, and the
 //! edge's LL-HLS features later) need to read or write playlists, and the origin and the edge need to know
 //! what a file name holds. No clock and no I/O here: durations and the media sequence are the caller's.
 
 pub mod media;
+pub mod numbering;
 
 use std::collections::VecDeque;
 use std::fmt::Write;
