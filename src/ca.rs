@@ -57,6 +57,18 @@ pub fn create_ca(name: &str) -> Result<CaFiles> {
 
 /// Issues a certificate for `node`, valid for `days`, signed by the CA.
 pub fn issue(ca: &CaFiles, node: &NodeId, days: i64) -> Result<NodeFiles> {
+    let now = time::OffsetDateTime::now_utc();
+    issue_between(ca, node, now - time::Duration::hours(1), now + time::Duration::days(days))
+}
+
+/// Issues a certificate for `node` valid from `not_before` to `not_after` (an expired one too, for tests of
+/// the checks).
+pub fn issue_between(
+    ca: &CaFiles,
+    node: &NodeId,
+    not_before: time::OffsetDateTime,
+    not_after: time::OffsetDateTime,
+) -> Result<NodeFiles> {
     let ca_key = KeyPair::from_pem(&ca.key_pem).context("reading the CA key")?;
     let ca_params = CertificateParams::from_ca_cert_pem(&ca.cert_pem).context("reading the CA certificate")?;
     let ca_cert = ca_params.self_signed(&ca_key).context("loading the CA")?;
@@ -67,9 +79,8 @@ pub fn issue(ca: &CaFiles, node: &NodeId, days: i64) -> Result<NodeFiles> {
     params.distinguished_name = dn;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::hours(1);
-    params.not_after = now + time::Duration::days(days);
+    params.not_before = not_before;
+    params.not_after = not_after;
     let key = KeyPair::generate().context("generating the node key")?;
     let cert = params.signed_by(&key, &ca_cert, &ca_key).context("signing the node certificate")?;
     Ok(NodeFiles { chain_pem: format!("{}{}", cert.pem(), ca.cert_pem), key_pem: key.serialize_pem() })
@@ -319,6 +330,10 @@ pub fn check_files(files: &TlsFiles, node: &NodeId, now: UnixTime) -> Vec<Identi
             Err(e) => {
                 let reason = match e {
                     webpki::Error::UnknownIssuer => "signed by another CA (unknown issuer)".to_owned(),
+                    // Every `lightpath ca init` CA has the same name; another one's signature does not verify.
+                    webpki::Error::InvalidSignatureForPublicKey => {
+                        "signed by another CA of the same name (bad signature)".to_owned()
+                    }
                     e => e.to_string(),
                 };
                 problems.push(IdentityError::OtherCa { cert: cert_path.clone(), ca: ca_path.clone(), reason });
@@ -377,5 +392,53 @@ mod tests {
         assert_eq!(peer_node_id(&id.chain[0], [&b]), None);
         id.server_config().unwrap();
         id.client_config().unwrap();
+    }
+
+    /// Writes the three files into `dir` and checks them for `node`.
+    fn checked(dir: &Path, ca: &str, chain: &str, key: &str, node: &str) -> Vec<IdentityError> {
+        for (name, pem) in [("ca.pem", ca), ("n.pem", chain), ("n.key", key)] {
+            std::fs::write(dir.join(name), pem).unwrap();
+        }
+        let files = TlsFiles { ca: dir.join("ca.pem"), cert: dir.join("n.pem"), key: dir.join("n.key") };
+        check_files(&files, &NodeId::new(node).unwrap(), UnixTime::now())
+    }
+
+    #[test]
+    fn the_checks_find_each_wrong_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = create_ca("lightpath mesh CA").unwrap();
+        let good = issue(&ca, &NodeId::new("edge-ap").unwrap(), 30).unwrap();
+        assert_eq!(checked(dir.path(), &ca.cert_pem, &good.chain_pem, &good.key_pem, "edge-ap"), []);
+
+        let other = issue(&ca, &NodeId::new("edge-us").unwrap(), 30).unwrap();
+        let found = checked(dir.path(), &ca.cert_pem, &other.chain_pem, &other.key_pem, "edge-ap");
+        assert!(matches!(&found[..], [IdentityError::OtherNode { names, .. }] if names == "edge-us"), "{found:?}");
+
+        let found = checked(dir.path(), &ca.cert_pem, &good.chain_pem, &other.key_pem, "edge-ap");
+        assert!(matches!(&found[..], [IdentityError::KeyMismatch { .. }]), "{found:?}");
+        assert_eq!(found[0].field(), "tls.key");
+
+        // Another CA, even one of the same name.
+        let same_name = create_ca("lightpath mesh CA").unwrap();
+        let foreign = issue(&same_name, &NodeId::new("edge-ap").unwrap(), 30).unwrap();
+        let found = checked(dir.path(), &ca.cert_pem, &foreign.chain_pem, &foreign.key_pem, "edge-ap");
+        assert!(matches!(&found[..], [IdentityError::OtherCa { .. }]), "{found:?}");
+        assert!(found[0].to_string().contains("signed by another CA"), "{}", found[0]);
+
+        let now = time::OffsetDateTime::now_utc();
+        let old = issue_between(
+            &ca,
+            &NodeId::new("edge-ap").unwrap(),
+            now - time::Duration::days(9),
+            now - time::Duration::days(2),
+        );
+        let old = old.unwrap();
+        let found = checked(dir.path(), &ca.cert_pem, &old.chain_pem, &old.key_pem, "edge-ap");
+        assert!(matches!(&found[..], [IdentityError::OutsideValidity { .. }]), "{found:?}");
+        assert!(found[0].to_string().contains("is expired since"), "{}", found[0]);
+
+        let found = checked(dir.path(), "-----BEGIN CERTIFICATE-----\n", &good.chain_pem, "", "edge-ap");
+        let fields: Vec<_> = found.iter().map(IdentityError::field).collect();
+        assert_eq!(fields, ["tls.ca", "tls.key"], "{found:?}");
     }
 }

@@ -486,6 +486,12 @@ mod tests {
         assert_eq!(config.ignored, ["ingest", "links"]);
         assert_eq!(config.mesh_bind(&topology), Some("127.0.0.1:7201".parse().unwrap()));
         assert_eq!(config.http_bind(&topology), Some("0.0.0.0:8443".parse().unwrap()));
+        // check config also reads the certificate, which must be control-1's.
+        let ca = crate::ca::create_ca("test CA").unwrap();
+        let files = crate::ca::issue(&ca, &config.node, 30).unwrap();
+        for (name, pem) in [("ca.pem", &ca.cert_pem), ("c.pem", &files.chain_pem), ("k.pem", &files.key_pem)] {
+            std::fs::write(dir.path().join(name), pem).unwrap();
+        }
         let summary = check_config(&path).unwrap();
         assert!(summary.starts_with("ok: control replica control-1 in "), "{summary}");
         assert!(summary.ends_with("(node sections, ignored by a replica: ingest, links)"), "{summary}");

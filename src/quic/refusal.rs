@@ -97,9 +97,11 @@ fn our_verdict(reason: &str) -> Refused {
         let names =
             reason.split("DnsName(\"").skip(1).filter_map(|rest| rest.split('"').next()).map(str::to_owned).collect();
         Refused::ForAnotherNode { names }
-    } else if reason.contains("UnknownIssuer") {
+    } else if reason.contains("UnknownIssuer") || reason.contains("BadSignature") {
+        // Two CAs made by `lightpath ca init` share a name: a certificate of the other one names our CA as
+        // its issuer, and only its signature tells them apart.
         Refused::UnknownCa
-    } else if reason.contains("expired") || reason.contains("not valid yet") {
+    } else if reason.to_ascii_lowercase().contains("expired") || reason.contains("NotValidYet") {
         Refused::OutsideValidity
     } else {
         Refused::TheirCertificate(reason.to_owned())
@@ -155,8 +157,11 @@ mod tests {
         let refused = our_verdict(&wrong_name.to_string());
         assert_eq!(refused, Refused::ForAnotherNode { names: vec!["edge-us".into()] });
         assert_eq!(refused.to_string(), "presented a certificate for edge-us");
-        let unknown = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
-        assert_eq!(our_verdict(&unknown.to_string()), Refused::UnknownCa);
+        for unknown in [rustls::CertificateError::UnknownIssuer, rustls::CertificateError::BadSignature] {
+            assert_eq!(our_verdict(&rustls::Error::InvalidCertificate(unknown).to_string()), Refused::UnknownCa);
+        }
+        let not_yet = rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidYet);
+        assert_eq!(our_verdict(&not_yet.to_string()), Refused::OutsideValidity);
         let expired = rustls::Error::InvalidCertificate(rustls::CertificateError::Expired);
         assert_eq!(our_verdict(&expired.to_string()), Refused::OutsideValidity);
         assert_eq!(
