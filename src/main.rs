@@ -131,6 +131,7 @@ fn run(command: Command) -> Result<()> {
         }
         Command::Node { config } => runtime()?.block_on(async {
             let (cfg, topology) = lightpath::config::NodeConfig::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            lightpath::config::check_certificates(&config, &cfg.tls, &cfg.node).map_err(|e| anyhow::anyhow!("{e}"))?;
             let listeners = lightpath::listen::Listeners::bind(cfg.mesh_bind(&topology), cfg.http_bind(&topology)).await?;
             let params = lightpath::node::NodeParams::from_config(cfg, topology)?;
             lightpath::node::run(params, listeners, ctrl_c()).await
@@ -138,6 +139,7 @@ fn run(command: Command) -> Result<()> {
         Command::Control { config } => runtime()?.block_on(async {
             let (cfg, topology) =
                 lightpath::config::ControlConfig::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            lightpath::config::check_certificates(&config, &cfg.tls, &cfg.node).map_err(|e| anyhow::anyhow!("{e}"))?;
             if !cfg.ignored.is_empty() {
                 tracing::warn!(config = %config.display(), sections = ?cfg.ignored, "node sections ignored by a control replica");
             }

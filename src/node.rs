@@ -136,7 +136,12 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
         roles = ?spec.roles,
         "node running"
     );
-    let edge = serves_viewers.then(|| Arc::new(Edge::new(mesh.clone(), Duration::from_millis(params.edge.wait_ms))));
+    let edge = serves_viewers.then(|| {
+        Arc::new(
+            Edge::new(mesh.clone(), Duration::from_millis(params.edge.wait_ms))
+                .with_segment_max_age(Duration::from_secs(params.edge.segment_max_age_s)),
+        )
+    });
     if let Some(edge) = &edge {
         tokio::spawn(report_viewers(Arc::downgrade(edge)));
     }
@@ -185,7 +190,11 @@ impl Handler for Site {
     async fn handle(self: Arc<Self>, req: http::Request<Incoming>) -> Reply {
         let method = req.method().clone();
         let uri = req.uri().clone();
-        let reply = self.route(req).await;
+        let mut reply = self.route(req).await;
+        // Browser players on other sites read every reply, refusals included; the admin API is for operators.
+        if !uri.path().starts_with("/admin/") {
+            crate::http::cors::allow(&mut reply);
+        }
         let status = reply.status();
         self.counts.count(&method, status);
         if status.is_client_error() || status.is_server_error() {
@@ -234,10 +243,14 @@ impl Site {
             Method::GET | Method::HEAD => match &self.edge {
                 Some(edge) => {
                     let client = req.extensions().get::<Client>().map(|c| c.0.ip());
-                    edge.get(&method, &stream, &name, client).await.unwrap_or_else(EdgeError::into_reply)
+                    match edge.get(&method, &stream, &name, client).await {
+                        Ok(whole) => crate::edge::reply::select(&method, req.headers(), whole),
+                        Err(e) => e.into_reply(),
+                    }
                 }
                 None => EdgeError::NoViewers.into_reply(),
             },
+            Method::OPTIONS => crate::http::cors::preflight(),
             Method::PUT | Method::POST | Method::DELETE => {
                 let Some(ingest) = &self.ingest else {
                     return refuse(StatusCode::METHOD_NOT_ALLOWED, Side::Downstream, "this node is not an origin");

@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use lightpath::ca::{create_ca, issue, issue_between, CaFiles, NodeFiles};
 use lightpath::config::{check_config, CacheConfig, NodeConfig};
-use lightpath::id::StreamName;
+use lightpath::id::{NodeId, StreamName};
 use lightpath::topology::CheckErrors;
 
 const TOPOLOGY: &str = r#"
@@ -46,26 +47,33 @@ key = "origin-eu.key"
 stream_keys = { demo = "s3cret" }
 "#;
 
-const PEM: &str = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
-
-/// A folder with a valid topology, TLS files and config; tests overwrite what they break.
+/// A folder with a valid topology, TLS files (a real CA and a certificate for origin-eu) and config; tests
+/// overwrite what they break.
 struct Setup {
     dir: tempfile::TempDir,
+    ca: CaFiles,
 }
 
 impl Setup {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let ca = create_ca("test mesh CA").unwrap();
+        let node = issue(&ca, &NodeId::new("origin-eu").unwrap(), 30).unwrap();
         for (name, text) in [
             ("mesh.toml", TOPOLOGY),
             ("node.toml", CONFIG),
-            ("ca.pem", PEM),
-            ("origin-eu.pem", PEM),
-            ("origin-eu.key", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+            ("ca.pem", ca.cert_pem.as_str()),
+            ("origin-eu.pem", node.chain_pem.as_str()),
+            ("origin-eu.key", node.key_pem.as_str()),
         ] {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
-        Self { dir }
+        Self { dir, ca }
+    }
+
+    /// Replaces the node's certificate and key.
+    fn certificate(&self, files: &NodeFiles) {
+        self.write("origin-eu.pem", &files.chain_pem).write("origin-eu.key", &files.key_pem);
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -370,7 +378,83 @@ fn config_for_the_demo_topology() {
         1,
     );
     let (config, topology) = NodeConfig::load(&s.config(&text)).unwrap_or_else(|e| panic!("{e}"));
+    s.certificate(&issue(&s.ca, &NodeId::new("edge-us").unwrap(), 30).unwrap());
     assert_eq!(config.topology, demo);
     assert_eq!(config.http_bind(&topology), Some("127.0.0.1:48103".parse().unwrap()));
     assert!(check_config(&s.path("node.toml")).unwrap().starts_with("ok: node edge-us (edge) in "));
+}
+
+/// `lightpath check config FILE` as an operator runs it: whether it passed, and what it printed.
+fn check_with_the_binary(path: &Path) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lightpath")).args(["check", "config"]).arg(path).output();
+    let out = out.unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn the_binary_accepts_a_certificate_that_fits_the_node() {
+    let s = Setup::new();
+    let (ok, said) = check_with_the_binary(&s.config(CONFIG));
+    assert!(ok && said.starts_with("ok: node origin-eu (origin)"), "{said}");
+}
+
+#[test]
+fn a_certificate_for_another_node_is_refused_naming_the_file() {
+    let s = Setup::new();
+    s.certificate(&issue(&s.ca, &NodeId::new("edge-eu").unwrap(), 30).unwrap());
+    let (ok, said) = check_with_the_binary(&s.config(CONFIG));
+    let file = s.path("origin-eu.pem").display().to_string();
+    let line = format!("tls.cert: {file} is a certificate for edge-eu, not for this node origin-eu");
+    assert!(!ok && said.contains(&line), "{said}");
+    assert!(said.contains("lightpath ca issue --node origin-eu"), "{said}");
+}
+
+#[test]
+fn a_key_of_another_certificate_is_refused_naming_both_files() {
+    let s = Setup::new();
+    let other = issue(&s.ca, &NodeId::new("origin-eu").unwrap(), 30).unwrap();
+    s.write("origin-eu.key", &other.key_pem);
+    let (ok, said) = check_with_the_binary(&s.config(CONFIG));
+    let (key, cert) = (s.path("origin-eu.key").display().to_string(), s.path("origin-eu.pem").display().to_string());
+    let line = format!("tls.key: {key} is not the private key of the certificate in {cert}");
+    assert!(!ok && said.contains(&line), "{said}");
+}
+
+#[test]
+fn a_certificate_from_another_ca_is_refused_naming_both_files() {
+    let s = Setup::new();
+    let other_ca = create_ca("another mesh's CA").unwrap();
+    s.certificate(&issue(&other_ca, &NodeId::new("origin-eu").unwrap(), 30).unwrap());
+    let (ok, said) = check_with_the_binary(&s.config(CONFIG));
+    let (cert, ca) = (s.path("origin-eu.pem").display().to_string(), s.path("ca.pem").display().to_string());
+    let line = format!("tls.cert: {cert} does not chain to the mesh CA in {ca}: signed by another CA");
+    assert!(!ok && said.contains(&line), "{said}");
+}
+
+#[test]
+fn an_expired_certificate_is_refused_naming_the_file() {
+    let s = Setup::new();
+    let now = time::OffsetDateTime::now_utc();
+    let (from, until) = (now - time::Duration::days(30), now - time::Duration::days(1));
+    s.certificate(&issue_between(&s.ca, &NodeId::new("origin-eu").unwrap(), from, until).unwrap());
+    let (ok, said) = check_with_the_binary(&s.config(CONFIG));
+    let line = format!("tls.cert: {} is expired since ", s.path("origin-eu.pem").display());
+    assert!(!ok && said.contains(&line), "{said}");
+}
+
+#[test]
+fn a_node_with_a_wrong_certificate_does_not_start() {
+    let s = Setup::new();
+    s.certificate(&issue(&s.ca, &NodeId::new("edge-eu").unwrap(), 30).unwrap());
+    // The check runs before anything binds.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lightpath"))
+        .args(["node", "--config"])
+        .arg(s.config(CONFIG))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("is a certificate for edge-eu, not for this node origin-eu"),
+        "{said}"
+    );
 }

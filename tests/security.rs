@@ -182,23 +182,65 @@ fn three_nodes(ip_base: u8) -> Cluster {
     )
 }
 
+/// Points a node's config at files of its own: `from` replaced by `to` (a node must pass its own
+/// certificate checks to start, so an intruder is a node consistent with itself but foreign to the mesh).
+fn edit_config(mesh: &Cluster, node: &str, from: &str, to: &str) {
+    let path = &mesh.node(node).config;
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{from:?} not in {text}");
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_a_certificate_from_another_ca_cannot_join() {
     let mut mesh = three_nodes(23);
     let other_ca = mesh.dir.path().join("other-ca");
     assert!(Command::new(bin()).args(["ca", "init", "--dir"]).arg(&other_ca).status().unwrap().success());
     reissue(&mesh, "a-intruder", &other_ca, "a-intruder");
+    // A node of another mesh: it trusts its own CA.
+    edit_config(&mesh, "a-intruder", "ca = \"ca/ca.pem\"", "ca = \"other-ca/ca.pem\"");
     mesh.start_all();
     mesh.wait_healthy().await;
     never_joins(&mesh, "a-intruder", "handshake failed").await;
+    let intruder = mesh.log("a-intruder");
+    assert!(intruder.contains("presented a certificate from an unknown CA"), "{intruder}");
+}
+
+/// The intruder of [`three_nodes`] with a genuine mesh certificate for "mallory", a node the others do not
+/// know, and a topology of its own in which it is mallory and a neighbour of the origin.
+fn mallory(ip_base: u8) -> Cluster {
+    let mesh = three_nodes(ip_base);
+    reissue(&mesh, "a-intruder", &mesh.dir.path().join("ca"), "mallory");
+    let topology = std::fs::read_to_string(mesh.dir.path().join("topology.toml")).unwrap();
+    std::fs::write(mesh.dir.path().join("mallory.toml"), topology.replace("a-intruder", "mallory")).unwrap();
+    edit_config(&mesh, "a-intruder", "node = \"a-intruder\"", "node = \"mallory\"");
+    edit_config(&mesh, "a-intruder", "topology = \"topology.toml\"", "topology = \"mallory.toml\"");
+    mesh
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_certificate_names_another_node_cannot_join() {
-    let mut mesh = three_nodes(24);
-    // A genuine mesh certificate, but for a node that is not in the topology.
-    reissue(&mesh, "a-intruder", &mesh.dir.path().join("ca"), "mallory");
+    let mut mesh = mallory(24);
     mesh.start_all();
     mesh.wait_healthy().await;
     never_joins(&mesh, "a-intruder", "names no neighbour").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_node_backs_off_instead_of_redialing_in_a_loop() {
+    let mut mesh = mallory(25);
+    mesh.start_all();
+    mesh.wait_healthy().await;
+    let started = std::time::Instant::now();
+    // Each attempt is one line on each side. Redialing every 100 ms (as a refused node once did) would
+    // write about 80 in 8 s; doubling waits from 100 ms (give or take half) leave room for at most 9.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let watched = started.elapsed();
+    let intruder = mesh.log("a-intruder");
+    let attempts = intruder.lines().filter(|l| l.contains("mesh peer origin at")).count();
+    let rejections = mesh.log("origin").lines().filter(|l| l.contains("rejected mesh connection")).count();
+    eprintln!("in {watched:?}: {attempts} attempts logged by the intruder, {rejections} rejections by the origin");
+    assert!((2..=12).contains(&attempts), "{attempts} attempts in {watched:?}:\n{intruder}");
+    assert!(rejections <= 12, "{rejections} rejections in {watched:?}");
+    assert!(intruder.contains("refused this node: not a neighbour"), "the reason is not in words:\n{intruder}");
 }

@@ -15,7 +15,7 @@ pub mod sealed;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,6 +29,21 @@ use crate::wire::ObjectHeader;
 pub struct Object {
     pub header: ObjectHeader,
     pub body: Bytes,
+    /// [`Object::content_hash`], computed when first asked for: only nodes that serve viewers need it, and
+    /// then once per object rather than once per request.
+    content_hash: OnceLock<u64>,
+}
+
+impl Object {
+    pub fn new(header: ObjectHeader, body: Bytes) -> Self {
+        Self { header, body, content_hash: OnceLock::new() }
+    }
+
+    /// A 64-bit hash of the body (rapidhash v3, whose output is fixed across versions and machines), so that
+    /// every edge derives the same validator from the same bytes whichever path brought them.
+    pub fn content_hash(&self) -> u64 {
+        *self.content_hash.get_or_init(|| rapidhash::v3::rapidhash_v3(&self.body))
+    }
 }
 
 /// What [`Cache::insert`] did.
@@ -159,7 +174,7 @@ impl Cache {
             return object;
         }
         match sealer(&object.body) {
-            Ok(body) => Arc::new(Object { header: object.header.clone(), body }),
+            Ok(body) => Arc::new(Object::new(object.header.clone(), body)),
             Err(e) => {
                 metrics::counter!("lightpath_cache_unsealed_bodies_total", "node" => self.node.clone()).increment(1);
                 if !LOGGED.swap(true, Ordering::Relaxed) {
@@ -295,8 +310,8 @@ mod tests {
     }
 
     fn obj_with(stream: &str, name: &str, seq: u64, body: Bytes) -> Arc<Object> {
-        Arc::new(Object {
-            header: ObjectHeader {
+        Arc::new(Object::new(
+            ObjectHeader {
                 stream: StreamName::new(stream).unwrap(),
                 name: ObjectName::new(name).unwrap(),
                 version: seq,
@@ -307,7 +322,7 @@ mod tests {
                 len: body.len() as u64,
             },
             body,
-        })
+        ))
     }
 
     #[test]

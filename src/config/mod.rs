@@ -7,8 +7,10 @@
 //! itself (its `validate`, beside its type in [`sections`]), and the config checks what relates its
 //! sections and what the topology must agree with. Paths are relative to the config file's folder and
 //! resolved on loading. The node's roles come from the topology, not from here: sections for roles the
-//! node does not have are allowed and unused. This module reads files and checks that they exist; it does
-//! not parse certificates or open sockets.
+//! node does not have are allowed and unused. Loading reads files and checks that they exist; whether the
+//! TLS files can carry the node into the mesh (right CA, right name, matching key, in validity) is
+//! [`check_certificates`], which `lightpath check config` and the start of a node or replica both run. No
+//! sockets are opened here.
 
 mod read;
 pub mod sections;
@@ -395,11 +397,22 @@ fn names_a_control(path: &Path) -> bool {
     }
 }
 
-/// Checks a node's or a control replica's config and its topology for `lightpath check config FILE`: a
-/// one-line summary when both are good, else every problem.
+/// Whether the TLS files of the node or replica `node`, configured in `file`, can carry it into the mesh
+/// now ([`crate::ca::check_files`]): every problem, each under the field of the file to fix.
+pub fn check_certificates(file: &Path, tls: &TlsFiles, node: &NodeId) -> Result<(), CheckErrors> {
+    let mut errors = CheckErrors::new(file.display().to_string());
+    for problem in crate::ca::check_files(tls, node, rustls::pki_types::UnixTime::now()) {
+        errors.push(problem.field(), problem.to_string());
+    }
+    errors.finish(|| ())
+}
+
+/// Checks a node's or a control replica's config, its topology and its certificates for `lightpath check
+/// config FILE`: a one-line summary when all are good, else every problem.
 pub fn check_config(path: &Path) -> Result<String, CheckErrors> {
     if names_a_control(path) {
         let (config, topology) = ControlConfig::load(path)?;
+        check_certificates(path, &config.tls, &config.node)?;
         let mut summary =
             format!("ok: control replica {} in {}: {}", config.node, config.topology.display(), topology.summary());
         if !config.ignored.is_empty() {
@@ -408,6 +421,7 @@ pub fn check_config(path: &Path) -> Result<String, CheckErrors> {
         return Ok(summary);
     }
     let (config, topology) = NodeConfig::load(path)?;
+    check_certificates(path, &config.tls, &config.node)?;
     let roles = topology
         .node(&config.node)
         .map(|n| n.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "))
@@ -486,6 +500,12 @@ mod tests {
         assert_eq!(config.ignored, ["ingest", "links"]);
         assert_eq!(config.mesh_bind(&topology), Some("127.0.0.1:7201".parse().unwrap()));
         assert_eq!(config.http_bind(&topology), Some("0.0.0.0:8443".parse().unwrap()));
+        // check config also reads the certificate, which must be control-1's.
+        let ca = crate::ca::create_ca("test CA").unwrap();
+        let files = crate::ca::issue(&ca, &config.node, 30).unwrap();
+        for (name, pem) in [("ca.pem", &ca.cert_pem), ("c.pem", &files.chain_pem), ("k.pem", &files.key_pem)] {
+            std::fs::write(dir.path().join(name), pem).unwrap();
+        }
         let summary = check_config(&path).unwrap();
         assert!(summary.starts_with("ok: control replica control-1 in "), "{summary}");
         assert!(summary.ends_with("(node sections, ignored by a replica: ingest, links)"), "{summary}");

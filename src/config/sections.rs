@@ -290,6 +290,11 @@ pub struct EdgeConfig {
     /// How long a viewer request for a named-but-missing object waits for it to arrive, in ms (default
     /// 6000, at most 60000).
     pub wait_ms: u64,
+    /// `Cache-Control: max-age` of segments, parts and init segments, in seconds (default 30, at most 600).
+    /// A segment's bytes never change, but its name may be reused: a publisher that restarts uploads a new
+    /// `index0.m4s`. A downstream cache must not trust a name longer than the stream's live window, after
+    /// which it revalidates (a 304 when the `ETag`, a hash of the bytes, still matches).
+    pub segment_max_age_s: u64,
 }
 
 impl EdgeConfig {
@@ -297,22 +302,40 @@ impl EdgeConfig {
     pub const DEFAULT_WAIT_MS: u64 = 6000;
     /// The longest wait accepted: players give up well before a minute.
     pub const MAX_WAIT_MS: u64 = 60_000;
+    /// The default segment max-age: 30 s, the live window of a typical stream (5 to 6 segments of 4 to 6 s).
+    pub const DEFAULT_SEGMENT_MAX_AGE_S: u64 = 30;
+    /// The longest segment max-age accepted: 10 minutes, already a long DVR window; a name kept for longer
+    /// in downstream caches would serve a restarted stream's viewers the old session's bytes.
+    pub const MAX_SEGMENT_MAX_AGE_S: u64 = 600;
 
-    /// The wait is at most [`Self::MAX_WAIT_MS`].
+    /// The wait is at most [`Self::MAX_WAIT_MS`], the segment max-age at most
+    /// [`Self::MAX_SEGMENT_MAX_AGE_S`].
     pub fn validate(&self) -> Result<(), Vec<CheckError>> {
+        let mut problems = Vec::new();
         if self.wait_ms > Self::MAX_WAIT_MS {
-            return Err(vec![problem(
+            problems.push(problem(
                 "edge.wait_ms",
                 format!("{} ms is too long (at most {} ms; players give up sooner)", self.wait_ms, Self::MAX_WAIT_MS),
-            )]);
+            ));
         }
-        Ok(())
+        if self.segment_max_age_s > Self::MAX_SEGMENT_MAX_AGE_S {
+            problems.push(problem(
+                "edge.segment_max_age_s",
+                format!(
+                    "{} s is too long (at most {} s): downstream caches would keep serving a segment name after \
+                     a restarted publisher reused it",
+                    self.segment_max_age_s,
+                    Self::MAX_SEGMENT_MAX_AGE_S
+                ),
+            ));
+        }
+        found(problems)
     }
 }
 
 impl Default for EdgeConfig {
     fn default() -> Self {
-        Self { wait_ms: Self::DEFAULT_WAIT_MS }
+        Self { wait_ms: Self::DEFAULT_WAIT_MS, segment_max_age_s: Self::DEFAULT_SEGMENT_MAX_AGE_S }
     }
 }
 
@@ -335,7 +358,7 @@ mod tests {
     fn defaults_are_the_documented_values_and_valid() {
         assert_eq!(CacheConfig::default().max_bytes, 268_435_456);
         assert_eq!(IngestConfig::default().max_body_bytes, 33_554_432);
-        assert_eq!(EdgeConfig::default().wait_ms, 6000);
+        assert_eq!(EdgeConfig::default(), EdgeConfig { wait_ms: 6000, segment_max_age_s: 30 });
         assert_eq!(ProbesConfig::default(), ProbesConfig { fast_ms: 100, slow_ms: 1000 });
         assert_eq!(CacheConfig::default().validate(), Ok(()));
         assert_eq!(IngestConfig::default().validate(), Ok(()));
@@ -404,9 +427,11 @@ mod tests {
 
     #[test]
     fn edge_validates() {
-        assert_eq!(EdgeConfig { wait_ms: 0 }.validate(), Ok(()));
-        assert_eq!(EdgeConfig { wait_ms: EdgeConfig::MAX_WAIT_MS }.validate(), Ok(()));
-        fails(EdgeConfig { wait_ms: 3_600_000 }.validate(), &[("edge.wait_ms", "too long")]);
+        let edge = |wait_ms, segment_max_age_s| EdgeConfig { wait_ms, segment_max_age_s };
+        assert_eq!(edge(0, 0).validate(), Ok(()));
+        assert_eq!(edge(EdgeConfig::MAX_WAIT_MS, EdgeConfig::MAX_SEGMENT_MAX_AGE_S).validate(), Ok(()));
+        fails(edge(3_600_000, 30).validate(), &[("edge.wait_ms", "too long")]);
+        fails(edge(6000, 86_400).validate(), &[("edge.segment_max_age_s", "restarted publisher reused it")]);
     }
 
     #[test]

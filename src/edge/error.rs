@@ -41,6 +41,29 @@ pub enum EdgeError {
         /// How long the request waited for it.
         waited: Duration,
     },
+    /// A media segment numbered more than [`AHEAD`](super::expect::AHEAD) beyond the newest one of its
+    /// counter that this edge holds, and listed in no cached playlist (`seg99999.ts` while the stream is at
+    /// `seg120.ts`): it would not arrive within any wait, so it is 404 at once.
+    #[error("{stream}/{name} is beyond the live edge (newest: {newest}); not waiting for it")]
+    BeyondLiveEdge {
+        /// The stream asked for.
+        stream: StreamName,
+        /// The object asked for.
+        name: ObjectName,
+        /// The newest cached segment of the same counter.
+        newest: String,
+    },
+    /// A media segment older than the newest of its counter, not cached and listed in no cached playlist:
+    /// it aged out of the live window or its publisher deleted it, and will not come back: 404 at once.
+    #[error("{stream}/{name} has left the live window (newest: {newest})")]
+    LeftLiveWindow {
+        /// The stream asked for.
+        stream: StreamName,
+        /// The object asked for.
+        name: ObjectName,
+        /// The newest cached segment of the same counter.
+        newest: String,
+    },
     /// This node has neither the edge nor the origin role: 404.
     #[error("this node serves no viewers")]
     NoViewers,
@@ -58,7 +81,11 @@ impl EdgeError {
     /// The status the viewer sees.
     pub fn status(&self) -> StatusCode {
         match self {
-            EdgeError::NoStream { .. } | EdgeError::NotArrived { .. } | EdgeError::NoViewers => StatusCode::NOT_FOUND,
+            EdgeError::NoStream { .. }
+            | EdgeError::NotArrived { .. }
+            | EdgeError::BeyondLiveEdge { .. }
+            | EdgeError::LeftLiveWindow { .. }
+            | EdgeError::NoViewers => StatusCode::NOT_FOUND,
             EdgeError::OriginUnreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             EdgeError::TakenDown { .. } => StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
         }
@@ -66,12 +93,15 @@ impl EdgeError {
 
     /// Whether asking again makes sense, and after how long (sent as `Retry-After`). `None` when the same
     /// request would fail the same way: the stream does not exist, the node serves no viewers, or the
-    /// object already had the whole wait to arrive (a player moves on with its next playlist).
+    /// object already had the whole wait to arrive, or will never arrive (a player moves on with its next
+    /// playlist).
     pub fn retry(&self) -> Option<Duration> {
         match self {
             EdgeError::OriginUnreachable { .. } => Some(UNREACHABLE_RETRY),
             EdgeError::NoStream { .. }
             | EdgeError::NotArrived { .. }
+            | EdgeError::BeyondLiveEdge { .. }
+            | EdgeError::LeftLiveWindow { .. }
             | EdgeError::NoViewers
             | EdgeError::TakenDown { .. } => None,
         }
@@ -81,7 +111,11 @@ impl EdgeError {
     /// bring what it should have.
     pub fn side(&self) -> Side {
         match self {
-            EdgeError::NoStream { .. } | EdgeError::NoViewers | EdgeError::TakenDown { .. } => Side::Downstream,
+            EdgeError::NoStream { .. }
+            | EdgeError::BeyondLiveEdge { .. }
+            | EdgeError::LeftLiveWindow { .. }
+            | EdgeError::NoViewers
+            | EdgeError::TakenDown { .. } => Side::Downstream,
             EdgeError::OriginUnreachable { .. } | EdgeError::NotArrived { .. } => Side::Upstream,
         }
     }
@@ -109,7 +143,7 @@ mod tests {
         StreamName::new("shop1").unwrap()
     }
 
-    fn every_cause() -> [EdgeError; 5] {
+    fn every_cause() -> [EdgeError; 7] {
         [
             EdgeError::NoStream { stream: stream() },
             EdgeError::OriginUnreachable { stream: stream(), origin: Some(NodeId::new("origin-eu").unwrap()) },
@@ -119,6 +153,16 @@ mod tests {
                 waited: Duration::from_millis(6000),
             },
             EdgeError::NoViewers,
+            EdgeError::BeyondLiveEdge {
+                stream: stream(),
+                name: ObjectName::new("seg99999.ts").unwrap(),
+                newest: "seg120.ts".into(),
+            },
+            EdgeError::LeftLiveWindow {
+                stream: stream(),
+                name: ObjectName::new("seg3.ts").unwrap(),
+                newest: "seg120.ts".into(),
+            },
             EdgeError::TakenDown { stream: stream(), reason: "rights holder's request".into() },
         ]
     }
@@ -129,6 +173,8 @@ mod tests {
             (StatusCode::NOT_FOUND, None, Side::Downstream),
             (StatusCode::SERVICE_UNAVAILABLE, Some(Duration::from_secs(2)), Side::Upstream),
             (StatusCode::NOT_FOUND, None, Side::Upstream),
+            (StatusCode::NOT_FOUND, None, Side::Downstream),
+            (StatusCode::NOT_FOUND, None, Side::Downstream),
             (StatusCode::NOT_FOUND, None, Side::Downstream),
             (StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS, None, Side::Downstream),
         ];
@@ -144,6 +190,8 @@ mod tests {
             "the origin of stream shop1 (origin-eu) is unreachable from this edge; retry shortly\n",
             "shop1/seg7.ts did not arrive within 6000 ms\n",
             "this node serves no viewers\n",
+            "shop1/seg99999.ts is beyond the live edge (newest: seg120.ts); not waiting for it\n",
+            "shop1/seg3.ts has left the live window (newest: seg120.ts)\n",
             "stream shop1 is taken down: rights holder's request\n",
         ];
         for (e, body) in every_cause().into_iter().zip(bodies) {

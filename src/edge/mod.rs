@@ -2,17 +2,22 @@
 //!
 //! A request for an object that has not arrived waits for it (up to `edge.wait_ms`); the first request for
 //! a stream subscribes the edge to it, and however many viewers wait, the mesh brings each object once.
-//! Playlists get a short `Cache-Control` (they change every segment), everything else a long one; `Age`
-//! counts from the moment the origin received the object. A stream nobody announced is 404; one whose origin
-//! this edge cannot reach is 503 with `Retry-After`; one an operator took down is 451 with the reason. Each
-//! refusal is an [`EdgeError`], which knows its status, whether a retry makes sense and which side failed.
-//! A stream that ended is served with `EXT-X-ENDLIST` in its media playlists (the origin sends them so; an
-//! edge that missed that version adds the tag itself), so players stop instead of polling forever.
+//! Only a name that may still come is waited for ([`expect`]): one far beyond the stream's newest segment,
+//! or older than it and gone from the live window, is 404 at once. Replies ([`reply`]) carry a content
+//! `ETag`, `Last-Modified`, `Age` (from the moment the origin received the object) and `Cache-Control`
+//! (short for playlists, `edge.segment_max_age_s` for segments), and answer conditional and range requests.
+//! A stream nobody announced is 404; one whose origin this edge cannot reach is 503 with `Retry-After`; one
+//! an operator took down is 451 with the reason. Each refusal is an [`EdgeError`], which knows its status,
+//! whether a retry makes sense and which side failed. A stream that ended is served with `EXT-X-ENDLIST` in
+//! its media playlists (the origin sends them so; an edge that missed that version adds the tag itself), so
+//! players stop instead of polling forever.
 //!
 //! The edge counts its viewers per stream (distinct client addresses over the last 30 s) for the control
 //! plane's reports.
 
 mod error;
+pub mod expect;
+pub mod reply;
 
 pub use error::EdgeError;
 
@@ -21,13 +26,10 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{header, HeaderValue, Method, Response};
-use http_body_util::Full;
+use http::Method;
 
 use crate::cache::Object;
-use crate::clock::unix_ms;
-use crate::hls::media::{is_playlist, known_content_type};
+use crate::hls::media::is_playlist;
 use crate::hls::tags::with_endlist;
 use crate::http::Reply;
 use crate::id::{ObjectName, StreamName};
@@ -43,11 +45,23 @@ pub struct Edge {
     wait: Duration,
     /// Each stream's viewers: when each client address last asked for a playlist.
     viewers: Mutex<HashMap<StreamName, HashMap<IpAddr, Instant>>>,
+    /// `max-age` of segments ([`reply::serve`]).
+    segment_max_age: Duration,
 }
 
 impl Edge {
     pub fn new(mesh: Mesh, wait: Duration) -> Self {
-        Self { mesh, wait, viewers: Mutex::new(HashMap::new()) }
+        Self {
+            mesh,
+            wait,
+            viewers: Mutex::new(HashMap::new()),
+            segment_max_age: Duration::from_secs(crate::config::EdgeConfig::DEFAULT_SEGMENT_MAX_AGE_S),
+        }
+    }
+
+    /// How long downstream caches may keep a segment (`edge.segment_max_age_s`).
+    pub fn with_segment_max_age(self, segment_max_age: Duration) -> Self {
+        Self { segment_max_age, ..self }
     }
 
     /// Answers a viewer's `GET` or `HEAD`: the object, or why not. `client` is the viewer's address.
@@ -107,6 +121,8 @@ impl Edge {
             (Some((true, receiving)), None) => {
                 if !receiving {
                     self.mesh.want(stream);
+                } else {
+                    self.worth_waiting(stream, name)?;
                 }
             }
         }
@@ -116,6 +132,21 @@ impl Edge {
                 Some((false, _)) => Err(self.unreachable(stream)),
                 _ => Err(EdgeError::NotArrived { stream: stream.clone(), name: name.clone(), waited: self.wait }),
             },
+        }
+    }
+
+    /// Refuses at once a name that will not arrive within the wait ([`expect::expect`]), judged by what
+    /// the cache holds of a stream this edge receives.
+    fn worth_waiting(&self, stream: &StreamName, name: &ObjectName) -> Result<(), EdgeError> {
+        let window = self.mesh.cache().window(stream);
+        match expect::expect(name.as_str(), window.iter().map(|o| &**o)) {
+            expect::Expectation::Wait => Ok(()),
+            expect::Expectation::TooFar { newest } => {
+                Err(EdgeError::BeyondLiveEdge { stream: stream.clone(), name: name.clone(), newest })
+            }
+            expect::Expectation::Gone { newest } => {
+                Err(EdgeError::LeftLiveWindow { stream: stream.clone(), name: name.clone(), newest })
+            }
         }
     }
 
@@ -130,31 +161,9 @@ impl Edge {
         {
             if let Some(ended) = std::str::from_utf8(&obj.body).ok().and_then(with_endlist) {
                 let header = crate::wire::ObjectHeader { len: ended.len() as u64, ..obj.header.clone() };
-                return serve(method, &Object { header, body: Bytes::from(ended) });
+                return reply::serve(method, &Arc::new(Object::new(header, ended.into())), self.segment_max_age);
             }
         }
-        serve(method, obj)
+        reply::serve(method, obj, self.segment_max_age)
     }
-}
-
-fn serve(method: &Method, obj: &Object) -> Reply {
-    let h = &obj.header;
-    let body = if method == Method::HEAD { Bytes::new() } else { obj.body.clone() };
-    let mut resp = Response::new(Full::new(body));
-    let headers = resp.headers_mut();
-    // The usual types without a copy; anything else (from another origin's version) validated.
-    let content_type = match known_content_type(&h.content_type) {
-        Some(t) => Ok(HeaderValue::from_static(t)),
-        None => HeaderValue::from_str(&h.content_type),
-    };
-    if let Ok(v) = content_type {
-        headers.insert(header::CONTENT_TYPE, v);
-    }
-    let cache_control = if is_playlist(&h.name) { "public, max-age=1" } else { "public, max-age=86400" };
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control));
-    let age = unix_ms().saturating_sub(h.born_unix_ms) / 1000;
-    headers.insert(header::AGE, HeaderValue::from(age));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(obj.body.len()));
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    resp
 }

@@ -1,11 +1,13 @@
 //! HLS as pure code: generating a live media playlist with a sliding window, (in [`media`]) the media-type
-//! rules for object names, and (in [`tags`]) the few playlist tags the origin acts on.
+//! rules for object names, (in [`numbering`]) how a segment's name numbers it, and (in [`tags`]) the few
+//! playlist tags the origin acts on.
 //!
 //! The mesh does not parse video; only the origin-side tools (the demo's built-in publisher today, and the
 //! edge's LL-HLS features later) need to read or write playlists, and the origin and the edge need to know
 //! what a file name holds. No clock and no I/O here: durations and the media sequence are the caller's.
 
 pub mod media;
+pub mod numbering;
 pub mod tags;
 
 use std::collections::VecDeque;

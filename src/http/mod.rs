@@ -5,8 +5,11 @@
 //! caller binds, so tests own the port. Paths are parsed strictly: each segment is percent-decoded and must
 //! then be a valid [`StreamName`] / [`ObjectName`], so `..`, `%2e%2e`, empty segments (absolute paths),
 //! slashes and NUL never reach the cache. Connections are [`SendfileStream`]s, which send large cached bodies
-//! without copying them.
+//! (and ranges of them) without copying them. [`cors`] makes replies readable by browser players, [`range`]
+//! reads `Range` headers.
 
+pub mod cors;
+pub mod range;
 pub mod sendfile;
 
 use std::convert::Infallible;

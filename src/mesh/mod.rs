@@ -534,7 +534,7 @@ impl Driver {
                 ..object.header.clone()
             };
             version += 1;
-            let object = Arc::new(Object { header, body: bytes::Bytes::from(ended) });
+            let object = Arc::new(Object::new(header, bytes::Bytes::from(ended)));
             if self.shared.cache.insert(object.clone()) == Inserted::New {
                 for peer in self.relay.handle_object(now, None, &object.header) {
                     self.forward(&peer, object.clone());

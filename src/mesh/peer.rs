@@ -25,7 +25,7 @@ use tracing::Instrument;
 use super::{Event, Forwarding, Shared};
 use crate::cache::{Inserted, Object};
 use crate::id::NodeId;
-use crate::quic::{self, read_frame, write_frame};
+use crate::quic::{self, read_frame, write_frame, Backoff, Refused};
 use crate::relay::{ConnId, ObjectKey};
 use crate::topology::Address;
 use crate::wire::{self, Frame, ObjectHeader, Probe, PROTOCOL_VERSION};
@@ -34,31 +34,61 @@ use crate::wire::{self, Frame, ObjectHeader, Probe, PROTOCOL_VERSION};
 pub const MAX_OBJECT: u64 = 64 << 20;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Keeps a connection to `peer` up for as long as the node runs.
+/// Keeps a connection to `peer` up for as long as the node runs. Each failed attempt is one log line with
+/// its reason; attempts back off ([`Backoff::mesh`]), further when the peer refuses this node or presents
+/// the wrong certificate, and start over once a session was established.
 pub(super) async fn dial_loop(shared: Arc<Shared>, peer: NodeId, addr: Address) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::mesh();
     loop {
-        let started = tokio::time::Instant::now();
-        match quic::dial(&shared.endpoint, &peer, &addr, HELLO_TIMEOUT).await {
+        let wait = match quic::dial(&shared.endpoint, &peer, &addr, HELLO_TIMEOUT).await {
             Ok(conn) => {
-                backoff = Duration::from_millis(100);
-                tracing::info!(%peer, remote = %conn.remote_address(), "mesh peer connected");
-                if let Err(e) = session(shared.clone(), peer.clone(), conn, true).await {
-                    tracing::warn!(%peer, error = %format!("{e:#}"), "mesh session ended");
-                }
-                if started.elapsed() > Duration::from_secs(10) {
-                    backoff = Duration::from_millis(100);
+                let remote = conn.remote_address();
+                match greet(&shared, &peer, &conn, true).await {
+                    Ok(greeted) => {
+                        let started = tokio::time::Instant::now();
+                        tracing::info!(%peer, %remote, "mesh peer connected");
+                        if let Err(e) = session(shared.clone(), peer.clone(), conn, greeted).await {
+                            tracing::warn!(%peer, error = %format!("{e:#}"), "mesh session ended");
+                        }
+                        // A session that lasted was a success; one that ends at once keeps backing off.
+                        if started.elapsed() > Duration::from_secs(10) {
+                            backoff.reset();
+                        }
+                        backoff.after_failure(false)
+                    }
+                    Err(e) => {
+                        let wait = backoff.after_failure(true);
+                        let retry_in_ms = wait.as_millis() as u64;
+                        tracing::warn!(%peer, %remote, retry_in_ms, "mesh peer {peer} at {remote} {e:#}");
+                        wait
+                    }
                 }
             }
             Err(e) if e.is_final() => return,
-            Err(e) => {
-                tracing::warn!(%peer, %addr, error = %e, retry_in_ms = backoff.as_millis() as u64, "mesh dial failed");
-            }
-        }
-        let jitter = rand::thread_rng().gen_range(0.5..1.5);
-        tokio::time::sleep(backoff.mul_f64(jitter)).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+            Err(e) => match e.refused() {
+                Some(refused) => {
+                    let wait = backoff.after_failure(true);
+                    let retry_in_ms = wait.as_millis() as u64;
+                    let at = e.target().map_or_else(|| addr.to_string(), |t| t.to_string());
+                    tracing::warn!(%peer, %addr, retry_in_ms, "mesh peer {peer} at {at} {refused}");
+                    wait
+                }
+                None => {
+                    let wait = backoff.after_failure(false);
+                    let retry_in_ms = wait.as_millis() as u64;
+                    tracing::warn!(%peer, %addr, error = %e, retry_in_ms, "mesh dial failed");
+                    wait
+                }
+            },
+        };
+        sleep_about(wait).await;
     }
+}
+
+/// Sleeps `wait` give or take half, so that nodes that lost a peer together do not redial in step.
+async fn sleep_about(wait: Duration) {
+    let jitter = rand::thread_rng().gen_range(0.5..1.5);
+    tokio::time::sleep(wait.mul_f64(jitter)).await;
 }
 
 /// Accepts incoming mesh connections until the endpoint closes.
@@ -70,7 +100,8 @@ pub(super) async fn accept_loop(shared: Arc<Shared>) {
             let conn = match incoming.await {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(%remote, error = %e, "rejected mesh connection: handshake failed");
+                    let why = quic::refusal(&e).map_or_else(|| e.to_string(), |r| r.to_string());
+                    tracing::warn!(%remote, error = %e, "rejected mesh connection: handshake failed: {remote} {why}");
                     return;
                 }
             };
@@ -79,8 +110,15 @@ pub(super) async fn accept_loop(shared: Arc<Shared>) {
                 conn.close(1u32.into(), b"not a neighbour");
                 return;
             };
+            let greeted = match greet(&shared, &peer, &conn, false).await {
+                Ok(greeted) => greeted,
+                Err(e) => {
+                    tracing::warn!(%peer, %remote, "rejected mesh connection: {peer} at {remote} {e:#}");
+                    return;
+                }
+            };
             tracing::info!(%peer, %remote, "mesh peer accepted");
-            if let Err(e) = session(shared, peer.clone(), conn, false).await {
+            if let Err(e) = session(shared, peer.clone(), conn, greeted).await {
                 tracing::warn!(%peer, error = %format!("{e:#}"), "mesh session ended");
             }
         }.in_current_span());
@@ -92,30 +130,66 @@ fn identify(shared: &Shared, conn: &quinn::Connection) -> Option<NodeId> {
     crate::ca::peer_node_id(certs.first()?, shared.neighbours.keys())
 }
 
-/// Runs one connection: hello exchange, then control frames and object streams until it closes.
-async fn session(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connection, dialer: bool) -> Result<()> {
-    let (mut send, mut recv) = if dialer {
-        let (mut send, recv) = conn.open_bi().await?;
-        write_frame(&mut send, &Frame::Hello { node: shared.me.clone(), protocol: PROTOCOL_VERSION }).await?;
-        (send, recv)
-    } else {
-        tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await.context("no hello")??
-    };
-    let mut buf = BytesMut::new();
-    let hello =
-        tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut recv, &mut buf)).await.context("no hello in time")??;
-    match hello {
-        Some(Frame::Hello { node, protocol }) if node == peer && protocol == PROTOCOL_VERSION => {}
-        Some(Frame::Hello { node, protocol }) => {
-            conn.close(2u32.into(), b"bad hello");
-            bail!("hello names {node} protocol {protocol}, expected {peer} protocol {PROTOCOL_VERSION}");
-        }
-        other => bail!("expected hello, got {other:?}"),
-    }
-    if !dialer {
-        write_frame(&mut send, &Frame::Hello { node: shared.me.clone(), protocol: PROTOCOL_VERSION }).await?;
-    }
+/// Why a connection that completed its handshake did not become a session.
+#[derive(Debug, thiserror::Error)]
+enum GreetError {
+    /// The peer refused this node, or said the wrong hello.
+    #[error("{0}")]
+    Refused(Refused),
+    /// The hello exchange failed otherwise (timed out, connection lost).
+    #[error("failed the hello exchange: {0:#}")]
+    Failed(anyhow::Error),
+}
 
+/// A connection whose hello exchange succeeded: its control stream, and what was read past the hello.
+struct Greeted {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    buf: BytesMut,
+}
+
+/// The hello exchange on a fresh connection: each side names itself, and the name must be the one its
+/// certificate gave (`peer`).
+async fn greet(shared: &Shared, peer: &NodeId, conn: &quinn::Connection, dialer: bool) -> Result<Greeted, GreetError> {
+    let exchanged = async {
+        let (mut send, mut recv) = if dialer {
+            let (mut send, recv) = conn.open_bi().await?;
+            write_frame(&mut send, &Frame::Hello { node: shared.me.clone(), protocol: PROTOCOL_VERSION }).await?;
+            (send, recv)
+        } else {
+            tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await.context("no hello")??
+        };
+        let mut buf = BytesMut::new();
+        let hello = tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut recv, &mut buf))
+            .await
+            .context("no hello in time")??;
+        match hello {
+            Some(Frame::Hello { node, protocol }) if node == *peer && protocol == PROTOCOL_VERSION => {}
+            Some(Frame::Hello { node, protocol }) => {
+                conn.close(2u32.into(), b"bad hello");
+                let what = format!("named {node} protocol {protocol}, expected {peer} protocol {PROTOCOL_VERSION}");
+                return Ok(Err(GreetError::Refused(Refused::Hello(what))));
+            }
+            other => bail!("expected hello, got {other:?}"),
+        }
+        if !dialer {
+            write_frame(&mut send, &Frame::Hello { node: shared.me.clone(), protocol: PROTOCOL_VERSION }).await?;
+        }
+        Ok(Ok(Greeted { send, recv, buf }))
+    };
+    match exchanged.await {
+        Ok(greeted) => greeted,
+        // A peer that refuses this node closes the connection with its reason.
+        Err(e) => match conn.close_reason().as_ref().and_then(quic::refusal) {
+            Some(refused) => Err(GreetError::Refused(refused)),
+            None => Err(GreetError::Failed(e)),
+        },
+    }
+}
+
+/// Runs one greeted connection: control frames and object streams until it closes.
+async fn session(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connection, greeted: Greeted) -> Result<()> {
+    let Greeted { mut send, mut recv, mut buf } = greeted;
     let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Frame>();
     let id = conn.stable_id() as ConnId;
     shared.event(Event::PeerUp { peer: peer.clone(), conn: conn.clone(), control: control_tx });
@@ -224,7 +298,7 @@ async fn receive_object(shared: &Shared, peer: &NodeId, mut recv: quinn::RecvStr
     for d in out {
         d.finish(&shared.me, &header);
     }
-    let object = Arc::new(Object { header, body });
+    let object = Arc::new(Object::new(header, body));
     if shared.cache.insert(object.clone()) == Inserted::New {
         shared.event(Event::Object { from: Some(peer.clone()), object });
     }

@@ -220,7 +220,7 @@ impl Ingest {
         metrics::counter!("lightpath_ingest_objects_total", &labels).increment(1);
         metrics::counter!("lightpath_ingest_bytes_total", &labels).increment(body.len() as u64);
         tracing::debug!(stream = %header.stream, object = %header.name, bytes = body.len(), seq, "ingested");
-        let object = Arc::new(Object { header, body });
+        let object = Arc::new(Object::new(header, body));
         if self.mesh.cache().insert(object.clone()) == Inserted::New {
             self.mesh.ingested(object);
         }

@@ -63,6 +63,25 @@ impl DialError {
     pub fn is_final(&self) -> bool {
         matches!(self, Self::EndpointStopping)
     }
+
+    /// The socket address dialed, once the name resolved.
+    pub fn target(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Connect { target, .. } | Self::HandshakeTimedOut { target, .. } | Self::Handshake { target, .. } => {
+                Some(*target)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the peer was reached and the handshake failed over who one side is (a certificate refused
+    /// either way), with the reason in words. Such a failure does not pass by itself.
+    pub fn refused(&self) -> Option<super::Refused> {
+        match self {
+            Self::Handshake { error, .. } => super::refusal(error),
+            _ => None,
+        }
+    }
 }
 
 /// Dials `peer` at `addr` from `endpoint` (with its default client config) and waits up to `timeout` for

@@ -6,18 +6,20 @@
 //! here, so that neither imports the other: [`transport`], the settings of every lightpath connection;
 //! [`read_frame`] and [`write_frame`], which move [`crate::wire`] frames over a stream; and [`dial`], which
 //! resolves an address and completes a handshake, with a [`DialError`] that says whether redialing makes
-//! sense.
+//! sense; [`refusal`], which reads a refused handshake into words, and the [`Backoff`] between attempts.
 //!
-//! What it does not do: it decides nothing about when to dial or what to say. Backoff, hello exchanges and
-//! sessions belong to the callers; the TLS identities come from [`crate::ca`].
+//! What it does not do: it decides nothing about when to dial or what to say. Hello exchanges and sessions
+//! belong to the callers; the TLS identities come from [`crate::ca`].
 
 mod dial;
 mod frame;
+pub mod refusal;
 
 use std::time::Duration;
 
 pub use dial::{dial, DialError};
 pub use frame::{read_frame, write_frame, FrameError};
+pub use refusal::{refusal, Backoff, Refused};
 
 /// The QUIC transport settings of lightpath connections (mesh links and control sessions).
 pub fn transport() -> quinn::TransportConfig {
