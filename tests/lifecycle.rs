@@ -334,6 +334,22 @@ async fn a_takedown_stops_the_stream_everywhere_until_it_is_lifted() {
         })
         .await;
     }
+    // The control plane shows it live again, with this test's client counted as a viewer at each edge.
+    until(Duration::from_secs(15), "the control plane counts the viewers", || async {
+        for edge in edges {
+            let _ = playlist(edge, "s").await;
+        }
+        let streams: serde_json::Value = serde_json::from_slice(&get(&api).await.1).unwrap_or_default();
+        let Some(s) = streams.as_array().and_then(|a| a.iter().find(|s| s["stream"] == "s")).cloned() else {
+            return false;
+        };
+        s["state"] == "live"
+            && s["origin"] == "origin-a"
+            && s["viewers_by_edge"]["edge-1"] == 1
+            && s["viewers_by_edge"]["edge-2"] == 1
+            && s["viewers_by_region"]["lab"] == 2
+    })
+    .await;
     stop(publisher);
 }
 

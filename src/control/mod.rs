@@ -220,6 +220,7 @@ impl Driver {
                         }
                     }
                     Some(Event::Report { report }) => {
+                        self.learn_takedowns(&report);
                         let changed = self.reports.get(&report.node).is_none_or(|(old, _)| old != &report);
                         self.dirty |= changed;
                         self.reports.insert(report.node.clone(), (report, Instant::now()));
@@ -231,6 +232,30 @@ impl Driver {
         }
     }
 
+    /// Takedowns issued elsewhere (at a node, or another replica) that a node reports: kept as if issued
+    /// here, so that this replica shows them and hands them to nodes that connect later.
+    fn learn_takedowns(&mut self, report: &Report) {
+        let mut learned = false;
+        for (stream, t) in &report.takedowns {
+            if self.takedowns.get(stream).is_none_or(|known| known.version < t.version) {
+                self.takedowns.insert(stream.clone(), t.clone());
+                learned = true;
+            }
+        }
+        if learned {
+            self.save_takedowns();
+            self.dirty = true;
+        }
+    }
+
+    fn save_takedowns(&self) {
+        if let Some(file) = &self.takedowns_file {
+            if let Err(e) = crate::takedowns::save(file, &self.takedowns) {
+                tracing::error!(file = %file.display(), error = %format!("{e:#}"), "could not keep the takedowns");
+            }
+        }
+    }
+
     /// An operator's takedown or lift: kept, saved, and sent to every node in session.
     fn takedown(&mut self, request: crate::takedowns::Request) {
         let crate::takedowns::Request { stream, active, reason } = request;
@@ -238,11 +263,7 @@ impl Driver {
         let takedown = Takedown { version: crate::clock::unix_ms().max(known + 1), active, reason };
         let frame = takedown_frame(&stream, &takedown);
         self.takedowns.insert(stream, takedown);
-        if let Some(file) = &self.takedowns_file {
-            if let Err(e) = crate::takedowns::save(file, &self.takedowns) {
-                tracing::error!(file = %file.display(), error = %format!("{e:#}"), "could not keep the takedowns");
-            }
-        }
+        self.save_takedowns();
         for (_, frames) in self.sessions.values() {
             let _ = frames.send(frame.clone());
         }

@@ -807,7 +807,8 @@ impl Relay {
             })
             .collect();
         streams.sort_by(|a, b| a.stream.cmp(&b.stream));
-        Report { node: self.me.clone(), links, streams }
+        let takedowns = self.registry.takedowns().map(|(s, t)| (s.clone(), t.clone())).collect();
+        Report { node: self.me.clone(), links, streams, takedowns }
     }
 
     fn advance(&mut self, now: Duration) {

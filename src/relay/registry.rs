@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crate::id::{NodeId, StreamName};
 use crate::wire::StreamPhase;
+pub use crate::wire::Takedown;
 
 /// The first object version of an epoch: versions of a newer epoch are above every version of an older one
 /// (an epoch would need more than a thousand objects per millisecond of its life to overlap the next).
@@ -33,15 +34,6 @@ pub struct Owner {
     pub backup: bool,
     /// When the stream ended (its Withdraw arrived, or its publisher fell silent here), if it did.
     pub ended: Option<Duration>,
-}
-
-/// An operator's word on a stream: taken down (`active`) or lifted.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Takedown {
-    /// Grows with every change; the highest wins.
-    pub version: u64,
-    pub active: bool,
-    pub reason: String,
 }
 
 /// How an origin asks to publish an object of a stream.

@@ -17,7 +17,7 @@
 //! | 0x04 | `Subscribe`   | stream                                                                      |
 //! | 0x05 | `Unsubscribe` | stream                                                                      |
 //! | 0x06 | `Object`      | stream, name, version, seq, content_type, duration_ms, born_unix_ms, len    |
-//! | 0x07 | `Report`      | node, count, (peer, rtt_us, jitter_us, loss_ppm, up)*, count, (stream, origin, upstream, epoch, phase, viewers)* |
+//! | 0x07 | `Report`      | node, count, (peer, rtt_us, jitter_us, loss_ppm, up)*, count, (stream, origin, upstream, epoch, phase, viewers)*, count, (stream, version, active, reason)* |
 //! | 0x08 | `Routes`      | version, count, (dest, via, backup)*                                        |
 //! | 0x09 | `Unavailable` | stream                                                                      |
 //! | 0x0a | `Takedown`    | stream, version, active, reason                                             |
@@ -95,6 +95,17 @@ pub struct Report {
     pub node: NodeId,
     pub links: Vec<LinkReport>,
     pub streams: Vec<StreamReport>,
+    /// Every takedown the node knows (lifted ones too), so that each replica learns those issued elsewhere.
+    pub takedowns: Vec<(StreamName, Takedown)>,
+}
+
+/// An operator's word on a stream: taken down (`active`) or lifted, with a reason for viewers and publishers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Takedown {
+    /// Grows with every change; the highest wins.
+    pub version: u64,
+    pub active: bool,
+    pub reason: String,
 }
 
 /// One link as its node measures it.
@@ -334,13 +345,20 @@ impl Frame {
                     varint::put(u64::from(l.up), out);
                 }
                 varint::put(r.streams.len() as u64, out);
-                for s in &r.streams {
+                for s in r.streams.iter() {
                     put_str(s.stream.as_str(), out);
                     put_str(s.origin.as_str(), out);
                     put_str(s.upstream.as_ref().map_or("", |u| u.as_str()), out);
                     varint::put(s.epoch, out);
                     varint::put(s.phase.code(), out);
                     varint::put(u64::from(s.viewers), out);
+                }
+                varint::put(r.takedowns.len() as u64, out);
+                for (stream, t) in &r.takedowns {
+                    put_str(stream.as_str(), out);
+                    varint::put(t.version, out);
+                    varint::put(u64::from(t.active), out);
+                    put_str(&t.reason, out);
                 }
             }
             Frame::Routes(t) => {
@@ -411,7 +429,12 @@ impl Frame {
                         viewers: r.u32()?,
                     });
                 }
-                Frame::Report(Report { node, links, streams })
+                let mut takedowns = Vec::new();
+                for _ in 0..r.count()? {
+                    let stream = r.name()?;
+                    takedowns.push((stream, Takedown { version: r.varint()?, active: r.flag()?, reason: r.reason()? }));
+                }
+                Frame::Report(Report { node, links, streams, takedowns })
             }
             ROUTES => {
                 let version = r.varint()?;

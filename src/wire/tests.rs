@@ -239,8 +239,18 @@ fn report() -> impl Strategy<Value = Report> {
             viewers,
         },
     );
-    (node_id(), proptest::collection::vec(link, 0..6), proptest::collection::vec(stream, 0..6))
-        .prop_map(|(node, links, streams)| Report { node, links, streams })
+    (node_id(), proptest::collection::vec(link, 0..6), proptest::collection::vec(stream, 0..6)).prop_flat_map(
+        |(node, links, streams)| {
+            let takedown = (stream_name(), int(), any::<bool>(), "[^\\p{Cc}]{0,30}")
+                .prop_map(|(s, version, active, reason)| (s, Takedown { version, active, reason }));
+            proptest::collection::vec(takedown, 0..3).prop_map(move |takedowns| Report {
+                node: node.clone(),
+                links: links.clone(),
+                streams: streams.clone(),
+                takedowns,
+            })
+        },
+    )
 }
 
 fn routes() -> impl Strategy<Value = Routes> {
