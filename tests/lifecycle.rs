@@ -144,6 +144,17 @@ async fn a_backup_origin_takes_over_a_silent_stream_and_hands_it_back() {
     })
     .await;
     let backup = publish_from(mesh.http("origin-b"), "smptebars", "s", 60, false, &epoch, &dir.join("b.log"));
+    // A real player decodes the stream at the edge from here to its end, across both switches.
+    let frames = dir.join("frames.txt");
+    let player = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-i"])
+        .arg(format!("http://{edge}/live/s/index.m3u8"))
+        .args(["-map", "0:v", "-f", "framecrc"])
+        .arg(&frames)
+        .stderr(std::fs::File::create(dir.join("player.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let watching = Instant::now();
 
     // A viewer follows the edge throughout; its media sequence never goes back.
     let viewer = tokio::spawn(async move {
@@ -200,6 +211,37 @@ async fn a_backup_origin_takes_over_a_silent_stream_and_hands_it_back() {
     let seen = viewer.await.unwrap();
     stop(again);
     stop(backup);
+    // The stream ends (its playlist deleted at the primary): the player reaches EXT-X-ENDLIST and stops.
+    let resp = client()
+        .delete(format!("http://{}/live/s/index.m3u8", mesh.http("origin-a")))
+        .header("Authorization", format!("Bearer {KEY}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let watched = watching.elapsed();
+    let status = tokio::task::spawn_blocking(move || {
+        let mut player = player;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = player.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = player.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .unwrap();
+    let player_log = std::fs::read_to_string(dir.join("player.log")).unwrap_or_default();
+    assert!(status.is_some_and(|s| s.success()), "the player failed or never ended ({status:?}):\n{player_log}");
+    let decoded = std::fs::read_to_string(&frames).unwrap().lines().filter(|l| !l.starts_with('#')).count();
+    eprintln!("the player decoded {decoded} frames over {} s across the switches", watched.as_secs());
+    // 25 frames a second; the switches and the player's own start-up may cost a few seconds.
+    assert!(decoded as f64 >= 25.0 * (watched.as_secs_f64() - 15.0), "only {decoded} frames in {watched:?}");
     // The viewer got segments of all three publishers (their numbers: wall-clock seconds at each start).
     let numbers: Vec<u64> = seen
         .iter()
