@@ -89,6 +89,9 @@ impl Default for RelayConfig {
 
 /// A stream ends after its publisher was silent for this many target durations.
 const SILENT_TARGETS: u32 = 3;
+/// The most takedowns a report carries (the newest): at most 256 bytes of reason each, they stay well inside
+/// a frame.
+const REPORTED_TAKEDOWNS: usize = 32;
 
 /// What the caller must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -807,7 +810,11 @@ impl Relay {
             })
             .collect();
         streams.sort_by(|a, b| a.stream.cmp(&b.stream));
-        let takedowns = self.registry.takedowns().map(|(s, t)| (s.clone(), t.clone())).collect();
+        // The newest few: what a replica may not know yet, within the frame's size limit.
+        let mut takedowns: Vec<(StreamName, Takedown)> =
+            self.registry.takedowns().map(|(s, t)| (s.clone(), t.clone())).collect();
+        takedowns.sort_by(|a, b| b.1.version.cmp(&a.1.version).then_with(|| a.0.cmp(&b.0)));
+        takedowns.truncate(REPORTED_TAKEDOWNS);
         Report { node: self.me.clone(), links, streams, takedowns }
     }
 
