@@ -305,18 +305,8 @@ struct Admin {
 impl Admin {
     async fn handle(&self, req: http::Request<Incoming>) -> Reply {
         use http_body_util::BodyExt;
-        let authorized = req
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| crate::origin::same_key(t.trim(), &self.token));
-        if !authorized {
-            return refuse(
-                StatusCode::UNAUTHORIZED,
-                Side::Downstream,
-                "the admin API needs Authorization: Bearer ADMIN_TOKEN",
-            );
+        if let Some(refusal) = crate::http::admin_refusal(req.headers(), &self.token) {
+            return refusal;
         }
         let path = req.uri().path().to_owned();
         let method = req.method().clone();

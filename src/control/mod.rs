@@ -353,18 +353,8 @@ impl Api {
                 "the admin API is off (no admin.token in the config)",
             );
         };
-        let authorized = req
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| crate::origin::same_key(t.trim(), token));
-        if !authorized {
-            return refuse(
-                StatusCode::UNAUTHORIZED,
-                Side::Downstream,
-                "the admin API needs Authorization: Bearer ADMIN_TOKEN",
-            );
+        if let Some(refusal) = crate::http::admin_refusal(req.headers(), token) {
+            return refusal;
         }
         match crate::takedowns::request(req, rest).await {
             Ok(request) => {

@@ -71,6 +71,25 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, shutdown:
     }
 }
 
+/// The token of an `Authorization: Bearer TOKEN` header, trimmed, if the request has one.
+pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    Some(value.strip_prefix("Bearer ")?.trim())
+}
+
+/// Compares two secrets in time independent of where they differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The refusal of an operator request without `Authorization: Bearer {token}`; `None` when it has it.
+pub fn admin_refusal(headers: &http::HeaderMap, token: &str) -> Option<Reply> {
+    if bearer(headers).is_some_and(|t| same_secret(t, token)) {
+        return None;
+    }
+    Some(refuse(StatusCode::UNAUTHORIZED, Side::Downstream, "the admin API needs Authorization: Bearer ADMIN_TOKEN"))
+}
+
 /// The address a request came from, in its extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Client(pub std::net::SocketAddr);

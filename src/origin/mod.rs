@@ -30,7 +30,7 @@ use crate::clock::unix_ms;
 use crate::config::IngestConfig;
 use crate::hls::media::{content_type, is_playlist};
 use crate::hls::tags;
-use crate::http::{text, Reply};
+use crate::http::{bearer, same_secret, text, Reply};
 use crate::id::{ObjectName, StreamName};
 use crate::mesh::{Claim, Mesh, Refused};
 use crate::wire::ObjectHeader;
@@ -106,15 +106,11 @@ impl Ingest {
 
     /// Checks the request's key against the stream's.
     pub fn authorize(&self, headers: &HeaderMap, stream: &StreamName) -> Result<(), IngestError> {
-        let given = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .or_else(|| headers.get("x-lightpath-key").and_then(|v| v.to_str().ok()))
-            .map(str::trim)
+        let given = bearer(headers)
+            .or_else(|| headers.get("x-lightpath-key").and_then(|v| v.to_str().ok()).map(str::trim))
             .ok_or_else(|| IngestError::NoKey(stream.clone()))?;
-        let ok = self.config.stream_keys.get(stream).is_some_and(|k| same_key(k, given))
-            || self.config.any_stream_key.as_deref().is_some_and(|k| same_key(k, given));
+        let ok = self.config.stream_keys.get(stream).is_some_and(|k| same_secret(k, given))
+            || self.config.any_stream_key.as_deref().is_some_and(|k| same_secret(k, given));
         if ok {
             Ok(())
         } else {
@@ -279,9 +275,4 @@ impl Ingest {
             if self.mesh.cache().remove(&stream, &name) { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND };
         Ok(text(status, ""))
     }
-}
-
-/// Compares two keys in time independent of where they differ.
-pub fn same_key(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
