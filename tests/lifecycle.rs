@@ -452,3 +452,45 @@ async fn a_restarted_publisher_reusing_names_never_gets_its_old_bytes_served() {
     assert!(get(&format!("http://{edge}/live/s/index1.m4s")).await.1 != old_first, "still the old index1.m4s");
     stop(second);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_over_its_limits_is_refused_with_the_reason() {
+    let mut mesh = Cluster::new(
+        96,
+        &[NodeSpec { id: "origin", roles: &["origin"] }, NodeSpec { id: "edge", roles: &["edge"] }],
+        &[("origin", "edge", 5.0)],
+        "",
+    );
+    mesh.append_config("origin", "any_stream_key = \"platform-key\"\nmax_streams_per_key = 2\nmax_stream_kbps = 100\n");
+    mesh.start_all();
+    mesh.wait_healthy().await;
+    let origin = mesh.http("origin");
+    let put = |stream: &str, bytes: usize| {
+        client()
+            .put(format!("http://{origin}/live/{stream}/seg0.ts"))
+            .header("Authorization", "Bearer platform-key")
+            .body(vec![7u8; bytes])
+            .send()
+    };
+    assert_eq!(put("one", 1000).await.unwrap().status(), 201);
+    assert_eq!(put("two", 1000).await.unwrap().status(), 201);
+    let third = put("three", 1000).await.unwrap();
+    assert_eq!(third.status(), 429);
+    let reason = third.text().await.unwrap();
+    assert!(reason.contains("max_streams_per_key"), "{reason}");
+    // A stream with its own key is not the platform key's.
+    let own = client()
+        .put(format!("http://{origin}/live/live1/seg0.ts"))
+        .header("Authorization", format!("Bearer {KEY}"))
+        .body(vec![7u8; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 201);
+    // 100 kbit/s with bursts of one largest body (4 MiB here): the second 4 MiB at once is too fast.
+    assert_eq!(put("one", 4 << 20).await.unwrap().status(), 204);
+    let fast = put("one", 4 << 20).await.unwrap();
+    assert_eq!(fast.status(), 429);
+    assert!(fast.text().await.unwrap().contains("max_stream_kbps"));
+    assert!(mesh.log("origin").contains("status=429"), "refusals are logged with their reason");
+}

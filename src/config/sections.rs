@@ -218,6 +218,12 @@ pub struct IngestConfig {
     /// How long a backup waits without the owner's objects before taking a stream over, in milliseconds
     /// (default 4000; at least 500).
     pub takeover_ms: u64,
+    /// How many streams one key may publish at once (a stream counts while it uploaded in the last 30 s;
+    /// default 100, at least 1). Over it, a new stream is refused with 429.
+    pub max_streams_per_key: u32,
+    /// How fast one stream may push, in kbit/s (default 100000; at least 100), with bursts of two seconds
+    /// at that rate or one largest body. Over it, uploads are refused with 429 until the stream slows down.
+    pub max_stream_kbps: u64,
 }
 
 impl IngestConfig {
@@ -245,6 +251,15 @@ impl IngestConfig {
         if self.any_stream_key.as_ref().is_some_and(|k| k.trim().is_empty()) {
             problems.push(problem("ingest.any_stream_key", "empty publish key (anyone could publish any stream)"));
         }
+        if self.max_streams_per_key == 0 {
+            problems.push(problem("ingest.max_streams_per_key", "0 would refuse every stream (expected at least 1)"));
+        }
+        if self.max_stream_kbps < 100 {
+            problems.push(problem(
+                "ingest.max_stream_kbps",
+                format!("{} kbit/s is below any live video (expected at least 100)", self.max_stream_kbps),
+            ));
+        }
         if self.takeover_ms < Self::MIN_TAKEOVER_MS {
             problems.push(problem(
                 "ingest.takeover_ms",
@@ -267,6 +282,8 @@ impl Default for IngestConfig {
             any_stream_key: None,
             backup_for: Vec::new(),
             takeover_ms: 4000,
+            max_streams_per_key: 100,
+            max_stream_kbps: 100_000,
         }
     }
 }

@@ -17,9 +17,15 @@
 //! Publishing needs the stream's key, in `Authorization: Bearer KEY` or `X-Lightpath-Key: KEY` (ffmpeg:
 //! `-headers "Authorization: Bearer KEY"`). Bodies are bounded.
 
+mod limits;
+
+pub use limits::OverLimit;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use limits::Limits;
 
 use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -56,6 +62,9 @@ pub enum IngestError {
     /// The node is shutting down.
     #[error("the origin is stopping")]
     Stopping,
+    /// The key publishes too many streams, or the stream pushes too fast.
+    #[error(transparent)]
+    OverLimit(#[from] OverLimit),
 }
 
 impl IngestError {
@@ -69,6 +78,7 @@ impl IngestError {
             IngestError::Refused(Refused::TakenDown { .. }) => StatusCode::FORBIDDEN,
             IngestError::Refused(Refused::Owned { .. } | Refused::Standby { .. }) => StatusCode::CONFLICT,
             IngestError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::OverLimit(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -97,22 +107,55 @@ pub struct Ingest {
     mesh: Mesh,
     config: IngestConfig,
     publishers: Mutex<HashMap<StreamName, Publisher>>,
+    /// Streams per key and bytes per stream, with when quiet publishers were last forgotten.
+    limits: Mutex<(Limits, Duration)>,
+    started: Instant,
+}
+
+/// Which key a publisher presented: a stream's own, or the key for any stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    Stream,
+    Any,
 }
 
 impl Ingest {
     pub fn new(mesh: Mesh, config: IngestConfig) -> Self {
-        Self { mesh, config, publishers: Mutex::new(HashMap::new()) }
+        let limits = Limits::new(config.max_streams_per_key, config.max_stream_kbps, config.max_body_bytes);
+        Self {
+            mesh,
+            config,
+            publishers: Mutex::new(HashMap::new()),
+            limits: Mutex::new((limits, Duration::ZERO)),
+            started: Instant::now(),
+        }
     }
 
-    /// Checks the request's key against the stream's.
-    pub fn authorize(&self, headers: &HeaderMap, stream: &StreamName) -> Result<(), IngestError> {
+    /// Counts an upload against its key's and its stream's limits.
+    fn admit(&self, key: Key, stream: &StreamName, bytes: u64) -> Result<(), OverLimit> {
+        let now = self.started.elapsed();
+        let mut guard = self.limits.lock().unwrap_or_else(|e| e.into_inner());
+        let (limits, forgot) = &mut *guard;
+        if now.saturating_sub(*forgot) >= limits::ACTIVE_FOR {
+            limits.forget_quiet(now);
+            *forgot = now;
+        }
+        let key = match key {
+            Key::Stream => format!("stream:{stream}"),
+            Key::Any => "any".to_owned(),
+        };
+        limits.admit(now, &key, stream, bytes)
+    }
+
+    /// Checks the request's key against the stream's; says which key it was.
+    pub fn authorize(&self, headers: &HeaderMap, stream: &StreamName) -> Result<Key, IngestError> {
         let given = bearer(headers)
             .or_else(|| headers.get("x-lightpath-key").and_then(|v| v.to_str().ok()).map(str::trim))
             .ok_or_else(|| IngestError::NoKey(stream.clone()))?;
-        let ok = self.config.stream_keys.get(stream).is_some_and(|k| same_secret(k, given))
-            || self.config.any_stream_key.as_deref().is_some_and(|k| same_secret(k, given));
-        if ok {
-            Ok(())
+        if self.config.stream_keys.get(stream).is_some_and(|k| same_secret(k, given)) {
+            Ok(Key::Stream)
+        } else if self.config.any_stream_key.as_deref().is_some_and(|k| same_secret(k, given)) {
+            Ok(Key::Any)
         } else {
             Err(IngestError::WrongKey(stream.clone()))
         }
@@ -126,7 +169,7 @@ impl Ingest {
         stream: StreamName,
         name: ObjectName,
     ) -> Result<Reply, IngestError> {
-        self.authorize(headers, &stream)?;
+        let key = self.authorize(headers, &stream)?;
         let limit = self.config.max_body_bytes;
         let declared =
             headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -138,6 +181,7 @@ impl Ingest {
             Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(IngestError::TooLarge(limit)),
             Err(e) => return Err(IngestError::Body(e.to_string())),
         };
+        self.admit(key, &stream, body.len() as u64)?;
         let created = self.publish(stream, name, body).await?;
         Ok(text(if created { StatusCode::CREATED } else { StatusCode::NO_CONTENT }, ""))
     }
