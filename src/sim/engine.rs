@@ -361,6 +361,8 @@ pub struct Engine<'a> {
     reached: Vec<u32>,
     waiting: Vec<u32>,
     placed: Vec<u32>,
+    /// Scratch for reading one node's reports.
+    scratch_ends: Vec<(usize, Option<LinkMetrics>)>,
     stat_drives: u64,
     stat_degree: u64,
     stat_probes: u64,
@@ -402,6 +404,9 @@ impl<'a> Engine<'a> {
                 frames_at: [0; 2],
                 stalled: Vec::new(),
             });
+        }
+        for neighbours in &mut adjacency {
+            neighbours.sort_by(|x: &(u32, u32), y: &(u32, u32)| ids[x.0 as usize].cmp(&ids[y.0 as usize]));
         }
         let mut origins: Vec<u32> = scenario.workload.streams.iter().map(|s| index(&s.origin)).collect();
         origins.sort_unstable_by(|a, b| ids[*a as usize].cmp(&ids[*b as usize]));
@@ -542,6 +547,7 @@ impl<'a> Engine<'a> {
             reached: vec![0; ids.len()],
             waiting: vec![0; ids.len()],
             placed: vec![0; ids.len()],
+            scratch_ends: Vec::new(),
             stat_drives: 0,
             stat_degree: 0,
             stat_probes: 0,
@@ -690,7 +696,18 @@ impl<'a> Engine<'a> {
 
     /// `node`'s neighbour named `id`, and their link.
     fn neighbour(&self, node: u32, id: &NodeId) -> Option<(u32, u32)> {
-        self.adjacency[node as usize].iter().copied().find(|&(n, _)| self.ids[n as usize] == *id)
+        self.neighbour_from(node, id, &mut 0)
+    }
+
+    /// [`Engine::neighbour`], looking from `hint` on and leaving it past the match: a relay names its peers
+    /// in id order, the order of `adjacency`, so a run of probes finds each where the last one left off.
+    fn neighbour_from(&self, node: u32, id: &NodeId, hint: &mut usize) -> Option<(u32, u32)> {
+        let adjacency = &self.adjacency[node as usize];
+        let n = adjacency.len();
+        (0..n).map(|k| (*hint + k) % n).find(|&k| self.ids[adjacency[k].0 as usize] == *id).map(|k| {
+            *hint = k + 1;
+            adjacency[k]
+        })
     }
 
     /// Drives `node`'s relay with `f` (given the node ids), after handing it what reached it meanwhile
@@ -745,10 +762,11 @@ impl<'a> Engine<'a> {
             self.nodes[n].listed = true;
             self.listed.push(node);
         }
+        let mut hint = 0;
         while let Some(action) = self.nodes[n].relay.as_mut().and_then(Relay::poll_action) {
             match action {
                 Action::Probe { to, seq } => {
-                    let Some((peer, l)) = self.neighbour(node, &to) else { continue };
+                    let Some((peer, l)) = self.neighbour_from(node, &to, &mut hint) else { continue };
                     self.probe(node, peer, l, seq);
                 }
                 Action::Send { to, frame } => {
@@ -1019,7 +1037,12 @@ impl<'a> Engine<'a> {
         for k in 0..self.listed.len() {
             let node = self.listed[k];
             if self.has_news(node) {
-                self.drive(node, |_, _| {});
+                self.settle(node);
+                // Replies and data only put the relay's deadlines off: its pending wake stays good unless it
+                // asks for something.
+                if self.nodes[node as usize].relay.as_ref().is_some_and(Relay::has_actions) {
+                    self.act(node);
+                }
             }
         }
         let listed = std::mem::take(&mut self.listed);
@@ -1031,8 +1054,9 @@ impl<'a> Engine<'a> {
                 continue;
             }
             let n = node as usize;
-            let mut ends: Vec<(usize, Option<LinkMetrics>)> =
-                self.adjacency[n].iter().map(|&(_, l)| (self.end_of(node, l), None)).collect();
+            let mut ends = std::mem::take(&mut self.scratch_ends);
+            ends.clear();
+            ends.extend(self.adjacency[n].iter().map(|&(_, l)| (self.end_of(node, l), None)));
             let relay = self.nodes[n].relay.as_mut().expect("a node that is up has a relay");
             for (conn, end) in relay.link_ends() {
                 let l = self.conn_links[conn as usize];
@@ -1041,9 +1065,10 @@ impl<'a> Engine<'a> {
                     slot.1 = end;
                 }
             }
-            for (e, end) in ends {
+            for &(e, end) in &ends {
                 self.report(e, Some(end));
             }
+            self.scratch_ends = ends;
             // A probe still out may change the report: read the node again next round.
             let out = self.adjacency[n].iter().any(|&(_, l)| self.ends[self.end_of(node, l)].reply != NO_REPLY);
             if out && !self.nodes[n].listed {
