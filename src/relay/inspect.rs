@@ -10,11 +10,6 @@ use crate::id::{NodeId, StreamName};
 use crate::routing::LinkMetrics;
 
 impl Relay {
-    /// Whether [`Relay::poll_action`] has something to hand out.
-    pub fn has_actions(&self) -> bool {
-        self.activity_stale || !self.actions.is_empty()
-    }
-
     /// The origin that announced `stream`, if any did.
     pub fn origin_of(&self, stream: &StreamName) -> Option<&NodeId> {
         self.registry.get(stream).map(|r| &r.origin)
@@ -35,5 +30,4 @@ impl Relay {
             (p.conn, m.filter(|_| up))
         })
     }
-
 }

@@ -312,16 +312,24 @@ impl Relay {
     /// When [`Relay::handle_timeout`] must be called next: a probe, a link verdict, the end of a hold or of
     /// a pass-over. `None` when nothing is pending.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        let probes = self.peers.values().map(|p| {
-            let next = p.estimator.poll_timeout();
-            match p.down_at(self.config.probes.down_after, self.deaf).filter(|_| p.up) {
-                Some(down) => next.min(down),
-                None => next,
-            }
-        });
+        let links = self.link_timeouts().map(|(_, next, down)| down.map_or(next, |down| next.min(down)));
+        links.chain(self.stream_timeout()).min()
+    }
+
+    /// [`Relay::poll_timeout`]'s part for links, by connection: when the link's estimator must be called
+    /// again (a probe), and, while the link is judged up, when it will be judged down if nothing more is
+    /// heard over it.
+    pub fn link_timeouts(&self) -> impl Iterator<Item = (ConnId, Duration, Option<Duration>)> + '_ {
+        self.peers.values().map(|p| {
+            (p.conn, p.estimator.poll_timeout(), p.down_at(self.config.probes.down_after, self.deaf).filter(|_| p.up))
+        })
+    }
+
+    /// [`Relay::poll_timeout`]'s part for streams: the end of a hold or of a pass-over.
+    pub fn stream_timeout(&self) -> Option<Duration> {
         let releases = self.releases.iter().map(|r| r.at);
         let passes = self.subs.values().flat_map(|s| s.passed_over.values().copied());
-        probes.chain(releases).chain(passes).min()
+        releases.chain(passes).min()
     }
 
     /// Time passed: sends due probes, judges links, ends holds and pass-overs.

@@ -1,10 +1,10 @@
-//! Which neighbour a stream is received from: the one rule the node and the simulator share.
+//! Which neighbour a stream is received from.
 
 use super::Relay;
 use crate::id::{NodeId, StreamName};
 
 /// A next hop and its backup toward one origin, from the control plane's table or the configured routes.
-/// `N` names a neighbour: a `&NodeId` in the node, an index in the simulator.
+/// `N` names a neighbour.
 #[derive(Debug, Clone, Copy)]
 pub struct Hops<N> {
     pub via: N,

@@ -24,7 +24,8 @@
 //!   restarted process dials anew) comes back on a new one at once. A shorter outage keeps the connection.
 //! - `Recompute`, every `control.recompute_ms`: the control plane's round. The nodes driven since the last
 //!   round (and those with a probe still out) say what they report of each link ([`Relay::link_ends`], the
-//!   links of [`Relay::report`]); a crashed node's last report is kept until it is 3 s stale. Reports that
+//!   links of [`Relay::report`]), once handed what reached them by then; a crashed node's last report is
+//!   kept until it is 3 s stale. Reports that
 //!   changed go to one [`Planner`], the live replica's computation: the measured graph, a
 //!   [`RouteTree`](crate::routing::RouteTree) per origin updated link by link, the damper. The nodes whose
 //!   table changed get it ([`Relay::handle_routes`]) in a `TablePush`, `control.push_delay_ms` later.
@@ -98,17 +99,28 @@ impl Strategy {
 
 enum Event {
     Fault(usize),
-    LinkState { link: u32, up: bool },
+    LinkState {
+        link: u32,
+        up: bool,
+    },
     /// A node's relay is due; stale unless it is the node's pending wake.
-    Wake { node: u32 },
+    Wake {
+        node: u32,
+    },
     /// A control frame arrives (its index in `Engine::frames`).
-    Frame { slot: u32 },
+    Frame {
+        slot: u32,
+    },
     /// A link's connection may have been silent for the idle timeout.
-    Idle { link: u32 },
+    Idle {
+        link: u32,
+    },
     Recompute,
     /// Route tables arrive at these nodes.
     TablePush(Rc<Vec<(u32, Routes)>>),
-    Segment { stream: u32 },
+    Segment {
+        stream: u32,
+    },
 }
 
 struct Scheduled {
@@ -146,6 +158,8 @@ struct End {
     told: Micros,
     /// The relay's verdict on the link is down.
     down: bool,
+    /// The sequence number of the newest probe sent from this end.
+    last_probe: u64,
     /// What this end last reported to the control plane (`None`: nothing).
     reported: Option<Option<LinkMetrics>>,
 }
@@ -260,7 +274,6 @@ pub struct Outcome {
     pub origin_egress: [Vec<u64>; 3],
 }
 
-
 struct Stream {
     name: StreamName,
     slot: usize,
@@ -363,9 +376,6 @@ pub struct Engine<'a> {
     placed: Vec<u32>,
     /// Scratch for reading one node's reports.
     scratch_ends: Vec<(usize, Option<LinkMetrics>)>,
-    stat_drives: u64,
-    stat_degree: u64,
-    stat_probes: u64,
     builds: u32,
     outcomes: Vec<StreamOutcome>,
     stretch: [Histogram; 3],
@@ -508,7 +518,7 @@ impl<'a> Engine<'a> {
                 }
             })
             .collect();
-        let end = End { reply: NO_REPLY, data: 0, told: 0, down: false, reported: None };
+        let end = End { reply: NO_REPLY, data: 0, told: 0, down: false, last_probe: u64::MAX, reported: None };
         Engine {
             scenario,
             now: 0,
@@ -548,9 +558,6 @@ impl<'a> Engine<'a> {
             waiting: vec![0; ids.len()],
             placed: vec![0; ids.len()],
             scratch_ends: Vec::new(),
-            stat_drives: 0,
-            stat_degree: 0,
-            stat_probes: 0,
             builds: 0,
             outcomes,
             stretch: Default::default(),
@@ -617,9 +624,6 @@ impl<'a> Engine<'a> {
                 }
                 next_report = at + 1_000_000;
             }
-        }
-        if std::env::var_os("SIM_STATS").is_some() {
-            eprintln!("drives {} degree-sum {} probes {}", self.stat_drives, self.stat_degree, self.stat_probes);
         }
         let [overlay, fixed, direct] = self.flows;
         let origins = self.origins.iter().map(|&o| self.ids[o as usize].clone()).collect();
@@ -718,8 +722,6 @@ impl<'a> Engine<'a> {
             return;
         }
         self.settle(node);
-        self.stat_drives += 1;
-        self.stat_degree += self.adjacency[node as usize].len() as u64;
         let relay = self.nodes[node as usize].relay.as_mut().expect("checked above");
         f(relay, &self.ids);
         self.act(node);
@@ -781,9 +783,6 @@ impl<'a> Engine<'a> {
                 // Objects are followed from their emission (see `emit`): a new subscriber gets the next ones.
                 Action::SendWindow { .. } => {}
                 Action::Verdict { peer, up } => {
-                    if std::env::var_os("SIM_VERDICTS").is_some() {
-                        eprintln!("t={} {} judges {} {}", self.now, self.ids[n], peer, if up { "up" } else { "down" });
-                    }
                     if let Some((_, l)) = self.neighbour(node, &peer) {
                         let e = self.end_of(node, l);
                         self.ends[e].down = !up;
@@ -792,10 +791,24 @@ impl<'a> Engine<'a> {
             }
         }
         let Some(relay) = self.nodes[n].relay.as_ref() else { return };
-        let mut at = relay.poll_timeout().map_or(Micros::MAX, |t| t.as_nanos().div_ceil(1000) as Micros);
-        // A reply on a link judged down brings it back: the node must hear it when it comes.
-        for &(_, l) in &self.adjacency[n] {
-            let end = &self.ends[2 * l as usize + usize::from(self.links[l as usize].a != node)];
+        let micros = |t: Duration| t.as_nanos().div_ceil(1000) as Micros;
+        let mut at = relay.stream_timeout().map_or(Micros::MAX, micros);
+        for (conn, next, down) in relay.link_timeouts() {
+            at = at.min(micros(next));
+            let l = self.conn_links[conn as usize];
+            let e = 2 * l as usize + usize::from(self.links[l as usize].a != node);
+            let end = &self.ends[e];
+            // The relay's own deadline is the answer in the live node, with its replies as events. Here the
+            // engine knows the replies on their way: when the newest probe's reply arrives before the link
+            // would be judged down, that reply leaves no probe unanswered and puts the verdict off until the
+            // next probe, so the node need not wake for it (waking every node after every probe round would
+            // double the simulator's work).
+            let newest = self.later_replies[e].back().copied().unwrap_or(end.reply);
+            let answered = newest.1 == end.last_probe && down.is_some_and(|down| newest.0 <= micros(down));
+            if let Some(down) = down.filter(|_| !answered) {
+                at = at.min(micros(down));
+            }
+            // A reply on a link judged down brings it back: the node must hear it when it comes.
             if end.down {
                 at = at.min(end.reply.0);
             }
@@ -813,14 +826,14 @@ impl<'a> Engine<'a> {
     /// Probe `seq` from `node` to `peer` over link `l`: its reply comes back unless the link or the peer
     /// fails it.
     fn probe(&mut self, node: u32, peer: u32, l: u32, seq: u64) {
-        self.stat_probes += 1;
         let link = l as usize;
+        let e = self.end_of(node, l);
+        self.ends[e].last_probe = seq;
         if !self.links[link].up || !self.is_up(peer) {
             return;
         }
         let there = self.cross(link);
         let back = self.cross(link);
-        let e = self.end_of(node, l);
         // The peer hears the probe itself: a live node counts every packet that arrives on a connection.
         if let Some(there) = there {
             self.ends[e ^ 1].data = self.ends[e ^ 1].data.max(self.now + there);
@@ -1037,12 +1050,7 @@ impl<'a> Engine<'a> {
         for k in 0..self.listed.len() {
             let node = self.listed[k];
             if self.has_news(node) {
-                self.settle(node);
-                // Replies and data only put the relay's deadlines off: its pending wake stays good unless it
-                // asks for something.
-                if self.nodes[node as usize].relay.as_ref().is_some_and(Relay::has_actions) {
-                    self.act(node);
-                }
+                self.drive(node, |_, _| {});
             }
         }
         let listed = std::mem::take(&mut self.listed);
@@ -1110,7 +1118,7 @@ impl<'a> Engine<'a> {
         }
         self.ends[e].reported = end;
         let link = &self.links[e / 2];
-        let (owner, peer) = if e % 2 == 0 { (link.a, link.b) } else { (link.b, link.a) };
+        let (owner, peer) = if e.is_multiple_of(2) { (link.a, link.b) } else { (link.b, link.a) };
         self.planner.handle_link_report(NodeIx::new(owner), NodeIx::new(peer), end);
     }
 
@@ -1297,32 +1305,11 @@ impl<'a> Engine<'a> {
                     let pair = self.streams[s].pairs + i;
                     match arrival {
                         Some((latency, _)) => self.delivered(pair, latency),
-                        None => {
-                            self.lost(pair);
-                            if std::env::var_os("SIM_DEBUG").is_some() {
-                                self.debug_chain(s, edge);
-                            }
-                        }
+                        None => self.lost(pair),
                     }
                 }
             }
         }
-    }
-
-    fn debug_chain(&self, s: usize, edge: u32) {
-        let name = &self.streams[s].name;
-        let mut at = edge;
-        let mut out = format!("t={} lost at {}:", self.now, self.ids[edge as usize]);
-        for _ in 0..30 {
-            let Some(relay) = self.nodes[at as usize].relay.as_ref() else { out += " CRASHED"; break };
-            let Some(up) = relay.upstream(name) else { out += " no-upstream"; break };
-            let Some((p, l)) = self.neighbour(at, up) else { out += " ?"; break };
-            let feeds = self.nodes[p as usize].relay.as_ref().is_some_and(|r| r.downstream(name).any(|d| d == &self.ids[at as usize]));
-            out += &format!(" -> {}[link {} conn {} usable {} feeds {}]", up, if self.links[l as usize].up {"up"} else {"DOWN"}, self.links[l as usize].connected, relay.is_usable(up), feeds);
-            at = p;
-            if at == self.origins[self.streams[s].slot] { out += " ORIGIN"; break; }
-        }
-        eprintln!("{out}");
     }
 
     /// The origin's relay takes the object in: the first one announces the stream from there.
@@ -1449,9 +1436,8 @@ impl<'a> Engine<'a> {
             if tree.len() == crossings.len() {
                 break;
             }
-            let entry = crossings
-                .iter()
-                .find(|c| self.placed[c.0 as usize] == build && self.placed[c.1 as usize] != build);
+            let entry =
+                crossings.iter().find(|c| self.placed[c.0 as usize] == build && self.placed[c.1 as usize] != build);
             let Some(&(_, child, _)) = entry else { break };
             self.placed[child as usize] = build;
             ready.push(child);
