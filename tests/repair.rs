@@ -96,9 +96,15 @@ fn simulated_overlay_returns_to_a_repaired_link_within_10_s() {
             "outage {outage_s} s: only {after_repair} objects through relay-a in the 20 s after the repair: {:?}",
             s.traffic
         );
-        // Every object went one way or the other, bar those lost before the edge noticed the cut.
+        // Every object went one way or the other, bar those lost before the edge noticed the cut; both ways
+        // only while the edge moved back make-before-break (relay-b keeps feeding it for 2 s: 20 objects).
         let via_b = objects_on(&s, "origin-relay-b");
-        assert_eq!(before + after_repair + via_b + stream.all.overlay.lost, stream.objects, "{:?}", s.traffic);
+        let both = (before + after_repair + via_b + stream.all.overlay.lost).checked_sub(stream.objects);
+        assert!(
+            both.is_some_and(|both| both <= 21),
+            "outage {outage_s} s: {both:?} objects both ways: {:?}",
+            s.traffic
+        );
         assert!(stream.all.overlay.lost <= 10, "{:?}", s.faults);
     }
 }

@@ -34,6 +34,7 @@
 //!   three target durations, or its playlist deleted: [`Action::Ended`]), when an ended stream is forgotten
 //!   ([`Action::Forget`]), and operators' takedowns, flooded to every node.
 
+mod inspect;
 mod registry;
 mod upstream;
 
@@ -43,11 +44,13 @@ pub use upstream::{choose, Hops, Upstream};
 #[cfg(test)]
 mod tests;
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::id::{NodeId, ObjectName, StreamName};
-use crate::routing::{Cost, Graph, LinkEstimator, ProbeConfig, ProbeConfigError, RouteTable};
+use crate::routing::{Cost, Graph, LinkEstimator, LinkMetrics, ProbeConfig, ProbeConfigError, Route, RouteTable};
 use crate::wire::{Frame, LinkReport, ObjectHeader, Report, Routes, StreamPhase, StreamReport};
 use registry::{Claimed, Registry};
 
@@ -200,6 +203,14 @@ impl Peer {
         self.down_at(down_after, deaf).is_some_and(|at| now >= at)
     }
 
+    /// What this node reports of the link: whether it is up, and its estimator's
+    /// [`report`](LinkEstimator::report). Up once measured: a link without a single probe answer yet is not
+    /// offered for routing.
+    fn report(&mut self) -> (bool, Option<LinkMetrics>) {
+        let m = self.estimator.report();
+        (self.up && m.is_some(), m)
+    }
+
     fn heard(&mut self, at: Duration, deaf: Duration) {
         if at > self.heard {
             // Learned while the link carries a stream only: an idle link's waits are its probe interval.
@@ -276,12 +287,13 @@ struct Release {
 pub struct Relay {
     me: NodeId,
     config: RelayConfig,
-    /// The topology's links with their configured costs; this node's own links only while usable.
-    graph: Graph,
-    /// Configured costs of this node's own links, restored when a link becomes usable again.
-    own_links: BTreeMap<NodeId, Cost>,
-    /// Shortest paths over `graph`: the routes when no control plane has spoken.
-    fallback: RouteTable,
+    /// The topology's nodes and links with their configured costs, this node's own links included whether
+    /// usable or not: shared by every relay of one topology (a simulator runs thousands).
+    graph: Arc<Graph>,
+    /// The routes when no control plane has spoken, toward each destination asked for so far: shortest paths
+    /// over `graph` without this node's unusable links. Computed on first need (a table from the control plane
+    /// usually spares it) and forgotten when one of this node's links changes.
+    fallback: RefCell<BTreeMap<NodeId, Option<Route>>>,
     /// The newest table from the control plane, if any came.
     table: Option<Routes>,
     peers: BTreeMap<NodeId, Peer>,
@@ -311,30 +323,26 @@ impl Relay {
         links: impl IntoIterator<Item = (NodeId, NodeId, Cost)>,
         config: RelayConfig,
     ) -> Result<Self, ProbeConfigError> {
-        config.probes.clone().validate()?;
         let mut graph = Graph::new();
         graph.add_node(&me);
         for node in nodes {
             graph.add_node(&node);
         }
-        let mut own_links = BTreeMap::new();
         for (a, b, cost) in links {
-            if a == me {
-                own_links.insert(b, cost);
-            } else if b == me {
-                own_links.insert(a, cost);
-            } else {
-                graph.handle_link(&a, &b, cost);
-            }
+            graph.handle_link(&a, &b, cost);
         }
-        // Our own links count only while usable.
-        let fallback = RouteTable::compute(&graph, &me);
+        Self::with_graph(me, Arc::new(graph), config)
+    }
+
+    /// A relay for node `me` of the topology `graph` (its nodes and links with their configured costs), after
+    /// validating the probe configuration. Relays of one topology may share its graph.
+    pub fn with_graph(me: NodeId, graph: Arc<Graph>, config: RelayConfig) -> Result<Self, ProbeConfigError> {
+        config.probes.clone().validate()?;
         Ok(Self {
             me,
             config,
             graph,
-            own_links,
-            fallback,
+            fallback: RefCell::default(),
             table: None,
             peers: BTreeMap::new(),
             registry: Registry::default(),
@@ -365,18 +373,26 @@ impl Relay {
     /// When [`Relay::handle_timeout`] must be called next: a probe, a link verdict, the end of a hold or of
     /// a pass-over. `None` when nothing is pending.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        let probes = self.peers.values().map(|p| {
-            let next = p.estimator.poll_timeout();
-            match p.down_at(self.config.probes.down_after, self.deaf).filter(|_| p.up) {
-                Some(down) => next.min(down),
-                None => next,
-            }
-        });
+        let links = self.link_timeouts().map(|(_, next, down)| down.map_or(next, |down| next.min(down)));
+        links.chain(self.stream_timeout()).min()
+    }
+
+    /// [`Relay::poll_timeout`]'s part for links, by connection: when the link's estimator must be called
+    /// again (a probe), and, while the link is judged up, when it will be judged down if nothing more is
+    /// heard over it.
+    pub fn link_timeouts(&self) -> impl Iterator<Item = (ConnId, Duration, Option<Duration>)> + '_ {
+        self.peers.values().map(|p| {
+            (p.conn, p.estimator.poll_timeout(), p.down_at(self.config.probes.down_after, self.deaf).filter(|_| p.up))
+        })
+    }
+
+    /// [`Relay::poll_timeout`]'s part for streams: the end of a hold or of a pass-over.
+    pub fn stream_timeout(&self) -> Option<Duration> {
         let releases = self.releases.iter().map(|r| r.at);
         let passes = self.subs.values().flat_map(|s| s.passed_over.values().copied());
         let silences = self.publishing.values().map(|p| p.last + self.silence(p));
         let forget = self.registry.next_forget(self.config.linger);
-        probes.chain(releases).chain(passes).chain(silences).chain(forget).min()
+        releases.chain(passes).chain(silences).chain(forget).min()
     }
 
     /// How long a publisher may be silent before its stream ends.
@@ -394,10 +410,12 @@ impl Relay {
                 peer.estimator.handle_probe_sent(now, seq);
                 self.actions.push_back(Action::Probe { to: id.clone(), seq });
             }
-            let up = !peer.is_down(now, self.config.probes.down_after, self.deaf);
-            if up != peer.up {
-                peer.up = up;
-                changed.push((id.clone(), up));
+            // Time brings a link down, never back up: only what is heard over it does (a probe reply, data).
+            // Once a link is down it stops carrying streams, so its probes slow down and the idle rule, which
+            // needs more overdue probes, could otherwise call it up again with nothing heard.
+            if peer.up && peer.is_down(now, self.config.probes.down_after, self.deaf) {
+                peer.up = false;
+                changed.push((id.clone(), false));
             }
         }
         for (peer, up) in changed {
@@ -557,7 +575,7 @@ impl Relay {
             peer.clone(),
             Peer { conn, estimator, up: true, heard: now, deaf_at_heard: self.deaf, usual_gap: Duration::ZERO },
         );
-        self.link_usable(&peer, true);
+        self.link_changed();
         // Takedowns first: the newcomer must not serve a stream it learns of before it learns it is down.
         for (stream, t) in self.registry.takedowns() {
             let (version, active, reason) = (t.version, t.active, t.reason.clone());
@@ -777,17 +795,13 @@ impl Relay {
             .map(|id| {
                 // The estimator's report moves only on a clear change, so every replica that gets the
                 // reports builds the same graph, and a report does not change with every probe.
-                let (up, m) = match self.peers.get_mut(&id) {
-                    Some(p) => (p.up, p.estimator.report()),
-                    None => (false, None),
-                };
+                let (up, m) = self.peers.get_mut(&id).map_or((false, None), Peer::report);
                 LinkReport {
                     peer: id,
                     rtt_us: m.map_or(0, |m| m.rtt.as_micros() as u64),
                     jitter_us: m.map_or(0, |m| m.jitter.as_micros() as u64),
                     loss_ppm: m.map_or(0, |m| (m.loss * 1e6) as u32),
-                    // Up once measured: a link without a single probe answer yet is not offered for routing.
-                    up: up && m.is_some(),
+                    up,
                 }
             })
             .collect();
@@ -829,18 +843,33 @@ impl Relay {
         } else {
             tracing::warn!(%peer, "link stopped answering probes and carries no data; failing over");
         }
-        self.link_usable(&peer, up);
+        self.link_changed();
         self.actions.push_back(Action::Verdict { peer, up });
         self.rehome_all();
     }
 
-    /// Puts this node's own link to `peer` into the fallback graph, or takes it out.
-    fn link_usable(&mut self, peer: &NodeId, usable: bool) {
-        match self.own_links.get(peer) {
-            Some(cost) if usable => self.graph.handle_link(&self.me, peer, *cost),
-            _ => self.graph.handle_link_down(&self.me, peer),
+    /// One of this node's links became usable or stopped being usable: the fallback routes, which count
+    /// only usable links of this node, must be computed anew.
+    fn link_changed(&mut self) {
+        self.fallback.get_mut().clear();
+    }
+
+    /// The fallback route toward `dest` (see `fallback`), computed if not known yet.
+    fn fallback_route(&self, dest: &NodeId) -> Option<Route> {
+        if let Some(route) = self.fallback.borrow().get(dest) {
+            return route.clone();
         }
-        self.fallback = RouteTable::compute(&self.graph, &self.me);
+        let mut graph = Graph::clone(&self.graph);
+        if let Some(me) = graph.index_of(&self.me) {
+            let down: Vec<NodeId> =
+                graph.neighbours(me).map(|(n, _)| graph.id(n).clone()).filter(|n| !self.is_usable(n)).collect();
+            for peer in &down {
+                graph.handle_link_down(&self.me, peer);
+            }
+        }
+        let route = RouteTable::compute(&graph, &self.me).route(dest).cloned();
+        self.fallback.borrow_mut().insert(dest.clone(), route.clone());
+        route
     }
 
     /// Drops a neighbour's connection state: its subscriptions to us, ours through it, and its link.
@@ -857,7 +886,7 @@ impl Relay {
         }
         self.releases.retain(|r| &r.peer != peer);
         self.in_flight.retain(|_, f| &f.from != peer);
-        self.link_usable(peer, false);
+        self.link_changed();
     }
 
     fn rehome_all(&mut self) {

@@ -1,10 +1,10 @@
-//! Which neighbour a stream is received from: the one rule the node and the simulator share.
+//! Which neighbour a stream is received from.
 
 use super::Relay;
 use crate::id::{NodeId, StreamName};
 
 /// A next hop and its backup toward one origin, from the control plane's table or the configured routes.
-/// `N` names a neighbour: a `&NodeId` in the node, an index in the simulator.
+/// `N` names a neighbour.
 #[derive(Debug, Clone, Copy)]
 pub struct Hops<N> {
     pub via: N,
@@ -72,12 +72,20 @@ impl Relay {
         let downstream = |p: &NodeId| sub.is_some_and(|s| s.down.contains(p));
         let passed_over = |p: &NodeId| sub.is_some_and(|s| s.passed_over.contains_key(p));
         let table = self.table.as_ref().and_then(|t| t.routes.iter().find(|r| &r.dest == origin));
-        let configured = self.fallback.route(origin);
+        let table = table.map(|r| Hops { via: &r.via, backup: r.backup.as_ref() });
+        let current = sub.and_then(|s| s.upstream.as_ref());
+        let candidate = |p: &NodeId| p != &self.me && self.is_usable(p) && !downstream(p) && !passed_over(p);
+        // The table alone first: the configured routes are computed only when it has no usable hop (the same
+        // choice as with both, since the table's hops come first).
+        if let Upstream::Chosen(p) = choose(table, None, current, candidate, |_| false) {
+            return Upstream::Chosen(p.clone());
+        }
+        let configured = self.fallback_route(origin);
         match choose(
-            table.map(|r| Hops { via: &r.via, backup: r.backup.as_ref() }),
-            configured.map(|r| Hops { via: &r.primary.via, backup: r.backup.as_ref().map(|b| &b.via) }),
-            sub.and_then(|s| s.upstream.as_ref()),
-            |p| p != &self.me && self.is_usable(p) && !downstream(p) && !passed_over(p),
+            table,
+            configured.as_ref().map(|r| Hops { via: &r.primary.via, backup: r.backup.as_ref().map(|b| &b.via) }),
+            current,
+            candidate,
             |p| self.peers.contains_key(p) && !downstream(p),
         ) {
             Upstream::Chosen(p) => Upstream::Chosen(p.clone()),

@@ -1,28 +1,36 @@
-//! The discrete-event engine: one time-ordered queue, one seeded RNG, simulated time in microseconds.
+//! The discrete-event engine: one time-ordered queue, one seeded RNG, simulated time in microseconds. Every
+//! simulated node is a [`Relay`], the live node's own state machine; the engine keeps only what a network
+//! and an observer would: events, links, queues and measurements.
 //!
 //! Events, and what each one drives:
 //!
-//! - `Probe`: a node's [`LinkEstimator`] for one neighbour is polled ([`LinkEstimator::poll_probe`]); a probe
-//!   it hands out crosses the link both ways (latency plus jitter each way, each way lost per the link's loss,
-//!   never answered across a down link or by a crashed node). Its reply is handed to the estimator, at the
-//!   time it arrives, before anything next reads or drives that estimator (a reply is not an event of its
-//!   own: the estimator's state between two uses is never observed). The next `Probe` is at the estimator's
-//!   [`LinkEstimator::poll_timeout`].
-//! - `Recompute`, every `control.recompute_ms`: the control plane's round. Each node reports each link as a
-//!   live node does: what its estimator reports ([`LinkEstimator::report`]: its metrics, moved on only by a
-//!   clear change), or down when the estimator declares it down or has measured nothing yet; a crashed node's
-//!   last report is kept until it is 3 s stale. Only links whose ends were driven since the last round, or
-//!   have not settled, are read. The reports go to one [`Planner`], the live replica's computation: the
-//!   measured graph, a [`RouteTree`](crate::routing::RouteTree) per origin updated link by link, the damper.
-//!   When the damped routes change they are pushed; a round that can change nothing is skipped.
-//! - Connections: a live node starts a fresh estimator for every QUIC connection, and a connection dies after
-//!   5 s without a packet. So a link that comes back after more than 5 s down, and every link of a node that
-//!   recovers from a crash (a restarted process dials anew), gets fresh estimators at both ends; a shorter
-//!   outage keeps them (the estimator forgets the probes the outage lost once the link answers again).
-//! - `TablePush`: the tables arrive at every node `control.push_delay_ms` after the recomputation. Links that
-//!   now carry a watched stream are marked active, so their estimators probe fast.
+//! - `Wake`: a node's [`Relay::poll_timeout`] came due; [`Relay::handle_timeout`] runs. Each node has one
+//!   pending wake, re-armed whenever the relay's deadline changes (a superseded wake is skipped).
+//! - What a relay asks for ([`Relay::poll_action`]) right after it is driven: a probe
+//!   ([`Action::Probe`]) crosses its link both ways as a datagram (latency plus jitter each way, each way lost
+//!   per the link's loss, never answered across a down link or by a crashed node); a control frame
+//!   ([`Action::Send`]: `Subscribe`, `Unsubscribe`, `Unavailable`) becomes a `Frame` event at the far end,
+//!   in order behind the frames already on that link (one reliable stream per connection: a frame sent
+//!   while the link is down waits for it, and is gone with its connection); a verdict is noted.
+//! - A probe's reply and the stream data a link carries reach the relay (as [`Relay::handle_probe_reply`]
+//!   and [`Relay::handle_heard`], at the time they arrived) before anything next drives that relay: neither
+//!   is an event of its own, since nothing between two drives observes the relay. A reply on a link the
+//!   relay has judged down is the exception: the node's wake is brought forward to it, since it brings the
+//!   link back.
+//! - Connections: one per link, with an id ([`ConnId`]) that both ends' relays get in
+//!   [`Relay::handle_peer_up`]. A link that is silent (down, or an end crashed) for 5 s, the QUIC idle
+//!   timeout, loses its connection ([`Relay::handle_peer_down`] at the ends that live); it comes back on a
+//!   new one when it can carry packets again, and every link of a node that recovers from a crash (a
+//!   restarted process dials anew) comes back on a new one at once. A shorter outage keeps the connection.
+//! - `Recompute`, every `control.recompute_ms`: the control plane's round. The nodes driven since the last
+//!   round (and those with a probe still out) say what they report of each link ([`Relay::link_ends`], the
+//!   links of [`Relay::report`]), once handed what reached them by then; a crashed node's last report is
+//!   kept until it is 3 s stale. Reports that
+//!   changed go to one [`Planner`], the live replica's computation: the measured graph, a
+//!   [`RouteTree`](crate::routing::RouteTree) per origin updated link by link, the damper. The nodes whose
+//!   table changed get it ([`Relay::handle_routes`]) in a `TablePush`, `control.push_delay_ms` later.
 //! - `Segment`: an origin emits one object; each edge watching the stream receives it by each strategy (see
-//!   [`Strategy`] and [`Engine::arrival`]).
+//!   [`Strategy`] and [`Engine::emit`]).
 //! - `Fault` (and `LinkState`, the later flips of a flapping link): links down or up, nodes crash or recover,
 //!   latencies change, regions are cut off, the control plane stops.
 //!
@@ -30,6 +38,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
@@ -38,10 +47,11 @@ use rand::{Rng, SeedableRng};
 use super::histogram::Histogram;
 use super::queue::{EventQueue, Timed};
 use super::scenario::{FaultKind, Scenario};
-use crate::id::NodeId;
-use crate::relay;
-use crate::routing::{DampingConfig, Graph, LinkEstimator, LinkMetrics, MeshRoutes, NodeIx, Planner, Round};
+use crate::id::{NodeId, ObjectName, StreamName};
+use crate::relay::{Action, ConnId, Relay, RelayConfig};
+use crate::routing::{DampingConfig, Graph, LinkMetrics, MeshRoutes, NodeIx, Planner, Round};
 use crate::topology::Topology;
+use crate::wire::{Frame, ObjectHeader, Route, Routes};
 
 /// Simulated time in microseconds since the start of the run.
 pub type Micros = u64;
@@ -59,12 +69,14 @@ const TIMELINE_BEFORE: Micros = 5_000_000;
 const TIMELINE_AFTER: Micros = 20_000_000;
 const TIMELINE_BUCKET: Micros = 250_000;
 const NONE: u32 = u32::MAX;
+/// The ownership epoch of every simulated stream: one origin each, for the whole run.
+const EPOCH: u64 = 1;
 
 /// How an object gets from its origin to an edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
-    /// The overlay: hop by hop along the control plane's damped routes in force, with local failover to the
-    /// backup when a node's own estimator declares its next hop down.
+    /// The overlay: down the subscription trees the simulated nodes' relays built, as they stand when the
+    /// origin emits the object.
     Overlay,
     /// The shortest-path tree over the topology's latencies at t = 0, fixed, without failover.
     Static,
@@ -85,23 +97,30 @@ impl Strategy {
     }
 }
 
-/// One node's forwarding toward one origin, by node index (`NONE` when absent).
-#[derive(Debug, Clone, Copy)]
-struct Hops {
-    primary: u32,
-    backup: u32,
-}
-
-/// Every node's forwarding, per origin slot then per node.
-type Forwarding = Rc<Vec<Vec<Hops>>>;
-
 enum Event {
     Fault(usize),
-    LinkState { link: u32, up: bool },
-    Probe { est: u32 },
+    LinkState {
+        link: u32,
+        up: bool,
+    },
+    /// A node's relay is due; stale unless it is the node's pending wake.
+    Wake {
+        node: u32,
+    },
+    /// A control frame arrives (its index in `Engine::frames`).
+    Frame {
+        slot: u32,
+    },
+    /// A link's connection may have been silent for the idle timeout.
+    Idle {
+        link: u32,
+    },
     Recompute,
-    TablePush(Forwarding),
-    Segment { stream: u32 },
+    /// Route tables arrive at these nodes.
+    TablePush(Rc<Vec<(u32, Routes)>>),
+    Segment {
+        stream: u32,
+    },
 }
 
 struct Scheduled {
@@ -116,19 +135,33 @@ impl Timed for Scheduled {
     }
 }
 
-/// The engine's side of one estimator.
-#[derive(Debug, Clone, Copy)]
-struct Probing {
-    /// When its pending `Probe` event is due; other `Probe` events for it are stale.
+/// One simulated node.
+struct Node {
+    /// `None` while the node is crashed.
+    relay: Option<Relay>,
+    /// When its pending `Wake` is due (`Micros::MAX`: none).
     wake: Micros,
-    /// The next reply on its way back, (arrival, seq); arrival `Micros::MAX` when none.
+    /// Driven since the control plane's last round, or a probe of it was still out then.
+    listed: bool,
+    /// Its viewers have subscribed (an edge).
+    watching: bool,
+}
+
+/// One end of a link, indexed `2 l` (owned by the link's `a`) and `2 l + 1` (by `b`).
+#[derive(Debug, Clone, Copy)]
+struct End {
+    /// The next probe reply on its way back to this end, (arrival, seq); arrival `Micros::MAX` when none.
     reply: (Micros, u64),
-    /// [`LinkEstimator::down_at`] (`Micros::MAX` for never) and [`LinkEstimator::settled_after`], as of the
-    /// last time it was driven: whether it is down needs no look at the estimator itself.
-    down_at: Micros,
-    settled_after: Micros,
-    /// Driven since the last recomputation: with `settled_after`, whether the recomputation must read it.
-    driven: bool,
+    /// When stream data (or its acknowledgements) last reached this end, and how much of it the relay has
+    /// been told.
+    data: Micros,
+    told: Micros,
+    /// The relay's verdict on the link is down.
+    down: bool,
+    /// The sequence number of the newest probe sent from this end.
+    last_probe: u64,
+    /// What this end last reported to the control plane (`None`: nothing).
+    reported: Option<Option<LinkMetrics>>,
 }
 
 const NO_REPLY: (Micros, u64) = (Micros::MAX, 0);
@@ -138,10 +171,27 @@ struct Link {
     b: u32,
     latency: Micros,
     up: bool,
-    /// When it last went down.
-    down_since: Micros,
+    /// The connection carrying the link, and whether both ends hold it.
+    conn: ConnId,
+    connected: bool,
+    /// The connection belongs to a process that crashed since: it can never carry anything again.
+    stale: bool,
+    /// Since when no packet can cross (the link is down or an end crashed).
+    silent_since: Option<Micros>,
+    /// Per direction (`0`: from `a`), when the last frame sent arrives: frames keep their order.
+    frames_at: [Micros; 2],
+    /// Frames that reached the link while it was down, waiting for it (by slot).
+    stalled: Vec<u32>,
 }
 
+/// A control frame on its way.
+struct InFlight {
+    from: u32,
+    to: u32,
+    link: u32,
+    conn: ConnId,
+    frame: Frame,
+}
 /// Deliveries of one strategy over one period: how many were due, lost, late, and the latencies.
 #[derive(Debug, Clone, Default)]
 pub struct Tally {
@@ -225,6 +275,7 @@ pub struct Outcome {
 }
 
 struct Stream {
+    name: StreamName,
     slot: usize,
     segment: Micros,
     bytes: u64,
@@ -233,6 +284,11 @@ struct Stream {
     edges: Vec<u32>,
     /// Index of this stream's first (stream, edge) pair.
     pairs: usize,
+    /// The overlay's subscription tree as the relays hold it: (parent, child, link) crossings, each parent's
+    /// after every crossing into it (a child subscribed to two parents, during a make-before-break, comes
+    /// after both). Rebuilt when a frame about the stream or a connection changed the relays' subscribers.
+    tree: Vec<(u32, u32, u32)>,
+    tree_stale: bool,
 }
 
 /// Per strategy: the state objects build up as they cross links.
@@ -269,30 +325,39 @@ pub struct Engine<'a> {
     ids: Vec<NodeId>,
     /// Each node's region.
     regions: Vec<String>,
+    /// The topology at its configured latencies, shared by every relay.
+    topology: Arc<Graph>,
+    config: RelayConfig,
+    nodes: Vec<Node>,
+    /// Per node, the streams its viewers watch.
+    watches: Vec<Vec<u32>>,
     links: Vec<Link>,
+    ends: Vec<End>,
+    /// Replies on their way back after the one in `End::reply`, per end (rarely any: only while a link's
+    /// round trip is longer than its probe interval).
+    later_replies: Vec<VecDeque<(Micros, u64)>>,
+    /// Per connection id, its link.
+    conn_links: Vec<u32>,
+    frames: Vec<Option<InFlight>>,
+    free_frames: Vec<u32>,
     /// Per node: (neighbour, link).
     adjacency: Vec<Vec<(u32, u32)>>,
     /// `None` while up; the crash time otherwise.
     crashed: Vec<Option<Micros>>,
+    /// Crashed nodes whose last report the control plane still holds.
+    reports_held: Vec<u32>,
     control_up: bool,
-    /// Two per link: `2 l` is owned by the link's `a` (probing `b`), `2 l + 1` by `b`.
-    estimators: Vec<LinkEstimator>,
-    /// What the engine keeps beside each estimator, in one place for the hot path.
-    probing: Vec<Probing>,
-    /// Replies on their way back after the one in `Probing::reply`, per estimator (rarely any: only while a
-    /// link's round trip is longer than its probe interval).
-    later_replies: Vec<VecDeque<(Micros, u64)>>,
-    last_recompute: Micros,
+    /// Nodes the next round reads.
+    listed: Vec<u32>,
     /// The origins' node indices, one slot per distinct origin, in id order (the order of `MeshRoutes`).
     origins: Vec<u32>,
     streams: Vec<Stream>,
-    /// The control plane: the live replica's computation, fed what the simulated nodes' estimators report.
+    stream_index: HashMap<StreamName, u32>,
+    node_index: HashMap<NodeId, u32>,
+    /// The control plane: the live replica's computation, fed what the simulated nodes report.
     planner: Planner,
-    /// What each estimator's owner last reported to it (`None`: nothing), so that only changes are handed on.
-    reported: Vec<Option<Option<LinkMetrics>>>,
     recomputations: u64,
     recomputations_skipped: u64,
-    installed: Forwarding,
     /// The true graph (latencies of up links between up nodes) and its trees: the optimum.
     truth: MeshRoutes,
     fixed: Vec<Vec<u32>>,
@@ -304,6 +369,14 @@ pub struct Engine<'a> {
     draws: Vec<(u64, Micros)>,
     emits: u64,
     walk: Vec<(u32, u32, u32)>,
+    /// Scratch for tree building: per node, the tree build that last reached it, how many of its parents
+    /// are not placed yet, and the build that last placed it.
+    reached: Vec<u32>,
+    waiting: Vec<u32>,
+    placed: Vec<u32>,
+    /// Scratch for reading one node's reports.
+    scratch_ends: Vec<(usize, Option<LinkMetrics>)>,
+    builds: u32,
     outcomes: Vec<StreamOutcome>,
     stretch: [Histogram; 3],
     /// Faults in time order: (time, scenario index); `window` is how many have happened.
@@ -321,41 +394,64 @@ pub struct Engine<'a> {
 impl<'a> Engine<'a> {
     pub fn new(scenario: &'a Scenario, topology: &Topology, seed: u64) -> Engine<'a> {
         let ids: Vec<NodeId> = topology.nodes.iter().map(|n| n.id.clone()).collect();
-        let index: HashMap<&NodeId, u32> = ids.iter().enumerate().map(|(i, id)| (id, i as u32)).collect();
+        let node_index: HashMap<NodeId, u32> = ids.iter().enumerate().map(|(i, id)| (id.clone(), i as u32)).collect();
+        let index = |id: &NodeId| node_index[id];
         let mut links = Vec::with_capacity(topology.links.len());
         let mut adjacency = vec![Vec::new(); ids.len()];
         for spec in &topology.links {
-            let (a, b) = (index[&spec.a], index[&spec.b]);
+            let (a, b) = (index(&spec.a), index(&spec.b));
             adjacency[a as usize].push((b, links.len() as u32));
             adjacency[b as usize].push((a, links.len() as u32));
-            links.push(Link { a, b, latency: ms_to_micros(spec.latency_ms), up: true, down_since: 0 });
+            links.push(Link {
+                a,
+                b,
+                latency: ms_to_micros(spec.latency_ms),
+                up: true,
+                conn: 0,
+                connected: false,
+                stale: false,
+                silent_since: None,
+                frames_at: [0; 2],
+                stalled: Vec::new(),
+            });
         }
-        let estimator = LinkEstimator::new(scenario.probes.config()).expect("validated with the scenario");
-        let mut origins: Vec<u32> = scenario.workload.streams.iter().map(|s| index[&s.origin]).collect();
+        for neighbours in &mut adjacency {
+            neighbours.sort_by(|x: &(u32, u32), y: &(u32, u32)| ids[x.0 as usize].cmp(&ids[y.0 as usize]));
+        }
+        let mut origins: Vec<u32> = scenario.workload.streams.iter().map(|s| index(&s.origin)).collect();
         origins.sort_unstable_by(|a, b| ids[*a as usize].cmp(&ids[*b as usize]));
         origins.dedup();
         let origin_ids: Vec<NodeId> = origins.iter().map(|&o| ids[o as usize].clone()).collect();
         let loss = scenario.links.loss;
         let mut pairs = 0;
+        let mut watches = vec![Vec::new(); ids.len()];
         let streams: Vec<Stream> = scenario
             .workload
             .streams
             .iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(i, s)| {
                 let bytes = (s.bitrate_kbps * s.segment_ms / 8).max(1);
-                let edges: Vec<u32> = scenario.edges_of(s, topology).iter().map(|e| index[e]).collect();
+                let edges: Vec<u32> = scenario.edges_of(s, topology).iter().map(index).collect();
+                for &e in &edges {
+                    watches[e as usize].push(i as u32);
+                }
                 let stream = Stream {
-                    slot: origins.iter().position(|&o| o == index[&s.origin]).expect("every origin has a slot"),
+                    name: s.name.clone(),
+                    slot: origins.iter().position(|&o| o == index(&s.origin)).expect("every origin has a slot"),
                     segment: s.segment_ms * 1000,
                     bytes,
                     object_loss: 1.0 - (1.0 - loss).powf(bytes.div_ceil(PACKET_BYTES) as f64),
                     pairs,
                     edges,
+                    tree: Vec::new(),
+                    tree_stale: true,
                 };
                 pairs += stream.edges.len();
                 stream
             })
             .collect();
+        let stream_index = streams.iter().enumerate().map(|(i, s)| (s.name.clone(), i as u32)).collect();
         let mut graph = Graph::new();
         for id in &ids {
             graph.add_node(id);
@@ -364,6 +460,8 @@ impl<'a> Engine<'a> {
         for link in &links {
             graph.handle_link(&ids[link.a as usize], &ids[link.b as usize], link.latency.max(1));
         }
+        // The relays' configured routes are the topology's latencies, as a live node's are.
+        let shared = Arc::new(graph.clone());
         let truth = MeshRoutes::new(graph, &origin_ids);
         let fixed = truth
             .trees()
@@ -372,6 +470,16 @@ impl<'a> Engine<'a> {
                 (0..ids.len() as u32)
                     .map(|n| tree.next_hop(NodeIx::new(n)).map_or(NONE, |h| h.index() as u32))
                     .collect()
+            })
+            .collect();
+        let config = RelayConfig { probes: scenario.probes.config(), ..RelayConfig::default() };
+        let nodes = ids
+            .iter()
+            .map(|id| Node {
+                relay: Some(Relay::with_graph(id.clone(), shared.clone(), config.clone()).expect("validated")),
+                wake: Micros::MAX,
+                listed: false,
+                watching: false,
             })
             .collect();
         let flow = || Flow {
@@ -410,6 +518,7 @@ impl<'a> Engine<'a> {
                 }
             })
             .collect();
+        let end = End { reply: NO_REPLY, data: 0, told: 0, down: false, last_probe: u64::MAX, reported: None };
         Engine {
             scenario,
             now: 0,
@@ -423,26 +532,33 @@ impl<'a> Engine<'a> {
             bits_per_us: scenario.links.bandwidth_mbps,
             late: scenario.workload.late_ms * 1000,
             crashed: vec![None; ids.len()],
+            reports_held: Vec::new(),
             control_up: true,
-            estimators: vec![estimator; 2 * links.len()],
-            probing: vec![
-                Probing { wake: 0, reply: NO_REPLY, down_at: Micros::MAX, settled_after: 0, driven: true };
-                2 * links.len()
-            ],
+            listed: Vec::new(),
+            topology: shared,
+            config,
+            nodes,
+            watches,
+            ends: vec![end; 2 * links.len()],
             later_replies: vec![VecDeque::new(); 2 * links.len()],
-            last_recompute: 0,
-            installed: Rc::new(vec![vec![Hops { primary: NONE, backup: NONE }; ids.len()]; origins.len()]),
+            conn_links: Vec::with_capacity(links.len()),
+            frames: Vec::new(),
+            free_frames: Vec::new(),
             draws: vec![(0, 0); links.len()],
             flows: [flow(), flow(), flow()],
             memo: [memo(), memo(), memo()],
             planner,
-            reported: vec![None; 2 * links.len()],
             recomputations: 0,
             recomputations_skipped: 0,
             truth,
             fixed,
             emits: 0,
             walk: Vec::new(),
+            reached: vec![0; ids.len()],
+            waiting: vec![0; ids.len()],
+            placed: vec![0; ids.len()],
+            scratch_ends: Vec::new(),
+            builds: 0,
             outcomes,
             stretch: Default::default(),
             pending: vec![Vec::new(); pairs],
@@ -457,10 +573,12 @@ impl<'a> Engine<'a> {
             progress: None,
             regions: topology.nodes.iter().map(|n| n.region.clone()).collect(),
             ids,
+            node_index,
             links,
             adjacency,
             origins,
             streams,
+            stream_index,
         }
     }
 
@@ -476,12 +594,11 @@ impl<'a> Engine<'a> {
             let (at, i) = self.fault_order[k];
             self.schedule(at, Event::Fault(i));
         }
-        // Every node starts probing at t = 0, as a mesh booted at once does. Estimators that probe at the same
-        // moment are then handled in the order they are stored, which keeps a run over tens of thousands of
-        // them fast (their state is read in sequence); faults and the objects' timing fall at any moment of
-        // the probe schedule.
-        for est in 0..self.estimators.len() as u32 {
-            self.schedule(0, Event::Probe { est });
+        // The mesh boots at once: every link connects at t = 0 and every node starts probing. Nodes then
+        // probe their neighbours in step, which keeps a run over tens of thousands of links fast; faults and
+        // the objects' timing fall at any moment of the probe schedule.
+        for l in 0..self.links.len() {
+            self.connect(l);
         }
         self.schedule(self.scenario.control.recompute_ms * 1000, Event::Recompute);
         let start = self.scenario.workload.start_s * 1_000_000;
@@ -494,6 +611,11 @@ impl<'a> Engine<'a> {
                 break;
             }
             self.now = at;
+            if let Event::Wake { node } = event {
+                if self.nodes[node as usize].wake != at {
+                    continue;
+                }
+            }
             self.events += 1;
             self.handle(event);
             if at >= next_report {
@@ -531,14 +653,26 @@ impl<'a> Engine<'a> {
         match event {
             Event::Fault(i) => self.handle_fault(i),
             Event::LinkState { link, up } => self.set_link(link as usize, up),
-            Event::Probe { est } => self.handle_probe(est),
+            Event::Wake { node } => {
+                self.nodes[node as usize].wake = Micros::MAX;
+                let now = Self::time(self.now);
+                self.drive(node, |relay, _| relay.handle_timeout(now));
+            }
+            Event::Frame { slot } => self.deliver(slot),
+            Event::Idle { link } => self.idle(link as usize),
             Event::Recompute => {
                 if self.control_up {
                     self.recompute();
                 }
                 self.schedule(self.now + self.scenario.control.recompute_ms * 1000, Event::Recompute);
             }
-            Event::TablePush(tables) => self.install(tables),
+            Event::TablePush(tables) => {
+                let now = Self::time(self.now);
+                for (node, routes) in tables.iter() {
+                    self.drive(*node, |relay, _| relay.handle_routes(now, routes.clone()));
+                    self.watch(*node);
+                }
+            }
             Event::Segment { stream } => {
                 self.emit(stream as usize);
                 let next = self.now + self.streams[stream as usize].segment;
@@ -555,68 +689,461 @@ impl<'a> Engine<'a> {
         self.crashed[node as usize].is_none()
     }
 
-    fn owner(&self, est: u32) -> u32 {
-        let link = &self.links[est as usize / 2];
-        if est.is_multiple_of(2) {
-            link.a
-        } else {
-            link.b
-        }
-    }
-
-    fn peer(&self, est: u32) -> u32 {
-        self.owner(est ^ 1)
+    /// The end of link `l` that `node` owns.
+    fn end_of(&self, node: u32, l: u32) -> usize {
+        2 * l as usize + usize::from(self.links[l as usize].a != node)
     }
 
     fn link_between(&self, from: u32, to: u32) -> Option<u32> {
         self.adjacency[from as usize].iter().find(|&&(n, _)| n == to).map(|&(_, l)| l)
     }
 
-    /// The estimator `from` keeps for its link to `to`.
-    fn estimator_of(&self, from: u32, to: u32) -> u32 {
-        let link = self.link_between(from, to).expect("next hops are neighbours");
-        2 * link + u32::from(self.links[link as usize].a != from)
+    /// `node`'s neighbour named `id`, and their link.
+    fn neighbour(&self, node: u32, id: &NodeId) -> Option<(u32, u32)> {
+        self.neighbour_from(node, id, &mut 0)
     }
 
-    /// Hands the estimator the replies that have arrived by now.
-    fn settle(&mut self, est: u32) {
-        let e = est as usize;
-        if self.probing[e].reply.0 > self.now {
+    /// [`Engine::neighbour`], looking from `hint` on and leaving it past the match: a relay names its peers
+    /// in id order, the order of `adjacency`, so a run of probes finds each where the last one left off.
+    fn neighbour_from(&self, node: u32, id: &NodeId, hint: &mut usize) -> Option<(u32, u32)> {
+        let adjacency = &self.adjacency[node as usize];
+        let n = adjacency.len();
+        (0..n).map(|k| (*hint + k) % n).find(|&k| self.ids[adjacency[k].0 as usize] == *id).map(|k| {
+            *hint = k + 1;
+            adjacency[k]
+        })
+    }
+
+    /// Drives `node`'s relay with `f` (given the node ids), after handing it what reached it meanwhile
+    /// (probe replies, stream data); then carries out its actions and re-arms its wake. Nothing happens to
+    /// a crashed node.
+    fn drive(&mut self, node: u32, f: impl FnOnce(&mut Relay, &[NodeId])) {
+        if self.nodes[node as usize].relay.is_none() {
             return;
         }
-        let now = Self::time(self.now);
-        while self.probing[e].reply.0 <= self.now {
-            let (at, seq) = self.probing[e].reply;
-            self.estimators[e].handle_probe_reply(Self::time(at).min(now), seq);
-            self.probing[e].reply = self.later_replies[e].pop_front().unwrap_or(NO_REPLY);
+        self.settle(node);
+        let relay = self.nodes[node as usize].relay.as_mut().expect("checked above");
+        f(relay, &self.ids);
+        self.act(node);
+    }
+
+    /// Whether replies or data reached `node` that its relay has not been told of.
+    fn has_news(&self, node: u32) -> bool {
+        self.adjacency[node as usize].iter().any(|&(_, l)| {
+            let end = &self.ends[self.end_of(node, l)];
+            end.reply.0 <= self.now || end.data > end.told
+        })
+    }
+
+    /// Hands `node`'s relay the replies and data that have reached it by now.
+    fn settle(&mut self, node: u32) {
+        let n = node as usize;
+        let Some(relay) = self.nodes[n].relay.as_mut() else { return };
+        for &(peer, l) in &self.adjacency[n] {
+            let link = &self.links[l as usize];
+            let e = 2 * l as usize + usize::from(link.a != node);
+            let end = &mut self.ends[e];
+            // Data in flight still counts from now on: the link is up, so it arrives.
+            if end.data > end.told && link.up && link.connected {
+                let at = end.data.min(self.now);
+                end.told = end.data;
+                relay.handle_heard(Self::time(at), &self.ids[peer as usize], link.conn);
+            }
+            while end.reply.0 <= self.now {
+                let (at, seq) = end.reply;
+                relay.handle_probe_reply(Self::time(at), &self.ids[peer as usize], link.conn, seq);
+                end.reply = self.later_replies[e].pop_front().unwrap_or(NO_REPLY);
+            }
         }
-        self.driven(est);
     }
 
-    fn driven(&mut self, est: u32) {
-        let e = &self.estimators[est as usize];
-        let probing = &mut self.probing[est as usize];
-        probing.driven = true;
-        probing.settled_after = e.settled_after().as_micros() as Micros;
-        probing.down_at = e.down_at().map_or(Micros::MAX, |d| d.as_micros() as Micros);
+    /// Carries out what `node`'s relay asks for, and re-arms its wake.
+    fn act(&mut self, node: u32) {
+        let n = node as usize;
+        if !self.nodes[n].listed {
+            self.nodes[n].listed = true;
+            self.listed.push(node);
+        }
+        let mut hint = 0;
+        while let Some(action) = self.nodes[n].relay.as_mut().and_then(Relay::poll_action) {
+            match action {
+                Action::Probe { to, seq } => {
+                    let Some((peer, l)) = self.neighbour_from(node, &to, &mut hint) else { continue };
+                    self.probe(node, peer, l, seq);
+                }
+                Action::Send { to, frame } => {
+                    // Announcements are not flooded: a node hears of a stream from whoever asks it for the
+                    // stream (see `deliver`), which the flood would have told it long before.
+                    if matches!(frame, Frame::Announce { .. } | Frame::Withdraw { .. }) {
+                        continue;
+                    }
+                    let Some((peer, l)) = self.neighbour(node, &to) else { continue };
+                    self.send(node, peer, l, frame);
+                }
+                // Objects are followed from their emission (see `emit`): a new subscriber gets the next ones.
+                Action::SendWindow { .. } => {}
+                Action::Verdict { peer, up } => {
+                    if let Some((_, l)) = self.neighbour(node, &peer) {
+                        let e = self.end_of(node, l);
+                        self.ends[e].down = !up;
+                    }
+                }
+                // No caches of objects, no playlists and no operators here: a stream's life is the workload's.
+                Action::Purge { .. } | Action::Ended { .. } | Action::Forget { .. } | Action::Takedowns => {}
+            }
+        }
+        let Some(relay) = self.nodes[n].relay.as_ref() else { return };
+        let micros = |t: Duration| t.as_nanos().div_ceil(1000) as Micros;
+        let mut at = relay.stream_timeout().map_or(Micros::MAX, micros);
+        for (conn, next, down) in relay.link_timeouts() {
+            at = at.min(micros(next));
+            let l = self.conn_links[conn as usize];
+            let e = 2 * l as usize + usize::from(self.links[l as usize].a != node);
+            let end = &self.ends[e];
+            // The relay's own deadline is the answer in the live node, with its replies as events. Here the
+            // engine knows the replies on their way: when the newest probe's reply arrives before the link
+            // would be judged down, that reply leaves no probe unanswered and puts the verdict off until the
+            // next probe, so the node need not wake for it (waking every node after every probe round would
+            // double the simulator's work).
+            let newest = self.later_replies[e].back().copied().unwrap_or(end.reply);
+            let answered = newest.1 == end.last_probe && down.is_some_and(|down| newest.0 <= micros(down));
+            if let Some(down) = down.filter(|_| !answered) {
+                at = at.min(micros(down));
+            }
+            // A reply on a link judged down brings it back: the node must hear it when it comes.
+            if end.down {
+                at = at.min(end.reply.0);
+            }
+        }
+        if at == Micros::MAX {
+            return;
+        }
+        let at = at.max(self.now + 1);
+        if self.nodes[n].wake != at {
+            self.nodes[n].wake = at;
+            self.schedule(at, Event::Wake { node });
+        }
     }
 
-    /// Replies still on their way back over the link of `est` are lost (the link or a node failed).
-    fn drop_replies(&mut self, est: u32) {
-        self.settle(est);
-        self.probing[est as usize].reply = NO_REPLY;
-        self.later_replies[est as usize].clear();
+    /// Probe `seq` from `node` to `peer` over link `l`: its reply comes back unless the link or the peer
+    /// fails it.
+    fn probe(&mut self, node: u32, peer: u32, l: u32, seq: u64) {
+        let link = l as usize;
+        let e = self.end_of(node, l);
+        self.ends[e].last_probe = seq;
+        if !self.links[link].up || !self.is_up(peer) {
+            return;
+        }
+        let there = self.cross(link);
+        let back = self.cross(link);
+        // The peer hears the probe itself: a live node counts every packet that arrives on a connection.
+        if let Some(there) = there {
+            self.ends[e ^ 1].data = self.ends[e ^ 1].data.max(self.now + there);
+        }
+        let (Some(there), Some(back)) = (there, back) else { return };
+        // Replies arrive in the order they were sent (jitter never reorders on a link).
+        let last = self.later_replies[e].back().map_or(self.ends[e].reply.0, |r| r.0);
+        let at = match last {
+            Micros::MAX => self.now + there + back,
+            last => (self.now + there + back).max(last),
+        };
+        if self.ends[e].reply == NO_REPLY {
+            self.ends[e].reply = (at, seq);
+        } else {
+            self.later_replies[e].push_back((at, seq));
+        }
     }
 
-    fn is_down(&mut self, est: u32) -> bool {
-        self.settle(est);
-        self.now >= self.probing[est as usize].down_at
+    /// A control frame from `node` to `peer` over link `l`, behind those already on their way.
+    fn send(&mut self, node: u32, peer: u32, l: u32, frame: Frame) {
+        let link = &self.links[l as usize];
+        if !link.connected {
+            return;
+        }
+        let conn = link.conn;
+        let slot = match self.free_frames.pop() {
+            Some(slot) => slot,
+            None => {
+                self.frames.push(None);
+                self.frames.len() as u32 - 1
+            }
+        };
+        self.frames[slot as usize] = Some(InFlight { from: node, to: peer, link: l, conn, frame });
+        self.ship(slot);
+    }
+
+    /// Puts a frame on its link: it arrives after the link's latency and jitter, not before the frames sent
+    /// ahead of it; on a down link it waits.
+    fn ship(&mut self, slot: u32) {
+        let f = self.frames[slot as usize].as_ref().expect("a frame in flight");
+        let (l, direction) = (f.link as usize, usize::from(self.links[f.link as usize].a != f.from));
+        if !self.links[l].up {
+            self.links[l].stalled.push(slot);
+            return;
+        }
+        let at = (self.now + self.links[l].latency + self.draw_jitter()).max(self.links[l].frames_at[direction]);
+        self.links[l].frames_at[direction] = at;
+        self.schedule(at, Event::Frame { slot });
+    }
+
+    /// A frame arrives: its receiver handles it, if the connection it came on still stands.
+    fn deliver(&mut self, slot: u32) {
+        let Some(f) = self.frames[slot as usize].take() else { return };
+        let link = &self.links[f.link as usize];
+        if link.conn != f.conn || !link.connected || !self.is_up(f.to) {
+            self.free_frames.push(slot);
+            return;
+        }
+        if !link.up {
+            // Lost on the way: resent once the link carries packets again.
+            let l = f.link as usize;
+            self.frames[slot as usize] = Some(f);
+            self.links[l].stalled.push(slot);
+            return;
+        }
+        self.free_frames.push(slot);
+        let (from, to, conn) = (f.from, f.to, f.conn);
+        let now = Self::time(self.now);
+        let stream = match &f.frame {
+            Frame::Subscribe { stream } | Frame::Unsubscribe { stream } | Frame::Unavailable { stream } => {
+                self.stream_index.get(stream).copied()
+            }
+            _ => None,
+        };
+        if let Some(s) = stream {
+            self.streams[s as usize].tree_stale = true;
+            // Whoever asks for a stream knows its origin, and so does the node asked by now: the simulator
+            // does not flood announcements, so it hears of the stream here.
+            let name = &self.streams[s as usize].name;
+            if self.nodes[to as usize].relay.as_ref().is_some_and(|r| r.origin_of(name).is_none()) {
+                let announce = self.announcement(s);
+                self.drive(to, |relay, ids| relay.handle_frame(now, &ids[from as usize], conn, announce));
+            }
+        }
+        self.drive(to, |relay, ids| relay.handle_frame(now, &ids[from as usize], conn, f.frame));
+    }
+
+    fn announcement(&self, s: u32) -> Frame {
+        let stream = &self.streams[s as usize];
+        Frame::Announce {
+            stream: stream.name.clone(),
+            origin: self.ids[self.origins[stream.slot] as usize].clone(),
+            epoch: EPOCH,
+            backup: false,
+        }
+    }
+
+    /// `node`'s viewers arrive (once): it subscribes to the streams they watch. An edge's viewers are there
+    /// from its first route table on (or from the start of the workload), so the trees stand by the time the
+    /// origins emit.
+    fn watch(&mut self, node: u32) {
+        let n = node as usize;
+        if self.nodes[n].watching || self.watches[n].is_empty() || self.nodes[n].relay.is_none() {
+            return;
+        }
+        // It has heard of the streams from a neighbour's announcement (the simulator does not flood them).
+        let Some(&(peer, l)) = self.adjacency[n].iter().find(|&&(_, l)| self.links[l as usize].connected) else {
+            return;
+        };
+        self.nodes[n].watching = true;
+        let conn = self.links[l as usize].conn;
+        let now = Self::time(self.now);
+        for k in 0..self.watches[n].len() {
+            let s = self.watches[n][k];
+            let announce = self.announcement(s);
+            let name = self.streams[s as usize].name.clone();
+            self.drive(node, |relay, ids| {
+                if relay.origin_of(&name).is_none() {
+                    relay.handle_frame(now, &ids[peer as usize], conn, announce);
+                }
+                relay.handle_want(now, &name);
+            });
+        }
+    }
+
+    /// Link `l` gets a new connection, if it can carry packets: both ends' relays get it (a live end replaces
+    /// its old one with it).
+    fn connect(&mut self, l: usize) {
+        let (a, b) = (self.links[l].a, self.links[l].b);
+        if !self.links[l].up || !self.is_up(a) || !self.is_up(b) {
+            return;
+        }
+        let conn = self.conn_links.len() as ConnId;
+        self.conn_links.push(l as u32);
+        let link = &mut self.links[l];
+        link.conn = conn;
+        link.connected = true;
+        link.stale = false;
+        link.stalled.clear();
+        for e in [2 * l, 2 * l + 1] {
+            self.ends[e].reply = NO_REPLY;
+            self.ends[e].told = self.ends[e].data;
+            self.ends[e].down = false;
+            self.later_replies[e].clear();
+        }
+        let now = Self::time(self.now);
+        self.drive(a, |relay, ids| relay.handle_peer_up(now, ids[b as usize].clone(), conn));
+        self.drive(b, |relay, ids| relay.handle_peer_up(now, ids[a as usize].clone(), conn));
+        self.all_trees_stale();
+    }
+
+    /// The link's connection ends, at the ends that still run.
+    fn disconnect(&mut self, l: usize) {
+        if !self.links[l].connected {
+            return;
+        }
+        let (a, b, conn) = (self.links[l].a, self.links[l].b, self.links[l].conn);
+        self.links[l].connected = false;
+        for slot in std::mem::take(&mut self.links[l].stalled) {
+            self.frames[slot as usize] = None;
+            self.free_frames.push(slot);
+        }
+        let now = Self::time(self.now);
+        self.drive(a, |relay, ids| relay.handle_peer_down(now, &ids[b as usize], conn));
+        self.drive(b, |relay, ids| relay.handle_peer_down(now, &ids[a as usize], conn));
+        self.all_trees_stale();
+    }
+
+    /// Whether link `l` can carry packets; notes when it stops, for the connection's idle timeout.
+    fn update_silence(&mut self, l: usize) {
+        let link = &self.links[l];
+        let silent = !link.up || !self.is_up(link.a) || !self.is_up(link.b);
+        match (silent, link.silent_since) {
+            (true, None) => {
+                self.links[l].silent_since = Some(self.now);
+                self.schedule(self.now + CONNECTION_IDLE_TIMEOUT, Event::Idle { link: l as u32 });
+            }
+            (false, Some(_)) => self.links[l].silent_since = None,
+            _ => {}
+        }
+    }
+
+    /// The idle timeout may have passed on link `l`'s connection.
+    fn idle(&mut self, l: usize) {
+        if self.links[l].silent_since.is_some_and(|since| self.now >= since + CONNECTION_IDLE_TIMEOUT) {
+            self.disconnect(l);
+        }
+    }
+
+    fn all_trees_stale(&mut self) {
+        for stream in &mut self.streams {
+            stream.tree_stale = true;
+        }
+    }
+
+    /// One packet's one-way crossing of a link: its delay, or `None` when lost.
+    fn cross(&mut self, link: usize) -> Option<Micros> {
+        if self.loss > 0.0 && self.rng.gen_bool(self.loss) {
+            return None;
+        }
+        Some(self.links[link].latency + self.draw_jitter())
+    }
+
+    fn draw_jitter(&mut self) -> Micros {
+        if self.jitter == 0 {
+            0
+        } else {
+            self.rng.gen_range(0..self.jitter)
+        }
+    }
+
+    /// The control plane's recomputation (see the module docs).
+    fn recompute(&mut self) {
+        // What reached a node by now counts, as it does on a live node that reports now.
+        for k in 0..self.listed.len() {
+            let node = self.listed[k];
+            if self.has_news(node) {
+                self.drive(node, |_, _| {});
+            }
+        }
+        let listed = std::mem::take(&mut self.listed);
+        for &node in &listed {
+            self.nodes[node as usize].listed = false;
+        }
+        for node in listed {
+            if !self.is_up(node) {
+                continue;
+            }
+            let n = node as usize;
+            let mut ends = std::mem::take(&mut self.scratch_ends);
+            ends.clear();
+            ends.extend(self.adjacency[n].iter().map(|&(_, l)| (self.end_of(node, l), None)));
+            let relay = self.nodes[n].relay.as_mut().expect("a node that is up has a relay");
+            for (conn, end) in relay.link_ends() {
+                let l = self.conn_links[conn as usize];
+                let e = 2 * l as usize + usize::from(self.links[l as usize].a != node);
+                if let Some(slot) = ends.iter_mut().find(|(x, _)| *x == e) {
+                    slot.1 = end;
+                }
+            }
+            for &(e, end) in &ends {
+                self.report(e, Some(end));
+            }
+            self.scratch_ends = ends;
+            // A probe still out may change the report: read the node again next round.
+            let out = self.adjacency[n].iter().any(|&(_, l)| self.ends[self.end_of(node, l)].reply != NO_REPLY);
+            if out && !self.nodes[n].listed {
+                self.nodes[n].listed = true;
+                self.listed.push(node);
+            }
+        }
+        // The control plane forgets the reports of a node crashed too long ago.
+        let mut held = std::mem::take(&mut self.reports_held);
+        held.retain(|&node| match self.crashed[node as usize] {
+            Some(crash) if self.now - crash > REPORT_STALE_AFTER => {
+                for k in 0..self.adjacency[node as usize].len() {
+                    let l = self.adjacency[node as usize][k].1;
+                    self.report(self.end_of(node, l), None);
+                }
+                false
+            }
+            Some(_) => true,
+            None => false,
+        });
+        self.reports_held = held;
+        match self.planner.plan(Self::time(self.now)) {
+            Round::Skipped => self.recomputations_skipped += 1,
+            Round::Unchanged | Round::Changed => self.recomputations += 1,
+        }
+        let changed: Vec<u32> = self.planner.changed().map(|id| self.node_index[id]).collect();
+        if changed.is_empty() {
+            return;
+        }
+        let tables = changed.into_iter().filter_map(|n| Some((n, self.routes_of(n)?))).collect();
+        let at = self.now + self.scenario.control.push_delay_ms * 1000;
+        self.schedule(at, Event::TablePush(Rc::new(tables)));
+    }
+
+    /// Hands the planner what end `e` reports now, if it changed.
+    fn report(&mut self, e: usize, end: Option<Option<LinkMetrics>>) {
+        if self.ends[e].reported == end {
+            return;
+        }
+        self.ends[e].reported = end;
+        let link = &self.links[e / 2];
+        let (owner, peer) = if e.is_multiple_of(2) { (link.a, link.b) } else { (link.b, link.a) };
+        self.planner.handle_link_report(NodeIx::new(owner), NodeIx::new(peer), end);
+    }
+
+    /// The route table the control plane last gave `node`, as the wire carries it.
+    fn routes_of(&self, node: u32) -> Option<Routes> {
+        let table = self.planner.table(&self.ids[node as usize])?;
+        let routes = table
+            .table
+            .routes()
+            .map(|(dest, r)| Route {
+                dest: dest.clone(),
+                via: r.primary.via.clone(),
+                backup: r.backup.as_ref().map(|b| b.via.clone()),
+            })
+            .collect();
+        Some(Routes { version: table.version, routes })
     }
 
     fn handle_fault(&mut self, i: usize) {
         self.window += 1;
         let fault = &self.scenario.faults[i];
-        let node = |e: &Self, id: &Option<NodeId>| e.node_index(id.as_ref().expect("validated"));
+        let node = |e: &Self, id: &Option<NodeId>| e.node_index[id.as_ref().expect("validated")];
         let link = |e: &Self| {
             let (a, b) = (node(e, &fault.a), node(e, &fault.b));
             e.link_between(a, b).expect("validated") as usize
@@ -642,23 +1169,14 @@ impl<'a> Engine<'a> {
             }
             FaultKind::NodeCrash => {
                 let n = node(self, &fault.a);
-                self.crashed[n as usize] = Some(self.now);
-                for (_, l) in self.adjacency[n as usize].clone() {
-                    self.drop_replies(2 * l);
-                    self.drop_replies(2 * l + 1);
-                    self.update_truth(l as usize);
+                if self.crashed[n as usize].is_none() {
+                    self.crash(n);
                 }
             }
             FaultKind::NodeRecover => {
                 let n = node(self, &fault.a);
-                if self.crashed[n as usize].take().is_some() {
-                    // A restarted node dials its neighbours anew: both ends of each link start a fresh
-                    // estimator, as a live node does for every new connection.
-                    for (_, l) in self.adjacency[n as usize].clone() {
-                        self.fresh_estimator(2 * l);
-                        self.fresh_estimator(2 * l + 1);
-                        self.update_truth(l as usize);
-                    }
+                if self.crashed[n as usize].is_some() {
+                    self.recover(n);
                 }
             }
             FaultKind::Partition | FaultKind::Heal => {
@@ -676,35 +1194,73 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// A node stops at once: its relay and everything it knew are gone; its neighbours find out from their
+    /// probes, then from their connections' idle timeout.
+    fn crash(&mut self, n: u32) {
+        self.crashed[n as usize] = Some(self.now);
+        let node = &mut self.nodes[n as usize];
+        node.relay = None;
+        node.wake = Micros::MAX;
+        node.watching = false;
+        self.reports_held.push(n);
+        for k in 0..self.adjacency[n as usize].len() {
+            let l = self.adjacency[n as usize][k].1 as usize;
+            self.links[l].stale = true;
+            self.drop_in_flight(l);
+            self.update_silence(l);
+            self.update_truth(l);
+        }
+        self.all_trees_stale();
+    }
+
+    /// A crashed node starts again, afresh: it dials every neighbour it can reach, its viewers come back, and
+    /// the control plane sends it its table.
+    fn recover(&mut self, n: u32) {
+        self.crashed[n as usize] = None;
+        let relay = Relay::with_graph(self.ids[n as usize].clone(), self.topology.clone(), self.config.clone())
+            .expect("validated");
+        self.nodes[n as usize].relay = Some(relay);
+        for k in 0..self.adjacency[n as usize].len() {
+            let l = self.adjacency[n as usize][k].1 as usize;
+            self.update_silence(l);
+            self.update_truth(l);
+            self.connect(l);
+        }
+        if self.control_up {
+            if let Some(routes) = self.routes_of(n) {
+                let at = self.now + self.scenario.control.push_delay_ms * 1000;
+                self.schedule(at, Event::TablePush(Rc::new(vec![(n, routes)])));
+            }
+        }
+        self.watch(n);
+    }
+
     fn set_link(&mut self, l: usize, up: bool) {
         if self.links[l].up == up {
             return;
         }
         self.links[l].up = up;
         if !up {
-            self.links[l].down_since = self.now;
-            self.drop_replies(2 * l as u32);
-            self.drop_replies(2 * l as u32 + 1);
-        } else if self.now - self.links[l].down_since >= CONNECTION_IDLE_TIMEOUT {
-            // The link's connection timed out while it was down: the link comes back on a new one.
-            self.fresh_estimator(2 * l as u32);
-            self.fresh_estimator(2 * l as u32 + 1);
+            self.drop_in_flight(l);
+        } else if self.links[l].connected && !self.links[l].stale {
+            // The connection outlived the outage: what waited goes now.
+            for slot in std::mem::take(&mut self.links[l].stalled) {
+                self.ship(slot);
+            }
         }
+        self.update_silence(l);
         self.update_truth(l);
+        if up && (!self.links[l].connected || self.links[l].stale) {
+            self.connect(l);
+        }
     }
 
-    /// Replaces an estimator with a fresh one (a new connection), which probes at once if its owner is up. It
-    /// probes as fast as the one it replaces: the node knows whether the link carries a stream.
-    fn fresh_estimator(&mut self, est: u32) {
-        let e = est as usize;
-        let active = self.estimators[e].is_active();
-        self.estimators[e] = LinkEstimator::new(self.scenario.probes.config()).expect("validated");
-        self.estimators[e].set_active(active);
-        self.probing[e].reply = NO_REPLY;
-        self.later_replies[e].clear();
-        self.driven(est);
-        if self.is_up(self.owner(est)) {
-            self.rearm(est);
+    /// Replies and data on their way over link `l` are lost (the link or a node failed).
+    fn drop_in_flight(&mut self, l: usize) {
+        for e in [2 * l, 2 * l + 1] {
+            self.ends[e].reply = NO_REPLY;
+            self.ends[e].told = self.ends[e].data;
+            self.later_replies[e].clear();
         }
     }
 
@@ -716,171 +1272,6 @@ impl<'a> Engine<'a> {
             self.truth.handle_link(a, b, link.latency.max(1));
         } else {
             self.truth.handle_link_down(a, b);
-        }
-    }
-
-    fn node_index(&self, id: &NodeId) -> u32 {
-        self.ids.iter().position(|n| n == id).expect("validated against the topology") as u32
-    }
-
-    fn handle_probe(&mut self, est: u32) {
-        if self.probing[est as usize].wake != self.now {
-            return;
-        }
-        // A crashed node probes nothing until it recovers.
-        if !self.is_up(self.owner(est)) {
-            return;
-        }
-        self.settle(est);
-        let now = Self::time(self.now);
-        if let Some(seq) = self.estimators[est as usize].poll_probe(now) {
-            self.estimators[est as usize].handle_probe_sent(now, seq);
-            self.driven(est);
-            let link = est as usize / 2;
-            if self.links[link].up && self.is_up(self.peer(est)) {
-                let there = self.cross(link);
-                let back = self.cross(link);
-                if let (Some(there), Some(back)) = (there, back) {
-                    let e = est as usize;
-                    // Replies arrive in the order they were sent (jitter never reorders on a link).
-                    let last = self.later_replies[e].back().map_or(self.probing[e].reply.0, |r| r.0);
-                    let at = match last {
-                        Micros::MAX => self.now + there + back,
-                        last => (self.now + there + back).max(last),
-                    };
-                    if self.probing[e].reply == NO_REPLY {
-                        self.probing[e].reply = (at, seq);
-                    } else {
-                        self.later_replies[e].push_back((at, seq));
-                    }
-                }
-            }
-        }
-        self.rearm(est);
-    }
-
-    /// Schedules the estimator's next `Probe` at its `poll_timeout`.
-    fn rearm(&mut self, est: u32) {
-        let at = (self.estimators[est as usize].poll_timeout().as_micros() as Micros).max(self.now + 1);
-        self.probing[est as usize].wake = at;
-        self.schedule(at, Event::Probe { est });
-    }
-
-    /// One packet's one-way crossing of a link: its delay, or `None` when lost.
-    fn cross(&mut self, link: usize) -> Option<Micros> {
-        if self.loss > 0.0 && self.rng.gen_bool(self.loss) {
-            return None;
-        }
-        Some(self.links[link].latency + self.draw_jitter())
-    }
-
-    fn draw_jitter(&mut self) -> Micros {
-        if self.jitter == 0 {
-            0
-        } else {
-            self.rng.gen_range(0..self.jitter)
-        }
-    }
-
-    /// The control plane's recomputation (see the module docs).
-    fn recompute(&mut self) {
-        let since = std::mem::replace(&mut self.last_recompute, self.now);
-        for l in 0..self.links.len() {
-            // A link whose ends were not driven, have settled, and are up reports what it reported last time.
-            let quiet = |est: usize| {
-                let p = &self.probing[est];
-                !p.driven && p.settled_after <= since && self.crashed[self.owner(est as u32) as usize].is_none()
-            };
-            if quiet(2 * l) && quiet(2 * l + 1) {
-                continue;
-            }
-            for est in [2 * l as u32, 2 * l as u32 + 1] {
-                self.probing[est as usize].driven = false;
-                let report = self.report(est);
-                if report != self.reported[est as usize] {
-                    self.reported[est as usize] = report;
-                    let (owner, peer) = (NodeIx::new(self.owner(est)), NodeIx::new(self.peer(est)));
-                    self.planner.handle_link_report(owner, peer, report);
-                }
-            }
-        }
-        match self.planner.plan(Self::time(self.now)) {
-            Round::Skipped => {
-                self.recomputations_skipped += 1;
-                return;
-            }
-            Round::Unchanged => {
-                self.recomputations += 1;
-                return;
-            }
-            Round::Changed => self.recomputations += 1,
-        }
-        let n = self.ids.len() as u32;
-        let forwarding: Vec<Vec<Hops>> = self
-            .planner
-            .trees()
-            .iter()
-            .map(|tree| {
-                (0..n)
-                    .map(NodeIx::new)
-                    .map(|x| Hops {
-                        primary: tree.next_hop(x).map_or(NONE, |h| h.index() as u32),
-                        backup: tree.backup(x).map_or(NONE, |(h, _)| h.index() as u32),
-                    })
-                    .collect()
-            })
-            .collect();
-        let at = self.now + self.scenario.control.push_delay_ms * 1000;
-        self.schedule(at, Event::TablePush(Rc::new(forwarding)));
-    }
-
-    /// What the owner of `est` last reported of its link, as the live node reports it: its metrics, or down
-    /// (declared down, or not measured yet); nothing once the owner has been crashed for longer than the
-    /// control plane keeps a report.
-    fn report(&mut self, est: u32) -> Option<Option<LinkMetrics>> {
-        let at = match self.crashed[self.owner(est) as usize] {
-            None => self.now,
-            Some(crash) if self.now - crash <= REPORT_STALE_AFTER => crash,
-            Some(_) => return None,
-        };
-        self.settle(est);
-        if self.estimators[est as usize].is_down(Self::time(at)) {
-            return Some(None);
-        }
-        Some(self.estimators[est as usize].report())
-    }
-
-    /// Every node installs the pushed tables; links on the way from a watching edge to its stream's origin
-    /// now carry traffic and probe fast.
-    fn install(&mut self, tables: Forwarding) {
-        let mut active = vec![false; self.estimators.len()];
-        let mut reached = vec![u32::MAX; self.ids.len()];
-        for (s, stream) in self.streams.iter().enumerate() {
-            let slot = stream.slot;
-            for &edge in &stream.edges {
-                let mut at = edge;
-                // Each node is walked once per stream: `reached` holds the stream that last got there.
-                while reached[at as usize] != s as u32 && at != self.origins[slot] {
-                    reached[at as usize] = s as u32;
-                    let via = tables[slot][at as usize].primary;
-                    if via == NONE {
-                        break;
-                    }
-                    let est = self.estimator_of(at, via);
-                    active[est as usize] = true;
-                    active[est as usize ^ 1] = true;
-                    at = via;
-                }
-            }
-        }
-        self.installed = tables;
-        for (est, active) in active.into_iter().enumerate() {
-            if self.estimators[est].is_active() != active {
-                self.estimators[est].set_active(active);
-                if self.is_up(self.owner(est as u32)) {
-                    self.rearm(est as u32);
-                }
-            }
         }
     }
 
@@ -898,6 +1289,8 @@ impl<'a> Engine<'a> {
             .filter(|&(i, b)| b < self.timelines[i].worst.len())
             .collect();
         let slot = self.streams[s].slot;
+        self.ingest(s);
+        self.overlay(s);
         for i in 0..self.streams[s].edges.len() {
             let edge = self.streams[s].edges[i];
             // A crashed edge has no viewers left.
@@ -920,6 +1313,213 @@ impl<'a> Engine<'a> {
                 }
             }
         }
+    }
+
+    /// The origin's relay takes the object in: the first one announces the stream from there.
+    fn ingest(&mut self, s: usize) {
+        let origin = self.origins[self.streams[s].slot];
+        let name = &self.streams[s].name;
+        let me = &self.ids[origin as usize];
+        if self.nodes[origin as usize].relay.as_ref().is_none_or(|r| r.origin_of(name) == Some(me)) {
+            return;
+        }
+        let header = ObjectHeader {
+            stream: name.clone(),
+            name: ObjectName::new(format!("{}.ts", self.outcomes[s].objects)).expect("a valid object name"),
+            version: 1,
+            seq: self.outcomes[s].objects,
+            content_type: "video/mp2t".into(),
+            duration_ms: (self.streams[s].segment / 1000) as u32,
+            born_unix_ms: EPOCH,
+            len: self.streams[s].bytes,
+        };
+        let now = Self::time(self.now);
+        self.drive(origin, |relay, _| {
+            // The origin claims each object as ingest does: it owns the stream in the run's one epoch.
+            let claim = crate::relay::Claim { backup: false, restart: false, unix_ms: EPOCH, target: None };
+            if relay.handle_claim(now, &header.stream, claim).is_ok() {
+                relay.handle_object(now, None, &header);
+            }
+        });
+    }
+
+    /// The current object of stream `s` down the overlay's subscription tree: each node forwards it to its
+    /// subscribers once, when its first copy is in (a node fed by two upstreams during a make-before-break
+    /// takes the earlier copy). It is lost below a down link or a crashed node (a failure not yet detected,
+    /// or a subscription not yet moved). The links it crosses are heard at both ends: the data at the
+    /// receiver, its acknowledgements at the sender.
+    fn overlay(&mut self, s: usize) {
+        if self.streams[s].tree_stale {
+            self.build_tree(s);
+        }
+        let stamp = self.emits;
+        let origin = self.origins[self.streams[s].slot];
+        if !self.is_up(origin) {
+            return;
+        }
+        self.memo[0][origin as usize] = Memo { stamp, arrival: Some(0), path: 0 };
+        let tree = std::mem::take(&mut self.streams[s].tree);
+        for &(parent, child, l) in &tree {
+            let from = self.memo[0][parent as usize];
+            let Some(ready) = from.arrival.filter(|_| from.stamp == stamp) else { continue };
+            let link = l as usize;
+            if !self.links[link].up || !self.is_up(child) {
+                continue;
+            }
+            let at = self.forward(0, s, link, parent, ready);
+            let latency = self.links[link].latency;
+            let to = &mut self.memo[0][child as usize];
+            if to.stamp != stamp || to.arrival.is_none_or(|a| at < a) {
+                *to = Memo { stamp, arrival: Some(at), path: from.path + latency };
+            }
+            let child_end = 2 * link + usize::from(self.links[link].a != child);
+            let arrived = self.now + at;
+            self.ends[child_end].data = self.ends[child_end].data.max(arrived);
+            self.ends[child_end ^ 1].data = self.ends[child_end ^ 1].data.max(arrived + latency);
+        }
+        self.streams[s].tree = tree;
+    }
+
+    /// Reads stream `s`'s subscription tree off the relays, from its origin down, each node after all its
+    /// parents (a subscription loop, which a crossing of two subscriptions can close for a moment, is cut
+    /// where it closes).
+    fn build_tree(&mut self, s: usize) {
+        let stream = &mut self.streams[s];
+        stream.tree_stale = false;
+        let mut tree = std::mem::take(&mut stream.tree);
+        tree.clear();
+        self.builds += 1;
+        let build = self.builds;
+        let origin = self.origins[self.streams[s].slot];
+        if !self.is_up(origin) {
+            self.streams[s].tree = tree;
+            return;
+        }
+        // Every crossing reachable from the origin, grouped by parent, and how many parents each node has.
+        let mut crossings: Vec<(u32, u32, u32)> = Vec::new();
+        let mut stack = vec![origin];
+        self.reached[origin as usize] = build;
+        self.waiting[origin as usize] = 0;
+        let name = &self.streams[s].name;
+        while let Some(node) = stack.pop() {
+            let Some(relay) = self.nodes[node as usize].relay.as_ref() else { continue };
+            for id in relay.downstream(name) {
+                let Some(&(child, l)) =
+                    self.adjacency[node as usize].iter().find(|&&(n, _)| self.ids[n as usize] == *id)
+                else {
+                    continue;
+                };
+                crossings.push((node, child, l));
+                if self.reached[child as usize] != build {
+                    self.reached[child as usize] = build;
+                    self.waiting[child as usize] = 0;
+                    stack.push(child);
+                }
+                self.waiting[child as usize] += 1;
+            }
+        }
+        crossings.sort_by_key(|&(parent, _, _)| parent);
+        // Each node's crossings once all its parents are placed; a loop is entered where a placed node
+        // feeds it (objects that come round it again are duplicates).
+        let range = |parent: u32| {
+            let start = crossings.partition_point(|c| c.0 < parent);
+            let end = crossings.partition_point(|c| c.0 <= parent);
+            start..end
+        };
+        let mut ready = vec![origin];
+        self.placed[origin as usize] = build;
+        loop {
+            while let Some(node) = ready.pop() {
+                for c in range(node) {
+                    let (_, child, _) = crossings[c];
+                    tree.push(crossings[c]);
+                    self.waiting[child as usize] -= 1;
+                    if self.waiting[child as usize] == 0 && self.placed[child as usize] != build {
+                        self.placed[child as usize] = build;
+                        ready.push(child);
+                    }
+                }
+            }
+            if tree.len() == crossings.len() {
+                break;
+            }
+            let entry =
+                crossings.iter().find(|c| self.placed[c.0 as usize] == build && self.placed[c.1 as usize] != build);
+            let Some(&(_, child, _)) = entry else { break };
+            self.placed[child as usize] = build;
+            ready.push(child);
+        }
+        self.streams[s].tree = tree;
+    }
+
+    /// When the current object reaches `edge` by `strategy`: `None` when the strategy does not apply (no
+    /// direct link), `Some(None)` when it is lost, else its latency and the true latency of its path.
+    ///
+    /// The overlay's object went down the relays' subscription trees ([`Engine::overlay`]). The static tree
+    /// is walked from the edge up, each node's fixed next hop: the object is lost where a hop crosses a
+    /// down link or reaches a crashed node. Each node is reached once per object and strategy, so one copy
+    /// crosses each link of a tree whatever the number of edges below it: it queues behind what the link
+    /// already carries, takes `bytes / bandwidth` to send, then the link's latency and the object's jitter
+    /// draw (a lost packet costs one more round trip).
+    fn arrival(&mut self, strategy: Strategy, slot: usize, s: usize, edge: u32) -> Option<Option<(Micros, Micros)>> {
+        let origin = self.origins[slot];
+        let k = strategy as usize;
+        let stamp = self.emits;
+        match strategy {
+            Strategy::Overlay => {
+                let memo = self.memo[k][edge as usize];
+                return Some(memo.arrival.filter(|_| memo.stamp == stamp).map(|a| (a, memo.path)));
+            }
+            Strategy::Direct => {
+                let link = self.link_between(edge, origin)?;
+                if !self.links[link as usize].up || !self.is_up(origin) {
+                    return Some(None);
+                }
+                let at = self.forward(k, s, link as usize, origin, 0);
+                return Some(Some((at, self.links[link as usize].latency)));
+            }
+            Strategy::Static => {}
+        }
+        self.walk.clear();
+        let mut at = edge;
+        // The arrival and path latency where the walk stops.
+        let base: Option<(Micros, Micros)> = loop {
+            let memo = self.memo[k][at as usize];
+            if memo.stamp == stamp {
+                break memo.arrival.map(|a| (a, memo.path));
+            }
+            if at == origin {
+                break Some((0, 0));
+            }
+            if self.walk.len() > self.ids.len() {
+                break None;
+            }
+            let via = self.fixed[slot][at as usize];
+            if via == NONE {
+                break None;
+            }
+            let link = self.link_between(at, via).expect("next hops are neighbours");
+            self.walk.push((at, via, link));
+            if !self.links[link as usize].up || !self.is_up(via) {
+                break None;
+            }
+            at = via;
+        };
+        // Back down the walk: each node's arrival from its upstream's.
+        let mut upstream = base;
+        for i in (0..self.walk.len()).rev() {
+            let (node, via, link) = self.walk[i];
+            let here = match upstream {
+                Some((arrived, path)) if self.links[link as usize].up && self.is_up(via) => {
+                    let at = self.forward(k, s, link as usize, via, arrived);
+                    Some((at, path + self.links[link as usize].latency))
+                }
+                _ => None,
+            };
+            self.memo[k][node as usize] = Memo { stamp, arrival: here.map(|h| h.0), path: here.map_or(0, |h| h.1) };
+            upstream = here;
+        }
+        Some(upstream)
     }
 
     fn record(&mut self, s: usize, k: usize, steady: bool, latency: Option<Micros>, buckets: &[(usize, usize)]) {
@@ -969,86 +1569,6 @@ impl<'a> Engine<'a> {
             let took = self.now + latency - fault.at;
             fault.reroute = fault.reroute.map(|r| r.max(took));
         }
-    }
-
-    /// When the current object reaches `edge` by `strategy`: `None` when the strategy does not apply (no
-    /// direct link), `Some(None)` when it is lost, else its latency and the true latency of its path.
-    ///
-    /// The overlay's object follows, from the edge up, each node's choice at the moment the origin emits it
-    /// (a subscription tree, walked upstream): its primary next hop, or its backup when its own estimator has
-    /// declared the primary down (local failover). It is lost when a node has no usable next hop, or when the
-    /// hop it takes crosses a down link or reaches a crashed node (a failure not yet detected). The static
-    /// tree is walked the same way without failover. Each node is reached once per object and strategy, so
-    /// one copy crosses each link of the tree whatever the number of edges below it: it queues behind what the
-    /// link already carries, takes `bytes / bandwidth` to send, then the link's latency and the object's
-    /// jitter draw (a lost packet costs one more round trip).
-    fn arrival(&mut self, strategy: Strategy, slot: usize, s: usize, edge: u32) -> Option<Option<(Micros, Micros)>> {
-        let origin = self.origins[slot];
-        let k = strategy as usize;
-        let stamp = self.emits;
-        if strategy == Strategy::Direct {
-            let link = self.link_between(edge, origin)?;
-            if !self.links[link as usize].up || !self.is_up(origin) {
-                return Some(None);
-            }
-            let at = self.forward(k, s, link as usize, origin, 0);
-            return Some(Some((at, self.links[link as usize].latency)));
-        }
-        self.walk.clear();
-        let mut at = edge;
-        // The arrival and path latency where the walk stops.
-        let base: Option<(Micros, Micros)> = loop {
-            let memo = self.memo[k][at as usize];
-            if memo.stamp == stamp {
-                break memo.arrival.map(|a| (a, memo.path));
-            }
-            if at == origin {
-                break Some((0, 0));
-            }
-            if self.walk.len() > self.ids.len() {
-                break None;
-            }
-            let via = match strategy {
-                Strategy::Overlay => {
-                    let hops = self.installed[slot][at as usize];
-                    let table = (hops.primary != NONE).then(|| relay::Hops {
-                        via: hops.primary,
-                        backup: (hops.backup != NONE).then_some(hops.backup),
-                    });
-                    // The node's own rule: the table's next hop, else its backup, among the links its
-                    // estimators judge up. No subscription state is modelled, so there is no current upstream
-                    // to keep when neither is.
-                    relay::choose(table, None, None, |n| !self.is_down(self.estimator_of(at, n)), |_| false)
-                        .peer()
-                        .unwrap_or(NONE)
-                }
-                _ => self.fixed[slot][at as usize],
-            };
-            if via == NONE {
-                break None;
-            }
-            let link = self.link_between(at, via).expect("next hops are neighbours");
-            self.walk.push((at, via, link));
-            if !self.links[link as usize].up || !self.is_up(via) {
-                break None;
-            }
-            at = via;
-        };
-        // Back down the walk: each node's arrival from its upstream's.
-        let mut upstream = base;
-        for i in (0..self.walk.len()).rev() {
-            let (node, via, link) = self.walk[i];
-            let here = match upstream {
-                Some((arrived, path)) if self.links[link as usize].up && self.is_up(via) => {
-                    let at = self.forward(k, s, link as usize, via, arrived);
-                    Some((at, path + self.links[link as usize].latency))
-                }
-                _ => None,
-            };
-            self.memo[k][node as usize] = Memo { stamp, arrival: here.map(|h| h.0), path: here.map_or(0, |h| h.1) };
-            upstream = here;
-        }
-        Some(upstream)
     }
 
     /// The current object of stream `s`, ready at `from` at `ready` (µs after emission), crosses `link`:

@@ -7,27 +7,34 @@
 //! delivery) overall and per stream, path stretch against the optimum, bytes per link and origin egress, and
 //! each fault's reroute time; [`plot`] draws the latency CDF and a timeline around each fault.
 //!
-//! What it models, with the real types: per-link [`LinkEstimator`](crate::routing::LinkEstimator)s fed by
-//! simulated probes, one per connection as on a live node; the control plane's recomputation by the live
-//! replica's [`Planner`](crate::routing::Planner) and its table push; nodes' local failover to the backup when
-//! their estimator declares the primary down, by the live node's own rule
-//! ([`relay::choose`](crate::relay::choose)); objects from origins to watching edges along the next hops in
-//! force when they are emitted, queueing on links of limited bandwidth. `engine` says how each event works.
+//! What it models, with the real types: every simulated node is a [`Relay`](crate::relay::Relay), the live
+//! node's own state machine, so the simulator runs the node's decisions, not a copy of them: its probes and
+//! one [`LinkEstimator`](crate::routing::LinkEstimator) per connection, its link verdicts, its upstream
+//! choice with local failover to the backup, make-before-break, `Unavailable` pass-over, and its reports.
+//! The control plane is the live replica's [`Planner`](crate::routing::Planner), fed those reports, whose
+//! tables reach the relays after a push delay. Probes and control frames cross simulated links; objects go
+//! from origins down the subscription trees the relays built, as they stand when the object is emitted,
+//! queueing on links of limited bandwidth. `engine` says how each event works.
 //!
 //! What it simplifies:
 //!
-//! - An object's path is decided when the origin emits it, along the hops in force at that moment (a failure
-//!   during its flight is not seen); relays' caches, make-before-break and subscription state are not
-//!   modelled, so an object lost on a broken path is lost, never fetched again from a cache. The live node's
-//!   whole state machine ([`Relay`](crate::relay::Relay)) is not driven here yet: its subscription rules (no
-//!   upstream that is downstream, `Unavailable`, keeping the only upstream, data as proof of life) have no
-//!   counterpart in the simulator.
+//! - An object's path is decided when the origin emits it, along the subscriptions in force at that moment
+//!   (a failure during its flight is not seen), instead of hop by hop as events; caches are not modelled, so
+//!   an object lost on a broken path is lost, never fetched again from a cache, and a new subscriber gets
+//!   the objects emitted after it subscribed (no live window).
+//! - Announcements are not flooded: a node learns a stream's origin from the first node that subscribes to
+//!   it through it (and an edge when its viewers arrive), which is all the flood would have told it by then.
+//!   Viewers are at every watching edge from its first route table on (or from the workload's start).
 //! - A link's delay is its latency, plus uniform jitter, plus the object's sending time and queueing when
 //!   the link's bandwidth is limited; an object that loses a packet takes one more round trip (QUIC
-//!   retransmits); a lost probe is simply lost.
-//! - Reports reach the control plane at once and tables reach every node `control.push_delay_ms` after the
-//!   recomputation, whatever the distance. There is one control plane. A link that comes back on a new
-//!   connection is probed at once, without the live node's dial backoff.
+//!   retransmits); a lost probe is simply lost; a control frame is never lost (QUIC resends it), it waits
+//!   while its link is down and dies with its connection.
+//! - A link is heard (proof of life for its verdict, as a live node counts every packet) when a probe, a
+//!   probe reply or an object crosses it, or an object's acknowledgement: one object per segment, where a
+//!   live link carries its data continuously.
+//! - Reports reach the control plane at once and tables reach the nodes whose table changed
+//!   `control.push_delay_ms` after the recomputation, whatever the distance. There is one control plane. A
+//!   link that comes back on a new connection is connected at once, without the live node's dial backoff.
 //! - Every node starts probing at t = 0 (a mesh booted at once), so probe schedules stay in step; faults fall
 //!   at any moment of them.
 //!
@@ -82,10 +89,12 @@ pub fn run(
     progress: Option<&mut dyn FnMut(Micros, Micros)>,
 ) -> (Summary, Outcome) {
     let engine = engine::Engine::new(scenario, topology, seed);
-    let outcome = match progress {
+    // The simulated nodes' relays log their decisions as live nodes do; thousands of them would bury the
+    // summary.
+    let outcome = tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || match progress {
         Some(progress) => engine.with_progress(progress).run(),
         None => engine.run(),
-    };
+    });
     (Summary::new(name, seed, scenario, &outcome), outcome)
 }
 

@@ -1,0 +1,33 @@
+//! What a driver may read of a relay's state beyond its actions: the simulator's view of one node.
+//!
+//! A live node needs none of this (its shell acts on [`Action`](super::Action)s and the per-object answers);
+//! the simulator, which moves objects and reports without running the node's data path, reads here the very
+//! state the node's own decisions left: who a stream is forwarded to, what the node would report of each
+//! link, which origin a stream belongs to. Nothing here changes a decision.
+
+use super::{ConnId, Relay};
+use crate::id::{NodeId, StreamName};
+use crate::routing::LinkMetrics;
+
+impl Relay {
+    /// The origin that announced `stream`, if any did.
+    pub fn origin_of(&self, stream: &StreamName) -> Option<&NodeId> {
+        self.registry.owner(stream).map(|r| &r.origin)
+    }
+
+    /// The connected neighbours subscribed to `stream` through this node: those a new object of the stream is
+    /// forwarded to ([`Relay::handle_incoming`]), but for the one it came from.
+    pub fn downstream(&self, stream: &StreamName) -> impl Iterator<Item = &NodeId> + '_ {
+        self.subs.get(stream).into_iter().flat_map(|s| &s.down).filter(|p| self.peers.contains_key(*p))
+    }
+
+    /// What [`Relay::report`] says of each connected link, by connection: its metrics, or `None` when the
+    /// link is reported down (judged down, or not measured yet). Moves the estimators' reports on as
+    /// `report` does. It changes only when the relay is driven (a `handle_*` call).
+    pub fn link_ends(&mut self) -> impl Iterator<Item = (ConnId, Option<LinkMetrics>)> + '_ {
+        self.peers.values_mut().map(|p| {
+            let (up, m) = p.report();
+            (p.conn, m.filter(|_| up))
+        })
+    }
+}
