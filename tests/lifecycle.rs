@@ -82,7 +82,7 @@ fn two_origins(ip_base: u8, controls: &[&str]) -> Cluster {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_publisher_is_refused_and_viewers_keep_the_first() {
     require("ffmpeg");
-    let mut mesh = two_origins(91, &[]);
+    let mut mesh = two_origins(97, &[]);
     mesh.start_all();
     mesh.wait_healthy().await;
     let dir = mesh.dir.path().to_owned();

@@ -12,7 +12,7 @@
 //! The rules of who may publish are [`Registry::claim`]'s; the relay feeds it what it sees of the stream
 //! (when its objects last arrived here) and floods what changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::id::{NodeId, StreamName};
@@ -79,6 +79,9 @@ pub enum Claimed {
 #[derive(Debug, Default)]
 pub struct Registry {
     owners: BTreeMap<StreamName, Owner>,
+    /// The ended streams by when they ended: the next to forget is the first, found without a walk (a relay
+    /// asks for it on every timer).
+    ended: BTreeSet<(Duration, StreamName)>,
     takedowns: BTreeMap<StreamName, Takedown>,
 }
 
@@ -116,7 +119,10 @@ impl Registry {
         if self.owners.contains_key(stream) && old >= epoch {
             return None;
         }
-        self.owners.insert(stream.clone(), Owner { origin, epoch, backup, ended: None });
+        let replaced = self.owners.insert(stream.clone(), Owner { origin, epoch, backup, ended: None });
+        if let Some(at) = replaced.and_then(|o| o.ended) {
+            self.ended.remove(&(at, stream.clone()));
+        }
         Some(old)
     }
 
@@ -125,6 +131,7 @@ impl Registry {
         match self.owners.get_mut(stream) {
             Some(o) if &o.origin == origin && o.epoch == epoch && o.ended.is_none() => {
                 o.ended = Some(now);
+                self.ended.insert((now, stream.clone()));
                 true
             }
             _ => false,
@@ -133,21 +140,21 @@ impl Registry {
 
     /// Streams that ended at least `linger` ago, removed.
     pub fn forget_ended(&mut self, now: Duration, linger: Duration) -> Vec<StreamName> {
-        let gone: Vec<StreamName> = self
-            .owners
-            .iter()
-            .filter(|(_, o)| o.ended.is_some_and(|at| now >= at + linger))
-            .map(|(s, _)| s.clone())
-            .collect();
-        for s in &gone {
-            self.owners.remove(s);
+        let mut gone = Vec::new();
+        while let Some((at, stream)) = self.ended.first().cloned() {
+            if now < at + linger {
+                break;
+            }
+            self.ended.pop_first();
+            self.owners.remove(&stream);
+            gone.push(stream);
         }
         gone
     }
 
     /// When the next ended stream is due to be forgotten.
     pub fn next_forget(&self, linger: Duration) -> Option<Duration> {
-        self.owners.values().filter_map(|o| o.ended).min().map(|at| at + linger)
+        self.ended.first().map(|(at, _)| *at + linger)
     }
 
     /// An operator's takedown or lift; returns whether it is newer than the one known.
