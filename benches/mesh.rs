@@ -201,7 +201,11 @@ impl Lab {
             meshes.push(Mesh::start(id, &topology, &identity, socket, cache, impairments, MeshOptions::default())?);
         }
         let [origin, relay, edge]: [Mesh; 3] = meshes.try_into().map_err(|_| anyhow::anyhow!("three nodes"))?;
-        let ingest = Ingest::new(origin.clone(), IngestConfig::default(), lightpath::config::HttpConfig::default().body_timeout());
+        let ingest = Ingest::new(
+            origin.clone(),
+            IngestConfig::default(),
+            lightpath::config::HttpConfig::default().body_timeout(),
+        );
 
         let edge_listener = listeners.pop().expect("three listeners");
         let edge_http = edge_listener.local_addr()?;
@@ -643,7 +647,11 @@ async fn first_viewer(lab: &Lab, streams: usize) -> Result<FirstViewer> {
 impl Lab {
     /// A second ingest handle on the origin, for a publisher task (the origin numbers each stream itself).
     fn ingest_handle(&self) -> Ingest {
-        Ingest::new(self.origin.clone(), IngestConfig::default(), lightpath::config::HttpConfig::default().body_timeout())
+        Ingest::new(
+            self.origin.clone(),
+            IngestConfig::default(),
+            lightpath::config::HttpConfig::default().body_timeout(),
+        )
     }
 }
 

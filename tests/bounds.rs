@@ -347,7 +347,8 @@ async fn a_quic_initial_flood_neither_grows_memory_nor_stops_a_stream() {
     eprintln!("edge RSS: {:.1} MiB before, {:.1} during, {:.1} after", mib(before), mib(during), mib(after));
     assert!(after - before < (64 << 20) as f64, "RSS grew by {:.1} MiB", mib(after - before));
     assert!(during - before < (64 << 20) as f64, "RSS grew by {:.1} MiB during the flood", mib(during - before));
-    let retried = mesh.metric("edge", "lightpath_connections_refused_total", &[("reason", "address_unvalidated")]).await;
+    let retried =
+        mesh.metric("edge", "lightpath_connections_refused_total", &[("reason", "address_unvalidated")]).await;
     assert!(retried >= 1000.0, "only {retried} attempts were answered with a Retry");
     // Failed handshakes are logged at a bounded rate, not once per attempt.
     let lines = mesh.log("edge").lines().filter(|l| l.contains("rejected mesh connection")).count();

@@ -548,7 +548,10 @@ mod tests {
         let summary = check_config(&path).unwrap();
         assert!(summary.starts_with("ok: control replica control-1 in "), "{summary}");
         assert!(summary.contains("(node sections, ignored by a replica: ingest, links)\n"), "{summary}");
-        assert!(summary.contains("http.header_timeout_ms 10000") && summary.contains("quic.max_handshakes 64"), "{summary}");
+        assert!(
+            summary.contains("http.header_timeout_ms 10000") && summary.contains("quic.max_handshakes 64"),
+            "{summary}"
+        );
     }
 
     #[test]

@@ -401,7 +401,10 @@ impl HttpConfig {
             if ms < Self::MIN_TIMEOUT_MS {
                 problems.push(problem(
                     field,
-                    format!("{ms} ms is too short (at least {} ms; clients on a jittery network would be cut)", Self::MIN_TIMEOUT_MS),
+                    format!(
+                        "{ms} ms is too short (at least {} ms; clients on a jittery network would be cut)",
+                        Self::MIN_TIMEOUT_MS
+                    ),
                 ));
             } else if ms > Self::MAX_TIMEOUT_MS {
                 problems.push(problem(
@@ -509,10 +512,7 @@ mod tests {
         assert_eq!(ProbesConfig::default().validate(), Ok(()));
         assert_eq!(AdminConfig::default().validate(), Ok(()));
         let http = HttpConfig::default();
-        assert_eq!(
-            (http.header_timeout_ms, http.idle_timeout_ms, http.body_timeout_ms),
-            (10_000, 30_000, 10_000)
-        );
+        assert_eq!((http.header_timeout_ms, http.idle_timeout_ms, http.body_timeout_ms), (10_000, 30_000, 10_000));
         assert_eq!((http.max_connections, http.max_connections_per_address, http.reserved_fds), (16_384, 256, 512));
         assert_eq!(http.validate(), Ok(()));
         assert_eq!(QuicConfig::default(), QuicConfig { validate_addresses: true, max_handshakes: 64 });
@@ -547,7 +547,10 @@ mod tests {
 
     #[test]
     fn quic_validates() {
-        fails(QuicConfig { max_handshakes: 0, ..QuicConfig::default() }.validate(), &[("quic.max_handshakes", "refuse")]);
+        fails(
+            QuicConfig { max_handshakes: 0, ..QuicConfig::default() }.validate(),
+            &[("quic.max_handshakes", "refuse")],
+        );
     }
 
     #[test]

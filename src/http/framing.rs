@@ -175,7 +175,11 @@ impl RequestFraming {
         if name.eq_ignore_ascii_case(b"content-length") {
             // A list ("5, 5") counts as its values, as hyper reads it.
             for v in value.split(|b| *b == b',').map(trim) {
-                match std::str::from_utf8(v).ok().filter(|v| v.bytes().all(|b| b.is_ascii_digit())).and_then(|v| v.parse().ok()) {
+                match std::str::from_utf8(v)
+                    .ok()
+                    .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|v| v.parse().ok())
+                {
                     Some(n) => self.head.lengths.push(n),
                     None => self.head.bad_length = true,
                 }

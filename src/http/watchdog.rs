@@ -298,7 +298,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn ambiguous_heads_are_reported_to_their_request() {
         let activity = Activity::new();
-        activity.received(b"GET /a HTTP/1.1\r\n\r\nPUT /b HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n");
+        activity.received(
+            b"GET /a HTTP/1.1\r\n\r\nPUT /b HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
         assert_eq!(activity.request().1, Framing::Clear);
         assert!(matches!(activity.request().1, Framing::Ambiguous(_)));
     }

@@ -98,35 +98,38 @@ pub(super) async fn accept_loop(shared: Arc<Shared>) {
     while let Some(incoming) = shared.endpoint.accept().await {
         let Some((incoming, slot)) = shared.handshakes.admit(incoming) else { continue };
         let shared = shared.clone();
-        tokio::spawn(async move {
-            let remote = incoming.remote_address();
-            let handshake = incoming.await;
-            drop(slot);
-            let conn = match handshake {
-                Ok(c) => c,
-                Err(e) => {
-                    let why = quic::refusal(&e).map_or_else(|| e.to_string(), |r| r.to_string());
-                    shared.handshakes.failed(remote, &format!("handshake failed: {why}"));
+        tokio::spawn(
+            async move {
+                let remote = incoming.remote_address();
+                let handshake = incoming.await;
+                drop(slot);
+                let conn = match handshake {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let why = quic::refusal(&e).map_or_else(|| e.to_string(), |r| r.to_string());
+                        shared.handshakes.failed(remote, &format!("handshake failed: {why}"));
+                        return;
+                    }
+                };
+                let Some(peer) = identify(&shared, &conn) else {
+                    shared.handshakes.failed(remote, "presented a certificate that names no neighbour of this node");
+                    conn.close(1u32.into(), b"not a neighbour");
                     return;
+                };
+                let greeted = match greet(&shared, &peer, &conn, false).await {
+                    Ok(greeted) => greeted,
+                    Err(e) => {
+                        tracing::warn!(%peer, %remote, "rejected mesh connection: {peer} at {remote} {e:#}");
+                        return;
+                    }
+                };
+                tracing::info!(%peer, %remote, "mesh peer accepted");
+                if let Err(e) = session(shared, peer.clone(), conn, greeted).await {
+                    tracing::warn!(%peer, error = %format!("{e:#}"), "mesh session ended");
                 }
-            };
-            let Some(peer) = identify(&shared, &conn) else {
-                shared.handshakes.failed(remote, "presented a certificate that names no neighbour of this node");
-                conn.close(1u32.into(), b"not a neighbour");
-                return;
-            };
-            let greeted = match greet(&shared, &peer, &conn, false).await {
-                Ok(greeted) => greeted,
-                Err(e) => {
-                    tracing::warn!(%peer, %remote, "rejected mesh connection: {peer} at {remote} {e:#}");
-                    return;
-                }
-            };
-            tracing::info!(%peer, %remote, "mesh peer accepted");
-            if let Err(e) = session(shared, peer.clone(), conn, greeted).await {
-                tracing::warn!(%peer, error = %format!("{e:#}"), "mesh session ended");
             }
-        }.in_current_span());
+            .in_current_span(),
+        );
     }
 }
 

@@ -324,10 +324,12 @@ mod tests {
     use super::*;
     use http_body_util::StreamBody;
 
-    type Frames = Vec<Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>>;
+    type Frame = Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>;
+    type Parts = futures_util::stream::Iter<std::vec::IntoIter<Frame>>;
 
-    fn body_of(parts: &[&'static [u8]]) -> StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>>>> {
-        let frames: Frames = parts.iter().map(|p| Ok(hyper::body::Frame::data(bytes::Bytes::from_static(p)))).collect();
+    fn body_of(parts: &[&'static [u8]]) -> StreamBody<Parts> {
+        let frames: Vec<Frame> =
+            parts.iter().map(|p| Ok(hyper::body::Frame::data(bytes::Bytes::from_static(p)))).collect();
         StreamBody::new(futures_util::stream::iter(frames))
     }
 
