@@ -86,7 +86,7 @@ async fn run() -> Result<()> {
                 topology.clone(),
                 identity,
                 listeners,
-                lightpath::config::AdminConfig::default(),
+                lightpath::control::ReplicaOptions::default(),
                 std::future::pending(),
             ));
             continue;
@@ -101,6 +101,8 @@ async fn run() -> Result<()> {
             links: LinksConfig { emulate: true },
             admin: AdminConfig { token: Some(TOKEN.into()), ..AdminConfig::default() },
             probes: ProbeConfig::default(),
+            http: Default::default(),
+            quic: Default::default(),
         };
         tokio::spawn(lightpath::node::run(params, listeners, std::future::pending()));
     }

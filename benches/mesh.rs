@@ -201,12 +201,19 @@ impl Lab {
             meshes.push(Mesh::start(id, &topology, &identity, socket, cache, impairments, MeshOptions::default())?);
         }
         let [origin, relay, edge]: [Mesh; 3] = meshes.try_into().map_err(|_| anyhow::anyhow!("three nodes"))?;
-        let ingest = Ingest::new(origin.clone(), IngestConfig::default());
+        let ingest = Ingest::new(
+            origin.clone(),
+            IngestConfig::default(),
+            lightpath::config::HttpConfig::default().body_timeout(),
+        );
 
         let edge_listener = listeners.pop().expect("three listeners");
         let edge_http = edge_listener.local_addr()?;
         let viewers = Arc::new(Viewers { edge: Edge::new(edge.clone(), Duration::from_secs(6)) });
-        tokio::spawn(lightpath::http::serve(edge_listener, viewers, std::future::pending::<()>()));
+        tokio::spawn(async move {
+            let limits = lightpath::config::HttpConfig::default();
+            lightpath::http::serve(edge_listener, viewers, &limits, "edge", std::future::pending::<()>()).await
+        });
 
         let lab = Self { origin, relay, edge, ingest, edge_http, _listeners: listeners };
         // The mesh is up once a stream published at the origin reaches the edge.
@@ -640,7 +647,11 @@ async fn first_viewer(lab: &Lab, streams: usize) -> Result<FirstViewer> {
 impl Lab {
     /// A second ingest handle on the origin, for a publisher task (the origin numbers each stream itself).
     fn ingest_handle(&self) -> Ingest {
-        Ingest::new(self.origin.clone(), IngestConfig::default())
+        Ingest::new(
+            self.origin.clone(),
+            IngestConfig::default(),
+            lightpath::config::HttpConfig::default().body_timeout(),
+        )
     }
 }
 

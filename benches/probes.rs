@@ -64,6 +64,8 @@ async fn run() -> Result<()> {
             links: LinksConfig::default(),
             admin: AdminConfig::default(),
             probes: ProbeConfig::default(),
+            http: Default::default(),
+            quic: Default::default(),
         };
         http.push(addr);
         tokio::spawn(lightpath::node::run(params, listeners, std::future::pending()));

@@ -103,7 +103,8 @@ async fn run() -> Result<()> {
         let files = issue(&ca, &control.id, 1)?;
         let identity = Identity::from_pem(&ca.cert_pem, &files.chain_pem, &files.key_pem)?;
         let (id, topology, admin) = (control.id.clone(), topology.clone(), admin.clone());
-        tokio::spawn(lightpath::control::run(id, topology, identity, listeners, admin, std::future::pending()));
+        let options = lightpath::control::ReplicaOptions { admin, ..Default::default() };
+        tokio::spawn(lightpath::control::run(id, topology, identity, listeners, options, std::future::pending()));
     }
     let mut http = BTreeMap::new();
     for node in &topology.nodes {
@@ -120,6 +121,8 @@ async fn run() -> Result<()> {
             links: LinksConfig { emulate: true },
             admin: admin.clone(),
             probes: ProbeConfig::default(),
+            http: Default::default(),
+            quic: Default::default(),
         };
         tokio::spawn(lightpath::node::run(params, listeners, std::future::pending()));
     }

@@ -56,6 +56,8 @@ pub async fn run(topology_path: PathBuf, shutdown: impl Future<Output = ()>) -> 
             links: LinksConfig { emulate: true },
             admin: AdminConfig::default(),
             probes: ProbeConfig::default(),
+            http: Default::default(),
+            quic: Default::default(),
         };
         let mut stop = stop_rx.clone();
         nodes.push(tokio::spawn(crate::node::run(params, listeners, async move {
@@ -70,7 +72,7 @@ pub async fn run(topology_path: PathBuf, shutdown: impl Future<Output = ()>) -> 
             topology.clone(),
             identity,
             listeners,
-            crate::config::AdminConfig::default(),
+            crate::control::ReplicaOptions::default(),
             async move {
                 let _ = stop.changed().await;
             },

@@ -7,7 +7,22 @@
 //! node that is its client. It binds and nothing else: no accepting, no serving.
 
 use anyhow::{Context, Result};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
+
+/// How many connections the kernel may hold complete but not yet accepted: 4,096 (the kernel's usual
+/// `somaxconn`, which caps it). A flood that the listener turns away (a 503 and close) still arrives in bursts
+/// faster than one accept loop takes them; with tokio's default of 1,024 the queue overflowed and a viewer's
+/// connection attempt was dropped, to be retried by its kernel only a second later.
+pub const HTTP_BACKLOG: u32 = 4096;
+
+/// Binds an HTTP listener with [`HTTP_BACKLOG`].
+pub fn bind_http(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    // As std and tokio do for listeners: a restarted node rebinds its port at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(HTTP_BACKLOG)
+}
 
 /// A node's or a control replica's bound sockets.
 pub struct Listeners {
@@ -27,8 +42,7 @@ impl Listeners {
         let http_addr = http_addr.context("no HTTP address to bind")?;
         let mesh =
             std::net::UdpSocket::bind(mesh_addr).with_context(|| format!("binding the mesh socket {mesh_addr}"))?;
-        let http =
-            TcpListener::bind(http_addr).await.with_context(|| format!("binding the HTTP listener {http_addr}"))?;
+        let http = bind_http(http_addr).with_context(|| format!("binding the HTTP listener {http_addr}"))?;
         Ok(Self { mesh, http })
     }
 }

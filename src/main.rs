@@ -145,7 +145,10 @@ fn run(command: Command) -> Result<()> {
             }
             let listeners = lightpath::listen::Listeners::bind(cfg.mesh_bind(&topology), cfg.http_bind(&topology)).await?;
             let identity = lightpath::ca::Identity::load(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key)?;
-            lightpath::control::run(cfg.node, std::sync::Arc::new(topology), identity, listeners, cfg.admin, ctrl_c()).await
+            {
+                let options = lightpath::control::ReplicaOptions { admin: cfg.admin, http: cfg.http, quic: cfg.quic };
+                lightpath::control::run(cfg.node, std::sync::Arc::new(topology), identity, listeners, options, ctrl_c()).await
+            }
         }),
         Command::Sim { scenario, seed, out } => {
             use_huge_pages_for_simulations();

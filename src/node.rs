@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use crate::ca::Identity;
 use crate::cache::Cache;
-use crate::config::{AdminConfig, EdgeConfig, IngestConfig, LinksConfig, NodeConfig};
+use crate::config::{AdminConfig, EdgeConfig, HttpConfig, IngestConfig, LinksConfig, NodeConfig, QuicConfig};
 use crate::control::client::FromControl;
 use crate::edge::{Edge, EdgeError};
 use crate::http::{live_path, refuse, text, Client, Handler, Refusal, Reply, RequestCounts, Side};
@@ -40,6 +40,8 @@ pub struct NodeParams {
     pub links: LinksConfig,
     pub admin: AdminConfig,
     pub probes: ProbeConfig,
+    pub http: HttpConfig,
+    pub quic: QuicConfig,
 }
 
 impl NodeParams {
@@ -57,6 +59,8 @@ impl NodeParams {
             links: config.links,
             admin: config.admin,
             probes: config.probes.config(),
+            http: config.http,
+            quic: config.quic,
         })
     }
 }
@@ -108,6 +112,7 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
                 ..RelayConfig::default()
             },
             takedowns_file: params.admin.takedowns_file.clone(),
+            quic: params.quic.clone(),
         },
     )?;
     // The node reports to every control replica and takes the newest table from any of them, over its mesh
@@ -156,10 +161,12 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
             mesh: mesh.clone(),
         }),
         mesh: mesh.clone(),
-        ingest: spec.has_role(Role::Origin).then(|| Ingest::new(mesh.clone(), params.ingest.clone())),
+        ingest: spec
+            .has_role(Role::Origin)
+            .then(|| Ingest::new(mesh.clone(), params.ingest.clone(), params.http.body_timeout())),
         edge,
     });
-    crate::http::serve(listeners.http, site, shutdown).await;
+    crate::http::serve(listeners.http, site, &params.http, params.id.as_str(), shutdown).await;
     mesh.close();
     Ok(())
 }
@@ -215,6 +222,7 @@ impl Site {
         let path = req.uri().path();
         match (req.method(), path) {
             (&Method::GET, "/metrics") => {
+                crate::telemetry::record_rss(&self.node);
                 let mut resp = text(StatusCode::OK, crate::telemetry::metrics().render());
                 resp.headers_mut()
                     .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));

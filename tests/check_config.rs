@@ -132,8 +132,29 @@ fn a_good_config_loads_with_paths_resolved_and_defaults() {
     let summary = check_config(&path).unwrap();
     assert_eq!(
         summary,
-        format!("ok: node origin-eu (origin) in {}: 2 nodes, 1 links, 1 regions", s.path("mesh.toml").display())
+        format!(
+            "ok: node origin-eu (origin) in {}: 2 nodes, 1 links, 1 regions\nlimits: http.header_timeout_ms 10000, \
+             http.idle_timeout_ms 30000, http.body_timeout_ms 10000, http.max_connections 16384 \
+             (http.max_connections_per_address 256, http.reserved_fds 512), quic.validate_addresses true, \
+             quic.max_handshakes 64",
+            s.path("mesh.toml").display()
+        )
     );
+}
+
+#[test]
+fn the_limits_are_checked_and_named() {
+    let s = Setup::new();
+    let limits = "\n[http]\nheader_timeout_ms = 20000\nidle_timeout_ms = 5000\nmax_connections_per_address = 0\n\
+                  \n[quic]\nmax_handshakes = 0\n";
+    let e = NodeConfig::load(&s.config(&format!("{CONFIG}{limits}"))).unwrap_err();
+    assert_reports(&e, "http.idle_timeout_ms", "shorter than http.header_timeout_ms");
+    assert_reports(&e, "http.max_connections_per_address", "refuse every connection");
+    assert_reports(&e, "quic.max_handshakes", "refuse every peer");
+    let e = NodeConfig::load(&s.config(&format!("{CONFIG}\n[http]\nheader_timout_ms = 1000\n"))).unwrap_err();
+    assert!(e.to_string().contains("header_timout_ms"), "{e}");
+    let summary = check_config(&s.config(&format!("{CONFIG}\n[http]\nmax_connections = 1000\n"))).unwrap();
+    assert!(summary.contains("http.max_connections 1000 "), "{summary}");
 }
 
 #[test]

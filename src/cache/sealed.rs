@@ -41,7 +41,7 @@ pub const MIN_SEALED_BYTES: usize = 64 * 1024;
 
 /// Sealed bodies may hold at most 1/`FD_SHARE` of the open-file limit; the rest is for viewer connections,
 /// the mesh socket and whatever else the node opens.
-const FD_SHARE: u64 = 2;
+pub const FD_SHARE: u64 = 2;
 
 /// Why a body could not be sealed (it then stays on the heap).
 #[derive(Debug, thiserror::Error)]

@@ -25,7 +25,9 @@ use crate::id::NodeId;
 use crate::topology::{parse_table, Address, CheckError, CheckErrors, Topology};
 use read::{field_names, Required};
 use sections::problem;
-pub use sections::{AdminConfig, CacheConfig, EdgeConfig, IngestConfig, LinksConfig, ProbesConfig, TlsFiles};
+pub use sections::{
+    AdminConfig, CacheConfig, EdgeConfig, HttpConfig, IngestConfig, LinksConfig, ProbesConfig, QuicConfig, TlsFiles,
+};
 
 /// One node's configuration, with its paths resolved. `node` and `topology` are required; every other field
 /// and every section has its default.
@@ -66,6 +68,12 @@ pub struct NodeConfig {
     /// How often this node probes its mesh links.
     #[serde(default)]
     pub probes: ProbesConfig,
+    /// The HTTP listener's timeouts and connection caps.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// The QUIC endpoint's address validation and handshake cap.
+    #[serde(default)]
+    pub quic: QuicConfig,
 }
 
 impl NodeConfig {
@@ -120,6 +128,8 @@ impl NodeConfig {
             self.edge.validate(),
             self.admin.validate(),
             self.probes.validate(),
+            self.http.validate(),
+            self.quic.validate(),
         ];
         problems.extend(sections.into_iter().filter_map(Result::err).flatten());
         if self.ingest.max_body_bytes > self.cache.max_bytes {
@@ -189,6 +199,13 @@ pub struct ControlConfig {
     /// The operator endpoints (stream takedowns) and where takedowns are kept.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The operator API's timeouts and connection caps (`body_timeout_ms` is unused: the API takes no
+    /// uploads).
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// The QUIC endpoint's address validation and handshake cap.
+    #[serde(default)]
+    pub quic: QuicConfig,
     /// The node-config sections the file has, which a replica does not read (for a warning). Not a key of
     /// the file.
     #[serde(skip)]
@@ -248,6 +265,8 @@ impl ControlConfig {
     fn problems(&self, topology: Option<&Topology>) -> Vec<CheckError> {
         let mut problems = self.tls.validate().err().unwrap_or_default();
         problems.extend(self.admin.validate().err().unwrap_or_default());
+        problems.extend(self.http.validate().err().unwrap_or_default());
+        problems.extend(self.quic.validate().err().unwrap_or_default());
         let seat = Seat { topology_file: &self.topology, mesh_listen: self.mesh_listen, http_listen: self.http_listen };
         seat.check_listen(&mut problems);
         let Some(topology) = topology else {
@@ -418,6 +437,7 @@ pub fn check_config(path: &Path) -> Result<String, CheckErrors> {
         if !config.ignored.is_empty() {
             summary += &format!(" (node sections, ignored by a replica: {})", config.ignored.join(", "));
         }
+        summary += &limits_summary(&config.http, &config.quic);
         return Ok(summary);
     }
     let (config, topology) = NodeConfig::load(path)?;
@@ -426,7 +446,26 @@ pub fn check_config(path: &Path) -> Result<String, CheckErrors> {
         .node(&config.node)
         .map(|n| n.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "))
         .unwrap_or_default();
-    Ok(format!("ok: node {} ({roles}) in {}: {}", config.node, config.topology.display(), topology.summary()))
+    let limits = limits_summary(&config.http, &config.quic);
+    Ok(format!("ok: node {} ({roles}) in {}: {}{limits}", config.node, config.topology.display(), topology.summary()))
+}
+
+/// The limits a node or replica runs with, as `check config` shows them: the figures an operator tunes
+/// under hostile traffic, each with its field.
+fn limits_summary(http: &HttpConfig, quic: &QuicConfig) -> String {
+    format!(
+        "\nlimits: http.header_timeout_ms {}, http.idle_timeout_ms {}, http.body_timeout_ms {}, \
+         http.max_connections {} (http.max_connections_per_address {}, http.reserved_fds {}), \
+         quic.validate_addresses {}, quic.max_handshakes {}",
+        http.header_timeout_ms,
+        http.idle_timeout_ms,
+        http.body_timeout_ms,
+        http.max_connections,
+        http.max_connections_per_address,
+        http.reserved_fds,
+        quic.validate_addresses,
+        quic.max_handshakes
+    )
 }
 
 #[cfg(test)]
@@ -508,7 +547,11 @@ mod tests {
         }
         let summary = check_config(&path).unwrap();
         assert!(summary.starts_with("ok: control replica control-1 in "), "{summary}");
-        assert!(summary.ends_with("(node sections, ignored by a replica: ingest, links)"), "{summary}");
+        assert!(summary.contains("(node sections, ignored by a replica: ingest, links)\n"), "{summary}");
+        assert!(
+            summary.contains("http.header_timeout_ms 10000") && summary.contains("quic.max_handshakes 64"),
+            "{summary}"
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The sections of a node's config (`[tls]`, `[cache]`, `[ingest]`, `[edge]`, `[links]`, `[admin]`,
-//! `[probes]`), each with the checks that need nothing but the section itself. Checks that relate sections
+//! `[probes]`, `[http]`, `[quic]`), each with the checks that need nothing but the section itself. Checks that relate sections
 //! or need the topology are [`super::NodeConfig::validate`]'s.
 
 use std::collections::BTreeMap;
@@ -356,6 +356,152 @@ impl Default for EdgeConfig {
     }
 }
 
+/// The HTTP listener's limits (viewers, publishers, `/metrics`; a control replica's API too): how long a
+/// connection may take over each part of a request, and how many connections it may hold. Every limit
+/// answers a way to hold a node's memory or descriptors without sending anything useful: a head sent a
+/// byte at a time (slowloris), connections opened and left idle, an upload that stops half way.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// How long a client may take to send a request's head, from its first byte to its blank line, in ms
+    /// (default 10000). Past it the connection is closed. Varnish allows 5 s, nginx 60 s; a player sends a
+    /// head in one packet.
+    pub header_timeout_ms: u64,
+    /// How long a connection may stay open with no request in flight and nothing sent or received, in ms
+    /// (default 30000; at least `header_timeout_ms`). Players poll playlists every few seconds, so their
+    /// connections stay; idle ones are closed.
+    pub idle_timeout_ms: u64,
+    /// How long an upload may go without sending any of its body, in ms (default 10000). Past it the
+    /// publisher gets 408 and nothing of the upload is stored. A live publisher that stalls this long has
+    /// already missed its segment's slot.
+    pub body_timeout_ms: u64,
+    /// The most connections the listener holds at once (default 16384). It is also held under the
+    /// open-file limit: half of it is for cached bodies and `reserved_fds` for the rest of the node, so a
+    /// full listener never takes the descriptors of the mesh or the cache. Past it, new connections get a
+    /// bare 503 with `Retry-After` and are closed.
+    pub max_connections: usize,
+    /// The most connections one client address may hold (default 256: a large office or a carrier-grade
+    /// NAT puts many viewers, each with one or two connections, behind one address). Past it, the same 503.
+    pub max_connections_per_address: usize,
+    /// Descriptors kept out of the listener's reach for the mesh socket, log files, DNS lookups and the
+    /// refusals themselves (default 512).
+    pub reserved_fds: usize,
+}
+
+impl HttpConfig {
+    /// The shortest timeout accepted: 100 ms. Less would cut clients on an ordinary network's jitter.
+    pub const MIN_TIMEOUT_MS: u64 = 100;
+    /// The longest timeout accepted: 10 minutes. A limit longer than that bounds nothing.
+    pub const MAX_TIMEOUT_MS: u64 = 600_000;
+
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
+    }
+
+    /// Timeouts within [`Self::MIN_TIMEOUT_MS`] and [`Self::MAX_TIMEOUT_MS`], an idle connection kept at
+    /// least as long as a head may take, caps above 0 and the per-address cap within the node's.
+    pub fn validate(&self) -> Result<(), Vec<CheckError>> {
+        let mut problems = Vec::new();
+        for (field, ms) in [
+            ("http.header_timeout_ms", self.header_timeout_ms),
+            ("http.idle_timeout_ms", self.idle_timeout_ms),
+            ("http.body_timeout_ms", self.body_timeout_ms),
+        ] {
+            if ms < Self::MIN_TIMEOUT_MS {
+                problems.push(problem(
+                    field,
+                    format!(
+                        "{ms} ms is too short (at least {} ms; clients on a jittery network would be cut)",
+                        Self::MIN_TIMEOUT_MS
+                    ),
+                ));
+            } else if ms > Self::MAX_TIMEOUT_MS {
+                problems.push(problem(
+                    field,
+                    format!("{ms} ms is too long (at most {} ms, or it bounds nothing)", Self::MAX_TIMEOUT_MS),
+                ));
+            }
+        }
+        if self.idle_timeout_ms < self.header_timeout_ms {
+            problems.push(problem(
+                "http.idle_timeout_ms",
+                format!(
+                    "{} ms is shorter than http.header_timeout_ms ({} ms): a keep-alive connection would be \
+                     closed before a client could send its next head",
+                    self.idle_timeout_ms, self.header_timeout_ms
+                ),
+            ));
+        }
+        if self.max_connections == 0 {
+            problems.push(problem("http.max_connections", "0 would refuse every connection"));
+        }
+        if self.max_connections_per_address == 0 {
+            problems.push(problem("http.max_connections_per_address", "0 would refuse every connection"));
+        } else if self.max_connections_per_address > self.max_connections {
+            problems.push(problem(
+                "http.max_connections_per_address",
+                format!(
+                    "{} is more than http.max_connections ({}): one address could take every connection",
+                    self.max_connections_per_address, self.max_connections
+                ),
+            ));
+        }
+        found(problems)
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 30_000,
+            body_timeout_ms: 10_000,
+            max_connections: 16_384,
+            max_connections_per_address: 256,
+            reserved_fds: 512,
+        }
+    }
+}
+
+/// The QUIC endpoint's limits (mesh peers, control sessions). Only neighbours and control replicas ever
+/// connect, a few at a time; anyone else's Initial packets are a flood to turn away cheaply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuicConfig {
+    /// Answer an Initial from an address that has not proven it receives our packets with a Retry (one
+    /// small packet, no state kept) instead of a handshake (default true). A spoofed or replayed Initial
+    /// then costs the node nothing and cannot make it send more than it received; a real peer pays one
+    /// round trip when it connects.
+    pub validate_addresses: bool,
+    /// The most handshakes in progress at once (default 64); beyond it, new connections are refused
+    /// (CONNECTION_REFUSED) without starting one. A node has at most a few dozen neighbours and replicas.
+    pub max_handshakes: usize,
+}
+
+impl QuicConfig {
+    /// A cap above 0.
+    pub fn validate(&self) -> Result<(), Vec<CheckError>> {
+        if self.max_handshakes == 0 {
+            return Err(vec![problem("quic.max_handshakes", "0 would refuse every peer")]);
+        }
+        Ok(())
+    }
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        Self { validate_addresses: true, max_handshakes: 64 }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,6 +528,46 @@ mod tests {
         assert_eq!(EdgeConfig::default().validate(), Ok(()));
         assert_eq!(ProbesConfig::default().validate(), Ok(()));
         assert_eq!(AdminConfig::default().validate(), Ok(()));
+        let http = HttpConfig::default();
+        assert_eq!((http.header_timeout_ms, http.idle_timeout_ms, http.body_timeout_ms), (10_000, 30_000, 10_000));
+        assert_eq!((http.max_connections, http.max_connections_per_address, http.reserved_fds), (16_384, 256, 512));
+        assert_eq!(http.validate(), Ok(()));
+        assert_eq!(QuicConfig::default(), QuicConfig { validate_addresses: true, max_handshakes: 64 });
+        assert_eq!(QuicConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn http_validates() {
+        let http = HttpConfig {
+            header_timeout_ms: 50,
+            idle_timeout_ms: 3_600_000,
+            body_timeout_ms: 0,
+            max_connections: 0,
+            max_connections_per_address: 1,
+            reserved_fds: 0,
+        };
+        fails(
+            http.validate(),
+            &[
+                ("http.header_timeout_ms", "too short"),
+                ("http.idle_timeout_ms", "too long"),
+                ("http.body_timeout_ms", "too short"),
+                ("http.max_connections", "refuse every connection"),
+                ("http.max_connections_per_address", "more than http.max_connections (0)"),
+            ],
+        );
+        let short_idle = HttpConfig { idle_timeout_ms: 5000, ..HttpConfig::default() };
+        fails(short_idle.validate(), &[("http.idle_timeout_ms", "shorter than http.header_timeout_ms")]);
+        let no_address = HttpConfig { max_connections_per_address: 0, ..HttpConfig::default() };
+        fails(no_address.validate(), &[("http.max_connections_per_address", "refuse every connection")]);
+    }
+
+    #[test]
+    fn quic_validates() {
+        fails(
+            QuicConfig { max_handshakes: 0, ..QuicConfig::default() }.validate(),
+            &[("quic.max_handshakes", "refuse")],
+        );
     }
 
     #[test]

@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::ca::Identity;
-use crate::config::AdminConfig;
+use crate::config::{AdminConfig, HttpConfig, QuicConfig};
 use crate::http::{refuse, text, Handler, Reply, Side};
 use crate::id::{NodeId, StreamName};
 use crate::listen::Listeners;
@@ -54,15 +54,27 @@ enum Event {
     Takedown { request: crate::takedowns::Request },
 }
 
+/// What a replica runs with beside its identity and topology: its operator endpoints and its limits.
+#[derive(Debug, Clone, Default)]
+pub struct ReplicaOptions {
+    /// The operator endpoints and the takedowns file.
+    pub admin: AdminConfig,
+    /// The operator API's limits.
+    pub http: HttpConfig,
+    /// The QUIC endpoint's limits.
+    pub quic: QuicConfig,
+}
+
 /// Runs a control-plane replica until `shutdown` completes.
 pub async fn run(
     id: NodeId,
     topology: Arc<Topology>,
     identity: Identity,
     listeners: Listeners,
-    admin: AdminConfig,
+    options: ReplicaOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    let ReplicaOptions { admin, http, quic } = options;
     crate::telemetry::metrics();
     let takedowns = match &admin.takedowns_file {
         Some(file) => crate::takedowns::load(file)?,
@@ -92,7 +104,9 @@ pub async fn run(
         takedowns_file: admin.takedowns_file.clone(),
     };
     tokio::spawn(driver.run(rx).instrument(span.clone()));
-    tokio::spawn(accept_loop(endpoint.clone(), id.clone(), topology, events.clone()).instrument(span));
+    let handshakes = crate::quic::Handshakes::new(quic, id.as_str(), "node");
+    tokio::spawn(accept_loop(endpoint.clone(), handshakes, id.clone(), topology, events.clone()).instrument(span));
+    let node = id.to_string();
     let api = Arc::new(Api {
         counts: crate::http::RequestCounts::new(id.as_str()),
         view,
@@ -100,28 +114,35 @@ pub async fn run(
         events,
         me: id,
     });
-    crate::http::serve(listeners.http, api, shutdown).await;
+    crate::http::serve(listeners.http, api, &http, &node, shutdown).await;
     endpoint.close(0u32.into(), b"control replica stopping");
     Ok(())
 }
 
 async fn accept_loop(
     endpoint: quinn::Endpoint,
+    handshakes: crate::quic::Handshakes,
     me: NodeId,
     topology: Arc<Topology>,
     events: mpsc::UnboundedSender<Event>,
 ) {
+    let handshakes = Arc::new(handshakes);
     let mut sessions = 0u64;
     while let Some(incoming) = endpoint.accept().await {
+        let Some((incoming, slot)) = handshakes.admit(incoming) else { continue };
         sessions += 1;
         let (me, topology, events, session_id) = (me.clone(), topology.clone(), events.clone(), sessions);
+        let handshakes = handshakes.clone();
         tokio::spawn(
             async move {
                 let remote = incoming.remote_address();
-                let conn = match incoming.await {
+                let handshake = incoming.await;
+                drop(slot);
+                let conn = match handshake {
                     Ok(c) => c,
                     Err(e) => {
-                        tracing::warn!(%remote, error = %e, "rejected node connection: handshake failed");
+                        let why = crate::quic::refusal(&e).map_or_else(|| e.to_string(), |r| r.to_string());
+                        handshakes.failed(remote, &format!("handshake failed: {why}"));
                         return;
                     }
                 };
@@ -130,7 +151,7 @@ async fn accept_loop(
                     .and_then(|i| i.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
                     .and_then(|certs| crate::ca::peer_node_id(certs.first()?, topology.nodes.iter().map(|n| &n.id)));
                 let Some(node) = node else {
-                    tracing::warn!(%remote, "rejected node connection: its certificate names no node of the topology");
+                    handshakes.failed(remote, "presented a certificate that names no node of the topology");
                     conn.close(1u32.into(), b"not a node of this mesh");
                     return;
                 };
@@ -325,7 +346,10 @@ impl Handler for Api {
         let path = path.as_str();
         let reply = match (req.method(), path) {
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
-            (&Method::GET, "/metrics") => text(StatusCode::OK, crate::telemetry::metrics().render()),
+            (&Method::GET, "/metrics") => {
+                crate::telemetry::record_rss(self.me.as_str());
+                text(StatusCode::OK, crate::telemetry::metrics().render())
+            }
             (&Method::GET, p) if p.starts_with("/api/") => {
                 let key = &p["/api/".len()..];
                 let view = self.view.read().unwrap_or_else(|e| e.into_inner());

@@ -1,5 +1,5 @@
-//! What every HTTP-facing part shares: the accept loop, the `/live/{stream}/{file}` path rule, and
-//! response helpers.
+//! What every HTTP-facing part shares: the accept loop with its limits, the `/live/{stream}/{file}` path
+//! rule, and response helpers.
 //!
 //! A node serves HTTP/1.1 and HTTP/2 (cleartext, prior knowledge or upgrade-free) on one listener that its
 //! caller binds, so tests own the port. Paths are parsed strictly: each segment is percent-decoded and must
@@ -7,25 +7,43 @@
 //! slashes and NUL never reach the cache. Connections are [`SendfileStream`]s, which send large cached bodies
 //! (and ranges of them) without copying them. [`cors`] makes replies readable by browser players, [`range`]
 //! reads `Range` headers.
+//!
+//! Every connection is bounded ([`crate::config::HttpConfig`]): [`admission`] caps connections per node and
+//! per client address and turns the rest away with a bare 503; [`watchdog`] closes a connection whose head
+//! takes too long or that sits idle; [`framing`] finds heads that frame their body two ways (both
+//! `Content-Length` and `Transfer-Encoding`), which get 400. How long an upload's body may stall is the
+//! handler's (the origin's ingest), since only it reads bodies. Refusals and timeouts are counted
+//! ([`crate::telemetry::Bounds`]) and logged at most once per interval, however many there are.
 
+pub mod admission;
 pub mod cors;
+pub mod framing;
 pub mod range;
 pub mod sendfile;
+pub mod watchdog;
 
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::config::HttpConfig;
 use crate::id::{ObjectName, StreamName};
+use crate::telemetry::{Bounds, SharedLogGate};
+use admission::{Admission, Caps};
+use framing::Framing;
 pub use sendfile::SendfileStream;
+use watchdog::{Activity, Timeouts, Watched};
 
 /// The response type every handler returns.
 pub type Reply = Response<Full<Bytes>>;
@@ -36,8 +54,67 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(self: Arc<Self>, req: http::Request<Incoming>) -> impl Future<Output = Reply> + Send + 'static;
 }
 
-/// Serves HTTP/1.1 and HTTP/2 on `listener` until `shutdown` completes.
-pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, shutdown: impl Future<Output = ()>) {
+/// What a connection over the caps gets: the least a client can read as "come back later".
+const TURNED_AWAY: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+/// How many turned-away connections may linger at once (see [`turn_away`]); beyond, they are closed at
+/// once. Their descriptors come out of `http.reserved_fds`.
+const MAX_LINGERING: usize = 64;
+/// How long a turned-away connection lingers at most.
+const LINGER: Duration = Duration::from_secs(1);
+/// How long the accept loop waits after a failed accept (out of descriptors, say) before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// One server's limits and their counters, shared by its connections.
+struct Limits {
+    timeouts: Timeouts,
+    admission: Admission,
+    lingering: Arc<Semaphore>,
+    bounds: Bounds,
+    node: String,
+    /// One gate per kind of event that a flood repeats.
+    turned_log: SharedLogGate,
+    accept_log: SharedLogGate,
+    timeout_log: SharedLogGate,
+}
+
+/// Serves HTTP/1.1 and HTTP/2 on `listener` until `shutdown` completes, within `config`'s limits; `node`
+/// labels the counters and log lines.
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    config: &HttpConfig,
+    node: &str,
+    shutdown: impl Future<Output = ()>,
+) {
+    let fd_limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
+    let cap = admission::connection_cap(
+        config.max_connections,
+        config.reserved_fds,
+        fd_limit,
+        crate::cache::sealed::FD_SHARE,
+    );
+    if cap < config.max_connections {
+        tracing::info!(
+            node,
+            cap,
+            fd_limit,
+            max_connections = config.max_connections,
+            "http: connections capped below http.max_connections by the open-file limit (half is for cached \
+             bodies, http.reserved_fds for the rest of the node)"
+        );
+    }
+    let caps = Caps { node: cap, address: config.max_connections_per_address.min(cap) };
+    let limits = Arc::new(Limits {
+        timeouts: Timeouts { header: config.header_timeout(), idle: config.idle_timeout() },
+        admission: Admission::new(caps),
+        lingering: Arc::new(Semaphore::new(MAX_LINGERING)),
+        bounds: Bounds::new(node),
+        node: node.to_owned(),
+        turned_log: SharedLogGate::default(),
+        accept_log: SharedLogGate::default(),
+        timeout_log: SharedLogGate::default(),
+    });
     tokio::pin!(shutdown);
     loop {
         let (stream, remote) = tokio::select! {
@@ -45,28 +122,40 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, shutdown:
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    // Out of descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "http accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    // Out of descriptors and the like: back off instead of spinning, and say so once in a
+                    // while rather than at every attempt.
+                    if let Some(held_back) = limits.accept_log.pass() {
+                        tracing::warn!(node = %limits.node, error = %e, held_back, "http accept failed");
+                    }
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
-                req.extensions_mut().insert(Client(remote));
-                let handler = handler.clone();
-                async move { Ok::<_, Infallible>(handler.handle(req).await) }
-            });
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            // ffmpeg ends a chunked upload by shutting down its sending side, then reads the reply; the
-            // request must survive that half-close.
-            builder.http1().half_close(true);
-            if let Err(e) = builder.serve_connection(TokioIo::new(SendfileStream::new(stream)), service).await {
-                tracing::debug!(%remote, error = %e, "http connection ended with an error");
+        let seat = match limits.admission.admit(remote.ip()) {
+            Ok(seat) => seat,
+            Err(turned) => {
+                limits.bounds.refused(turned.reason());
+                limits.bounds.limit_hit(turned.limit());
+                if let Some(held_back) = limits.turned_log.pass() {
+                    tracing::warn!(node = %limits.node, %remote, reason = %turned, held_back, "http connection turned away");
+                }
+                match limits.lingering.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        tokio::spawn(turn_away(stream, permit));
+                    }
+                    Err(_) => drop(stream), // too many lingering already: close at once
+                }
+                continue;
             }
+        };
+        limits.bounds.connections("http", limits.admission.held());
+        let _ = stream.set_nodelay(true);
+        let (handler, limits) = (handler.clone(), limits.clone());
+        tokio::spawn(async move {
+            connection(stream, remote, handler, &limits).await;
+            drop(seat);
+            limits.bounds.connections("http", limits.admission.held());
         });
     }
 }
@@ -88,6 +177,80 @@ pub fn admin_refusal(headers: &http::HeaderMap, token: &str) -> Option<Reply> {
         return None;
     }
     Some(refuse(StatusCode::UNAUTHORIZED, Side::Downstream, "the admin API needs Authorization: Bearer ADMIN_TOKEN"))
+}
+
+/// Serves one admitted connection until it ends or passes a time limit.
+async fn connection<H: Handler>(stream: TcpStream, remote: std::net::SocketAddr, handler: Arc<H>, limits: &Limits) {
+    let activity = Activity::new();
+    let service = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+            let (in_flight, framing) = activity.request();
+            req.extensions_mut().insert(Client(remote));
+            let handler = handler.clone();
+            async move {
+                let reply = match framing {
+                    Framing::Clear => handler.handle(req).await,
+                    Framing::Ambiguous(why) => {
+                        let mut reply = refuse(
+                            StatusCode::BAD_REQUEST,
+                            Side::Downstream,
+                            format!("ambiguous request framing: {why}"),
+                        );
+                        reply.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                        tracing::info!(%remote, method = %req.method(), path = %req.uri().path(), status = 400, reason = why, "request refused");
+                        reply
+                    }
+                };
+                drop(in_flight);
+                Ok::<_, Infallible>(reply)
+            }
+        })
+    };
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // ffmpeg ends a chunked upload by shutting down its sending side, then reads the reply; the request must
+    // survive that half-close. hyper's own header timeout would also close idle keep-alive connections at
+    // the same moment; the watchdog times heads and idleness apart instead.
+    builder.http1().half_close(true).header_read_timeout(None);
+    // HTTP/2 pings find a vanished client while its requests wait (for a segment on its way, say).
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(limits.timeouts.header))
+        .keep_alive_timeout(limits.timeouts.header);
+    let io = TokioIo::new(Watched::new(SendfileStream::new(stream), activity.clone()));
+    let served = builder.serve_connection(io, service);
+    tokio::select! {
+        result = served => {
+            if let Err(e) = result {
+                tracing::debug!(%remote, error = %e, "http connection ended with an error");
+            }
+        }
+        kind = activity.expired(limits.timeouts) => {
+            limits.bounds.timed_out(kind.as_str());
+            if let Some(held_back) = limits.timeout_log.pass() {
+                tracing::info!(node = %limits.node, %remote, timeout = kind.as_str(), held_back, "http connection closed: timed out");
+            }
+        }
+    }
+}
+
+/// Answers a connection over the caps with [`TURNED_AWAY`] and closes it. Closing a socket with unread
+/// bytes resets it, and a reset can discard the 503 before the client reads it: so the request the client
+/// sent is read (and dropped) until it closes its side, for at most [`LINGER`].
+async fn turn_away(mut stream: TcpStream, _permit: OwnedSemaphorePermit) {
+    // A fresh socket's send buffer is empty: the whole reply fits without waiting.
+    let _ = stream.try_write(TURNED_AWAY);
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut buf = [0u8; 2048];
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// The address a request came from, in its extensions.
@@ -266,9 +429,12 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/live/s/seg.ts", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, Arc::new(OneBody(body)), async {
-            let _ = stopped.await;
-        }));
+        let server = tokio::spawn(async move {
+            serve(listener, Arc::new(OneBody(body)), &HttpConfig::default(), "test", async {
+                let _ = stopped.await;
+            })
+            .await
+        });
         let before = SendfileStream::all_sent_from_sealed();
         // Eight connections, reused by 64 requests in flight at once.
         let client = reqwest::Client::builder().pool_max_idle_per_host(8).build().unwrap();

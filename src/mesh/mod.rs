@@ -124,6 +124,8 @@ pub struct MeshOptions {
     pub relay: RelayConfig,
     /// Where the takedowns this node knows are kept across restarts, if anywhere.
     pub takedowns_file: Option<PathBuf>,
+    /// The endpoint's address validation and handshake cap.
+    pub quic: crate::config::QuicConfig,
 }
 
 /// The driver's answer to [`Event::Incoming`].
@@ -139,6 +141,8 @@ pub(crate) enum Forwarding {
 pub(crate) struct Shared {
     pub me: NodeId,
     pub endpoint: quinn::Endpoint,
+    /// Which incoming connections get a handshake.
+    pub handshakes: crate::quic::Handshakes,
     pub cache: Arc<Cache>,
     /// Neighbours by id, with their mesh address.
     pub neighbours: HashMap<NodeId, Address>,
@@ -185,7 +189,7 @@ impl Mesh {
         impairments: Option<crate::netem::Impairments>,
         options: MeshOptions,
     ) -> Result<Self> {
-        let MeshOptions { relay: config, takedowns_file } = options;
+        let MeshOptions { relay: config, takedowns_file, quic } = options;
         let config = RelayConfig { probes: config.probes.validate().context("probe intervals")?, ..config };
         let mut relay = Relay::new(
             me.clone(),
@@ -230,6 +234,7 @@ impl Mesh {
         let shared = Arc::new(Shared {
             me: me.clone(),
             endpoint,
+            handshakes: crate::quic::Handshakes::new(quic, me.as_str(), "mesh"),
             cache,
             neighbours: neighbours.clone(),
             events,

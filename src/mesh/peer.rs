@@ -91,37 +91,45 @@ async fn sleep_about(wait: Duration) {
     tokio::time::sleep(wait.mul_f64(jitter)).await;
 }
 
-/// Accepts incoming mesh connections until the endpoint closes.
+/// Accepts incoming mesh connections until the endpoint closes. Which ones get a handshake is
+/// [`quic::Handshakes`]'s; refusals after it (not a neighbour, a wrong hello) are rate-limited like failed
+/// handshakes, since anyone holding a mesh certificate could repeat them.
 pub(super) async fn accept_loop(shared: Arc<Shared>) {
     while let Some(incoming) = shared.endpoint.accept().await {
+        let Some((incoming, slot)) = shared.handshakes.admit(incoming) else { continue };
         let shared = shared.clone();
-        tokio::spawn(async move {
-            let remote = incoming.remote_address();
-            let conn = match incoming.await {
-                Ok(c) => c,
-                Err(e) => {
-                    let why = quic::refusal(&e).map_or_else(|| e.to_string(), |r| r.to_string());
-                    tracing::warn!(%remote, error = %e, "rejected mesh connection: handshake failed: {remote} {why}");
+        tokio::spawn(
+            async move {
+                let remote = incoming.remote_address();
+                let handshake = incoming.await;
+                drop(slot);
+                let conn = match handshake {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let why = quic::refusal(&e).map_or_else(|| e.to_string(), |r| r.to_string());
+                        shared.handshakes.failed(remote, &format!("handshake failed: {why}"));
+                        return;
+                    }
+                };
+                let Some(peer) = identify(&shared, &conn) else {
+                    shared.handshakes.failed(remote, "presented a certificate that names no neighbour of this node");
+                    conn.close(1u32.into(), b"not a neighbour");
                     return;
+                };
+                let greeted = match greet(&shared, &peer, &conn, false).await {
+                    Ok(greeted) => greeted,
+                    Err(e) => {
+                        tracing::warn!(%peer, %remote, "rejected mesh connection: {peer} at {remote} {e:#}");
+                        return;
+                    }
+                };
+                tracing::info!(%peer, %remote, "mesh peer accepted");
+                if let Err(e) = session(shared, peer.clone(), conn, greeted).await {
+                    tracing::warn!(%peer, error = %format!("{e:#}"), "mesh session ended");
                 }
-            };
-            let Some(peer) = identify(&shared, &conn) else {
-                tracing::warn!(%remote, "rejected mesh connection: its certificate names no neighbour of this node");
-                conn.close(1u32.into(), b"not a neighbour");
-                return;
-            };
-            let greeted = match greet(&shared, &peer, &conn, false).await {
-                Ok(greeted) => greeted,
-                Err(e) => {
-                    tracing::warn!(%peer, %remote, "rejected mesh connection: {peer} at {remote} {e:#}");
-                    return;
-                }
-            };
-            tracing::info!(%peer, %remote, "mesh peer accepted");
-            if let Err(e) = session(shared, peer.clone(), conn, greeted).await {
-                tracing::warn!(%peer, error = %format!("{e:#}"), "mesh session ended");
             }
-        }.in_current_span());
+            .in_current_span(),
+        );
     }
 }
 

@@ -15,7 +15,9 @@
 //! everywhere, and every cache drops the old epoch's objects: a reused name never serves old bytes.
 //!
 //! Publishing needs the stream's key, in `Authorization: Bearer KEY` or `X-Lightpath-Key: KEY` (ffmpeg:
-//! `-headers "Authorization: Bearer KEY"`). Bodies are bounded.
+//! `-headers "Authorization: Bearer KEY"`). Bodies are bounded in size (`ingest.max_body_bytes`, 413) and in
+//! time: an upload that sends nothing of its body for `http.body_timeout_ms` is cut with 408, and nothing of
+//! it is stored (a publisher stalled half way through a segment would otherwise hold its part for ever).
 
 mod limits;
 
@@ -28,7 +30,7 @@ use std::time::{Duration, Instant};
 use limits::Limits;
 
 use http::{HeaderMap, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::cache::{Inserted, Object};
@@ -56,6 +58,9 @@ pub enum IngestError {
     /// The body could not be read (the publisher went away mid-upload).
     #[error("body not received: {0}")]
     Body(String),
+    /// The body stopped arriving for longer than `http.body_timeout_ms`.
+    #[error("nothing of the body arrived for {0:?}; the upload is dropped")]
+    BodyStalled(Duration),
     /// The stream is another origin's, or taken down.
     #[error(transparent)]
     Refused(#[from] Refused),
@@ -75,6 +80,7 @@ impl IngestError {
             IngestError::WrongKey(_) => StatusCode::FORBIDDEN,
             IngestError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             IngestError::Body(_) => StatusCode::BAD_REQUEST,
+            IngestError::BodyStalled(_) => StatusCode::REQUEST_TIMEOUT,
             IngestError::Refused(Refused::TakenDown { .. }) => StatusCode::FORBIDDEN,
             IngestError::Refused(Refused::Owned { .. } | Refused::Standby { .. }) => StatusCode::CONFLICT,
             IngestError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
@@ -106,6 +112,8 @@ const MAX_STANDBY: usize = 16;
 pub struct Ingest {
     mesh: Mesh,
     config: IngestConfig,
+    /// How long an upload may send nothing of its body.
+    body_timeout: Duration,
     publishers: Mutex<HashMap<StreamName, Publisher>>,
     /// Streams per key and bytes per stream, with when quiet publishers were last forgotten.
     limits: Mutex<(Limits, Duration)>,
@@ -120,11 +128,12 @@ pub enum Key {
 }
 
 impl Ingest {
-    pub fn new(mesh: Mesh, config: IngestConfig) -> Self {
+    pub fn new(mesh: Mesh, config: IngestConfig, body_timeout: Duration) -> Self {
         let limits = Limits::new(config.max_streams_per_key, config.max_stream_kbps, config.max_body_bytes);
         Self {
             mesh,
             config,
+            body_timeout,
             publishers: Mutex::new(HashMap::new()),
             limits: Mutex::new((limits, Duration::ZERO)),
             started: Instant::now(),
@@ -176,11 +185,11 @@ impl Ingest {
         if declared.is_some_and(|n| n > limit) {
             return Err(IngestError::TooLarge(limit));
         }
-        let body = match Limited::new(body, limit as usize).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(IngestError::TooLarge(limit)),
-            Err(e) => return Err(IngestError::Body(e.to_string())),
-        };
+        let body = read_body(body, limit, self.body_timeout).await.inspect_err(|e| {
+            if matches!(e, IngestError::BodyStalled(_)) {
+                crate::telemetry::Bounds::new(self.mesh.me().as_str()).timed_out("body");
+            }
+        })?;
         self.admit(key, &stream, body.len() as u64)?;
         let created = self.publish(stream, name, body).await?;
         Ok(text(if created { StatusCode::CREATED } else { StatusCode::NO_CONTENT }, ""))
@@ -318,5 +327,75 @@ impl Ingest {
         let status =
             if self.mesh.cache().remove(&stream, &name) { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND };
         Ok(text(status, ""))
+    }
+}
+
+/// Reads a whole upload body of at most `limit` bytes, each part within `stall` of the one before (or of
+/// the start). What was read of a body that fails is dropped here.
+pub async fn read_body<B>(body: B, limit: u64, stall: Duration) -> Result<bytes::Bytes, IngestError>
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let mut body = body;
+    let mut read = bytes::BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout(stall, body.frame()).await {
+            Err(_) => return Err(IngestError::BodyStalled(stall)),
+            Ok(None) => return Ok(read.freeze()),
+            Ok(Some(Err(e))) => return Err(IngestError::Body(e.to_string())),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if read.len() as u64 + data.len() as u64 > limit {
+                return Err(IngestError::TooLarge(limit));
+            }
+            read.extend_from_slice(&data);
+        }
+    }
+}
+
+/// Compares two keys in time independent of where they differ.
+pub fn same_key(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+
+    type Frame = Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>;
+    type Parts = futures_util::stream::Iter<std::vec::IntoIter<Frame>>;
+
+    fn body_of(parts: &[&'static [u8]]) -> StreamBody<Parts> {
+        let frames: Vec<Frame> =
+            parts.iter().map(|p| Ok(hyper::body::Frame::data(bytes::Bytes::from_static(p)))).collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bodies_are_read_whole_within_their_limit() {
+        let s = Duration::from_secs(10);
+        assert_eq!(read_body(body_of(&[b"abc", b"de"]), 5, s).await.unwrap(), &b"abcde"[..]);
+        assert_eq!(read_body(body_of(&[b"abc", b"def"]), 5, s).await.unwrap_err(), IngestError::TooLarge(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stalls_is_cut_at_the_body_timeout() {
+        use futures_util::StreamExt;
+        let stall = Duration::from_secs(10);
+        // Two parts a second apart, then nothing.
+        let parts = futures_util::stream::iter([&b"ab"[..], b"cd"])
+            .then(|p| async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from_static(p)))
+            })
+            .chain(futures_util::stream::pending());
+        let start = tokio::time::Instant::now();
+        let result = read_body(StreamBody::new(Box::pin(parts)), 1 << 20, stall).await;
+        assert_eq!(result.unwrap_err(), IngestError::BodyStalled(stall));
+        assert_eq!(start.elapsed(), Duration::from_secs(12));
+        assert_eq!(IngestError::BodyStalled(stall).status(), StatusCode::REQUEST_TIMEOUT);
     }
 }

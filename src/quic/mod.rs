@@ -6,30 +6,52 @@
 //! here, so that neither imports the other: [`transport`], the settings of every lightpath connection;
 //! [`read_frame`] and [`write_frame`], which move [`crate::wire`] frames over a stream; and [`dial`], which
 //! resolves an address and completes a handshake, with a [`DialError`] that says whether redialing makes
-//! sense; [`refusal`], which reads a refused handshake into words, and the [`Backoff`] between attempts.
+//! sense; [`refusal`], which reads a refused handshake into words, and the [`Backoff`] between attempts;
+//! [`handshakes`], which decides which incoming connections get a handshake at all (Retry for unproven
+//! addresses, a cap on handshakes at once).
 //!
 //! What it does not do: it decides nothing about when to dial or what to say. Hello exchanges and sessions
 //! belong to the callers; the TLS identities come from [`crate::ca`].
 
 mod dial;
 mod frame;
+pub mod handshakes;
 pub mod refusal;
 
 use std::time::Duration;
 
 pub use dial::{dial, DialError};
 pub use frame::{read_frame, write_frame, FrameError};
+pub use handshakes::Handshakes;
 pub use refusal::{refusal, Backoff, Refused};
+
+/// How much one object stream may have in flight unread: 4 MiB. A live object is a segment of 1 to 6 s or
+/// a part of a fraction of that; at 8 Mbit/s (a high-end 1080p rendition) a 4 s segment is 4 MB, so one
+/// window takes most segments in one round trip and the largest in two, while cut-through relays read each
+/// stream as it arrives, so the window is rarely full. The old 16 MiB only let one stream hold more of a
+/// connection's window, never made an object arrive sooner.
+pub const STREAM_WINDOW: u32 = 4 << 20;
+/// How much one connection may have in flight unread, over all its streams: 16 MiB, the bandwidth-delay
+/// product of 1 Gbit/s over a 130 ms round trip (an inter-continental mesh link). This, not the streams'
+/// windows, bounds what a peer can make a node buffer: 16 MiB per neighbour where the old 64 MiB window let
+/// a few neighbours hold hundreds of MiB.
+pub const CONNECTION_WINDOW: u32 = 16 << 20;
+/// How many object streams a peer may have open at once: 1,024. A node relays each stream's newest
+/// objects (a playlist and a segment or a few parts in flight per stream), so this carries a few hundred
+/// streams over one link at once; each open stream costs its state (a few hundred bytes) whether or not
+/// data flows, which 4,096 let a single peer multiply for nothing.
+pub const MAX_OBJECT_STREAMS: u32 = 1024;
 
 /// The QUIC transport settings of lightpath connections (mesh links and control sessions).
 pub fn transport() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(Duration::from_secs(5).try_into().expect("5 s fits")));
     t.keep_alive_interval(Some(Duration::from_secs(2)));
-    t.max_concurrent_uni_streams(4096u32.into());
-    t.stream_receive_window((16u32 << 20).into());
-    t.receive_window((64u32 << 20).into());
-    t.send_window(64 << 20);
+    t.max_concurrent_uni_streams(MAX_OBJECT_STREAMS.into());
+    t.stream_receive_window(STREAM_WINDOW.into());
+    t.receive_window(CONNECTION_WINDOW.into());
+    // What this node buffers for one peer unacknowledged: the same as it lets a peer send it.
+    t.send_window(u64::from(CONNECTION_WINDOW));
     // Ask the peer to acknowledge within 2 ms rather than QUIC's default 25 ms (both ends are lightpath
     // nodes, which speak the ACK frequency extension). A lost tail of a burst is found by the probe timeout,
     // which waits for the peer's ACK delay on top of the RTT: 25 ms made every such loss cost a hop 26-28 ms
