@@ -306,6 +306,9 @@ pub struct Relay {
     subs: BTreeMap<StreamName, Subscription>,
     in_flight: HashMap<ObjectKey, InFlight>,
     releases: Vec<Release>,
+    /// No pass-over ends before this (`None`: none is pending): timers look through the subscriptions only
+    /// when one may be due, not on every call.
+    next_pass_over: Option<Duration>,
     /// How long this node has been too busy to listen, in all (see [`Relay::handle_stalled`]).
     deaf: Duration,
     /// Subscriptions changed since the links' activity was last marked.
@@ -352,6 +355,7 @@ impl Relay {
             subs: BTreeMap::new(),
             in_flight: HashMap::new(),
             releases: Vec::new(),
+            next_pass_over: None,
             deaf: Duration::ZERO,
             activity_stale: false,
             actions: VecDeque::new(),
@@ -389,7 +393,7 @@ impl Relay {
     /// [`Relay::poll_timeout`]'s part for streams: the end of a hold or of a pass-over.
     pub fn stream_timeout(&self) -> Option<Duration> {
         let releases = self.releases.iter().map(|r| r.at);
-        let passes = self.subs.values().flat_map(|s| s.passed_over.values().copied());
+        let passes = self.next_pass_over;
         let silences = self.publishing.values().map(|p| p.last + self.silence(p));
         let forget = self.registry.next_forget(self.config.linger);
         releases.chain(passes).chain(silences).chain(forget).min()
@@ -429,16 +433,21 @@ impl Relay {
             self.release(r.stream, r.peer);
         }
 
-        let mut expired = Vec::new();
-        for (stream, sub) in &mut self.subs {
-            let before = sub.passed_over.len();
-            sub.passed_over.retain(|_, until| *until > now);
-            if sub.passed_over.len() != before {
-                expired.push(stream.clone());
+        if self.next_pass_over.is_some_and(|at| at <= now) {
+            let mut expired = Vec::new();
+            let mut next: Option<Duration> = None;
+            for (stream, sub) in &mut self.subs {
+                let before = sub.passed_over.len();
+                sub.passed_over.retain(|_, until| *until > now);
+                if sub.passed_over.len() != before {
+                    expired.push(stream.clone());
+                }
+                next = sub.passed_over.values().copied().chain(next).min();
             }
-        }
-        for stream in expired {
-            self.ensure_upstream(&stream);
+            self.next_pass_over = next;
+            for stream in expired {
+                self.ensure_upstream(&stream);
+            }
         }
 
         let silent: Vec<StreamName> =
@@ -686,6 +695,7 @@ impl Relay {
                 };
                 tracing::info!(%peer, %stream, "upstream cannot get the stream; routing around it");
                 sub.passed_over.insert(peer.clone(), until);
+                self.next_pass_over = Some(self.next_pass_over.map_or(until, |t| t.min(until)));
                 self.ensure_upstream(&stream);
             }
             Frame::Hello { .. } | Frame::Object(_) | Frame::Report(_) | Frame::Routes(_) => {
@@ -902,7 +912,9 @@ impl Relay {
             // Our own upstream asks us for the stream: it lost its path. Route around it first; it is served
             // once we receive the stream from elsewhere.
             tracing::info!(%peer, %stream, "upstream subscribed back; routing around it");
-            sub.passed_over.insert(peer.clone(), self.now + self.config.pass_over);
+            let until = self.now + self.config.pass_over;
+            sub.passed_over.insert(peer.clone(), until);
+            self.next_pass_over = Some(self.next_pass_over.map_or(until, |t| t.min(until)));
             self.ensure_upstream(&stream);
             if self.subs.get(&stream).is_some_and(|s| s.upstream.as_ref() == Some(peer)) {
                 // No other way: accepting would close a loop.
