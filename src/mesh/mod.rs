@@ -374,6 +374,8 @@ struct Conn {
     control: mpsc::UnboundedSender<Frame>,
     /// STREAM and ACK frames received on it when last sampled: the peer delivers, or takes what we send.
     heard_frames: u64,
+    /// `lightpath_mesh_udp_bytes_sent_total` of this peer, looked up once (it is set on every sample).
+    udp_sent: metrics::Counter,
 }
 
 /// The task that owns the node's [`Relay`] and carries out its actions.
@@ -465,7 +467,9 @@ impl Driver {
             Event::PeerUp { peer, conn, control } => {
                 let id = conn_id(&conn);
                 let heard_frames = heard_frames(&conn.stats());
-                if let Some(old) = self.conns.insert(peer.clone(), Conn { conn, control, heard_frames }) {
+                let labels = [("node", self.shared.me.to_string()), ("peer", peer.to_string())];
+                let udp_sent = metrics::counter!("lightpath_mesh_udp_bytes_sent_total", &labels);
+                if let Some(old) = self.conns.insert(peer.clone(), Conn { conn, control, heard_frames, udp_sent }) {
                     old.conn.close(0u32.into(), b"replaced by a newer connection");
                 }
                 self.relay.handle_peer_up(now, peer, id);
@@ -576,8 +580,7 @@ impl Driver {
                 c.heard_frames = heard_frames(&stats);
                 self.relay.handle_heard(now, peer, conn_id(&c.conn));
             }
-            let labels = [("node", self.shared.me.to_string()), ("peer", peer.to_string())];
-            metrics::counter!("lightpath_mesh_udp_bytes_sent_total", &labels).absolute(stats.udp_tx.bytes);
+            c.udp_sent.absolute(stats.udp_tx.bytes);
         }
     }
 
