@@ -136,7 +136,9 @@ async fn a_backup_origin_takes_over_a_silent_stream_and_hands_it_back() {
     mesh.wait_healthy().await;
     let dir = mesh.dir.path().to_owned();
     // Segment numbers from the wall clock, as the README tells publishers: a later encoder numbers higher.
-    let epoch = ["-hls_start_number_source", "epoch", "-ignore_io_errors", "1"];
+    // Two-second segments: the primary ends the stream after three of them of silence (6 s), well after the
+    // backup's 2 s takeover; were it the other way round, players would see the stream end first.
+    let epoch = ["-hls_start_number_source", "epoch", "-ignore_io_errors", "1", "-hls_time", "2"];
     let primary = publish_from(mesh.http("origin-a"), "testsrc2", "s", 60, false, &epoch, &dir.join("a1.log"));
     let edge = mesh.http("edge-1");
     until(Duration::from_secs(20), "the edge serves the primary", || async {
