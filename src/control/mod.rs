@@ -136,16 +136,7 @@ async fn accept_loop(
         tokio::spawn(
             async move {
                 let remote = incoming.remote_address();
-                let handshake = incoming.await;
-                drop(slot);
-                let conn = match handshake {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let why = crate::quic::refusal(&e).map_or_else(|| e.to_string(), |r| r.to_string());
-                        handshakes.failed(remote, &format!("handshake failed: {why}"));
-                        return;
-                    }
-                };
+                let Some(conn) = handshakes.complete(incoming, slot).await else { return };
                 let node = conn
                     .peer_identity()
                     .and_then(|i| i.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())

@@ -101,16 +101,7 @@ pub(super) async fn accept_loop(shared: Arc<Shared>) {
         tokio::spawn(
             async move {
                 let remote = incoming.remote_address();
-                let handshake = incoming.await;
-                drop(slot);
-                let conn = match handshake {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let why = quic::refusal(&e).map_or_else(|| e.to_string(), |r| r.to_string());
-                        shared.handshakes.failed(remote, &format!("handshake failed: {why}"));
-                        return;
-                    }
-                };
+                let Some(conn) = shared.handshakes.complete(incoming, slot).await else { return };
                 let Some(peer) = identify(&shared, &conn) else {
                     shared.handshakes.failed(remote, "presented a certificate that names no neighbour of this node");
                     conn.close(1u32.into(), b"not a neighbour");

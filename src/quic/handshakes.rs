@@ -106,6 +106,22 @@ impl Handshakes {
         None
     }
 
+    /// Runs an admitted handshake to its end, freeing its slot: the connection, or `None` when it failed (the
+    /// failure counted and logged as [`Handshakes::failed`]).
+    pub async fn complete(&self, incoming: quinn::Incoming, slot: HandshakeSlot) -> Option<quinn::Connection> {
+        let remote = incoming.remote_address();
+        let handshake = incoming.await;
+        drop(slot);
+        match handshake {
+            Ok(conn) => Some(conn),
+            Err(e) => {
+                let why = super::refusal(&e).map_or_else(|| e.to_string(), |r| r.to_string());
+                self.failed(remote, &format!("handshake failed: {why}"));
+                None
+            }
+        }
+    }
+
     /// A handshake from `remote` failed, for `why`: counted, and logged unless a line went out within the
     /// interval.
     pub fn failed(&self, remote: SocketAddr, why: &str) {
