@@ -221,8 +221,28 @@ impl ProgressBar {
     }
 }
 
+/// The runtime of the long-running commands (node, control replica, demo), which first make freed memory go
+/// back to the system (see [`return_freed_memory`]).
 fn runtime() -> Result<tokio::runtime::Runtime> {
+    return_freed_memory();
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")
+}
+
+/// Bodies of live objects (segments of hundreds of KiB to MiB) come and go all the time. glibc serves a block
+/// that large from its own mapping and unmaps it when freed, but only up to a threshold that it raises to the
+/// size of every such block freed, after which the same sizes come from heaps it keeps: a node that relayed a
+/// burst then held its peak (an origin stayed at 1.7 GiB after a 2 GiB backlog had drained). A threshold set
+/// once (128 KiB, glibc's own starting value) stops that, so memory follows the live window; small
+/// allocations are unaffected. Measured in BENCHMARKS.md ("Memory under a backlog").
+#[allow(unsafe_code)]
+fn return_freed_memory() {
+    const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
+    // SAFETY: mallopt only sets a malloc parameter; called before the runtime's threads start. It returns 0
+    // when the parameter is refused, and then allocation simply goes on as before.
+    let set = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
+    if set == 0 {
+        tracing::debug!("malloc refused an mmap threshold; freed memory may stay with the process");
+    }
 }
 
 async fn ctrl_c() {

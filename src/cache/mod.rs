@@ -1,8 +1,11 @@
 //! The live-window object store every node keeps.
 //!
 //! Each node holds, per stream, the newest version of every object that passed through it (segments, parts,
-//! playlists), bounded in bytes across all streams. When the bound is exceeded the oldest objects go first,
-//! but the newest object of every stream is always kept, so a new or rerouted subscriber is served at once.
+//! playlists), bounded in bytes across all streams: the bound holds for every byte held, each stream's newest
+//! objects included. When an insert goes over it, a stream above its share of the bound (the bound divided by
+//! the streams held) gives up its own oldest objects first; otherwise the oldest object held goes, which
+//! belongs to the stream that has been idle longest. The object being inserted is never the one evicted, so
+//! a single object larger than the whole bound is still kept, alone.
 //! Waiters (an edge's viewer asking for a segment that is still on its way) park on the stream's change
 //! counter and look again whenever an object lands.
 //!
@@ -59,12 +62,15 @@ pub enum Inserted {
 struct LiveWindow {
     /// Each name's newest version and its stamp in the eviction order.
     objects: HashMap<ObjectName, (u64, Arc<Object>)>,
-    newest_seq: u64,
+    /// This stream's objects by stamp, oldest first.
+    order: BTreeMap<u64, ObjectName>,
+    /// Bytes of this stream's bodies.
+    bytes: u64,
 }
 
 struct Inner {
     streams: HashMap<StreamName, LiveWindow>,
-    /// Eviction order: (seq stamped at insertion, stream, name).
+    /// Eviction order across streams: (stamp given at insertion, stream, name).
     order: BTreeMap<u64, (StreamName, ObjectName)>,
     changes: HashMap<StreamName, watch::Sender<u64>>,
     bytes: u64,
@@ -84,7 +90,7 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// A cache holding at most `max_bytes` of object bodies (beyond each stream's newest object).
+    /// A cache holding at most `max_bytes` of object bodies.
     /// `node` labels its metrics.
     pub fn new(max_bytes: u64, node: &str) -> Arc<Self> {
         Self::build(max_bytes, node, None)
@@ -141,17 +147,20 @@ impl Cache {
                 return Inserted::Duplicate;
             }
         }
-        window.newest_seq = window.newest_seq.max(object.header.seq);
         let size = object.body.len() as u64;
-        let old = window.objects.insert(name.clone(), (stamp, object));
-        if let Some((old_stamp, old)) = old {
-            inner.bytes -= old.body.len() as u64;
+        let mut freed = 0;
+        if let Some((old_stamp, old)) = window.objects.insert(name.clone(), (stamp, object)) {
+            freed = old.body.len() as u64;
+            window.order.remove(&old_stamp);
             inner.order.remove(&old_stamp);
         }
-        inner.bytes += size;
+        let window = inner.streams.get_mut(&stream).expect("inserted above");
+        window.order.insert(stamp, name.clone());
+        window.bytes = window.bytes - freed + size;
+        inner.bytes = inner.bytes - freed + size;
         inner.next_stamp += 1;
         inner.order.insert(stamp, (stream.clone(), name));
-        self.evict(&mut inner);
+        self.evict(&mut inner, &stream, stamp);
         let sender = inner.changes.entry(stream).or_insert_with(|| watch::channel(0).0);
         sender.send_modify(|n| *n += 1);
         metrics::gauge!("lightpath_cache_bytes", "node" => self.node.clone()).set(inner.bytes as f64);
@@ -190,22 +199,36 @@ impl Cache {
         }
     }
 
-    fn evict(&self, inner: &mut Inner) {
-        let mut skipped = Vec::new();
+    /// Brings the bytes held back under the bound after `stream` received the object stamped `kept`, which
+    /// stays: first from `stream` itself while it holds more than its share, then the oldest objects held.
+    fn evict(&self, inner: &mut Inner, stream: &StreamName, kept: u64) {
         while inner.bytes > self.max_bytes {
-            let Some((stamp, (stream, name))) = inner.order.pop_first() else { break };
-            let Some(window) = inner.streams.get_mut(&stream) else { continue };
-            let Some((_, obj)) = window.objects.get(&name) else { continue };
-            if obj.header.seq == window.newest_seq {
-                skipped.push((stamp, (stream, name)));
-                continue;
-            }
-            let size = obj.body.len() as u64;
-            window.objects.remove(&name);
-            inner.bytes -= size;
+            let share = self.max_bytes / inner.streams.len().max(1) as u64;
+            let own = inner.streams.get(stream).filter(|w| w.bytes > share).and_then(|w| w.order.first_key_value());
+            let victim = match own {
+                Some((&stamp, name)) if stamp != kept => (stamp, stream.clone(), name.clone()),
+                _ => match inner.order.first_key_value() {
+                    Some((&stamp, (s, name))) if stamp != kept => (stamp, s.clone(), name.clone()),
+                    _ => break,
+                },
+            };
+            self.drop_object(inner, victim);
             metrics::counter!("lightpath_cache_evictions_total", "node" => self.node.clone()).increment(1);
         }
-        inner.order.extend(skipped);
+    }
+
+    /// Removes one object held under `stamp`, and its stream's window once empty.
+    fn drop_object(&self, inner: &mut Inner, (stamp, stream, name): (u64, StreamName, ObjectName)) {
+        inner.order.remove(&stamp);
+        let Some(window) = inner.streams.get_mut(&stream) else { return };
+        window.order.remove(&stamp);
+        if let Some((_, obj)) = window.objects.remove(&name) {
+            window.bytes -= obj.body.len() as u64;
+            inner.bytes -= obj.body.len() as u64;
+        }
+        if window.objects.is_empty() {
+            inner.streams.remove(&stream);
+        }
     }
 
     /// The newest version of `name` in `stream`, if held.
@@ -230,10 +253,9 @@ impl Cache {
     /// Removes one object (a publisher's DELETE). Returns whether it was there.
     pub fn remove(&self, stream: &StreamName, name: &ObjectName) -> bool {
         let mut inner = self.lock();
-        let Some(window) = inner.streams.get_mut(stream) else { return false };
-        let Some((stamp, obj)) = window.objects.remove(name) else { return false };
-        inner.bytes -= obj.body.len() as u64;
-        inner.order.remove(&stamp);
+        let Some(&(stamp, _)) = inner.streams.get(stream).and_then(|w| w.objects.get(name)) else { return false };
+        self.drop_object(&mut inner, (stamp, stream.clone(), name.clone()));
+        metrics::gauge!("lightpath_cache_bytes", "node" => self.node.clone()).set(inner.bytes as f64);
         true
     }
 
@@ -241,23 +263,19 @@ impl Cache {
     /// reuse with other bytes. Returns how many went.
     pub fn purge_below(&self, stream: &StreamName, below: u64) -> usize {
         let mut inner = self.lock();
-        let Some(window) = inner.streams.get_mut(stream) else { return 0 };
-        let old: Vec<(ObjectName, u64, u64)> = window
+        let Some(window) = inner.streams.get(stream) else { return 0 };
+        let old: Vec<(u64, StreamName, ObjectName)> = window
             .objects
             .iter()
             .filter(|(_, (_, o))| o.header.version < below)
-            .map(|(n, (stamp, o))| (n.clone(), *stamp, o.body.len() as u64))
+            .map(|(n, (stamp, _))| (*stamp, stream.clone(), n.clone()))
             .collect();
-        for (name, _, _) in &old {
-            window.objects.remove(name);
-        }
-        window.newest_seq = window.objects.values().map(|(_, o)| o.header.seq).max().unwrap_or(0);
-        for (_, stamp, size) in &old {
-            inner.order.remove(stamp);
-            inner.bytes -= size;
+        let purged = old.len();
+        for victim in old {
+            self.drop_object(&mut inner, victim);
         }
         metrics::gauge!("lightpath_cache_bytes", "node" => self.node.clone()).set(inner.bytes as f64);
-        old.len()
+        purged
     }
 
     /// Drops everything of a stream (it ended and is forgotten); its waiters give up at once.
@@ -265,10 +283,10 @@ impl Cache {
         let mut inner = self.lock();
         inner.changes.remove(stream);
         let Some(window) = inner.streams.remove(stream) else { return };
-        for (stamp, o) in window.objects.values() {
+        for stamp in window.order.keys() {
             inner.order.remove(stamp);
-            inner.bytes -= o.body.len() as u64;
         }
+        inner.bytes -= window.bytes;
         metrics::gauge!("lightpath_cache_bytes", "node" => self.node.clone()).set(inner.bytes as f64);
     }
 
@@ -292,7 +310,14 @@ impl Cache {
                 }
             }
         };
-        tokio::time::timeout(timeout, wait).await.ok().flatten()
+        let found = tokio::time::timeout(timeout, wait).await.ok().flatten();
+        drop(changes);
+        // A name asked for in a stream that never came leaves nothing behind.
+        let mut inner = self.lock();
+        if !inner.streams.contains_key(stream) && inner.changes.get(stream).is_some_and(|s| s.receiver_count() == 0) {
+            inner.changes.remove(stream);
+        }
+        found
     }
 
     /// Bytes of object bodies held.
@@ -326,20 +351,46 @@ mod tests {
     }
 
     #[test]
-    fn evicts_oldest_but_keeps_each_streams_newest() {
+    fn the_bound_holds_for_every_byte_and_the_idlest_stream_goes_first() {
         let cache = Cache::new(250, "t");
         assert_eq!(cache.insert(obj("a", "s1.ts", 1, 100)), Inserted::New);
         assert_eq!(cache.insert(obj("a", "s2.ts", 2, 100)), Inserted::New);
         assert_eq!(cache.insert(obj("b", "s1.ts", 1, 100)), Inserted::New);
         let a = StreamName::new("a").unwrap();
         let b = StreamName::new("b").unwrap();
+        // `b` is within its share (125 bytes): the oldest object held went.
         assert!(cache.get(&a, &ObjectName::new("s1.ts").unwrap()).is_none());
         assert!(cache.get(&a, &ObjectName::new("s2.ts").unwrap()).is_some());
         assert_eq!(cache.bytes(), 200);
-        // A single object bigger than the bound is still kept: it is its stream's newest.
-        cache.insert(obj("b", "s2.ts", 2, 1000));
-        assert!(cache.get(&b, &ObjectName::new("s2.ts").unwrap()).is_some());
+        // `b` goes over its share with a second object: `b`'s own oldest goes, `a` keeps its window.
+        cache.insert(obj("b", "s2.ts", 2, 100));
+        assert!(cache.get(&b, &ObjectName::new("s1.ts").unwrap()).is_none());
         assert!(cache.get(&a, &ObjectName::new("s2.ts").unwrap()).is_some());
+        // A third stream within its share (83 bytes): the oldest object held goes, `a`'s, the idlest stream's.
+        cache.insert(obj("c", "s1.ts", 1, 80));
+        assert!(!cache.has_stream(&a), "the stream idle longest was cut first");
+        assert!(cache.has_stream(&b));
+        assert_eq!(cache.bytes(), 180);
+        // A single object bigger than the bound is kept, alone.
+        cache.insert(obj("b", "s3.ts", 3, 1000));
+        assert!(cache.get(&b, &ObjectName::new("s3.ts").unwrap()).is_some());
+        assert_eq!(cache.bytes(), 1000);
+    }
+
+    #[test]
+    fn many_streams_stay_within_the_bound() {
+        let cache = Cache::new(64 * 1000, "t");
+        for seq in 1..=3u64 {
+            for s in 0..500 {
+                cache.insert(obj(&format!("s{s}"), &format!("seg{seq}.ts"), seq, 1000));
+                assert!(cache.bytes() <= 64 * 1000, "{} held after stream {s} object {seq}", cache.bytes());
+            }
+        }
+        // The 64 streams published last each keep their newest object.
+        for s in 436..500 {
+            let held = cache.get(&StreamName::new(format!("s{s}")).unwrap(), &ObjectName::new("seg3.ts").unwrap());
+            assert!(held.is_some(), "s{s}");
+        }
     }
 
     #[test]

@@ -456,7 +456,7 @@ fn limits_summary(http: &HttpConfig, quic: &QuicConfig) -> String {
     format!(
         "\nlimits: http.header_timeout_ms {}, http.idle_timeout_ms {}, http.body_timeout_ms {}, \
          http.max_connections {} (http.max_connections_per_address {}, http.reserved_fds {}), \
-         quic.validate_addresses {}, quic.max_handshakes {}",
+         quic.validate_addresses {}, quic.max_handshakes {}, quic.peer_queue_bytes {}",
         http.header_timeout_ms,
         http.idle_timeout_ms,
         http.body_timeout_ms,
@@ -464,7 +464,8 @@ fn limits_summary(http: &HttpConfig, quic: &QuicConfig) -> String {
         http.max_connections_per_address,
         http.reserved_fds,
         quic.validate_addresses,
-        quic.max_handshakes
+        quic.max_handshakes,
+        quic.peer_queue_bytes
     )
 }
 

@@ -484,21 +484,33 @@ pub struct QuicConfig {
     /// The most handshakes in progress at once (default 64); beyond it, new connections are refused
     /// (CONNECTION_REFUSED) without starting one. A node has at most a few dozen neighbours and replicas.
     pub max_handshakes: usize,
+    /// Bytes of whole objects (ingested here, or a live window for a new subscriber) being sent to one mesh
+    /// peer at once (default 16 MiB, a connection's window); as much again may wait. Beyond that a lagging
+    /// peer skips the oldest waiting objects, so a stalled neighbour never makes the node buffer more.
+    pub peer_queue_bytes: u64,
 }
 
 impl QuicConfig {
     /// A cap above 0.
     pub fn validate(&self) -> Result<(), Vec<CheckError>> {
+        let mut problems = Vec::new();
         if self.max_handshakes == 0 {
-            return Err(vec![problem("quic.max_handshakes", "0 would refuse every peer")]);
+            problems.push(problem("quic.max_handshakes", "0 would refuse every peer"));
         }
-        Ok(())
+        if self.peer_queue_bytes < 65_536 {
+            problems.push(problem("quic.peer_queue_bytes", "must be at least 65536 (64 KiB)"));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
     }
 }
 
 impl Default for QuicConfig {
     fn default() -> Self {
-        Self { validate_addresses: true, max_handshakes: 64 }
+        Self { validate_addresses: true, max_handshakes: 64, peer_queue_bytes: 16 << 20 }
     }
 }
 
@@ -532,7 +544,10 @@ mod tests {
         assert_eq!((http.header_timeout_ms, http.idle_timeout_ms, http.body_timeout_ms), (10_000, 30_000, 10_000));
         assert_eq!((http.max_connections, http.max_connections_per_address, http.reserved_fds), (16_384, 256, 512));
         assert_eq!(http.validate(), Ok(()));
-        assert_eq!(QuicConfig::default(), QuicConfig { validate_addresses: true, max_handshakes: 64 });
+        assert_eq!(
+            QuicConfig::default(),
+            QuicConfig { validate_addresses: true, max_handshakes: 64, peer_queue_bytes: 16 << 20 }
+        );
         assert_eq!(QuicConfig::default().validate(), Ok(()));
     }
 

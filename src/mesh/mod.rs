@@ -6,7 +6,8 @@
 //! ([`peer`]) and from the node's HTTP side (ingest at an origin, viewer interest at an edge), passes each to
 //! the relay with the time, and carries out the relay's [`Action`]s: control frames, a stream's live window
 //! to a new subscriber, probes. Objects travel one QUIC unidirectional stream each; relays forward them
-//! cut-through as they arrive ([`peer`]), asking the relay whom to feed once the header is in. Every hop
+//! cut-through as they arrive ([`peer`]), asking the relay whom to feed once the header is in, and whole
+//! objects go out through each peer's bounded [`outbox`], which skips to the newest when a peer lags. Every hop
 //! keeps the live window in the [`Cache`] (an object enters it once complete).
 //!
 //! Time for the relay is the time since the mesh started ([`Shared::now`]), read when an event happens: a
@@ -19,6 +20,7 @@
 //! ends its media playlists (`EXT-X-ENDLIST`) as new versions that travel like any object; takedowns are
 //! flooded, kept in a file when the config names one, and read by the edge.
 
+mod outbox;
 pub mod peer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -133,8 +135,9 @@ pub(crate) enum Forwarding {
     /// This version or a newer one is held already, or on its way from another peer: store the copy if it
     /// completes first, forward nothing while it arrives.
     Duplicate,
-    /// New: forward it to these downstream subscribers (maybe none) as it arrives.
-    To(Vec<(NodeId, quinn::Connection)>),
+    /// New: forward it to these downstream subscribers (maybe none) as it arrives, each within its outbox's
+    /// budget.
+    To(Vec<(NodeId, quinn::Connection, Arc<outbox::Outbox>)>),
 }
 
 /// State the sessions and the HTTP side share with the driver.
@@ -190,6 +193,7 @@ impl Mesh {
         options: MeshOptions,
     ) -> Result<Self> {
         let MeshOptions { relay: config, takedowns_file, quic } = options;
+        let peer_queue_bytes = quic.peer_queue_bytes;
         let config = RelayConfig { probes: config.probes.validate().context("probe intervals")?, ..config };
         let mut relay = Relay::new(
             me.clone(),
@@ -254,6 +258,7 @@ impl Mesh {
             reports,
             sampled: Duration::ZERO,
             takedowns_file,
+            peer_queue_bytes,
         };
         driver.publish_takedowns();
         tokio::spawn(driver.run(rx).instrument(span.clone()));
@@ -376,6 +381,10 @@ struct Conn {
     heard_frames: u64,
     /// `lightpath_mesh_udp_bytes_sent_total` of this peer, looked up once (it is set on every sample).
     udp_sent: metrics::Counter,
+    /// Whole objects on their way to the peer.
+    outbox: Arc<outbox::Outbox>,
+    /// `lightpath_mesh_queue_drops_total` of this peer.
+    queue_drops: metrics::Counter,
 }
 
 /// The task that owns the node's [`Relay`] and carries out its actions.
@@ -387,6 +396,8 @@ struct Driver {
     /// When the connections were last sampled.
     sampled: Duration,
     takedowns_file: Option<PathBuf>,
+    /// Each peer's [`outbox::Outbox`] budget.
+    peer_queue_bytes: u64,
 }
 
 /// How often [`watch_stalls`] looks, and how late it may wake before that counts as a stall.
@@ -415,6 +426,27 @@ async fn watch_stalls(shared: std::sync::Weak<Shared>) {
 /// what we send (a probe reply can be late on a busy peer while both keep flowing).
 fn heard_frames(stats: &quinn::ConnectionStats) -> u64 {
     stats.frame_rx.stream + stats.frame_rx.acks
+}
+
+/// Sends what `outbox` hands out to `peer` over `conn`, each object on its own stream, until the connection
+/// closes.
+async fn send_whole_objects(me: NodeId, peer: NodeId, conn: quinn::Connection, outbox: Arc<outbox::Outbox>) {
+    loop {
+        let object = tokio::select! {
+            object = outbox.next() => object,
+            _ = conn.closed() => return,
+        };
+        let (me, peer, conn, outbox) = (me.clone(), peer.clone(), conn.clone(), outbox.clone());
+        tokio::spawn(
+            async move {
+                if let Err(e) = peer::send_object(&me, &peer, &conn, &object).await {
+                    tracing::warn!(%peer, stream = %object.header.stream, object = %object.header.name, error = %e, "could not send an object");
+                }
+                outbox.done(&object);
+            }
+            .in_current_span(),
+        );
+    }
 }
 
 fn conn_id(conn: &quinn::Connection) -> ConnId {
@@ -469,7 +501,14 @@ impl Driver {
                 let heard_frames = heard_frames(&conn.stats());
                 let labels = [("node", self.shared.me.to_string()), ("peer", peer.to_string())];
                 let udp_sent = metrics::counter!("lightpath_mesh_udp_bytes_sent_total", &labels);
-                if let Some(old) = self.conns.insert(peer.clone(), Conn { conn, control, heard_frames, udp_sent }) {
+                let queue_drops = metrics::counter!("lightpath_mesh_queue_drops_total", &labels);
+                let outbox = outbox::Outbox::new(self.peer_queue_bytes);
+                tokio::spawn(
+                    send_whole_objects(self.shared.me.clone(), peer.clone(), conn.clone(), outbox.clone())
+                        .in_current_span(),
+                );
+                let c = Conn { conn, control, heard_frames, udp_sent, outbox, queue_drops };
+                if let Some(old) = self.conns.insert(peer.clone(), c) {
                     old.conn.close(0u32.into(), b"replaced by a newer connection");
                 }
                 self.relay.handle_peer_up(now, peer, id);
@@ -492,7 +531,13 @@ impl Driver {
                 let forwarding = match self.relay.handle_incoming(&from, &header, held) {
                     Incoming::Duplicate => Forwarding::Duplicate,
                     Incoming::Forward(peers) => Forwarding::To(
-                        peers.into_iter().filter_map(|p| Some((p.clone(), self.conns.get(&p)?.conn.clone()))).collect(),
+                        peers
+                            .into_iter()
+                            .filter_map(|p| {
+                                let c = self.conns.get(&p)?;
+                                Some((p.clone(), c.conn.clone(), c.outbox.clone()))
+                            })
+                            .collect(),
                     ),
                 };
                 // The session gave up waiting only if it failed meanwhile; it then reports `Passed`.
@@ -626,18 +671,14 @@ impl Driver {
         any
     }
 
+    /// Queues a whole object for `peer` (see [`outbox`]).
     fn forward(&self, peer: &NodeId, object: Arc<Object>) {
         let Some(c) = self.conns.get(peer) else { return };
-        let conn = c.conn.clone();
-        let (me, peer) = (self.shared.me.clone(), peer.clone());
-        tokio::spawn(
-            async move {
-                if let Err(e) = peer::send_object(&me, &peer, &conn, &object).await {
-                    tracing::warn!(%peer, stream = %object.header.stream, object = %object.header.name, error = %e, "could not send an object");
-                }
-            }
-            .in_current_span(),
-        );
+        let skipped = c.outbox.push(object);
+        if skipped > 0 {
+            c.queue_drops.increment(skipped as u64);
+            tracing::debug!(%peer, skipped, held = c.outbox.held(), "a lagging peer skips to the newest objects");
+        }
     }
 
     fn publish_state(&mut self) {

@@ -8,7 +8,9 @@
 //!
 //! Each object arrives on its own unidirectional stream: a header frame, then the body. The session reads
 //! the header, asks the driver whom to forward the object to, and passes the body on chunk by chunk while
-//! it arrives (cut-through); the object enters the cache when its length matches the header. A copy whose
+//! it arrives (cut-through); the object enters the cache when its length matches the header. Each downstream
+//! copy is written by its own task, so a slow or stalled peer holds up neither the upstream nor the other
+//! peers; it counts against that peer's [`Outbox`] budget, and a peer over it skips the object. A copy whose
 //! upstream fails, is reset or carries the wrong length is reset downstream, never finished, so no node
 //! stores a cut-short object as complete.
 
@@ -22,6 +24,7 @@ use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
+use super::outbox::Outbox;
 use super::{Event, Forwarding, Shared};
 use crate::cache::{Inserted, Object};
 use crate::id::NodeId;
@@ -270,11 +273,13 @@ async fn receive_object(shared: &Shared, peer: &NodeId, mut recv: quinn::RecvStr
     let cut_through = matches!(forwarding, Forwarding::To(_));
     let mut out = Vec::new();
     if let Forwarding::To(downstream) = forwarding {
-        for (to, conn) in downstream {
-            match Downstream::open(to.clone(), &conn, &header).await {
-                Ok(d) => out.push(d),
-                Err(e) => {
-                    tracing::warn!(peer = %to, stream = %header.stream, object = %header.name, error = %e, "could not forward an object")
+        for (to, conn, outbox) in downstream {
+            match Copy::start(&shared.me, to.clone(), conn, outbox, &header) {
+                Some(copy) => out.push(copy),
+                None => {
+                    metrics::counter!("lightpath_mesh_queue_drops_total", "node" => shared.me.to_string(), "peer" => to.to_string())
+                        .increment(1);
+                    tracing::debug!(peer = %to, stream = %header.stream, object = %header.name, "a lagging peer skips an object");
                 }
             }
         }
@@ -294,8 +299,8 @@ async fn receive_object(shared: &Shared, peer: &NodeId, mut recv: quinn::RecvStr
     let labels = [("node", shared.me.to_string()), ("peer", peer.to_string()), ("stream", header.stream.to_string())];
     metrics::counter!("lightpath_mesh_objects_received_total", &labels).increment(1);
     metrics::counter!("lightpath_mesh_bytes_received_total", &labels).increment(body.len() as u64);
-    for d in out {
-        d.finish(&shared.me, &header);
+    for copy in out {
+        copy.finish();
     }
     let object = Arc::new(Object::new(header, body));
     if shared.cache.insert(object.clone()) == Inserted::New {
@@ -322,19 +327,18 @@ async fn read_header(recv: &mut quinn::RecvStream) -> Result<(ObjectHeader, Byte
     }
 }
 
-/// Reads an object's body to its end, writing every batch of chunks to the downstream copies as it arrives
-/// (a copy whose write fails is dropped, which resets it), and returns the whole body once its length
-/// matches the header's.
+/// Reads an object's body to its end, handing every batch of chunks to the downstream copies as it arrives
+/// (a copy whose task has ended is dropped), and returns the whole body once its length matches the
+/// header's.
 async fn relay_body(
     recv: &mut quinn::RecvStream,
     header: &ObjectHeader,
     first: Bytes,
-    out: &mut Vec<Downstream>,
+    out: &mut Vec<Copy>,
 ) -> Result<Bytes> {
     let len = header.len as usize;
     let mut body = BytesMut::with_capacity(len.min(BODY_RESERVE_MAX));
     let mut chunks: [Bytes; 32] = Default::default();
-    let mut scratch = Vec::with_capacity(chunks.len());
     let mut n = 0;
     if !first.is_empty() {
         chunks[0] = first;
@@ -348,17 +352,8 @@ async fn relay_body(
         for chunk in batch {
             body.extend_from_slice(chunk);
         }
-        let mut i = 0;
-        while i < out.len() && n > 0 {
-            scratch.clear();
-            scratch.extend_from_slice(batch);
-            match out[i].write(&mut scratch).await {
-                Ok(()) => i += 1,
-                Err(e) => {
-                    let d = out.swap_remove(i);
-                    tracing::warn!(peer = %d.peer, stream = %header.stream, object = %header.name, error = %e, "could not forward an object");
-                }
-            }
+        if n > 0 {
+            out.retain(|copy| copy.send(batch));
         }
         match recv.read_chunks(&mut chunks).await? {
             Some(k) => n = k,
@@ -377,52 +372,97 @@ const BODY_RESERVE_MAX: usize = 16 << 20;
 /// Application error code of an object stream reset because its upstream copy failed or was cut short.
 const UPSTREAM_FAILED: u32 = 1;
 
-/// One downstream copy of an object that is being forwarded while it arrives. Dropped before
-/// [`Downstream::finish`], it resets its stream (quinn would finish a dropped stream cleanly), so the
-/// downstream peer never takes a cut-short object for a whole one.
-struct Downstream {
-    peer: NodeId,
-    send: Option<quinn::SendStream>,
+/// What the reader hands a downstream copy's task.
+enum Piece {
+    Chunks(Vec<Bytes>),
+    /// The object is complete: finish the stream.
+    End,
 }
 
-impl Downstream {
-    /// Opens the object's stream to `peer` with the object's priority and writes its header.
-    async fn open(peer: NodeId, conn: &quinn::Connection, header: &ObjectHeader) -> Result<Self> {
-        let send = conn.open_uni().await?;
+/// One downstream copy of an object that is being forwarded while it arrives, written by its own task.
+/// Dropped before [`Copy::finish`], its stream is reset, so the downstream peer never takes a cut-short
+/// object for a whole one. Its bytes count against the peer's [`Outbox`] budget until the task ends; the
+/// chunks it waits to write are those of the body the reader holds anyway.
+struct Copy {
+    pieces: mpsc::UnboundedSender<Piece>,
+}
+
+impl Copy {
+    /// Starts a copy to `peer`, or `None` when the peer's budget has no room for it (it lags).
+    fn start(
+        me: &NodeId,
+        peer: NodeId,
+        conn: quinn::Connection,
+        outbox: Arc<Outbox>,
+        header: &ObjectHeader,
+    ) -> Option<Self> {
+        if !outbox.reserve(header.len) {
+            return None;
+        }
+        let (pieces, rx) = mpsc::unbounded_channel();
+        let (me, header) = (me.clone(), header.clone());
+        tokio::spawn(
+            async move {
+                match write_copy(&conn, &header, rx).await {
+                    Ok(true) => {
+                        let labels = [("node", me.to_string()), ("peer", peer.to_string()), ("stream", header.stream.to_string())];
+                        metrics::counter!("lightpath_mesh_objects_sent_total", &labels).increment(1);
+                        metrics::counter!("lightpath_mesh_bytes_sent_total", &labels).increment(header.len);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(%peer, stream = %header.stream, object = %header.name, error = %e, "could not forward an object")
+                    }
+                }
+                outbox.release(header.len);
+            }
+            .in_current_span(),
+        );
+        Some(Self { pieces })
+    }
+
+    /// Hands a batch of chunks to the copy; false once its task has ended (the copy failed).
+    fn send(&self, chunks: &[Bytes]) -> bool {
+        self.pieces.send(Piece::Chunks(chunks.to_vec())).is_ok()
+    }
+
+    /// The object is complete: the copy ends its stream after the last chunk.
+    fn finish(self) {
+        let _ = self.pieces.send(Piece::End);
+    }
+}
+
+/// Writes one downstream copy: the header, then each batch as the reader hands it over. Returns whether the
+/// copy was finished (false: the upstream failed and the copy was reset).
+async fn write_copy(
+    conn: &quinn::Connection,
+    header: &ObjectHeader,
+    mut pieces: mpsc::UnboundedReceiver<Piece>,
+) -> Result<bool> {
+    let mut send = conn.open_uni().await?;
+    let written = async {
         send.set_priority(priority(header))?;
-        let mut copy = Self { peer, send: Some(send) };
         let mut head = Vec::with_capacity(128);
         Frame::Object(header.clone()).encode(&mut head);
-        copy.write(&mut [Bytes::from(head)]).await?;
-        Ok(copy)
-    }
-
-    async fn write(&mut self, chunks: &mut [Bytes]) -> Result<()> {
-        let send = self.send.as_mut().expect("written only before finish");
-        send.write_all_chunks(chunks).await?;
-        Ok(())
-    }
-
-    /// Ends the stream after its last byte and counts the object as sent.
-    fn finish(mut self, me: &NodeId, header: &ObjectHeader) {
-        let mut send = self.send.take().expect("finished once");
-        if let Err(e) = send.finish() {
-            tracing::warn!(peer = %self.peer, stream = %header.stream, object = %header.name, error = %e, "could not forward an object");
-            return;
+        send.write_all(&head).await?;
+        while let Some(piece) = pieces.recv().await {
+            match piece {
+                Piece::Chunks(mut chunks) => send.write_all_chunks(&mut chunks).await?,
+                Piece::End => {
+                    send.finish()?;
+                    return Ok(true);
+                }
+            }
         }
-        let labels = [("node", me.to_string()), ("peer", self.peer.to_string()), ("stream", header.stream.to_string())];
-        metrics::counter!("lightpath_mesh_objects_sent_total", &labels).increment(1);
-        metrics::counter!("lightpath_mesh_bytes_sent_total", &labels).increment(header.len);
+        Ok::<_, anyhow::Error>(false)
     }
-}
-
-impl Drop for Downstream {
-    fn drop(&mut self) {
-        if let Some(mut send) = self.send.take() {
-            // Already closed (the connection went away) is as good as reset.
-            let _ = send.reset(UPSTREAM_FAILED.into());
-        }
+    .await;
+    if !matches!(written, Ok(true)) {
+        // quinn would finish a dropped stream cleanly; a copy cut short is reset instead. Already closed (the
+        // connection went away) is as good as reset.
+        let _ = send.reset(UPSTREAM_FAILED.into());
     }
+    written
 }
 
 /// Newest first across all streams: priority follows the origin's clock (wraps every ~24 days, which only

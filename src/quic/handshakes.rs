@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn unproven_addresses_get_a_retry_and_proven_ones_a_place_under_the_cap() {
-        let config = QuicConfig { validate_addresses: true, max_handshakes: 2 };
+        let config = QuicConfig { max_handshakes: 2, ..QuicConfig::default() };
         assert_eq!(decide(&config, false, true, 0), Admit::Retry);
         // Even at the cap: a Retry costs nothing, and keeps forged addresses out of the count.
         assert_eq!(decide(&config, false, true, 2), Admit::Retry);

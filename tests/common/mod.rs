@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 
 pub const KEY: &str = "test-publish-key";
 
-/// Path of the binary under test.
+/// Path of the binary under test: this build's, or the one `LIGHTPATH_BIN` names (benchmarks compare a
+/// build from before a change in the same run that way).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_lightpath")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| std::env::var("LIGHTPATH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lightpath").to_owned()))
 }
 
 /// Fails at once, naming what to install, when a tool the test needs is missing.
@@ -176,6 +178,11 @@ impl Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The node's process id, while it runs.
+    pub fn pid(&self, id: &str) -> Option<u32> {
+        self.nodes[id].child.as_ref().map(Child::id)
     }
 
     /// Whether the node process is still running.
