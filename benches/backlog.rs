@@ -1,10 +1,11 @@
 //! Memory under a backlog, and ingest with many streams: real `lightpath node` processes on loopback.
 //!
-//! - `backlog`: origin -> relay -> edge, each with a 64 MiB cache. A publisher PUTs 2 GiB into one stream
-//!   (2,048 segments of 1 MiB, each followed by its playlist) as fast as the origin takes them, which is
-//!   faster than the mesh carries them on this machine, so a backlog builds. A viewer at the edge reads the
+//! - `backlog`: origin -> relay -> edge, each with a 64 MiB cache, the links capped at 300 and 150 Mbit/s
+//!   (`PUT /admin/links`, the nodes' user-space link emulation). A publisher PUTs 2 GiB into one stream
+//!   (2,048 segments of 1 MiB, each followed by its playlist) as fast as the origin takes them, several times
+//!   faster than the links carry them, so a backlog builds at every hop. A viewer at the edge reads the
 //!   playlist and its newest segment five times a second meanwhile. Every node's resident memory is read from
-//!   `/proc` every 100 ms, from before the first PUT until 12 s after the edge holds the last segment.
+//!   `/proc` every 100 ms (resident set plus sealed memory files), from before the first PUT until 12 s after the edge holds the last segment.
 //!   Target: every node under 3 x its cache bound + 64 MiB throughout, and back down within 10 s of the
 //!   backlog draining.
 //! - `streams`: one origin with a 64 MiB cache. 5,000 PUTs of 100 KiB segments into one stream, then one
@@ -26,6 +27,7 @@ use futures_util::StreamExt;
 
 const MIB: u64 = 1 << 20;
 const CACHE: u64 = 64 * MIB;
+const ADMIN: &str = "bench-admin-token";
 
 fn main() -> Result<()> {
     let which: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
@@ -41,12 +43,21 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// A process's resident memory in MiB, from `/proc/PID/status`.
+/// A process's memory in MiB: its resident set (`/proc/PID/status`) plus the sealed memory files it holds
+/// open (nodes that serve viewers keep large cached bodies in memfds, whose pages count in the resident set
+/// only where the process touched them through a mapping; sent with sendfile, most never are).
 fn rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: f64 =
         status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some(kib / 1024.0)
+    let mut sealed = 0;
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
+        let is_memfd = std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy().starts_with("/memfd:"));
+        if is_memfd {
+            sealed += std::fs::metadata(fd.path()).map_or(0, |m| m.len());
+        }
+    }
+    Some(kib / 1024.0 + sealed as f64 / MIB as f64)
 }
 
 /// Seconds since the start, and each node's resident memory in MiB then.
@@ -106,12 +117,21 @@ async fn backlog() -> Result<()> {
             NodeSpec { id: "edge", roles: &["edge"] },
         ],
         &[("origin", "relay", 5.0), ("relay", "edge", 5.0)],
-        &format!("[cache]\nmax_bytes = {CACHE}\n"),
+        &format!("[cache]\nmax_bytes = {CACHE}\n[admin]\ntoken = \"{ADMIN}\"\n"),
     );
     cluster.append_config("origin", "max_stream_kbps = 100000000\n");
     cluster.start_all();
     cluster.wait_healthy().await;
     let (origin, edge) = (cluster.http("origin"), cluster.http("edge"));
+    for (from, to, kbps) in [("origin", "relay", 300_000), ("relay", "edge", 150_000)] {
+        common::client()
+            .put(format!("http://{}/admin/links/{to}", cluster.http(from)))
+            .bearer_auth(ADMIN)
+            .body(format!("{{\"rate_kbps\": {kbps}}}"))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
     let ids = ["origin", "relay", "edge"];
     let started = Instant::now();
     let sampler = Sampler::start(ids.iter().map(|id| cluster.pid(id).unwrap()).collect(), started);
@@ -155,6 +175,13 @@ async fn backlog() -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(180);
     while !common::client().get(&last).send().await.is_ok_and(|r| r.status().is_success()) {
         if Instant::now() > deadline {
+            for id in ids {
+                let sent = cluster.metric(id, "lightpath_mesh_objects_sent_total", &[]).await;
+                let received = cluster.metric(id, "lightpath_mesh_objects_received_total", &[]).await;
+                let drops = cluster.metric(id, "lightpath_mesh_queue_drops_total", &[]).await;
+                println!("{id}: objects sent {sent}, received {received}, skipped {drops}");
+                println!("{}", cluster.log(id).lines().rev().take(10).collect::<Vec<_>>().join("\n"));
+            }
             bail!("the edge never received the last segment");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -186,7 +213,8 @@ async fn backlog() -> Result<()> {
     }
     let cached = cluster.metric("origin", "lightpath_cache_bytes", &[]).await / MIB as f64;
     let drops = cluster.metric("origin", "lightpath_mesh_queue_drops_total", &[]).await;
-    println!("origin cache {cached:.1} MiB at the end; whole objects skipped for the lagging relay: {drops}");
+    let relay_drops = cluster.metric("relay", "lightpath_mesh_queue_drops_total", &[]).await;
+    println!("origin cache {cached:.1} MiB at the end; objects skipped for a lagging peer: {drops} at the origin, {relay_drops} at the relay");
     Ok(())
 }
 
@@ -257,5 +285,8 @@ async fn streams() -> Result<()> {
         p50s.push(percentile(&took, 0.5));
     }
     println!("p50 ratio, 5,000 streams / 1 stream: {:.2} (target <= 1.5)", p50s[1] / p50s[0]);
+    if let Some(s) = std::env::var("HOLD_S").ok().and_then(|s| s.parse().ok()) {
+        tokio::time::sleep(Duration::from_secs(s)).await;
+    }
     Ok(())
 }

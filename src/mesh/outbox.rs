@@ -2,7 +2,7 @@
 //! subscriber) wait here for their turn; objects forwarded while they arrive take their room directly.
 //!
 //! At most `budget` bytes of objects are being sent to a peer at once (a single larger object goes alone;
-//! an object forwarded while it arrives is skipped for a peer without room, see [`SendQueue::reserve`]),
+//! an object that cannot be forwarded to a peer while it arrives, for want of room, waits here once whole),
 //! and at most as much again waits its turn. A slow or stalled peer therefore costs the node at most twice the
 //! budget, whatever the publisher pushes: when the waiting objects would go over their share, the oldest
 //! waiting ones are skipped (counted in `lightpath_mesh_queue_drops_total`), so the peer gets the newest

@@ -10,7 +10,8 @@
 //! the header, asks the driver whom to forward the object to, and passes the body on chunk by chunk while
 //! it arrives (cut-through); the object enters the cache when its length matches the header. Each downstream
 //! copy is written by its own task, so a slow or stalled peer holds up neither the upstream nor the other
-//! peers; it counts against that peer's [`Outbox`] budget, and a peer over it skips the object. A copy whose
+//! peers; it counts against that peer's [`Outbox`] budget, and a peer without room gets the whole object
+//! through its outbox instead, where the oldest waiting objects are skipped first. A copy whose
 //! upstream fails, is reset or carries the wrong length is reset downstream, never finished, so no node
 //! stores a cut-short object as complete.
 
@@ -272,15 +273,13 @@ async fn receive_object(shared: &Shared, peer: &NodeId, mut recv: quinn::RecvStr
     let forwarding = answer.await.unwrap_or(Forwarding::Duplicate);
     let cut_through = matches!(forwarding, Forwarding::To(_));
     let mut out = Vec::new();
+    // Peers without room for a copy now: they get the whole object through their outbox once it is here.
+    let mut lagging = Vec::new();
     if let Forwarding::To(downstream) = forwarding {
         for (to, conn, outbox) in downstream {
-            match Copy::start(&shared.me, to.clone(), conn, outbox, &header) {
+            match Copy::start(&shared.me, to.clone(), conn, outbox.clone(), &header) {
                 Some(copy) => out.push(copy),
-                None => {
-                    metrics::counter!("lightpath_mesh_queue_drops_total", "node" => shared.me.to_string(), "peer" => to.to_string())
-                        .increment(1);
-                    tracing::debug!(peer = %to, stream = %header.stream, object = %header.name, "a lagging peer skips an object");
-                }
+                None => lagging.push((to, outbox)),
             }
         }
     }
@@ -303,6 +302,13 @@ async fn receive_object(shared: &Shared, peer: &NodeId, mut recv: quinn::RecvStr
         copy.finish();
     }
     let object = Arc::new(Object::new(header, body));
+    for (to, outbox) in lagging {
+        let skipped = outbox.push(object.clone());
+        if skipped > 0 {
+            metrics::counter!("lightpath_mesh_queue_drops_total", "node" => shared.me.to_string(), "peer" => to.to_string())
+                .increment(skipped as u64);
+        }
+    }
     if shared.cache.insert(object.clone()) == Inserted::New {
         shared.event(Event::Object { from: Some(peer.clone()), object });
     }

@@ -96,8 +96,8 @@ struct Publisher {
     sequences: HashMap<ObjectName, u64>,
     /// The target duration its playlists give.
     target: Option<Duration>,
-    /// Objects sent since the last playlist (a few at most).
-    since_playlist: Vec<(ObjectName, bytes::Bytes)>,
+    /// Names of the objects sent since the last playlist (a few at most); their bytes are the cache's.
+    since_playlist: Vec<ObjectName>,
     /// While this origin stands by as the stream's backup: the publisher's newest objects (a few at most),
     /// published the moment it takes over, so that its first playlist's segments are there.
     standby: Vec<(ObjectName, bytes::Bytes)>,
@@ -148,6 +148,9 @@ impl Ingest {
         if now.saturating_sub(*forgot) >= limits::ACTIVE_FOR {
             limits.forget_quiet(now);
             *forgot = now;
+            // What was remembered of publishers whose streams the mesh has forgotten (ended a while ago).
+            let mut publishers = self.publishers.lock().unwrap_or_else(|e| e.into_inner());
+            publishers.retain(|s, _| self.mesh.stream(s).is_some());
         }
         let key = match key {
             Key::Stream => format!("stream:{stream}"),
@@ -200,6 +203,11 @@ impl Ingest {
     pub async fn publish(&self, stream: StreamName, name: ObjectName, body: bytes::Bytes) -> Result<bool, IngestError> {
         let held = self.mesh.cache().get(&stream, &name);
         let (restart, target, carried) = self.started_over(&stream, &name, &body, held.as_deref());
+        // Taken now, before the new epoch's claim purges the old one's objects.
+        let carried: Vec<_> = carried
+            .into_iter()
+            .filter_map(|n| Some((n.clone(), self.mesh.cache().get(&stream, &n)?.body.clone())))
+            .collect();
         let existed = held.is_some() && !restart;
         match self.store(&stream, name.clone(), body.clone(), restart, target).await {
             Err(IngestError::Refused(refused @ Refused::Standby { .. })) => {
@@ -278,14 +286,15 @@ impl Ingest {
 
     /// Whether this upload shows that the publisher started over (a media playlist whose sequence went
     /// back; a segment name sent again with other bytes), the stream's target duration as its playlists
-    /// give it, and, on a restart, the objects sent since the last playlist (the new publisher's first).
+    /// give it, and, on a restart, the names of the objects sent since the last playlist (the new
+    /// publisher's first).
     fn started_over(
         &self,
         stream: &StreamName,
         name: &ObjectName,
         body: &bytes::Bytes,
         held: Option<&Object>,
-    ) -> (bool, Option<Duration>, Vec<(ObjectName, bytes::Bytes)>) {
+    ) -> (bool, Option<Duration>, Vec<ObjectName>) {
         let mut publishers = self.publishers.lock().unwrap_or_else(|e| e.into_inner());
         let p = publishers.entry(stream.clone()).or_default();
         let restart = if is_playlist(name) {
@@ -307,7 +316,7 @@ impl Ingest {
         if is_playlist(name) {
             p.since_playlist.clear();
         } else if p.since_playlist.len() < MAX_CARRIED {
-            p.since_playlist.push((name.clone(), body.clone()));
+            p.since_playlist.push(name.clone());
         }
         (restart, p.target, carried)
     }

@@ -309,6 +309,9 @@ pub struct Relay {
     /// No pass-over ends before this (`None`: none is pending): timers look through the subscriptions only
     /// when one may be due, not on every call.
     next_pass_over: Option<Duration>,
+    /// No publisher here falls silent for long enough to end its stream before this (a lower bound, made
+    /// exact when it is reached), so that timers need not walk every stream published here.
+    next_silence: Option<Duration>,
     /// How long this node has been too busy to listen, in all (see [`Relay::handle_stalled`]).
     deaf: Duration,
     /// Subscriptions changed since the links' activity was last marked.
@@ -356,6 +359,7 @@ impl Relay {
             in_flight: HashMap::new(),
             releases: Vec::new(),
             next_pass_over: None,
+            next_silence: None,
             deaf: Duration::ZERO,
             activity_stale: false,
             actions: VecDeque::new(),
@@ -394,9 +398,8 @@ impl Relay {
     pub fn stream_timeout(&self) -> Option<Duration> {
         let releases = self.releases.iter().map(|r| r.at);
         let passes = self.next_pass_over;
-        let silences = self.publishing.values().map(|p| p.last + self.silence(p));
         let forget = self.registry.next_forget(self.config.linger);
-        releases.chain(passes).chain(silences).chain(forget).min()
+        releases.chain(passes).chain(self.next_silence).chain(forget).min()
     }
 
     /// How long a publisher may be silent before its stream ends.
@@ -450,11 +453,18 @@ impl Relay {
             }
         }
 
-        let silent: Vec<StreamName> =
-            self.publishing.iter().filter(|(_, p)| now >= p.last + self.silence(p)).map(|(s, _)| s.clone()).collect();
-        for stream in silent {
-            tracing::info!(%stream, "publisher silent for three target durations; the stream ends");
-            self.end_here(&stream);
+        if self.next_silence.is_some_and(|at| at <= now) {
+            let silent: Vec<StreamName> = self
+                .publishing
+                .iter()
+                .filter(|(_, p)| now >= p.last + self.silence(p))
+                .map(|(s, _)| s.clone())
+                .collect();
+            for stream in silent {
+                tracing::info!(%stream, "publisher silent for three target durations; the stream ends");
+                self.end_here(&stream);
+            }
+            self.next_silence = self.publishing.values().map(|p| p.last + self.silence(p)).min();
         }
         for stream in self.registry.forget_ended(now, self.config.linger) {
             tracing::debug!(%stream, "ended stream forgotten");
@@ -492,6 +502,9 @@ impl Relay {
         p.last = now;
         p.target = claim.target.or(p.target);
         p.next_version += 1;
+        let p = &self.publishing[stream];
+        let silent_at = p.last + self.silence(p);
+        self.next_silence = Some(self.next_silence.map_or(silent_at, |t| t.min(silent_at)));
         Ok(p.next_version)
     }
 
