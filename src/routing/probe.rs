@@ -167,6 +167,10 @@ pub struct LinkEstimator {
     last_rtt: Option<Duration>,
     /// The metrics last reported (see [`report`](Self::report)).
     reported: Option<LinkMetrics>,
+    /// Until when `report` would hand out `reported` again (`None`: it must look): the metrics stay as they
+    /// are until a probe is sent or answered, or a probe too recent to tell comes to count as lost. A
+    /// control round reads every link of a large mesh, most of them unchanged since the last round.
+    reported_until: Option<Duration>,
     /// The latest time passed to any call: what `metrics` and `poll_timeout` consider "now".
     now: Duration,
 }
@@ -188,6 +192,7 @@ impl LinkEstimator {
             jitter: Duration::ZERO,
             last_rtt: None,
             reported: None,
+            reported_until: None,
             now: Duration::ZERO,
         })
     }
@@ -235,6 +240,7 @@ impl LinkEstimator {
         }
         self.window.push_back(ProbeRecord { seq, sent: now, rtt: None });
         self.trailing += 1;
+        self.reported_until = None;
     }
 
     /// The neighbour echoed probe `seq` at `now`. Returns the round-trip sample it gave, or `None` for an
@@ -263,6 +269,7 @@ impl LinkEstimator {
         record.rtt = Some(rtt);
         self.answered += 1;
         self.trailing = self.trailing.min(self.window.len() - at - 1);
+        self.reported_until = None;
         if !outage || self.srtt.is_none() {
             self.add_sample(rtt);
         }
@@ -301,8 +308,15 @@ impl LinkEstimator {
     /// ([`LinkMetrics::graph_cost`]) differs clearly ([`DampingConfig::is_clear_change`], with the damper's
     /// default margins) from that of the metrics last reported, or on the first call that has any; otherwise
     /// the metrics last reported, again. `None` before the first reply.
+    ///
+    /// Whatever it decides, it returns the metrics it then holds as reported, and asked again with the same
+    /// metrics it decides the same: so they are looked at only once the metrics may have moved.
     pub fn report(&mut self) -> Option<LinkMetrics> {
+        if self.reported_until.is_some_and(|until| self.now < until) {
+            return self.reported;
+        }
         let current = self.metrics()?;
+        self.reported_until = Some(self.loss_moves_at());
         match self.reported {
             Some(held) if !DampingConfig::default().is_clear_change(held.graph_cost(), current.graph_cost()) => {
                 Some(held)
@@ -409,6 +423,14 @@ impl LinkEstimator {
             Some(srtt) => (3 * srtt).max(self.rto()),
             None => self.rto(),
         }
+    }
+
+    /// When [`loss`](Self::loss) next moves with nothing sent or answered: the oldest unanswered probe still
+    /// too recent to tell comes to count as lost (`Duration::MAX`: none is pending).
+    fn loss_moves_at(&self) -> Duration {
+        let timeout = self.loss_timeout();
+        let recent = self.window.iter().rev().take_while(|r| self.now < r.sent + timeout);
+        recent.filter(|r| r.rtt.is_none()).last().map_or(Duration::MAX, |r| r.sent + timeout)
     }
 
     fn loss(&self) -> f64 {
@@ -713,6 +735,28 @@ mod tests {
         fresh.handle_probe_sent(ms(0), 0);
         fresh.handle_probe_reply(ms(42), 0);
         assert_eq!(fresh.report().unwrap().rtt, ms(42));
+    }
+
+    #[test]
+    fn a_held_report_is_the_one_looked_at_anew() {
+        // Noisy round trips and one probe in ten lost, so that the metrics move between most reads; the link
+        // is active half of the time. Read every 30 ms, the report is what a look at the metrics decides.
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut link = Link::new(ProbeConfig::default(), move |_, _| {
+            let rtt = ms(20) + Duration::from_micros(rng.gen_range(0..40_000));
+            (!rng.gen_bool(0.1)).then_some(rtt)
+        });
+        let mut moved = 0;
+        for step in 1..4_000u64 {
+            link.est.set_active(step % 1_000 < 500);
+            link.run(ms(step * 30), |_, _| false);
+            let mut anew = link.est.clone();
+            anew.reported_until = None;
+            let before = link.est.reported;
+            assert_eq!(link.est.report(), anew.report(), "at {} ms", step * 30);
+            moved += usize::from(before != link.est.reported);
+        }
+        assert!(moved > 5, "the report moved {moved} times: the test reads no change");
     }
 
     #[test]
