@@ -258,8 +258,11 @@ impl LinkEstimator {
     /// unknown, duplicate or long-forgotten probe (which changes nothing).
     pub fn handle_probe_reply(&mut self, now: Duration, seq: u64) -> Option<Duration> {
         self.advance(now);
-        // Sequence numbers are usually consecutive in the window: look where `seq` would be first.
-        let guess = seq.checked_sub(self.window.front()?.seq).and_then(|d| usize::try_from(d).ok());
+        // Sequence numbers are usually consecutive at the window's end, where replies come for: look where
+        // `seq` would be counting back from the newest probe first (in the same cache lines).
+        let newest = self.window.back()?.seq;
+        let back = newest.checked_sub(seq).and_then(|d| usize::try_from(d).ok());
+        let guess = back.and_then(|d| self.window.len().checked_sub(d + 1));
         let at = match guess {
             Some(at) if self.window.get(at).is_some_and(|r| r.seq == seq) => at,
             _ => self.window.binary_search_by_key(&seq, |r| r.seq).ok()?,
