@@ -3,8 +3,16 @@
 //! Each is a validated newtype, so that a name that reached a `StreamName` can be used as a path segment,
 //! a metrics label and a wire field without further checks. Validation is strict on purpose: these names
 //! come from URLs and from peers.
+//!
+//! A name is shared, not copied: a clone is another handle on the same bytes (an [`Arc<str>`]), and two
+//! handles on the same bytes are equal without reading them. A node names the same few neighbours and
+//! streams in every action, subscription and table, and the simulator runs ten thousand nodes whose relays
+//! hold clones of its own ids: comparing those is comparing pointers.
 
+use std::cmp::Ordering;
 use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 /// Why a name was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,16 +46,16 @@ fn check(kind: &'static str, name: &str, max: usize, dot: bool) -> Result<(), Na
 macro_rules! name_type {
     ($(#[$doc:meta])* $ty:ident, $kind:literal, $max:expr, $dot:expr) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $ty(String);
+        pub struct $ty(Arc<str>);
 
         impl $ty {
             /// Validates and wraps a name.
             pub fn new(name: impl Into<String>) -> Result<Self, NameError> {
                 let name = name.into();
                 check($kind, &name, $max, $dot)?;
-                Ok(Self(name))
+                Ok(Self(name.into()))
             }
             /// The name as a string.
             pub fn as_str(&self) -> &str {
@@ -64,7 +72,38 @@ macro_rules! name_type {
 
         impl From<$ty> for String {
             fn from(v: $ty) -> String {
-                v.0
+                v.0.as_ref().to_owned()
+            }
+        }
+
+        // Equality and order are the bytes', as `Borrow<str>` requires; the same bytes are not read.
+        impl PartialEq for $ty {
+            fn eq(&self, other: &Self) -> bool {
+                Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+            }
+        }
+
+        impl Eq for $ty {}
+
+        impl Ord for $ty {
+            fn cmp(&self, other: &Self) -> Ordering {
+                if Arc::ptr_eq(&self.0, &other.0) {
+                    Ordering::Equal
+                } else {
+                    self.0.cmp(&other.0)
+                }
+            }
+        }
+
+        impl PartialOrd for $ty {
+            fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Hash for $ty {
+            fn hash<H: Hasher>(&self, state: &mut H) {
+                self.0.hash(state)
             }
         }
 
@@ -117,5 +156,19 @@ mod tests {
         assert!(ObjectName::new("seg-12.ts").is_ok());
         assert!(NodeId::new("edge-eu_1").is_ok());
         assert!(NodeId::new("x".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn clones_and_copies_compare_alike() {
+        let a = NodeId::new("eu-1").unwrap();
+        let copy = NodeId::new("eu-1").unwrap();
+        let other = NodeId::new("eu-2").unwrap();
+        assert_eq!(a, a.clone());
+        assert_eq!(a, copy);
+        assert_eq!(a.cmp(&copy), Ordering::Equal);
+        assert!(a < other && other > a.clone());
+        let set: std::collections::HashSet<&str> = [a.as_str()].into();
+        assert!(set.contains(std::borrow::Borrow::<str>::borrow(&copy)));
+        assert_eq!(String::from(a), "eu-1");
     }
 }

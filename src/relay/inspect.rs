@@ -18,14 +18,14 @@ impl Relay {
     /// The connected neighbours subscribed to `stream` through this node: those a new object of the stream is
     /// forwarded to ([`Relay::handle_incoming`]), but for the one it came from.
     pub fn downstream(&self, stream: &StreamName) -> impl Iterator<Item = &NodeId> + '_ {
-        self.subs.get(stream).into_iter().flat_map(|s| &s.down).filter(|p| self.peers.contains_key(*p))
+        self.subs.get(stream).into_iter().flat_map(|s| &s.down).filter(|p| self.peers.contains(p))
     }
 
     /// What [`Relay::report`] says of each connected link, by connection: its metrics, or `None` when the
     /// link is reported down (judged down, or not measured yet). Moves the estimators' reports on as
     /// `report` does. It changes only when the relay is driven (a `handle_*` call).
     pub fn link_ends(&mut self) -> impl Iterator<Item = (ConnId, Option<LinkMetrics>)> + '_ {
-        self.peers.values_mut().map(|p| {
+        self.peers.iter_mut().map(|p| {
             let (up, m) = p.report();
             (p.conn, m.filter(|_| up))
         })

@@ -162,6 +162,7 @@ pub struct StreamState {
 /// A connected neighbour.
 #[derive(Debug)]
 struct Peer {
+    id: NodeId,
     conn: ConnId,
     /// This connection's probes.
     estimator: LinkEstimator,
@@ -223,6 +224,50 @@ impl Peer {
             self.heard = at;
             self.deaf_at_heard = deaf;
         }
+    }
+}
+
+/// The connected neighbours, in id order. A node has a handful (a large mesh's nodes four or five, a live
+/// node tens at most), and the calls that a node makes most often, for what arrived on a connection, name
+/// it: a vector searched by connection id finds them without comparing names at every step, as a map by
+/// name would.
+#[derive(Debug, Default)]
+struct Peers(Vec<Peer>);
+
+impl Peers {
+    fn get(&self, id: &NodeId) -> Option<&Peer> {
+        self.0.binary_search_by(|p| p.id.cmp(id)).ok().map(|i| &self.0[i])
+    }
+
+    fn get_mut(&mut self, id: &NodeId) -> Option<&mut Peer> {
+        self.0.binary_search_by(|p| p.id.cmp(id)).ok().map(|i| &mut self.0[i])
+    }
+
+    fn contains(&self, id: &NodeId) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// `id`, when `conn` is its current connection.
+    fn on(&mut self, id: &NodeId, conn: ConnId) -> Option<&mut Peer> {
+        self.0.iter_mut().find(|p| p.conn == conn && p.id == *id)
+    }
+
+    /// Adds a neighbour not connected yet.
+    fn insert(&mut self, peer: Peer) {
+        let at = self.0.binary_search_by(|p| p.id.cmp(&peer.id)).expect_err("a new neighbour");
+        self.0.insert(at, peer);
+    }
+
+    fn remove(&mut self, id: &NodeId) {
+        self.0.retain(|p| p.id != *id);
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, Peer> {
+        self.0.iter()
+    }
+
+    fn iter_mut(&mut self) -> std::slice::IterMut<'_, Peer> {
+        self.0.iter_mut()
     }
 }
 
@@ -296,7 +341,7 @@ pub struct Relay {
     fallback: RefCell<BTreeMap<NodeId, Option<Route>>>,
     /// The newest table from the control plane, if any came.
     table: Option<Routes>,
-    peers: BTreeMap<NodeId, Peer>,
+    peers: Peers,
     registry: Registry,
     /// Streams this node owns and is publishing.
     publishing: BTreeMap<StreamName, Publishing>,
@@ -350,7 +395,7 @@ impl Relay {
             graph,
             fallback: RefCell::default(),
             table: None,
-            peers: BTreeMap::new(),
+            peers: Peers::default(),
             registry: Registry::default(),
             publishing: BTreeMap::new(),
             standby: BTreeMap::new(),
@@ -389,7 +434,7 @@ impl Relay {
     /// again (a probe), and, while the link is judged up, when it will be judged down if nothing more is
     /// heard over it.
     pub fn link_timeouts(&self) -> impl Iterator<Item = (ConnId, Duration, Option<Duration>)> + '_ {
-        self.peers.values().map(|p| {
+        self.peers.iter().map(|p| {
             (p.conn, p.estimator.poll_timeout(), p.down_at(self.config.probes.down_after, self.deaf).filter(|_| p.up))
         })
     }
@@ -412,17 +457,17 @@ impl Relay {
         self.advance(now);
         self.mark_carrying();
         let mut changed = Vec::new();
-        for (id, peer) in &mut self.peers {
+        for peer in self.peers.iter_mut() {
             while let Some(seq) = peer.estimator.poll_probe(now) {
                 peer.estimator.handle_probe_sent(now, seq);
-                self.actions.push_back(Action::Probe { to: id.clone(), seq });
+                self.actions.push_back(Action::Probe { to: peer.id.clone(), seq });
             }
             // Time brings a link down, never back up: only what is heard over it does (a probe reply, data).
             // Once a link is down it stops carrying streams, so its probes slow down and the idle rule, which
             // needs more overdue probes, could otherwise call it up again with nothing heard.
             if peer.up && peer.is_down(now, self.config.probes.down_after, self.deaf) {
                 peer.up = false;
-                changed.push((id.clone(), false));
+                changed.push((peer.id.clone(), false));
             }
         }
         for (peer, up) in changed {
@@ -588,15 +633,20 @@ impl Relay {
     /// everything the older one carried first, and every known stream is announced to the newcomer.
     pub fn handle_peer_up(&mut self, now: Duration, peer: NodeId, conn: ConnId) {
         self.advance(now);
-        if self.peers.contains_key(&peer) {
+        if self.peers.contains(&peer) {
             tracing::info!(%peer, "a newer connection replaces the old one");
             self.forget_peer(&peer);
         }
         let estimator = LinkEstimator::new(self.config.probes.clone()).expect("validated in Relay::new");
-        self.peers.insert(
-            peer.clone(),
-            Peer { conn, estimator, up: true, heard: now, deaf_at_heard: self.deaf, usual_gap: Duration::ZERO },
-        );
+        self.peers.insert(Peer {
+            id: peer.clone(),
+            conn,
+            estimator,
+            up: true,
+            heard: now,
+            deaf_at_heard: self.deaf,
+            usual_gap: Duration::ZERO,
+        });
         self.link_changed();
         // Takedowns first: the newcomer must not serve a stream it learns of before it learns it is down.
         for (stream, t) in self.registry.takedowns() {
@@ -619,7 +669,7 @@ impl Relay {
     /// The connection `conn` to `peer` ended. An older connection, already replaced, changes nothing.
     pub fn handle_peer_down(&mut self, now: Duration, peer: &NodeId, conn: ConnId) {
         self.advance(now);
-        if self.peers.get(peer).is_none_or(|p| p.conn != conn) {
+        if self.peers.on(peer, conn).is_none() {
             return;
         }
         tracing::warn!(%peer, "mesh peer down");
@@ -630,7 +680,7 @@ impl Relay {
     /// Probe `seq` on connection `conn` to `peer` was echoed at `now`.
     pub fn handle_probe_reply(&mut self, now: Duration, peer: &NodeId, conn: ConnId, seq: u64) {
         self.advance(now);
-        let Some(p) = self.peers.get_mut(peer).filter(|p| p.conn == conn) else { return };
+        let Some(p) = self.peers.on(peer, conn) else { return };
         p.estimator.handle_probe_reply(now, seq);
         p.heard(now, self.deaf);
         if !p.up && !p.estimator.is_down(now) {
@@ -643,7 +693,7 @@ impl Relay {
     /// alive.
     pub fn handle_heard(&mut self, at: Duration, peer: &NodeId, conn: ConnId) {
         self.advance(at);
-        let Some(p) = self.peers.get_mut(peer).filter(|p| p.conn == conn) else { return };
+        let Some(p) = self.peers.on(peer, conn) else { return };
         p.heard(at, self.deaf);
         if !p.up {
             p.up = true;
@@ -675,7 +725,7 @@ impl Relay {
     /// A control frame from a neighbour, on connection `conn`.
     pub fn handle_frame(&mut self, now: Duration, peer: &NodeId, conn: ConnId, frame: Frame) {
         self.advance(now);
-        if self.peers.get(peer).is_none_or(|p| p.conn != conn) {
+        if self.peers.on(peer, conn).is_none() {
             return; // from a connection already gone or replaced
         }
         match frame {
@@ -736,7 +786,7 @@ impl Relay {
         let down: Vec<NodeId> = self
             .subs
             .get(&header.stream)
-            .map(|sub| sub.down.iter().filter(|p| *p != from && self.peers.contains_key(*p)).cloned().collect())
+            .map(|sub| sub.down.iter().filter(|p| *p != from && self.peers.contains(p)).cloned().collect())
             .unwrap_or_default();
         self.in_flight.insert(key, InFlight { from: from.clone(), fed: down.iter().cloned().collect() });
         Incoming::Forward(down)
@@ -779,7 +829,7 @@ impl Relay {
         let fed = self.in_flight.get(&ObjectKey::of(header)).map(|f| &f.fed);
         sub.down
             .iter()
-            .filter(|p| Some(*p) != from && fed.is_none_or(|f| !f.contains(*p)) && self.peers.contains_key(*p))
+            .filter(|p| Some(*p) != from && fed.is_none_or(|f| !f.contains(*p)) && self.peers.contains(p))
             .cloned()
             .collect()
     }
@@ -959,7 +1009,7 @@ impl Relay {
     }
 
     fn flood(&mut self, except: Option<&NodeId>, frame: Frame) {
-        for peer in self.peers.keys() {
+        for peer in self.peers.iter().map(|p| &p.id) {
             if Some(peer) != except {
                 self.actions.push_back(Action::Send { to: peer.clone(), frame: frame.clone() });
             }
@@ -976,8 +1026,8 @@ impl Relay {
         for sub in self.subs.values() {
             carrying.extend(sub.upstream.iter().chain(&sub.down));
         }
-        for (id, peer) in &mut self.peers {
-            peer.estimator.set_active(carrying.contains(id));
+        for peer in self.peers.iter_mut() {
+            peer.estimator.set_active(carrying.contains(&peer.id));
         }
     }
 
@@ -1001,7 +1051,7 @@ impl Relay {
                 self.actions
                     .push_back(Action::Send { to: next.clone(), frame: Frame::Subscribe { stream: stream.clone() } });
             }
-            if let Some(old) = current.filter(|old| self.peers.contains_key(old)) {
+            if let Some(old) = current.filter(|old| self.peers.contains(old)) {
                 let passed_over = sub.passed_over.contains_key(&old);
                 if target.is_some() && self.is_usable(&old) && !passed_over {
                     // Make before break: the old upstream keeps feeding until the new one has taken over;

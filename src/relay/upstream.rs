@@ -86,7 +86,7 @@ impl Relay {
             configured.as_ref().map(|r| Hops { via: &r.primary.via, backup: r.backup.as_ref().map(|b| &b.via) }),
             current,
             candidate,
-            |p| self.peers.contains_key(p) && !downstream(p),
+            |p| self.peers.contains(p) && !downstream(p),
         ) {
             Upstream::Chosen(p) => Upstream::Chosen(p.clone()),
             Upstream::Kept(p) => Upstream::Kept(p.clone()),

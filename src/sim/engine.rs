@@ -152,6 +152,9 @@ struct Node {
 struct End {
     /// The next probe reply on its way back to this end, (arrival, seq); arrival `Micros::MAX` when none.
     reply: (Micros, u64),
+    /// The newest reply on its way back (the last of `Engine::later_replies`, else `reply`): read at every
+    /// drive, so kept here rather than in the queue, which is rarely used.
+    newest: (Micros, u64),
     /// When stream data (or its acknowledgements) last reached this end, and how much of it the relay has
     /// been told.
     data: Micros,
@@ -518,7 +521,15 @@ impl<'a> Engine<'a> {
                 }
             })
             .collect();
-        let end = End { reply: NO_REPLY, data: 0, told: 0, down: false, last_probe: u64::MAX, reported: None };
+        let end = End {
+            reply: NO_REPLY,
+            newest: NO_REPLY,
+            data: 0,
+            told: 0,
+            down: false,
+            last_probe: u64::MAX,
+            reported: None,
+        };
         Engine {
             scenario,
             now: 0,
@@ -753,6 +764,9 @@ impl<'a> Engine<'a> {
                 let (at, seq) = end.reply;
                 relay.handle_probe_reply(Self::time(at), &self.ids[peer as usize], link.conn, seq);
                 end.reply = self.later_replies[e].pop_front().unwrap_or(NO_REPLY);
+                if end.reply == NO_REPLY {
+                    end.newest = NO_REPLY;
+                }
             }
         }
     }
@@ -805,7 +819,7 @@ impl<'a> Engine<'a> {
             // would be judged down, that reply leaves no probe unanswered and puts the verdict off until the
             // next probe, so the node need not wake for it (waking every node after every probe round would
             // double the simulator's work).
-            let newest = self.later_replies[e].back().copied().unwrap_or(end.reply);
+            let newest = end.newest;
             let answered = newest.1 == end.last_probe && down.is_some_and(|down| newest.0 <= micros(down));
             if let Some(down) = down.filter(|_| !answered) {
                 at = at.min(micros(down));
@@ -842,7 +856,7 @@ impl<'a> Engine<'a> {
         }
         let (Some(there), Some(back)) = (there, back) else { return };
         // Replies arrive in the order they were sent (jitter never reorders on a link).
-        let last = self.later_replies[e].back().map_or(self.ends[e].reply.0, |r| r.0);
+        let last = self.ends[e].newest.0;
         let at = match last {
             Micros::MAX => self.now + there + back,
             last => (self.now + there + back).max(last),
@@ -852,6 +866,7 @@ impl<'a> Engine<'a> {
         } else {
             self.later_replies[e].push_back((at, seq));
         }
+        self.ends[e].newest = (at, seq);
     }
 
     /// A control frame from `node` to `peer` over link `l`, behind those already on their way.
@@ -977,6 +992,7 @@ impl<'a> Engine<'a> {
         link.stalled.clear();
         for e in [2 * l, 2 * l + 1] {
             self.ends[e].reply = NO_REPLY;
+            self.ends[e].newest = NO_REPLY;
             self.ends[e].told = self.ends[e].data;
             self.ends[e].down = false;
             self.later_replies[e].clear();
@@ -1259,6 +1275,7 @@ impl<'a> Engine<'a> {
     fn drop_in_flight(&mut self, l: usize) {
         for e in [2 * l, 2 * l + 1] {
             self.ends[e].reply = NO_REPLY;
+            self.ends[e].newest = NO_REPLY;
             self.ends[e].told = self.ends[e].data;
             self.later_replies[e].clear();
         }
