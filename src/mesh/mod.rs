@@ -508,7 +508,8 @@ impl Driver {
                 let labels = [("node", self.shared.me.to_string()), ("peer", peer.to_string())];
                 let udp_sent = metrics::counter!("lightpath_mesh_udp_bytes_sent_total", &labels);
                 let queue_drops = metrics::counter!("lightpath_mesh_queue_drops_total", &labels);
-                let outbox = outbox::Outbox::new(self.peer_queue_bytes);
+                let outbox =
+                    outbox::Outbox::new(self.peer_queue_bytes, metrics::gauge!("lightpath_mesh_queue_bytes", &labels));
                 tokio::spawn(
                     send_whole_objects(self.shared.me.clone(), peer.clone(), conn.clone(), outbox.clone())
                         .in_current_span(),

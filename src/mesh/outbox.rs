@@ -85,11 +85,13 @@ pub(crate) struct Outbox {
     budget: u64,
     queue: Mutex<SendQueue>,
     ready: Notify,
+    /// `lightpath_mesh_queue_bytes` of this peer: bytes waiting and in flight.
+    held: metrics::Gauge,
 }
 
 impl Outbox {
-    pub(crate) fn new(budget: u64) -> Arc<Self> {
-        Arc::new(Self { budget, queue: Mutex::new(SendQueue::default()), ready: Notify::new() })
+    pub(crate) fn new(budget: u64, held: metrics::Gauge) -> Arc<Self> {
+        Arc::new(Self { budget, queue: Mutex::new(SendQueue::default()), ready: Notify::new(), held })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SendQueue> {
@@ -98,7 +100,10 @@ impl Outbox {
 
     /// Queues an object for the peer; returns how many waiting objects it pushed out.
     pub(crate) fn push(&self, object: Arc<Object>) -> usize {
-        let skipped = self.lock().push(object, self.budget);
+        let mut queue = self.lock();
+        let skipped = queue.push(object, self.budget);
+        self.held.set(queue.held() as f64);
+        drop(queue);
         self.ready.notify_one();
         skipped
     }
@@ -122,12 +127,18 @@ impl Outbox {
     /// Takes room for an object forwarded while it arrives; false when the peer lags (see
     /// [`SendQueue::reserve`]).
     pub(crate) fn reserve(&self, size: u64) -> bool {
-        self.lock().reserve(size, self.budget)
+        let mut queue = self.lock();
+        let reserved = queue.reserve(size, self.budget);
+        self.held.set(queue.held() as f64);
+        reserved
     }
 
     /// Gives back what [`Outbox::reserve`] took, or what [`Outbox::next`] did.
     pub(crate) fn release(&self, size: u64) {
-        self.lock().done(size);
+        let mut queue = self.lock();
+        queue.done(size);
+        self.held.set(queue.held() as f64);
+        drop(queue);
         self.ready.notify_one();
     }
 
