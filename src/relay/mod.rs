@@ -95,6 +95,11 @@ const SILENT_TARGETS: u32 = 3;
 /// The most takedowns a report carries (the newest): at most 256 bytes of reason each, they stay well inside
 /// a frame.
 const REPORTED_TAKEDOWNS: usize = 32;
+/// Bytes of a report frame left to its streams once its links and takedowns are counted: the frame must
+/// stay within [`crate::wire::MAX_FRAME`] or the replicas refuse it (and the session with it). With short
+/// names that is about 2,000 streams; a node carrying more reports the first that fit, by name (routing
+/// does not read them; only the replicas' stream view misses the rest).
+const REPORT_SLACK: usize = 64;
 
 /// What the caller must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -357,6 +362,8 @@ pub struct Relay {
     /// No publisher here falls silent for long enough to end its stream before this (a lower bound, made
     /// exact when it is reached), so that timers need not walk every stream published here.
     next_silence: Option<Duration>,
+    /// Whether a report was cut to fit its frame (said once).
+    report_cut_logged: bool,
     /// How long this node has been too busy to listen, in all (see [`Relay::handle_stalled`]).
     deaf: Duration,
     /// Subscriptions changed since the links' activity was last marked.
@@ -405,6 +412,7 @@ impl Relay {
             releases: Vec::new(),
             next_pass_over: None,
             next_silence: None,
+            report_cut_logged: false,
             deaf: Duration::ZERO,
             activity_stale: false,
             actions: VecDeque::new(),
@@ -902,7 +910,29 @@ impl Relay {
             self.registry.takedowns().map(|(s, t)| (s.clone(), t.clone())).collect();
         takedowns.sort_by(|a, b| b.1.version.cmp(&a.1.version).then_with(|| a.0.cmp(&b.0)));
         takedowns.truncate(REPORTED_TAKEDOWNS);
-        Report { node: self.me.clone(), links, streams, takedowns }
+        let mut report = Report { node: self.me.clone(), links, streams: Vec::new(), takedowns };
+        let mut room = {
+            let mut out = Vec::new();
+            Frame::Report(report.clone()).encode(&mut out);
+            crate::wire::MAX_FRAME.saturating_sub(out.len() + REPORT_SLACK)
+        };
+        let total = streams.len();
+        // A stream's encoding: three names with their lengths, an epoch, a phase and a viewer count.
+        streams.retain(|s| {
+            let size = s.stream.as_str().len()
+                + s.origin.as_str().len()
+                + s.upstream.as_ref().map_or(0, |u| u.as_str().len())
+                + 24;
+            let fits = size <= room;
+            room -= if fits { size } else { 0 };
+            fits
+        });
+        if streams.len() < total && !self.report_cut_logged {
+            self.report_cut_logged = true;
+            tracing::warn!(reported = streams.len(), streams = total, "more streams than a report frame holds; the control plane's stream view shows the first by name (logged once)");
+        }
+        report.streams = streams;
+        report
     }
 
     fn advance(&mut self, now: Duration) {

@@ -765,3 +765,23 @@ fn a_restarted_origin_starts_a_new_epoch_and_older_objects_are_purged_everywhere
     assert!(old.iter().all(|n| !net.has("edge", n)), "the old epoch's objects are gone at the edge");
     assert!(new.iter().all(|n| net.has("edge", n)));
 }
+
+#[test]
+fn a_report_of_thousands_of_streams_fits_its_frame() {
+    let me = id("origin");
+    let mut relay =
+        Relay::new(me.clone(), [me.clone(), id("relay")], [(me.clone(), id("relay"), 5_000)], RelayConfig::default())
+            .unwrap();
+    let now = Duration::from_secs(1);
+    for i in 0..5_000 {
+        let claim = Claim { backup: false, restart: false, unix_ms: 1_000, target: None };
+        relay.handle_claim(now, &StreamName::new(format!("stream-number-{i:05}")).unwrap(), claim).unwrap();
+    }
+    let report = relay.report([id("relay")]);
+    let mut out = Vec::new();
+    Frame::Report(report.clone()).encode(&mut out);
+    assert!(out.len() <= crate::wire::MAX_FRAME, "{} bytes", out.len());
+    assert!(report.streams.len() > 1_000, "{} streams reported", report.streams.len());
+    assert_eq!(report.streams[0].stream.as_str(), "stream-number-00000", "the first by name");
+    assert!(matches!(crate::wire::decode_from(&mut bytes::BytesMut::from(&out[..])), Ok(Some(Frame::Report(_)))));
+}
