@@ -795,9 +795,31 @@ async fn setup() -> Result<Setup> {
     Ok(Setup { cluster, _www: www, root, publisher })
 }
 
-/// The line of the edge's log that says its connections are capped by the open-file limit, if any.
-fn cap_line(cluster: &Cluster) -> Option<String> {
-    cluster.log("edge").lines().find(|l| l.contains("connections capped")).map(str::to_owned)
+/// The soft open-file limit of process `pid`, from `/proc/PID/limits`.
+fn fd_limit(pid: u32) -> Option<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    limits.lines().find(|l| l.starts_with("Max open files"))?.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// The edge's connection cap: the default `http.max_connections`, held under its open-file limit the way
+/// the node computes it (`lightpath::http::admission::connection_cap`).
+fn edge_cap(pid: u32) -> String {
+    let http = lightpath::config::HttpConfig::default();
+    match fd_limit(pid) {
+        Some(limit) => {
+            let cap = lightpath::http::admission::connection_cap(
+                http.max_connections,
+                http.reserved_fds,
+                limit,
+                lightpath::cache::sealed::FD_SHARE,
+            );
+            format!(
+                "the edge's open-file limit {limit}: it holds at most {cap} connections, {} per address",
+                http.max_connections_per_address.min(cap)
+            )
+        }
+        None => "the edge's open-file limit is unknown".into(),
+    }
 }
 
 async fn compare() -> Result<()> {
@@ -820,9 +842,7 @@ async fn compare() -> Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         load_average()
     );
-    if let Some(line) = cap_line(&setup.cluster) {
-        println!("edge log: {line}");
-    }
+    println!("{}", edge_cap(edge_pid));
     let mut runs = Vec::new();
     runs.push(load("lightpath edge", setup.cluster.http("edge"), vec![edge_pid], viewers, sources).await);
     println!("load average after lightpath: {}", load_average());
@@ -899,6 +919,7 @@ async fn soak() -> Result<()> {
         warm_up.as_secs(),
         load_average()
     );
+    println!("{}", edge_cap(edge_pid));
     let stats = Arc::new(Stats::new());
     let sampler = Sampler::start(vec![edge_pid], sample_every);
     let cpu_before = cpu_seconds(&[edge_pid]);
