@@ -26,10 +26,13 @@
 //!   nginx runs with `worker_processes` `NGINX_WORKERS` (`auto`, which is 2 here), `worker_connections`
 //!   20,000 and `worker_rlimit_nofile` 20,000, `sendfile`, `tcp_nopush`, `tcp_nodelay`, no access log.
 //! - `soak`: `VIEWERS` (1,000) viewers at the edge, each leaving after a random 10-60 s and replaced at once
-//!   by a new viewer on a new connection, for `SOAK_S` (3,600 s). The edge's resident memory and open
-//!   descriptors are sampled every 10 s. Reports the RSS after warm-up (the first sample at or after 300 s or
-//!   a sixth of the run, whichever is sooner), at the end, the largest after warm-up, the change, and errors.
-//!   Target: RSS within 5 % of the warm-up figure, 0 errors.
+//!   by a new viewer on a new connection, for `SOAK_S` (3,600 s). The nodes' cache is bounded at
+//!   `SOAK_CACHE_MIB` (16 MiB, filled in about 70 s at 2 Mbit/s), so that it is full before the warm-up ends:
+//!   at the default bound (256 MiB) the cache alone grows the edge's memory for 17 minutes, which is not a
+//!   leak. The edge's resident memory, open descriptors and cached bytes (`lightpath_cache_bytes`) are
+//!   sampled every 10 s. Reports the RSS after warm-up (the first sample at or after 300 s or a sixth of the
+//!   run, whichever is sooner), at the end, the largest after warm-up, the change, and errors. Target: RSS
+//!   within 5 % of the warm-up figure, 0 errors.
 //!
 //! Run: `cargo bench --bench viewers` (about 4 minutes after the build), `cargo bench --bench viewers --
 //! soak` (an hour; `SOAK_S=600` for ten minutes). `LIGHTPATH_BIN=/path/to/lightpath` runs the nodes from
@@ -100,13 +103,13 @@ fn raise_fd_limit() -> Result<u64> {
 
 // ---- the servers ------------------------------------------------------------------------------------------
 
-/// An origin and an edge, linked, with the publisher's stream key.
-async fn lightpath() -> Result<Cluster> {
+/// An origin and an edge, linked, with the publisher's stream key; `extra_config` goes into both configs.
+async fn lightpath(extra_config: &str) -> Result<Cluster> {
     let mut cluster = Cluster::new(
         126,
         &[NodeSpec { id: "origin", roles: &["origin"] }, NodeSpec { id: "edge", roles: &["edge"] }],
         &[("origin", "edge", 1.0)],
-        "",
+        extra_config,
     );
     cluster.start_all();
     cluster.wait_healthy().await;
@@ -216,10 +219,15 @@ fn cpu_seconds(pids: &[u32]) -> f64 {
 
 /// Resident memory of `pids` together, in MiB.
 fn rss_mib(pids: &[u32]) -> f64 {
+    status_mib(pids, "VmRSS:")
+}
+
+/// One memory field of `/proc/PID/status` (`VmRSS:`, `RssAnon:`...) summed over `pids`, in MiB.
+fn status_mib(pids: &[u32], field: &str) -> f64 {
     let one = |pid: &u32| -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let kib: f64 =
-            status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+            status.lines().find_map(|l| l.strip_prefix(field))?.trim().trim_end_matches("kB").trim().parse().ok()?;
         Some(kib / 1024.0)
     };
     pids.iter().filter_map(one).sum()
@@ -781,8 +789,8 @@ struct Setup {
     publisher: Publisher,
 }
 
-async fn setup() -> Result<Setup> {
-    let cluster = lightpath().await?;
+async fn setup(extra_config: &str) -> Result<Setup> {
+    let cluster = lightpath(extra_config).await?;
     let www = tempfile::tempdir()?;
     let root = www.path().join("live").join(STREAM);
     std::fs::create_dir_all(&root)?;
@@ -826,7 +834,7 @@ async fn compare() -> Result<()> {
     let viewers = env_u64("VIEWERS", 10_000) as usize;
     let sources = env_u64("SOURCES", 50) as usize;
     let workers = std::env::var("NGINX_WORKERS").unwrap_or_else(|_| "auto".into());
-    let setup = setup().await?;
+    let setup = setup("").await?;
     let www = setup.root.ancestors().nth(2).context("the document root")?.to_owned();
     let nginx = Nginx::start(&www, &workers)?;
     wait_200(&format!("http://{}/live/{STREAM}/index.m3u8", nginx.addr)).await?;
@@ -903,25 +911,35 @@ async fn compare() -> Result<()> {
 
 // ---- soak -------------------------------------------------------------------------------------------------
 
+/// One soak sample: seconds since the start, the edge's resident MiB (all, and its heap and other
+/// anonymous memory), open descriptors and cached MiB.
+struct SoakSample {
+    at: f64,
+    rss: f64,
+    anon: f64,
+    fds: usize,
+    cached: f64,
+}
+
 async fn soak() -> Result<()> {
     let viewers = env_u64("VIEWERS", 1_000) as usize;
     let sources = env_u64("SOURCES", 50) as usize;
     let run = Duration::from_secs(env_u64("SOAK_S", 3_600));
+    let cache_mib = env_u64("SOAK_CACHE_MIB", 16);
     let sample_every = Duration::from_secs(10);
     let warm_up = Duration::from_secs(300).min(run / 6);
-    let setup = setup().await?;
+    let setup = setup(&format!("[cache]\nmax_bytes = {}\n", cache_mib << 20)).await?;
     let edge = setup.cluster.http("edge");
     let edge_pid = setup.cluster.pid("edge").context("the edge runs")?;
     println!(
         "soak: {viewers} viewers from {sources} addresses, each leaving after 10-60 s and replaced at once, for {} \
-         s; warm-up {} s; load average {}",
+         s; warm-up {} s; cache.max_bytes {cache_mib} MiB; load average {}",
         run.as_secs(),
         warm_up.as_secs(),
         load_average()
     );
     println!("{}", edge_cap(edge_pid));
     let stats = Arc::new(Stats::new());
-    let sampler = Sampler::start(vec![edge_pid], sample_every);
     let cpu_before = cpu_seconds(&[edge_pid]);
     let start = Instant::now();
     let end = start + run;
@@ -939,63 +957,75 @@ async fn soak() -> Result<()> {
             }
         }));
     }
-    let mut last_print = start;
-    while Instant::now() < end {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        if last_print.elapsed() >= Duration::from_secs(60) {
-            last_print = Instant::now();
+    let mut samples: Vec<SoakSample> = Vec::new();
+    let mut next = start;
+    while next <= end {
+        tokio::time::sleep_until(next.into()).await;
+        next += sample_every;
+        let cached = setup.cluster.metric("edge", "lightpath_cache_bytes", &[]).await / (1 << 20) as f64;
+        let sample = SoakSample {
+            at: start.elapsed().as_secs_f64(),
+            rss: rss_mib(&[edge_pid]),
+            anon: status_mib(&[edge_pid], "RssAnon:"),
+            fds: open_fds(&[edge_pid]),
+            cached,
+        };
+        if samples.len() % 6 == 0 {
             println!(
-                "  {:>5.0} s: edge RSS {:.1} MiB, {} fds; {} viewers joined, {} requests, {} errors; load {}",
-                start.elapsed().as_secs_f64(),
-                rss_mib(&[edge_pid]),
-                open_fds(&[edge_pid]),
+                "  {:>5.0} s: edge RSS {:.1} MiB (anonymous {:.1}), cache {:.1} MiB, {} fds; {} viewers joined, {} \
+                 requests, {} errors; load {}",
+                sample.at,
+                sample.rss,
+                sample.anon,
+                sample.cached,
+                sample.fds,
                 stats.viewers_joined.load(Ordering::Relaxed),
                 stats.requests(),
                 stats.errors(),
                 load_average()
             );
         }
+        samples.push(sample);
     }
     for slot in slots {
         let _ = slot.await;
     }
     let cpu = cpu_seconds(&[edge_pid]) - cpu_before;
-    let samples = sampler.stop();
     let published = setup.publisher.stop();
-    let warm = samples.iter().find(|s| s.0 >= warm_up.as_secs_f64()).context("no sample after warm-up")?;
+    let warm = samples.iter().find(|s| s.at >= warm_up.as_secs_f64()).context("no sample after warm-up")?;
     let last = samples.last().context("no samples")?;
-    let max = samples.iter().filter(|s| s.0 >= warm.0).map(|s| s.1).fold(0.0, f64::max);
+    let max = samples.iter().filter(|s| s.at >= warm.at).map(|s| s.rss).fold(0.0, f64::max);
     println!(
         "\npublisher: {} rounds, {} failed",
         published.segments.load(Ordering::Relaxed),
         published.failures.load(Ordering::Relaxed)
     );
-    println!("RSS every minute (MiB): {}", {
-        let every = (60.0 / sample_every.as_secs_f64()) as usize;
-        samples.iter().step_by(every.max(1)).map(|s| format!("{:.1}", s.1)).collect::<Vec<_>>().join(" ")
-    });
     println!(
         "\n| run | viewers joined | requests | errors | skipped | edge CPU | RSS at {:.0} s | RSS at end | max after \
-         warm-up | change (end / max) | fds at warm-up / end |",
-        warm.0
+         warm-up | change (end / max) | anonymous at warm-up / end | cache at warm-up / end | fds at warm-up / end |",
+        warm.at
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     println!(
         "| {} s, {viewers} viewers | {} | {} | {} | {} | {:.1} % | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:+.1} % / \
-         {:+.1} % | {} / {} |",
+         {:+.1} % | {:.1} / {:.1} MiB | {:.1} / {:.1} MiB | {} / {} |",
         run.as_secs(),
         stats.viewers_joined.load(Ordering::Relaxed),
         stats.requests(),
         stats.error_detail(),
         stats.skipped.load(Ordering::Relaxed),
         cpu / run.as_secs_f64() * 100.0,
-        warm.1,
-        last.1,
+        warm.rss,
+        last.rss,
         max,
-        (last.1 / warm.1 - 1.0) * 100.0,
-        (max / warm.1 - 1.0) * 100.0,
-        warm.2,
-        last.2
+        (last.rss / warm.rss - 1.0) * 100.0,
+        (max / warm.rss - 1.0) * 100.0,
+        warm.anon,
+        last.anon,
+        warm.cached,
+        last.cached,
+        warm.fds,
+        last.fds
     );
     println!("load average at the end: {}", load_average());
     Ok(())
