@@ -970,7 +970,7 @@ async fn soak() -> Result<()> {
             fds: open_fds(&[edge_pid]),
             cached,
         };
-        if samples.len() % 6 == 0 {
+        if samples.len().is_multiple_of(6) {
             println!(
                 "  {:>5.0} s: edge RSS {:.1} MiB (anonymous {:.1}), cache {:.1} MiB, {} fds; {} viewers joined, {} \
                  requests, {} errors; load {}",
