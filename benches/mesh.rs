@@ -212,7 +212,7 @@ impl Lab {
         let viewers = Arc::new(Viewers { edge: Edge::new(edge.clone(), Duration::from_secs(6)) });
         tokio::spawn(async move {
             let limits = lightpath::config::HttpConfig::default();
-            lightpath::http::serve(edge_listener, viewers, &limits, "edge", std::future::pending::<()>()).await
+            lightpath::http::serve(edge_listener, viewers, &limits, "edge", 0, std::future::pending::<()>()).await
         });
 
         let lab = Self { origin, relay, edge, ingest, edge_http, _listeners: listeners };

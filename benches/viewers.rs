@@ -819,7 +819,7 @@ fn edge_cap(pid: u32) -> String {
                 http.max_connections,
                 http.reserved_fds,
                 limit,
-                lightpath::cache::sealed::FD_SHARE,
+                lightpath::cache::sealed::fd_budget(limit, lightpath::config::CacheConfig::default().max_bytes),
             );
             format!(
                 "the edge's open-file limit {limit}: it holds at most {cap} connections, {} per address",

@@ -166,7 +166,8 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
             .then(|| Ingest::new(mesh.clone(), params.ingest.clone(), params.http.body_timeout())),
         edge,
     });
-    crate::http::serve(listeners.http, site, &params.http, params.id.as_str(), shutdown).await;
+    let sealed_cache_bytes = if serves_viewers { params.cache_bytes } else { 0 };
+    crate::http::serve(listeners.http, site, &params.http, params.id.as_str(), sealed_cache_bytes, shutdown).await;
     mesh.close();
     Ok(())
 }

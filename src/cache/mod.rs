@@ -6,6 +6,7 @@
 //! the streams held) gives up its own oldest objects first; otherwise the oldest object held goes, which
 //! belongs to the stream that has been idle longest. The object being inserted is never the one evicted, so
 //! a single object larger than the whole bound is still kept, alone.
+//!
 //! Waiters (an edge's viewer asking for a segment that is still on its way) park on the stream's change
 //! counter and look again whenever an object lands.
 //!
@@ -77,8 +78,9 @@ struct Inner {
     next_stamp: u64,
 }
 
-/// Moves a body into a sealed memory file: [`sealed::seal`], or a stand-in that fails in tests.
-type Sealer = fn(&[u8]) -> Result<Bytes, sealed::SealError>;
+/// Moves a body into a sealed memory file, given the most sealed bodies the process may hold:
+/// [`sealed::seal_within`], or a stand-in that fails in tests.
+type Sealer = fn(&[u8], usize) -> Result<Bytes, sealed::SealError>;
 
 /// The byte-bounded live-window store. Cheap to share: clone the `Arc`.
 pub struct Cache {
@@ -86,6 +88,8 @@ pub struct Cache {
     node: String,
     /// How bodies of at least [`sealed::MIN_SEALED_BYTES`] are moved into sealed memory files, if they are.
     sealer: Option<Sealer>,
+    /// The most sealed bodies to hold: [`sealed::fd_budget`] of the open-file limit at start.
+    max_sealed: usize,
     inner: Mutex<Inner>,
 }
 
@@ -101,14 +105,16 @@ impl Cache {
     /// `sendfile`. When a body cannot be sealed (the kernel refuses, or sealed bodies hold their share of the
     /// open-file limit) it stays on the heap and is served by copying, as from [`Cache::new`].
     pub fn with_sealed_bodies(max_bytes: u64, node: &str) -> Arc<Self> {
-        Self::build(max_bytes, node, Some(sealed::seal))
+        Self::build(max_bytes, node, Some(sealed::seal_within))
     }
 
     fn build(max_bytes: u64, node: &str, sealer: Option<Sealer>) -> Arc<Self> {
+        let fd_limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
         Arc::new(Self {
             max_bytes,
             node: node.to_owned(),
             sealer,
+            max_sealed: usize::try_from(sealed::fd_budget(fd_limit, max_bytes)).unwrap_or(usize::MAX),
             inner: Mutex::new(Inner {
                 streams: HashMap::new(),
                 order: BTreeMap::new(),
@@ -182,7 +188,7 @@ impl Cache {
         if sealed::SealedSlice::find(&object.body).is_some_and(|s| s.len() == object.body.len()) {
             return object;
         }
-        match sealer(&object.body) {
+        match sealer(&object.body, self.max_sealed) {
             Ok(body) => Arc::new(Object::new(object.header.clone(), body)),
             Err(e) => {
                 metrics::counter!("lightpath_cache_unsealed_bodies_total", "node" => self.node.clone()).increment(1);
@@ -471,7 +477,7 @@ mod tests {
 
     #[test]
     fn a_body_that_cannot_be_sealed_stays_on_the_heap() {
-        let cache = Cache::build(1 << 20, "t", Some(|body| sealed::seal_within(body, 0)));
+        let cache = Cache::build(1 << 20, "t", Some(|body, _| sealed::seal_within(body, 0)));
         let heap = obj("a", "s1.ts", 1, sealed::MIN_SEALED_BYTES);
         assert_eq!(cache.insert(heap.clone()), Inserted::New);
         let held = cache.get(&StreamName::new("a").unwrap(), &ObjectName::new("s1.ts").unwrap()).unwrap();

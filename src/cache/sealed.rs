@@ -39,15 +39,20 @@ use rustix::process::{Resource, Rlimit};
 /// more) are what the copy slows down.
 pub const MIN_SEALED_BYTES: usize = 64 * 1024;
 
-/// Sealed bodies may hold at most 1/`FD_SHARE` of the open-file limit; the rest is for viewer connections,
-/// the mesh socket and whatever else the node opens.
-pub const FD_SHARE: u64 = 2;
+/// The descriptors sealed bodies of a cache bounded at `cache_bytes` may hold, of `fd_limit`: a body per
+/// [`MIN_SEALED_BYTES`] of the bound, twice over (evicted bodies still being sent hold theirs a while), and
+/// never more than half of the limit. The rest is for viewer connections, the mesh socket and whatever else
+/// the node opens: with a 256 MiB cache that is 8,192, which leaves a limit of 20,000 over 11,000 for
+/// connections, where half the limit left 9,488.
+pub fn fd_budget(fd_limit: u64, cache_bytes: u64) -> u64 {
+    (fd_limit / 2).min(2 * cache_bytes.div_ceil(MIN_SEALED_BYTES as u64))
+}
 
 /// Why a body could not be sealed (it then stays on the heap).
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
     /// Sealed bodies already hold their share of the open-file limit.
-    #[error("{0} sealed bodies already hold half of the open-file limit")]
+    #[error("{0} sealed bodies already hold their share of the open-file limit")]
     Budget(usize),
     /// The kernel refused one of the steps (memfd_create, write, fcntl, mmap).
     #[error("{step} failed: {source}")]
@@ -118,15 +123,15 @@ impl AsRef<[u8]> for Owner {
 }
 
 /// Copies `body` into a new sealed memory file and returns it as `Bytes` backed by a read-only mapping of
-/// that file. Fails (and the caller keeps `body` as it is) when sealed bodies hold their share of the
-/// open-file limit or the kernel refuses.
+/// that file. Fails (and the caller keeps `body` as it is) when sealed bodies hold half of the open-file
+/// limit or the kernel refuses.
 pub fn seal(body: &[u8]) -> Result<Bytes, SealError> {
     let soft = rustix::process::getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
-    seal_within(body, usize::try_from(soft / FD_SHARE).unwrap_or(usize::MAX))
+    seal_within(body, usize::try_from(soft / 2).unwrap_or(usize::MAX))
 }
 
-/// [`seal`] with an explicit cap on live sealed bodies.
-pub(crate) fn seal_within(body: &[u8], max_live: usize) -> Result<Bytes, SealError> {
+/// [`seal`] with an explicit cap on live sealed bodies (in the whole process).
+pub fn seal_within(body: &[u8], max_live: usize) -> Result<Bytes, SealError> {
     if body.is_empty() {
         return Ok(Bytes::new()); // nothing to map; an empty mapping is not allowed
     }

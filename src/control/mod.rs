@@ -114,7 +114,7 @@ pub async fn run(
         events,
         me: id,
     });
-    crate::http::serve(listeners.http, api, &http, &node, shutdown).await;
+    crate::http::serve(listeners.http, api, &http, &node, 0, shutdown).await;
     endpoint.close(0u32.into(), b"control replica stopping");
     Ok(())
 }

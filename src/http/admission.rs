@@ -2,9 +2,10 @@
 //! turns away.
 //!
 //! Every connection holds a descriptor, and so does every cached body kept in a sealed memory file
-//! ([`crate::cache::sealed`], which may take half of the open-file limit). [`connection_cap`] fits the
-//! listener's cap into the other half, less a reserve for the mesh socket, log files and DNS lookups, so
-//! that 20,000 idle connections cannot leave the node unable to cache an object or reach a peer.
+//! ([`crate::cache::sealed`], whose share [`crate::cache::sealed::fd_budget`] sizes from the cache's bound).
+//! [`connection_cap`] fits the listener's cap into the rest, less a reserve for the mesh socket, log files
+//! and DNS lookups, so that 20,000 idle connections cannot leave the node unable to cache an object or reach
+//! a peer.
 //! [`Admission`] counts the connections held and admits a new one only under both caps: one address
 //! flooding the node fills its own share, and viewers at other addresses are still served.
 //!
@@ -53,11 +54,11 @@ pub struct Caps {
     pub address: usize,
 }
 
-/// The listener's connection cap: `configured`, held under the descriptors left by sealed cached bodies
-/// (1/`sealed_share` of `fd_limit`) and a reserve. The reserve is `reserved` but at most half of what the
-/// cache leaves, so that a small open-file limit still leaves room for connections.
-pub fn connection_cap(configured: usize, reserved: usize, fd_limit: u64, sealed_share: u64) -> usize {
-    let left = fd_limit.saturating_sub(fd_limit / sealed_share.max(1));
+/// The listener's connection cap: `configured`, held under the descriptors of `fd_limit` left by sealed
+/// cached bodies (`sealed`) and a reserve. The reserve is `reserved` but at most half of what the cache
+/// leaves, so that a small open-file limit still leaves room for connections.
+pub fn connection_cap(configured: usize, reserved: usize, fd_limit: u64, sealed: u64) -> usize {
+    let left = fd_limit.saturating_sub(sealed);
     let left = usize::try_from(left).unwrap_or(usize::MAX);
     let reserve = reserved.min(left / 2);
     configured.min(left - reserve).max(1)
@@ -138,14 +139,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_cap_leaves_the_cache_its_half_and_the_node_its_reserve() {
-        // This machine's limit: 20,000. The cache may hold 10,000 bodies; 512 stay for the rest.
-        assert_eq!(connection_cap(16_384, 512, 20_000, 2), 9_488);
-        assert_eq!(connection_cap(1_000, 512, 20_000, 2), 1_000);
+    fn the_cap_leaves_the_cache_its_share_and_the_node_its_reserve() {
+        use crate::cache::sealed::fd_budget;
+        // This machine's limit: 20,000. A 256 MiB cache may hold 8,192 sealed bodies; 512 stay for the rest.
+        assert_eq!(fd_budget(20_000, 256 << 20), 8_192);
+        assert_eq!(connection_cap(16_384, 512, 20_000, fd_budget(20_000, 256 << 20)), 11_296);
+        assert_eq!(connection_cap(1_000, 512, 20_000, 8_192), 1_000);
+        // A cache as large as the limit allows takes half of it.
+        assert_eq!(fd_budget(20_000, 4 << 30), 10_000);
+        assert_eq!(connection_cap(16_384, 512, 20_000, 10_000), 9_488);
         // A small limit still leaves connections: the reserve shrinks to half of what is left.
-        assert_eq!(connection_cap(16_384, 512, 1024, 2), 256);
-        assert_eq!(connection_cap(16_384, 512, u64::MAX, 2), 16_384);
-        assert_eq!(connection_cap(16_384, 512, 0, 2), 1);
+        assert_eq!(connection_cap(16_384, 512, 1024, fd_budget(1024, 256 << 20)), 256);
+        assert_eq!(connection_cap(16_384, 512, u64::MAX, 8_192), 16_384);
+        assert_eq!(connection_cap(16_384, 512, 0, 0), 1);
     }
 
     #[test]

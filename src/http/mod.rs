@@ -79,28 +79,27 @@ struct Limits {
 }
 
 /// Serves HTTP/1.1 and HTTP/2 on `listener` until `shutdown` completes, within `config`'s limits; `node`
-/// labels the counters and log lines.
+/// labels the counters and log lines. `sealed_cache_bytes` is the bound of the cache whose bodies the node
+/// keeps in sealed memory files (0 if none): their descriptors are not the listener's to take.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     config: &HttpConfig,
     node: &str,
+    sealed_cache_bytes: u64,
     shutdown: impl Future<Output = ()>,
 ) {
     let fd_limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
-    let cap = admission::connection_cap(
-        config.max_connections,
-        config.reserved_fds,
-        fd_limit,
-        crate::cache::sealed::FD_SHARE,
-    );
+    let sealed = crate::cache::sealed::fd_budget(fd_limit, sealed_cache_bytes);
+    let cap = admission::connection_cap(config.max_connections, config.reserved_fds, fd_limit, sealed);
     if cap < config.max_connections {
         tracing::info!(
             node,
             cap,
             fd_limit,
             max_connections = config.max_connections,
-            "http: connections capped below http.max_connections by the open-file limit (half is for cached \
+            sealed,
+            "http: connections capped below http.max_connections by the open-file limit (`sealed` are for cached \
              bodies, http.reserved_fds for the rest of the node)"
         );
     }
@@ -430,7 +429,7 @@ mod tests {
         let url = format!("http://{}/live/s/seg.ts", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            serve(listener, Arc::new(OneBody(body)), &HttpConfig::default(), "test", async {
+            serve(listener, Arc::new(OneBody(body)), &HttpConfig::default(), "test", 0, async {
                 let _ = stopped.await;
             })
             .await
