@@ -41,8 +41,13 @@ impl SendQueue {
         }
         self.waiting_bytes += object.body.len() as u64;
         self.waiting.push_back(object);
+        // Objects come in as they complete, not in the order they were made (newer ones travel first), so the
+        // oldest is looked for, not taken from the front.
         while self.waiting_bytes > budget && self.waiting.len() > 1 {
-            let old = self.waiting.pop_front().expect("more than one");
+            let oldest = (0..self.waiting.len())
+                .min_by_key(|&i| (self.waiting[i].header.born_unix_ms, self.waiting[i].header.seq))
+                .expect("more than one");
+            let old = self.waiting.remove(oldest).expect("in range");
             self.waiting_bytes -= old.body.len() as u64;
             skipped += 1;
         }
@@ -164,7 +169,7 @@ mod tests {
             seq: version,
             content_type: "video/mp2t".into(),
             duration_ms: 0,
-            born_unix_ms: 0,
+            born_unix_ms: version,
             len: len as u64,
         };
         Arc::new(Object::new(header, Bytes::from(vec![0; len])))
@@ -195,6 +200,17 @@ mod tests {
         assert!(q.next(budget).is_none());
         q.done(100);
         assert_eq!(q.next(budget).unwrap().header.name.as_str(), "s18.ts");
+    }
+
+    #[test]
+    fn the_oldest_goes_whatever_the_order_objects_complete_in() {
+        let mut q = SendQueue::default();
+        // The newest object of a backlog completes first; older ones straggle in after it.
+        q.push(obj("s20.ts", 20, 100), 300);
+        for v in 10..15 {
+            q.push(obj(&format!("s{v}.ts"), v, 100), 300);
+        }
+        assert_eq!(names(&q), ["s20.ts@20", "s13.ts@13", "s14.ts@14"]);
     }
 
     #[test]
