@@ -297,7 +297,7 @@ fn load_reads_a_file_and_names_it() {
     assert_eq!(
         e.to_string().lines().next().unwrap(),
         format!(
-            "{}: links[1].latency_ms: 0 is not a latency (expected a finite number of milliseconds above 0)",
+            "{}: links[1].latency_ms: 0 is not a latency (expected milliseconds above 0, at most 60000)",
             path.display()
         )
     );

@@ -183,3 +183,31 @@ a = "australiaeast"
     assert_eq!(s.steady.overlay.lost, 0);
     assert!(s.faults.iter().all(|f| f.reroute_us.is_some()), "{:?}", s.faults);
 }
+
+#[test]
+fn figures_out_of_range_duplicates_and_role_mismatches_are_named() {
+    let cases: [(&str, String, &str); 8] = [
+        ("long", BASE.replace("duration_s = 20", "duration_s = 18446744073710"), "duration_s"),
+        ("twice", BASE.replace("segment_ms = 500 }]", "segment_ms = 500 }, { name = \"s\", origin = \"westeurope\", segment_ms = 500 }]"), "workload.streams[1].name"),
+        ("role", BASE.replace("origin = \"westeurope\"", "origin = \"westindia\""), "workload.streams[0].origin"),
+        ("no-edges", BASE.replace("segment_ms = 500 }", "segment_ms = 500, edges = [] }"), "workload.streams[0].edges"),
+        ("zero-rate", BASE.replace("segment_ms = 500 }", "segment_ms = 500, bitrate_kbps = 0 }"), "workload.streams[0].bitrate_kbps"),
+        (
+            "far",
+            format!("{BASE}\n[[faults]]\nat_s = 5\nkind = \"latency\"\na = \"westeurope\"\nb = \"northeurope\"\nvalue = 1e300\n"),
+            "faults[0].value",
+        ),
+        (
+            "fast-flap",
+            format!(
+                "{BASE}\n[[faults]]\nat_s = 5\nkind = \"flap\"\na = \"westeurope\"\nb = \"northeurope\"\nperiod_s = 1e-6\nuntil_s = 10\n"
+            ),
+            "faults[0].period_s",
+        ),
+        ("jitter", format!("{BASE}\n[links]\njitter_ms = 1e300\n"), "links.jitter_ms"),
+    ];
+    for (name, text, field) in cases {
+        let e = error_of(name, &text);
+        assert!(e.contains(field), "{name}: {e}");
+    }
+}

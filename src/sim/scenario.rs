@@ -301,6 +301,13 @@ impl Default for Expect {
     }
 }
 
+/// The longest run: 30 days (simulated time is kept in microseconds).
+const MAX_DURATION_S: u64 = 30 * 86_400;
+/// The longest latency, jitter, segment, delay or interval a scenario may give: a minute, beyond any link.
+const MAX_MS: u64 = 60_000;
+/// The highest bitrate of one stream: 1 Gbit/s.
+const MAX_BITRATE_KBPS: u64 = 1_000_000;
+
 impl Scenario {
     /// Reads a scenario and the topology it names (or generates), expands what is generated, and checks them
     /// together.
@@ -416,7 +423,8 @@ impl Scenario {
     }
 
     /// Checks what serde cannot: names against `topology`, times and figures in range. The error names the
-    /// field.
+    /// field. The ranges keep every figure within what the simulator's microsecond clock and its queues hold,
+    /// so no scenario wraps a time or schedules events without bound.
     pub fn validate(self, topology: &Topology) -> Result<Self, (String, String)> {
         let known = |field: String, n: &NodeId| -> Result<(), (String, String)> {
             match topology.node(n) {
@@ -425,17 +433,27 @@ impl Scenario {
             }
         };
         let fail = |field: &str, message: String| Err((field.to_owned(), message));
-        if self.duration_s == 0 {
-            return fail("duration_s", "must be more than 0".into());
+        if !(1..=MAX_DURATION_S).contains(&self.duration_s) {
+            return fail(
+                "duration_s",
+                format!("must be from 1 to {MAX_DURATION_S} s (30 days), not {}", self.duration_s),
+            );
         }
+        let ms_in_range = |field: &str, ms: u64| match ms <= MAX_MS {
+            true => Ok(()),
+            false => Err((field.to_owned(), format!("must be at most {MAX_MS} ms, not {ms}"))),
+        };
+        ms_in_range("workload.late_ms", self.workload.late_ms)?;
+        ms_in_range("control.recompute_ms", self.control.recompute_ms)?;
+        ms_in_range("control.push_delay_ms", self.control.push_delay_ms)?;
         if self.workload.start_s >= self.duration_s {
             return fail("workload.start_s", format!("must be before the end ({} s)", self.duration_s));
         }
         if !(0.0..=1.0).contains(&self.links.loss) {
             return fail("links.loss", format!("must be from 0.0 to 1.0, not {}", self.links.loss));
         }
-        if !(self.links.jitter_ms >= 0.0 && self.links.jitter_ms.is_finite()) {
-            return fail("links.jitter_ms", format!("must be at least 0, not {}", self.links.jitter_ms));
+        if !(0.0..=MAX_MS as f64).contains(&self.links.jitter_ms) {
+            return fail("links.jitter_ms", format!("must be from 0 to {MAX_MS} ms, not {}", self.links.jitter_ms));
         }
         if !(self.links.bandwidth_mbps >= 0.0 && self.links.bandwidth_mbps.is_finite()) {
             return fail("links.bandwidth_mbps", format!("must be at least 0, not {}", self.links.bandwidth_mbps));
@@ -452,11 +470,33 @@ impl Scenario {
         if self.workload.streams.is_empty() {
             return fail("workload.streams", "needs at least one stream (listed or generated)".into());
         }
+        let mut names = std::collections::HashSet::new();
         for (i, s) in self.workload.streams.iter().enumerate() {
             let at = format!("workload.streams[{i}]");
+            if !names.insert(&s.name) {
+                return fail(&format!("{at}.name"), format!("\"{}\" is the name of an earlier stream", s.name));
+            }
             known(format!("{at}.origin"), &s.origin)?;
-            if s.segment_ms == 0 {
-                return fail(&format!("{at}.segment_ms"), "must be more than 0".into());
+            if topology.node(&s.origin).is_some_and(|n| !n.has_role(Role::Origin)) {
+                return fail(&format!("{at}.origin"), format!("\"{}\" does not have the origin role", s.origin));
+            }
+            if !(1..=MAX_MS).contains(&s.segment_ms) {
+                return fail(
+                    &format!("{at}.segment_ms"),
+                    format!("must be from 1 to {MAX_MS} ms, not {}", s.segment_ms),
+                );
+            }
+            if !(1..=MAX_BITRATE_KBPS).contains(&s.bitrate_kbps) {
+                return fail(
+                    &format!("{at}.bitrate_kbps"),
+                    format!("must be from 1 to {MAX_BITRATE_KBPS} kbit/s, not {}", s.bitrate_kbps),
+                );
+            }
+            if s.edges.as_ref().is_some_and(Vec::is_empty) {
+                return fail(
+                    &format!("{at}.edges"),
+                    "is empty: name the edges that watch, or leave it out for all".into(),
+                );
             }
             for (j, e) in s.edges.iter().flatten().enumerate() {
                 known(format!("{at}.edges[{j}]"), e)?;
@@ -496,22 +536,29 @@ impl Scenario {
                 (None, false) => {}
             }
             match (f.kind, f.value) {
-                (FaultKind::Latency, Some(v)) if v > 0.0 && v.is_finite() => {}
+                (FaultKind::Latency, Some(v)) if v > 0.0 && v <= MAX_MS as f64 => {}
                 (FaultKind::Latency, _) => {
                     return fail(
                         &format!("{at}.value"),
-                        "a latency fault needs value, the new latency in ms (> 0)".into(),
+                        format!("a latency fault needs value, the new latency in ms (above 0, at most {MAX_MS})"),
                     )
                 }
                 (_, Some(_)) => return fail(&format!("{at}.value"), "only a latency fault takes a value".into()),
                 (_, None) => {}
             }
+            // A flap faster than the probes cannot be seen, and one of microseconds would schedule millions of
+            // events.
+            let min_period_s = self.probes.fast_ms.max(10) as f64 / 1000.0;
             match (f.kind, f.period_s, f.until_s) {
-                (FaultKind::Flap, Some(p), Some(u)) if p > 0.0 && u > f.at_s && u <= self.duration_s as f64 => {}
+                (FaultKind::Flap, Some(p), Some(u))
+                    if p >= min_period_s && u > f.at_s && u <= self.duration_s as f64 => {}
                 (FaultKind::Flap, _, _) => {
                     return fail(
                         &format!("{at}.period_s"),
-                        "a flap needs period_s (> 0) and until_s (after at_s, within the run)".into(),
+                        format!(
+                            "a flap needs period_s (at least the fast probe interval, {min_period_s} s) and until_s \
+                             (after at_s, within the run)"
+                        ),
                     )
                 }
                 (_, None, None) => {}

@@ -11,6 +11,10 @@ use super::check::{CheckErrors, TableReader};
 use super::{Address, ControlSpec, LinkSpec, NodeSpec, Region, Role, Topology};
 use crate::id::NodeId;
 
+/// The longest one-way latency a link may have: a minute, beyond any real link (a larger figure is a typo,
+/// and would overflow the microsecond costs routing works in).
+const MAX_LATENCY_MS: f64 = 60_000.0;
+
 /// A region as read, with the fields that could be read.
 struct RegionEntry {
     index: usize,
@@ -294,10 +298,10 @@ fn check_links(links: &[LinkEntry], nodes: &[NodeEntry], errors: &mut CheckError
             }
         }
         if let Some(ms) = l.latency_ms {
-            if !(ms.is_finite() && ms > 0.0) {
+            if !(ms > 0.0 && ms <= MAX_LATENCY_MS) {
                 errors.push(
                     format!("links[{i}].latency_ms"),
-                    format!("{ms} is not a latency (expected a finite number of milliseconds above 0)"),
+                    format!("{ms} is not a latency (expected milliseconds above 0, at most {MAX_LATENCY_MS})"),
                 );
             }
         }
