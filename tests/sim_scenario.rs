@@ -211,3 +211,34 @@ fn figures_out_of_range_duplicates_and_role_mismatches_are_named() {
         assert!(e.contains(field), "{name}: {e}");
     }
 }
+
+#[test]
+fn a_permanent_cut_reads_never_and_a_repaired_one_a_time() {
+    // origin -- relay -- edge: cutting relay--edge leaves the edge no path at all.
+    let path = scenario("chain", "");
+    let dir = path.parent().unwrap();
+    std::fs::write(
+        dir.join("chain-topology.toml"),
+        "regions = [{ name = \"lab\", lat = 0.0, lon = 0.0 }]\n\
+         nodes = [\n\
+           { id = \"origin\", region = \"lab\", roles = [\"origin\"], mesh = \"127.0.0.1:1\", http = \"127.0.0.1:2\" },\n\
+           { id = \"relay\", region = \"lab\", roles = [\"relay\"], mesh = \"127.0.0.1:3\", http = \"127.0.0.1:4\" },\n\
+           { id = \"edge\", region = \"lab\", roles = [\"edge\"], mesh = \"127.0.0.1:5\", http = \"127.0.0.1:6\" },\n\
+         ]\n\
+         links = [{ a = \"origin\", b = \"relay\", latency_ms = 5.0 }, { a = \"relay\", b = \"edge\", latency_ms = 5.0 }]\n",
+    )
+    .unwrap();
+    let chain = "topology = \"chain-topology.toml\"\nduration_s = 30\nseed = 3\n[workload]\n\
+                 streams = [{ name = \"s\", origin = \"origin\", segment_ms = 500 }]\n\
+                 [[faults]]\nat_s = 10\nkind = \"link_down\"\na = \"relay\"\nb = \"edge\"\n";
+    let s = run_file(&scenario("chain", chain), None, None, None).unwrap();
+    let fault = &s.faults[0];
+    assert!(fault.affected >= 1, "{fault:?}");
+    assert_eq!(fault.reroute_us, None, "the edge never received again: {fault:?}");
+    assert!(s.table().contains("never"), "{}", s.table());
+
+    let repaired = format!("{chain}\n[[faults]]\nat_s = 20\nkind = \"link_up\"\na = \"relay\"\nb = \"edge\"\n");
+    let s = run_file(&scenario("chain", &repaired), None, None, None).unwrap();
+    let fault = &s.faults[0];
+    assert!(fault.reroute_us.is_some_and(|r| r >= 10_000_000), "recovered only after the repair: {fault:?}");
+}

@@ -636,6 +636,10 @@ impl<'a> Engine<'a> {
                 next_report = at + 1_000_000;
             }
         }
+        // A pair that lost objects after a fault and received nothing more by the end never recovered from it.
+        for k in self.pending.iter().flatten() {
+            self.faults[*k as usize].reroute = None;
+        }
         let [overlay, fixed, direct] = self.flows;
         let origins = self.origins.iter().map(|&o| self.ids[o as usize].clone()).collect();
         Outcome {
