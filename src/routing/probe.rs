@@ -419,18 +419,6 @@ impl LinkEstimator {
         Some((first + self.config.down_after).max(kth + self.rto()))
     }
 
-    /// From when on [`metrics`](Self::metrics) and [`is_down`](Self::is_down) stay as they are until the
-    /// estimator is driven again (a probe sent or answered): every unanswered probe has counted as lost, and
-    /// the down verdict has fallen. A simulator reads this to skip links whose reports cannot have changed.
-    pub fn settled_after(&self) -> Duration {
-        // The newest unanswered probe is the last to count as lost; only those not yet counted matter, and
-        // they are among the newest.
-        let timeout = self.loss_timeout();
-        let newest = self.window.iter().rev().take_while(|r| self.now < r.sent() + timeout).find(|r| !r.answered);
-        let lost = newest.map_or(Duration::ZERO, |r| r.sent() + timeout);
-        lost.max(self.down_at().unwrap_or(Duration::ZERO))
-    }
-
     /// How long an unanswered probe takes to count as lost.
     fn loss_timeout(&self) -> Duration {
         match self.srtt {
