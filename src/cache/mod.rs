@@ -79,7 +79,7 @@ struct Inner {
 }
 
 /// Moves a body into a sealed memory file, given the most sealed bodies the process may hold:
-/// [`sealed::seal_within`], or a stand-in that fails in tests.
+/// [`sealed::seal`], or a stand-in that fails in tests.
 type Sealer = fn(&[u8], usize) -> Result<Bytes, sealed::SealError>;
 
 /// The byte-bounded live-window store. Cheap to share: clone the `Arc`.
@@ -105,7 +105,7 @@ impl Cache {
     /// `sendfile`. When a body cannot be sealed (the kernel refuses, or sealed bodies hold their share of the
     /// open-file limit) it stays on the heap and is served by copying, as from [`Cache::new`].
     pub fn with_sealed_bodies(max_bytes: u64, node: &str) -> Arc<Self> {
-        Self::build(max_bytes, node, Some(sealed::seal_within))
+        Self::build(max_bytes, node, Some(sealed::seal))
     }
 
     fn build(max_bytes: u64, node: &str, sealer: Option<Sealer>) -> Arc<Self> {
@@ -477,7 +477,7 @@ mod tests {
 
     #[test]
     fn a_body_that_cannot_be_sealed_stays_on_the_heap() {
-        let cache = Cache::build(1 << 20, "t", Some(|body, _| sealed::seal_within(body, 0)));
+        let cache = Cache::build(1 << 20, "t", Some(|body, _| sealed::seal(body, 0)));
         let heap = obj("a", "s1.ts", 1, sealed::MIN_SEALED_BYTES);
         assert_eq!(cache.insert(heap.clone()), Inserted::New);
         let held = cache.get(&StreamName::new("a").unwrap(), &ObjectName::new("s1.ts").unwrap()).unwrap();

@@ -16,9 +16,9 @@
 //! and at which offset of which file. This module does not decide which bodies to seal (the cache does) and
 //! writes no sockets.
 //!
-//! Each sealed body holds one file descriptor. They may use at most half of the open-file limit (the
-//! node raises its soft limit to the hard limit at start, [`raise_fd_limit`]); past that, and whenever the
-//! kernel refuses, bodies stay on the heap and are copied into each response as before.
+//! Each sealed body holds one file descriptor. They may use at most their [`fd_budget`] of the open-file
+//! limit (the node raises its soft limit to the hard limit at start, [`raise_fd_limit`]); past that, and
+//! whenever the kernel refuses, bodies stay on the heap and are copied into each response as before.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -85,7 +85,7 @@ unsafe impl Sync for Mapping {}
 
 impl Mapping {
     fn bytes(&self) -> &[u8] {
-        // SAFETY: `ptr` is the start of a readable mapping of exactly `len` bytes (made in `seal_within`,
+        // SAFETY: `ptr` is the start of a readable mapping of exactly `len` bytes (made in `seal`,
         // len > 0), alive until `Drop` runs, which cannot happen while `&self` is borrowed. The file behind it
         // is sealed (`F_SEAL_WRITE | F_SEAL_SHRINK`), so the bytes never change and no page can vanish (no
         // SIGBUS from a truncation).
@@ -123,15 +123,9 @@ impl AsRef<[u8]> for Owner {
 }
 
 /// Copies `body` into a new sealed memory file and returns it as `Bytes` backed by a read-only mapping of
-/// that file. Fails (and the caller keeps `body` as it is) when sealed bodies hold half of the open-file
-/// limit or the kernel refuses.
-pub fn seal(body: &[u8]) -> Result<Bytes, SealError> {
-    let soft = rustix::process::getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
-    seal_within(body, usize::try_from(soft / 2).unwrap_or(usize::MAX))
-}
-
-/// [`seal`] with an explicit cap on live sealed bodies (in the whole process).
-pub fn seal_within(body: &[u8], max_live: usize) -> Result<Bytes, SealError> {
+/// that file. Fails (and the caller keeps `body` as it is) when the process already holds `max_live` sealed
+/// bodies (the cache passes its [`fd_budget`]) or the kernel refuses.
+pub fn seal(body: &[u8], max_live: usize) -> Result<Bytes, SealError> {
     if body.is_empty() {
         return Ok(Bytes::new()); // nothing to map; an empty mapping is not allowed
     }
@@ -267,7 +261,7 @@ pub(crate) mod tests {
     #[test]
     fn a_sealed_body_reads_back_and_cannot_be_changed() {
         let data = pattern(MIN_SEALED_BYTES * 3 + 17);
-        let body = seal(&data).unwrap();
+        let body = seal(&data, usize::MAX).unwrap();
         assert_eq!(&body[..], &data[..]);
         let slice = SealedSlice::find(&body[1000..]).expect("a slice of a sealed body is found");
         assert_eq!((slice.offset(), slice.len()), (1000, data.len() - 1000));
@@ -281,7 +275,7 @@ pub(crate) mod tests {
 
     #[test]
     fn dropping_the_last_view_unmaps_and_closes_the_file() {
-        let body = seal(&pattern(MIN_SEALED_BYTES * 2)).unwrap();
+        let body = seal(&pattern(MIN_SEALED_BYTES * 2), usize::MAX).unwrap();
         let name = file_name(&body);
         assert_eq!(traces_of(&name).len(), 2, "one mapping and one descriptor: {:?}", traces_of(&name));
         let view = body.slice(5..);
@@ -295,7 +289,7 @@ pub(crate) mod tests {
     #[test]
     fn past_the_budget_bodies_are_refused() {
         let data = pattern(MIN_SEALED_BYTES);
-        assert!(matches!(seal_within(&data, 0), Err(SealError::Budget(_))));
+        assert!(matches!(seal(&data, 0), Err(SealError::Budget(_))));
     }
 
     #[test]

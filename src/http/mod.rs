@@ -424,7 +424,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sealed_bodies_are_served_whole_to_many_keep_alive_viewers() {
         let data: Vec<u8> = (0..(1 << 20) + 7).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
-        let body = crate::cache::sealed::seal(&data).unwrap();
+        let body = crate::cache::sealed::seal(&data, usize::MAX).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/live/s/seg.ts", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

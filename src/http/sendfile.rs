@@ -195,7 +195,7 @@ mod tests {
     #[tokio::test]
     async fn a_sealed_body_arrives_byte_identical_without_a_copy() {
         let data = pattern(MIN_SEALED_BYTES * 16 + 123, 1);
-        let body = sealed::seal(&data).unwrap();
+        let body = sealed::seal(&data, usize::MAX).unwrap();
         let head = b"HTTP/1.1 200 OK\r\ncontent-length: 1048699\r\n\r\n";
         let (mut server, mut client) = pair(None).await;
         let reader = tokio::spawn(async move {
@@ -215,7 +215,7 @@ mod tests {
     #[tokio::test]
     async fn a_slow_reader_gets_every_byte_through_partial_writes() {
         let data = pattern(MIN_SEALED_BYTES * 8, 2);
-        let body = sealed::seal(&data).unwrap();
+        let body = sealed::seal(&data, usize::MAX).unwrap();
         let head = b"HTTP/1.1 200 OK\r\n\r\n";
         let (mut server, mut client) = pair(Some(4096)).await;
         rustix::net::sockopt::set_socket_send_buffer_size(&server.tcp, 4096).unwrap();
@@ -248,7 +248,7 @@ mod tests {
         let bodies: Vec<(Vec<u8>, Bytes)> = (0..4)
             .map(|i| {
                 let data = pattern(MIN_SEALED_BYTES * (4 + i) + i, i as u8);
-                let body = sealed::seal(&data).unwrap();
+                let body = sealed::seal(&data, usize::MAX).unwrap();
                 (data, body)
             })
             .collect();
@@ -281,7 +281,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_left_on_the_heap_is_copied() {
         let data = pattern(MIN_SEALED_BYTES * 4, 3);
-        assert!(matches!(sealed::seal_within(&data, 0), Err(sealed::SealError::Budget(_))));
+        assert!(matches!(sealed::seal(&data, 0), Err(sealed::SealError::Budget(_))));
         let (mut server, mut client) = pair(None).await;
         let reader = tokio::spawn(async move {
             let mut got = Vec::new();
