@@ -385,8 +385,6 @@ struct Conn {
     udp_sent: metrics::Counter,
     /// Whole objects on their way to the peer.
     outbox: Arc<outbox::Outbox>,
-    /// `lightpath_mesh_queue_drops_total` of this peer.
-    queue_drops: metrics::Counter,
 }
 
 /// The task that owns the node's [`Relay`] and carries out its actions.
@@ -507,14 +505,12 @@ impl Driver {
                 let heard_frames = heard_frames(&conn.stats());
                 let labels = [("node", self.shared.me.to_string()), ("peer", peer.to_string())];
                 let udp_sent = metrics::counter!("lightpath_mesh_udp_bytes_sent_total", &labels);
-                let queue_drops = metrics::counter!("lightpath_mesh_queue_drops_total", &labels);
-                let outbox =
-                    outbox::Outbox::new(self.peer_queue_bytes, metrics::gauge!("lightpath_mesh_queue_bytes", &labels));
+                let outbox = outbox::Outbox::new(self.peer_queue_bytes, &self.shared.me, &peer);
                 tokio::spawn(
                     send_whole_objects(self.shared.me.clone(), peer.clone(), conn.clone(), outbox.clone())
                         .in_current_span(),
                 );
-                let c = Conn { conn, control, heard_frames, udp_sent, outbox, queue_drops };
+                let c = Conn { conn, control, heard_frames, udp_sent, outbox };
                 if let Some(old) = self.conns.insert(peer.clone(), c) {
                     old.conn.close(0u32.into(), b"replaced by a newer connection");
                 }
@@ -680,11 +676,8 @@ impl Driver {
 
     /// Queues a whole object for `peer` (see [`outbox`]).
     fn forward(&self, peer: &NodeId, object: Arc<Object>) {
-        let Some(c) = self.conns.get(peer) else { return };
-        let skipped = c.outbox.push(object);
-        if skipped > 0 {
-            c.queue_drops.increment(skipped as u64);
-            tracing::debug!(%peer, skipped, held = c.outbox.held(), "a lagging peer skips to the newest objects");
+        if let Some(c) = self.conns.get(peer) {
+            c.outbox.push(object);
         }
     }
 

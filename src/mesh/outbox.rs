@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use crate::cache::Object;
+use crate::id::NodeId;
 
 /// The pure bookkeeping of one peer's sends.
 #[derive(Default)]
@@ -90,27 +91,44 @@ pub(crate) struct Outbox {
     budget: u64,
     queue: Mutex<SendQueue>,
     ready: Notify,
+    /// The peer, for the log.
+    peer: NodeId,
     /// `lightpath_mesh_queue_bytes` of this peer: bytes waiting and in flight.
     held: metrics::Gauge,
+    /// `lightpath_mesh_queue_drops_total` of this peer: objects skipped.
+    drops: metrics::Counter,
 }
 
 impl Outbox {
-    pub(crate) fn new(budget: u64, held: metrics::Gauge) -> Arc<Self> {
-        Arc::new(Self { budget, queue: Mutex::new(SendQueue::default()), ready: Notify::new(), held })
+    /// `me`'s outbox toward `peer`.
+    pub(crate) fn new(budget: u64, me: &NodeId, peer: &NodeId) -> Arc<Self> {
+        let labels = [("node", me.to_string()), ("peer", peer.to_string())];
+        Arc::new(Self {
+            budget,
+            queue: Mutex::new(SendQueue::default()),
+            ready: Notify::new(),
+            peer: peer.clone(),
+            held: metrics::gauge!("lightpath_mesh_queue_bytes", &labels),
+            drops: metrics::counter!("lightpath_mesh_queue_drops_total", &labels),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SendQueue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues an object for the peer; returns how many waiting objects it pushed out.
-    pub(crate) fn push(&self, object: Arc<Object>) -> usize {
+    /// Queues an object for the peer, counting the waiting objects it pushed out.
+    pub(crate) fn push(&self, object: Arc<Object>) {
         let mut queue = self.lock();
         let skipped = queue.push(object, self.budget);
-        self.held.set(queue.held() as f64);
+        let held = queue.held();
         drop(queue);
+        self.held.set(held as f64);
         self.ready.notify_one();
-        skipped
+        if skipped > 0 {
+            self.drops.increment(skipped as u64);
+            tracing::debug!(peer = %self.peer, skipped, held, "a lagging peer skips to the newest objects");
+        }
     }
 
     /// Waits for the next object there is room to send.
@@ -145,11 +163,6 @@ impl Outbox {
         self.held.set(queue.held() as f64);
         drop(queue);
         self.ready.notify_one();
-    }
-
-    /// Bytes waiting and in flight.
-    pub(crate) fn held(&self) -> u64 {
-        self.lock().held()
     }
 }
 

@@ -279,7 +279,7 @@ async fn receive_object(shared: &Shared, peer: &NodeId, mut recv: quinn::RecvStr
         for (to, conn, outbox) in downstream {
             match Copy::start(&shared.me, to.clone(), conn, outbox.clone(), &header) {
                 Some(copy) => out.push(copy),
-                None => lagging.push((to, outbox)),
+                None => lagging.push(outbox),
             }
         }
     }
@@ -302,12 +302,8 @@ async fn receive_object(shared: &Shared, peer: &NodeId, mut recv: quinn::RecvStr
         copy.finish();
     }
     let object = Arc::new(Object::new(header, body));
-    for (to, outbox) in lagging {
-        let skipped = outbox.push(object.clone());
-        if skipped > 0 {
-            metrics::counter!("lightpath_mesh_queue_drops_total", "node" => shared.me.to_string(), "peer" => to.to_string())
-                .increment(skipped as u64);
-        }
+    for outbox in lagging {
+        outbox.push(object.clone());
     }
     if shared.cache.insert(object.clone()) == Inserted::New {
         shared.event(Event::Object { from: Some(peer.clone()), object });
