@@ -95,10 +95,10 @@ const SILENT_TARGETS: u32 = 3;
 /// The most takedowns a report carries (the newest): at most 256 bytes of reason each, they stay well inside
 /// a frame.
 const REPORTED_TAKEDOWNS: usize = 32;
-/// Bytes of a report frame left to its streams once its links and takedowns are counted: the frame must
-/// stay within [`crate::wire::MAX_FRAME`] or the replicas refuse it (and the session with it). With short
-/// names that is about 2,000 streams; a node carrying more reports the first that fit, by name (routing
-/// does not read them; only the replicas' stream view misses the rest).
+/// Bytes a report frame keeps free below [`crate::wire::MAX_FRAME`] once its streams are counted by estimate
+/// (the replicas refuse a larger frame, and the session with it). The streams fill the rest, about 2,000 with
+/// short names; a node carrying more reports the first that fit, by name (routing does not read them; only
+/// the replicas' stream view misses the rest).
 const REPORT_SLACK: usize = 64;
 
 /// What the caller must do.
@@ -557,7 +557,7 @@ impl Relay {
         p.next_version += 1;
         let p = &self.publishing[stream];
         let silent_at = p.last + self.silence(p);
-        self.next_silence = Some(self.next_silence.map_or(silent_at, |t| t.min(silent_at)));
+        lower_bound(&mut self.next_silence, silent_at);
         Ok(p.next_version)
     }
 
@@ -766,7 +766,7 @@ impl Relay {
                 };
                 tracing::info!(%peer, %stream, "upstream cannot get the stream; routing around it");
                 sub.passed_over.insert(peer.clone(), until);
-                self.next_pass_over = Some(self.next_pass_over.map_or(until, |t| t.min(until)));
+                lower_bound(&mut self.next_pass_over, until);
                 self.ensure_upstream(&stream);
             }
             Frame::Hello { .. } | Frame::Object(_) | Frame::Report(_) | Frame::Routes(_) => {
@@ -1007,7 +1007,7 @@ impl Relay {
             tracing::info!(%peer, %stream, "upstream subscribed back; routing around it");
             let until = self.now + self.config.pass_over;
             sub.passed_over.insert(peer.clone(), until);
-            self.next_pass_over = Some(self.next_pass_over.map_or(until, |t| t.min(until)));
+            lower_bound(&mut self.next_pass_over, until);
             self.ensure_upstream(&stream);
             if self.subs.get(&stream).is_some_and(|s| s.upstream.as_ref() == Some(peer)) {
                 // No other way: accepting would close a loop.
@@ -1123,4 +1123,9 @@ impl Relay {
     fn unsubscribe(&mut self, stream: &StreamName, peer: &NodeId) {
         self.actions.push_back(Action::Send { to: peer.clone(), frame: Frame::Unsubscribe { stream: stream.clone() } });
     }
+}
+
+/// Keeps `bound` a lower bound of deadlines that include `at` (the timers made exact only when reached).
+fn lower_bound(bound: &mut Option<Duration>, at: Duration) {
+    *bound = Some(bound.map_or(at, |t| t.min(at)));
 }
