@@ -49,9 +49,7 @@ fn main() -> Result<()> {
 /// open (nodes that serve viewers keep large cached bodies in memfds, whose pages count in the resident set
 /// only where the process touched them through a mapping; sent with sendfile, most never are).
 fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 =
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    let rss = common::status_mib(pid, "VmRSS:")?;
     let mut sealed = 0;
     for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
         let is_memfd = std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy().starts_with("/memfd:"));
@@ -59,7 +57,7 @@ fn rss_mib(pid: u32) -> Option<f64> {
             sealed += std::fs::metadata(fd.path()).map_or(0, |m| m.len());
         }
     }
-    Some(kib / 1024.0 + sealed as f64 / MIB as f64)
+    Some(rss + sealed as f64 / MIB as f64)
 }
 
 /// Seconds since the start, and each node's resident memory in MiB then.

@@ -224,13 +224,7 @@ fn rss_mib(pids: &[u32]) -> f64 {
 
 /// One memory field of `/proc/PID/status` (`VmRSS:`, `RssAnon:`...) summed over `pids`, in MiB.
 fn status_mib(pids: &[u32], field: &str) -> f64 {
-    let one = |pid: &u32| -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let kib: f64 =
-            status.lines().find_map(|l| l.strip_prefix(field))?.trim().trim_end_matches("kB").trim().parse().ok()?;
-        Some(kib / 1024.0)
-    };
-    pids.iter().filter_map(one).sum()
+    pids.iter().filter_map(|&pid| common::status_mib(pid, field)).sum()
 }
 
 /// Open descriptors of `pids` together.
