@@ -1069,22 +1069,18 @@ impl<'a> Engine<'a> {
 
     /// The control plane's recomputation (see the module docs).
     fn recompute(&mut self) {
-        // What reached a node by now counts, as it does on a live node that reports now.
-        for k in 0..self.listed.len() {
-            let node = self.listed[k];
+        // Each listed node in turn, while what its relay touched is still in the processor's caches: what
+        // reached it by now counts, as it does on a live node that reports now (driving it lists nobody, since
+        // it is still listed itself), then its report is read.
+        for node in std::mem::take(&mut self.listed) {
+            let n = node as usize;
             if self.has_news(node) {
                 self.drive(node, |_, _| {});
             }
-        }
-        let listed = std::mem::take(&mut self.listed);
-        for &node in &listed {
-            self.nodes[node as usize].listed = false;
-        }
-        for node in listed {
+            self.nodes[n].listed = false;
             if !self.is_up(node) {
                 continue;
             }
-            let n = node as usize;
             let mut ends = std::mem::take(&mut self.scratch_ends);
             ends.clear();
             ends.extend(self.adjacency[n].iter().map(|&(_, l)| (self.end_of(node, l), None)));
