@@ -268,18 +268,15 @@ impl Planner {
     /// every call; table versions are its milliseconds).
     pub fn plan(&mut self, now: Duration) -> Round {
         self.changed.clear();
-        let mut graph_changed = false;
-        for (a, b) in std::mem::take(&mut self.dirty) {
-            if a == b {
-                continue;
-            }
-            let cost = graph_link(self.end(a, b).into_iter().chain(self.end(b, a)));
-            let (a, b) = (NodeIx::new(a), NodeIx::new(b));
-            graph_changed |= match cost {
-                Some(cost) => self.routes.handle_link_ix(a, b, cost),
-                None => self.routes.handle_link_down_ix(a, b),
-            };
-        }
+        let changes: Vec<(NodeIx, NodeIx, Option<Cost>)> = std::mem::take(&mut self.dirty)
+            .into_iter()
+            .filter(|(a, b)| a != b)
+            .map(|(a, b)| {
+                let cost = graph_link(self.end(a, b).into_iter().chain(self.end(b, a)));
+                (NodeIx::new(a), NodeIx::new(b), cost)
+            })
+            .collect();
+        let graph_changed = self.routes.handle_links_ix(&changes);
         let reporters_changed = std::mem::take(&mut self.reporters_changed);
         if !graph_changed && !self.damper.is_holding() && self.damper.version() > 0 {
             if reporters_changed {

@@ -1,3 +1,4 @@
+use super::mesh_routes::AFRESH_AFTER;
 use super::*;
 use crate::id::NodeId;
 use proptest::prelude::*;
@@ -486,6 +487,33 @@ proptest! {
             }
         }
         prop_assert_eq!(routes.tables(), compute_all(routes.graph(), &origins));
+    }
+
+    /// A round's changes handed over together give the same trees whether they are few (followed one by
+    /// one) or many (computed afresh), and the same as those changes one at a time.
+    #[test]
+    fn a_batch_of_link_changes_gives_the_trees_of_one_change_at_a_time(
+        spec in spec_in(10, 40, tie_prone_costs()),
+        changes in proptest::collection::vec((any::<Index>(), any::<Index>(), proptest::option::of(1..=6u64)), 1..3 * AFRESH_AFTER),
+    ) {
+        let origins: Vec<NodeId> = spec.ids.iter().take(4).cloned().collect();
+        let mut batched = MeshRoutes::new(spec.graph(), &origins);
+        let mut one_by_one = batched.clone();
+        let n = spec.ids.len();
+        let changes: Vec<(NodeIx, NodeIx, Option<Cost>)> = changes
+            .into_iter()
+            .map(|(i, j, cost)| (NodeIx::new(i.index(n) as u32), NodeIx::new(j.index(n) as u32), cost))
+            .collect();
+        let mut changed = false;
+        for &(a, b, cost) in &changes {
+            changed |= match cost {
+                Some(cost) => one_by_one.handle_link_ix(a, b, cost),
+                None => one_by_one.handle_link_down_ix(a, b),
+            };
+        }
+        prop_assert_eq!(batched.handle_links_ix(&changes), changed);
+        prop_assert_eq!(batched.graph().len(), one_by_one.graph().len());
+        prop_assert_eq!(batched.trees(), one_by_one.trees());
     }
 }
 
