@@ -34,7 +34,7 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use lightpath::ca::{create_ca, issue, CaFiles, Identity};
 use lightpath::cache::Cache;
-use lightpath::config::{CacheConfig, IngestConfig};
+use lightpath::config::{CacheConfig, IngestConfig, QuicConfig};
 use lightpath::edge::Edge;
 use lightpath::hls::{LivePlaylist, Segment};
 use lightpath::http::{live_path, text, Handler, Reply};
@@ -102,6 +102,10 @@ const LIVE_INTERVAL: Duration = Duration::from_millis(400);
 /// Each node's cache bound: a node's default. A round's objects fit (see `Settings::from_env`); earlier
 /// rounds are evicted as a live window is, so bodies reuse memory as they do in a running node.
 const CACHE_BYTES: u64 = CacheConfig::DEFAULT_MAX_BYTES;
+/// Each peer's send queue (`quic.peer_queue_bytes`) holds a whole round. A round is published at once, far
+/// faster than a link carries it; with the default 16 MiB a node skips to the newest objects, as a live node
+/// behind a slow peer must, and the skipped ones never arrive to be counted.
+const PEER_QUEUE_BYTES: u64 = CACHE_BYTES / 2;
 const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn main() -> Result<()> {
@@ -198,7 +202,11 @@ impl Lab {
                 }
                 table
             });
-            meshes.push(Mesh::start(id, &topology, &identity, socket, cache, impairments, MeshOptions::default())?);
+            let options = MeshOptions {
+                quic: QuicConfig { peer_queue_bytes: PEER_QUEUE_BYTES, ..QuicConfig::default() },
+                ..MeshOptions::default()
+            };
+            meshes.push(Mesh::start(id, &topology, &identity, socket, cache, impairments, options)?);
         }
         let [origin, relay, edge]: [Mesh; 3] = meshes.try_into().map_err(|_| anyhow::anyhow!("three nodes"))?;
         let ingest = Ingest::new(
@@ -469,13 +477,14 @@ async fn goodput(lab: &Lab, raw: &RawPath, chain: &RawPath, settings: &Settings)
     let mut cpu = [Duration::ZERO; 4];
     // Round 0 warms each path up (congestion windows, allocator) and is not counted.
     for round in 0..=settings.goodput_rounds {
-        let one = StreamName::new(format!("goodput-1hop-{round}"))?;
-        let two = StreamName::new(format!("goodput-2hop-{round}"))?;
+        // One stream per path, each round's objects under new names: earlier rounds are the older part of
+        // the stream's window, which its cache evicts first, as a live stream's.
+        let (one, two) = (StreamName::new("goodput-1hop")?, StreamName::new("goodput-2hop")?);
         let n = if round == 0 { count.min(16) } else { count };
         let (raw_time, raw_cpu) = with_cpu(raw.transfer(&body, n)).await?;
         let (chain_time, chain_cpu) = with_cpu(chain.transfer(&body, n)).await?;
-        let (one_time, one_cpu) = with_cpu(mesh_transfer(lab, &lab.relay, &one, &body, n)).await?;
-        let (two_time, two_cpu) = with_cpu(mesh_transfer(lab, &lab.edge, &two, &body, n)).await?;
+        let (one_time, one_cpu) = with_cpu(mesh_transfer(lab, &lab.relay, &one, round, &body, n)).await?;
+        let (two_time, two_cpu) = with_cpu(mesh_transfer(lab, &lab.edge, &two, round, &body, n)).await?;
         if round > 0 {
             result.raw.push(mib(raw_time));
             result.raw_two_hops.push(mib(chain_time));
@@ -505,12 +514,11 @@ async fn capped_goodput(lab: &Lab, raw: &RawPath, settings: &Settings) -> Result
     let mut result = Capped { raw: Vec::new(), one_hop: Vec::new(), two_hops: Vec::new() };
     // Round 0 warms each path up and is not counted.
     for round in 0..=settings.capped_rounds {
-        let one = StreamName::new(format!("capped-1hop-{round}"))?;
-        let two = StreamName::new(format!("capped-2hop-{round}"))?;
+        let (one, two) = (StreamName::new("capped-1hop")?, StreamName::new("capped-2hop")?);
         let n = if round == 0 { count.min(4) } else { count };
         let raw_time = raw.transfer(&body, n).await?;
-        let one_time = mesh_transfer(lab, &lab.relay, &one, &body, n).await?;
-        let two_time = mesh_transfer(lab, &lab.edge, &two, &body, n).await?;
+        let one_time = mesh_transfer(lab, &lab.relay, &one, round, &body, n).await?;
+        let two_time = mesh_transfer(lab, &lab.edge, &two, round, &body, n).await?;
         if round > 0 {
             result.raw.push(mib(raw_time));
             result.one_hop.push(mib(one_time));
@@ -538,11 +546,19 @@ fn process_cpu() -> Duration {
     Duration::from_nanos(nanos)
 }
 
-/// Publishes `count` objects at the origin as fast as ingest takes them and returns the time until `to` holds
-/// the last of them.
-async fn mesh_transfer(lab: &Lab, to: &Mesh, stream: &StreamName, body: &Bytes, count: usize) -> Result<Duration> {
+/// Publishes `count` objects of `round` at the origin as fast as ingest takes them and returns the time until
+/// `to` holds the last of them.
+async fn mesh_transfer(
+    lab: &Lab,
+    to: &Mesh,
+    stream: &StreamName,
+    round: usize,
+    body: &Bytes,
+    count: usize,
+) -> Result<Duration> {
     lab.subscribe(to, stream).await?;
-    let names: Vec<ObjectName> = (0..count).map(|i| ObjectName::new(format!("o{i}.m4s"))).collect::<Result<_, _>>()?;
+    let names: Vec<ObjectName> =
+        (0..count).map(|i| ObjectName::new(format!("r{round}-o{i}.m4s"))).collect::<Result<_, _>>()?;
     let start = Instant::now();
     for name in &names {
         lab.ingest.publish(stream.clone(), name.clone(), body.clone()).await?;

@@ -2,10 +2,13 @@
 //!
 //! Each node holds, per stream, the newest version of every object that passed through it (segments, parts,
 //! playlists), bounded in bytes across all streams: the bound holds for every byte held, each stream's newest
-//! objects included. When an insert goes over it, a stream above its share of the bound (the bound divided by
-//! the streams held) gives up its own oldest objects first; otherwise the oldest object held goes, which
-//! belongs to the stream that has been idle longest. The object being inserted is never the one evicted, so
-//! a single object larger than the whole bound is still kept, alone.
+//! objects included. When an insert goes over it, objects of streams that have received nothing for
+//! [`IDLE_AFTER`] go first, oldest first (an ended or abandoned stream's window gives way to a live one's,
+//! however many such streams there are). Then a stream above its share of the bound (the bound divided by
+//! the streams held) gives up its own oldest objects, so that one stream flooding a node cannot push out the
+//! others' windows; otherwise the oldest object held goes, which belongs to the stream that has been idle
+//! longest. The object being inserted is never the one evicted, so a single object larger than the whole
+//! bound is still kept, alone.
 //!
 //! Waiters (an edge's viewer asking for a segment that is still on its way) park on the stream's change
 //! counter and look again whenever an object lands.
@@ -20,7 +23,7 @@ pub mod sealed;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -67,7 +70,13 @@ struct LiveWindow {
     order: BTreeMap<u64, ObjectName>,
     /// Bytes of this stream's bodies.
     bytes: u64,
+    /// When the stream last received an object.
+    last_insert: Option<Instant>,
 }
+
+/// A stream that has received nothing for this long is idle: its objects are evicted before any live
+/// stream's (see the module docs). Longer than any segment or playlist interval of a live stream.
+pub const IDLE_AFTER: Duration = Duration::from_secs(10);
 
 struct Inner {
     streams: HashMap<StreamName, LiveWindow>,
@@ -85,6 +94,8 @@ type Sealer = fn(&[u8], usize) -> Result<Bytes, sealed::SealError>;
 /// The byte-bounded live-window store. Cheap to share: clone the `Arc`.
 pub struct Cache {
     max_bytes: u64,
+    /// [`IDLE_AFTER`], shorter in tests.
+    idle_after: Duration,
     node: String,
     /// How bodies of at least [`sealed::MIN_SEALED_BYTES`] are moved into sealed memory files, if they are.
     sealer: Option<Sealer>,
@@ -112,6 +123,7 @@ impl Cache {
         let fd_limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
         Arc::new(Self {
             max_bytes,
+            idle_after: IDLE_AFTER,
             node: node.to_owned(),
             sealer,
             max_sealed: usize::try_from(sealed::fd_budget(fd_limit, max_bytes)).unwrap_or(usize::MAX),
@@ -161,6 +173,7 @@ impl Cache {
             inner.order.remove(&old_stamp);
         }
         let window = inner.streams.get_mut(&stream).expect("inserted above");
+        window.last_insert = Some(Instant::now());
         window.order.insert(stamp, name.clone());
         window.bytes = window.bytes - freed + size;
         inner.bytes = inner.bytes - freed + size;
@@ -206,17 +219,21 @@ impl Cache {
     }
 
     /// Brings the bytes held back under the bound after `stream` received the object stamped `kept`, which
-    /// stays: first from `stream` itself while it holds more than its share, then the oldest objects held.
+    /// stays: first the oldest object held while its stream is idle, then from `stream` itself while it holds
+    /// more than its share, then the oldest objects held.
     fn evict(&self, inner: &mut Inner, stream: &StreamName, kept: u64) {
         while inner.bytes > self.max_bytes {
+            let idle = |s: &StreamName| {
+                inner.streams.get(s).and_then(|w| w.last_insert).is_some_and(|at| at.elapsed() >= self.idle_after)
+            };
+            let oldest = inner.order.first_key_value().filter(|(&stamp, _)| stamp != kept);
             let share = self.max_bytes / inner.streams.len().max(1) as u64;
             let own = inner.streams.get(stream).filter(|w| w.bytes > share).and_then(|w| w.order.first_key_value());
-            let victim = match own {
-                Some((&stamp, name)) if stamp != kept => (stamp, stream.clone(), name.clone()),
-                _ => match inner.order.first_key_value() {
-                    Some((&stamp, (s, name))) if stamp != kept => (stamp, s.clone(), name.clone()),
-                    _ => break,
-                },
+            let victim = match (oldest, own) {
+                (Some((&stamp, (s, name))), _) if idle(s) => (stamp, s.clone(), name.clone()),
+                (_, Some((&stamp, name))) if stamp != kept => (stamp, stream.clone(), name.clone()),
+                (Some((&stamp, (s, name))), _) => (stamp, s.clone(), name.clone()),
+                _ => break,
             };
             self.drop_object(inner, victim);
             metrics::counter!("lightpath_cache_evictions_total", "node" => self.node.clone()).increment(1);
@@ -354,6 +371,30 @@ mod tests {
             },
             body,
         ))
+    }
+
+    #[test]
+    fn an_idle_streams_objects_go_before_a_live_stream_over_its_share_loses_its_own() {
+        let mut cache = Arc::try_unwrap(Cache::new(300, "t")).ok().expect("one owner");
+        cache.idle_after = Duration::from_millis(50);
+        let cache = Arc::new(cache);
+        cache.insert(obj("old", "s1.ts", 1, 100));
+        cache.insert(obj("old", "s2.ts", 2, 100));
+        std::thread::sleep(Duration::from_millis(60));
+        // `live` bursts past its share (150 bytes) while `old` is idle: `old` goes, all of it, first.
+        for (i, name) in ["s1.ts", "s2.ts", "s3.ts"].into_iter().enumerate() {
+            cache.insert(obj("live", name, i as u64 + 1, 100));
+        }
+        let live = StreamName::new("live").unwrap();
+        assert!(!cache.has_stream(&StreamName::new("old").unwrap()), "the idle stream gave way");
+        for name in ["s1.ts", "s2.ts", "s3.ts"] {
+            assert!(cache.get(&live, &ObjectName::new(name).unwrap()).is_some(), "{name} kept");
+        }
+        // No stream is idle any more: a newcomer within its share takes the oldest object held, `live`'s.
+        cache.insert(obj("other", "s1.ts", 1, 100));
+        assert!(cache.get(&live, &ObjectName::new("s1.ts").unwrap()).is_none());
+        assert!(cache.get(&StreamName::new("other").unwrap(), &ObjectName::new("s1.ts").unwrap()).is_some());
+        assert_eq!(cache.bytes(), 300);
     }
 
     #[test]
