@@ -124,6 +124,9 @@ struct Measured {
     cpu_pct: f64,
     rss_before: f64,
     rss_with: f64,
+    /// Growth of the relay's cache (`lightpath_cache_bytes`) from "before" to "with N", MiB: the stream's live
+    /// window filling while the run goes on, which is not a cost per subscriber.
+    cache_growth: f64,
     /// Deliveries expected in the window (objects x subscribers) and missed of those.
     expected: u64,
     missed: u64,
@@ -223,14 +226,14 @@ fn print_table(settings: &Settings, rows: &[(usize, Measured, Measured)]) {
     );
     println!(
         "\n| N | delivered Mbit/s | relay CPU % of a core | relay CPU %/Gbit/s | raw floor CPU % | raw floor %/Gbit/s \
-         | ratio to floor | relay RSS before MiB | relay RSS with N MiB | MiB per subscriber | missed (of expected) \
-         | raw floor MiB per subscriber |"
+         | ratio to floor | relay RSS before MiB | relay RSS with N MiB | MiB per subscriber \
+         | MiB per subscriber, cache growth taken out | missed (of expected) | raw floor MiB per subscriber |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (n, mesh, raw) in rows {
         let per_sub = |m: &Measured| (m.rss_with - m.rss_before) / *n as f64;
         println!(
-            "| {n} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.1} | {:.1} | {:.3} | {} of {} | {:.3} |",
+            "| {n} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.1} | {:.1} | {:.3} | {:.3} | {} of {} | {:.3} |",
             mesh.delivered_bps / 1e6,
             mesh.cpu_pct,
             mesh.cpu_per_gbit(),
@@ -240,6 +243,7 @@ fn print_table(settings: &Settings, rows: &[(usize, Measured, Measured)]) {
             mesh.rss_before,
             mesh.rss_with,
             per_sub(mesh),
+            (mesh.rss_with - mesh.rss_before - mesh.cache_growth) / *n as f64,
             mesh.missed,
             mesh.expected,
             per_sub(raw),
@@ -426,6 +430,7 @@ async fn tally(
         cpu_pct,
         rss_before,
         rss_with,
+        cache_growth: 0.0,
         expected,
         missed: expected - delivered,
         lagging: got.iter().filter(|g| **g < objects).count(),
@@ -560,6 +565,7 @@ async fn mesh_fanout_with(
     tokio::time::sleep(Duration::from_secs(3)).await;
     relay.check_alive("the relay")?;
     let rss_before = rss(relay.pid())?;
+    let cache_before = cache_mib(relay_http).await?;
 
     // The subscribers join, a batch at a time, each until its first object arrived.
     let received: Received = Arc::new(Mutex::new(vec![BTreeSet::new(); n]));
@@ -590,7 +596,10 @@ async fn mesh_fanout_with(
     }
 
     let (first, cpu_pct, rss_with) = steady_window(settings, &mut published, relay, "lightpath", n).await?;
-    let measured = tally(settings, &received, first, n, cpu_pct, rss_before, rss_with).await;
+    let cache_with = cache_mib(relay_http).await?;
+    let mut measured = tally(settings, &received, first, n, cpu_pct, rss_before, rss_with).await;
+    measured.cache_growth = cache_with - cache_before;
+    eprintln!("lightpath N={n}: relay cache {cache_before:.1} -> {cache_with:.1} MiB");
     publisher.abort();
     collector.abort();
     for mesh in subscribers.read().unwrap().iter() {
@@ -598,6 +607,12 @@ async fn mesh_fanout_with(
     }
     origin.close();
     Ok(measured)
+}
+
+/// The relay's cache bytes (`lightpath_cache_bytes` on its /metrics), MiB.
+async fn cache_mib(http: SocketAddr) -> Result<f64> {
+    let text = common::client().get(format!("http://{http}/metrics")).send().await?.text().await?;
+    Ok(common::metric_in(&text, "lightpath_cache_bytes", &[]) / 1048576.0)
 }
 
 /// Every 50 ms, takes the objects of `stream` out of each subscriber's cache and records their sequence
