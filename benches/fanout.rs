@@ -494,9 +494,18 @@ async fn mesh_fanout(n: usize, settings: &Settings) -> Result<Measured> {
             .spawn()
             .context("starting the relay")?,
     );
+    let bench_cpu0 = cpu_seconds(std::process::id())?;
+    let started = Instant::now();
     let result =
         mesh_fanout_with(n, settings, &ca, &topology, origin_socket, sockets, &ids, &stream, &mut relay, relay_http)
             .await;
+    eprintln!(
+        "lightpath N={n}: this process (origin and subscribers) used {:.0} % of a core over the run",
+        (cpu_seconds(std::process::id())? - bench_cpu0) / started.elapsed().as_secs_f64() * 100.0
+    );
+    if let Ok(keep) = std::env::var("FANOUT_KEEP_LOGS") {
+        std::fs::copy(&log, Path::new(&keep).join(format!("relay-{n}.log")))?;
+    }
     if result.is_err() {
         let log = std::fs::read_to_string(&log).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(30).collect();
@@ -597,6 +606,19 @@ async fn mesh_fanout_with(
 
     let (first, cpu_pct, rss_with) = steady_window(settings, &mut published, relay, "lightpath", n).await?;
     let cache_with = cache_mib(relay_http).await?;
+    let text = common::client().get(format!("http://{relay_http}/metrics")).send().await?.text().await?;
+    let metric = |name: &str| common::metric_in(&text, name, &[]);
+    eprintln!(
+        "lightpath N={n}: relay totals: objects sent {}, queue drops {}, link failures {}, upstream changes {}",
+        metric("lightpath_mesh_objects_sent_total"),
+        metric("lightpath_mesh_queue_drops_total"),
+        metric("lightpath_link_failures_total"),
+        metric("lightpath_upstream_changes_total")
+    );
+    if let Some(set) = received.lock().unwrap().first() {
+        let seqs: Vec<u64> = set.range(first..).copied().collect();
+        eprintln!("lightpath N={n}: the first subscriber received {seqs:?} of {first}..");
+    }
     let mut measured = tally(settings, &received, first, n, cpu_pct, rss_before, rss_with).await;
     measured.cache_growth = cache_with - cache_before;
     eprintln!("lightpath N={n}: relay cache {cache_before:.1} -> {cache_with:.1} MiB");
