@@ -448,7 +448,6 @@ async fn mesh_fanout(n: usize, settings: &Settings) -> Result<Measured> {
     // the relay's are picked free and bound by the relay process.
     let origin_socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
     let mut reserved = vec![std::net::TcpListener::bind("127.0.0.1:0")?];
-    let (relay_mesh, relay_http) = (free_udp()?, free_tcp()?);
     let ids: Vec<String> = (0..n).map(|i| format!("edge-{i:04}")).collect();
     let mut sockets = Vec::new();
     let mut topology = String::from("[[regions]]\nname = \"lab\"\nlat = 0.0\nlon = 0.0\n");
@@ -458,7 +457,6 @@ async fn mesh_fanout(n: usize, settings: &Settings) -> Result<Measured> {
         ));
     };
     node("origin", "origin", origin_socket.local_addr()?, reserved[0].local_addr()?);
-    node("relay", "relay", relay_mesh, relay_http);
     for id in &ids {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
         let http = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -466,6 +464,9 @@ async fn mesh_fanout(n: usize, settings: &Settings) -> Result<Measured> {
         sockets.push(socket);
         reserved.push(http);
     }
+    // Picked last, while every other port is held, so that none of them is handed out twice.
+    let (relay_mesh, relay_http) = (free_udp()?, free_tcp()?);
+    node("relay", "relay", relay_mesh, relay_http);
     topology.push_str("\n[[links]]\na = \"origin\"\nb = \"relay\"\nlatency_ms = 1.0\n");
     for id in &ids {
         topology.push_str(&format!("\n[[links]]\na = \"relay\"\nb = \"{id}\"\nlatency_ms = 1.0\n"));

@@ -75,8 +75,9 @@ struct LiveWindow {
 }
 
 /// A stream that has received nothing for this long is idle: its objects are evicted before any live
-/// stream's (see the module docs). Longer than any segment or playlist interval of a live stream.
-pub const IDLE_AFTER: Duration = Duration::from_secs(10);
+/// stream's (see the module docs). Three times the longest segment duration in common use (10 s), so that a
+/// live stream's playlist always comes sooner; an ended stream is forgotten after 60 s.
+pub const IDLE_AFTER: Duration = Duration::from_secs(30);
 
 struct Inner {
     streams: HashMap<StreamName, LiveWindow>,
