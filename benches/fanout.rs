@@ -662,19 +662,9 @@ async fn collect(subscribers: Arc<RwLock<Vec<Mesh>>>, received: Received, stream
 /// A quinn endpoint on a fresh 127.0.0.1 socket with the mesh's TLS (mutual) and transport config; a server
 /// too when `server`.
 fn raw_endpoint(identity: &Identity, server: bool) -> Result<quinn::Endpoint> {
-    let server_config = if server {
-        let mut config = quinn::ServerConfig::with_crypto(Arc::new(quinn::crypto::rustls::QuicServerConfig::try_from(
-            identity.server_config()?,
-        )?));
-        config.transport_config(Arc::new(transport()));
-        Some(config)
-    } else {
-        None
-    };
-    let mut client_config = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(
-        identity.client_config()?,
-    )?));
-    client_config.transport_config(Arc::new(transport()));
+    let server_config =
+        if server { Some(lightpath::quic::server_config(identity, Arc::new(transport()))?) } else { None };
+    let client_config = lightpath::quic::client_config(identity, Arc::new(transport()))?;
     let runtime = quinn::default_runtime().context("no runtime")?;
     let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
     let mut endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), server_config, socket, runtime)?;

@@ -399,14 +399,8 @@ impl RawPath {
 fn raw_endpoint(ca: &CaFiles, id: &str, impairments: Option<Impairments>) -> Result<quinn::Endpoint> {
     let files = issue(ca, &NodeId::new(id)?, 1)?;
     let identity = Identity::from_pem(&ca.cert_pem, &files.chain_pem, &files.key_pem)?;
-    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(
-        quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)?,
-    ));
-    server_config.transport_config(Arc::new(transport()));
-    let mut client_config = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(
-        identity.client_config()?,
-    )?));
-    client_config.transport_config(Arc::new(transport()));
+    let server_config = lightpath::quic::server_config(&identity, Arc::new(transport()))?;
+    let client_config = lightpath::quic::client_config(&identity, Arc::new(transport()))?;
     let runtime = quinn::default_runtime().context("no runtime")?;
     let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
     let config = quinn::EndpointConfig::default();

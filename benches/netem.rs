@@ -146,14 +146,8 @@ fn endpoint(
 ) -> Result<quinn::Endpoint> {
     let files = issue(ca, &NodeId::new(id)?, 1)?;
     let identity = Identity::from_pem(&ca.cert_pem, &files.chain_pem, &files.key_pem)?;
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(quinn::crypto::rustls::QuicServerConfig::try_from(
-        identity.server_config()?,
-    )?));
-    server.transport_config(transport.clone());
-    let mut client = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(
-        identity.client_config()?,
-    )?));
-    client.transport_config(transport);
+    let server = lightpath::quic::server_config(&identity, transport.clone())?;
+    let client = lightpath::quic::client_config(&identity, transport)?;
     let socket = impaired_socket(std::net::UdpSocket::bind("127.0.0.1:0")?, table.clone())?;
     let runtime = quinn::default_runtime().context("no runtime")?;
     let mut endpoint =

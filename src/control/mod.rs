@@ -80,11 +80,7 @@ pub async fn run(
         Some(file) => crate::takedowns::load(file)?,
         None => BTreeMap::new(),
     };
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(
-        quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)
-            .context("TLS server config unusable for QUIC")?,
-    ));
-    server.transport_config(Arc::new(crate::quic::transport()));
+    let server = crate::quic::server_config(&identity, Arc::new(crate::quic::transport()))?;
     let runtime = quinn::default_runtime().context("no async runtime for QUIC")?;
     let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), listeners.mesh, runtime)
         .context("starting the QUIC endpoint")?;

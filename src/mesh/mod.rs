@@ -208,16 +208,8 @@ impl Mesh {
             }
             while relay.poll_action().is_some() {} // nobody to flood to yet
         }
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(
-            quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)
-                .context("TLS server config unusable for QUIC")?,
-        ));
-        server.transport_config(Arc::new(crate::quic::transport()));
-        let mut client = quinn::ClientConfig::new(Arc::new(
-            quinn::crypto::rustls::QuicClientConfig::try_from(identity.client_config()?)
-                .context("TLS client config unusable for QUIC")?,
-        ));
-        client.transport_config(Arc::new(crate::quic::transport()));
+        let server = crate::quic::server_config(identity, Arc::new(crate::quic::transport()))?;
+        let client = crate::quic::client_config(identity, Arc::new(crate::quic::transport()))?;
         let runtime = quinn::default_runtime().context("no async runtime for QUIC")?;
         let mut endpoint = match impairments {
             // Emulated WAN links: every packet goes through the impairment table first.

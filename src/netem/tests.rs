@@ -263,14 +263,8 @@ fn endpoint(ca: &CaFiles, node: &str, table: &Impairments, transport: Arc<quinn:
     let id = NodeId::new(node).unwrap();
     let files = issue(ca, &id, 1).unwrap();
     let identity = Identity::from_pem(&ca.cert_pem, &files.chain_pem, &files.key_pem).unwrap();
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(
-        quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config().unwrap()).unwrap(),
-    ));
-    server.transport_config(transport.clone());
-    let mut client = quinn::ClientConfig::new(Arc::new(
-        quinn::crypto::rustls::QuicClientConfig::try_from(identity.client_config().unwrap()).unwrap(),
-    ));
-    client.transport_config(transport);
+    let server = crate::quic::server_config(&identity, transport.clone()).unwrap();
+    let client = crate::quic::client_config(&identity, transport).unwrap();
     let socket = impaired_socket(std::net::UdpSocket::bind("127.0.0.1:0").unwrap(), table.clone()).unwrap();
     let mut endpoint = quinn::Endpoint::new_with_abstract_socket(
         quinn::EndpointConfig::default(),

@@ -18,7 +18,12 @@ mod frame;
 pub mod handshakes;
 pub mod refusal;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::ca::Identity;
 
 pub use dial::{dial, DialError};
 pub use frame::{read_frame, write_frame, FrameError};
@@ -60,4 +65,23 @@ pub fn transport() -> quinn::TransportConfig {
     ack.max_ack_delay(Some(Duration::from_millis(2)));
     t.ack_frequency_config(Some(ack));
     t
+}
+
+/// The QUIC server side of `identity` (mutual TLS: clients must show a certificate of the mesh's CA) with
+/// `transport`, which is [`transport`] but in tests of the transport itself.
+pub fn server_config(identity: &Identity, transport: Arc<quinn::TransportConfig>) -> Result<quinn::ServerConfig> {
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)
+        .context("TLS server config unusable for QUIC")?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(transport);
+    Ok(config)
+}
+
+/// The QUIC client side of `identity`, as [`server_config`] the server side.
+pub fn client_config(identity: &Identity, transport: Arc<quinn::TransportConfig>) -> Result<quinn::ClientConfig> {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(identity.client_config()?)
+        .context("TLS client config unusable for QUIC")?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(transport);
+    Ok(config)
 }
