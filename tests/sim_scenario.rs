@@ -173,10 +173,12 @@ a = "australiaeast"
     // With the control plane down, northeurope's edge still moves to its backup by itself, within a second.
     let cut = f("link_down");
     assert!(cut.affected >= 1 && cut.reroute_us.is_some_and(|r| r < 1_000_000), "{cut:?}");
-    // A partitioned region receives nothing until it heals: its losses run to the heal and a bit beyond.
+    // A partitioned region receives nothing until it heals: it has no path for those 10 s, which is told
+    // apart from the reroute (the edges cut off are not waiting for one).
     let partition = f("partition");
     assert!(partition.affected >= 1 && partition.lost >= 15, "{partition:?}");
-    assert!(partition.reroute_us.is_some_and(|r| r >= 10_000_000), "{partition:?}");
+    assert!(partition.no_path >= 1 && partition.no_path_us.is_some_and(|t| t >= 10_000_000), "{partition:?}");
+    assert!(partition.reroute_us.is_some_and(|r| r < 10_000_000), "{partition:?}");
     // A flapping link costs at most a few objects per flip, and every edge is served again.
     assert!(f("flap").reroute_us.is_some(), "{:?}", f("flap"));
     // Nothing else is lost: every loss belongs to a fault window and every fault recovered.
@@ -234,11 +236,62 @@ fn a_permanent_cut_reads_never_and_a_repaired_one_a_time() {
     let s = run_file(&scenario("chain", chain), None, None, None).unwrap();
     let fault = &s.faults[0];
     assert!(fault.affected >= 1, "{fault:?}");
-    assert_eq!(fault.reroute_us, None, "the edge never received again: {fault:?}");
-    assert!(s.table().contains("never"), "{}", s.table());
+    assert_eq!(fault.no_path, 1, "the edge had no path: {fault:?}");
+    assert_eq!(fault.no_path_us, None, "and never had one again: {fault:?}");
+    assert_eq!(fault.reroute_us, Some(0), "no loss while a path existed: {fault:?}");
+    assert!(s.table().contains("1, never"), "{}", s.table());
+    assert!(s.table().contains("1 never had one again"), "{}", s.table());
 
+    // Repaired at 20 s: ten seconds without a path, told apart from the reroute once the path is back.
     let repaired = format!("{chain}\n[[faults]]\nat_s = 20\nkind = \"link_up\"\na = \"relay\"\nb = \"edge\"\n");
     let s = run_file(&scenario("chain", &repaired), None, None, None).unwrap();
     let fault = &s.faults[0];
-    assert!(fault.reroute_us.is_some_and(|r| r >= 10_000_000), "recovered only after the repair: {fault:?}");
+    assert_eq!(fault.no_path, 1, "{fault:?}");
+    let pathless = fault.no_path_us.expect("the path came back");
+    assert!((10_000_000..=10_500_000).contains(&pathless), "no path from the cut to the repair: {fault:?}");
+    assert!(fault.reroute_us.is_some_and(|r| r < 5_000_000), "the reroute counts from the repair: {fault:?}");
+    let repair = &s.faults[1];
+    assert_eq!(repair.no_path, 0, "{repair:?}");
+    assert!(repair.reroute_us.is_some_and(|r| r < 5_000_000), "{repair:?}");
+}
+
+/// A region cut off: its edges have no path for the partition's length, reported apart from the reroute of
+/// the edges outside, which kept theirs.
+#[test]
+fn a_partition_reports_no_path_time_apart_from_the_reroute_of_edges_that_kept_a_path() {
+    let path = scenario("partition", "");
+    let dir = path.parent().unwrap();
+    // Two regions: `a` holds the origin, two relays and an edge; `b` one edge behind a single link.
+    std::fs::write(
+        dir.join("partition-topology.toml"),
+        "regions = [{ name = \"a\", lat = 0.0, lon = 0.0 }, { name = \"b\", lat = 1.0, lon = 1.0 }]\n\
+         nodes = [\n\
+           { id = \"origin\", region = \"a\", roles = [\"origin\"], mesh = \"127.0.0.1:1\", http = \"127.0.0.1:2\" },\n\
+           { id = \"relay-1\", region = \"a\", roles = [\"relay\"], mesh = \"127.0.0.1:3\", http = \"127.0.0.1:4\" },\n\
+           { id = \"relay-2\", region = \"a\", roles = [\"relay\"], mesh = \"127.0.0.1:5\", http = \"127.0.0.1:6\" },\n\
+           { id = \"edge-a\", region = \"a\", roles = [\"edge\"], mesh = \"127.0.0.1:7\", http = \"127.0.0.1:8\" },\n\
+           { id = \"edge-b\", region = \"b\", roles = [\"edge\"], mesh = \"127.0.0.1:9\", http = \"127.0.0.1:10\" },\n\
+         ]\n\
+         links = [\n\
+           { a = \"origin\", b = \"relay-1\", latency_ms = 5.0 }, { a = \"origin\", b = \"relay-2\", latency_ms = 8.0 },\n\
+           { a = \"relay-1\", b = \"edge-a\", latency_ms = 5.0 }, { a = \"relay-2\", b = \"edge-a\", latency_ms = 5.0 },\n\
+           { a = \"relay-1\", b = \"edge-b\", latency_ms = 20.0 },\n\
+         ]\n",
+    )
+    .unwrap();
+    let text = "topology = \"partition-topology.toml\"\nduration_s = 40\nseed = 5\n[workload]\n\
+                streams = [{ name = \"s\", origin = \"origin\", segment_ms = 500 }]\n\
+                [[faults]]\nat_s = 10\nkind = \"partition\"\nregion = \"b\"\n\
+                [[faults]]\nat_s = 10\nkind = \"node_crash\"\na = \"relay-1\"\n\
+                [[faults]]\nat_s = 25\nkind = \"heal\"\nregion = \"b\"\n\
+                [[faults]]\nat_s = 25\nkind = \"node_recover\"\na = \"relay-1\"\n";
+    let s = run_file(&scenario("partition", text), None, None, None).unwrap();
+    println!("{}", s.table());
+    let cut: Vec<_> = s.faults.iter().filter(|f| f.no_path > 0).collect();
+    assert_eq!(cut.len(), 1, "one window left edge-b without a path: {:?}", s.faults);
+    let pathless = cut[0].no_path_us.expect("the path came back at the heal");
+    assert!((14_500_000..=15_500_000).contains(&pathless), "no path for the partition's 15 s: {:?}", cut[0]);
+    for f in &s.faults {
+        assert!(f.reroute_us.is_some_and(|r| r < 10_000_000), "edge-a's reroute is its own, not the 15 s: {f:?}");
+    }
 }

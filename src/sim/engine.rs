@@ -236,9 +236,16 @@ pub struct FaultOutcome {
     pub affected: u64,
     /// Objects lost in that window.
     pub lost: u64,
-    /// From the fault to the moment the last affected pair receives, after its last loss of the window, an
-    /// object again; 0 when nothing was lost, `None` when some affected pair never receives again.
+    /// From the fault (or from when a pair's path came back, if it had none) to the moment the last affected
+    /// pair receives, after its last loss of the window with a path, an object again; 0 when nothing was lost,
+    /// `None` when some affected pair never receives again.
     pub reroute: Option<Micros>,
+    /// (stream, edge) pairs left with no path at all (in the true graph, from the stream's origin) at some
+    /// emission of the window: no overlay could have delivered to them.
+    pub no_path: u64,
+    /// The longest a pair went without a path, from the fault until its path came back; `None` when some pair
+    /// never had one again.
+    pub no_path_for: Option<Micros>,
 }
 
 /// Delivery latency around one fault, by strategy, in `TIMELINE_BUCKET` steps of emission time.
@@ -390,6 +397,11 @@ pub struct Engine<'a> {
     /// window the pair was counted as affected in (+1).
     pending: Vec<Vec<u32>>,
     counted: Vec<u32>,
+    /// Per pair: the fault window in which it lost its path, while it has none; the last window it was
+    /// counted as without a path in (+1); and when its path last came back.
+    pathless: Vec<Option<u32>>,
+    pathless_counted: Vec<u32>,
+    path_back: Vec<Micros>,
     timelines: Vec<Timeline>,
     progress: Option<&'a mut dyn FnMut(Micros, Micros)>,
 }
@@ -574,9 +586,20 @@ impl<'a> Engine<'a> {
             stretch: Default::default(),
             pending: vec![Vec::new(); pairs],
             counted: vec![0; pairs],
+            pathless: vec![None; pairs],
+            pathless_counted: vec![0; pairs],
+            path_back: vec![0; pairs],
             faults: fault_order
                 .iter()
-                .map(|&(at, index)| FaultOutcome { index, at, affected: 0, lost: 0, reroute: Some(0) })
+                .map(|&(at, index)| FaultOutcome {
+                    index,
+                    at,
+                    affected: 0,
+                    lost: 0,
+                    reroute: Some(0),
+                    no_path: 0,
+                    no_path_for: Some(0),
+                })
                 .collect(),
             fault_order,
             window: 0,
@@ -639,6 +662,9 @@ impl<'a> Engine<'a> {
         // A pair that lost objects after a fault and received nothing more by the end never recovered from it.
         for k in self.pending.iter().flatten() {
             self.faults[*k as usize].reroute = None;
+        }
+        for k in self.pathless.iter().flatten() {
+            self.faults[*k as usize].no_path_for = None;
         }
         let [overlay, fixed, direct] = self.flows;
         let origins = self.origins.iter().map(|&o| self.ids[o as usize].clone()).collect();
@@ -1323,9 +1349,10 @@ impl<'a> Engine<'a> {
                 }
                 if strategy == Strategy::Overlay {
                     let pair = self.streams[s].pairs + i;
+                    self.path(pair, optimum.is_some());
                     match arrival {
                         Some((latency, _)) => self.delivered(pair, latency),
-                        None => self.lost(pair),
+                        None => self.lost(pair, optimum.is_some()),
                     }
                 }
             }
@@ -1563,8 +1590,32 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// An overlay loss for a (stream, edge) pair, in the current fault window.
-    fn lost(&mut self, pair: usize) {
+    /// Whether a (stream, edge) pair has a path at this emission: a pair that loses it is counted in the
+    /// current fault window, and the time until it has one again is that window's no-path time.
+    fn path(&mut self, pair: usize, exists: bool) {
+        match (exists, self.pathless[pair]) {
+            (false, None) if self.window > 0 => {
+                let k = self.window - 1;
+                self.pathless[pair] = Some(k as u32);
+                if self.pathless_counted[pair] != self.window as u32 {
+                    self.pathless_counted[pair] = self.window as u32;
+                    self.faults[k].no_path += 1;
+                }
+            }
+            (true, Some(k)) => {
+                self.pathless[pair] = None;
+                self.path_back[pair] = self.now;
+                let fault = &mut self.faults[k as usize];
+                let took = self.now - fault.at;
+                fault.no_path_for = fault.no_path_for.map(|t| t.max(took));
+            }
+            _ => {}
+        }
+    }
+
+    /// An overlay loss for a (stream, edge) pair, in the current fault window. Only a loss while a path
+    /// existed waits for a reroute: one with no path is the no-path time's.
+    fn lost(&mut self, pair: usize, path: bool) {
         if self.window == 0 {
             return;
         }
@@ -1574,16 +1625,17 @@ impl<'a> Engine<'a> {
             self.counted[pair] = self.window as u32;
             self.faults[k].affected += 1;
         }
-        if self.pending[pair].last() != Some(&(k as u32)) {
+        if path && self.pending[pair].last() != Some(&(k as u32)) {
             self.pending[pair].push(k as u32);
         }
     }
 
-    /// An overlay delivery: the pair's open losses are over, at `now + latency`.
+    /// An overlay delivery: the pair's open losses are over, at `now + latency`, counted from the fault or
+    /// from when the pair's path came back, whichever is later.
     fn delivered(&mut self, pair: usize, latency: Micros) {
         for k in std::mem::take(&mut self.pending[pair]) {
             let fault = &mut self.faults[k as usize];
-            let took = self.now + latency - fault.at;
+            let took = self.now + latency - fault.at.max(self.path_back[pair]);
             fault.reroute = fault.reroute.map(|r| r.max(took));
         }
     }

@@ -86,8 +86,13 @@ pub struct FaultSummary {
     /// Objects lost in that window.
     pub lost: u64,
     /// From the fault to the moment the last affected edge receives, after its last loss, an object again;
-    /// 0 when nothing was lost, `None` when some affected edge never receives again.
+    /// 0 when nothing was lost, `None` when some affected edge never receives again. Only losses while the
+    /// edge had a path count, from when it had one.
     pub reroute_us: Option<Micros>,
+    /// (stream, edge) pairs left with no path at all at some point of the window.
+    pub no_path: u64,
+    /// The longest such a pair went without a path, from the fault; `None` when some pair never had one again.
+    pub no_path_us: Option<Micros>,
 }
 
 /// A run's results.
@@ -190,6 +195,8 @@ impl Summary {
                     affected: f.affected,
                     lost: f.lost,
                     reroute_us: f.reroute,
+                    no_path: f.no_path,
+                    no_path_us: f.no_path_for,
                 }
             })
             .collect();
@@ -351,20 +358,25 @@ impl Summary {
             const FAULT_ROWS: usize = 20;
             let _ = writeln!(
                 out,
-                "\n{:>8} {:<12} {:<32} {:>8} {:>6} {:>11}",
-                "at s", "fault", "target", "affected", "lost", "reroute ms"
+                "\n{:>8} {:<12} {:<32} {:>8} {:>6} {:>11} {:>20}",
+                "at s", "fault", "target", "affected", "lost", "reroute ms", "no path: pairs, ms"
             );
             for f in self.faults.iter().take(FAULT_ROWS) {
                 let reroute = f.reroute_us.map_or("never".to_owned(), ms);
+                let no_path = match f.no_path {
+                    0 => "-".to_owned(),
+                    n => format!("{n}, {}", f.no_path_us.map_or("never".to_owned(), ms)),
+                };
                 let _ = writeln!(
                     out,
-                    "{:>8.3} {:<12} {:<32} {:>8} {:>6} {:>11}",
+                    "{:>8.3} {:<12} {:<32} {:>8} {:>6} {:>11} {:>20}",
                     f.at_us as f64 / 1e6,
                     f.kind,
                     f.target,
                     f.affected,
                     f.lost,
-                    reroute
+                    reroute,
+                    no_path
                 );
             }
             if self.faults.len() > FAULT_ROWS {
@@ -382,6 +394,18 @@ impl Summary {
                 never,
                 self.reroute_within_ms
             );
+            let pathless: Vec<&FaultSummary> = self.faults.iter().filter(|f| f.no_path > 0).collect();
+            if !pathless.is_empty() {
+                let longest = pathless.iter().filter_map(|f| f.no_path_us).max().unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "edges with no path at all after {} of the faults (not counted in the reroute times): longest {} \
+                     ms; {} never had one again",
+                    pathless.len(),
+                    ms(longest),
+                    pathless.iter().filter(|f| f.no_path_us.is_none()).count()
+                );
+            }
         }
         out
     }
