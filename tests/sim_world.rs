@@ -72,6 +72,9 @@ fn same_seed_gives_identical_json() {
     // The plots: a latency CDF with a line per strategy, and a timeline around the crash.
     let cdf = std::fs::read_to_string(dir.join("latency-cdf.svg")).expect("latency-cdf.svg written");
     assert!(cdf.starts_with("<svg") && ["overlay", "static", "direct"].iter().all(|s| cdf.contains(s)));
+    // Each strategy's legend says what share of its due deliveries arrived (its curve's top).
+    assert_eq!(cdf.matches("% delivered").count(), 3, "{cdf}");
+    assert!(cdf.contains("direct-link edges"), "{cdf}");
     let crash = std::fs::read_to_string(dir.join("fault-1.svg")).expect("fault-1.svg written");
     assert!(crash.contains("node_crash francesouth") && crash.contains("<polyline"));
     std::fs::remove_dir_all(&dir).ok();
