@@ -77,6 +77,9 @@ fn same_seed_gives_identical_json() {
     assert!(cdf.contains("direct-link edges"), "{cdf}");
     let crash = std::fs::read_to_string(dir.join("fault-1.svg")).expect("fault-1.svg written");
     assert!(crash.contains("node_crash francesouth") && crash.contains("<polyline"));
+    // Its title gives the table's count for the fault, beside what the plotted seconds show.
+    let table_lost = format!("{} lost until the next fault (the table's figure)", second.faults[0].lost);
+    assert!(crash.contains(&table_lost), "{crash}");
     std::fs::remove_dir_all(&dir).ok();
     assert_eq!(written, second.to_json());
     assert_eq!(scenario_run().to_json(), written, "a second run with the same seed differs");

@@ -90,13 +90,15 @@ pub fn plots(name: &str, outcome: &Outcome, fault_names: &[String]) -> Vec<(Stri
         let label = fault_names.get(timeline.fault).cloned().unwrap_or_default();
         files.push((
             format!("fault-{}.svg", timeline.fault + 1),
-            render(&fault_chart(name, timeline, fault.at, &label)),
+            render(&fault_chart(name, timeline, fault.at, fault.lost, &label)),
         ));
     }
     files
 }
 
-fn fault_chart(name: &str, timeline: &Timeline, at: u64, label: &str) -> Chart {
+/// The plot around one fault: `window_lost` is the table's count for the fault (objects lost between it and
+/// the next fault), which the plotted 25 s need not all show.
+fn fault_chart(name: &str, timeline: &Timeline, at: u64, window_lost: u64, label: &str) -> Chart {
     let seconds = |bucket: usize| (timeline.start + bucket as u64 * timeline.bucket) as f64 / 1e6;
     let series = STRATEGIES
         .iter()
@@ -112,9 +114,14 @@ fn fault_chart(name: &str, timeline: &Timeline, at: u64, label: &str) -> Chart {
                 .collect(),
         })
         .collect();
-    let lost: u64 = timeline.lost.iter().map(|l| l[0]).sum();
+    let shown: u64 = timeline.lost.iter().map(|l| l[0]).sum();
+    let end = timeline.start + timeline.bucket * timeline.worst.len() as u64;
+    let (before, after) = ((at - timeline.start) as f64 / 1e6, end.saturating_sub(at) as f64 / 1e6);
     Chart {
-        title: format!("{name}: worst delivery latency around {label} ({lost} objects lost by the overlay)"),
+        title: format!(
+            "{name}: worst delivery latency around {label}\noverlay: {shown} objects lost among those emitted from \
+             {before} s before to {after} s after; {window_lost} lost until the next fault (the table's figure)"
+        ),
         x_label: "objects emitted at (simulated s); gaps are objects lost".into(),
         y_label: "worst latency (ms)".into(),
         x_log: false,
@@ -158,8 +165,13 @@ pub fn render(chart: &Chart) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(svg, r#"<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#);
-    let _ =
-        writeln!(svg, r#"<text x="{}" y="22" font-size="14" font-weight="bold">{}</text>"#, LEFT, escape(&chart.title));
+    // The title's first line in bold, any further lines (`\n`) in small type under it.
+    let mut lines = chart.title.lines();
+    let mut title = format!(r#"<tspan font-weight="bold">{}</tspan>"#, escape(lines.next().unwrap_or_default()));
+    for line in lines {
+        let _ = write!(title, r#"<tspan x="{LEFT}" dy="14" font-size="11">{}</tspan>"#, escape(line));
+    }
+    let _ = writeln!(svg, r#"<text x="{LEFT}" y="18" font-size="14">{title}</text>"#);
     for &(t, ref label) in &x_ticks {
         let x = sx_t(t);
         let _ = writeln!(
