@@ -96,12 +96,7 @@ impl MeshRoutes {
     ///
     /// When `a` or `b` is not from this graph.
     pub fn handle_link_ix(&mut self, a: NodeIx, b: NodeIx, cost: Cost) -> bool {
-        if a == b || self.graph.link_cost_ix(a.0, b.0) == Some(cost.clamp(1, super::MAX_LINK_COST)) {
-            return false;
-        }
-        self.graph.handle_link_ix(a, b, cost);
-        self.update(a, b);
-        true
+        self.handle_ix(a, b, Some(cost))
     }
 
     /// [`handle_link_down`](Self::handle_link_down) by index. Returns whether the graph changed (the link
@@ -111,12 +106,7 @@ impl MeshRoutes {
     ///
     /// When `a` or `b` is not from this graph.
     pub fn handle_link_down_ix(&mut self, a: NodeIx, b: NodeIx) -> bool {
-        if self.graph.link_cost_ix(a.0, b.0).is_none() {
-            return false;
-        }
-        self.graph.handle_link_down_ix(a, b);
-        self.update(a, b);
-        true
+        self.handle_ix(a, b, None)
     }
 
     /// Link changes that arrive together (a control round's reports), by index: `Some(cost)` for a link up
@@ -130,36 +120,42 @@ impl MeshRoutes {
     /// When a node is not from this graph.
     pub fn handle_links_ix(&mut self, changes: &[(NodeIx, NodeIx, Option<Cost>)]) -> bool {
         if changes.len() <= AFRESH_AFTER {
-            let mut changed = false;
-            for &(a, b, cost) in changes {
-                changed |= match cost {
-                    Some(cost) => self.handle_link_ix(a, b, cost),
-                    None => self.handle_link_down_ix(a, b),
-                };
-            }
-            return changed;
+            return changes.iter().fold(false, |changed, &(a, b, cost)| self.handle_ix(a, b, cost) | changed);
         }
-        let mut changed = false;
-        for &(a, b, cost) in changes {
-            let held = self.graph.link_cost_ix(a.0, b.0);
-            match cost {
-                Some(cost) if a != b && held != Some(cost.clamp(1, super::MAX_LINK_COST)) => {
-                    self.graph.handle_link_ix(a, b, cost);
-                    changed = true;
-                }
-                None if held.is_some() => {
-                    self.graph.handle_link_down_ix(a, b);
-                    changed = true;
-                }
-                _ => {}
-            }
-        }
+        let changed = changes.iter().fold(false, |changed, &(a, b, cost)| self.set_link_ix(a, b, cost) | changed);
         if changed {
             for tree in &mut self.trees {
                 *tree = RouteTree::compute(&self.graph, tree.destination());
             }
         }
         changed
+    }
+
+    /// One link change into the graph, then the trees: whether the graph changed.
+    fn handle_ix(&mut self, a: NodeIx, b: NodeIx, cost: Option<Cost>) -> bool {
+        let changed = self.set_link_ix(a, b, cost);
+        if changed {
+            self.update(a, b);
+        }
+        changed
+    }
+
+    /// One link change into the graph only, the trees left as they are: `Some(cost)` up or changed, `None`
+    /// down. Returns whether the graph changed (a link to itself, the cost it has, or a link it does not
+    /// have going down change nothing).
+    fn set_link_ix(&mut self, a: NodeIx, b: NodeIx, cost: Option<Cost>) -> bool {
+        let held = self.graph.link_cost_ix(a.0, b.0);
+        match cost {
+            Some(cost) if a != b && held != Some(cost.clamp(1, super::MAX_LINK_COST)) => {
+                self.graph.handle_link_ix(a, b, cost);
+                true
+            }
+            None if held.is_some() => {
+                self.graph.handle_link_down_ix(a, b);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Node `n` failed: every link of it is down. Returns how many destinations' routes changed.
