@@ -165,13 +165,12 @@ pub fn render(chart: &Chart) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(svg, r#"<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#);
-    // The title's first line in bold, any further lines (`\n`) in small type under it.
-    let mut lines = chart.title.lines();
-    let mut title = format!(r#"<tspan font-weight="bold">{}</tspan>"#, escape(lines.next().unwrap_or_default()));
-    for line in lines {
-        let _ = write!(title, r#"<tspan x="{LEFT}" dy="14" font-size="11">{}</tspan>"#, escape(line));
-    }
-    let _ = writeln!(svg, r#"<text x="{LEFT}" y="18" font-size="14">{title}</text>"#);
+    // The title's first line in bold, any further lines in small type under it.
+    let (first, rest) = text_lines(&chart.title, LEFT, 14.0);
+    let _ = writeln!(
+        svg,
+        r#"<text x="{LEFT}" y="18" font-size="14"><tspan font-weight="bold">{first}</tspan>{rest}</text>"#
+    );
     for &(t, ref label) in &x_ticks {
         let x = sx_t(t);
         let _ = writeln!(
@@ -241,19 +240,10 @@ pub fn render(chart: &Chart) -> String {
             );
         }
         let y = legend_y[i];
-        let mut lines = series.name.lines();
-        let mut text = escape(lines.next().unwrap_or_default());
-        for line in lines {
-            let _ = write!(
-                text,
-                r#"<tspan x="{:.1}" dy="13" font-size="11">{}</tspan>"#,
-                WIDTH - RIGHT + 44.0,
-                escape(line)
-            );
-        }
+        let (first, rest) = text_lines(&series.name, WIDTH - RIGHT + 44.0, 13.0);
         let _ = writeln!(
             svg,
-            r#"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="{colour}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{text}</text>"#,
+            r#"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="{colour}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{first}{rest}</text>"#,
             WIDTH - RIGHT + 14.0,
             WIDTH - RIGHT + 38.0,
             WIDTH - RIGHT + 44.0,
@@ -329,6 +319,18 @@ fn label(v: f64) -> String {
         let text = format!("{v:.3}");
         text.trim_end_matches('0').trim_end_matches('.').to_owned()
     }
+}
+
+/// A text of several lines (`\n`) for one SVG `<text>`: its first line, escaped, and the others as small-type
+/// `<tspan>`s, each at `x` and `dy` below the one before.
+fn text_lines(text: &str, x: f64, dy: f64) -> (String, String) {
+    let mut lines = text.lines();
+    let first = escape(lines.next().unwrap_or_default());
+    let mut rest = String::new();
+    for line in lines {
+        let _ = write!(rest, r#"<tspan x="{x:.1}" dy="{dy}" font-size="11">{}</tspan>"#, escape(line));
+    }
+    (first, rest)
 }
 
 fn escape(text: &str) -> String {
