@@ -319,6 +319,54 @@ impl Chunks {
     }
 }
 
+/// A copy of `chunk` whose track fragments decode `by` ticks later (`tfdt`'s base media decode time moved
+/// on): a looped clip plays on as one continuous timeline. A 32-bit `tfdt` wraps.
+pub fn shift_decode_time(chunk: &[u8], by: u64) -> Result<Bytes, Fmp4Error> {
+    let mut out = chunk.to_vec();
+    let mut at = 0;
+    while at < out.len() {
+        let h = header(&out[at..], at as u64)?.ok_or(Fmp4Error::Truncated(out.len() - at))?;
+        let end =
+            at.checked_add(h.size as usize).filter(|&e| e <= out.len()).ok_or(Fmp4Error::Truncated(out.len() - at))?;
+        if &h.kind == b"moof" {
+            let mut inner = at + h.header;
+            while inner < end {
+                let t = header(&out[inner..end], inner as u64)?.ok_or(Fmp4Error::Malformed("moof"))?;
+                let t_end =
+                    inner.checked_add(t.size as usize).filter(|&e| e <= end).ok_or(Fmp4Error::Malformed("moof"))?;
+                if &t.kind == b"traf" {
+                    let mut box_at = inner + t.header;
+                    while box_at < t_end {
+                        let b = header(&out[box_at..t_end], box_at as u64)?.ok_or(Fmp4Error::Malformed("traf"))?;
+                        let b_end = box_at
+                            .checked_add(b.size as usize)
+                            .filter(|&e| e <= t_end)
+                            .ok_or(Fmp4Error::Malformed("traf"))?;
+                        if &b.kind == b"tfdt" {
+                            let field = box_at + b.header + 4;
+                            match out.get(box_at + b.header) {
+                                Some(1) if field + 8 <= b_end => {
+                                    let v = u64::from_be_bytes(out[field..field + 8].try_into().expect("8 bytes"));
+                                    out[field..field + 8].copy_from_slice(&v.wrapping_add(by).to_be_bytes());
+                                }
+                                Some(0) if field + 4 <= b_end => {
+                                    let v = u32::from_be_bytes(out[field..field + 4].try_into().expect("4 bytes"));
+                                    out[field..field + 4].copy_from_slice(&v.wrapping_add(by as u32).to_be_bytes());
+                                }
+                                _ => return Err(Fmp4Error::Malformed("tfdt")),
+                            }
+                        }
+                        box_at = b_end;
+                    }
+                }
+                inner = t_end;
+            }
+        }
+        at = end;
+    }
+    Ok(out.into())
+}
+
 /// Builders of fragmented MP4 for tests here and elsewhere in the crate (the part cutter's, the demo's).
 #[cfg(test)]
 pub(crate) mod build {
@@ -355,7 +403,8 @@ pub(crate) mod build {
         for _ in 0..samples {
             trun.extend_from_slice(&duration.to_be_bytes());
         }
-        let traf = boxed(b"traf", &[boxed(b"tfhd", &tfhd), boxed(b"trun", &trun)].concat());
+        let tfdt = [1u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7].to_vec();
+        let traf = boxed(b"traf", &[boxed(b"tfhd", &tfhd), boxed(b"tfdt", &tfdt), boxed(b"trun", &trun)].concat());
         let mut out = boxed(b"moof", &traf);
         out.extend(boxed(b"mdat", &vec![0xab; samples as usize * 7]));
         out
@@ -391,6 +440,17 @@ mod tests {
             assert_eq!(summary, [(2560, true), (2560, false), (1536, false)], "pieces of {piece}");
             assert_eq!(got.iter().flat_map(|c| c.bytes.to_vec()).collect::<Vec<_>>(), segment);
         }
+    }
+
+    #[test]
+    fn decode_times_shift_and_nothing_else_changes() {
+        let chunk = build::chunk(2, 10, true);
+        let shifted = shift_decode_time(&chunk, 1000).unwrap();
+        let at = chunk.windows(4).position(|w| w == b"tfdt").unwrap() + 8;
+        assert_eq!(u64::from_be_bytes(shifted[at..at + 8].try_into().unwrap()), 1007);
+        assert_eq!(shifted[..at], chunk[..at]);
+        assert_eq!(shifted[at + 8..], chunk[at + 8..]);
+        assert!(shift_decode_time(&chunk[..chunk.len() - 1], 1).is_err());
     }
 
     #[test]

@@ -94,6 +94,11 @@ impl LowLatencyPlaylist {
         }
     }
 
+    /// Seconds of the open segment received so far.
+    pub fn open_duration(&self) -> f64 {
+        self.open.as_ref().map_or(0.0, |s| s.duration)
+    }
+
     /// Completes the open segment: it is listed whole from now on.
     pub fn end(&mut self) {
         if let Some(done) = self.open.take() {
@@ -467,7 +472,10 @@ mod tests {
         assert!(!text.contains("s3.m4s"), "{text}");
         // 0.5 s open, then 2 s segments: parts of s10, s9, s8 and s7 (which reach into the last 6 s), not of s6.
         assert!(text.contains("URI=\"s7.3.m4s\"") && !text.contains("URI=\"s6.3.m4s\""), "{text}");
-        assert!(text.contains("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:32.000Z\n#EXTINF:2.00000,\ns6.m4s\n"), "{text}");
+        assert!(
+            text.contains("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:32.000Z\n#EXTINF:2.00000,\ns6.m4s\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! what a file name holds. No clock and no I/O here: durations and the media sequence are the caller's.
 
 pub mod check;
+pub mod dash;
 pub mod fmp4;
 pub mod ll;
 pub mod media;
