@@ -94,10 +94,10 @@ async fn play_low_latency(addr: std::net::SocketAddr, limit: Duration) -> Played
             }
         }
         for s in segments {
-            if !played.objects.contains_key(&s) {
-                let resp = client.get(format!("{base}{s}")).send().await.unwrap();
-                assert_eq!(resp.status(), 200, "GET {s}");
-                played.objects.insert(s, resp.bytes().await.unwrap().to_vec());
+            if let std::collections::hash_map::Entry::Vacant(slot) = played.objects.entry(s) {
+                let resp = client.get(format!("{base}{}", slot.key())).send().await.unwrap();
+                assert_eq!(resp.status(), 200, "GET {}", slot.key());
+                slot.insert(resp.bytes().await.unwrap().to_vec());
             }
         }
         // Block on the next part, and load the hinted part meanwhile, as hls.js and AVPlayer do.

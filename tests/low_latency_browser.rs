@@ -49,7 +49,10 @@ fn demo_topology(dir: &std::path::Path) -> (std::path::PathBuf, String) {
 fn require_browser() {
     let root = env!("CARGO_MANIFEST_DIR");
     let ok = Command::new("chromium").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
-    assert!(ok.is_ok_and(|s| s.success()), "chromium is required: apt-get install -y chromium (scripts/test does this)");
+    assert!(
+        ok.is_ok_and(|s| s.success()),
+        "chromium is required: apt-get install -y chromium (scripts/test does this)"
+    );
     assert!(
         std::path::Path::new(root).join("tests/browser/node_modules/hls.js").exists()
             && std::path::Path::new(root).join("tests/browser/node_modules/playwright-core").exists(),

@@ -231,7 +231,8 @@ pub struct IngestConfig {
     /// Low-Latency HLS: `EXT-X-TARGETDURATION` of the playlists the origin writes, in seconds (default 2,
     /// 1 to 10): the encoder's segment duration (`-seg_duration`), rounded up.
     pub target_duration_s: u32,
-    /// Low-Latency HLS: complete segments listed in the playlists the origin writes (default 6, 3 to 60).
+    /// Low-Latency HLS: complete segments listed in the playlists the origin writes (default 12, 3 to 60).
+    /// A playlist longer than six target durations (`CAN-SKIP-UNTIL`) lets players ask for delta updates.
     pub window_segments: u32,
 }
 
@@ -309,7 +310,7 @@ impl Default for IngestConfig {
             max_stream_kbps: 100_000,
             part_target_ms: 200,
             target_duration_s: 2,
-            window_segments: 6,
+            window_segments: 12,
         }
     }
 }

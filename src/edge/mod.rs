@@ -48,6 +48,9 @@ use crate::wire::StreamPhase;
 /// again.
 const MAX_POSITIONS: usize = 4096;
 
+/// A playlist version's position (`None`: not a media playlist).
+type ReadPosition = (u64, Option<Position>);
+
 /// Counts a held blocking reload out when it ends, however it ends.
 struct Release<'a>(&'a AtomicU32);
 
@@ -74,7 +77,7 @@ pub struct Edge {
     /// The longest a blocking reload is held (`edge.block_ms`).
     block: Duration,
     /// Each playlist's position, read once per version however many held requests look at it.
-    positions: Mutex<HashMap<(StreamName, ObjectName), (u64, Option<Position>)>>,
+    positions: Mutex<HashMap<(StreamName, ObjectName), ReadPosition>>,
 }
 
 impl Edge {

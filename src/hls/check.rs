@@ -255,7 +255,7 @@ impl Sequence {
                     if !uri.is_empty() && !seen_uri.is_empty() && *seen_uri != uri {
                         out.push(format!("6.2.1: segment {msn} was {seen_uri} and is now {uri}"));
                     }
-                    if !uris.is_empty() && !(uris.starts_with(seen_parts) || seen_parts.starts_with(&uris)) {
+                    if !(uris.is_empty() || uris.starts_with(seen_parts) || seen_parts.starts_with(&uris)) {
                         out.push(format!("6.2.1: the parts of segment {msn} changed: {seen_parts:?} then {uris:?}"));
                     }
                     if seen_uri.is_empty() {

@@ -113,7 +113,10 @@ fn header(buf: &[u8], at: u64) -> Result<Option<BoxHeader>, Fmp4Error> {
 }
 
 /// The complete child boxes of a box's payload, as (type, payload) pairs.
-fn children<'a>(mut payload: &'a [u8], of: &'static str) -> Result<Vec<([u8; 4], &'a [u8])>, Fmp4Error> {
+/// A box's type and payload.
+type Child<'a> = ([u8; 4], &'a [u8]);
+
+fn children<'a>(mut payload: &'a [u8], of: &'static str) -> Result<Vec<Child<'a>>, Fmp4Error> {
     let mut out = Vec::new();
     while !payload.is_empty() {
         let h = header(payload, 0).map_err(|_| Fmp4Error::Malformed(of))?.ok_or(Fmp4Error::Malformed(of))?;

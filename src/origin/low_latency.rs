@@ -139,6 +139,11 @@ impl Renditions {
         Some(render(renditions, rendition))
     }
 
+    /// Keeps only the streams `keep` says are still known.
+    pub fn retain(&self, keep: impl Fn(&StreamName) -> bool) {
+        self.lock().retain(|s, _| keep(s));
+    }
+
     /// Forgets a stream (its publisher went, or ended it).
     pub fn forget(&self, stream: &StreamName) {
         self.lock().remove(stream);

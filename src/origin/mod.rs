@@ -175,6 +175,7 @@ impl Ingest {
             // What was remembered of publishers whose streams the mesh has forgotten (ended a while ago).
             let mut publishers = self.publishers.lock().unwrap_or_else(|e| e.into_inner());
             publishers.retain(|s, _| self.mesh.stream(s).is_some());
+            self.renditions.retain(|s| self.mesh.stream(s).is_some());
         }
         let key = match key {
             Key::Stream => format!("stream:{stream}"),
