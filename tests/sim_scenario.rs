@@ -340,8 +340,15 @@ fn a_partition_reports_no_path_time_apart_from_the_reroute_of_edges_that_kept_a_
                 [[faults]]\nat_s = 10\nkind = \"node_crash\"\na = \"relay-1\"\n\
                 [[faults]]\nat_s = 25\nkind = \"heal\"\nregion = \"b\"\n\
                 [[faults]]\nat_s = 25\nkind = \"node_recover\"\na = \"relay-1\"\n";
-    let s = run_file(&scenario("partition", text), None, None, None).unwrap();
+    let out = dir.join("partition-plots");
+    let s = run_file(&scenario("partition", text), None, Some(&out), None).unwrap();
     println!("{}", s.table());
+    // The partition's plot: while edge-b is cut off, the worst latency is edge-a's alone, drawn as hollow
+    // points off the line rather than as a drop.
+    let plot = std::fs::read_to_string(out.join("fault-1.svg")).expect("fault-1.svg");
+    assert!(plot.contains("partition b") && plot.contains("class=\"partial\""), "{plot}");
+    assert!(plot.contains("some edges got"), "{plot}");
+    std::fs::remove_dir_all(&out).ok();
     let cut: Vec<_> = s.faults.iter().filter(|f| f.no_path > 0).collect();
     assert_eq!(cut.len(), 1, "one window left edge-b without a path: {:?}", s.faults);
     let pathless = cut[0].no_path_us.expect("the path came back at the heal");
