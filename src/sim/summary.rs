@@ -144,7 +144,7 @@ const BUSIEST: usize = 10;
 fn busiest(ids: &[NodeId], links: &[(u32, u32)], bytes: &[u64]) -> (Vec<(String, u64)>, u64) {
     let mut ranked: Vec<(u64, u32)> = bytes.iter().zip(0u32..).filter(|(&b, _)| b > 0).map(|(&b, l)| (b, l)).collect();
     // By bytes alone first: names are built and compared only within the cut's ties.
-    ranked.sort_unstable_by(|x, y| y.0.cmp(&x.0));
+    ranked.sort_unstable_by_key(|&(bytes, _)| std::cmp::Reverse(bytes));
     let Some(&(cut, _)) = ranked.get(BUSIEST.min(ranked.len()).saturating_sub(1)) else {
         return (Vec::new(), 0);
     };
