@@ -116,6 +116,7 @@ impl NodeConfig {
             topology: resolve(base, self.topology),
             tls: self.tls.resolve(base),
             admin: self.admin.resolve(base),
+            edge: EdgeConfig { tls: self.edge.tls.resolve(base), ..self.edge },
             ..self
         }
     }

@@ -141,6 +141,23 @@ pub struct Steering {
 }
 
 impl Steering {
+    /// Steering by `zones`, with viewers outside them taken to be in `home`; no edge until [`Self::refresh`].
+    pub fn new(zones: CoverageZones, home: String) -> Self {
+        Self { zones, home, fleet: RwLock::new(Arc::new(Fleet::default())) }
+    }
+
+    /// Takes in the fleet as the replica's `reports` and the health checks (`healthy`, by edge) show it.
+    pub fn refresh(
+        &self,
+        topology: &Topology,
+        config: &DirectorConfig,
+        reports: &Reports,
+        healthy: &HashMap<NodeId, bool>,
+    ) {
+        let fleet = fleet(topology, config, reports, healthy);
+        *self.fleet.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fleet);
+    }
+
     /// The edge for a viewer at `client`, of which the first `known_bits` are known (all of them for an
     /// HTTP request; a DNS query's source prefix), asking for `stream`.
     pub fn pick(&self, client: IpAddr, known_bits: u8, stream: Option<&StreamName>) -> Pick {
@@ -205,7 +222,7 @@ pub async fn run(
         None => CoverageZones::default(),
     };
     let home = config.region.clone().context("director.region is required")?;
-    let steering = Arc::new(Steering { zones, home, fleet: RwLock::new(Arc::new(Fleet::default())) });
+    let steering = Arc::new(Steering::new(zones, home));
     let (health_tx, health_rx) = mpsc::channel(64);
     let edges: Vec<_> = topology.nodes.iter().filter(|n| n.has_role(Role::Edge)).cloned().collect();
     let mut tasks = Vec::new();
@@ -300,8 +317,8 @@ async fn keep_fleet(
 ) {
     let mut healthy: HashMap<NodeId, bool> = HashMap::new();
     loop {
-        let fleet = fleet(&topology, &config, &reports.borrow_and_update(), &healthy);
-        *steering.fleet.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fleet);
+        let latest = reports.borrow_and_update().clone();
+        steering.refresh(&topology, &config, &latest, &healthy);
         tokio::select! {
             changed = reports.changed() => if changed.is_err() { return },
             result = health.recv() => match result {
