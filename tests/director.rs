@@ -130,6 +130,9 @@ async fn viewers_are_steered_to_their_regions_healthy_edge_with_capacity() {
     mesh.start("edge-ap");
     wait_sent_to(&mesh, director, "127.0.0.1", "edge-ap", Duration::from_secs(20)).await;
 
+    // A real player follows the redirect and decodes the stream from ap's edge (once the restarted edge has
+    // heard of the stream again: until then it answers 404, which the director does not know).
+    get_eventually(&format!("http://{}/live/s/index.m3u8", mesh.http("edge-ap"))).await;
     // A real player follows the redirect and decodes the stream from ap's edge.
     let before = mesh.metric("edge-ap", "lightpath_http_requests_total", &[("method", "GET"), ("status", "200")]).await;
     let out = tokio::process::Command::new("ffmpeg")

@@ -650,7 +650,7 @@ mod tests {
     fn defaults_are_the_documented_values_and_valid() {
         assert_eq!(CacheConfig::default().max_bytes, 268_435_456);
         assert_eq!(IngestConfig::default().max_body_bytes, 33_554_432);
-        assert_eq!(EdgeConfig::default(), EdgeConfig { wait_ms: 6000, segment_max_age_s: 30 });
+        assert_eq!(EdgeConfig::default(), EdgeConfig { wait_ms: 6000, segment_max_age_s: 30, ..EdgeConfig::default() });
         assert_eq!(ProbesConfig::default(), ProbesConfig { fast_ms: 100, slow_ms: 1000 });
         assert_eq!(CacheConfig::default().validate(), Ok(()));
         assert_eq!(IngestConfig::default().validate(), Ok(()));
@@ -762,7 +762,7 @@ mod tests {
 
     #[test]
     fn edge_validates() {
-        let edge = |wait_ms, segment_max_age_s| EdgeConfig { wait_ms, segment_max_age_s };
+        let edge = |wait_ms, segment_max_age_s| EdgeConfig { wait_ms, segment_max_age_s, ..EdgeConfig::default() };
         assert_eq!(edge(0, 0).validate(), Ok(()));
         assert_eq!(edge(EdgeConfig::MAX_WAIT_MS, EdgeConfig::MAX_SEGMENT_MAX_AGE_S).validate(), Ok(()));
         fails(edge(3_600_000, 30).validate(), &[("edge.wait_ms", "too long")]);
