@@ -177,7 +177,7 @@ impl CoverageZones {
             Some(i) => i,
             None => {
                 self.by_len.push((network.len, network.v4, HashMap::new()));
-                self.by_len.sort_by(|a, b| b.0.cmp(&a.0));
+                self.by_len.sort_by_key(|b| std::cmp::Reverse(b.0));
                 self.by_len
                     .iter()
                     .position(|(len, v4, _)| *len == network.len && *v4 == network.v4)
