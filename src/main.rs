@@ -194,7 +194,12 @@ fn run(command: Command) -> Result<()> {
             let listeners = lightpath::listen::Listeners::bind(cfg.mesh_bind(&topology), cfg.http_bind(&topology)).await?;
             let identity = lightpath::ca::Identity::load(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key)?;
             {
-                let options = lightpath::control::ReplicaOptions { admin: cfg.admin, http: cfg.http, quic: cfg.quic };
+                let director = match cfg.director.enabled() {
+                    true => Some(lightpath::director::DirectorOptions::bind(cfg.director, cfg.http.clone()).await?),
+                    false => None,
+                };
+                let options =
+                    lightpath::control::ReplicaOptions { admin: cfg.admin, http: cfg.http, quic: cfg.quic, director };
                 lightpath::control::run(cfg.node, std::sync::Arc::new(topology), identity, listeners, options, ctrl_c()).await
             }
         }),
