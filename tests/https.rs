@@ -37,28 +37,11 @@ impl TestCa {
     }
 }
 
-/// A TLS connection to `addr` trusting only `ca_pem`, offering h2 and http/1.1.
-async fn connect(addr: std::net::SocketAddr, ca_pem: &str) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap()
-}
-
-/// The same over HTTP/1.1 only.
-async fn connect_http1(
+/// A TLS connection to `addr` trusting only `ca_pem`, offering the protocols `alpn` names.
+async fn connect(
     addr: std::net::SocketAddr,
     ca_pem: &str,
+    alpn: &[&[u8]],
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
@@ -70,7 +53,7 @@ async fn connect_http1(
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap()
@@ -116,7 +99,7 @@ async fn viewers_play_over_https_and_a_renewed_certificate_is_served_after_sighu
     get_eventually(&format!("http://{}/live/s/index.m3u8", mesh.http("edge"))).await;
 
     // HTTP/2 by ALPN, with the first certificate.
-    let tls = connect(https, &ca_pem).await;
+    let tls = connect(https, &ca_pem, &[b"h2", b"http/1.1"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     assert_eq!(tls.get_ref().1.peer_certificates().unwrap()[0].as_ref(), &first_der[..]);
     drop(tls);
@@ -141,7 +124,7 @@ async fn viewers_play_over_https_and_a_renewed_certificate_is_served_after_sighu
     assert!(!untrusted.status.success(), "ffmpeg trusted a certificate of a CA it was not given");
 
     // A connection open before the renewal keeps working; the next one gets the new certificate.
-    let mut open = connect_http1(https, &ca_pem).await;
+    let mut open = connect(https, &ca_pem, &[b"http/1.1"]).await;
     assert_eq!(healthz(&mut open).await, "HTTP/1.1 200 OK");
     let (chain, key, second_der) = ca.leaf("edge second");
     write(mesh.dir.path(), "viewer.pem", &chain);
@@ -151,7 +134,7 @@ async fn viewers_play_over_https_and_a_renewed_certificate_is_served_after_sighu
     assert!(hup.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let tls = connect(https, &ca_pem).await;
+        let tls = connect(https, &ca_pem, &[b"h2", b"http/1.1"]).await;
         if tls.get_ref().1.peer_certificates().unwrap()[0].as_ref() == &second_der[..] {
             break;
         }

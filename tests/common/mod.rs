@@ -419,3 +419,14 @@ impl Cluster {
         std::fs::write(file, topo).unwrap();
     }
 }
+
+/// Plays `url` for three seconds with ffmpeg and asserts it decodes without a single error.
+pub async fn play_cleanly(url: &str) {
+    let out = tokio::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-i", url, "-t", "3", "-f", "null", "-"])
+        .output()
+        .await
+        .unwrap();
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && errors.trim().is_empty(), "the player saw errors: {errors}");
+}
