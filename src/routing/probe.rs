@@ -155,8 +155,7 @@ impl ProbeRecord {
 /// nodes count from a whole minute of Unix time, see `mesh::Shared::now`; simulated nodes share the
 /// simulation's) then probe a link from both ends at the same moments, so the two ends of a dead link run out
 /// of answers, and judge it down, together: one end's verdict does not trail the other's by up to a probe
-/// interval. A simulated node's links all fall due at once, too, and it wakes once per interval for all of
-/// them instead of once per link.
+/// interval.
 pub fn next_tick(last: Duration, interval: Duration) -> Duration {
     let (last, step) = (last.as_nanos(), interval.as_nanos().max(1));
     let next = (last / step + 1) * step;
