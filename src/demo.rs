@@ -6,8 +6,9 @@
 //! exactly as `ffmpeg -f dash -ldash 1 -streaming 1 -method PUT` would: the init segment, then each 2 s
 //! segment as one chunked PUT whose chunks leave at the pace they play, their decode times moved on at each
 //! wrap so the timeline runs on. The origin cuts parts from them, so the stream is Low-Latency HLS at every
-//! edge (and plain HLS for players that ignore parts). Each edge's playlist URL is printed; it runs until
-//! Ctrl-C.
+//! edge (and plain HLS for players that ignore parts). The first control replica also runs a director
+//! ([`crate::director`]) on 127.0.0.1:48090, whose URL is printed first: it redirects each viewer to the
+//! nearest healthy edge. Each edge's own playlist URL is printed too; it runs until Ctrl-C.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -21,7 +22,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
 use crate::ca::{create_ca, issue, Identity};
-use crate::config::{AdminConfig, EdgeConfig, IngestConfig, LinksConfig};
+use crate::config::{AdminConfig, DirectorConfig, EdgeConfig, IngestConfig, LinksConfig};
 use crate::hls::dash::segment_name;
 use crate::hls::fmp4::{shift_decode_time, Chunk, Chunks, InitInfo};
 use crate::id::StreamName;
@@ -39,6 +40,9 @@ const CLIP: [&[u8]; 4] = [
     include_bytes!("../assets/demo-cmaf/chunk-stream0-00003.m4s"),
     include_bytes!("../assets/demo-cmaf/chunk-stream0-00004.m4s"),
 ];
+/// Where the demo's director listens.
+const DIRECTOR: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 48090);
 
 /// Runs the demo mesh until `shutdown` completes.
 pub async fn run(topology_path: PathBuf, shutdown: impl Future<Output = ()>) -> Result<()> {
@@ -68,15 +72,29 @@ pub async fn run(topology_path: PathBuf, shutdown: impl Future<Output = ()>) -> 
             let _ = stop.changed().await;
         })));
     }
-    for control in &topology.controls {
+    let mut director_url = None;
+    for (i, control) in topology.controls.iter().enumerate() {
         let (identity, listeners) = identity_and_listeners(&ca, &control.id, &control.mesh, &control.http).await?;
+        // The first replica also runs the director, in the first edge's region.
+        let director = match topology.nodes.iter().find(|n| n.has_role(Role::Edge)).filter(|_| i == 0) {
+            Some(edge) => {
+                let config = DirectorConfig {
+                    listen: Some(DIRECTOR),
+                    region: Some(edge.region.clone()),
+                    ..DirectorConfig::default()
+                };
+                director_url = Some(format!("http://{DIRECTOR}/live/{STREAM}/index.m3u8"));
+                Some(crate::director::DirectorOptions::bind(config, Default::default()).await?)
+            }
+            None => None,
+        };
         let mut stop = stop_rx.clone();
         nodes.push(tokio::spawn(crate::control::run(
             control.id.clone(),
             topology.clone(),
             identity,
             listeners,
-            crate::control::ReplicaOptions::default(),
+            crate::control::ReplicaOptions { director, ..Default::default() },
             async move {
                 let _ = stop.changed().await;
             },
@@ -90,6 +108,9 @@ pub async fn run(topology_path: PathBuf, shutdown: impl Future<Output = ()>) -> 
     let publisher = tokio::spawn(publish_loop(origin_http, stream, key));
 
     println!("lightpath demo: {} nodes running; stream {STREAM:?} is live at {}", topology.nodes.len(), origin.id);
+    if let Some(url) = &director_url {
+        println!("  director (sends each viewer to the nearest healthy edge; open this one): {url}");
+    }
     for edge in topology.nodes.iter().filter(|n| n.has_role(Role::Edge)) {
         println!("  {} ({}): http://{}/live/{STREAM}/index.m3u8", edge.id, edge.region, edge.http);
     }
