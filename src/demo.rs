@@ -116,7 +116,7 @@ pub async fn run(topology_path: PathBuf, shutdown: impl Future<Output = ()>) -> 
     }
     for control in &topology.controls {
         println!(
-            "  control plane {}: http://{}/api/routes  (also /api/nodes, /api/links, /api/streams)",
+            "  control plane {}: dashboard http://{}/dashboard  (API: /api/routes, /api/nodes, /api/links, /api/streams)",
             control.id, control.http
         );
     }

@@ -28,7 +28,7 @@ pub use director::{DirectorConfig, EdgeScheme};
 use read::{field_names, Required};
 use sections::problem;
 pub use sections::{
-    AdminConfig, CacheConfig, EdgeConfig, HttpConfig, IngestConfig, LinksConfig, ProbesConfig, QuicConfig, TlsFiles,
+    AdminConfig, CacheConfig, DashboardConfig, EdgeConfig, HttpConfig, IngestConfig, LinksConfig, ProbesConfig, QuicConfig, TlsFiles,
 };
 
 /// One node's configuration, with its paths resolved. `node` and `topology` are required; every other field
@@ -212,6 +212,9 @@ pub struct ControlConfig {
     /// Viewer steering: an HTTP director and a DNS server sending viewers to the best edge (off by default).
     #[serde(default)]
     pub director: DirectorConfig,
+    /// The live dashboard's event streams: how many at once, how often they keep alive.
+    #[serde(default)]
+    pub dashboard: DashboardConfig,
     /// The node-config sections the file has, which a replica does not read (for a warning). Not a key of
     /// the file.
     #[serde(skip)]
@@ -275,6 +278,16 @@ impl ControlConfig {
         problems.extend(self.admin.validate().err().unwrap_or_default());
         problems.extend(self.http.validate().err().unwrap_or_default());
         problems.extend(self.quic.validate().err().unwrap_or_default());
+        problems.extend(self.dashboard.validate().err().unwrap_or_default());
+        if self.dashboard.max_event_streams > self.http.max_connections {
+            problems.push(problem(
+                "dashboard.max_event_streams",
+                format!(
+                    "{} event streams cannot fit in http.max_connections = {}",
+                    self.dashboard.max_event_streams, self.http.max_connections
+                ),
+            ));
+        }
         let seat = Seat { topology_file: &self.topology, mesh_listen: self.mesh_listen, http_listen: self.http_listen };
         seat.check_listen(&mut problems);
         let Some(topology) = topology else {

@@ -822,3 +822,53 @@ mod tests {
         assert!(shown.contains("demo") && !shown.contains("s3cret") && !shown.contains("master"), "{shown}");
     }
 }
+
+/// The live dashboard a control replica serves: the page at `/dashboard` and its event stream at
+/// `/api/events` (server-sent events, one per open page). Each open stream holds a connection, a task and
+/// a few snapshots of the mesh, so their number is bounded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// Event streams (`GET /api/events`) open at once (default 64, 1 to 4096). Past it a new one gets 503
+    /// with `Retry-After`, which browsers' `EventSource` retries.
+    pub max_event_streams: usize,
+    /// How often an event stream with nothing new sends a comment line, in ms (default 15000, 1000 to
+    /// 60000), so that proxies keep it open and a page sees a dead replica.
+    pub keepalive_ms: u64,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self { max_event_streams: 64, keepalive_ms: 15_000 }
+    }
+}
+
+impl DashboardConfig {
+    /// The most event streams a config may allow.
+    pub const MAX_EVENT_STREAMS: usize = 4096;
+
+    /// The keep-alive interval.
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_millis(self.keepalive_ms)
+    }
+
+    /// Both fields within their ranges.
+    pub fn validate(&self) -> Result<(), Vec<CheckError>> {
+        let mut problems = Vec::new();
+        if self.max_event_streams == 0 {
+            problems.push(problem("dashboard.max_event_streams", "0 would refuse every dashboard (expected 1 to 4096)"));
+        } else if self.max_event_streams > Self::MAX_EVENT_STREAMS {
+            problems.push(problem(
+                "dashboard.max_event_streams",
+                format!("{} is too many (at most {})", self.max_event_streams, Self::MAX_EVENT_STREAMS),
+            ));
+        }
+        if !(1_000..=60_000).contains(&self.keepalive_ms) {
+            problems.push(problem(
+                "dashboard.keepalive_ms",
+                format!("{} ms is outside 1000 to 60000", self.keepalive_ms),
+            ));
+        }
+        found(problems)
+    }
+}

@@ -96,7 +96,9 @@ impl Plan {
         self.tables.get(node)
     }
 
-    /// The operator API's picture: nodes, links, routes and streams.
+    /// The operator API's picture: regions, nodes (with their state), links as each end reports them, the
+    /// measured graph (each configured link: up in it, declared down, or not measured yet), routes and
+    /// streams. The dashboard draws the same picture.
     pub fn view(
         &self,
         topology: &Topology,
@@ -104,13 +106,42 @@ impl Plan {
         connected: &BTreeSet<NodeId>,
         takedowns: &BTreeMap<StreamName, Takedown>,
     ) -> serde_json::Value {
+        let graph = self.planner.graph();
+        let declared_down: BTreeSet<&NodeId> =
+            reports.values().flat_map(|r| r.links.iter().filter(|l| !l.up).map(|l| &l.peer)).collect();
         let nodes: Vec<_> = topology
             .nodes
             .iter()
             .map(|n| {
+                let in_graph = graph.index_of(&n.id).is_some_and(|ix| graph.neighbours(ix).next().is_some());
+                let state = NodeState::of(reports.contains_key(&n.id), in_graph, declared_down.contains(&n.id));
                 json!({
                     "id": n.id, "region": n.region, "roles": n.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
                     "connected": connected.contains(&n.id), "reporting": reports.contains_key(&n.id),
+                    "state": state, "failed": state != NodeState::Up,
+                })
+            })
+            .collect();
+        let regions: Vec<_> =
+            topology.regions.iter().map(|r| json!({"name": r.name, "lat": r.lat, "lon": r.lon})).collect();
+        let end = |from: &NodeId, to: &NodeId| reports.get(from)?.links.iter().find(|l| &l.peer == to);
+        let measured: Vec<_> = topology
+            .links
+            .iter()
+            .map(|l| {
+                let ends: Vec<&LinkReport> = [end(&l.a, &l.b), end(&l.b, &l.a)].into_iter().flatten().collect();
+                let measuring = ends.iter().filter(|e| e.up);
+                let state = if graph.link_cost(&l.a, &l.b).is_some() {
+                    LinkState::Up
+                } else if ends.iter().any(|e| !e.up) {
+                    LinkState::Down
+                } else {
+                    LinkState::Unmeasured
+                };
+                json!({
+                    "a": l.a, "b": l.b, "state": state, "configured_ms": l.latency_ms,
+                    "rtt_ms": measuring.clone().map(|e| e.rtt_us).max().map(|us| us as f64 / 1000.0),
+                    "loss": measuring.map(|e| e.loss_ppm).max().map(|ppm| f64::from(ppm) / 1e6),
                 })
             })
             .collect();
@@ -136,8 +167,45 @@ impl Plan {
             })
             .collect();
         let streams = streams_view(topology, reports, takedowns);
-        json!({"nodes": nodes, "links": links, "routes": routes, "streams": streams})
+        json!({
+            "regions": regions, "nodes": nodes, "links": links, "graph": measured, "routes": routes, "streams": streams,
+        })
     }
+}
+
+/// A node as the control plane sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum NodeState {
+    /// It reports, and is in the measured graph or nobody says otherwise.
+    Up,
+    /// It has not reported lately (or ever): stopped, crashed, or cut off from every replica.
+    Silent,
+    /// It still reports, but a neighbour declares their link down and none of its links is in the graph:
+    /// traffic cannot reach it.
+    Unreachable,
+}
+
+impl NodeState {
+    fn of(reporting: bool, in_graph: bool, declared_down: bool) -> NodeState {
+        match (reporting, in_graph, declared_down) {
+            (false, _, _) => NodeState::Silent,
+            (true, false, true) => NodeState::Unreachable,
+            _ => NodeState::Up,
+        }
+    }
+}
+
+/// A configured link as the control plane sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum LinkState {
+    /// In the measured graph: routes may use it.
+    Up,
+    /// An end declares it down (its probes stopped coming back).
+    Down,
+    /// No end reports it yet.
+    Unmeasured,
 }
 
 /// Each stream as the reports show it: its owner and epoch (the newest any node reports), its state (live,

@@ -11,7 +11,8 @@
 //! Every connection is bounded ([`crate::config::HttpConfig`]): [`admission`] caps connections per node and
 //! per client address and turns the rest away with a bare 503; [`watchdog`] closes a connection whose head
 //! takes too long or that sits idle; [`framing`] finds heads that frame their body two ways (both
-//! `Content-Length` and `Transfer-Encoding`), which get 400. How long an upload's body may stall is the
+//! `Content-Length` and `Transfer-Encoding`), which get 400; [`streamed`] lets a handler send a body as it
+//! is produced (server-sent events). How long an upload's body may stall is the
 //! handler's (the origin's ingest), since only it reads bodies. Refusals and timeouts are counted
 //! ([`crate::telemetry::Bounds`]) and logged at most once per interval, however many there are.
 
@@ -20,6 +21,7 @@ pub mod cors;
 pub mod framing;
 pub mod range;
 pub mod sendfile;
+pub mod streamed;
 pub mod watchdog;
 
 use std::convert::Infallible;
@@ -243,8 +245,7 @@ where
                         reply
                     }
                 };
-                drop(in_flight);
-                Ok::<_, Infallible>(reply)
+                Ok::<_, Infallible>(streamed::into_sent(reply, in_flight))
             }
         })
     };
