@@ -150,12 +150,18 @@ function drawLinks(picture, at) {
   }
 }
 
-function drawTree(stream, at) {
+// The hops of a stream's tree that can carry it: a failed node's last report may still list its hop for a
+// moment (until the replica forgets it), but nothing flows to or through a failed node.
+function liveHops(picture, stream) {
+  const failed = new Set(picture.nodes.filter((n) => n.failed).map((n) => n.id));
+  return stream.tree.filter((hop) => hop.upstream && !failed.has(hop.node) && !failed.has(hop.upstream));
+}
+
+function drawTree(picture, stream, at) {
   const layer = document.getElementById('tree');
   layer.replaceChildren();
   if (!stream) return;
-  for (const hop of stream.tree) {
-    if (!hop.upstream) continue;
+  for (const hop of liveHops(picture, stream)) {
     const [from, to] = [at.get(hop.upstream), at.get(hop.node)];
     if (!from || !to) continue;
     el('path', { d: arcPath(from, to, 0.2), class: 'tree-edge', 'data-from': hop.upstream, 'data-to': hop.node }, layer);
@@ -232,7 +238,7 @@ function drawSide(picture, stream) {
   if (stream) {
     info.appendChild(row([['state'], [stream.state, stream.state === 'live' ? '' : 'failed']]));
     info.appendChild(row([['origin'], [stream.origin ?? '–']]));
-    info.appendChild(row([['tree'], [stream.tree.filter((h) => h.upstream).map((h) => `${h.upstream}→${h.node}`).join(', ') || '–']]));
+    info.appendChild(row([['tree'], [liveHops(picture, stream).map((h) => `${h.upstream}→${h.node}`).join(', ') || '–']]));
     info.appendChild(row([['viewers'], [String(stream.viewers), 'num']]));
   } else {
     info.appendChild(row([['no stream is live'], ['']]));
@@ -259,7 +265,7 @@ function drawSide(picture, stream) {
     links.appendChild(row([
       [`${link.a}–${link.b}`, down ? 'failed' : ''],
       [down ? 'down' : link.rtt_ms === null ? '–' : link.rtt_ms.toFixed(1), 'num'],
-      [link.loss === null ? '–' : `${(link.loss * 100).toFixed(1)} %`, 'num'],
+      [down || link.loss === null ? '–' : `${(link.loss * 100).toFixed(1)} %`, 'num'],
     ]));
   }
 }
@@ -273,7 +279,7 @@ function draw() {
   const stream = picture.streams.find((s) => s.stream === selected) ?? picture.streams.find((s) => s.state === 'live') ?? picture.streams[0];
   selected = stream ? stream.stream : null;
   drawLinks(picture, at);
-  drawTree(stream, at);
+  drawTree(picture, stream, at);
   drawRegions(picture, stream);
   drawNodes(picture, at);
   drawSide(picture, stream);
