@@ -43,7 +43,12 @@ async fn the_dashboard_draws_the_mesh_and_marks_a_killed_relay_failed_within_2_s
     require_browser(&["playwright-core"]);
     let mut mesh = two_relays(140, &["control-1"]);
     mesh.place(
-        &[("eu-west", 53.35, -6.26), ("us-east", 39.04, -77.49), ("sa-east", -23.55, -46.63), ("us-west", 37.37, -121.92)],
+        &[
+            ("eu-west", 53.35, -6.26),
+            ("us-east", 39.04, -77.49),
+            ("sa-east", -23.55, -46.63),
+            ("us-west", 37.37, -121.92),
+        ],
         &[("origin", "eu-west"), ("relay-a", "us-east"), ("relay-b", "sa-east"), ("edge", "us-west")],
     );
     // Emulated latencies make relay-a's path the shorter one (5 + 5 ms one way against 10 + 10).

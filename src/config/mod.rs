@@ -28,7 +28,8 @@ pub use director::{DirectorConfig, EdgeScheme};
 use read::{field_names, Required};
 use sections::problem;
 pub use sections::{
-    AdminConfig, CacheConfig, DashboardConfig, EdgeConfig, HttpConfig, IngestConfig, LinksConfig, ProbesConfig, QuicConfig, TlsFiles,
+    AdminConfig, CacheConfig, DashboardConfig, EdgeConfig, HttpConfig, IngestConfig, LinksConfig, ProbesConfig,
+    QuicConfig, TlsFiles,
 };
 
 /// One node's configuration, with its paths resolved. `node` and `topology` are required; every other field
@@ -583,6 +584,25 @@ mod tests {
         assert_eq!(fields(&e), ["mesh_lisen", "tls.ca", "tls.cert", "tls.key", "http_listen"], "{e}");
         assert!(e.errors[0].message.contains("did you mean `mesh_listen`"), "{e}");
         assert!(e.errors[4].message.contains("controls[0].http"), "{e}");
+    }
+
+    #[test]
+    fn the_dashboards_bounds_are_checked_naming_their_fields() {
+        let config = |section: &str| {
+            format!(
+                "node = \"control-1\"\ntopology = \"mesh.toml\"\nhttp_listen = \"127.0.0.1:8443\"\n{TLS}\n{section}"
+            )
+        };
+        let (_dir, path) = folder(&config("[dashboard]\nmax_event_streams = 0\nkeepalive_ms = 10\n"));
+        let e = ControlConfig::load(&path).unwrap_err();
+        assert_eq!(fields(&e), ["dashboard.max_event_streams", "dashboard.keepalive_ms"], "{e}");
+        let (_dir, path) = folder(&config("[http]\nmax_connections = 16\n[dashboard]\nmax_event_streams = 32\n"));
+        let e = ControlConfig::load(&path).unwrap_err();
+        assert_eq!(fields(&e), ["dashboard.max_event_streams"], "{e}");
+        assert!(e.errors[0].message.contains("http.max_connections = 16"), "{e}");
+        let (_dir, path) = folder(&config("[dashboard]\nmax_event_streams = 8\n"));
+        let (loaded, _) = ControlConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(loaded.dashboard, DashboardConfig { max_event_streams: 8, keepalive_ms: 15_000 });
     }
 
     #[test]

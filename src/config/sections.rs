@@ -693,7 +693,13 @@ mod tests {
         assert_eq!(IngestConfig::default().max_body_bytes, 33_554_432);
         assert_eq!(
             EdgeConfig::default(),
-            EdgeConfig { wait_ms: 6000, segment_max_age_s: 30, max_blocked: 16_384, block_ms: 6000, ..EdgeConfig::default() }
+            EdgeConfig {
+                wait_ms: 6000,
+                segment_max_age_s: 30,
+                max_blocked: 16_384,
+                block_ms: 6000,
+                ..EdgeConfig::default()
+            }
         );
         assert_eq!(ProbesConfig::default(), ProbesConfig { fast_ms: 100, slow_ms: 1000 });
         assert_eq!(CacheConfig::default().validate(), Ok(()));
@@ -856,7 +862,8 @@ impl DashboardConfig {
     pub fn validate(&self) -> Result<(), Vec<CheckError>> {
         let mut problems = Vec::new();
         if self.max_event_streams == 0 {
-            problems.push(problem("dashboard.max_event_streams", "0 would refuse every dashboard (expected 1 to 4096)"));
+            problems
+                .push(problem("dashboard.max_event_streams", "0 would refuse every dashboard (expected 1 to 4096)"));
         } else if self.max_event_streams > Self::MAX_EVENT_STREAMS {
             problems.push(problem(
                 "dashboard.max_event_streams",
@@ -864,10 +871,8 @@ impl DashboardConfig {
             ));
         }
         if !(1_000..=60_000).contains(&self.keepalive_ms) {
-            problems.push(problem(
-                "dashboard.keepalive_ms",
-                format!("{} ms is outside 1000 to 60000", self.keepalive_ms),
-            ));
+            problems
+                .push(problem("dashboard.keepalive_ms", format!("{} ms is outside 1000 to 60000", self.keepalive_ms)));
         }
         found(problems)
     }

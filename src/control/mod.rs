@@ -397,7 +397,9 @@ impl Handler for Api {
                 self.dashboard.open(req.extensions().get::<crate::http::Client>().map(|c| c.0))
             }
             (&Method::GET, p) if p == "/dashboard" || p.starts_with("/dashboard/") => dashboard::asset(p)
-                .unwrap_or_else(|| text(StatusCode::NOT_FOUND, format!("nothing at {p}; the dashboard is at /dashboard"))),
+                .unwrap_or_else(|| {
+                    text(StatusCode::NOT_FOUND, format!("nothing at {p}; the dashboard is at /dashboard"))
+                }),
             (&Method::GET, p) if p.starts_with("/api/") => {
                 let key = &p["/api/".len()..];
                 let view = self.view.read().unwrap_or_else(|e| e.into_inner());

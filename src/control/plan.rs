@@ -269,3 +269,87 @@ fn streams_view(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOPOLOGY: &str = "[[regions]]\nname = \"eu\"\nlat = 53.3\nlon = -6.3\n\n\
+        [[nodes]]\nid = \"origin\"\nregion = \"eu\"\nroles = [\"origin\"]\nmesh = \"127.0.0.1:1\"\nhttp = \"127.0.0.1:2\"\n\n\
+        [[nodes]]\nid = \"relay\"\nregion = \"eu\"\nroles = [\"relay\"]\nmesh = \"127.0.0.1:3\"\nhttp = \"127.0.0.1:4\"\n\n\
+        [[nodes]]\nid = \"edge\"\nregion = \"eu\"\nroles = [\"edge\"]\nmesh = \"127.0.0.1:5\"\nhttp = \"127.0.0.1:6\"\n\n\
+        [[links]]\na = \"origin\"\nb = \"relay\"\nlatency_ms = 5.0\n\n\
+        [[links]]\na = \"relay\"\nb = \"edge\"\nlatency_ms = 5.0\n";
+
+    fn id(s: &str) -> NodeId {
+        NodeId::new(s).unwrap()
+    }
+
+    fn report(node: &str, links: &[(&str, bool)]) -> (NodeId, Report) {
+        let links = links
+            .iter()
+            .map(|(peer, up)| LinkReport { peer: id(peer), rtt_us: 10_000, jitter_us: 0, loss_ppm: 0, up: *up })
+            .collect();
+        (id(node), Report { node: id(node), links, streams: vec![], takedowns: vec![] })
+    }
+
+    fn view(plan: &mut Plan, topology: &Topology, reports: &[(NodeId, Report)]) -> serde_json::Value {
+        let reports: BTreeMap<NodeId, Report> = reports.iter().cloned().collect();
+        plan.update(&reports, 1_000);
+        plan.view(topology, &reports, &reports.keys().cloned().collect(), &BTreeMap::new())
+    }
+
+    fn states<'a>(v: &'a serde_json::Value, list: &str, key: &str) -> Vec<(String, &'a str)> {
+        v[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e[key].as_str().unwrap_or_default().to_owned(), e["state"].as_str().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn a_relay_its_neighbours_declare_down_is_unreachable_then_silent() {
+        let topology = Topology::parse(TOPOLOGY, "test").unwrap();
+        let mut plan = Plan::new(&topology, PlanSettings::default());
+
+        // Nothing reported yet: every node silent, every link unmeasured.
+        let v = view(&mut plan, &topology, &[]);
+        assert_eq!(
+            states(&v, "nodes", "id"),
+            [("origin".into(), "silent"), ("relay".into(), "silent"), ("edge".into(), "silent")]
+        );
+        assert_eq!(states(&v, "graph", "a"), [("origin".into(), "unmeasured"), ("relay".into(), "unmeasured")]);
+        assert_eq!(v["regions"][0]["name"], "eu");
+
+        let healthy = [
+            report("origin", &[("relay", true)]),
+            report("relay", &[("origin", true), ("edge", true)]),
+            report("edge", &[("relay", true)]),
+        ];
+        let v = view(&mut plan, &topology, &healthy);
+        assert!(v["nodes"].as_array().unwrap().iter().all(|n| n["state"] == "up" && n["failed"] == false), "{v:#}");
+        assert_eq!(states(&v, "graph", "a"), [("origin".into(), "up"), ("relay".into(), "up")]);
+        assert_eq!(v["graph"][0]["rtt_ms"], 10.0);
+
+        // The relay dies: its last report still stands, but both neighbours declare their links down.
+        let killed = [report("origin", &[("relay", false)]), healthy[1].clone(), report("edge", &[("relay", false)])];
+        let v = view(&mut plan, &topology, &killed);
+        assert_eq!(
+            states(&v, "nodes", "id"),
+            [("origin".into(), "up"), ("relay".into(), "unreachable"), ("edge".into(), "up")]
+        );
+        assert_eq!(v["nodes"][1]["failed"], true);
+        assert_eq!(states(&v, "graph", "a"), [("origin".into(), "down"), ("relay".into(), "down")]);
+
+        // Its report goes stale and the replica forgets it.
+        let v = view(&mut plan, &topology, &[killed[0].clone(), killed[2].clone()]);
+        assert_eq!(v["nodes"][1]["state"], "silent");
+
+        // One link down, the other up: the relay is still reachable.
+        let half = [report("origin", &[("relay", false)]), healthy[1].clone(), healthy[2].clone()];
+        let v = view(&mut plan, &topology, &half);
+        assert_eq!(v["nodes"][1]["state"], "up");
+        assert_eq!(states(&v, "graph", "a"), [("origin".into(), "down"), ("relay".into(), "up")]);
+    }
+}

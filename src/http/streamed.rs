@@ -50,7 +50,7 @@ pub enum Body {
 
 /// Turns a handler's reply into what hyper sends. `in_flight` ends now for a whole body, with the body for
 /// a streamed one.
-pub(super) fn into_sent(reply: Reply, in_flight: InFlight) -> Response<Body> {
+pub fn into_sent(reply: Reply, in_flight: InFlight) -> Response<Body> {
     let chunks = reply.extensions().get::<Chunks>().and_then(|c| c.0.lock().unwrap_or_else(|e| e.into_inner()).take());
     match chunks {
         Some(chunks) => reply.map(|_| Body::Streamed { chunks, _in_flight: in_flight }),

@@ -435,7 +435,10 @@ pub async fn play_cleanly(url: &str) {
 /// tests/browser (driven by node) is missing.
 pub fn require_browser(packages: &[&str]) {
     let ok = Command::new("chromium").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
-    assert!(ok.is_ok_and(|s| s.success()), "chromium is required: apt-get install -y chromium (scripts/test does this)");
+    assert!(
+        ok.is_ok_and(|s| s.success()),
+        "chromium is required: apt-get install -y chromium (scripts/test does this)"
+    );
     let modules = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/node_modules");
     for package in packages {
         assert!(

@@ -45,7 +45,8 @@ const WORLD: &str = include_str!("countries-110m.json");
 const NOTICE: &str = include_str!("NOTICE");
 
 /// The page's own policy: scripts, data and the event stream from this replica only.
-const CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:";
+const CSP: &str =
+    "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:";
 
 /// A static part of the dashboard at `path` (under `/dashboard`), if there is one.
 pub fn asset(path: &str) -> Option<Reply> {
@@ -93,7 +94,10 @@ impl EventStreams {
             let mut reply = refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 Side::Downstream,
-                format!("too many dashboard event streams open (dashboard.max_event_streams = {})", self.config.max_event_streams),
+                format!(
+                    "too many dashboard event streams open (dashboard.max_event_streams = {})",
+                    self.config.max_event_streams
+                ),
             );
             reply.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             return reply;
