@@ -596,7 +596,9 @@ mod tests {
         let (_dir, path) = folder(&config("[dashboard]\nmax_event_streams = 0\nkeepalive_ms = 10\n"));
         let e = ControlConfig::load(&path).unwrap_err();
         assert_eq!(fields(&e), ["dashboard.max_event_streams", "dashboard.keepalive_ms"], "{e}");
-        let (_dir, path) = folder(&config("[http]\nmax_connections = 16\n[dashboard]\nmax_event_streams = 32\n"));
+        let (_dir, path) = folder(&config(
+            "[http]\nmax_connections = 16\nmax_connections_per_address = 4\n[dashboard]\nmax_event_streams = 32\n",
+        ));
         let e = ControlConfig::load(&path).unwrap_err();
         assert_eq!(fields(&e), ["dashboard.max_event_streams"], "{e}");
         assert!(e.errors[0].message.contains("http.max_connections = 16"), "{e}");
