@@ -3,7 +3,8 @@
 //! `/dashboard` open in headless Chromium (`tests/browser/dashboard.mjs`, playwright-core). The page must
 //! draw the map, every node and link, the stream's tree and its viewer's region; when the relay carrying the
 //! stream is killed, it must mark that relay failed within 2 s of the kill and show the tree through the
-//! other relay. The screenshot it takes then is docs/dashboard.png, which the README shows.
+//! other relay. The screenshot it takes then is docs/dashboard.png, which the README shows. On the way, a
+//! plain HTTP client follows `/api/events` too, and one stream past `dashboard.max_event_streams` is refused.
 
 mod common;
 
@@ -55,6 +56,8 @@ async fn the_dashboard_draws_the_mesh_and_marks_a_killed_relay_failed_within_2_s
     for node in ["origin", "relay-a", "relay-b", "edge"] {
         mesh.append_config(node, "\n[links]\nemulate = true\n");
     }
+    // Two event streams at most: the page's and one more.
+    mesh.append_config("control-1", "\n[dashboard]\nmax_event_streams = 2\n");
     mesh.start_all();
     mesh.wait_healthy().await;
 
@@ -103,6 +106,26 @@ async fn the_dashboard_draws_the_mesh_and_marks_a_killed_relay_failed_within_2_s
     let tree = strings(&ready["tree"]);
     assert!(tree.contains(&"origin>relay-a") && tree.contains(&"relay-a>edge"), "{ready}");
     assert!(ready["viewers"]["us-west"].as_u64().unwrap_or(0) >= 1, "no viewer shown in us-west: {ready}");
+
+    // Any client can follow the events: the first is the whole picture. A third stream is refused.
+    let events = format!("http://{}/api/events", mesh.http("control-1"));
+    let mut second = client().get(&events).send().await.unwrap();
+    assert_eq!(second.status(), 200);
+    assert_eq!(second.headers()["content-type"], "text/event-stream");
+    let mut text = String::new();
+    while text.matches("\n\n").count() < 2 {
+        let chunk = second.chunk().await.unwrap().expect("the event stream ended before its first event");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap_or_else(|| panic!("no data: {text}"));
+    let picture: serde_json::Value = serde_json::from_str(data).unwrap();
+    assert_eq!(picture["nodes"].as_array().unwrap().len(), 4, "{picture}");
+    let third = client().get(&events).send().await.unwrap();
+    assert_eq!(third.status(), 503);
+    assert!(third.headers().contains_key("retry-after"));
+    let why = third.text().await.unwrap();
+    assert!(why.contains("dashboard.max_event_streams = 2"), "{why}");
+    drop(second);
 
     // Kill the relay that carries the stream; the page marks it failed.
     let killed_at = unix_ms();
