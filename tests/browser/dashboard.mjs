@@ -30,6 +30,16 @@ const seen = (page) => page.evaluate(() => {
   };
 });
 
+// Polls `predicate` in the page every 20 ms until it holds, for up to `timeout` ms. (Playwright's
+// waitForFunction evaluates a string inside the page, which the dashboard's Content-Security-Policy forbids.)
+async function until(page, predicate, args, timeout) {
+  const deadline = Date.now() + timeout;
+  while (!(await page.evaluate(predicate, args))) {
+    if (Date.now() > deadline) throw new Error(`not within ${timeout} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   args: ['--no-sandbox', '--disable-gpu'],
@@ -41,12 +51,12 @@ try {
   page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
   await page.goto(url);
   try {
-    await page.waitForFunction(([stream, node]) =>
+    await until(page, ([stream, node]) =>
       document.body.dataset.world === 'drawn'
         && document.getElementById('stream').value === stream
         && document.querySelector(`#tree .tree-edge[data-to="${node}"]`) !== null
         && document.querySelector('#regions text.viewers') !== null,
-    [stream, node], { timeout: 30000 });
+    [stream, node], 30000);
   } catch (e) {
     console.log(JSON.stringify({ phase: 'ready', error: `the page never showed ${stream}'s tree through ${node}: ${e.message}`, errors, ...(await seen(page)) }));
     process.exit(0);
@@ -56,8 +66,9 @@ try {
   await lines.next();
   let failedAt = null;
   try {
-    const failed = await page.waitForSelector(`#nodes .node[data-node="${node}"][data-failed="true"]`, { timeout: 10000 });
-    failedAt = Number(await failed.getAttribute('data-failed-at'));
+    const failed = `#nodes .node[data-node="${node}"][data-failed="true"]`;
+    await until(page, (failed) => document.querySelector(failed) !== null, failed, 10000);
+    failedAt = Number(await page.evaluate((failed) => document.querySelector(failed).dataset.failedAt, failed));
   } catch (e) {
     await page.screenshot({ path: screenshot });
     console.log(JSON.stringify({ phase: 'failed', error: `${node} never showed failed: ${e.message}`, errors, ...(await seen(page)) }));
@@ -65,8 +76,8 @@ try {
   }
   let detoured = true;
   try {
-    await page.waitForFunction(([detour]) => document.querySelector(`#tree .tree-edge[data-to="${detour}"]`) !== null
-      && document.querySelector(`#tree .tree-edge[data-from="${detour}"]`) !== null, [detour], { timeout: 15000 });
+    await until(page, (detour) => document.querySelector(`#tree .tree-edge[data-to="${detour}"]`) !== null
+      && document.querySelector(`#tree .tree-edge[data-from="${detour}"]`) !== null, detour, 15000);
   } catch {
     detoured = false;
   }
