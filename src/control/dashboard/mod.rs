@@ -112,7 +112,7 @@ impl EventStreams {
             slow_log: self.slow_log.clone(),
             _slot: slot,
         };
-        self.bounds.connections("event_stream", self.open_streams() + 1);
+        self.bounds.connections("event_stream", self.open_streams());
         let slots = self.slots.clone();
         let (bounds, max) = (self.bounds.clone(), self.config.max_event_streams);
         tokio::spawn(async move {
