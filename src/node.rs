@@ -19,7 +19,7 @@ use crate::config::{AdminConfig, EdgeConfig, HttpConfig, IngestConfig, LinksConf
 use crate::control::client::FromControl;
 use crate::edge::{Edge, EdgeError};
 use crate::http::{live_path, refuse, text, Client, Handler, Refusal, Reply, RequestCounts, Side};
-use crate::id::NodeId;
+use crate::id::{NodeId, ObjectName, StreamName};
 use crate::listen::Listeners;
 use crate::mesh::{Mesh, MeshOptions};
 use crate::netem::{Impairment, Impairments};
@@ -255,7 +255,7 @@ impl Site {
             (&Method::GET, "/api/streams") => return streams_json(&self.mesh),
             (_, p) if p.starts_with("/admin/") => {
                 return match &self.admin {
-                    Some(admin) => admin.handle(req).await,
+                    Some(admin) => Box::pin(admin.handle(req)).await,
                     None => refuse(
                         StatusCode::NOT_FOUND,
                         Side::Downstream,
@@ -306,23 +306,34 @@ impl Site {
                 None => EdgeError::NoViewers.into_reply(),
             },
             Method::OPTIONS => crate::http::cors::preflight(),
-            Method::PUT | Method::POST | Method::DELETE => {
-                let Some(ingest) = &self.ingest else {
-                    return refuse(StatusCode::METHOD_NOT_ALLOWED, Side::Downstream, "this node is not an origin");
-                };
-                let (mut parts, body) = req.into_parts();
-                if let Some(key) = key.and_then(|k| http::HeaderValue::from_str(&k).ok()) {
-                    parts.headers.insert("x-lightpath-key", key);
-                }
-                let result = if method == Method::DELETE {
-                    ingest.delete(&parts.headers, stream, name)
-                } else {
-                    ingest.put(&parts.headers, body, stream, name).await
-                };
-                result.unwrap_or_else(|e| refuse(e.status(), Side::Downstream, e))
-            }
+            // Boxed, with everything an upload holds: a viewer's request, parked for the next part, need not
+            // carry room for one.
+            Method::PUT | Method::POST | Method::DELETE => Box::pin(self.upload(req, key, stream, name)).await,
             _ => refuse(StatusCode::METHOD_NOT_ALLOWED, Side::Downstream, format!("{method} is not served here")),
         }
+    }
+
+    /// A publisher's `PUT`, `POST` or `DELETE` of `name`, its key from the header or the `/publish/` path.
+    async fn upload(
+        &self,
+        req: http::Request<Incoming>,
+        key: Option<String>,
+        stream: StreamName,
+        name: ObjectName,
+    ) -> Reply {
+        let Some(ingest) = &self.ingest else {
+            return refuse(StatusCode::METHOD_NOT_ALLOWED, Side::Downstream, "this node is not an origin");
+        };
+        let (mut parts, body) = req.into_parts();
+        if let Some(key) = key.and_then(|k| http::HeaderValue::from_str(&k).ok()) {
+            parts.headers.insert("x-lightpath-key", key);
+        }
+        let result = if parts.method == Method::DELETE {
+            ingest.delete(&parts.headers, stream, name)
+        } else {
+            ingest.put(&parts.headers, body, stream, name).await
+        };
+        result.unwrap_or_else(|e| refuse(e.status(), Side::Downstream, e))
     }
 }
 
