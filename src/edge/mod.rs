@@ -15,9 +15,8 @@
 //! Media playlists answer Low-Latency HLS requests ([`crate::hls::ll`]): a blocking reload (`_HLS_msn`,
 //! `_HLS_part`) is held until the cached playlist lists what it asks for ([`parking`]: one watcher per
 //! playlist judges each new version and wakes only the requests it settles), and is answered the moment it
-//! does; one more than
-//! two segments ahead is 400 and one not satisfied within three target durations (or `edge.block_ms`) 503.
-//! At most `edge.max_blocked` are held at once. `_HLS_skip=YES` gets the delta update of the playlist.
+//! does; one more than two segments ahead is 400 and one not satisfied within three target durations (or
+//! `edge.block_ms`) 503. At most `edge.max_blocked` are held at once. `_HLS_skip=YES` gets the delta update of the playlist.
 //!
 //! The edge counts its viewers per stream (distinct client addresses over the last 30 s) for the control
 //! plane's reports.

@@ -118,8 +118,9 @@ impl Parking {
         }
     }
 
-    /// Playlists with a watcher now (for tests: watchers end when their requests do).
-    pub fn watched(&self) -> usize {
+    /// Playlists with a watcher now.
+    #[cfg(test)]
+    fn watched(&self) -> usize {
         self.lots.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
