@@ -70,6 +70,7 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
     let spec =
         params.topology.node(&params.id).with_context(|| format!("node {} is not in the topology", params.id))?.clone();
     crate::telemetry::metrics(); // install the recorder before the first count
+    crate::telemetry::record_certificate_expiry(params.id.as_str(), &params.identity);
     if crate::ca::peer_node_id(&params.identity.chain[0], [&params.id]).is_none() {
         tracing::warn!(node = %params.id, "this node's certificate does not name it; every peer will refuse it");
     }
