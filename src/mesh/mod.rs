@@ -497,6 +497,10 @@ impl Driver {
                 let heard_frames = heard_frames(&conn.stats());
                 let labels = [("node", self.shared.me.to_string()), ("peer", peer.to_string())];
                 let udp_sent = metrics::counter!("lightpath_mesh_udp_bytes_sent_total", &labels);
+                // The link's failure count exists from its first session on, at 0: Prometheus's `increase()`
+                // sees no rise in a series whose first sample is already 1, so an alert on the first failure
+                // of a link needs the series before it.
+                metrics::counter!("lightpath_link_failures_total", &labels).increment(0);
                 let outbox = outbox::Outbox::new(self.peer_queue_bytes, &self.shared.me, &peer);
                 tokio::spawn(
                     send_whole_objects(self.shared.me.clone(), peer.clone(), conn.clone(), outbox.clone())
