@@ -103,9 +103,17 @@ impl Drop for Processes {
     }
 }
 
-async fn get_json(url: &str) -> serde_json::Value {
-    let resp = client().get(url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    resp.json().await.unwrap_or_else(|e| panic!("GET {url}: {e}"))
+/// A JSON answer from Prometheus's API; `None` while it does not answer (it is starting).
+async fn get_json(url: &str) -> Option<serde_json::Value> {
+    let text = client().get(url).send().await.ok()?.text().await.ok()?;
+    Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {url}: {e}: {text}")))
+}
+
+/// The answer of Prometheus's instant query API to `expr`.
+async fn prom_query(api: &str, expr: &str) -> serde_json::Value {
+    let resp = client().get(format!("{api}/query")).query(&[("query", expr)]).send().await.unwrap();
+    let text = resp.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("query {expr}: {e}: {text}"))
 }
 
 /// Waits up to `limit` for `check` to give a value, polling every 200 ms.
@@ -160,10 +168,10 @@ async fn playbook_deploys_a_mesh_that_plays_and_alerts() {
         ("promtool", "apt-get install -y prometheus"),
         ("prometheus", "apt-get install -y prometheus"),
         ("systemd-analyze", "apt-get install -y systemd"),
-        ("ffmpeg", "apt-get install -y ffmpeg"),
     ] {
         require(tool, package);
     }
+    common::require("ffmpeg");
     let started = Instant::now();
     let lap = |what: &str| eprintln!("{:>6.1} s  {what}", started.elapsed().as_secs_f64());
 
@@ -287,7 +295,7 @@ async fn playbook_deploys_a_mesh_that_plays_and_alerts() {
     let up = eventually(Duration::from_secs(60), "Prometheus scraping all seven targets", || {
         let url = format!("{api}/targets");
         async move {
-            let targets = get_json(&url).await.get("data")?.get("activeTargets")?.as_array()?.clone();
+            let targets = get_json(&url).await?.get("data")?.get("activeTargets")?.as_array()?.clone();
             let up: Vec<String> = targets
                 .iter()
                 .filter(|t| t["health"] == "up")
@@ -298,7 +306,7 @@ async fn playbook_deploys_a_mesh_that_plays_and_alerts() {
     })
     .await;
     eprintln!("targets up: {up:?}");
-    let rules = get_json(&format!("{api}/rules")).await;
+    let rules = get_json(&format!("{api}/rules")).await.unwrap();
     let alerts: Vec<&str> = rules["data"]["groups"][0]["rules"]
         .as_array()
         .unwrap()
@@ -343,8 +351,11 @@ async fn playbook_deploys_a_mesh_that_plays_and_alerts() {
     let errors = String::from_utf8_lossy(&played.stderr);
     assert!(played.status.success() && errors.trim().is_empty(), "the player at edge-us failed: {errors}");
     let relayed = eventually(Duration::from_secs(10), "relay-us's objects in Prometheus", || {
-        let url = format!("{api}/query?query=sum(lightpath_mesh_objects_received_total{{node=\"relay-us\",stream=\"demo\"}})");
-        async move { get_json(&url).await["data"]["result"][0]["value"][1].as_str()?.parse::<f64>().ok() }
+        let api = api.clone();
+        async move {
+            let expr = r#"sum(lightpath_mesh_objects_received_total{node="relay-us",stream="demo"})"#;
+            prom_query(&api, expr).await["data"]["result"][0]["value"][1].as_str()?.parse::<f64>().ok()
+        }
     })
     .await;
     assert!(relayed > 0.0, "Prometheus shows no object through relay-us");
@@ -366,7 +377,10 @@ async fn playbook_deploys_a_mesh_that_plays_and_alerts() {
             let status = answer.status();
             let body = answer.text().await.unwrap();
             assert!(status.is_success(), "panel {:?}: {expr}: {body}", panel["title"]);
-            let named = expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("lightpath_"));
+            // Metric names outside the quoted label values (`job="lightpath_nodes"` names a job).
+            let unquoted: String = expr.split('"').step_by(2).collect::<Vec<_>>().join(" ");
+            let named =
+                unquoted.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("lightpath_"));
             for metric in named {
                 assert!(exported.contains(metric), "panel {:?} uses {metric}, which lightpath does not export", panel["title"]);
             }
@@ -383,7 +397,7 @@ async fn playbook_deploys_a_mesh_that_plays_and_alerts() {
     let firing = eventually(Duration::from_secs(45), "LightpathLinkDown firing for relay-us", || {
         let url = format!("{api}/alerts");
         async move {
-            let alerts = get_json(&url).await["data"]["alerts"].as_array()?.clone();
+            let alerts = get_json(&url).await?["data"]["alerts"].as_array()?.clone();
             let firing: Vec<String> = alerts
                 .iter()
                 .filter(|a| a["labels"]["alertname"] == "LightpathLinkDown" && a["state"] == "firing")
@@ -402,7 +416,7 @@ async fn playbook_deploys_a_mesh_that_plays_and_alerts() {
     let node_down = eventually(Duration::from_secs(15), "LightpathNodeDown pending for relay-us", || {
         let url = format!("{api}/alerts");
         async move {
-            let alerts = get_json(&url).await["data"]["alerts"].as_array()?.clone();
+            let alerts = get_json(&url).await?["data"]["alerts"].as_array()?.clone();
             alerts
                 .iter()
                 .find(|a| a["labels"]["alertname"] == "LightpathNodeDown" && a["labels"]["node"] == "relay-us")
@@ -411,7 +425,7 @@ async fn playbook_deploys_a_mesh_that_plays_and_alerts() {
     })
     .await;
     assert!(["pending", "firing"].contains(&node_down.as_str()), "LightpathNodeDown for relay-us is {node_down}");
-    let others_down = get_json(&format!("{api}/query?query=up{{job=\"lightpath_nodes\"}}==0")).await;
+    let others_down = prom_query(&api, r#"up{job="lightpath_nodes"} == 0"#).await;
     let down: Vec<&str> = others_down["data"]["result"]
         .as_array()
         .unwrap()
