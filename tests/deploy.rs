@@ -176,13 +176,20 @@ async fn playbook_deploys_a_mesh_that_plays_and_alerts() {
     let lap = |what: &str| eprintln!("{:>6.1} s  {what}", started.elapsed().as_secs_f64());
 
     // Lint and syntax: what an operator's CI would run before touching a host.
-    run(Command::new("ansible-lint")
-        .current_dir(ansible_dir())
-        .args(["--profile", "production", "--offline", "--nocolor", "site.yml", "roles"]));
+    run(Command::new("ansible-lint").current_dir(ansible_dir()).args([
+        "--profile",
+        "production",
+        "--offline",
+        "--nocolor",
+        "site.yml",
+        "roles",
+    ]));
     run(Command::new("ansible-playbook").current_dir(ansible_dir()).args(["--syntax-check", "site.yml"]));
-    run(Command::new("promtool")
-        .current_dir(ansible_dir().join("tests"))
-        .args(["test", "rules", "lightpath.rules.test.yml"]));
+    run(Command::new("promtool").current_dir(ansible_dir().join("tests")).args([
+        "test",
+        "rules",
+        "lightpath.rules.test.yml",
+    ]));
     lap("ansible-lint, syntax check and promtool's rule tests passed");
 
     // Install every host of the example inventory into its own root.
@@ -237,7 +244,10 @@ async fn playbook_deploys_a_mesh_that_plays_and_alerts() {
         }
         assert!(text.contains("Restart=on-failure"), "{} does not restart on failure", unit.display());
     }
-    assert_eq!(std::fs::read(root("edge-ap").join("usr/local/bin/lightpath")).unwrap(), std::fs::read(&binary).unwrap());
+    assert_eq!(
+        std::fs::read(root("edge-ap").join("usr/local/bin/lightpath")).unwrap(),
+        std::fs::read(&binary).unwrap()
+    );
     let sysctls = std::fs::read_to_string(root("relay-eu").join("etc/sysctl.d/60-lightpath.conf")).unwrap();
     assert!(sysctls.contains("net.core.rmem_max = 16777216"), "{sysctls}");
     let key = root("edge-us").join("etc/lightpath/tls/edge-us.key");
@@ -307,13 +317,10 @@ async fn playbook_deploys_a_mesh_that_plays_and_alerts() {
     .await;
     eprintln!("targets up: {up:?}");
     let rules = get_json(&format!("{api}/rules")).await.unwrap();
-    let alerts: Vec<&str> = rules["data"]["groups"][0]["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|r| r["name"].as_str())
-        .collect();
-    for alert in ["LightpathNodeDown", "LightpathLinkDown", "LightpathStreamStalledAtEdge", "LightpathCertificateExpiresSoon"]
+    let alerts: Vec<&str> =
+        rules["data"]["groups"][0]["rules"].as_array().unwrap().iter().filter_map(|r| r["name"].as_str()).collect();
+    for alert in
+        ["LightpathNodeDown", "LightpathLinkDown", "LightpathStreamStalledAtEdge", "LightpathCertificateExpiresSoon"]
     {
         assert!(alerts.contains(&alert), "Prometheus did not load {alert}: {alerts:?}");
     }
@@ -363,7 +370,8 @@ async fn playbook_deploys_a_mesh_that_plays_and_alerts() {
 
     // Every panel query of the Grafana dashboard runs on this Prometheus, over metrics the mesh exports.
     let dashboard: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(ansible_dir().join("roles/lightpath_prometheus/files/grafana-lightpath.json")).unwrap(),
+        &std::fs::read_to_string(ansible_dir().join("roles/lightpath_prometheus/files/grafana-lightpath.json"))
+            .unwrap(),
     )
     .unwrap();
     let exported = metrics_in_source();
@@ -379,10 +387,15 @@ async fn playbook_deploys_a_mesh_that_plays_and_alerts() {
             assert!(status.is_success(), "panel {:?}: {expr}: {body}", panel["title"]);
             // Metric names outside the quoted label values (`job="lightpath_nodes"` names a job).
             let unquoted: String = expr.split('"').step_by(2).collect::<Vec<_>>().join(" ");
-            let named =
-                unquoted.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("lightpath_"));
+            let named = unquoted
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("lightpath_"));
             for metric in named {
-                assert!(exported.contains(metric), "panel {:?} uses {metric}, which lightpath does not export", panel["title"]);
+                assert!(
+                    exported.contains(metric),
+                    "panel {:?} uses {metric}, which lightpath does not export",
+                    panel["title"]
+                );
             }
             queries += 1;
         }
@@ -411,7 +424,10 @@ async fn playbook_deploys_a_mesh_that_plays_and_alerts() {
     let fired_after = killed.elapsed();
     eprintln!("LightpathLinkDown fired {fired_after:?} after relay-us was killed, reported by {firing:?}");
     for reporter in &firing {
-        assert!(["relay-eu", "edge-us", "relay-ap"].contains(&reporter.as_str()), "{reporter} is no neighbour of relay-us");
+        assert!(
+            ["relay-eu", "edge-us", "relay-ap"].contains(&reporter.as_str()),
+            "{reporter} is no neighbour of relay-us"
+        );
     }
     let node_down = eventually(Duration::from_secs(15), "LightpathNodeDown pending for relay-us", || {
         let url = format!("{api}/alerts");
@@ -426,12 +442,8 @@ async fn playbook_deploys_a_mesh_that_plays_and_alerts() {
     .await;
     assert!(["pending", "firing"].contains(&node_down.as_str()), "LightpathNodeDown for relay-us is {node_down}");
     let others_down = prom_query(&api, r#"up{job="lightpath_nodes"} == 0"#).await;
-    let down: Vec<&str> = others_down["data"]["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|r| r["metric"]["node"].as_str())
-        .collect();
+    let down: Vec<&str> =
+        others_down["data"]["result"].as_array().unwrap().iter().filter_map(|r| r["metric"]["node"].as_str()).collect();
     assert_eq!(down, ["relay-us"], "nodes Prometheus sees down");
     lap("killing relay-us fired LightpathLinkDown");
 }
