@@ -113,6 +113,8 @@ struct FleetEdge {
     /// Whether its last health check passed, and whether the control plane has a fresh report from it.
     healthy: bool,
     reported: bool,
+    /// Whether its report says an operator is draining it.
+    draining: bool,
 }
 
 /// Every edge and the distances between regions, rebuilt whenever a report or a health check changes.
@@ -196,6 +198,7 @@ impl Steering {
                     "up": e.state.up,
                     "healthy": e.healthy,
                     "reported": e.reported,
+                    "draining": e.draining,
                     "viewers": e.state.viewers,
                     "capacity": e.state.capacity,
                     "streams": streams,
@@ -362,7 +365,8 @@ fn fleet(topology: &Topology, config: &DirectorConfig, reports: &Reports, health
                 state: EdgeState {
                     node: n.id.clone(),
                     region: n.region.clone(),
-                    up: is_healthy && report.is_some(),
+                    // A draining edge takes no new viewer: the director sends them elsewhere.
+                    up: is_healthy && report.is_some_and(|r| !r.draining),
                     viewers,
                     capacity: config.capacity_of(&n.id),
                     has_stream: false,
@@ -371,6 +375,7 @@ fn fleet(topology: &Topology, config: &DirectorConfig, reports: &Reports, health
                 streams,
                 healthy: is_healthy,
                 reported: report.is_some(),
+                draining: report.is_some_and(|r| r.draining),
             }
         })
         .collect();
