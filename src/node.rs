@@ -388,7 +388,11 @@ impl Admin {
                         .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
                     resp
                 }
-                m => refuse(StatusCode::METHOD_NOT_ALLOWED, Side::Downstream, format!("{m} /admin/drain: use GET, POST or DELETE")),
+                m => refuse(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    Side::Downstream,
+                    format!("{m} /admin/drain: use GET, POST or DELETE"),
+                ),
             };
         }
         match (method, path.strip_prefix("/admin/links")) {

@@ -453,3 +453,48 @@ impl Front {
         reply
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The demo mesh's edges (edge-us, edge-ap), both healthy and reporting; `draining` names those an
+    /// operator drains.
+    fn steering_with(draining: &[&str]) -> Steering {
+        let topology =
+            Topology::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("topology/demo.toml")).expect("demo topology");
+        let now = Instant::now();
+        let edges = ["edge-us", "edge-ap"].map(|e| NodeId::new(e).unwrap());
+        let reports: BTreeMap<NodeId, (Report, Instant)> = edges
+            .iter()
+            .map(|id| {
+                let report = Report {
+                    node: id.clone(),
+                    links: Vec::new(),
+                    streams: Vec::new(),
+                    takedowns: Vec::new(),
+                    draining: draining.contains(&id.as_str()),
+                };
+                (id.clone(), (report, now))
+            })
+            .collect();
+        let healthy: HashMap<NodeId, bool> = edges.iter().map(|id| (id.clone(), true)).collect();
+        let config = DirectorConfig { region: Some("us-east".into()), ..DirectorConfig::default() };
+        let steering = Steering::new(CoverageZones::default(), "us-east".into());
+        steering.refresh(&topology, &config, &Arc::new(reports), &healthy);
+        steering
+    }
+
+    fn pick(steering: &Steering) -> Option<String> {
+        steering.pick("192.0.2.1".parse().unwrap(), 32, None).edge.map(|(id, _)| id.to_string())
+    }
+
+    #[test]
+    fn a_draining_edge_gets_no_new_viewer() {
+        assert_eq!(pick(&steering_with(&[])).as_deref(), Some("edge-us"), "the nearest edge");
+        assert_eq!(pick(&steering_with(&["edge-us"])).as_deref(), Some("edge-ap"), "the next one while it drains");
+        assert_eq!(pick(&steering_with(&["edge-us", "edge-ap"])), None, "no edge takes viewers");
+        let view = steering_with(&["edge-us"]).view();
+        assert_eq!(view["edges"]["edge-us"]["draining"], true, "{view}");
+    }
+}

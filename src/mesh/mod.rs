@@ -253,8 +253,7 @@ impl Mesh {
         });
         // Every log line of this node's mesh tasks names the node (the demo runs several in one process).
         let span = tracing::info_span!("mesh", node = %me);
-        let (reports, report_rx) =
-            watch::channel(Report {
+        let (reports, report_rx) = watch::channel(Report {
             node: me.clone(),
             links: Vec::new(),
             streams: Vec::new(),
