@@ -145,7 +145,8 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
     let edge = serves_viewers.then(|| {
         Arc::new(
             Edge::new(mesh.clone(), Duration::from_millis(params.edge.wait_ms))
-                .with_segment_max_age(Duration::from_secs(params.edge.segment_max_age_s)),
+                .with_segment_max_age(Duration::from_secs(params.edge.segment_max_age_s))
+                .with_blocking(params.edge.max_blocked, Duration::from_millis(params.edge.block_ms)),
         )
     });
     if let Some(edge) = &edge {
@@ -228,7 +229,7 @@ impl Handler for Site {
         let status = reply.status();
         self.counts.count(&method, status);
         if status.is_client_error() || status.is_server_error() {
-            let path = uri.path();
+            let path = crate::http::loggable_path(uri.path());
             match reply.extensions().get::<Refusal>() {
                 Some(Refusal { side, cause }) => {
                     tracing::info!(node = %self.node, %method, %path, status = status.as_u16(), %side, reason = %cause, "request refused")
@@ -265,11 +266,23 @@ impl Site {
             }
             _ => {}
         }
-        let (stream, name) = match live_path(path) {
+        // An encoder that cannot send headers puts its key in the path instead.
+        let (path, key) = match crate::http::publish_path(path) {
+            Some((key, live)) => (std::borrow::Cow::Owned(live), Some(key)),
+            None => (std::borrow::Cow::Borrowed(path), None),
+        };
+        let (stream, name) = match live_path(&path) {
             Ok(p) => p,
             Err(e) => return refuse(e.status(), Side::Downstream, e),
         };
         let method = req.method().clone();
+        if key.is_some() && !matches!(method, Method::PUT | Method::POST | Method::DELETE) {
+            return refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                Side::Downstream,
+                "/publish/ is for uploads; play from /live/",
+            );
+        }
         match method {
             Method::GET | Method::HEAD => match &self.edge {
                 Some(edge) => {
@@ -279,16 +292,16 @@ impl Site {
                         return EdgeError::Draining { stream }.into_reply();
                     }
                     let now_s = crate::clock::unix_ms() / 1000;
-                    let credential = match self.gate.admit(stream.as_str(), path, req.uri().query(), now_s) {
+                    let credential = match self.gate.admit(stream.as_str(), &path, req.uri().query(), now_s) {
                         Ok(c) => c,
                         Err(e) => return refuse(StatusCode::FORBIDDEN, Side::Downstream, e),
                     };
                     let client = req.extensions().get::<Client>().map(|c| c.0.ip());
-                    match edge.get(&method, &stream, &name, client).await {
+                    match edge.get(&method, &stream, &name, req.uri().query(), client).await {
                         Ok(mut whole) => {
                             if let Some(credential) = credential.filter(|_| crate::hls::media::is_playlist(&name)) {
                                 whole = crate::edge::reply::rewrite_playlist(&method, whole, |text| {
-                                    self.gate.carry(&credential, text, path)
+                                    self.gate.carry(&credential, text, &path)
                                 });
                             }
                             crate::edge::reply::select(&method, req.headers(), whole)
@@ -303,7 +316,10 @@ impl Site {
                 let Some(ingest) = &self.ingest else {
                     return refuse(StatusCode::METHOD_NOT_ALLOWED, Side::Downstream, "this node is not an origin");
                 };
-                let (parts, body) = req.into_parts();
+                let (mut parts, body) = req.into_parts();
+                if let Some(key) = key.and_then(|k| http::HeaderValue::from_str(&k).ok()) {
+                    parts.headers.insert("x-lightpath-key", key);
+                }
                 let result = if method == Method::DELETE {
                     ingest.delete(&parts.headers, stream, name)
                 } else {

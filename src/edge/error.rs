@@ -71,6 +71,42 @@ pub enum EdgeError {
     /// This node has neither the edge nor the origin role: 404.
     #[error("this node serves no viewers")]
     NoViewers,
+    /// A playlist request whose `_HLS_msn`, `_HLS_part` or `_HLS_skip` is malformed: 400.
+    #[error("{stream}/{name}: {error}")]
+    BadReload {
+        /// The stream asked for.
+        stream: StreamName,
+        /// The playlist asked for.
+        name: ObjectName,
+        /// What is wrong with the query.
+        error: crate::hls::ll::ReloadError,
+    },
+    /// A blocking reload for a segment more than two beyond the playlist's newest: 400, as the HLS
+    /// specification asks.
+    #[error("{stream}/{name}: _HLS_msn={msn} is more than two segments beyond the newest ({newest:?})")]
+    ReloadTooFar {
+        /// The stream asked for.
+        stream: StreamName,
+        /// The playlist asked for.
+        name: ObjectName,
+        /// The segment asked for.
+        msn: u64,
+        /// The newest complete segment listed.
+        newest: Option<u64>,
+    },
+    /// A blocking reload whose part did not come within three target durations (or `edge.block_ms`): 503.
+    #[error("{stream}/{name}: the part asked for did not come within {} ms", .waited.as_millis())]
+    ReloadTimedOut {
+        /// The stream asked for.
+        stream: StreamName,
+        /// The playlist asked for.
+        name: ObjectName,
+        /// How long the request was held.
+        waited: Duration,
+    },
+    /// `edge.max_blocked` blocking reloads are held already: 503 with `Retry-After`.
+    #[error("{0} blocking playlist reloads are held already (edge.max_blocked)")]
+    TooManyBlocked(u32),
     /// An operator took the stream down: 451 with the operator's reason.
     #[error("stream {stream} is taken down: {reason}")]
     TakenDown {
@@ -98,7 +134,11 @@ impl EdgeError {
             | EdgeError::BeyondLiveEdge { .. }
             | EdgeError::LeftLiveWindow { .. }
             | EdgeError::NoViewers => StatusCode::NOT_FOUND,
-            EdgeError::OriginUnreachable { .. } | EdgeError::Draining { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            EdgeError::BadReload { .. } | EdgeError::ReloadTooFar { .. } => StatusCode::BAD_REQUEST,
+            EdgeError::OriginUnreachable { .. }
+            | EdgeError::ReloadTimedOut { .. }
+            | EdgeError::TooManyBlocked(_)
+            | EdgeError::Draining { .. } => StatusCode::SERVICE_UNAVAILABLE,
             EdgeError::TakenDown { .. } => StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
         }
     }
@@ -111,6 +151,8 @@ impl EdgeError {
         match self {
             EdgeError::OriginUnreachable { .. } => Some(UNREACHABLE_RETRY),
             EdgeError::Draining { .. } => Some(DRAINING_RETRY),
+            EdgeError::ReloadTimedOut { .. } | EdgeError::TooManyBlocked(_) => Some(Duration::from_secs(1)),
+            EdgeError::BadReload { .. } | EdgeError::ReloadTooFar { .. } => None,
             EdgeError::NoStream { .. }
             | EdgeError::NotArrived { .. }
             | EdgeError::BeyondLiveEdge { .. }
@@ -128,9 +170,13 @@ impl EdgeError {
             | EdgeError::BeyondLiveEdge { .. }
             | EdgeError::LeftLiveWindow { .. }
             | EdgeError::NoViewers
+            | EdgeError::BadReload { .. }
+            | EdgeError::ReloadTooFar { .. }
             | EdgeError::TakenDown { .. } => Side::Downstream,
-            EdgeError::OriginUnreachable { .. } | EdgeError::NotArrived { .. } => Side::Upstream,
-            EdgeError::Draining { .. } => Side::Internal,
+            EdgeError::OriginUnreachable { .. } | EdgeError::NotArrived { .. } | EdgeError::ReloadTimedOut { .. } => {
+                Side::Upstream
+            }
+            EdgeError::TooManyBlocked(_) | EdgeError::Draining { .. } => Side::Internal,
         }
     }
 

@@ -339,6 +339,23 @@ pub fn live_path(raw: &str) -> Result<(StreamName, ObjectName), PathError> {
     Ok((stream, file))
 }
 
+/// Reads `/publish/{key}/{stream}/{file}`, the upload path for encoders that cannot send a header (ffmpeg's
+/// dash muxer has no `-headers`): the key, and the path as `/live/{stream}/{file}`. The key is
+/// percent-decoded. `None` for any other path.
+pub fn publish_path(raw: &str) -> Option<(String, String)> {
+    let (key, rest) = raw.strip_prefix("/publish/")?.split_once('/')?;
+    let key = percent_encoding::percent_decode_str(key).decode_utf8().ok()?.into_owned();
+    Some((key, format!("/live/{rest}")))
+}
+
+/// A request path fit for a log line: the key of a `/publish/{key}/...` path replaced.
+pub fn loggable_path(raw: &str) -> std::borrow::Cow<'_, str> {
+    match publish_path(raw) {
+        Some((_, live)) => format!("/publish/(key)/{}", live.trim_start_matches("/live/")).into(),
+        None => raw.into(),
+    }
+}
+
 /// A plain-text reply with `status` and a one-line reason.
 pub fn text(status: StatusCode, body: impl Into<String>) -> Reply {
     let mut body = body.into();
@@ -428,6 +445,17 @@ impl RequestCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn publish_paths_carry_a_key_that_logs_never_show() {
+        assert_eq!(
+            publish_path("/publish/k%20y/s/init-stream0.m4s"),
+            Some(("k y".into(), "/live/s/init-stream0.m4s".into()))
+        );
+        assert_eq!(publish_path("/live/s/a.ts"), None);
+        assert_eq!(loggable_path("/publish/secret/s/a.m4s"), "/publish/(key)/s/a.m4s");
+        assert_eq!(loggable_path("/live/s/a.ts"), "/live/s/a.ts");
+    }
 
     #[test]
     fn live_paths_are_strict() {
