@@ -693,7 +693,13 @@ mod tests {
         assert_eq!(IngestConfig::default().max_body_bytes, 33_554_432);
         assert_eq!(
             EdgeConfig::default(),
-            EdgeConfig { wait_ms: 6000, segment_max_age_s: 30, max_blocked: 16_384, block_ms: 6000, ..EdgeConfig::default() }
+            EdgeConfig {
+                wait_ms: 6000,
+                segment_max_age_s: 30,
+                max_blocked: 16_384,
+                block_ms: 6000,
+                ..EdgeConfig::default()
+            }
         );
         assert_eq!(ProbesConfig::default(), ProbesConfig { fast_ms: 100, slow_ms: 1000 });
         assert_eq!(CacheConfig::default().validate(), Ok(()));
