@@ -70,6 +70,7 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
     let spec =
         params.topology.node(&params.id).with_context(|| format!("node {} is not in the topology", params.id))?.clone();
     crate::telemetry::metrics(); // install the recorder before the first count
+    crate::telemetry::record_certificate_expiry(params.id.as_str(), &params.identity);
     if crate::ca::peer_node_id(&params.identity.chain[0], [&params.id]).is_none() {
         tracing::warn!(node = %params.id, "this node's certificate does not name it; every peer will refuse it");
     }
@@ -285,6 +286,11 @@ impl Site {
         match method {
             Method::GET | Method::HEAD => match &self.edge {
                 Some(edge) => {
+                    // A draining edge keeps serving the streams it carries (its players are not cut) but
+                    // starts none: that would be a new subscription through a node on its way out.
+                    if self.mesh.is_draining() && !self.mesh.reach(&stream).is_some_and(|(_, receiving)| receiving) {
+                        return EdgeError::Draining { stream }.into_reply();
+                    }
                     let now_s = crate::clock::unix_ms() / 1000;
                     let credential = match self.gate.admit(stream.as_str(), &path, req.uri().query(), now_s) {
                         Ok(c) => c,
@@ -361,8 +367,9 @@ fn streams_json(mesh: &Mesh) -> Reply {
 }
 
 /// The operator endpoints: the runtime link controls (`GET /admin/links`, `PUT /admin/links/{peer}` with an
-/// [`Impairment`] as JSON) and stream takedowns (`POST /admin/streams/{stream}/takedown` with the reason as
-/// the body, `DELETE` of the same path to lift it).
+/// [`Impairment`] as JSON), stream takedowns (`POST /admin/streams/{stream}/takedown` with the reason as
+/// the body, `DELETE` of the same path to lift it) and the node's drain (`POST /admin/drain` to start it,
+/// `DELETE /admin/drain` to end it, `GET /admin/drain` for its state and the streams still relayed).
 struct Admin {
     token: String,
     table: Impairments,
@@ -387,6 +394,32 @@ impl Admin {
                     text(StatusCode::ACCEPTED, format!("stream {}: taken down at every node: {}", r.stream, r.active))
                 }
                 Err(reply) => reply,
+            };
+        }
+        if path == "/admin/drain" {
+            return match method {
+                Method::GET | Method::POST | Method::DELETE => {
+                    if method != Method::GET {
+                        let draining = method == Method::POST;
+                        tracing::warn!(node = %self.me, draining, "operator drain");
+                        self.mesh.drain(draining);
+                    }
+                    let status = if method == Method::POST { StatusCode::ACCEPTED } else { StatusCode::OK };
+                    let state = serde_json::json!({
+                        "node": self.me.as_str(),
+                        "draining": self.mesh.is_draining(),
+                        "relayed": self.mesh.relayed(),
+                    });
+                    let mut resp = text(status, state.to_string());
+                    resp.headers_mut()
+                        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+                    resp
+                }
+                m => refuse(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    Side::Downstream,
+                    format!("{m} /admin/drain: use GET, POST or DELETE"),
+                ),
             };
         }
         match (method, path.strip_prefix("/admin/links")) {
