@@ -84,6 +84,7 @@ pub async fn run(
 ) -> Result<()> {
     let ReplicaOptions { admin, http, quic, director, dashboard } = options;
     crate::telemetry::metrics();
+    crate::telemetry::record_certificate_expiry(id.as_str(), &identity);
     let takedowns = match &admin.takedowns_file {
         Some(file) => crate::takedowns::load(file)?,
         None => BTreeMap::new(),

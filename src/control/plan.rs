@@ -59,9 +59,11 @@ impl Plan {
         let gone: Vec<NodeId> = self.fed.keys().filter(|n| !reports.contains_key(*n)).cloned().collect();
         for node in gone {
             self.planner.handle_report_gone(&node);
+            self.planner.handle_draining(&node, false);
             self.fed.remove(&node);
         }
         for (node, report) in reports {
+            self.planner.handle_draining(node, report.draining);
             if self.fed.get(node) != Some(&report.links) {
                 self.planner.handle_report(node, report.links.iter().map(|l| (&l.peer, Self::end_view(l))));
                 self.fed.insert(node.clone(), report.links.clone());
@@ -119,6 +121,7 @@ impl Plan {
                     "id": n.id, "region": n.region, "roles": n.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
                     "connected": connected.contains(&n.id), "reporting": reports.contains_key(&n.id),
                     "state": state, "failed": state != NodeState::Up,
+                    "draining": reports.get(&n.id).is_some_and(|r| r.draining),
                 })
             })
             .collect();
@@ -290,7 +293,7 @@ mod tests {
             .iter()
             .map(|(peer, up)| LinkReport { peer: id(peer), rtt_us: 10_000, jitter_us: 0, loss_ppm: 0, up: *up })
             .collect();
-        (id(node), Report { node: id(node), links, streams: vec![], takedowns: vec![] })
+        (id(node), Report { node: id(node), links, streams: vec![], takedowns: vec![], draining: false })
     }
 
     fn view(plan: &mut Plan, topology: &Topology, reports: &[(NodeId, Report)]) -> serde_json::Value {

@@ -11,6 +11,10 @@ use crate::id::{NodeId, ObjectName, StreamName};
 /// How long a viewer is told to wait before asking again for a stream whose origin is unreachable.
 const UNREACHABLE_RETRY: Duration = Duration::from_secs(2);
 
+/// How long a viewer refused by a draining edge is told to wait: a player retrying through the director by
+/// then is sent to another edge.
+const DRAINING_RETRY: Duration = Duration::from_secs(5);
+
 /// Why a viewer's `GET` or `HEAD` was not answered with the object.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EdgeError {
@@ -111,6 +115,14 @@ pub enum EdgeError {
         /// The operator's reason.
         reason: String,
     },
+    /// An operator is draining this edge and it does not carry the stream: serving it would start a new
+    /// subscription here. 503 with `Retry-After`, so that the viewer goes to another edge (the director no
+    /// longer sends anyone here).
+    #[error("this edge is draining and takes no new stream ({stream}); use another edge")]
+    Draining {
+        /// The stream asked for.
+        stream: StreamName,
+    },
 }
 
 impl EdgeError {
@@ -123,9 +135,10 @@ impl EdgeError {
             | EdgeError::LeftLiveWindow { .. }
             | EdgeError::NoViewers => StatusCode::NOT_FOUND,
             EdgeError::BadReload { .. } | EdgeError::ReloadTooFar { .. } => StatusCode::BAD_REQUEST,
-            EdgeError::OriginUnreachable { .. } | EdgeError::ReloadTimedOut { .. } | EdgeError::TooManyBlocked(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            EdgeError::OriginUnreachable { .. }
+            | EdgeError::ReloadTimedOut { .. }
+            | EdgeError::TooManyBlocked(_)
+            | EdgeError::Draining { .. } => StatusCode::SERVICE_UNAVAILABLE,
             EdgeError::TakenDown { .. } => StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
         }
     }
@@ -137,6 +150,7 @@ impl EdgeError {
     pub fn retry(&self) -> Option<Duration> {
         match self {
             EdgeError::OriginUnreachable { .. } => Some(UNREACHABLE_RETRY),
+            EdgeError::Draining { .. } => Some(DRAINING_RETRY),
             EdgeError::ReloadTimedOut { .. } | EdgeError::TooManyBlocked(_) => Some(Duration::from_secs(1)),
             EdgeError::BadReload { .. } | EdgeError::ReloadTooFar { .. } => None,
             EdgeError::NoStream { .. }
@@ -162,7 +176,7 @@ impl EdgeError {
             EdgeError::OriginUnreachable { .. } | EdgeError::NotArrived { .. } | EdgeError::ReloadTimedOut { .. } => {
                 Side::Upstream
             }
-            EdgeError::TooManyBlocked(_) => Side::Internal,
+            EdgeError::TooManyBlocked(_) | EdgeError::Draining { .. } => Side::Internal,
         }
     }
 
@@ -189,7 +203,7 @@ mod tests {
         StreamName::new("shop1").unwrap()
     }
 
-    fn every_cause() -> [EdgeError; 7] {
+    fn every_cause() -> [EdgeError; 8] {
         [
             EdgeError::NoStream { stream: stream() },
             EdgeError::OriginUnreachable { stream: stream(), origin: Some(NodeId::new("origin-eu").unwrap()) },
@@ -210,6 +224,7 @@ mod tests {
                 newest: "seg120.ts".into(),
             },
             EdgeError::TakenDown { stream: stream(), reason: "rights holder's request".into() },
+            EdgeError::Draining { stream: stream() },
         ]
     }
 
@@ -223,6 +238,7 @@ mod tests {
             (StatusCode::NOT_FOUND, None, Side::Downstream),
             (StatusCode::NOT_FOUND, None, Side::Downstream),
             (StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS, None, Side::Downstream),
+            (StatusCode::SERVICE_UNAVAILABLE, Some(Duration::from_secs(5)), Side::Internal),
         ];
         for (e, (status, retry, side)) in every_cause().into_iter().zip(expected) {
             assert_eq!((e.status(), e.retry(), e.side()), (status, retry, side), "{e}");
@@ -239,6 +255,7 @@ mod tests {
             "shop1/seg99999.ts is beyond the live edge (newest: seg120.ts); not waiting for it\n",
             "shop1/seg3.ts has left the live window (newest: seg120.ts)\n",
             "stream shop1 is taken down: rights holder's request\n",
+            "this edge is draining and takes no new stream (shop1); use another edge\n",
         ];
         for (e, body) in every_cause().into_iter().zip(bodies) {
             let status = e.status();

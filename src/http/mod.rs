@@ -182,17 +182,26 @@ async fn serve_with<H: Handler>(
         let (handler, limits, tls) = (handler.clone(), limits.clone(), tls.clone());
         tokio::spawn(async move {
             match tls {
-                None => connection(SendfileStream::new(stream), remote, handler, &limits).await,
-                Some(acceptor) => match tokio::time::timeout(limits.timeouts.header, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => connection(tls, remote, handler, &limits).await,
-                    Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
-                    Err(_) => {
-                        limits.bounds.timed_out("tls_handshake");
-                        if let Some(held_back) = limits.timeout_log.pass() {
-                            tracing::info!(node = %limits.node, %remote, timeout = "tls_handshake", held_back, "http connection closed: timed out");
+                None => connection(SendfileStream::new(stream), Protocol::Http1, remote, handler, &limits).await,
+                // Boxed: a plain connection's task need not be as large as a TLS one's.
+                Some(acceptor) => {
+                    match Box::pin(tokio::time::timeout(limits.timeouts.header, acceptor.accept(stream))).await {
+                        Ok(Ok(tls)) => {
+                            let protocol = match tls.get_ref().1.alpn_protocol() {
+                                Some(b"h2") => Protocol::Http2,
+                                _ => Protocol::Http1,
+                            };
+                            Box::pin(connection(tls, protocol, remote, handler, &limits)).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                        Err(_) => {
+                            limits.bounds.timed_out("tls_handshake");
+                            if let Some(held_back) = limits.timeout_log.pass() {
+                                tracing::info!(node = %limits.node, %remote, timeout = "tls_handshake", held_back, "http connection closed: timed out");
+                            }
                         }
                     }
-                },
+                }
             }
             drop(seat);
             limits.bounds.connections("http", limits.admission.held());
@@ -219,9 +228,22 @@ pub fn admin_refusal(headers: &http::HeaderMap, token: &str) -> Option<Reply> {
     Some(refuse(StatusCode::UNAUTHORIZED, Side::Downstream, "the admin API needs Authorization: Bearer ADMIN_TOKEN"))
 }
 
+/// The HTTP version a connection speaks: HTTP/1.1 on plain sockets (players and caches do not send
+/// HTTP/2 without TLS), and what ALPN chose on TLS ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
 /// Serves one admitted connection until it ends or passes a time limit.
-async fn connection<H: Handler, S>(stream: S, remote: std::net::SocketAddr, handler: Arc<H>, limits: &Limits)
-where
+async fn connection<H: Handler, S>(
+    stream: S,
+    protocol: Protocol,
+    remote: std::net::SocketAddr,
+    handler: Arc<H>,
+    limits: &Limits,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Activity::new();
@@ -249,30 +271,51 @@ where
             }
         })
     };
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    // ffmpeg ends a chunked upload by shutting down its sending side, then reads the reply; the request must
-    // survive that half-close. hyper's own header timeout would also close idle keep-alive connections at
-    // the same moment; the watchdog times heads and idleness apart instead.
-    builder.http1().half_close(true).header_read_timeout(None);
-    // HTTP/2 pings find a vanished client while its requests wait (for a segment on its way, say).
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(limits.timeouts.header))
-        .keep_alive_timeout(limits.timeouts.header);
     let io = TokioIo::new(Watched::new(stream, activity.clone()));
-    let served = builder.serve_connection(io, service);
-    tokio::select! {
-        result = served => {
-            if let Err(e) = result {
-                tracing::debug!(%remote, error = %e, "http connection ended with an error");
-            }
+    let result = match protocol {
+        Protocol::Http1 => {
+            // ffmpeg ends a chunked upload by shutting down its sending side, then reads the reply; the
+            // request must survive that half-close. hyper's own header timeout would also close idle
+            // keep-alive connections at the same moment; the watchdog times heads and idleness apart instead.
+            let served = hyper::server::conn::http1::Builder::new()
+                .half_close(true)
+                .header_read_timeout(None)
+                .serve_connection(io, service);
+            watch(served, &activity, remote, limits).await
         }
+        // Boxed: an HTTP/2 connection's state is several times an HTTP/1.1 one's, and most connections
+        // (every plain one) are HTTP/1.1.
+        Protocol::Http2 => {
+            // HTTP/2 pings find a vanished client while its requests wait (for a segment on its way, say).
+            let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Some(limits.timeouts.header))
+                .keep_alive_timeout(limits.timeouts.header)
+                .serve_connection(io, service);
+            Box::pin(watch(served, &activity, remote, limits)).await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%remote, error = %e, "http connection ended with an error");
+    }
+}
+
+/// Runs a served connection until it ends or its watchdog finds a time limit passed (which is logged
+/// here and ends it with `Ok`).
+async fn watch(
+    served: impl Future<Output = Result<(), hyper::Error>>,
+    activity: &Activity,
+    remote: std::net::SocketAddr,
+    limits: &Limits,
+) -> Result<(), hyper::Error> {
+    tokio::select! {
+        result = served => result,
         kind = activity.expired(limits.timeouts) => {
             limits.bounds.timed_out(kind.as_str());
             if let Some(held_back) = limits.timeout_log.pass() {
                 tracing::info!(node = %limits.node, %remote, timeout = kind.as_str(), held_back, "http connection closed: timed out");
             }
+            Ok(())
         }
     }
 }

@@ -200,12 +200,15 @@ function drawNodes(picture, at) {
       'data-role': mainRole(node.roles),
       'data-state': node.state,
       'data-failed': String(node.failed),
+      'data-draining': String(Boolean(node.draining)),
     }, layer);
     if (failedAt.has(node.id)) g.setAttribute('data-failed-at', String(failedAt.get(node.id)));
     el('circle', { class: 'halo', r: 9 }, g);
     el('circle', { class: 'core', r: 7 }, g);
     el('path', { class: 'cross', d: 'M-4 -4L4 4M4 -4L-4 4' }, g);
-    el('text', { x: 10, y: 4 }, g).textContent = node.failed ? `${node.id} (${node.state})` : node.id;
+    el('text', { x: 10, y: 4 }, g).textContent = node.failed
+      ? `${node.id} (${node.state})`
+      : node.draining ? `${node.id} (draining)` : node.id;
     el('title', {}, g).textContent = `${node.id}: ${node.roles.join(', ')}, ${node.state}`;
   }
 }
@@ -254,7 +257,8 @@ function drawSide(picture, stream) {
   nodes.replaceChildren(html('tr'));
   nodes.firstChild.append(html('th', 'node'), html('th', 'region'), html('th', 'state'));
   for (const node of picture.nodes) {
-    nodes.appendChild(row([[node.id], [node.region], [node.state, node.failed ? 'failed' : '']]));
+    const state = !node.failed && node.draining ? 'draining' : node.state;
+    nodes.appendChild(row([[node.id], [node.region], [state, node.failed ? 'failed' : '']]));
   }
 
   const links = document.getElementById('link-list');
