@@ -125,22 +125,6 @@ async fn prom_query(api: &str, expr: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("query {expr}: {e}: {text}"))
 }
 
-/// Waits up to `limit` for `check` to give a value, polling every 200 ms.
-async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
-    limit: Duration,
-    what: &str,
-    mut check: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// The metric names the binary's source registers (`metrics::counter!("lightpath_...")`, `gauge!`,
 /// `histogram!`): a series that has never been counted (a refusal, an eviction) is absent from a scrape, so
 /// a scrape cannot tell a misspelt name from a quiet one.
@@ -338,7 +322,7 @@ async fn playbook_deploys_a_mesh_that_plays_alerts_and_drains() {
             .unwrap(),
     ));
     let api = format!("http://{prometheus_addr}/api/v1");
-    let up = eventually(Duration::from_secs(60), "Prometheus scraping all seven targets", || {
+    let up = common::eventually(Duration::from_secs(60), "Prometheus scraping all seven targets", || {
         let url = format!("{api}/targets");
         async move {
             let targets = get_json(&url).await?.get("data")?.get("activeTargets")?.as_array()?.clone();
@@ -370,7 +354,7 @@ async fn playbook_deploys_a_mesh_that_plays_alerts_and_drains() {
     let at_origin = tokio::spawn(follow(origin, "demo", limit));
     let at_edge = tokio::spawn(follow(edge, "demo", limit));
     let playlist = format!("http://{edge}/live/demo/index.m3u8");
-    eventually(Duration::from_secs(30), "the stream going live at edge-us", || {
+    common::eventually(Duration::from_secs(30), "the stream going live at edge-us", || {
         let url = playlist.clone();
         async move {
             let resp = client().get(&url).send().await.ok()?;
@@ -393,7 +377,7 @@ async fn playbook_deploys_a_mesh_that_plays_alerts_and_drains() {
     let played = player.await.unwrap();
     let errors = String::from_utf8_lossy(&played.stderr);
     assert!(played.status.success() && errors.trim().is_empty(), "the player at edge-us failed: {errors}");
-    let relayed = eventually(Duration::from_secs(10), "relay-us's objects in Prometheus", || {
+    let relayed = common::eventually(Duration::from_secs(10), "relay-us's objects in Prometheus", || {
         let api = api.clone();
         async move {
             let expr = r#"sum(lightpath_mesh_objects_received_total{node="relay-us",stream="demo"})"#;
@@ -455,7 +439,7 @@ async fn playbook_deploys_a_mesh_that_plays_alerts_and_drains() {
     )
     .unwrap();
     assert_eq!(drained["draining"], true, "relay-ap after drain.yml: {drained}");
-    eventually(Duration::from_secs(15), "Prometheus seeing relay-ap draining", || {
+    common::eventually(Duration::from_secs(15), "Prometheus seeing relay-ap draining", || {
         let api = api.clone();
         async move {
             let expr = r#"lightpath_node_draining{node="relay-ap"} == 1"#;
@@ -469,7 +453,7 @@ async fn playbook_deploys_a_mesh_that_plays_alerts_and_drains() {
     // link-down alert fires; Prometheus sees the node down (pending until its `for` of one minute).
     processes.kill("relay-us");
     let killed = Instant::now();
-    let firing = eventually(Duration::from_secs(45), "LightpathLinkDown firing for relay-us", || {
+    let firing = common::eventually(Duration::from_secs(45), "LightpathLinkDown firing for relay-us", || {
         let url = format!("{api}/alerts");
         async move {
             let alerts = get_json(&url).await?["data"]["alerts"].as_array()?.clone();
@@ -491,7 +475,7 @@ async fn playbook_deploys_a_mesh_that_plays_alerts_and_drains() {
             "{reporter} is no neighbour of relay-us"
         );
     }
-    let node_down = eventually(Duration::from_secs(15), "LightpathNodeDown pending for relay-us", || {
+    let node_down = common::eventually(Duration::from_secs(15), "LightpathNodeDown pending for relay-us", || {
         let url = format!("{api}/alerts");
         async move {
             let alerts = get_json(&url).await?["data"]["alerts"].as_array()?.clone();

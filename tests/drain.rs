@@ -31,22 +31,6 @@ async fn drain(mesh: &Cluster, node: &str, method: reqwest::Method) -> (u16, ser
     (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("/admin/drain of {node}: {e}: {text}")))
 }
 
-/// Waits up to `limit` for `check` to give a value, polling every 100 ms.
-async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
-    limit: Duration,
-    what: &str,
-    mut check: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The control replica's `/api/nodes` entry of `node`.
 async fn node_view(mesh: &Cluster, node: &str) -> Option<serde_json::Value> {
     let url = format!("http://{}/api/nodes", mesh.http("control-1"));
@@ -102,7 +86,7 @@ async fn a_drained_relay_hands_its_stream_over_and_stopping_it_loses_no_segment(
     let player = play_at_edge(&mesh).await;
 
     // The relay that carries the stream to the edge, by its own account.
-    let carrier = eventually(Duration::from_secs(20), "a relay relaying s to the edge", || async {
+    let carrier = common::eventually(Duration::from_secs(20), "a relay relaying s to the edge", || async {
         for relay in ["relay-a", "relay-b"] {
             if drain(&mesh, relay, reqwest::Method::GET).await.1["relayed"] == serde_json::json!(["s"]) {
                 return Some(relay);
@@ -119,13 +103,13 @@ async fn a_drained_relay_hands_its_stream_over_and_stopping_it_loses_no_segment(
     let (status, state) = drain(&mesh, carrier, reqwest::Method::POST).await;
     assert_eq!((status, &state["draining"]), (202, &serde_json::json!(true)), "{state}");
     let drained = Instant::now();
-    eventually(Duration::from_secs(10), "the control plane showing the relay draining", || async {
+    common::eventually(Duration::from_secs(10), "the control plane showing the relay draining", || async {
         (node_view(&mesh, carrier).await?["draining"] == true).then_some(())
     })
     .await;
     assert_eq!(mesh.metric(carrier, "lightpath_node_draining", &[("node", carrier)]).await, 1.0);
     // The edge moves to the other relay, make-before-break; the drained one then relays nothing.
-    eventually(Duration::from_secs(30), "the drained relay relaying nothing", || async {
+    common::eventually(Duration::from_secs(30), "the drained relay relaying nothing", || async {
         drain(&mesh, carrier, reqwest::Method::GET).await.1["relayed"].as_array()?.is_empty().then_some(())
     })
     .await;
@@ -177,7 +161,7 @@ async fn draining_the_only_path_cuts_no_viewer_and_a_draining_edge_refuses_new_s
         assert_eq!(drain(&mesh, node, reqwest::Method::POST).await.0, 202);
     }
     for node in ["relay", "edge"] {
-        eventually(Duration::from_secs(10), "the control plane showing the node draining", || async {
+        common::eventually(Duration::from_secs(10), "the control plane showing the node draining", || async {
             (node_view(&mesh, node).await?["draining"] == true).then_some(())
         })
         .await;
@@ -185,7 +169,7 @@ async fn draining_the_only_path_cuts_no_viewer_and_a_draining_edge_refuses_new_s
     // Nothing else leads to the edge: the relay keeps carrying the stream while segments keep coming.
     let received = ("lightpath_mesh_objects_received_total", [("peer", "relay"), ("stream", "s")]);
     let at_drain = mesh.metric("edge", received.0, &received.1).await;
-    eventually(Duration::from_secs(20), "three more objects at the edge through the drained relay", || async {
+    common::eventually(Duration::from_secs(20), "three more objects at the edge through the drained relay", || async {
         (mesh.metric("edge", received.0, &received.1).await >= at_drain + 3.0).then_some(())
     })
     .await;
@@ -214,7 +198,7 @@ async fn draining_the_only_path_cuts_no_viewer_and_a_draining_edge_refuses_new_s
         let (status, state) = drain(&mesh, node, reqwest::Method::DELETE).await;
         assert_eq!((status, &state["draining"]), (200, &serde_json::json!(false)), "{state}");
         assert_eq!(mesh.metric(node, "lightpath_node_draining", &[("node", node)]).await, 0.0);
-        eventually(Duration::from_secs(10), "the control plane showing the node in service", || async {
+        common::eventually(Duration::from_secs(10), "the control plane showing the node in service", || async {
             (node_view(&mesh, node).await?["draining"] == false).then_some(())
         })
         .await;

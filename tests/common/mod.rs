@@ -447,3 +447,19 @@ pub fn require_browser(packages: &[&str]) {
         );
     }
 }
+
+/// Waits up to `limit` for `check` to give a value, polling every 100 ms; fails the test naming `what`.
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
