@@ -13,16 +13,17 @@
 //! players stop instead of polling forever.
 //!
 //! Media playlists answer Low-Latency HLS requests ([`crate::hls::ll`]): a blocking reload (`_HLS_msn`,
-//! `_HLS_part`) is held until the cached playlist lists what it asks for, judged anew as each object lands
-//! (parts and playlists arrive as the origin cuts them), and is answered the moment it does; one more than
-//! two segments ahead is 400 and one not satisfied within three target durations (or `edge.block_ms`) 503.
-//! At most `edge.max_blocked` are held at once. `_HLS_skip=YES` gets the delta update of the playlist.
+//! `_HLS_part`) is held until the cached playlist lists what it asks for ([`parking`]: one watcher per
+//! playlist judges each new version and wakes only the requests it settles), and is answered the moment it
+//! does; one more than two segments ahead is 400 and one not satisfied within three target durations (or
+//! `edge.block_ms`) 503. At most `edge.max_blocked` are held at once. `_HLS_skip=YES` gets the delta update of the playlist.
 //!
 //! The edge counts its viewers per stream (distinct client addresses over the last 30 s) for the control
 //! plane's reports.
 
 mod error;
 pub mod expect;
+mod parking;
 pub mod reply;
 pub mod tls;
 pub mod token;
@@ -45,13 +46,7 @@ use crate::http::Reply;
 use crate::id::{ObjectName, StreamName};
 use crate::mesh::Mesh;
 use crate::wire::StreamPhase;
-
-/// Playlist positions remembered (one per playlist of the streams being watched); past it they are read
-/// again.
-const MAX_POSITIONS: usize = 4096;
-
-/// A playlist version's position (`None`: not a media playlist).
-type ReadPosition = (u64, Option<Position>);
+use parking::Parking;
 
 /// Counts a held blocking reload out when it ends, however it ends.
 struct Release<'a>(&'a AtomicU32);
@@ -78,8 +73,8 @@ pub struct Edge {
     max_blocked: u32,
     /// The longest a blocking reload is held (`edge.block_ms`).
     block: Duration,
-    /// Each playlist's position, read once per version however many held requests look at it.
-    positions: Mutex<HashMap<(StreamName, ObjectName), ReadPosition>>,
+    /// Where blocking reloads wait, and each playlist's position.
+    parking: Arc<Parking>,
 }
 
 impl Edge {
@@ -92,7 +87,7 @@ impl Edge {
             blocked: AtomicU32::new(0),
             max_blocked: crate::config::EdgeConfig::default().max_blocked,
             block: Duration::from_millis(crate::config::EdgeConfig::default().block_ms),
-            positions: Mutex::new(HashMap::new()),
+            parking: Arc::default(),
         }
     }
 
@@ -166,8 +161,8 @@ impl Edge {
             return Err(EdgeError::TooManyBlocked(self.max_blocked));
         }
         let start = tokio::time::Instant::now();
-        let mut deadline = start + self.block;
-        let mut changes = self.mesh.cache().watch(stream);
+        let timeout = tokio::time::sleep(self.block);
+        tokio::pin!(timeout);
         if !self.mesh.reach(stream).is_some_and(|(_, receiving)| receiving) {
             match self.mesh.reach(stream) {
                 None if self.mesh.cache().get(stream, name).is_none() => {
@@ -178,10 +173,17 @@ impl Edge {
             }
         }
         loop {
+            // Parked before the playlist is read, so a version landing in between still wakes this request.
+            let settled = self.parking.park(self.mesh.cache(), stream, name, (msn, part));
+            let woken = settled.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
             if let Some((obj, position)) = self.position(stream, name) {
                 // The specification's bound: three target durations.
-                let three = Duration::from_secs(3 * position.target_duration as u64);
-                deadline = deadline.min(start + three);
+                let three = start + Duration::from_secs(3 * position.target_duration as u64);
+                if three < timeout.deadline() {
+                    timeout.as_mut().reset(three);
+                }
                 match blocking(&position, msn, part) {
                     Blocking::Ready => return Ok(obj),
                     Blocking::TooFar => {
@@ -195,9 +197,9 @@ impl Edge {
                     Blocking::Wait => {}
                 }
             }
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => {
+            tokio::select! {
+                _ = woken => {}
+                _ = &mut timeout => {
                     return Err(EdgeError::ReloadTimedOut {
                         stream: stream.clone(),
                         name: name.clone(),
@@ -210,21 +212,7 @@ impl Edge {
 
     /// The cached playlist and its position, read once per version.
     fn position(&self, stream: &StreamName, name: &ObjectName) -> Option<(Arc<Object>, Position)> {
-        let obj = self.mesh.cache().get(stream, name)?;
-        let mut positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (stream.clone(), name.clone());
-        let position = match positions.get(&key) {
-            Some((version, position)) if *version == obj.header.version => *position,
-            _ => {
-                let position = std::str::from_utf8(&obj.body).ok().and_then(Position::read);
-                if positions.len() >= MAX_POSITIONS {
-                    positions.clear();
-                }
-                positions.insert(key, (obj.header.version, position));
-                position
-            }
-        };
-        Some((obj, position?))
+        self.parking.position(self.mesh.cache(), stream, name)
     }
 
     /// Counts a viewer: players ask for the playlist every target duration.
