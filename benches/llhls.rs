@@ -13,11 +13,15 @@
 //! `npm ci --prefix tests/browser`. Run: `cargo bench --bench llhls` (about 2 minutes; `-- parked` runs only
 //! the second part, without the browser). Figures go to BENCHMARKS.md.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use common::{demo_topology, free_port, Killed};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PLAY_S: u32 = 30;
@@ -36,49 +40,6 @@ fn main() -> Result<()> {
     rt.block_on(run())
 }
 
-fn free_port() -> u16 {
-    loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-/// The demo topology on fresh ports; returns its path and edge-ap's HTTP address.
-fn demo_topology(dir: &std::path::Path) -> Result<(std::path::PathBuf, SocketAddr)> {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/topology/demo.toml"))?;
-    let (mut out, mut node, mut edge) = (String::new(), String::new(), None);
-    for line in text.lines() {
-        if let Some(id) = line.strip_prefix("id = ") {
-            node = id.trim_matches('"').to_owned();
-        }
-        match line.split_once(" = \"127.0.0.1:") {
-            Some((key, _)) => {
-                let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
-                if node == "edge-ap" && key == "http" {
-                    edge = Some(addr);
-                }
-                out.push_str(&format!("{key} = \"{addr}\"\n"));
-            }
-            None => out.push_str(&format!("{line}\n")),
-        }
-    }
-    let path = dir.join("demo.toml");
-    std::fs::write(&path, out)?;
-    Ok((path, edge.context("no edge-ap in the demo topology")?))
-}
-
-struct Demo(std::process::Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -86,8 +47,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn run() -> Result<()> {
     let _ = lightpath::cache::sealed::raise_fd_limit();
     let dir = tempfile::tempdir()?;
-    let (topology, edge) = demo_topology(dir.path())?;
-    let demo = Demo(
+    let (topology, edge) = demo_topology(dir.path(), "edge-ap");
+    let demo = Killed(
         Command::new(env!("CARGO_BIN_EXE_lightpath"))
             .args(["demo", "--topology"])
             .arg(&topology)
@@ -176,8 +137,8 @@ async fn parked(edge: SocketAddr, client: &reqwest::Client, pid: u32) -> Result<
 
     // The floor: a bare tokio server in its own process that reads each request, holds it, and then writes
     // one prepared answer of the playlist's size to every connection at once.
-    let floor_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
-    let floor = Demo(
+    let floor_addr: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1")).parse()?;
+    let floor = Killed(
         Command::new(std::env::current_exe()?)
             .args(["floor", &floor_addr.to_string(), &body_len.to_string()])
             .stdout(Stdio::null())

@@ -3,80 +3,20 @@
 //! emulated Atlantic and Pacific links), and headless Chromium driven by playwright-core
 //! (`tests/browser/play.mjs`; scripts/test installs Chromium and the npm packages when missing).
 
-use std::net::{TcpListener, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
+mod common;
 
-/// The demo topology with every address moved to a free port, so that the test runs beside anything.
-fn demo_topology(dir: &std::path::Path) -> (std::path::PathBuf, String) {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/topology/demo.toml")).unwrap();
-    let mut edge_ap = String::new();
-    let mut out = String::new();
-    let mut node = String::new();
-    for line in text.lines() {
-        if let Some(id) = line.strip_prefix("id = ") {
-            node = id.trim_matches('"').to_owned();
-        }
-        match line.split_once(" = \"127.0.0.1:") {
-            Some((key, _)) => {
-                let addr = format!("127.0.0.1:{}", free_port());
-                if node == "edge-ap" && key == "http" {
-                    edge_ap = addr.clone();
-                }
-                out.push_str(&format!("{key} = \"{addr}\"\n"));
-            }
-            None => {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-    }
-    let path = dir.join("demo.toml");
-    std::fs::write(&path, out).unwrap();
-    (path, edge_ap)
-}
-
-fn require_browser() {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let ok = Command::new("chromium").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
-    assert!(
-        ok.is_ok_and(|s| s.success()),
-        "chromium is required: apt-get install -y chromium (scripts/test does this)"
-    );
-    assert!(
-        std::path::Path::new(root).join("tests/browser/node_modules/hls.js").exists()
-            && std::path::Path::new(root).join("tests/browser/node_modules/playwright-core").exists(),
-        "hls.js and playwright-core are required: npm ci --prefix tests/browser (scripts/test does this)"
-    );
-}
-
-/// Kills the demo however the test ends.
-struct Demo(std::process::Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{demo_topology, require_browser, Killed};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hls_js_plays_the_farthest_edge_in_low_latency_mode() {
-    require_browser();
+    require_browser(&["hls.js", "playwright-core"]);
     let dir = tempfile::tempdir().unwrap();
-    let (topology, edge) = demo_topology(dir.path());
+    let (topology, edge) = demo_topology(dir.path(), "edge-ap");
     let log = std::fs::File::create(dir.path().join("demo.log")).unwrap();
-    let _demo = Demo(
+    let _demo = Killed(
         Command::new(env!("CARGO_BIN_EXE_lightpath"))
             .args(["demo", "--topology"])
             .arg(&topology)

@@ -463,3 +463,39 @@ pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `topology/demo.toml` with every address moved to a free loopback port, written into `dir`, so that a
+/// test or benchmark runs `lightpath demo --topology` beside anything else; returns the file and node
+/// `edge`'s HTTP address.
+pub fn demo_topology(dir: &Path, edge: &str) -> (PathBuf, SocketAddr) {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/topology/demo.toml")).unwrap();
+    let (mut out, mut node, mut edge_http) = (String::new(), String::new(), None);
+    for line in text.lines() {
+        if let Some(id) = line.strip_prefix("id = ") {
+            node = id.trim_matches('"').to_owned();
+        }
+        match line.split_once(" = \"127.0.0.1:") {
+            Some((key, _)) => {
+                let addr: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1")).parse().unwrap();
+                if node == edge && key == "http" {
+                    edge_http = Some(addr);
+                }
+                writeln!(out, "{key} = \"{addr}\"").unwrap();
+            }
+            None => writeln!(out, "{line}").unwrap(),
+        }
+    }
+    let path = dir.join("demo.toml");
+    std::fs::write(&path, out).unwrap();
+    (path, edge_http.unwrap_or_else(|| panic!("no node {edge} with an HTTP address in the demo topology")))
+}
+
+/// A child process killed however the test ends.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
