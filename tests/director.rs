@@ -9,20 +9,23 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const BASE: u8 = 160;
+/// The restart test's addresses.
+const RESTART_BASE: u8 = 164;
 
-/// origin (eu) -> edge-ap (ap), edge-us (us); control-1 runs the director (HTTP and DNS). Viewers from
-/// 127.0.0.1 are in ap's zone, from 127.0.BASE.64/26 in us's; the rest are taken to be in eu.
-fn mesh(capacity_ap: u32) -> (Cluster, SocketAddr, SocketAddr) {
+/// origin (eu) -> edge-ap (ap), edge-us (us), links of `link_ms` (emulated when above 1 ms); control-1
+/// runs the director (HTTP and DNS). Viewers from 127.0.0.1 are in ap's zone, from 127.0.{base}.64/26 in
+/// us's; the rest are taken to be in eu.
+fn mesh(base: u8, capacity_ap: u32, link_ms: f64) -> (Cluster, SocketAddr, SocketAddr) {
     let mesh = Cluster::with_controls(
-        BASE,
+        base,
         &[
             NodeSpec { id: "origin", roles: &["origin"] },
             NodeSpec { id: "edge-ap", roles: &["edge"] },
             NodeSpec { id: "edge-us", roles: &["edge"] },
         ],
-        &[("origin", "edge-ap", 1.0), ("origin", "edge-us", 1.0)],
+        &[("origin", "edge-ap", link_ms), ("origin", "edge-us", link_ms)],
         &["control-1"],
-        "",
+        if link_ms > 1.0 { "[links]\nemulate = true\n" } else { "" },
     );
     mesh.place(
         &[("eu", 53.35, -6.26), ("us", 39.04, -77.49), ("ap", 1.35, 103.82)],
@@ -33,7 +36,7 @@ fn mesh(capacity_ap: u32) -> (Cluster, SocketAddr, SocketAddr) {
     let dns: SocketAddr = format!("{ip}:{}", free_port(&ip)).parse().unwrap();
     std::fs::write(
         mesh.dir.path().join("zones.txt"),
-        format!("# test zones\n127.0.0.1/32 ap\n127.0.{BASE}.64/26 us\n"),
+        format!("# test zones\n127.0.0.1/32 ap\n127.0.{base}.64/26 us\n"),
     )
     .unwrap();
     mesh.append_config(
@@ -92,7 +95,7 @@ fn dig(dns: SocketAddr, args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_are_steered_to_their_regions_healthy_edge_with_capacity() {
     require("ffmpeg");
-    let (mut mesh, director, dns) = mesh(1);
+    let (mut mesh, director, dns) = mesh(BASE, 1, 1.0);
     mesh.start_all();
     mesh.wait_healthy().await;
     let log = mesh.dir.path().join("publish.log");
@@ -130,10 +133,8 @@ async fn viewers_are_steered_to_their_regions_healthy_edge_with_capacity() {
     mesh.start("edge-ap");
     wait_sent_to(&mesh, director, "127.0.0.1", "edge-ap", Duration::from_secs(20)).await;
 
-    // A real player follows the redirect and decodes the stream from ap's edge (once the restarted edge has
-    // heard of the stream again: until then it answers 404, which the director does not know).
-    get_eventually(&format!("http://{}/live/s/index.m3u8", mesh.http("edge-ap"))).await;
-    // A real player follows the redirect and decodes the stream from ap's edge.
+    // A real player follows the redirect and decodes the stream from ap's edge (the director sent viewers
+    // there again only once its new run could serve the stream).
     let before = mesh.metric("edge-ap", "lightpath_http_requests_total", &[("method", "GET"), ("status", "200")]).await;
     common::play_cleanly(&format!("http://{director}/live/s/index.m3u8")).await;
     let after = mesh.metric("edge-ap", "lightpath_http_requests_total", &[("method", "GET"), ("status", "200")]).await;
@@ -147,6 +148,113 @@ async fn viewers_are_steered_to_their_regions_healthy_edge_with_capacity() {
     assert_eq!(edges["edges"]["edge-ap"]["up"], true, "{edges}");
     assert_eq!(edges["edges"]["edge-ap"]["viewers"], 1, "{edges}");
 
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}
+
+/// What a viewer got from one redirect.
+#[derive(Debug)]
+#[allow(dead_code, reason = "the fields are read by the failure messages, through Debug")]
+enum Visit {
+    /// The playlist and its newest segment, from this edge.
+    Played(String),
+    /// The edge answered something else than 200 to the playlist or the segment.
+    Refused { edge: String, url: String, status: u16 },
+    /// Nothing listened at the edge's address (a killed process, before the director saw it die).
+    Unreachable(String),
+    /// The director had no edge (503).
+    NoEdge,
+}
+
+/// One viewer's visit as a player makes it: ask the director, follow the 302, GET the playlist (and the
+/// media playlist, when it is a master), then its newest segment.
+async fn visit(mesh: &Cluster, director: SocketAddr, local: &str) -> Visit {
+    let location = match steer(director, local, "/live/s/index.m3u8").await {
+        Ok(l) => l,
+        Err(503) => return Visit::NoEdge,
+        Err(status) => panic!("the director answered {status}"),
+    };
+    let edge = ["edge-ap", "edge-us"]
+        .into_iter()
+        .find(|e| location.starts_with(&format!("http://{}/", mesh.http(e))))
+        .unwrap_or_else(|| panic!("sent to {location}, no edge of the mesh"))
+        .to_owned();
+    let viewer = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let mut url = reqwest::Url::parse(&location).unwrap();
+    for _ in 0..3 {
+        let resp = match viewer.get(url.clone()).send().await {
+            Ok(r) => r,
+            Err(e) if e.is_connect() => return Visit::Unreachable(edge),
+            Err(e) => panic!("GET {url}: {e}"),
+        };
+        let status = resp.status().as_u16();
+        if status != 200 {
+            return Visit::Refused { edge, url: url.to_string(), status };
+        }
+        if !url.path().ends_with(".m3u8") {
+            return Visit::Played(edge);
+        }
+        let text = resp.text().await.unwrap();
+        let newest = text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).last();
+        let newest = newest.unwrap_or_else(|| panic!("an empty playlist from {edge}:\n{text}"));
+        url = url.join(newest).unwrap();
+    }
+    panic!("{location}: playlists all the way down")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_killed_and_started_at_once_gets_viewers_only_once_it_can_serve_them() {
+    require("ffmpeg");
+    // An Atlantic between the edges and the origin: a restarted edge takes a few round trips to join the
+    // mesh and hear of the stream, a window in which it would answer 404.
+    let (mut mesh, director, _dns) = mesh(RESTART_BASE, 100, 40.0);
+    mesh.start_all();
+    mesh.wait_healthy().await;
+    let log = mesh.dir.path().join("publish.log");
+    let mut publisher = publish(mesh.http("origin"), "s", 60, false, &log);
+    wait_sent_to(&mesh, director, "127.0.0.1", "edge-ap", Duration::from_secs(20)).await;
+    // Live (ffmpeg has cut its first segment); before that every edge rightly answers 404.
+    get_eventually(&format!("http://{}/live/s/index.m3u8", mesh.http("edge-ap"))).await;
+    let first = visit(&mesh, director, "127.0.0.1").await;
+    assert!(matches!(&first, Visit::Played(e) if e == "edge-ap"), "{first:?}");
+
+    // ap's edge is killed and started again at once, while ap's viewers keep coming (one every 20 ms).
+    mesh.kill("edge-ap");
+    mesh.start("edge-ap");
+    let restarted = Instant::now();
+    let mut visits = Vec::new();
+    let mut back = 0;
+    while back < 20 {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(30),
+            "the restarted edge-ap played to {back} viewers in 30 s: {visits:?}\n{}",
+            mesh.log("edge-ap")
+        );
+        let v = visit(&mesh, director, "127.0.0.1").await;
+        if matches!(&v, Visit::Played(e) if e == "edge-ap") {
+            back += 1;
+        }
+        visits.push((restarted.elapsed(), v));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let count = |f: &dyn Fn(&Visit) -> bool| visits.iter().filter(|(_, v)| f(v)).count();
+    eprintln!(
+        "{} visits: {} played at edge-ap, {} at edge-us, {} unreachable, {} without an edge; edge-ap back after {} ms",
+        visits.len(),
+        count(&|v| matches!(v, Visit::Played(e) if e == "edge-ap")),
+        count(&|v| matches!(v, Visit::Played(e) if e == "edge-us")),
+        count(&|v| matches!(v, Visit::Unreachable(_))),
+        count(&|v| matches!(v, Visit::NoEdge)),
+        visits.iter().find(|(_, v)| matches!(v, Visit::Played(e) if e == "edge-ap")).unwrap().0.as_millis(),
+    );
+    // Every viewer the director sent somewhere was served there: none got a 404 (or any refusal) from the
+    // edge that had just started and did not know the stream yet.
+    let refused: Vec<_> = visits.iter().filter(|(_, v)| matches!(v, Visit::Refused { .. })).collect();
+    assert!(refused.is_empty(), "viewers refused by an edge the director sent them to: {refused:?}");
+    // The director stopped sending viewers to the dead process at once (its kept health-check connection
+    // closed with it): at most the visits already under way met nothing listening.
+    let unreachable: Vec<_> = visits.iter().filter(|(_, v)| matches!(v, Visit::Unreachable(_))).collect();
+    assert!(unreachable.len() <= 1, "viewers sent to a dead edge: {unreachable:?}");
     let _ = publisher.kill();
     let _ = publisher.wait();
 }
