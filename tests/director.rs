@@ -11,6 +11,8 @@ use common::*;
 const BASE: u8 = 160;
 /// The restart test's addresses.
 const RESTART_BASE: u8 = 164;
+/// The bounds test's.
+const BOUNDS_BASE: u8 = 165;
 
 /// origin (eu) -> edge-ap (ap), edge-us (us), links of `link_ms` (emulated when above 1 ms); control-1
 /// runs the director (HTTP and DNS). Viewers from 127.0.0.1 are in ap's zone, from 127.0.{base}.64/26 in
@@ -133,8 +135,10 @@ async fn viewers_are_steered_to_their_regions_healthy_edge_with_capacity() {
     mesh.start("edge-ap");
     wait_sent_to(&mesh, director, "127.0.0.1", "edge-ap", Duration::from_secs(20)).await;
 
-    // A real player follows the redirect and decodes the stream from ap's edge (the director sent viewers
-    // there again only once its new run could serve the stream).
+    // A real player follows the redirect and decodes the stream from ap's edge, once the stream is live (at
+    // its origin: ffmpeg has cut a segment); the director sent viewers to ap's edge again only once its new
+    // run could serve the stream.
+    get_eventually(&format!("http://{}/live/s/index.m3u8", mesh.http("origin"))).await;
     let before = mesh.metric("edge-ap", "lightpath_http_requests_total", &[("method", "GET"), ("status", "200")]).await;
     common::play_cleanly(&format!("http://{director}/live/s/index.m3u8")).await;
     let after = mesh.metric("edge-ap", "lightpath_http_requests_total", &[("method", "GET"), ("status", "200")]).await;
@@ -257,4 +261,82 @@ async fn an_edge_killed_and_started_at_once_gets_viewers_only_once_it_can_serve_
     assert!(unreachable.len() <= 1, "viewers sent to a dead edge: {unreachable:?}");
     let _ = publisher.kill();
     let _ = publisher.wait();
+}
+
+/// A DNS query for `name` (type A) with id `id`, as a resolver sends it.
+fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    use std::str::FromStr;
+    let mut query = Message::new();
+    query.set_id(id).set_recursion_desired(false).add_query(Query::query(Name::from_str(name).unwrap(), RecordType::A));
+    query.to_vec().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directors_dns_and_http_front_doors_are_bounded() {
+    use hickory_proto::op::{Message, ResponseCode};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const QUERIES: u16 = 100;
+    const PER_ADDRESS: usize = 4;
+    let (mut mesh, director, dns) = mesh(BOUNDS_BASE, 100, 1.0);
+    // At most one query answered at a time; the replica's [http] limits bound the HTTP director too.
+    mesh.append_config(
+        "control-1",
+        &format!(
+            "dns_max_in_flight = 1\n\n[http]\nheader_timeout_ms = 300\nmax_connections_per_address = {PER_ADDRESS}\n"
+        ),
+    );
+    mesh.start("control-1");
+    mesh.wait_healthy().await;
+
+    // A burst of queries, all sent before the first answer is read: the one being answered is answered
+    // (no edge runs: SERVFAIL), those that arrive meanwhile are REFUSED, each counted.
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for id in 0..QUERIES {
+        socket.send_to(&dns_query(id, "live.test."), dns).await.unwrap();
+    }
+    let (mut answered, mut refused) = (0u32, 0u32);
+    let mut buf = vec![0u8; 4096];
+    // Every query gets an answer of one kind or the other (on loopback none is lost; the bound ends the
+    // wait if one were).
+    while answered + refused < u32::from(QUERIES) {
+        let Ok(got) = tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut buf)).await else { break };
+        let answer = Message::from_vec(&buf[..got.unwrap()]).unwrap();
+        assert_eq!(answer.queries()[0].name().to_string(), "live.test.", "the answer names the question");
+        match answer.response_code() {
+            ResponseCode::Refused => refused += 1,
+            ResponseCode::ServFail => answered += 1,
+            other => panic!("answered {other} to query {}", answer.id()),
+        }
+    }
+    eprintln!("{QUERIES} queries at once: {answered} answered, {refused} refused as over the cap");
+    assert!(answered >= 1 && refused >= 1, "{answered} answered, {refused} refused");
+    assert_eq!(answered + refused, u32::from(QUERIES), "queries without an answer");
+    let metrics = client().get(format!("http://{director}/metrics")).send().await.unwrap().text().await.unwrap();
+    let counted = metric_in(&metrics, "lightpath_director_dns_refused_total", &[("reason", "busy")]);
+    assert_eq!(counted, f64::from(refused), "every refusal is counted");
+    // One at a time, queries are answered again.
+    let answer = dig(dns, &["live.test", "A"]);
+    assert!(answer.contains("status: SERVFAIL"), "{answer}");
+
+    // HTTP: one address may hold PER_ADDRESS connections; the next is refused with a 503.
+    let mut held = Vec::new();
+    for _ in 0..PER_ADDRESS {
+        let mut tcp = tokio::net::TcpStream::connect(director).await.unwrap();
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: d\r\n\r\n").await.unwrap();
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+        held.push(tcp);
+    }
+    assert_eq!(raw_status(director, b"GET /healthz HTTP/1.1\r\nHost: d\r\n\r\n").await, 503);
+    drop(held);
+    // A head that never ends is cut after header_timeout_ms (300 ms; the bound here is 10x).
+    let mut slow = tokio::net::TcpStream::connect(director).await.unwrap();
+    slow.write_all(b"GET /live/s/index.m3u8 HTTP/1.1\r\nHost: d\r\n").await.unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), slow.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "a half-sent head held the connection for 3 s");
+    eprintln!("half a head: closed after {} ms: {:?}", started.elapsed().as_millis(), String::from_utf8_lossy(&rest));
 }

@@ -255,7 +255,8 @@ pub async fn run(
     if let Some(socket) = dns {
         let name = config.dns_name.clone().context("director.dns_name is required with director.dns_listen")?;
         tracing::info!(director = %me, dns = %socket.local_addr()?, %name, "DNS director running");
-        tasks.push(tokio::spawn(dns::serve(socket, name, config.dns_ttl_s, steering.clone(), me.clone())));
+        let (ttl, cap) = (config.dns_ttl_s, config.dns_max_in_flight);
+        tasks.push(tokio::spawn(dns::serve(socket, name, ttl, cap, steering.clone(), me.clone())));
     }
     match http {
         Some(listener) => {
