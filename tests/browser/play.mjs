@@ -1,9 +1,12 @@
 // Plays an HLS URL with hls.js (lowLatencyMode) in headless Chromium for a number of seconds and prints,
 // as one JSON line, what the player saw: parts and fragments buffered, stalls, the playhead, and each
 // second hls.js's latency estimate and the glass-to-glass delay (now minus the playhead's
-// EXT-X-PROGRAM-DATE-TIME). Used by tests/low_latency_browser.rs and benches/llhls_latency.rs.
+// EXT-X-PROGRAM-DATE-TIME). Used by tests/low_latency_browser.rs, tests/https.rs and benches/llhls_latency.rs.
 //
 //   node tests/browser/play.mjs URL SECONDS [low|plain]
+//
+// CHROMIUM_FLAGS adds flags to Chromium's, space-separated (tests/https.rs trusts its test certificate's key
+// with --ignore-certificate-errors-spki-list).
 import { chromium } from 'playwright-core';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -12,7 +15,10 @@ const [url, seconds = '20', mode = 'low'] = process.argv.slice(2);
 const here = path.dirname(fileURLToPath(import.meta.url));
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--autoplay-policy=no-user-gesture-required', '--disable-gpu'],
+  args: [
+    '--no-sandbox', '--autoplay-policy=no-user-gesture-required', '--disable-gpu',
+    ...(process.env.CHROMIUM_FLAGS || '').split(' ').filter(Boolean),
+  ],
 });
 try {
   const page = await browser.newPage();
