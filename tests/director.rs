@@ -199,7 +199,7 @@ async fn visit(mesh: &Cluster, director: SocketAddr, local: &str) -> Visit {
             return Visit::Played(edge);
         }
         let text = resp.text().await.unwrap();
-        let newest = text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).last();
+        let newest = text.lines().rfind(|l| !l.is_empty() && !l.starts_with('#'));
         let newest = newest.unwrap_or_else(|| panic!("an empty playlist from {edge}:\n{text}"));
         url = url.join(newest).unwrap();
     }
