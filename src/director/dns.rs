@@ -321,7 +321,35 @@ mod tests {
         assert!(valid_name("-x.example").is_err());
     }
 
+    #[test]
+    fn a_query_over_the_cap_is_refused_with_its_question() {
+        let mut asked = Message::new();
+        asked
+            .set_id(4242)
+            .add_query(hickory_proto::op::Query::query(Name::from_str("live.example.com.").unwrap(), RecordType::AAAA));
+        let answer = Message::from_vec(&refusal(&asked.to_vec().unwrap()).unwrap()).unwrap();
+        assert_eq!((answer.id(), answer.response_code()), (4242, ResponseCode::Refused));
+        assert_eq!(answer.queries(), asked.queries());
+        // An answer is not refused back (no loop between two servers).
+        let mut response = asked.clone();
+        response.set_message_type(MessageType::Response);
+        assert_eq!(refusal(&response.to_vec().unwrap()), None);
+    }
+
     proptest::proptest! {
+        /// Any datagram gets no refusal or one that is a REFUSED response to it, never a panic.
+        #[test]
+        fn any_datagram_is_refused_cleanly(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            if let Some(answer) = refusal(&bytes) {
+                let answer = Message::from_vec(&answer).unwrap();
+                let asked = Message::from_vec(&bytes).unwrap();
+                proptest::prop_assert_eq!(answer.id(), asked.id());
+                proptest::prop_assert_eq!(answer.response_code(), ResponseCode::Refused);
+                proptest::prop_assert_eq!(answer.message_type(), MessageType::Response);
+            }
+        }
+
+
         /// Any bytes read as a subnet or as nothing, never a panic; a subnet read is one hickory writes back
         /// the same.
         #[test]
