@@ -37,7 +37,7 @@ pub use varint::VARINT_MAX;
 use crate::id::{NameError, NodeId, ObjectName, StreamName};
 
 /// The protocol version sent in `Hello`.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 /// Largest encoded frame accepted (type + length + payload).
 pub const MAX_FRAME: usize = 64 * 1024;
 /// Longest `content_type` accepted, in bytes.
