@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lightpath::config::DirectorConfig;
-use lightpath::director::{Reports, Steering};
+use lightpath::director::{Health, Reports, Steering};
 use lightpath::edge::token::{sign, Gate, Policy};
 use lightpath::id::{NodeId, StreamName};
 use lightpath::steering::zones::{CoverageZones, Network};
@@ -99,11 +99,15 @@ fn steering() {
                 phase: StreamPhase::Live,
                 viewers: rng.gen_range(0..5000),
             }];
-            (n.id.clone(), (Report { node: n.id.clone(), links, streams, takedowns: vec![], draining: false }, now))
+            (
+                n.id.clone(),
+                (Report { node: n.id.clone(), links, streams, takedowns: vec![], draining: false, boot: 1 }, now),
+            )
         })
         .collect();
     let reports: Reports = Arc::new(reports);
-    let healthy: HashMap<NodeId, bool> = topology.nodes.iter().map(|n| (n.id.clone(), true)).collect();
+    let healthy: HashMap<NodeId, Health> =
+        topology.nodes.iter().map(|n| (n.id.clone(), Health { passing: true, boot: Some(1) })).collect();
     let config = DirectorConfig { region: Some(regions[0].clone()), ..DirectorConfig::default() };
     let steering = Steering::new(zones, regions[0].clone());
     steering.refresh(&topology, &config, &reports, &healthy);

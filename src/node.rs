@@ -28,6 +28,9 @@ use crate::relay::RelayConfig;
 use crate::routing::ProbeConfig;
 use crate::topology::{Role, Topology};
 
+/// The header of a node's `/healthz` answer that carries its [`Mesh::boot`] (a decimal number).
+pub const BOOT_HEADER: &str = "lightpath-boot";
+
 /// Everything a node runs with.
 #[derive(Clone)]
 pub struct NodeParams {
@@ -252,7 +255,12 @@ impl Site {
                     .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));
                 return resp;
             }
-            (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok"),
+            (&Method::GET, "/healthz") => {
+                // Which run of the node answers: a director matches it with the one its reports name.
+                let mut reply = text(StatusCode::OK, "ok");
+                reply.headers_mut().insert(BOOT_HEADER, http::HeaderValue::from(self.mesh.boot()));
+                return reply;
+            }
             (&Method::GET, "/api/streams") => return streams_json(&self.mesh),
             (_, p) if p.starts_with("/admin/") => {
                 return match &self.admin {

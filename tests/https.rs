@@ -147,3 +147,58 @@ async fn viewers_play_over_https_and_a_renewed_certificate_is_served_after_sighu
     let _ = publisher.kill();
     let _ = publisher.wait();
 }
+
+/// The SHA-256 of a key's SubjectPublicKeyInfo, base64: what Chromium's `--ignore-certificate-errors-spki-list`
+/// takes to trust a certificate of exactly that key.
+fn spki_sha256(key_pem: &str) -> String {
+    use base64::Engine as _;
+    let key = rcgen::KeyPair::from_pem(key_pem).unwrap();
+    base64::engine::general_purpose::STANDARD.encode(ring::digest::digest(&ring::digest::SHA256, &key.public_key_der()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hls_js_in_chromium_plays_over_https_trusting_the_test_certificate() {
+    require("ffmpeg");
+    require_browser(&["hls.js", "playwright-core"]);
+    let mut mesh = Cluster::new(
+        166,
+        &[NodeSpec { id: "origin", roles: &["origin"] }, NodeSpec { id: "edge", roles: &["edge"] }],
+        &[("origin", "edge", 1.0)],
+        "",
+    );
+    let ca = TestCa::new();
+    let (chain, key, _) = ca.leaf("edge");
+    write(mesh.dir.path(), "viewer.pem", &chain);
+    write(mesh.dir.path(), "viewer.key", &key);
+    let port = free_port("127.0.0.1");
+    mesh.append_config(
+        "edge",
+        &format!("\n[edge.tls]\nlisten = \"127.0.0.1:{port}\"\ncert = \"viewer.pem\"\nkey = \"viewer.key\"\n"),
+    );
+    mesh.start_all();
+    mesh.wait_healthy().await;
+    let log = mesh.dir.path().join("publish.log");
+    let mut publisher = publish(mesh.http("origin"), "s", 40, false, &log);
+    get_eventually(&format!("http://{}/live/s/index.m3u8", mesh.http("edge"))).await;
+
+    // The page loads hls.js and plays the edge's HTTPS URL; Chromium trusts the edge's key and nothing else
+    // of the test's (the CA is not installed anywhere).
+    let url = format!("https://localhost:{port}/live/s/index.m3u8");
+    let out = tokio::process::Command::new("node")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/play.mjs"))
+        .args([url.as_str(), "4", "plain"])
+        .env("CHROMIUM_FLAGS", format!("--ignore-certificate-errors-spki-list={}", spki_sha256(&key)))
+        .output()
+        .await
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the browser run failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    eprintln!("{seen}");
+    assert!(seen.get("error").is_none(), "{seen}");
+    assert!(seen["fragments"].as_u64().unwrap() >= 2, "hls.js buffered few fragments over HTTPS: {seen}");
+    assert!(seen["played"].as_f64().unwrap() >= 3.0, "the playhead did not run: {seen}");
+    assert_eq!(seen["stalls"].as_u64(), Some(0), "playback stalled over HTTPS: {seen}");
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}

@@ -64,6 +64,10 @@ pub struct DirectorConfig {
     /// The TTL of DNS answers, in s (default 30; 1 to 30: a resolver must ask again soon after an edge
     /// dies or fills).
     pub dns_ttl_s: u32,
+    /// The most DNS queries answered at once (default 1024; 1 to 65536). A query that arrives while this
+    /// many are being answered gets REFUSED at once and is counted in
+    /// `lightpath_director_dns_refused_total{reason="busy"}`: a flood costs at most this many tasks.
+    pub dns_max_in_flight: usize,
 }
 
 impl Default for DirectorConfig {
@@ -80,6 +84,7 @@ impl Default for DirectorConfig {
             dns_listen: None,
             dns_name: None,
             dns_ttl_s: 30,
+            dns_max_in_flight: 1024,
         }
     }
 }
@@ -87,6 +92,8 @@ impl Default for DirectorConfig {
 impl DirectorConfig {
     /// The longest TTL accepted (s).
     pub const MAX_TTL_S: u32 = 30;
+    /// The most DNS queries in flight a config may allow.
+    pub const MAX_DNS_IN_FLIGHT: usize = 65_536;
 
     /// Whether any part of the director is on.
     pub fn enabled(&self) -> bool {
@@ -137,6 +144,16 @@ impl DirectorConfig {
         if !(1..=Self::MAX_TTL_S).contains(&self.dns_ttl_s) {
             problems.push(problem("director.dns_ttl_s", format!("{} is out of range (1 to 30 s)", self.dns_ttl_s)));
         }
+        if !(1..=Self::MAX_DNS_IN_FLIGHT).contains(&self.dns_max_in_flight) {
+            problems.push(problem(
+                "director.dns_max_in_flight",
+                format!(
+                    "{} is out of range (1 to {}: 0 would answer no query)",
+                    self.dns_max_in_flight,
+                    Self::MAX_DNS_IN_FLIGHT
+                ),
+            ));
+        }
         match (&self.dns_listen, &self.dns_name) {
             (Some(_), None) => {
                 problems.push(problem("director.dns_name", "missing: the name the DNS server answers for"))
@@ -176,5 +193,33 @@ impl DirectorConfig {
             }
         }
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on() -> DirectorConfig {
+        DirectorConfig {
+            dns_listen: Some("127.0.0.1:5353".parse().unwrap()),
+            dns_name: Some("live.example.com".into()),
+            region: Some("eu".into()),
+            ..DirectorConfig::default()
+        }
+    }
+
+    #[test]
+    fn the_dns_cap_is_checked_and_named() {
+        assert!(on().problems(None).is_empty(), "{:?}", on().problems(None));
+        for bad in [0, DirectorConfig::MAX_DNS_IN_FLIGHT + 1] {
+            let problems = DirectorConfig { dns_max_in_flight: bad, ..on() }.problems(None);
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert_eq!(problems[0].field, "director.dns_max_in_flight");
+            assert!(problems[0].message.contains(&bad.to_string()), "{problems:?}");
+        }
+        let parsed: DirectorConfig = toml::from_str("dns_max_in_flight = 8").unwrap();
+        assert_eq!(parsed.dns_max_in_flight, 8);
+        assert!(toml::from_str::<DirectorConfig>("dns_max_inflight = 8").is_err(), "a typo is an error");
     }
 }

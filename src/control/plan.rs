@@ -293,7 +293,7 @@ mod tests {
             .iter()
             .map(|(peer, up)| LinkReport { peer: id(peer), rtt_us: 10_000, jitter_us: 0, loss_ppm: 0, up: *up })
             .collect();
-        (id(node), Report { node: id(node), links, streams: vec![], takedowns: vec![], draining: false })
+        (id(node), Report { node: id(node), links, streams: vec![], takedowns: vec![], draining: false, boot: 0 })
     }
 
     fn view(plan: &mut Plan, topology: &Topology, reports: &[(NodeId, Report)]) -> serde_json::Value {

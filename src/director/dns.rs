@@ -13,25 +13,38 @@
 //! (the server is authoritative for its one name only); other types get an empty answer (NODATA); no
 //! edge up is SERVFAIL, which makes resolvers try again rather than cache a denial.
 //!
-//! hickory-server runs each UDP query as its own task; answering takes no I/O and no lock held across an
-//! await, so a query's task ends as soon as its answer is sent and a flood costs CPU, not memory.
+//! The server loop is ours, not hickory-server's `ServerFuture` (which starts a task for every datagram
+//! with no bound): each query is answered on a task of its own, but at most `director.dns_max_in_flight`
+//! at once. A query that arrives while that many are being answered is answered REFUSED at once from the
+//! receiving loop, without a task, and counted in `lightpath_director_dns_refused_total{reason="busy"}`
+//! (a resolver then asks another server of the name, or again later); a datagram that is not a DNS
+//! message at all is dropped and counted with `reason="malformed"`. So a flood costs a bounded number of
+//! tasks and buffers, however fast it comes. hickory-server still reads the queries and writes the answers
+//! ([`Request`], [`MessageResponseBuilder`]).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use hickory_proto::op::{Edns, Header, MessageType, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
-use hickory_server::authority::MessageResponseBuilder;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
+use hickory_server::authority::{MessageRequest, MessageResponse, MessageResponseBuilder};
+use hickory_server::server::{Protocol, Request, RequestHandler, ResponseHandler, ResponseInfo};
+use tokio::net::UdpSocket;
+use tokio::sync::Semaphore;
 
 use super::Steering;
 use crate::id::NodeId;
 
 /// The UDP payload size answers offer (the DNS flag day's 1232 bytes: no fragmentation).
 const MAX_PAYLOAD: u16 = 1232;
+
+/// The largest query read; a longer datagram is cut there and then fails to decode (a query for one name
+/// is well under 512 bytes).
+const MAX_QUERY: usize = 4096;
 
 /// Whether `name` is a host name this server can answer for.
 pub fn valid_name(name: &str) -> Result<Name, String> {
@@ -85,8 +98,15 @@ struct Answerer {
     me: NodeId,
 }
 
-/// Serves DNS on `socket` until the task is dropped.
-pub(super) async fn serve(socket: tokio::net::UdpSocket, name: String, ttl: u32, steering: Arc<Steering>, me: NodeId) {
+/// Serves DNS on `socket` until the task is dropped, answering at most `max_in_flight` queries at once.
+pub(super) async fn serve(
+    socket: UdpSocket,
+    name: String,
+    ttl: u32,
+    max_in_flight: usize,
+    steering: Arc<Steering>,
+    me: NodeId,
+) {
     let name = match valid_name(&name) {
         Ok(n) => LowerName::from(n),
         Err(e) => {
@@ -94,10 +114,89 @@ pub(super) async fn serve(socket: tokio::net::UdpSocket, name: String, ttl: u32,
             return;
         }
     };
-    let mut server = hickory_server::ServerFuture::new(Answerer { name, ttl, steering, me: me.clone() });
-    server.register_socket(socket);
-    if let Err(e) = server.block_until_done().await {
-        tracing::error!(director = %me, error = %e, "DNS director stopped");
+    let answerer = Arc::new(Answerer { name, ttl, steering, me: me.clone() });
+    let socket = Arc::new(socket);
+    let in_flight = Arc::new(Semaphore::new(max_in_flight));
+    let refused = |reason: &'static str| metrics::counter!("lightpath_director_dns_refused_total", "director" => me.to_string(), "reason" => reason);
+    let (busy, malformed) = (refused("busy"), refused("malformed"));
+    let mut buf = vec![0u8; MAX_QUERY];
+    loop {
+        let (len, from) = match socket.recv_from(&mut buf).await {
+            Ok(got) => got,
+            Err(e) => {
+                // An ICMP error of an earlier answer's destination, on some systems: nothing to do with
+                // the next query.
+                tracing::debug!(director = %me, error = %e, "DNS receive failed");
+                continue;
+            }
+        };
+        let query = &buf[..len];
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            busy.increment(1);
+            if let Some(answer) = refusal(query) {
+                let _ = socket.send_to(&answer, from).await;
+            }
+            continue;
+        };
+        let message = match MessageRequest::read(&mut BinDecoder::new(query)) {
+            Ok(m) => m,
+            Err(e) => {
+                malformed.increment(1);
+                tracing::debug!(director = %me, %from, error = %e, "not a DNS query: dropped");
+                continue;
+            }
+        };
+        let (answerer, socket) = (answerer.clone(), socket.clone());
+        tokio::spawn(async move {
+            let request = Request::new(message, from, Protocol::Udp);
+            answerer.handle_request(&request, Reply { socket, to: from }).await;
+            drop(permit);
+        });
+    }
+}
+
+/// The REFUSED answer to `query` (its id, opcode and question), sent when too many queries are in flight;
+/// `None` when the bytes are not a DNS query.
+fn refusal(query: &[u8]) -> Option<Vec<u8>> {
+    let asked = Message::from_vec(query).ok()?;
+    if asked.message_type() != MessageType::Query {
+        return None;
+    }
+    let mut answer = Message::new();
+    answer
+        .set_id(asked.id())
+        .set_message_type(MessageType::Response)
+        .set_op_code(asked.op_code())
+        .set_recursion_desired(asked.recursion_desired())
+        .set_response_code(ResponseCode::Refused)
+        .add_queries(asked.queries().iter().cloned());
+    answer.to_vec().ok()
+}
+
+/// Where a query's answer goes: back to its sender, from the server's socket.
+#[derive(Clone)]
+struct Reply {
+    socket: Arc<UdpSocket>,
+    to: SocketAddr,
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for Reply {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> std::io::Result<ResponseInfo> {
+        let mut bytes = Vec::with_capacity(512);
+        let info = response.destructive_emit(&mut BinEncoder::new(&mut bytes)).map_err(std::io::Error::other)?;
+        self.socket.send_to(&bytes, self.to).await?;
+        Ok(info)
     }
 }
 
@@ -222,7 +321,35 @@ mod tests {
         assert!(valid_name("-x.example").is_err());
     }
 
+    #[test]
+    fn a_query_over_the_cap_is_refused_with_its_question() {
+        let mut asked = Message::new();
+        asked
+            .set_id(4242)
+            .add_query(hickory_proto::op::Query::query(Name::from_str("live.example.com.").unwrap(), RecordType::AAAA));
+        let answer = Message::from_vec(&refusal(&asked.to_vec().unwrap()).unwrap()).unwrap();
+        assert_eq!((answer.id(), answer.response_code()), (4242, ResponseCode::Refused));
+        assert_eq!(answer.queries(), asked.queries());
+        // An answer is not refused back (no loop between two servers).
+        let mut response = asked.clone();
+        response.set_message_type(MessageType::Response);
+        assert_eq!(refusal(&response.to_vec().unwrap()), None);
+    }
+
     proptest::proptest! {
+        /// Any datagram gets no refusal or one that is a REFUSED response to it, never a panic.
+        #[test]
+        fn any_datagram_is_refused_cleanly(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            if let Some(answer) = refusal(&bytes) {
+                let answer = Message::from_vec(&answer).unwrap();
+                let asked = Message::from_vec(&bytes).unwrap();
+                proptest::prop_assert_eq!(answer.id(), asked.id());
+                proptest::prop_assert_eq!(answer.response_code(), ResponseCode::Refused);
+                proptest::prop_assert_eq!(answer.message_type(), MessageType::Response);
+            }
+        }
+
+
         /// Any bytes read as a subnet or as nothing, never a panic; a subnet read is one hickory writes back
         /// the same.
         #[test]

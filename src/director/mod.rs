@@ -21,7 +21,7 @@
 
 pub mod dns;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::Path;
@@ -37,7 +37,7 @@ use crate::config::{DirectorConfig, HttpConfig};
 use crate::http::{live_path, refuse, text, Client, Handler, Reply, RequestCounts, Side};
 use crate::id::{NodeId, StreamName};
 use crate::steering::zones::CoverageZones;
-use crate::steering::{choose, EdgeState, RegionDistances};
+use crate::steering::{choose, EdgeState, RegionDistances, Reported, Serving};
 use crate::topology::{Address, Role, Topology};
 use crate::wire::Report;
 
@@ -103,15 +103,24 @@ pub fn load_zones(file: &Path, topology: &Topology) -> Result<CoverageZones, Zon
         .map_err(|errors| ZonesError::Lines { file: name, errors })
 }
 
+/// An edge's last health check as the director saw it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Whether it passed.
+    pub passing: bool,
+    /// The run of the edge that answered (its `lightpath-boot` header), when one did.
+    pub boot: Option<u64>,
+}
+
 /// An edge as the director last saw it.
 #[derive(Debug, Clone)]
 struct FleetEdge {
     state: EdgeState,
     http: Address,
-    /// The streams it receives (or originates).
-    streams: HashSet<StreamName>,
-    /// Whether its last health check passed, and whether the control plane has a fresh report from it.
-    healthy: bool,
+    /// What the report of the run answering its health checks says; `None` before that run reported.
+    current: Option<Reported>,
+    /// Its last health check, and whether the control plane has a report from it (of any run).
+    health: Health,
     reported: bool,
     /// Whether its report says an operator is draining it.
     draining: bool,
@@ -154,7 +163,7 @@ impl Steering {
         topology: &Topology,
         config: &DirectorConfig,
         reports: &Reports,
-        healthy: &HashMap<NodeId, bool>,
+        healthy: &HashMap<NodeId, Health>,
     ) {
         let fleet = fleet(topology, config, reports, healthy);
         *self.fleet.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fleet);
@@ -175,7 +184,7 @@ impl Steering {
         let states: Vec<EdgeState> = fleet
             .edges
             .iter()
-            .map(|e| EdgeState { has_stream: stream.is_some_and(|s| e.streams.contains(s)), ..e.state.clone() })
+            .map(|e| EdgeState { serving: Serving::judge(e.current.as_ref(), stream), ..e.state.clone() })
             .collect();
         let edge = choose(region, &states, &fleet.distances).and_then(|chosen| {
             let e = fleet.edges.iter().find(|e| e.state.node == chosen.node)?;
@@ -190,14 +199,18 @@ impl Steering {
             .edges
             .iter()
             .map(|e| {
-                let mut streams: Vec<&str> = e.streams.iter().map(|s| s.as_str()).collect();
+                let mut streams: Vec<&str> =
+                    e.current.iter().flat_map(|c| c.carried.iter()).map(|s| s.as_str()).collect();
                 streams.sort_unstable();
                 let v = serde_json::json!({
                     "region": e.state.region,
                     "http": e.http.to_string(),
                     "up": e.state.up,
-                    "healthy": e.healthy,
+                    "healthy": e.health.passing,
                     "reported": e.reported,
+                    // Whether the run answering health checks has reported, and with a link up to the mesh.
+                    "current": e.current.is_some(),
+                    "linked": e.current.as_ref().is_some_and(|c| c.linked),
                     "draining": e.draining,
                     "viewers": e.state.viewers,
                     "capacity": e.state.capacity,
@@ -242,7 +255,8 @@ pub async fn run(
     if let Some(socket) = dns {
         let name = config.dns_name.clone().context("director.dns_name is required with director.dns_listen")?;
         tracing::info!(director = %me, dns = %socket.local_addr()?, %name, "DNS director running");
-        tasks.push(tokio::spawn(dns::serve(socket, name, config.dns_ttl_s, steering.clone(), me.clone())));
+        let (ttl, cap) = (config.dns_ttl_s, config.dns_max_in_flight);
+        tasks.push(tokio::spawn(dns::serve(socket, name, ttl, cap, steering.clone(), me.clone())));
     }
     match http {
         Some(listener) => {
@@ -264,50 +278,99 @@ pub async fn run(
 }
 
 /// Checks one edge's health for as long as the director runs, telling `results` each time it changes.
+///
+/// The checks go over one kept connection: when the edge's process dies its socket closes, and the check
+/// is made again at once on a new connection rather than at the next tick, so that a killed edge is seen
+/// down (or, started again already, seen as a new run) within milliseconds.
 async fn health_checks(
     node: NodeId,
     http: Address,
     every: Duration,
     timeout: Duration,
-    results: mpsc::Sender<(NodeId, bool)>,
+    results: mpsc::Sender<(NodeId, Health)>,
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = None;
+    let mut last: Option<Health> = None;
+    let mut conn: Option<Checker> = None;
     loop {
-        tick.tick().await;
-        let healthy = tokio::time::timeout(timeout, check(&http)).await;
-        let healthy = match healthy {
-            Ok(Ok(())) => Ok(()),
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = closed(&mut conn) => conn = None,
+        }
+        let checked = match tokio::time::timeout(timeout, check(&http, &mut conn)).await {
+            Ok(Ok(boot)) => Ok(boot),
             Ok(Err(e)) => Err(format!("{e:#}")),
             Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
         };
-        if last != Some(healthy.is_ok()) {
-            match &healthy {
-                Ok(()) => tracing::info!(edge = %node, "director: edge passes its health check"),
+        if checked.is_err() {
+            conn = None;
+        }
+        let health = Health { passing: checked.is_ok(), boot: checked.as_ref().ok().copied().flatten() };
+        if last != Some(health) {
+            match &checked {
+                Ok(boot) if last.is_some_and(|l| l.passing) => {
+                    tracing::info!(edge = %node, ?boot, "director: edge answers as a new run")
+                }
+                Ok(boot) => tracing::info!(edge = %node, ?boot, "director: edge passes its health check"),
                 Err(reason) => tracing::warn!(edge = %node, %reason, "director: edge fails its health check"),
             }
-            last = Some(healthy.is_ok());
-            if results.send((node.clone(), healthy.is_ok())).await.is_err() {
+            last = Some(health);
+            if results.send((node.clone(), health)).await.is_err() {
                 return;
             }
         }
     }
 }
 
-/// One `GET /healthz` on a fresh connection: a dead process refuses it at once.
-async fn check(http: &Address) -> Result<()> {
-    use http_body_util::Empty;
+/// A kept connection to an edge for its health checks, and the task that drives it (it ends when the
+/// connection closes).
+struct Checker {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Checker {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+/// Completes when the kept connection closes; never without one.
+async fn closed(conn: &mut Option<Checker>) {
+    match conn {
+        Some(c) => {
+            let _ = (&mut c.driver).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// One `GET /healthz` over the kept connection (opened first when there is none: a dead process refuses
+/// it at once): the run that answered, by its `lightpath-boot` header (`None`: the edge sends none).
+async fn check(http: &Address, conn: &mut Option<Checker>) -> Result<Option<u64>> {
     use hyper_util::rt::TokioIo;
-    let addr = *http.resolve().await?.first().context("no address")?;
-    let tcp = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-    tokio::spawn(conn);
-    let req =
-        http::Request::get("/healthz").header(header::HOST, http.to_string()).body(Empty::<bytes::Bytes>::new())?;
-    let status = sender.send_request(req).await?.status();
+    if conn.as_ref().is_none_or(|c| c.sender.is_closed()) {
+        let addr = *http.resolve().await?.first().context("no address")?;
+        let tcp = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+        let (sender, driven) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+        let driver = tokio::spawn(async move {
+            let _ = driven.await;
+        });
+        *conn = Some(Checker { sender, driver });
+    }
+    let Some(c) = conn.as_mut() else { unreachable!("opened above") };
+    c.sender.ready().await?;
+    let req = http::Request::get("/healthz")
+        .header(header::HOST, http.to_string())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+    let resp = c.sender.send_request(req).await?;
+    let status = resp.status();
     anyhow::ensure!(status == StatusCode::OK, "/healthz answered {status}");
-    Ok(())
+    let boot = resp.headers().get(crate::node::BOOT_HEADER).and_then(|v| v.to_str().ok()?.parse().ok());
+    // The body ("ok") is read to the end, so the connection can carry the next check.
+    http_body_util::BodyExt::collect(resp.into_body()).await?;
+    Ok(boot)
 }
 
 /// Rebuilds the fleet whenever the replica's reports or an edge's health change.
@@ -316,16 +379,16 @@ async fn keep_fleet(
     topology: Arc<Topology>,
     config: DirectorConfig,
     mut reports: watch::Receiver<Reports>,
-    mut health: mpsc::Receiver<(NodeId, bool)>,
+    mut health: mpsc::Receiver<(NodeId, Health)>,
 ) {
-    let mut healthy: HashMap<NodeId, bool> = HashMap::new();
+    let mut healthy: HashMap<NodeId, Health> = HashMap::new();
     loop {
         let latest = reports.borrow_and_update().clone();
         steering.refresh(&topology, &config, &latest, &healthy);
         tokio::select! {
             changed = reports.changed() => if changed.is_err() { return },
             result = health.recv() => match result {
-                Some((node, ok)) => { healthy.insert(node, ok); }
+                Some((node, h)) => { healthy.insert(node, h); }
                 None => return,
             },
         }
@@ -333,7 +396,7 @@ async fn keep_fleet(
 }
 
 /// The fleet as the reports and the health checks show it.
-fn fleet(topology: &Topology, config: &DirectorConfig, reports: &Reports, healthy: &HashMap<NodeId, bool>) -> Fleet {
+fn fleet(topology: &Topology, config: &DirectorConfig, reports: &Reports, healthy: &HashMap<NodeId, Health>) -> Fleet {
     let mut distances = RegionDistances::new(topology.regions.iter().map(|r| (r.name.as_str(), r.lat, r.lon)));
     let region_of: HashMap<&NodeId, &str> = topology.nodes.iter().map(|n| (&n.id, n.region.as_str())).collect();
     for (node, (report, _)) in reports.iter() {
@@ -350,30 +413,21 @@ fn fleet(topology: &Topology, config: &DirectorConfig, reports: &Reports, health
         .filter(|n| n.has_role(Role::Edge))
         .map(|n| {
             let report = reports.get(&n.id).map(|(r, _)| r);
-            let is_healthy = healthy.get(&n.id).copied().unwrap_or(false);
+            let health = healthy.get(&n.id).copied().unwrap_or_default();
             let viewers = report.map_or(0, |r| r.streams.iter().map(|s| s.viewers).sum());
-            let streams = report
-                .map(|r| {
-                    r.streams
-                        .iter()
-                        .filter(|s| s.upstream.is_some() || s.origin == n.id)
-                        .map(|s| s.stream.clone())
-                        .collect()
-                })
-                .unwrap_or_default();
             FleetEdge {
                 state: EdgeState {
                     node: n.id.clone(),
                     region: n.region.clone(),
                     // A draining edge takes no new viewer: the director sends them elsewhere.
-                    up: is_healthy && report.is_some_and(|r| !r.draining),
+                    up: health.passing && report.is_some_and(|r| !r.draining),
                     viewers,
                     capacity: config.capacity_of(&n.id),
-                    has_stream: false,
+                    serving: Serving::No,
                 },
                 http: n.http.clone(),
-                streams,
-                healthy: is_healthy,
+                current: report.and_then(|r| Reported::read(r, health.boot)),
+                health,
                 reported: report.is_some(),
                 draining: report.is_some_and(|r| r.draining),
             }
@@ -458,9 +512,14 @@ impl Front {
 mod tests {
     use super::*;
 
-    /// The demo mesh's edges (edge-us, edge-ap), both healthy and reporting; `draining` names those an
-    /// operator drains.
+    /// The demo mesh's edges (edge-us, edge-ap), both healthy and reporting a link up; `draining` names
+    /// those an operator drains.
     fn steering_with(draining: &[&str]) -> Steering {
+        steering_of(draining, |_| Health { passing: true, boot: Some(7) }, |_| true)
+    }
+
+    /// The same, with each edge's health check and whether its report (of run 7) has a link up.
+    fn steering_of(draining: &[&str], health: impl Fn(&str) -> Health, linked: impl Fn(&str) -> bool) -> Steering {
         let topology =
             Topology::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("topology/demo.toml")).expect("demo topology");
         let now = Instant::now();
@@ -470,15 +529,22 @@ mod tests {
             .map(|id| {
                 let report = Report {
                     node: id.clone(),
-                    links: Vec::new(),
+                    links: vec![crate::wire::LinkReport {
+                        peer: NodeId::new("origin").unwrap(),
+                        rtt_us: 1000,
+                        jitter_us: 0,
+                        loss_ppm: 0,
+                        up: linked(id.as_str()),
+                    }],
                     streams: Vec::new(),
                     takedowns: Vec::new(),
                     draining: draining.contains(&id.as_str()),
+                    boot: 7,
                 };
                 (id.clone(), (report, now))
             })
             .collect();
-        let healthy: HashMap<NodeId, bool> = edges.iter().map(|id| (id.clone(), true)).collect();
+        let healthy: HashMap<NodeId, Health> = edges.iter().map(|id| (id.clone(), health(id.as_str()))).collect();
         let config = DirectorConfig { region: Some("us-east".into()), ..DirectorConfig::default() };
         let steering = Steering::new(CoverageZones::default(), "us-east".into());
         steering.refresh(&topology, &config, &Arc::new(reports), &healthy);
@@ -496,5 +562,22 @@ mod tests {
         assert_eq!(pick(&steering_with(&["edge-us", "edge-ap"])), None, "no edge takes viewers");
         let view = steering_with(&["edge-us"]).view();
         assert_eq!(view["edges"]["edge-us"]["draining"], true, "{view}");
+    }
+
+    #[test]
+    fn a_restarted_edge_waits_for_a_report_of_its_new_run_with_a_link_up() {
+        let restarted =
+            |boot| move |e: &str| Health { passing: true, boot: Some(if e == "edge-us" { boot } else { 7 }) };
+        // edge-us answers its health check as run 8; the report is still run 7's, from before it was killed.
+        assert_eq!(pick(&steering_of(&[], restarted(8), |_| true)).as_deref(), Some("edge-ap"));
+        // Its run 8 reported, but no link is up yet: it may not know the stream.
+        assert_eq!(pick(&steering_of(&[], restarted(7), |e| e != "edge-us")).as_deref(), Some("edge-ap"));
+        // A link up in its current run.
+        assert_eq!(pick(&steering_of(&[], restarted(7), |_| true)).as_deref(), Some("edge-us"));
+        // An edge that answers no boot (an older build) never matches a report.
+        let silent = |e: &str| Health { passing: true, boot: (e != "edge-us").then_some(7) };
+        assert_eq!(pick(&steering_of(&[], silent, |_| true)).as_deref(), Some("edge-ap"));
+        let view = steering_of(&[], restarted(8), |_| true).view();
+        assert_eq!(view["edges"]["edge-us"]["current"], false, "{view}");
     }
 }

@@ -164,6 +164,9 @@ pub(crate) struct Shared {
     draining: std::sync::atomic::AtomicBool,
     /// The streams this node sends on to downstream neighbours, as last published.
     relayed: RwLock<Vec<StreamName>>,
+    /// Drawn at random when the mesh started: in every report and in `/healthz` answers (see
+    /// [`Report::boot`]).
+    boot: u64,
 }
 
 impl Shared {
@@ -202,13 +205,16 @@ impl Mesh {
         let MeshOptions { relay: config, takedowns_file, quic } = options;
         let peer_queue_bytes = quic.peer_queue_bytes;
         let config = RelayConfig { probes: config.probes.validate().context("probe intervals")?, ..config };
+        // 0 means "none drawn" (the simulator's relays); the wire's integers hold 62 bits.
+        let boot = (rand::random::<u64>() & crate::wire::VARINT_MAX).max(1);
         let mut relay = Relay::new(
             me.clone(),
             topology.nodes.iter().map(|n| n.id.clone()),
             topology.links.iter().map(|l| (l.a.clone(), l.b.clone(), (l.latency_ms * 1000.0).round().max(1.0) as u64)),
             config,
         )
-        .context("probe intervals")?;
+        .context("probe intervals")?
+        .with_boot(boot);
         if let Some(file) = &takedowns_file {
             for (stream, t) in crate::takedowns::load(file)? {
                 relay.handle_takedown(Duration::ZERO, None, &stream, t);
@@ -250,6 +256,7 @@ impl Mesh {
             stalled_us: Default::default(),
             draining: Default::default(),
             relayed: RwLock::default(),
+            boot,
         });
         // Every log line of this node's mesh tasks names the node (the demo runs several in one process).
         let span = tracing::info_span!("mesh", node = %me);
@@ -259,6 +266,7 @@ impl Mesh {
             streams: Vec::new(),
             takedowns: Vec::new(),
             draining: false,
+            boot,
         });
         let mut driver = Driver {
             shared: shared.clone(),
@@ -372,6 +380,12 @@ impl Mesh {
     /// changes whenever they do.
     pub fn reports(&self) -> watch::Receiver<Report> {
         self.reports.clone()
+    }
+
+    /// The number this node drew when it started: its reports and its `/healthz` answers carry it, so a
+    /// director can match the two to one run of the node ([`Report::boot`]).
+    pub fn boot(&self) -> u64 {
+        self.shared.boot
     }
 
     /// A route table from the control plane; an older version than the one in force is ignored.

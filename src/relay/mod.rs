@@ -370,6 +370,8 @@ pub struct Relay {
     activity_stale: bool,
     /// An operator is draining this node (reported to the control plane, which routes around it).
     draining: bool,
+    /// This run's number, put in every report ([`Report::boot`]).
+    boot: u64,
     actions: VecDeque<Action>,
     now: Duration,
 }
@@ -418,9 +420,16 @@ impl Relay {
             deaf: Duration::ZERO,
             activity_stale: false,
             draining: false,
+            boot: 0,
             actions: VecDeque::new(),
             now: Duration::ZERO,
         })
+    }
+
+    /// The same relay, its reports carrying `boot`: the number the node drew when it started, which its
+    /// health checks answer with too ([`Report::boot`]).
+    pub fn with_boot(self, boot: u64) -> Self {
+        Self { boot, ..self }
     }
 
     /// This node's id.
@@ -935,8 +944,14 @@ impl Relay {
             self.registry.takedowns().map(|(s, t)| (s.clone(), t.clone())).collect();
         takedowns.sort_by(|a, b| b.1.version.cmp(&a.1.version).then_with(|| a.0.cmp(&b.0)));
         takedowns.truncate(REPORTED_TAKEDOWNS);
-        let mut report =
-            Report { node: self.me.clone(), links, streams: Vec::new(), takedowns, draining: self.draining };
+        let mut report = Report {
+            node: self.me.clone(),
+            links,
+            streams: Vec::new(),
+            takedowns,
+            draining: self.draining,
+            boot: self.boot,
+        };
         let mut room = {
             let mut out = Vec::new();
             Frame::Report(report.clone()).encode(&mut out);

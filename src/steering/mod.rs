@@ -8,19 +8,25 @@
 //! them where it has a link, else an estimate from their coordinates).
 //!
 //! The rule, in order:
-//! 1. only edges that are up and below their viewer capacity are candidates (none: no answer, the viewer is
-//!    told to retry);
+//! 1. only edges that are up, below their viewer capacity and able to serve the stream ([`Serving`]) are
+//!    candidates (none: no answer, the viewer is told to retry). An edge can serve a stream when the report
+//!    of its current run ([`Serving::judge`]) says it receives the stream, or that it has a link up to the
+//!    mesh: a neighbour tells a node every stream it knows as soon as their link comes up, so a linked edge
+//!    knows the stream and has a way toward its origin. A restarted edge passes its health check the moment
+//!    it listens, before it knows anything; until its new run has reported a link up, it would answer a
+//!    viewer 404;
 //! 2. the nearest candidates win: those within [`NEAR_MS`] of the nearest one's RTT from the viewer's
 //!    region (a handful of milliseconds is below what a viewer notices, and lets the next rule act);
-//! 3. among those, an edge that already receives the stream wins (its cache is warm, and the mesh carries
+//! 3. among those, an edge that already receives the stream ([`Serving::Carries`]) wins (its cache is warm, and the mesh carries
 //!    no new copy of it);
 //! 4. then the least loaded (viewers over capacity), then the node id, so equal inputs give equal answers.
 
 pub mod zones;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use crate::id::NodeId;
+use crate::id::{NodeId, StreamName};
+use crate::wire::Report;
 
 /// How much further than the nearest candidate an edge may be and still count as near, in ms of RTT.
 pub const NEAR_MS: f64 = 10.0;
@@ -37,18 +43,74 @@ pub struct EdgeState {
     pub viewers: u32,
     /// Viewers it may serve (`director.capacity`).
     pub capacity: u32,
-    /// Whether it receives the stream asked for.
-    pub has_stream: bool,
+    /// What it can do for the stream asked for.
+    pub serving: Serving,
 }
 
 impl EdgeState {
-    /// Up and below capacity.
+    /// Up, below capacity and able to serve the stream.
     pub fn eligible(&self) -> bool {
-        self.up && self.viewers < self.capacity
+        self.up && self.viewers < self.capacity && self.serving != Serving::No
     }
 
     fn load(&self) -> f64 {
         f64::from(self.viewers) / f64::from(self.capacity.max(1))
+    }
+}
+
+/// What an edge can do for the stream a viewer asks for (ordered: more is better).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Serving {
+    /// Nothing yet: its report is from another run than the one answering its health checks, or that run
+    /// has no link up to the mesh, so it may not know the stream (a viewer sent there would get a 404).
+    No,
+    /// It has a link up to the mesh in this run: it knows every stream its neighbours know, and fetches the
+    /// stream on the first request.
+    Can,
+    /// It receives the stream, or originates it: its cache is warm.
+    Carries,
+}
+
+/// What an edge's report says of the streams it can serve, once it is known to come from the run of the
+/// edge that answers the director's health checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reported {
+    /// It has a link up to the mesh.
+    pub linked: bool,
+    /// The streams it receives or originates.
+    pub carried: HashSet<StreamName>,
+}
+
+impl Reported {
+    /// Reads `report`, when it comes from the run whose health check answered with `boot`; `None` when
+    /// no health check answered yet or a different run sent the report (the edge was killed and started
+    /// again, and its new run has not reported yet).
+    pub fn read(report: &Report, boot: Option<u64>) -> Option<Self> {
+        if boot != Some(report.boot) {
+            return None;
+        }
+        Some(Self {
+            linked: report.links.iter().any(|l| l.up),
+            carried: report
+                .streams
+                .iter()
+                .filter(|s| s.upstream.is_some() || s.origin == report.node)
+                .map(|s| s.stream.clone())
+                .collect(),
+        })
+    }
+}
+
+impl Serving {
+    /// What an edge whose current run reported `reported` (`None`: nothing of this run yet) can do for
+    /// `stream` (`None`: a DNS query, which names no stream: any stream).
+    pub fn judge(reported: Option<&Reported>, stream: Option<&StreamName>) -> Serving {
+        match reported {
+            None => Serving::No,
+            Some(r) if stream.is_some_and(|s| r.carried.contains(s)) => Serving::Carries,
+            Some(r) if r.linked => Serving::Can,
+            Some(_) => Serving::No,
+        }
     }
 }
 
@@ -110,14 +172,14 @@ pub fn great_circle_km((lat1, lon1): (f64, f64), (lat2, lon2): (f64, f64)) -> f6
 }
 
 /// The edge a viewer from `client_region` is sent to, by the rule in the module doc; `None` when no edge
-/// is up and below capacity.
+/// is up, below capacity and able to serve the stream.
 pub fn choose<'a>(client_region: &str, edges: &'a [EdgeState], distances: &RegionDistances) -> Option<&'a EdgeState> {
     let rtt = |e: &EdgeState| distances.rtt_ms(client_region, &e.region);
     let nearest = edges.iter().filter(|e| e.eligible()).map(rtt).min_by(f64::total_cmp)?;
     edges
         .iter()
         .filter(|e| e.eligible() && rtt(e) <= nearest + NEAR_MS)
-        .min_by(|a, b| b.has_stream.cmp(&a.has_stream).then(a.load().total_cmp(&b.load())).then(a.node.cmp(&b.node)))
+        .min_by(|a, b| b.serving.cmp(&a.serving).then(a.load().total_cmp(&b.load())).then(a.node.cmp(&b.node)))
 }
 
 #[cfg(test)]
@@ -137,7 +199,7 @@ mod tests {
             up: true,
             viewers: 0,
             capacity: 100,
-            has_stream: false,
+            serving: Serving::Can,
         }
     }
 
@@ -174,31 +236,32 @@ mod tests {
         let mut edges = [edge("edge-us-1", "us-east"), edge("edge-us-2", "us-east"), edge("edge-ap", "ap-southeast")];
         edges[0].viewers = 10;
         assert_eq!(choose("us-east", &edges, &d).unwrap().node.as_str(), "edge-us-2");
-        edges[0].has_stream = true;
+        edges[0].serving = Serving::Carries;
         assert_eq!(choose("us-east", &edges, &d).unwrap().node.as_str(), "edge-us-1");
         // A far edge with the stream does not beat a near one without.
         edges[0].up = false;
-        edges[2].has_stream = true;
+        edges[2].serving = Serving::Carries;
         assert_eq!(choose("us-east", &edges, &d).unwrap().node.as_str(), "edge-us-2");
     }
 
     fn any_edge() -> impl Strategy<Value = EdgeState> {
-        (0usize..6, 0usize..3, any::<bool>(), 0u32..5, 1u32..5, any::<bool>()).prop_map(
-            |(n, r, up, viewers, capacity, has_stream)| EdgeState {
+        let serving = prop_oneof![Just(Serving::No), Just(Serving::Can), Just(Serving::Carries)];
+        (0usize..6, 0usize..3, any::<bool>(), 0u32..5, 1u32..5, serving).prop_map(
+            |(n, r, up, viewers, capacity, serving)| EdgeState {
                 node: NodeId::new(format!("edge-{n}")).unwrap(),
                 region: ["eu-west", "us-east", "ap-southeast"][r].into(),
                 up,
                 viewers,
                 capacity,
-                has_stream,
+                serving,
             },
         )
     }
 
     proptest! {
-        /// The choice is up and below capacity; no candidate is nearer by more than NEAR_MS; a near
-        /// candidate with the stream is never passed over for one without; and there is a choice whenever
-        /// there is a candidate.
+        /// The choice is up, below capacity and able to serve; no candidate is nearer by more than NEAR_MS;
+        /// a near candidate with the stream is never passed over for one without; and there is a choice
+        /// whenever there is a candidate.
         #[test]
         fn the_choice_keeps_the_rule(edges in proptest::collection::vec(any_edge(), 0..8), client in 0usize..3) {
             let d = distances();
@@ -211,7 +274,7 @@ mod tests {
                 let nearest = candidates.iter().map(|e| d.rtt_ms(client, &e.region)).fold(f64::INFINITY, f64::min);
                 prop_assert!(d.rtt_ms(client, &c.region) <= nearest + NEAR_MS, "{} is not near", c.node);
                 for other in candidates.iter().filter(|e| d.rtt_ms(client, &e.region) <= nearest + NEAR_MS) {
-                    prop_assert!(c.has_stream || !other.has_stream, "{} has the stream, {} not", other.node, c.node);
+                    prop_assert!(c.serving >= other.serving, "{} has the stream, {} not", other.node, c.node);
                 }
             }
         }

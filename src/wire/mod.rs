@@ -37,7 +37,7 @@ pub use varint::VARINT_MAX;
 use crate::id::{NameError, NodeId, ObjectName, StreamName};
 
 /// The protocol version sent in `Hello`.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 /// Largest encoded frame accepted (type + length + payload).
 pub const MAX_FRAME: usize = 64 * 1024;
 /// Longest `content_type` accepted, in bytes.
@@ -101,6 +101,11 @@ pub struct Report {
     /// [`Planner::handle_draining`](crate::routing::Planner::handle_draining)) and directors send no viewer
     /// to it.
     pub draining: bool,
+    /// A number the node drew at random when it started (0 where nobody drew one: the simulator; at most
+    /// [`VARINT_MAX`]). The
+    /// node's `/healthz` answers with the same number (the `lightpath-boot` header), so a director can tell
+    /// a report of the run that answers its health checks from one an earlier run sent before it was killed.
+    pub boot: u64,
 }
 
 /// An operator's word on a stream: taken down (`active`) or lifted, with a reason for viewers and publishers.
@@ -365,6 +370,7 @@ impl Frame {
                     put_str(&t.reason, out);
                 }
                 varint::put(u64::from(r.draining), out);
+                varint::put(r.boot, out);
             }
             Frame::Routes(t) => {
                 varint::put(t.version, out);
@@ -439,7 +445,7 @@ impl Frame {
                     let stream = r.name()?;
                     takedowns.push((stream, Takedown { version: r.varint()?, active: r.flag()?, reason: r.reason()? }));
                 }
-                Frame::Report(Report { node, links, streams, takedowns, draining: r.flag()? })
+                Frame::Report(Report { node, links, streams, takedowns, draining: r.flag()?, boot: r.varint()? })
             }
             ROUTES => {
                 let version = r.varint()?;

@@ -56,6 +56,7 @@ fn samples() -> Vec<Frame> {
             }],
             takedowns: Vec::new(),
             draining: true,
+            boot: 0x1eed_f00d_1234_5678,
         }),
     ]
 }
@@ -267,13 +268,16 @@ fn report() -> impl Strategy<Value = Report> {
         |(node, links, streams)| {
             let takedown = (stream_name(), int(), any::<bool>(), "[^\\p{Cc}]{0,30}")
                 .prop_map(|(s, version, active, reason)| (s, Takedown { version, active, reason }));
-            (proptest::collection::vec(takedown, 0..3), any::<bool>()).prop_map(move |(takedowns, draining)| Report {
-                node: node.clone(),
-                links: links.clone(),
-                streams: streams.clone(),
-                takedowns,
-                draining,
-            })
+            (proptest::collection::vec(takedown, 0..3), any::<bool>(), int()).prop_map(
+                move |(takedowns, draining, boot)| Report {
+                    node: node.clone(),
+                    links: links.clone(),
+                    streams: streams.clone(),
+                    takedowns,
+                    draining,
+                    boot,
+                },
+            )
         },
     )
 }

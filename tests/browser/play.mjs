@@ -2,8 +2,8 @@
 // as one JSON line, what the player saw: parts and fragments buffered, stalls, seeks, the playhead, each
 // second hls.js's latency estimate and the glass-to-glass delay (now minus the playhead's
 // EXT-X-PROGRAM-DATE-TIME), and a timeline of loads, playlist updates and playback events (the first 400,
-// in milliseconds from the start) to read a failure by. Used by tests/low_latency_browser.rs and
-// benches/llhls.rs.
+// in milliseconds from the start) to read a failure by. Used by tests/low_latency_browser.rs,
+// tests/https.rs and benches/llhls.rs.
 //
 // A stall is the playhead stopping for 80 ms or more once playback runs ('waiting' while not seeking). A
 // seek is hls.js moving the playhead itself: a stream a few seconds old can only be started at its first
@@ -11,6 +11,9 @@
 // after the first frame shows. That jump fires 'waiting' too, with `seeking` set, and is no stall.
 //
 //   node tests/browser/play.mjs URL SECONDS [low|plain]
+//
+// CHROMIUM_FLAGS adds flags to Chromium's, space-separated (tests/https.rs trusts its test certificate's key
+// with --ignore-certificate-errors-spki-list).
 import { chromium } from 'playwright-core';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -23,7 +26,10 @@ const STALL_MS = 80;
 const here = path.dirname(fileURLToPath(import.meta.url));
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--autoplay-policy=no-user-gesture-required', '--disable-gpu'],
+  args: [
+    '--no-sandbox', '--autoplay-policy=no-user-gesture-required', '--disable-gpu',
+    ...(process.env.CHROMIUM_FLAGS || '').split(' ').filter(Boolean),
+  ],
 });
 try {
   const page = await browser.newPage();
