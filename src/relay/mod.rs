@@ -685,6 +685,16 @@ impl Relay {
         self.rehome_all();
     }
 
+    /// The transport's running totals of packets sent to `peer` on connection `conn` and declared lost, as of
+    /// `now` (see [`LinkEstimator::handle_packet_counts`]): on a link that carries a stream, the evidence
+    /// that shows its loss within a second or two.
+    pub fn handle_packet_counts(&mut self, now: Duration, peer: &NodeId, conn: ConnId, sent: u64, lost: u64) {
+        self.advance(now);
+        if let Some(p) = self.peers.on(peer, conn) {
+            p.estimator.handle_packet_counts(now, sent, lost);
+        }
+    }
+
     /// Probe `seq` on connection `conn` to `peer` was echoed at `now`.
     pub fn handle_probe_reply(&mut self, now: Duration, peer: &NodeId, conn: ConnId, seq: u64) {
         self.advance(now);

@@ -8,7 +8,7 @@
 //!    declares the link down. [`Planner::handle_report`] replaces what a node said, [`Planner::handle_link_report`]
 //!    what it said of one link, [`Planner::handle_report_gone`] forgets a node that stopped reporting.
 //! 2. **The measured graph.** A link is in the graph when an end reports it and neither declares it down, at
-//!    the cost [`graph_link`] gives (the worse end's, in whole milliseconds). The rule reads the current
+//!    the cost [`graph_link`] gives (the worse end's, in microseconds). The rule reads the current
 //!    reports and nothing else: not what the graph held before, not when the planner started. Replicas that
 //!    hold the same reports therefore build the same graph and push the same routes, and the simulator, which
 //!    runs one planner, decides as every live replica does. Noise stays out of the graph because nodes

@@ -165,6 +165,10 @@ struct End {
     last_probe: u64,
     /// What this end last reported to the control plane (`None`: nothing).
     reported: Option<Option<LinkMetrics>>,
+    /// The stream packets this end sent over the link and lost, running totals as a transport keeps them,
+    /// and the sent total the relay was last told (see `Link::counted`).
+    packets: (u64, u64),
+    packets_told: u64,
 }
 
 const NO_REPLY: (Micros, u64) = (Micros::MAX, 0);
@@ -173,6 +177,12 @@ struct Link {
     a: u32,
     b: u32,
     latency: Micros,
+    /// The share of packets lost each way.
+    loss: f64,
+    /// Whether the stream packets crossing the link are counted for its ends' estimators: from its first
+    /// loss on. Counts of a link that never lost a packet cannot move a loss verdict, so the simulator
+    /// spares itself the work on them.
+    counted: bool,
     up: bool,
     /// The connection carrying the link, and whether both ends hold it.
     conn: ConnId,
@@ -267,6 +277,9 @@ pub struct Outcome {
     pub links: Vec<(u32, u32)>,
     pub events: u64,
     pub table_versions: u64,
+    /// Per node: how many times its route table changed once the workload had started (its first table is
+    /// not a change).
+    pub table_changes: Vec<u32>,
     /// Recomputations the control plane ran, and those it skipped because nothing could change.
     pub recomputations: u64,
     pub recomputations_skipped: u64,
@@ -289,8 +302,8 @@ struct Stream {
     slot: usize,
     segment: Micros,
     bytes: u64,
-    /// Probability that one crossing of a link loses at least one of the object's packets.
-    object_loss: f64,
+    /// How many packets the object is.
+    packets: u64,
     edges: Vec<u32>,
     /// Index of this stream's first (stream, edge) pair.
     pairs: usize,
@@ -328,7 +341,6 @@ pub struct Engine<'a> {
     queue: EventQueue<Scheduled>,
     rng: SmallRng,
     jitter: Micros,
-    loss: f64,
     /// Bits per µs each link direction sends; 0 for unlimited.
     bits_per_us: f64,
     late: Micros,
@@ -368,6 +380,9 @@ pub struct Engine<'a> {
     planner: Planner,
     recomputations: u64,
     recomputations_skipped: u64,
+    /// Per node: whether it got a table yet, and how often its table changed after the workload started.
+    tabled: Vec<bool>,
+    table_changes: Vec<u32>,
     /// The true graph (latencies of up links between up nodes) and its trees: the optimum.
     truth: MeshRoutes,
     fixed: Vec<Vec<u32>>,
@@ -376,7 +391,7 @@ pub struct Engine<'a> {
     memo: [Vec<Memo>; 3],
     /// Per link, the current object's extra delay (jitter, retransmission), drawn once per object so that
     /// every strategy crossing the link sees the same draw; current when its stamp is `emits`.
-    draws: Vec<(u64, Micros)>,
+    draws: Vec<(u64, Micros, u64)>,
     emits: u64,
     walk: Vec<(u32, u32, u32)>,
     /// Scratch for tree building: per node, the tree build that last reached it, how many of its parents
@@ -421,6 +436,8 @@ impl<'a> Engine<'a> {
                 a,
                 b,
                 latency: ms_to_micros(spec.latency_ms),
+                loss: scenario.links.loss,
+                counted: scenario.links.loss > 0.0,
                 up: true,
                 conn: 0,
                 connected: false,
@@ -437,7 +454,6 @@ impl<'a> Engine<'a> {
         origins.sort_unstable_by(|a, b| ids[*a as usize].cmp(&ids[*b as usize]));
         origins.dedup();
         let origin_ids: Vec<NodeId> = origins.iter().map(|&o| ids[o as usize].clone()).collect();
-        let loss = scenario.links.loss;
         let mut pairs = 0;
         let mut watches = vec![Vec::new(); ids.len()];
         let streams: Vec<Stream> = scenario
@@ -456,7 +472,7 @@ impl<'a> Engine<'a> {
                     slot: origins.iter().position(|&o| o == index(&s.origin)).expect("every origin has a slot"),
                     segment: s.segment_ms * 1000,
                     bytes,
-                    object_loss: 1.0 - (1.0 - loss).powf(bytes.div_ceil(PACKET_BYTES) as f64),
+                    packets: bytes.div_ceil(PACKET_BYTES),
                     pairs,
                     edges,
                     tree: Vec::new(),
@@ -541,6 +557,8 @@ impl<'a> Engine<'a> {
             down: false,
             last_probe: u64::MAX,
             reported: None,
+            packets: (0, 0),
+            packets_told: 0,
         };
         Engine {
             scenario,
@@ -551,7 +569,6 @@ impl<'a> Engine<'a> {
             queue: EventQueue::new(),
             rng: SmallRng::seed_from_u64(seed),
             jitter: ms_to_micros(scenario.links.jitter_ms),
-            loss,
             bits_per_us: scenario.links.bandwidth_mbps,
             late: scenario.workload.late_ms * 1000,
             crashed: vec![None; ids.len()],
@@ -567,12 +584,14 @@ impl<'a> Engine<'a> {
             conn_links: Vec::with_capacity(links.len()),
             frames: Vec::new(),
             free_frames: Vec::new(),
-            draws: vec![(0, 0); links.len()],
+            draws: vec![(0, 0, 0); links.len()],
             flows: [flow(), flow(), flow()],
             memo: [memo(), memo(), memo()],
             planner,
             recomputations: 0,
             recomputations_skipped: 0,
+            tabled: vec![false; ids.len()],
+            table_changes: vec![0; ids.len()],
             truth,
             fixed,
             emits: 0,
@@ -673,6 +692,7 @@ impl<'a> Engine<'a> {
             links: self.links.iter().map(|l| (l.a, l.b)).collect(),
             events: self.events,
             table_versions: self.planner.version(),
+            table_changes: self.table_changes,
             recomputations: self.recomputations,
             recomputations_skipped: self.recomputations_skipped,
             streams: self.outcomes,
@@ -789,6 +809,11 @@ impl<'a> Engine<'a> {
                 let at = end.data.min(self.now);
                 end.told = end.data;
                 relay.handle_heard(Self::time(at), &self.ids[peer as usize], link.conn);
+            }
+            if end.packets.0 != end.packets_told && link.connected {
+                end.packets_told = end.packets.0;
+                let (sent, lost) = end.packets;
+                relay.handle_packet_counts(Self::time(self.now), &self.ids[peer as usize], link.conn, sent, lost);
             }
             while end.reply.0 <= self.now {
                 let (at, seq) = end.reply;
@@ -1079,10 +1104,34 @@ impl<'a> Engine<'a> {
 
     /// One packet's one-way crossing of a link: its delay, or `None` when lost.
     fn cross(&mut self, link: usize) -> Option<Micros> {
-        if self.loss > 0.0 && self.rng.gen_bool(self.loss) {
+        let loss = self.links[link].loss;
+        if loss > 0.0 && self.rng.gen_bool(loss) {
             return None;
         }
         Some(self.links[link].latency + self.draw_jitter())
+    }
+
+    /// How many of `packets` packets a crossing at loss rate `loss` loses: independent losses, drawn as the
+    /// gaps between them (geometric), so a draw costs one random number per loss, plus one.
+    fn lost_packets(&mut self, packets: u64, loss: f64) -> u64 {
+        if loss <= 0.0 || packets == 0 {
+            return 0;
+        }
+        if loss >= 1.0 {
+            return packets;
+        }
+        let log_keep = (1.0 - loss).ln();
+        let mut lost = 0;
+        let mut at = 0u64;
+        loop {
+            let u: f64 = self.rng.gen_range(f64::MIN_POSITIVE..1.0);
+            at = at.saturating_add((u.ln() / log_keep).floor() as u64);
+            if at >= packets {
+                return lost;
+            }
+            lost += 1;
+            at += 1;
+        }
     }
 
     fn draw_jitter(&mut self) -> Micros {
@@ -1151,6 +1200,13 @@ impl<'a> Engine<'a> {
         if changed.is_empty() {
             return;
         }
+        let started = self.now >= self.scenario.workload.start_s * 1_000_000;
+        for &n in &changed {
+            let n = n as usize;
+            if std::mem::replace(&mut self.tabled[n], true) && started {
+                self.table_changes[n] += 1;
+            }
+        }
         let tables = changed.into_iter().filter_map(|n| Some((n, self.routes_of(n)?))).collect();
         let at = self.now + self.scenario.control.push_delay_ms * 1000;
         self.schedule(at, Event::TablePush(Rc::new(tables)));
@@ -1208,6 +1264,11 @@ impl<'a> Engine<'a> {
                 let l = link(self);
                 self.links[l].latency = ms_to_micros(fault.value.expect("validated"));
                 self.update_truth(l);
+            }
+            FaultKind::Loss => {
+                let l = link(self);
+                self.links[l].loss = fault.value.expect("validated");
+                self.links[l].counted |= self.links[l].loss > 0.0;
             }
             FaultKind::NodeCrash => {
                 let n = node(self, &fault.a);
@@ -1411,6 +1472,12 @@ impl<'a> Engine<'a> {
                 continue;
             }
             let at = self.forward(0, s, link, parent, ready);
+            if self.links[link].counted {
+                // The sending end's transport counts the object's packets, and those it had to send again.
+                let end = &mut self.ends[2 * link + usize::from(self.links[link].a != parent)];
+                end.packets.0 += self.streams[s].packets;
+                end.packets.1 += self.draws[link].2;
+            }
             let latency = self.links[link].latency;
             let to = &mut self.memo[0][child as usize];
             if to.stamp != stamp || to.arrival.is_none_or(|a| at < a) {
@@ -1646,10 +1713,12 @@ impl<'a> Engine<'a> {
         let bytes = self.streams[s].bytes;
         if self.draws[link].0 != self.emits {
             let mut extra = self.draw_jitter();
-            if self.streams[s].object_loss > 0.0 && self.rng.gen_bool(self.streams[s].object_loss) {
+            let lost = self.lost_packets(self.streams[s].packets, self.links[link].loss);
+            if lost > 0 {
+                // A lost packet is sent again about a round trip later; the object is complete then.
                 extra += 2 * self.links[link].latency + self.draw_jitter();
             }
-            self.draws[link] = (self.emits, extra);
+            self.draws[link] = (self.emits, extra, lost);
         }
         let extra = self.draws[link].1;
         let direction = 2 * link + usize::from(self.links[link].a != from);
