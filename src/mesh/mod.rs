@@ -622,7 +622,13 @@ impl Driver {
                 self.relay.handle_heard(now, peer, conn_id(&c.conn));
             }
             // The connection's own packets are the link's loss evidence where it carries a stream.
-            self.relay.handle_packet_counts(now, peer, conn_id(&c.conn), stats.path.sent_packets, stats.path.lost_packets);
+            self.relay.handle_packet_counts(
+                now,
+                peer,
+                conn_id(&c.conn),
+                stats.path.sent_packets,
+                stats.path.lost_packets,
+            );
             c.udp_sent.absolute(stats.udp_tx.bytes);
         }
     }

@@ -397,7 +397,14 @@ impl RouteDamper {
     /// with the time it has been beaten since (if it has) and how much dearer it is than the best, or `None`
     /// to switch to the fresh best now (it fails, or has been beaten long enough: clearly for `hold`, or at
     /// all for `repair_hold` when the node was forced onto it).
-    fn hold(&self, now: Duration, graph: &Graph, fresh: &RouteTree, s: NodeIx, held: Held) -> Option<(Option<Duration>, Cost)> {
+    fn hold(
+        &self,
+        now: Duration,
+        graph: &Graph,
+        fresh: &RouteTree,
+        s: NodeIx,
+        held: Held,
+    ) -> Option<(Option<Duration>, Cost)> {
         let current = NodeIx(held.via);
         let link = graph.link_cost_ix(s.0, current.0)?;
         let (best, rest) = (fresh.cost(s)?, fresh.cost(current)?);

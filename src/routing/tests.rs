@@ -1052,3 +1052,42 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_node_forced_off_its_route_returns_to_the_repaired_one_after_the_repair_hold() {
+    // s reaches d through a (10 + 10 ms) or b (10 + 10.5 ms): b is only 2.5 % dearer, below the margins.
+    let mut damper = RouteDamper::new(DampingConfig::default()).unwrap();
+    let mut g = graph(&[("s", "a", 10_000), ("a", "d", 10_000), ("s", "b", 10_000), ("b", "d", 10_500)]);
+    damp_round(&mut damper, 0, &g, &["d"]);
+    assert_eq!(damped(&damper, "s", "d"), Some("a".into()));
+    g.handle_link_down(&id("s"), &id("a"));
+    assert!(damp_round(&mut damper, 1, &g, &["d"]));
+    assert_eq!(damped(&damper, "s", "d"), Some("b".into()));
+    // Repaired at 10 s, but it flaps once: the clock starts again when it is back for good, at 12 s.
+    g.handle_link(&id("s"), &id("a"), 10_000);
+    damp_round(&mut damper, 10, &g, &["d"]);
+    g.handle_link_down(&id("s"), &id("a"));
+    damp_round(&mut damper, 11, &g, &["d"]);
+    g.handle_link(&id("s"), &id("a"), 10_000);
+    for t in 12..17 {
+        damp_round(&mut damper, t, &g, &["d"]);
+        assert_eq!(damped(&damper, "s", "d"), Some("b".into()), "at {t} s");
+    }
+    // Five seconds of the repaired route being the best, stable: s uses it again.
+    assert!(damp_round(&mut damper, 17, &g, &["d"]));
+    assert_eq!(damped(&damper, "s", "d"), Some("a".into()));
+    // Having returned, s is held by the margins again: b 2.5 % cheaper for a minute moves nothing.
+    g.handle_link(&id("b"), &id("d"), 9_500);
+    for t in 18..80 {
+        assert!(!damp_round(&mut damper, t, &g, &["d"]), "at {t} s");
+    }
+    // A node that chose its route (never forced) is not moved by a small gain either.
+    let mut chosen = RouteDamper::new(DampingConfig::default()).unwrap();
+    let g = graph(&[("s", "a", 10_000), ("a", "d", 10_000), ("s", "b", 10_000), ("b", "d", 10_500)]);
+    damp_round(&mut chosen, 0, &g, &["d"]);
+    let mut g2 = g.clone();
+    g2.handle_link(&id("b"), &id("d"), 9_500);
+    for t in 1..60 {
+        assert!(!damp_round(&mut chosen, t, &g2, &["d"]), "at {t} s");
+    }
+}
