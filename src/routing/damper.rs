@@ -412,7 +412,7 @@ impl RouteDamper {
         let gain = through_current.saturating_sub(best);
         let clearly_better =
             gain >= self.config.absolute_margin && gain as f64 >= self.config.relative_margin * through_current as f64;
-        if !clearly_better && !(held.forced && gain > 0) {
+        if !(clearly_better || (held.forced && gain > 0)) {
             return Some((None, gain));
         }
         let since = held.beaten_since.unwrap_or(now);

@@ -14,7 +14,9 @@
 //!   while the link is down waits for it, and is gone with its connection); a verdict is noted.
 //! - A probe's reply and the stream data a link carries reach the relay (as [`Relay::handle_probe_reply`]
 //!   and [`Relay::handle_heard`], at the time they arrived) before anything next drives that relay: neither
-//!   is an event of its own, since nothing between two drives observes the relay. A reply on a link the
+//!   is an event of its own, since nothing between two drives observes the relay. So are the packet counts
+//!   of the stream objects a link end sent and lost (each object's packets lost independently at the link's
+//!   loss), which a live node reads from its QUIC connection ([`Relay::handle_packet_counts`]). A reply on a link the
 //!   relay has judged down is the exception: the node's wake is brought forward to it, since it brings the
 //!   link back.
 //! - Connections: one per link, with an id ([`ConnId`]) that both ends' relays get in
