@@ -8,3 +8,11 @@
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
+
+/// How far the wall clock is into the current minute of Unix time. A node's mesh counts its time from the
+/// start of that minute, so that nodes whose clocks agree probe their links at the same moments (see
+/// `routing::probe`).
+pub fn into_minute() -> std::time::Duration {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    std::time::Duration::from_nanos((since.as_nanos() % 60_000_000_000) as u64)
+}

@@ -4,7 +4,9 @@
 //! for this run. A built-in publisher loops a short pre-encoded H.264 clip (shipped in `assets/demo-clip/`
 //! and compiled into the binary, so no ffmpeg is needed) into the origin over HTTP PUT, exactly as a real
 //! publisher would: a new segment every two seconds, a sliding playlist, `EXT-X-DISCONTINUITY` at each wrap.
-//! Each edge's playlist URL is printed; it runs until Ctrl-C.
+//! The first control replica also runs a director ([`crate::director`]) on 127.0.0.1:48090, whose
+//! URL is printed first: it redirects each viewer to the nearest healthy edge. Each edge's own playlist URL
+//! is printed too; it runs until Ctrl-C.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -18,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
 use crate::ca::{create_ca, issue, Identity};
-use crate::config::{AdminConfig, EdgeConfig, IngestConfig, LinksConfig};
+use crate::config::{AdminConfig, DirectorConfig, EdgeConfig, IngestConfig, LinksConfig};
 use crate::hls::{LivePlaylist, Segment};
 use crate::id::StreamName;
 use crate::listen::Listeners;
@@ -35,6 +37,9 @@ const CLIP: [&[u8]; 4] = [
     include_bytes!("../assets/demo-clip/clip3.ts"),
 ];
 const SEGMENT_SECONDS: u64 = 2;
+/// Where the demo's director listens.
+const DIRECTOR: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 48090);
 
 /// Runs the demo mesh until `shutdown` completes.
 pub async fn run(topology_path: PathBuf, shutdown: impl Future<Output = ()>) -> Result<()> {
@@ -64,15 +69,29 @@ pub async fn run(topology_path: PathBuf, shutdown: impl Future<Output = ()>) -> 
             let _ = stop.changed().await;
         })));
     }
-    for control in &topology.controls {
+    let mut director_url = None;
+    for (i, control) in topology.controls.iter().enumerate() {
         let (identity, listeners) = identity_and_listeners(&ca, &control.id, &control.mesh, &control.http).await?;
+        // The first replica also runs the director, in the first edge's region.
+        let director = match topology.nodes.iter().find(|n| n.has_role(Role::Edge)).filter(|_| i == 0) {
+            Some(edge) => {
+                let config = DirectorConfig {
+                    listen: Some(DIRECTOR),
+                    region: Some(edge.region.clone()),
+                    ..DirectorConfig::default()
+                };
+                director_url = Some(format!("http://{DIRECTOR}/live/{STREAM}/index.m3u8"));
+                Some(crate::director::DirectorOptions::bind(config, Default::default()).await?)
+            }
+            None => None,
+        };
         let mut stop = stop_rx.clone();
         nodes.push(tokio::spawn(crate::control::run(
             control.id.clone(),
             topology.clone(),
             identity,
             listeners,
-            crate::control::ReplicaOptions::default(),
+            crate::control::ReplicaOptions { director, ..Default::default() },
             async move {
                 let _ = stop.changed().await;
             },
@@ -86,6 +105,9 @@ pub async fn run(topology_path: PathBuf, shutdown: impl Future<Output = ()>) -> 
     let publisher = tokio::spawn(publish_loop(origin_http, stream, key));
 
     println!("lightpath demo: {} nodes running; stream {STREAM:?} is live at {}", topology.nodes.len(), origin.id);
+    if let Some(url) = &director_url {
+        println!("  director (sends each viewer to the nearest healthy edge; open this one): {url}");
+    }
     for edge in topology.nodes.iter().filter(|n| n.has_role(Role::Edge)) {
         println!("  {} ({}): http://{}/live/{STREAM}/index.m3u8", edge.id, edge.region, edge.http);
     }

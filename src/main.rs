@@ -55,6 +55,35 @@ enum Command {
     /// Validate a file and explain every error.
     #[command(subcommand)]
     Check(CheckCommand),
+    /// Topology files.
+    #[command(subcommand)]
+    Topology(TopologyCommand),
+}
+
+#[derive(Subcommand)]
+enum TopologyCommand {
+    /// Turn a GraphML file (Internet Topology Zoo style: nodes with Latitude and Longitude) into a topology
+    /// file whose link latencies are great-circle distances in fibre (200 km per ms) times an inflation.
+    Import {
+        /// The GraphML file.
+        file: PathBuf,
+        /// Where to write the topology (default: standard output).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Fibre path length over the great circle, from 1 to 10.
+        #[arg(long, default_value_t = lightpath::topology::graphml::DEFAULT_INFLATION)]
+        inflation: f64,
+        /// A node with the origin role, by GraphML id or label (repeat for more; default: the node with the
+        /// most links).
+        #[arg(long)]
+        origin: Vec<String>,
+        /// Leave nodes without coordinates out, with their edges, instead of refusing the file.
+        #[arg(long)]
+        skip_unplaced: bool,
+        /// Import only the largest connected part of a graph in several parts.
+        #[arg(long)]
+        keep_largest: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -119,6 +148,25 @@ fn run(command: Command) -> Result<()> {
                 }
             }
         }
+        Command::Topology(TopologyCommand::Import { file, out, inflation, origin, skip_unplaced, keep_largest }) => {
+            let xml = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let options =
+                lightpath::topology::graphml::ImportOptions { inflation, origins: origin, skip_unplaced, keep_largest };
+            let source = file.file_name().map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned());
+            let imported = lightpath::topology::graphml::import(&xml, &source, &options)
+                .with_context(|| format!("importing {}", file.display()))?;
+            for warning in &imported.warnings {
+                eprintln!("warning: {}: {warning}", file.display());
+            }
+            match &out {
+                Some(path) => {
+                    std::fs::write(path, &imported.text).with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("wrote {} ({})", path.display(), imported.topology.summary());
+                }
+                None => print!("{}", imported.text),
+            }
+            Ok(())
+        }
         Command::Ca(CaCommand::Init { dir }) => {
             lightpath::ca::init_dir(&dir)?;
             println!("created the mesh CA in {}", dir.display());
@@ -146,7 +194,12 @@ fn run(command: Command) -> Result<()> {
             let listeners = lightpath::listen::Listeners::bind(cfg.mesh_bind(&topology), cfg.http_bind(&topology)).await?;
             let identity = lightpath::ca::Identity::load(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key)?;
             {
-                let options = lightpath::control::ReplicaOptions { admin: cfg.admin, http: cfg.http, quic: cfg.quic };
+                let director = match cfg.director.enabled() {
+                    true => Some(lightpath::director::DirectorOptions::bind(cfg.director, cfg.http.clone()).await?),
+                    false => None,
+                };
+                let options =
+                    lightpath::control::ReplicaOptions { admin: cfg.admin, http: cfg.http, quic: cfg.quic, director };
                 lightpath::control::run(cfg.node, std::sync::Arc::new(topology), identity, listeners, options, ctrl_c()).await
             }
         }),

@@ -165,9 +165,28 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
             .has_role(Role::Origin)
             .then(|| Ingest::new(mesh.clone(), params.ingest.clone(), params.http.body_timeout())),
         edge,
+        gate: params.edge.tokens.gate(),
     });
+    // HTTPS for viewers, beside the plain listener, stopped with it.
+    let (stop_tls, tls_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let (Some(addr), true) = (params.edge.tls.listen, serves_viewers) {
+        let certificate = crate::edge::tls::Certificate::load(&params.edge.tls.cert, &params.edge.tls.key)
+            .context("loading edge.tls")?;
+        let listener = crate::listen::bind_http(addr).with_context(|| format!("binding edge.tls.listen {addr}"))?;
+        tracing::info!(node = %params.id, https = %listener.local_addr()?, "serving viewers over HTTPS");
+        tokio::spawn(certificate.clone().reload_on_hangup(params.id.to_string()));
+        let (site, http, node) = (site.clone(), params.http.clone(), params.id.to_string());
+        let config = Arc::new(certificate.server_config());
+        tokio::spawn(async move {
+            crate::http::serve_tls(listener, site, config, &http, &node, async {
+                let _ = tls_stopped.await;
+            })
+            .await
+        });
+    }
     let sealed_cache_bytes = if serves_viewers { params.cache_bytes } else { 0 };
     crate::http::serve(listeners.http, site, &params.http, params.id.as_str(), sealed_cache_bytes, shutdown).await;
+    let _ = stop_tls.send(());
     mesh.close();
     Ok(())
 }
@@ -192,6 +211,8 @@ struct Site {
     mesh: Mesh,
     ingest: Option<Ingest>,
     edge: Option<Arc<Edge>>,
+    /// Who may watch what (`edge.tokens`).
+    gate: crate::edge::token::Gate,
 }
 
 impl Handler for Site {
@@ -251,9 +272,21 @@ impl Site {
         match method {
             Method::GET | Method::HEAD => match &self.edge {
                 Some(edge) => {
+                    let now_s = crate::clock::unix_ms() / 1000;
+                    let credential = match self.gate.admit(stream.as_str(), path, req.uri().query(), now_s) {
+                        Ok(c) => c,
+                        Err(e) => return refuse(StatusCode::FORBIDDEN, Side::Downstream, e),
+                    };
                     let client = req.extensions().get::<Client>().map(|c| c.0.ip());
                     match edge.get(&method, &stream, &name, client).await {
-                        Ok(whole) => crate::edge::reply::select(&method, req.headers(), whole),
+                        Ok(mut whole) => {
+                            if let Some(credential) = credential.filter(|_| crate::hls::media::is_playlist(&name)) {
+                                whole = crate::edge::reply::rewrite_playlist(&method, whole, |text| {
+                                    self.gate.carry(&credential, text, path)
+                                });
+                            }
+                            crate::edge::reply::select(&method, req.headers(), whole)
+                        }
                         Err(e) => e.into_reply(),
                     }
                 }

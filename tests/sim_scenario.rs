@@ -188,7 +188,7 @@ a = "australiaeast"
 
 #[test]
 fn figures_out_of_range_duplicates_and_role_mismatches_are_named() {
-    let cases: [(&str, String, &str); 8] = [
+    let cases: Vec<(&str, String, &str)> = vec![
         ("long", BASE.replace("duration_s = 20", "duration_s = 18446744073710"), "duration_s"),
         ("twice", BASE.replace("segment_ms = 500 }]", "segment_ms = 500 }, { name = \"s\", origin = \"westeurope\", segment_ms = 500 }]"), "workload.streams[1].name"),
         ("role", BASE.replace("origin = \"westeurope\"", "origin = \"westindia\""), "workload.streams[0].origin"),
@@ -207,11 +207,66 @@ fn figures_out_of_range_duplicates_and_role_mismatches_are_named() {
             "faults[0].period_s",
         ),
         ("jitter", format!("{BASE}\n[links]\njitter_ms = 1e300\n"), "links.jitter_ms"),
+        // A link of a trillionth of a Mbit/s would queue one object past the clock's end.
+        ("trickle", format!("{BASE}\n[links]\nbandwidth_mbps = 1e-12\n"), "links.bandwidth_mbps"),
+        ("fast-probes", format!("{BASE}\n[probes]\nfast_ms = 1\nslow_ms = 1000\n"), "probes.fast_ms"),
+        ("fast-control", format!("{BASE}\n[control]\nrecompute_ms = 1\n"), "control.recompute_ms"),
+        (
+            "same-edge",
+            BASE.replace("segment_ms = 500 }", "segment_ms = 500, edges = [\"northeurope\", \"northeurope\"] }"),
+            "workload.streams[0].edges[1]",
+        ),
+        (
+            "many-streams",
+            BASE.replace("[workload]", "[workload]\ngenerate = { streams = 100000000, edges_per_stream = 5, segment_ms = 500 }"),
+            "workload.generate.streams",
+        ),
+        (
+            "many-failures",
+            format!("{BASE}\n[random_faults]\nlink_failures = 10000000000\nrepair_s = 1\nfrom_s = 1\n"),
+            "random_faults.link_failures",
+        ),
+        (
+            "huge-mesh",
+            format!("{BASE}\n[generate]\nkind = \"internet\"\nnodes_per_region = 1000000\n"),
+            "generate.nodes_per_region",
+        ),
+        (
+            "congested",
+            format!("{BASE}\n[random_faults]\ncongestions = 1\ncongestion_factor = 1e300\nrepair_s = 1\nfrom_s = 1\n"),
+            "random_faults.congestion_factor",
+        ),
+        (
+            // Every 100 ms for a month: 26 million link changes, each an event held from the start.
+            "month-of-flaps",
+            BASE.replace("duration_s = 20", "duration_s = 2592000")
+                + "\n[[faults]]\nat_s = 5\nkind = \"flap\"\na = \"westeurope\"\nb = \"northeurope\"\nperiod_s = 0.1\nuntil_s = 2591000\n",
+            "faults[0].until_s",
+        ),
     ];
     for (name, text, field) in cases {
         let e = error_of(name, &text);
         assert!(e.contains(field), "{name}: {e}");
     }
+}
+
+#[test]
+fn an_edge_list_naming_a_node_without_the_edge_role_is_refused() {
+    let path = scenario("roles", "");
+    std::fs::write(
+        path.parent().unwrap().join("roles-topology.toml"),
+        "regions = [{ name = \"lab\", lat = 0.0, lon = 0.0 }]\n\
+         nodes = [\n\
+           { id = \"origin\", region = \"lab\", roles = [\"origin\"], mesh = \"127.0.0.1:1\", http = \"127.0.0.1:2\" },\n\
+           { id = \"relay\", region = \"lab\", roles = [\"relay\"], mesh = \"127.0.0.1:3\", http = \"127.0.0.1:4\" },\n\
+         ]\n\
+         links = [{ a = \"origin\", b = \"relay\", latency_ms = 5.0 }]\n",
+    )
+    .unwrap();
+    let text = "topology = \"roles-topology.toml\"\nduration_s = 10\nseed = 1\n[workload]\n\
+                streams = [{ name = \"s\", origin = \"origin\", segment_ms = 500, edges = [\"relay\"] }]\n";
+    let e = error_of("roles", text);
+    assert!(e.contains("workload.streams[0].edges[0]") && e.contains("edge role"), "{e}");
 }
 
 #[test]
@@ -285,8 +340,15 @@ fn a_partition_reports_no_path_time_apart_from_the_reroute_of_edges_that_kept_a_
                 [[faults]]\nat_s = 10\nkind = \"node_crash\"\na = \"relay-1\"\n\
                 [[faults]]\nat_s = 25\nkind = \"heal\"\nregion = \"b\"\n\
                 [[faults]]\nat_s = 25\nkind = \"node_recover\"\na = \"relay-1\"\n";
-    let s = run_file(&scenario("partition", text), None, None, None).unwrap();
+    let out = dir.join("partition-plots");
+    let s = run_file(&scenario("partition", text), None, Some(&out), None).unwrap();
     println!("{}", s.table());
+    // The partition's plot: while edge-b is cut off, the worst latency is edge-a's alone, drawn as hollow
+    // points off the line rather than as a drop.
+    let plot = std::fs::read_to_string(out.join("fault-1.svg")).expect("fault-1.svg");
+    assert!(plot.contains("partition b") && plot.contains("class=\"partial\""), "{plot}");
+    assert!(plot.contains("some edges got"), "{plot}");
+    std::fs::remove_dir_all(&out).ok();
     let cut: Vec<_> = s.faults.iter().filter(|f| f.no_path > 0).collect();
     assert_eq!(cut.len(), 1, "one window left edge-b without a path: {:?}", s.faults);
     let pathless = cut[0].no_path_us.expect("the path came back at the heal");

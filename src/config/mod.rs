@@ -12,6 +12,7 @@
 //! [`check_certificates`], which `lightpath check config` and the start of a node or replica both run. No
 //! sockets are opened here.
 
+pub mod director;
 mod read;
 pub mod sections;
 
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::id::NodeId;
 use crate::topology::{parse_table, Address, CheckError, CheckErrors, Topology};
+pub use director::{DirectorConfig, EdgeScheme};
 use read::{field_names, Required};
 use sections::problem;
 pub use sections::{
@@ -114,6 +116,7 @@ impl NodeConfig {
             topology: resolve(base, self.topology),
             tls: self.tls.resolve(base),
             admin: self.admin.resolve(base),
+            edge: EdgeConfig { tls: self.edge.tls.resolve(base), ..self.edge },
             ..self
         }
     }
@@ -206,6 +209,9 @@ pub struct ControlConfig {
     /// The QUIC endpoint's address validation and handshake cap.
     #[serde(default)]
     pub quic: QuicConfig,
+    /// Viewer steering: an HTTP director and a DNS server sending viewers to the best edge (off by default).
+    #[serde(default)]
+    pub director: DirectorConfig,
     /// The node-config sections the file has, which a replica does not read (for a warning). Not a key of
     /// the file.
     #[serde(skip)]
@@ -258,12 +264,14 @@ impl ControlConfig {
             topology: resolve(base, self.topology),
             tls: self.tls.resolve(base),
             admin: self.admin.resolve(base),
+            director: self.director.resolve(base),
             ..self
         }
     }
 
     fn problems(&self, topology: Option<&Topology>) -> Vec<CheckError> {
         let mut problems = self.tls.validate().err().unwrap_or_default();
+        problems.extend(self.director.problems(topology));
         problems.extend(self.admin.validate().err().unwrap_or_default());
         problems.extend(self.http.validate().err().unwrap_or_default());
         problems.extend(self.quic.validate().err().unwrap_or_default());

@@ -312,6 +312,116 @@ pub struct EdgeConfig {
     /// `index0.m4s`. A downstream cache must not trust a name longer than the stream's live window, after
     /// which it revalidates (a 304 when the `ETag`, a hash of the bytes, still matches).
     pub segment_max_age_s: u64,
+    /// Signed viewer URLs (`[edge.tokens]`): keys, and which streams need a token.
+    pub tokens: TokensConfig,
+    /// HTTPS for viewers (`[edge.tls]`): off unless `listen` is set.
+    pub tls: EdgeTlsConfig,
+}
+
+/// Signed viewer URLs (see `edge::token` for the formats).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokensConfig {
+    /// HMAC-SHA256 keys by key id (letters, digits, '-', '_'; the secret at least 16 characters). Keep the
+    /// old id while tokens signed with it are live, to rotate keys without cutting viewers off.
+    pub keys: BTreeMap<String, String>,
+    /// What a stream needs by default: `open` (anyone; the default) or `token`.
+    pub policy: crate::edge::token::Policy,
+    /// Per-stream policies, instead of `policy` (e.g. `{ paid1 = "token", trailer = "open" }`).
+    pub streams: BTreeMap<StreamName, crate::edge::token::Policy>,
+    /// The private key of Alibaba Cloud type A URL signing (`auth_key=`); off without one.
+    pub alibaba_key: Option<String>,
+    /// How long an `auth_key` URL is good after its timestamp, in s (default 1800, as Alibaba's; at most
+    /// 31536000).
+    pub alibaba_ttl_s: u64,
+}
+
+impl TokensConfig {
+    /// The shortest secret accepted.
+    pub const MIN_SECRET_CHARS: usize = 16;
+
+    /// The edge's gate for these settings.
+    pub fn gate(&self) -> crate::edge::token::Gate {
+        crate::edge::token::Gate::new(
+            self.keys.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            self.alibaba_key.as_deref().map(|k| (k, if self.alibaba_ttl_s == 0 { 1800 } else { self.alibaba_ttl_s })),
+            self.policy,
+            self.streams.iter().map(|(s, p)| (s.to_string(), *p)).collect(),
+        )
+    }
+
+    /// Key ids are plain words, secrets long enough; a stream that needs a token has a way to get one.
+    pub fn validate(&self) -> Result<(), Vec<CheckError>> {
+        let mut problems = Vec::new();
+        for (kid, secret) in &self.keys {
+            let field = format!("edge.tokens.keys.{kid}");
+            if kid.is_empty() || !kid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                problems.push(problem(field.clone(), "a key id is letters, digits, '-' and '_'"));
+            }
+            if secret.len() < Self::MIN_SECRET_CHARS {
+                problems.push(problem(field, "too short: use at least 16 characters"));
+            }
+        }
+        if self.alibaba_key.as_ref().is_some_and(|k| k.len() < Self::MIN_SECRET_CHARS) {
+            problems.push(problem("edge.tokens.alibaba_key", "too short: use at least 16 characters"));
+        }
+        if self.alibaba_ttl_s > 31_536_000 {
+            problems.push(problem("edge.tokens.alibaba_ttl_s", "at most 31536000 (a year)"));
+        }
+        let required = self.policy == crate::edge::token::Policy::Token
+            || self.streams.values().any(|p| *p == crate::edge::token::Policy::Token);
+        if required && self.keys.is_empty() && self.alibaba_key.is_none() {
+            problems.push(problem(
+                "edge.tokens.keys",
+                "streams require a token but no key is set (keys or alibaba_key): nobody could watch them",
+            ));
+        }
+        found(problems)
+    }
+}
+
+/// HTTPS for viewers: a second listener, TLS with HTTP/2 and HTTP/1.1 by ALPN, beside the plain HTTP one
+/// (which keeps serving `/metrics`, `/healthz` and publishers). The certificate and key are read again on
+/// SIGHUP; connections open at that moment keep theirs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdgeTlsConfig {
+    /// Where to listen for HTTPS (off when absent).
+    pub listen: Option<std::net::SocketAddr>,
+    /// The certificate chain (PEM), relative to the config file's folder.
+    pub cert: PathBuf,
+    /// Its private key (PEM), relative to the config file's folder.
+    pub key: PathBuf,
+}
+
+impl EdgeTlsConfig {
+    /// The same section with relative paths taken from `base`.
+    pub fn resolve(self, base: &Path) -> Self {
+        let resolve = |p: PathBuf| if p.as_os_str().is_empty() { p } else { base.join(p) };
+        Self { cert: resolve(self.cert), key: resolve(self.key), ..self }
+    }
+
+    /// With `listen`, both files are named and read as a certificate chain and a matching key.
+    pub fn validate(&self) -> Result<(), Vec<CheckError>> {
+        if self.listen.is_none() {
+            return Ok(());
+        }
+        let mut problems = Vec::new();
+        if self.listen.is_some_and(|a| a.port() == 0) {
+            problems.push(problem("edge.tls.listen", "port 0 would bind a random port that viewers cannot know"));
+        }
+        for (field, path) in [("edge.tls.cert", &self.cert), ("edge.tls.key", &self.key)] {
+            if path.as_os_str().is_empty() {
+                problems.push(problem(field, "missing: required with edge.tls.listen"));
+            }
+        }
+        if problems.is_empty() {
+            if let Err(e) = crate::edge::tls::load(&self.cert, &self.key) {
+                problems.push(problem("edge.tls.cert", format!("{e:#}")));
+            }
+        }
+        found(problems)
+    }
 }
 
 impl EdgeConfig {
@@ -346,13 +456,20 @@ impl EdgeConfig {
                 ),
             ));
         }
+        problems.extend(self.tokens.validate().err().unwrap_or_default());
+        problems.extend(self.tls.validate().err().unwrap_or_default());
         found(problems)
     }
 }
 
 impl Default for EdgeConfig {
     fn default() -> Self {
-        Self { wait_ms: Self::DEFAULT_WAIT_MS, segment_max_age_s: Self::DEFAULT_SEGMENT_MAX_AGE_S }
+        Self {
+            wait_ms: Self::DEFAULT_WAIT_MS,
+            segment_max_age_s: Self::DEFAULT_SEGMENT_MAX_AGE_S,
+            tokens: TokensConfig::default(),
+            tls: EdgeTlsConfig::default(),
+        }
     }
 }
 
@@ -533,7 +650,7 @@ mod tests {
     fn defaults_are_the_documented_values_and_valid() {
         assert_eq!(CacheConfig::default().max_bytes, 268_435_456);
         assert_eq!(IngestConfig::default().max_body_bytes, 33_554_432);
-        assert_eq!(EdgeConfig::default(), EdgeConfig { wait_ms: 6000, segment_max_age_s: 30 });
+        assert_eq!(EdgeConfig::default(), EdgeConfig { wait_ms: 6000, segment_max_age_s: 30, ..EdgeConfig::default() });
         assert_eq!(ProbesConfig::default(), ProbesConfig { fast_ms: 100, slow_ms: 1000 });
         assert_eq!(CacheConfig::default().validate(), Ok(()));
         assert_eq!(IngestConfig::default().validate(), Ok(()));
@@ -645,7 +762,7 @@ mod tests {
 
     #[test]
     fn edge_validates() {
-        let edge = |wait_ms, segment_max_age_s| EdgeConfig { wait_ms, segment_max_age_s };
+        let edge = |wait_ms, segment_max_age_s| EdgeConfig { wait_ms, segment_max_age_s, ..EdgeConfig::default() };
         assert_eq!(edge(0, 0).validate(), Ok(()));
         assert_eq!(edge(EdgeConfig::MAX_WAIT_MS, EdgeConfig::MAX_SEGMENT_MAX_AGE_S).validate(), Ok(()));
         fails(edge(3_600_000, 30).validate(), &[("edge.wait_ms", "too long")]);

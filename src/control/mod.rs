@@ -54,8 +54,9 @@ enum Event {
     Takedown { request: crate::takedowns::Request },
 }
 
-/// What a replica runs with beside its identity and topology: its operator endpoints and its limits.
-#[derive(Debug, Clone, Default)]
+/// What a replica runs with beside its identity and topology: its operator endpoints, its limits and its
+/// director.
+#[derive(Debug, Default)]
 pub struct ReplicaOptions {
     /// The operator endpoints and the takedowns file.
     pub admin: AdminConfig,
@@ -63,6 +64,8 @@ pub struct ReplicaOptions {
     pub http: HttpConfig,
     /// The QUIC endpoint's limits.
     pub quic: QuicConfig,
+    /// The director beside the replica, with its bound sockets (none: no director).
+    pub director: Option<crate::director::DirectorOptions>,
 }
 
 /// Runs a control-plane replica until `shutdown` completes.
@@ -74,7 +77,7 @@ pub async fn run(
     options: ReplicaOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let ReplicaOptions { admin, http, quic } = options;
+    let ReplicaOptions { admin, http, quic, director } = options;
     crate::telemetry::metrics();
     let takedowns = match &admin.takedowns_file {
         Some(file) => crate::takedowns::load(file)?,
@@ -88,6 +91,7 @@ pub async fn run(
 
     let view = Arc::new(RwLock::new(serde_json::json!({})));
     let (events, rx) = mpsc::unbounded_channel();
+    let (reports_tx, reports_rx) = tokio::sync::watch::channel(crate::director::Reports::default());
     let span = tracing::info_span!("control", id = %id);
     let driver = Driver {
         topology: topology.clone(),
@@ -98,9 +102,17 @@ pub async fn run(
         dirty: true,
         takedowns,
         takedowns_file: admin.takedowns_file.clone(),
+        published: director.is_some().then_some(reports_tx),
     };
     tokio::spawn(driver.run(rx).instrument(span.clone()));
     let handshakes = crate::quic::Handshakes::new(quic, id.as_str(), "node");
+    let (stop_director, director_stopped) = tokio::sync::oneshot::channel::<()>();
+    let director = director.map(|options| {
+        let run = crate::director::run(id.clone(), topology.clone(), options, reports_rx, async {
+            let _ = director_stopped.await;
+        });
+        tokio::spawn(run.instrument(span.clone()))
+    });
     tokio::spawn(accept_loop(endpoint.clone(), handshakes, id.clone(), topology, events.clone()).instrument(span));
     let node = id.to_string();
     let api = Arc::new(Api {
@@ -112,6 +124,10 @@ pub async fn run(
     });
     crate::http::serve(listeners.http, api, &http, &node, 0, shutdown).await;
     endpoint.close(0u32.into(), b"control replica stopping");
+    let _ = stop_director.send(());
+    if let Some(director) = director {
+        director.await.context("the director task failed")??;
+    }
     Ok(())
 }
 
@@ -202,6 +218,8 @@ struct Driver {
     /// Operators' takedowns, lifted ones included.
     takedowns: BTreeMap<StreamName, Takedown>,
     takedowns_file: Option<std::path::PathBuf>,
+    /// Where the director beside this replica reads the reports (none without a director).
+    published: Option<tokio::sync::watch::Sender<crate::director::Reports>>,
 }
 
 impl Driver {
@@ -231,7 +249,12 @@ impl Driver {
                         self.learn_takedowns(&report);
                         let changed = self.reports.get(&report.node).is_none_or(|(old, _)| old != &report);
                         self.dirty |= changed;
+                        let first = !self.reports.contains_key(&report.node);
                         self.reports.insert(report.node.clone(), (report, Instant::now()));
+                        // A node's first report makes it eligible at once; later ones wait for the tick.
+                        if first || changed {
+                            self.publish();
+                        }
                     }
                     Some(Event::Takedown { request }) => self.takedown(request),
                 },
@@ -278,6 +301,13 @@ impl Driver {
         self.dirty = true;
     }
 
+    /// Hands the reports to the director, when there is one.
+    fn publish(&self) {
+        if let Some(published) = &self.published {
+            published.send_replace(Arc::new(self.reports.clone()));
+        }
+    }
+
     fn recompute(&mut self) {
         let now = Instant::now();
         let stale = self.reports.values().any(|(_, at)| now.duration_since(*at) > REPORT_STALE_AFTER);
@@ -287,6 +317,7 @@ impl Driver {
             return;
         }
         self.dirty = false;
+        let before = self.reports.len();
         self.reports.retain(|node, (_, at)| {
             let keep = now.duration_since(*at) <= REPORT_STALE_AFTER;
             if !keep {
@@ -294,6 +325,9 @@ impl Driver {
             }
             keep
         });
+        if self.reports.len() != before {
+            self.publish();
+        }
         let live: BTreeMap<NodeId, Report> = self.reports.iter().map(|(n, (r, _))| (n.clone(), r.clone())).collect();
         let changed = self.plan.update(&live, crate::clock::unix_ms());
         for node in changed {

@@ -18,6 +18,8 @@
 mod error;
 pub mod expect;
 pub mod reply;
+pub mod tls;
+pub mod token;
 
 pub use error::EdgeError;
 

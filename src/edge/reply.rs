@@ -64,6 +64,29 @@ pub fn serve(method: &Method, obj: &Object, segment_max_age: Duration) -> Reply 
     resp
 }
 
+/// A whole playlist reply ([`serve`]) with its text passed through `rewrite` (a viewer's credential written
+/// into its URIs, [`crate::edge::token::Gate::carry`]): the new length, no `ETag` (the body is this
+/// viewer's own), and `Cache-Control: private` so no shared cache hands it to another viewer. Any other
+/// reply passes unchanged.
+pub fn rewrite_playlist(method: &Method, mut reply: Reply, rewrite: impl FnOnce(&str) -> String) -> Reply {
+    let Some(Whole(body)) = reply.extensions().get::<Whole>().cloned() else {
+        return reply;
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return reply;
+    };
+    let rewritten = Bytes::from(rewrite(text));
+    let headers = reply.headers_mut();
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
+    headers.remove(header::ETAG);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=1"));
+    reply.extensions_mut().insert(Whole(rewritten.clone()));
+    if method != Method::HEAD {
+        *reply.body_mut() = Full::new(rewritten);
+    }
+    reply
+}
+
 fn segment_cache_control(max_age: Duration) -> HeaderValue {
     HeaderValue::from_str(&format!("public, max-age={}", max_age.as_secs())).expect("digits are a valid header")
 }

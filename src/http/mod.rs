@@ -89,6 +89,33 @@ pub async fn serve<H: Handler>(
     sealed_cache_bytes: u64,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_with(listener, handler, config, node, sealed_cache_bytes, None, shutdown).await
+}
+
+/// [`serve`] over TLS: each connection's handshake (bounded by `http.header_timeout_ms`, like a request
+/// head) comes first, then HTTP/2 or HTTP/1.1 as ALPN chose, within the same limits. Bodies are copied
+/// through TLS rather than sent from their files.
+pub async fn serve_tls<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    tls: Arc<rustls::ServerConfig>,
+    config: &HttpConfig,
+    node: &str,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    serve_with(listener, handler, config, node, 0, Some(acceptor), shutdown).await
+}
+
+async fn serve_with<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    config: &HttpConfig,
+    node: &str,
+    sealed_cache_bytes: u64,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
     let fd_limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
     let sealed = crate::cache::sealed::fd_budget(fd_limit, sealed_cache_bytes);
     let cap = admission::connection_cap(config.max_connections, config.reserved_fds, fd_limit, sealed);
@@ -150,9 +177,21 @@ pub async fn serve<H: Handler>(
         };
         limits.bounds.connections("http", limits.admission.held());
         let _ = stream.set_nodelay(true);
-        let (handler, limits) = (handler.clone(), limits.clone());
+        let (handler, limits, tls) = (handler.clone(), limits.clone(), tls.clone());
         tokio::spawn(async move {
-            connection(stream, remote, handler, &limits).await;
+            match tls {
+                None => connection(SendfileStream::new(stream), remote, handler, &limits).await,
+                Some(acceptor) => match tokio::time::timeout(limits.timeouts.header, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => connection(tls, remote, handler, &limits).await,
+                    Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                    Err(_) => {
+                        limits.bounds.timed_out("tls_handshake");
+                        if let Some(held_back) = limits.timeout_log.pass() {
+                            tracing::info!(node = %limits.node, %remote, timeout = "tls_handshake", held_back, "http connection closed: timed out");
+                        }
+                    }
+                },
+            }
             drop(seat);
             limits.bounds.connections("http", limits.admission.held());
         });
@@ -179,7 +218,10 @@ pub fn admin_refusal(headers: &http::HeaderMap, token: &str) -> Option<Reply> {
 }
 
 /// Serves one admitted connection until it ends or passes a time limit.
-async fn connection<H: Handler>(stream: TcpStream, remote: std::net::SocketAddr, handler: Arc<H>, limits: &Limits) {
+async fn connection<H: Handler, S>(stream: S, remote: std::net::SocketAddr, handler: Arc<H>, limits: &Limits)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Activity::new();
     let service = {
         let activity = activity.clone();
@@ -217,7 +259,7 @@ async fn connection<H: Handler>(stream: TcpStream, remote: std::net::SocketAddr,
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(limits.timeouts.header))
         .keep_alive_timeout(limits.timeouts.header);
-    let io = TokioIo::new(Watched::new(SendfileStream::new(stream), activity.clone()));
+    let io = TokioIo::new(Watched::new(stream, activity.clone()));
     let served = builder.serve_connection(io, service);
     tokio::select! {
         result = served => {

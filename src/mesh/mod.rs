@@ -153,7 +153,8 @@ pub(crate) struct Shared {
     streams: RwLock<HashMap<StreamName, StreamState>>,
     /// Streams taken down, with the reason.
     takedowns: RwLock<HashMap<StreamName, String>>,
-    /// The relay core's epoch.
+    /// The relay core's epoch: the start of the minute of Unix time in which the mesh started, so that
+    /// neighbours' relay cores share a clock grid (their probes and samples fall due together).
     started: tokio::time::Instant,
     /// How long, in all, this node's tasks ran late (µs): see [`watch_stalls`].
     stalled_us: std::sync::atomic::AtomicU64,
@@ -165,7 +166,7 @@ impl Shared {
         let _ = self.events.send(event);
     }
 
-    /// The relay core's time: since the mesh started.
+    /// The relay core's time: since the start of the minute in which the mesh started.
     pub(crate) fn now(&self) -> Duration {
         self.started.elapsed()
     }
@@ -236,7 +237,10 @@ impl Mesh {
             events,
             streams: RwLock::new(HashMap::new()),
             takedowns: RwLock::new(HashMap::new()),
-            started: tokio::time::Instant::now(),
+            started: {
+                let now = tokio::time::Instant::now();
+                now.checked_sub(crate::clock::into_minute()).unwrap_or(now)
+            },
             stalled_us: Default::default(),
         });
         // Every log line of this node's mesh tasks names the node (the demo runs several in one process).
@@ -248,7 +252,7 @@ impl Mesh {
             relay,
             conns: HashMap::new(),
             reports,
-            sampled: Duration::ZERO,
+            next_sample: Duration::ZERO,
             takedowns_file,
             peer_queue_bytes,
             unpublished: false,
@@ -385,8 +389,9 @@ struct Driver {
     relay: Relay,
     conns: HashMap<NodeId, Conn>,
     reports: watch::Sender<Report>,
-    /// When the connections were last sampled.
-    sampled: Duration,
+    /// When the connections are sampled next: on a grid of [`SAMPLE_EVERY`], which neighbours share, so
+    /// that both ends of a link time what they heard alike.
+    next_sample: Duration,
     takedowns_file: Option<PathBuf>,
     /// Each peer's [`outbox::Outbox`] budget.
     peer_queue_bytes: u64,
@@ -452,7 +457,8 @@ impl Driver {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
         loop {
             let now = self.shared.now();
-            let due = self.relay.poll_timeout().map_or(SAMPLE_EVERY, |t| t.saturating_sub(now)).min(SAMPLE_EVERY);
+            let due = self.relay.poll_timeout().map_or(SAMPLE_EVERY, |t| t.saturating_sub(now));
+            let due = due.min(self.next_sample.saturating_sub(now));
             let event = tokio::select! {
                 event = rx.recv() => match event {
                     Some(event) => Some(event),
@@ -473,7 +479,7 @@ impl Driver {
                 None => false,
             };
             let now = self.shared.now();
-            if now >= self.sampled + SAMPLE_EVERY {
+            if now >= self.next_sample {
                 self.sample(now);
             }
             if self.relay.poll_timeout().is_some_and(|t| t <= now) {
@@ -612,7 +618,7 @@ impl Driver {
     /// Tells the relay which connections received stream data since the last look (proof of life), and how
     /// many packets each sent and lost (loss evidence).
     fn sample(&mut self, now: Duration) {
-        self.sampled = now;
+        self.next_sample = crate::routing::next_tick(now, SAMPLE_EVERY);
         let stalled = self.shared.stalled_us.load(std::sync::atomic::Ordering::Relaxed);
         self.relay.handle_stalled(Duration::from_micros(stalled));
         for (peer, c) in &mut self.conns {

@@ -7,7 +7,8 @@
 //! - **When to probe.** Every `fast_interval` (100 ms) while the link carries traffic ([`set_active`]), every
 //!   `slow_interval` (1 s) otherwise. An idle link whose last probe is overdue is probed at the fast interval
 //!   until it answers, so one lost probe on an idle link is confirmed or cleared quickly instead of a second
-//!   later.
+//!   later. Probes go out on the interval's grid in the caller's time (at multiples of 100 ms), so both ends
+//!   of a link, whose clocks share an epoch, probe it at the same moments and judge it down together.
 //! - **Round-trip time and jitter.** Smoothed as in RFC 6298 (`srtt` with gain 1/8, `rttvar` with gain 1/4);
 //!   `rto = srtt + max(4 × rttvar, 1 ms)` is how long a reply may reasonably take. Jitter is RFC 3550's: an
 //!   EWMA (gain 1/16) of the difference between consecutive round-trip samples.
@@ -231,6 +232,18 @@ impl ProbeRecord {
     fn sent(&self) -> Duration {
         Duration::from_nanos(self.sent_ns)
     }
+}
+
+/// The first multiple of `interval` after `last`: probes go out on a grid of the interval in the caller's
+/// time, not at `interval` after whatever moment the link came up. Nodes whose clocks share an epoch (live
+/// nodes count from a whole minute of Unix time, see `mesh::Shared::now`; simulated nodes share the
+/// simulation's) then probe a link from both ends at the same moments, so the two ends of a dead link run out
+/// of answers, and judge it down, together: one end's verdict does not trail the other's by up to a probe
+/// interval.
+pub fn next_tick(last: Duration, interval: Duration) -> Duration {
+    let (last, step) = (last.as_nanos(), interval.as_nanos().max(1));
+    let next = (last / step + 1) * step;
+    Duration::from_nanos(u64::try_from(next).unwrap_or(u64::MAX))
 }
 
 /// The floor of `rto`'s variance term (RFC 6298's clock granularity `G`), so that a steady LAN link's replies
@@ -605,11 +618,11 @@ impl LinkEstimator {
 
     fn next_probe_at(&self) -> Duration {
         let Some(last) = self.last_poll else { return Duration::ZERO };
-        let fast = last + self.config.fast_interval;
+        let fast = next_tick(last, self.config.fast_interval);
         if self.active {
             return fast;
         }
-        let slow = last + self.config.slow_interval;
+        let slow = next_tick(last, self.config.slow_interval);
         match self.unanswered().next() {
             // An idle link whose probe is overdue is probed fast until it answers.
             Some(first) => slow.min(fast.max(first + self.rto())),
@@ -1030,6 +1043,30 @@ mod tests {
         let before = link.sent;
         link.run(ms(29_499), |_, _| false);
         assert_eq!(link.sent - before, 10);
+    }
+
+    #[test]
+    fn both_ends_of_a_link_probe_on_the_same_grid_whenever_they_started() {
+        // The two ends of one link: one came up at 37 ms, the other at 912 ms (it dialled later).
+        let sends = |start: Duration| {
+            let mut est = LinkEstimator::new(ProbeConfig::default()).unwrap();
+            est.set_active(true);
+            let mut at = Vec::new();
+            let mut now = start;
+            while now < ms(2_000) {
+                if let Some(seq) = est.poll_probe(now) {
+                    est.handle_probe_sent(now, seq);
+                    at.push(now);
+                }
+                now += MS;
+            }
+            at
+        };
+        let (a, b) = (sends(ms(37)), sends(ms(912)));
+        assert_eq!((a[0], b[0]), (ms(37), ms(912)), "a link's first probe goes at once");
+        let grid: Vec<Duration> = (10..20).map(|k| ms(100 * k)).collect();
+        assert_eq!(a[a.len() - 10..], grid[..]);
+        assert_eq!(b[b.len() - 10..], grid[..], "after its first probe, each end probes at the multiples of 100 ms");
     }
 
     #[test]

@@ -11,11 +11,8 @@ use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
 use crate::id::NodeId;
-use crate::topology::{Address, LinkSpec, NodeSpec, Role, Topology};
+use crate::topology::{great_circle_km, Address, LinkSpec, NodeSpec, Role, Topology, FIBRE_KM_PER_MS};
 
-/// Light in fibre covers about 200 km per ms.
-const KM_PER_MS: f64 = 200.0;
-const EARTH_RADIUS_KM: f64 = 6_371.0;
 /// The Internet model's worst path is five times the great-circle one.
 const MAX_EXTRA_PATH: f64 = 4.0;
 
@@ -105,6 +102,23 @@ impl Generate {
         Ok(())
     }
 
+    /// At most how many nodes and links [`Generate::build`] makes from `base`, computed without building it,
+    /// so that a scenario asking for more than the simulator should hold is refused before it allocates.
+    pub fn size_bound(&self, base: &Topology) -> (u64, u64) {
+        let regions = base.regions.len() as u64;
+        match *self {
+            Generate::Regions { nodes_per_region, chords, gateways } => {
+                let nodes = regions.saturating_mul(nodes_per_region as u64);
+                let inside = nodes.saturating_mul(1 + chords as u64);
+                (nodes, inside.saturating_add((base.links.len() as u64).saturating_mul(gateways as u64)))
+            }
+            Generate::Internet { nodes_per_region, .. } => {
+                let nodes = regions.saturating_mul(nodes_per_region as u64);
+                (nodes, nodes.saturating_mul(nodes.saturating_sub(1)) / 2)
+            }
+        }
+    }
+
     /// The mesh generated from `base` (its regions, their links and origins) with `seed`.
     pub fn build(&self, base: &Topology, seed: u64) -> Topology {
         let mut rng = StdRng::seed_from_u64(seed);
@@ -189,7 +203,7 @@ impl Generate {
                         let km = great_circle_km(a.1, a.2, b.1, b.2);
                         let extra = (inflation_mu + inflation_sigma * standard_normal(&mut rng)).exp();
                         let inflation = 1.0 + extra.min(MAX_EXTRA_PATH);
-                        let latency_ms = km / KM_PER_MS * inflation + a.3 + b.3;
+                        let latency_ms = km / FIBRE_KM_PER_MS * inflation + a.3 + b.3;
                         topology.links.push(LinkSpec {
                             a: a.0.clone(),
                             b: b.0.clone(),
@@ -205,13 +219,6 @@ impl Generate {
 
 fn node_id(region: &str, i: usize) -> NodeId {
     NodeId::new(format!("{region}-{i}")).expect("region names are valid node ids and so is the suffix")
-}
-
-fn great_circle_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
-    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
-    let (dp, dl) = ((lat2 - lat1).to_radians(), (lon2 - lon1).to_radians());
-    let h = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
-    2.0 * EARTH_RADIUS_KM * h.sqrt().min(1.0).asin()
 }
 
 /// A standard normal draw (Box-Muller).

@@ -310,6 +310,25 @@ const MAX_DURATION_S: u64 = 30 * 86_400;
 const MAX_MS: u64 = 60_000;
 /// The highest bitrate of one stream: 1 Gbit/s.
 const MAX_BITRATE_KBPS: u64 = 1_000_000;
+/// A link's capacity, when limited: from 1 Mbit/s (below it a run of a day's objects queues past the
+/// simulator's clock) to 1 Tbit/s.
+const BANDWIDTH_MBPS: std::ops::RangeInclusive<f64> = 1.0..=1_000_000.0;
+/// The shortest period of anything that repeats (probes, recomputations, flaps), in ms: one of microseconds
+/// would schedule millions of events a second.
+const MIN_PERIOD_MS: u64 = 10;
+/// The largest mesh a scenario may generate; the scale scenario has 9,996 nodes and about 40,000 links.
+const MAX_NODES: u64 = 100_000;
+const MAX_LINKS: u64 = 2_000_000;
+/// At most this many streams, and (stream, edge) pairs, each of which the simulator tracks.
+const MAX_STREAMS: usize = 10_000;
+const MAX_PAIRS: u64 = 10_000_000;
+/// At most this many faults drawn at random, of each kind.
+const MAX_RANDOM_FAULTS: usize = 100_000;
+/// At most this many link changes scheduled by all flaps together (each is an event held from its flap's
+/// start).
+const MAX_FLAP_CHANGES: u64 = 1_000_000;
+/// The most a congested link's latency may be multiplied by.
+const MAX_CONGESTION_FACTOR: f64 = 100.0;
 
 impl Scenario {
     /// Reads a scenario and the topology it names (or generates), expands what is generated, and checks them
@@ -325,6 +344,17 @@ impl Scenario {
         let mut topology = Topology::load(&topo_path).map_err(|e| SimError::Topology(e.to_string()))?;
         if let Some(generate) = &scenario.generate {
             generate.validate().map_err(|(f, m)| invalid((format!("generate.{f}"), m)))?;
+            let (nodes, links) = generate.size_bound(&topology);
+            if nodes > MAX_NODES || links > MAX_LINKS {
+                return Err(invalid((
+                    "generate.nodes_per_region".into(),
+                    format!(
+                        "would make {nodes} nodes and up to {links} links from {} regions; at most {MAX_NODES} nodes \
+                         and {MAX_LINKS} links",
+                        topology.regions.len()
+                    ),
+                )));
+            }
             topology = generate.build(&topology, scenario.seed);
         }
         let scenario = scenario.expand(&topology).map_err(invalid)?.validate(&topology).map_err(invalid)?;
@@ -344,6 +374,9 @@ impl Scenario {
             }
             if spec.streams == 0 || spec.edges_per_stream == 0 {
                 return Err((field("streams"), "streams and edges_per_stream must be more than 0".into()));
+            }
+            if spec.streams + self.workload.streams.len() > MAX_STREAMS {
+                return Err((field("streams"), format!("{} streams in all; at most {MAX_STREAMS}", spec.streams)));
             }
             for i in 0..spec.streams {
                 let origin = origins[i % origins.len()].clone();
@@ -374,6 +407,15 @@ impl Scenario {
                     ),
                 ));
             }
+            for (name, count) in [
+                ("link_failures", spec.link_failures),
+                ("node_crashes", spec.node_crashes),
+                ("congestions", spec.congestions),
+            ] {
+                if count > MAX_RANDOM_FAULTS {
+                    return Err((field(name), format!("must be at most {MAX_RANDOM_FAULTS}, not {count}")));
+                }
+            }
             let crashable: Vec<&NodeId> =
                 topology.nodes.iter().filter(|n| !n.has_role(Role::Origin)).map(|n| &n.id).collect();
             if topology.links.is_empty() && spec.link_failures + spec.congestions > 0 {
@@ -399,10 +441,10 @@ impl Scenario {
                 self.faults.push(fault(at, FaultKind::LinkDown, &link.a, Some(&link.b)));
                 self.faults.push(fault(round(at + spec.repair_s), FaultKind::LinkUp, &link.a, Some(&link.b)));
             }
-            if !(spec.congestion_factor > 0.0 && spec.congestion_factor.is_finite()) {
+            if !(spec.congestion_factor > 0.0 && spec.congestion_factor <= MAX_CONGESTION_FACTOR) {
                 return Err((
                     field("congestion_factor"),
-                    format!("must be more than 0, not {}", spec.congestion_factor),
+                    format!("must be more than 0 and at most {MAX_CONGESTION_FACTOR}, not {}", spec.congestion_factor),
                 ));
             }
             for _ in 0..spec.congestions {
@@ -458,22 +500,41 @@ impl Scenario {
         if !(0.0..=MAX_MS as f64).contains(&self.links.jitter_ms) {
             return fail("links.jitter_ms", format!("must be from 0 to {MAX_MS} ms, not {}", self.links.jitter_ms));
         }
-        if !(self.links.bandwidth_mbps >= 0.0 && self.links.bandwidth_mbps.is_finite()) {
-            return fail("links.bandwidth_mbps", format!("must be at least 0, not {}", self.links.bandwidth_mbps));
+        if !(self.links.bandwidth_mbps == 0.0 || BANDWIDTH_MBPS.contains(&self.links.bandwidth_mbps)) {
+            return fail(
+                "links.bandwidth_mbps",
+                format!(
+                    "must be 0 (unlimited) or from {} to {} Mbit/s, not {}",
+                    BANDWIDTH_MBPS.start(),
+                    BANDWIDTH_MBPS.end(),
+                    self.links.bandwidth_mbps
+                ),
+            );
+        }
+        if let Err(problems) = self.probes.validate() {
+            let field = problems.first().map_or("probes".to_owned(), |e| e.field.clone());
+            return fail(&field, problems.iter().map(|e| e.message.clone()).collect::<Vec<_>>().join("; "));
         }
         if let Err(e) = self.probes.config().validate() {
             return fail("probes", e.to_string());
         }
-        if self.probes.fast_ms == 0 || self.probes.slow_ms == 0 {
-            return fail("probes", "intervals must be more than 0 ms".into());
-        }
-        if self.control.recompute_ms == 0 {
-            return fail("control.recompute_ms", "must be more than 0".into());
+        for (field, ms) in [
+            ("probes.fast_ms", self.probes.fast_ms),
+            ("probes.slow_ms", self.probes.slow_ms),
+            ("control.recompute_ms", self.control.recompute_ms),
+        ] {
+            if ms < MIN_PERIOD_MS {
+                return fail(field, format!("must be at least {MIN_PERIOD_MS} ms, not {ms}"));
+            }
         }
         if self.workload.streams.is_empty() {
             return fail("workload.streams", "needs at least one stream (listed or generated)".into());
         }
+        if self.workload.streams.len() > MAX_STREAMS {
+            return fail("workload.streams", format!("{} streams; at most {MAX_STREAMS}", self.workload.streams.len()));
+        }
         let mut names = std::collections::HashSet::new();
+        let mut pairs = 0u64;
         for (i, s) in self.workload.streams.iter().enumerate() {
             let at = format!("workload.streams[{i}]");
             if !names.insert(&s.name) {
@@ -501,10 +562,25 @@ impl Scenario {
                     "is empty: name the edges that watch, or leave it out for all".into(),
                 );
             }
+            let mut watching = std::collections::HashSet::new();
             for (j, e) in s.edges.iter().flatten().enumerate() {
                 known(format!("{at}.edges[{j}]"), e)?;
+                if !watching.insert(e) {
+                    return fail(&format!("{at}.edges[{j}]"), format!("\"{e}\" is listed twice"));
+                }
+                if topology.node(e).is_some_and(|n| !n.has_role(Role::Edge)) {
+                    return fail(&format!("{at}.edges[{j}]"), format!("\"{e}\" does not have the edge role"));
+                }
+            }
+            pairs += s.edges.as_ref().map_or(topology.nodes.len(), Vec::len) as u64;
+            if pairs > MAX_PAIRS {
+                return fail(
+                    &format!("{at}.edges"),
+                    format!("the streams' (stream, edge) pairs pass {MAX_PAIRS} here, more than the simulator holds"),
+                );
             }
         }
+        let mut flap_changes = 0u64;
         for (i, f) in self.faults.iter().enumerate() {
             let at = format!("faults[{i}]");
             if !(f.at_s >= 0.0 && f.at_s < self.duration_s as f64) {
@@ -560,10 +636,22 @@ impl Scenario {
             }
             // A flap faster than the probes cannot be seen, and one of microseconds would schedule millions of
             // events.
-            let min_period_s = self.probes.fast_ms.max(10) as f64 / 1000.0;
+            let min_period_s = self.probes.fast_ms.max(MIN_PERIOD_MS) as f64 / 1000.0;
             match (f.kind, f.period_s, f.until_s) {
                 (FaultKind::Flap, Some(p), Some(u))
-                    if p >= min_period_s && u > f.at_s && u <= self.duration_s as f64 => {}
+                    if p >= min_period_s && u > f.at_s && u <= self.duration_s as f64 =>
+                {
+                    flap_changes += ((u - f.at_s) / p).ceil() as u64;
+                    if flap_changes > MAX_FLAP_CHANGES {
+                        return fail(
+                            &format!("{at}.until_s"),
+                            format!(
+                                "the flaps change their links more than {MAX_FLAP_CHANGES} times in all by here \
+                                 (a longer period_s or an earlier until_s)"
+                            ),
+                        );
+                    }
+                }
                 (FaultKind::Flap, _, _) => {
                     return fail(
                         &format!("{at}.period_s"),

@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::engine::{Micros, Outcome, Tally, STRATEGIES};
 use super::histogram::{Histogram, Percentiles};
 use super::scenario::Scenario;
+use crate::id::NodeId;
 
 /// Deliveries by one strategy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -68,8 +69,12 @@ pub struct Traffic {
     /// Bytes carried by all links together, and by the busiest one.
     pub link_bytes: u64,
     pub busiest_link_bytes: u64,
-    /// The busiest links (at most 10), as `a-b`, and their bytes, busiest first.
+    /// The busiest links (at most 10), as `a-b`, and their bytes, busiest first; links that carried the same
+    /// bytes in the order of their names.
     pub busiest_links: Vec<(String, u64)>,
+    /// Links that carried exactly as many bytes as the last one listed but did not fit in the list: in a tree
+    /// every link carries each object once, so many tie, and ten names of them say little on their own.
+    pub busiest_unlisted_ties: u64,
     /// Bytes the origins sent, all together and by origin.
     pub origin_egress_bytes: u64,
     pub egress_by_origin: BTreeMap<String, u64>,
@@ -135,17 +140,53 @@ pub(super) fn merged(outcome: &Outcome, steady: bool) -> [Tally; 3] {
     all
 }
 
-/// The ten links that carried the most bytes, busiest first (ties by name).
-fn busiest(outcome: &Outcome, bytes: &[u64]) -> Vec<(String, u64)> {
-    let mut links: Vec<(u64, String)> = outcome
-        .links
+/// How many links [`busiest`] lists.
+const BUSIEST: usize = 10;
+
+/// The links that carried the most bytes, busiest first, names ordering only links of equal bytes; and how
+/// many more links carried as much as the last one listed.
+fn busiest(ids: &[NodeId], links: &[(u32, u32)], bytes: &[u64]) -> (Vec<(String, u64)>, u64) {
+    let mut ranked: Vec<(u64, u32)> = bytes.iter().zip(0u32..).filter(|(&b, _)| b > 0).map(|(&b, l)| (b, l)).collect();
+    // By bytes alone first: names are built and compared only within the cut's ties.
+    ranked.sort_unstable_by_key(|&(bytes, _)| std::cmp::Reverse(bytes));
+    let Some(&(cut, _)) = ranked.get(BUSIEST.min(ranked.len()).saturating_sub(1)) else {
+        return (Vec::new(), 0);
+    };
+    let name = |l: u32| {
+        let (a, b) = links[l as usize];
+        format!("{}-{}", ids[a as usize], ids[b as usize])
+    };
+    let mut named: Vec<(u64, String)> =
+        ranked.iter().take_while(|(b, _)| *b >= cut).map(|&(b, l)| (b, name(l))).collect();
+    named.sort_by(|x, y| y.0.cmp(&x.0).then_with(|| x.1.cmp(&y.1)));
+    let unlisted = named.len().saturating_sub(BUSIEST) as u64;
+    (named.into_iter().take(BUSIEST).map(|(bytes, name)| (name, bytes)).collect(), unlisted)
+}
+
+/// One strategy's busiest links for the table: links of equal bytes together, with how many more tie.
+fn busiest_line(strategy: &str, traffic: &Traffic) -> String {
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
+    let mut groups: Vec<(u64, Vec<&str>)> = Vec::new();
+    for (name, bytes) in &traffic.busiest_links {
+        match groups.last_mut() {
+            Some((b, names)) if b == bytes => names.push(name),
+            _ => groups.push((*bytes, vec![name])),
+        }
+    }
+    let last = groups.len().saturating_sub(1);
+    let parts: Vec<String> = groups
         .iter()
-        .zip(bytes)
-        .filter(|(_, &b)| b > 0)
-        .map(|(&(a, b), &bytes)| (bytes, format!("{}-{}", outcome.ids[a as usize], outcome.ids[b as usize])))
+        .enumerate()
+        .map(|(i, (bytes, names))| {
+            let more = if i == last { traffic.busiest_unlisted_ties as usize } else { 0 };
+            match names.len() + more {
+                1 => format!("{} {}", names[0], mib(*bytes)),
+                n if more > 0 => format!("{n} links at {} each ({} and {more} more)", mib(*bytes), names.join(", ")),
+                n => format!("{n} links at {} each ({})", mib(*bytes), names.join(", ")),
+            }
+        })
         .collect();
-    links.sort_by(|x, y| y.0.cmp(&x.0).then_with(|| x.1.cmp(&y.1)));
-    links.into_iter().take(10).map(|(bytes, name)| (name, bytes)).collect()
+    format!("busiest links, {strategy}: {}", parts.join("; "))
 }
 
 impl Summary {
@@ -171,11 +212,14 @@ impl Summary {
             .enumerate()
             .filter(|&(k, _)| outcome.link_bytes[k].iter().any(|&b| b > 0))
             .map(|(k, strategy)| {
+                let (busiest_links, busiest_unlisted_ties) =
+                    busiest(&outcome.ids, &outcome.links, &outcome.link_bytes[k]);
                 let traffic = Traffic {
                     stretch_permille: outcome.stretch[k].percentiles(),
                     link_bytes: outcome.link_bytes[k].iter().sum(),
                     busiest_link_bytes: outcome.link_bytes[k].iter().copied().max().unwrap_or(0),
-                    busiest_links: busiest(outcome, &outcome.link_bytes[k]),
+                    busiest_links,
+                    busiest_unlisted_ties,
                     origin_egress_bytes: outcome.origin_egress[k].iter().sum(),
                     egress_by_origin: outcome
                         .origins
@@ -320,6 +364,20 @@ impl Summary {
                 d.lost
             )),
         );
+        if let Some(direct) = &self.all.direct {
+            if direct.due < self.all.overlay.due {
+                let _ = writeln!(
+                    out,
+                    "direct covers {} of the {} due deliveries ({:.1} %): only edges with a link from their origin",
+                    direct.due,
+                    self.all.overlay.due,
+                    100.0 * direct.due as f64 / self.all.overlay.due.max(1) as f64
+                );
+            }
+        }
+        for (strategy, traffic) in &self.traffic {
+            let _ = writeln!(out, "{}", busiest_line(strategy, traffic));
+        }
         const STREAM_ROWS: usize = 20;
         let _ = writeln!(
             out,
@@ -414,5 +472,54 @@ impl Summary {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: usize) -> Vec<NodeId> {
+        (0..n).map(|i| NodeId::new(format!("n{i:02}")).unwrap()).collect()
+    }
+
+    #[test]
+    fn busiest_links_rank_by_bytes_and_name_only_among_equals() {
+        // A star: link k joins n00 and n{k+1}. Names run against bytes: the later the name, the more bytes.
+        let ids = ids(6);
+        let links: Vec<(u32, u32)> = (1..6).map(|k| (0, k)).collect();
+        let (listed, ties) = busiest(&ids, &links, &[10, 30, 20, 30, 0]);
+        let names: Vec<(&str, u64)> = listed.iter().map(|(n, b)| (n.as_str(), *b)).collect();
+        assert_eq!(names, [("n00-n02", 30), ("n00-n04", 30), ("n00-n03", 20), ("n00-n01", 10)]);
+        assert_eq!(ties, 0);
+    }
+
+    #[test]
+    fn a_tree_whose_links_all_tie_says_how_many_more_tie() {
+        // Fifteen tree links that each carried every object once, and one that carried them twice.
+        let ids = ids(17);
+        let links: Vec<(u32, u32)> = (1..17).map(|k| (k - 1, k)).collect();
+        let mut bytes = vec![1_048_576; 16];
+        bytes[12] = 2 * 1_048_576;
+        let (listed, ties) = busiest(&ids, &links, &bytes);
+        assert_eq!(listed[0], ("n12-n13".to_owned(), 2 * 1_048_576));
+        assert_eq!(listed.len(), BUSIEST);
+        assert_eq!(listed[1].0, "n00-n01");
+        assert_eq!(ties, 15 - (BUSIEST as u64 - 1), "fifteen tie, nine of them listed");
+        let traffic = Traffic {
+            stretch_permille: Histogram::default().percentiles(),
+            link_bytes: bytes.iter().sum(),
+            busiest_link_bytes: 2 * 1_048_576,
+            busiest_links: listed,
+            busiest_unlisted_ties: ties,
+            origin_egress_bytes: 0,
+            egress_by_origin: BTreeMap::new(),
+        };
+        let line = busiest_line("overlay", &traffic);
+        assert!(
+            line.starts_with("busiest links, overlay: n12-n13 2.0 MiB; 15 links at 1.0 MiB each (n00-n01, "),
+            "{line}"
+        );
+        assert!(line.ends_with("n08-n09 and 6 more)"), "{line}");
     }
 }

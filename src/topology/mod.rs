@@ -10,6 +10,7 @@
 
 mod address;
 mod check;
+pub mod graphml;
 mod validate;
 
 use std::path::Path;
@@ -192,6 +193,19 @@ impl Topology {
     pub fn summary(&self) -> String {
         format!("{} nodes, {} links, {} regions", self.nodes.len(), self.links.len(), self.regions.len())
     }
+}
+
+/// Light in fibre covers about 200 km per ms (two thirds of its speed in vacuum).
+pub const FIBRE_KM_PER_MS: f64 = 200.0;
+const EARTH_RADIUS_KM: f64 = 6_371.0;
+
+/// The great-circle distance in km between two points given in degrees (haversine, on a sphere of the
+/// Earth's mean radius): the floor under any fibre path between them.
+pub fn great_circle_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+    let (dp, dl) = ((lat2 - lat1).to_radians(), (lon2 - lon1).to_radians());
+    let h = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    2.0 * EARTH_RADIUS_KM * h.sqrt().min(1.0).asin()
 }
 
 /// Checks a topology file for `lightpath check topology FILE`: a one-line summary when it is good, else

@@ -49,7 +49,7 @@ pub struct Cluster {
     pub nodes: BTreeMap<String, Node>,
 }
 
-fn free_port(ip: &str) -> u16 {
+pub fn free_port(ip: &str) -> u16 {
     // A port free for both UDP and TCP on this address; the node binds it a moment later.
     loop {
         let tcp = TcpListener::bind((ip, 0)).unwrap();
@@ -398,4 +398,35 @@ pub fn two_relays(ip_base: u8, controls: &[&str]) -> Cluster {
         controls,
         "",
     )
+}
+
+impl Cluster {
+    /// Places the nodes in regions instead of the one region "lab": `regions` as (name, lat, lon), `nodes`
+    /// as (node id, region). Call before starting anything.
+    pub fn place(&self, regions: &[(&str, f64, f64)], nodes: &[(&str, &str)]) {
+        let file = self.dir.path().join("topology.toml");
+        let mut topo = std::fs::read_to_string(&file).unwrap();
+        let mut header = String::new();
+        for (name, lat, lon) in regions {
+            let _ = write!(header, "[[regions]]\nname = \"{name}\"\nlat = {lat:?}\nlon = {lon:?}\n\n");
+        }
+        topo = topo.replacen("[[regions]]\nname = \"lab\"\nlat = 0.0\nlon = 0.0\n", &header, 1);
+        for (id, region) in nodes {
+            let from = format!("id = \"{id}\"\nregion = \"lab\"\n");
+            assert!(topo.contains(&from), "no node {id} in the topology");
+            topo = topo.replace(&from, &format!("id = \"{id}\"\nregion = \"{region}\"\n"));
+        }
+        std::fs::write(file, topo).unwrap();
+    }
+}
+
+/// Plays `url` for three seconds with ffmpeg and asserts it decodes without a single error.
+pub async fn play_cleanly(url: &str) {
+    let out = tokio::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-i", url, "-t", "3", "-f", "null", "-"])
+        .output()
+        .await
+        .unwrap();
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && errors.trim().is_empty(), "the player saw errors: {errors}");
 }
