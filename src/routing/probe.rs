@@ -161,6 +161,14 @@ pub const LOSS_FLOOR: f64 = 0.01;
 /// floor or less practically never gets there (loss would have to come in a run several times its rate).
 pub const LOSS_EVIDENCE: f64 = 6.0;
 
+/// The fewest losses that can show a link above the floor, whatever the ratio says. An idle link's window
+/// holds about ten probes, and four lost among them pass [`LOSS_EVIDENCE`]; at half the floor (a probe lost
+/// in 100) that happens about once in 500,000 windows, which a mesh of 10,000 nodes (45,000 link ends, each
+/// a new window every ten seconds) reaches every two minutes. Five losses make it a hundred times rarer,
+/// and cost a busy link nothing: its evidence comes with a dozen losses or more (a 3 % loss of 300 packets
+/// a second passes the ratio at about 14).
+const LOSS_EVIDENCE_LOSSES: u64 = 5;
+
 /// The relative entropy `KL(p ‖ q)` of two loss rates, in nats (`q` strictly between 0 and 1).
 fn relative_entropy(p: f64, q: f64) -> f64 {
     let term = |a: f64, b: f64| if a <= 0.0 { 0.0 } else { a * (a / b).ln() };
@@ -173,19 +181,64 @@ fn evidence(trials: u64, lost: u64, above: bool) -> bool {
         return false;
     }
     let rate = lost as f64 / trials as f64;
-    if (rate > LOSS_FLOOR) != above {
+    if (rate > LOSS_FLOOR) != above || (above && lost < LOSS_EVIDENCE_LOSSES) {
         return false;
     }
     trials as f64 * relative_entropy(rate, LOSS_FLOOR) >= LOSS_EVIDENCE
 }
 
-/// A count of the connection's own packets, as the transport declared them sent and lost since the last one
-/// (on a link that carries a stream, hundreds a second: far more evidence than its probes).
-#[derive(Debug, Clone, Copy)]
-struct PacketSample {
-    at_ns: u64,
-    sent: u32,
-    lost: u32,
+/// How many parts the packet counts of a loss window are kept in. Loss is also judged on the newest parts
+/// alone (see [`LinkEstimator::judge`]), so that a link that starts losing after a clean spell shows it as
+/// soon as the packets since show it, instead of once enough of the window is lossy to outweigh the clean
+/// part: a busy link's clean history would otherwise hold a 3 % loss back by five seconds.
+const PACKET_PARTS: usize = 10;
+
+/// The connection's own packets over the loss window, as the transport declared them sent and lost (on a
+/// link that carries a stream, hundreds a second: far more evidence than its probes), in a fixed ring of
+/// [`PACKET_PARTS`] counts, one per tenth of the window: kept in a box of its own, made on the first count,
+/// since most links of a large mesh carry nothing and never have any.
+#[derive(Debug, Clone)]
+struct PacketWindow {
+    /// Per part of the window, by part number modulo [`PACKET_PARTS`]: what was sent and lost in it.
+    parts: [(u32, u32); PACKET_PARTS],
+    /// The number of the newest part (time since the epoch divided by the part's length).
+    newest: u64,
+    /// Every packet counted since the estimator started.
+    total: Tally,
+    /// The transport's running totals when last told.
+    seen: (u64, u64),
+}
+
+impl PacketWindow {
+    /// Moves the ring on to part `part`: the parts that fall out of the window are emptied.
+    fn advance(&mut self, part: u64) {
+        if part <= self.newest {
+            return;
+        }
+        let gone = (part - self.newest).min(PACKET_PARTS as u64);
+        for k in 1..=gone {
+            self.parts[((self.newest + k) % PACKET_PARTS as u64) as usize] = (0, 0);
+        }
+        self.newest = part;
+    }
+
+    /// The counts of the newest `n` parts, for `n` from 1 to [`PACKET_PARTS`], as of part `part` (at or after
+    /// the newest: the parts since hold nothing).
+    fn suffixes(&self, part: u64) -> impl Iterator<Item = Tally> + '_ {
+        let skipped = part.saturating_sub(self.newest);
+        let mut sum = Tally::default();
+        (0..PACKET_PARTS as u64).map(move |k| {
+            if k >= skipped {
+                // The part `k - skipped` before the newest (parts before the first are empty slots).
+                let slot =
+                    (self.newest % PACKET_PARTS as u64 + PACKET_PARTS as u64 - (k - skipped)) % PACKET_PARTS as u64;
+                let (sent, lost) = self.parts[slot as usize];
+                sum.trials += u64::from(sent);
+                sum.lost += u64::from(lost);
+            }
+            sum
+        })
+    }
 }
 
 /// What a link's loss looks like as a count of trials and losses. A probe is two packets (request and echo)
@@ -224,9 +277,14 @@ struct ProbeRecord {
     answered: bool,
 }
 
+/// A time in nanoseconds since the epoch (saturating: 584 years).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 impl ProbeRecord {
     fn new(seq: u64, sent: Duration) -> Self {
-        Self { seq, sent_ns: u64::try_from(sent.as_nanos()).unwrap_or(u64::MAX), answered: false }
+        Self { seq, sent_ns: nanos(sent), answered: false }
     }
 
     fn sent(&self) -> Duration {
@@ -241,9 +299,8 @@ impl ProbeRecord {
 /// of answers, and judge it down, together: one end's verdict does not trail the other's by up to a probe
 /// interval.
 pub fn next_tick(last: Duration, interval: Duration) -> Duration {
-    let (last, step) = (last.as_nanos(), interval.as_nanos().max(1));
-    let next = (last / step + 1) * step;
-    Duration::from_nanos(u64::try_from(next).unwrap_or(u64::MAX))
+    let (last, step) = (nanos(last), nanos(interval).max(1));
+    Duration::from_nanos((last / step).saturating_add(1).saturating_mul(step))
 }
 
 /// The floor of `rto`'s variance term (RFC 6298's clock granularity `G`), so that a steady LAN link's replies
@@ -262,8 +319,6 @@ pub struct LinkEstimator {
     config: ProbeConfig,
     active: bool,
     next_seq: u64,
-    /// When `poll_probe` last handed out a probe.
-    last_poll: Option<Duration>,
     /// The most recent probes sent, oldest first, in increasing `seq` order.
     window: VecDeque<ProbeRecord>,
     /// How many probes of `window` were answered, so that loss needs to look only at the newest probes.
@@ -273,12 +328,12 @@ pub struct LinkEstimator {
     rttvar: Duration,
     jitter: Duration,
     last_rtt: Option<Duration>,
-    /// Packet counts of the last `loss_window`, oldest first, and their sum.
-    packets: VecDeque<PacketSample>,
-    packets_in_window: Tally,
-    /// Every packet counted since the estimator started, and the transport's totals when last told.
-    packets_total: Tally,
-    packets_seen: Option<(u64, u64)>,
+    /// How many probe records `window` keeps ([`ProbeConfig::records`]).
+    records: usize,
+    /// The grid moments after the last probe handed out: the next fast and slow probe times.
+    ticks: Option<(Duration, Duration)>,
+    /// The connection's packet counts, from the first time the driver gave any.
+    packets: Option<Box<PacketWindow>>,
     /// Probes sent, answered, and dropped as an outage's, since the estimator started.
     probes_sent: u64,
     probes_answered: u64,
@@ -301,10 +356,9 @@ impl LinkEstimator {
         let config = config.validate()?;
         Ok(Self {
             window: VecDeque::with_capacity(config.records()),
-            packets: VecDeque::new(),
-            packets_in_window: Tally::default(),
-            packets_total: Tally::default(),
-            packets_seen: None,
+            records: config.records(),
+            ticks: None,
+            packets: None,
             probes_sent: 0,
             probes_answered: 0,
             probes_forgotten: 0,
@@ -314,7 +368,6 @@ impl LinkEstimator {
             config,
             active: false,
             next_seq: 0,
-            last_poll: None,
             srtt: None,
             rttvar: Duration::ZERO,
             jitter: Duration::ZERO,
@@ -349,7 +402,7 @@ impl LinkEstimator {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.last_poll = Some(now);
+        self.ticks = Some((next_tick(now, self.config.fast_interval), next_tick(now, self.config.slow_interval)));
         Some(seq)
     }
 
@@ -362,11 +415,11 @@ impl LinkEstimator {
         self.next_seq = self.next_seq.max(seq.saturating_add(1));
         // Probes older than the loss window leave it, but those sent since the last answer, which the down
         // verdict reads; the records' number is bounded either way.
-        let oldest = now.saturating_sub(self.config.loss_window);
-        while self.window.len() > self.trailing && self.window.front().is_some_and(|r| r.sent() < oldest) {
+        let oldest = nanos(now.saturating_sub(self.config.loss_window));
+        while self.window.len() > self.trailing && self.window.front().is_some_and(|r| r.sent_ns < oldest) {
             self.pop_oldest();
         }
-        if self.window.len() >= self.config.records() {
+        if self.window.len() >= self.records {
             self.pop_oldest();
         }
         self.window.push_back(ProbeRecord::new(seq, now));
@@ -387,38 +440,35 @@ impl LinkEstimator {
     /// difference; totals that go backwards (another connection) start the count again.
     pub fn handle_packet_counts(&mut self, now: Duration, sent: u64, lost: u64) {
         self.advance(now);
-        let before = self.packets_seen.replace((sent, lost));
-        let Some((sent_before, lost_before)) = before else { return };
+        let part = self.packet_part(now);
+        let Some(packets) = &mut self.packets else {
+            let parts = [(0, 0); PACKET_PARTS];
+            self.packets =
+                Some(Box::new(PacketWindow { parts, newest: part, total: Tally::default(), seen: (sent, lost) }));
+            return;
+        };
+        let (sent_before, lost_before) = std::mem::replace(&mut packets.seen, (sent, lost));
         let (Some(sent), Some(lost)) = (sent.checked_sub(sent_before), lost.checked_sub(lost_before)) else {
             return;
         };
         if sent == 0 {
             return;
         }
-        let lost = lost.min(sent);
-        let at_ns = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
-        let oldest = u64::try_from(now.saturating_sub(self.config.loss_window).as_nanos()).unwrap_or(u64::MAX);
-        while self.packets.front().is_some_and(|p| p.at_ns < oldest) || self.packets.len() >= MAX_RECORDS {
-            let gone = self.packets.pop_front().expect("checked");
-            self.packets_in_window.trials = self.packets_in_window.trials.saturating_sub(u64::from(gone.sent));
-            self.packets_in_window.lost = self.packets_in_window.lost.saturating_sub(u64::from(gone.lost));
-        }
         let (sent32, lost32) = (u32::try_from(sent).unwrap_or(u32::MAX), u32::try_from(lost).unwrap_or(u32::MAX));
         let lost32 = lost32.min(sent32);
-        // Counts read often (a live driver every 20 ms) share a sample: at most about 64 per window.
-        let merge_within = u64::try_from(self.config.loss_window.as_nanos() / 64).unwrap_or(u64::MAX);
-        match self.packets.back_mut() {
-            Some(back) if at_ns.saturating_sub(back.at_ns) < merge_within => {
-                back.sent = back.sent.saturating_add(sent32);
-                back.lost = back.lost.saturating_add(lost32);
-            }
-            _ => self.packets.push_back(PacketSample { at_ns, sent: sent32, lost: lost32 }),
-        }
-        self.packets_in_window.trials += u64::from(sent32);
-        self.packets_in_window.lost += u64::from(lost32);
-        self.packets_total.trials += u64::from(sent32);
-        self.packets_total.lost += u64::from(lost32);
+        packets.advance(part);
+        let counts = &mut packets.parts[(packets.newest % PACKET_PARTS as u64) as usize];
+        counts.0 = counts.0.saturating_add(sent32);
+        counts.1 = counts.1.saturating_add(lost32);
+        packets.total.trials += u64::from(sent32);
+        packets.total.lost += u64::from(lost32);
         self.reported_until = None;
+    }
+
+    /// The part of the loss window that `now` falls in (see [`PacketWindow`]).
+    fn packet_part(&self, now: Duration) -> u64 {
+        let len = (nanos(self.config.loss_window) / PACKET_PARTS as u64).max(1);
+        nanos(now) / len
     }
 
     /// The neighbour echoed probe `seq` at `now`. Returns the round-trip sample it gave, or `None` for an
@@ -503,14 +553,15 @@ impl LinkEstimator {
     fn tallies(&self) -> (Tally, Tally) {
         let (lost, pending) = self.probe_losses();
         let settled = self.answered + lost;
-        let window = Tally {
-            trials: 2 * settled as u64 + self.packets_in_window.trials,
-            lost: lost as u64 + self.packets_in_window.lost,
+        let (in_window, total) = match &self.packets {
+            Some(p) => (p.suffixes(self.packet_part(self.now)).last().unwrap_or_default(), p.total),
+            None => (Tally::default(), Tally::default()),
         };
+        let window = Tally { trials: 2 * settled as u64 + in_window.trials, lost: lost as u64 + in_window.lost };
         let settled_total = self.probes_sent.saturating_sub(self.probes_forgotten).saturating_sub(pending as u64);
         let total = Tally {
-            trials: 2 * settled_total + self.packets_total.trials,
-            lost: settled_total.saturating_sub(self.probes_answered) + self.packets_total.lost,
+            trials: 2 * settled_total + total.trials,
+            lost: settled_total.saturating_sub(self.probes_answered) + total.lost,
         };
         (window, total)
     }
@@ -519,10 +570,28 @@ impl LinkEstimator {
     /// window's rate, and leaves it only when what came after shows it below the floor. A link that lost
     /// 3 % and then went idle keeps its verdict while its few idle probes cannot tell; it is not tried again
     /// on the strength of too little evidence.
+    ///
+    /// Besides the whole window (probes and packets), the newest parts of the packet counts are judged on
+    /// their own, from the newest tenth of the window up: a link that starts losing after a clean spell
+    /// shows it once the packets since the change show it. The rate is that of the longest stretch that
+    /// shows it. Judging ten stretches instead of one raises the chance that a link at the floor shows loss
+    /// by chance at a look to at most ten times [`LOSS_EVIDENCE`]'s bound (less, as the stretches overlap);
+    /// a link at half the floor still practically never does.
     fn judge(&self) -> Option<LossVerdict> {
         let (window, total) = self.tallies();
         if evidence(window.trials, window.lost, true) {
             return Some(LossVerdict { rate: window.rate(), since: total });
+        }
+        if let Some(packets) = &self.packets {
+            let mut shown = None;
+            for part in packets.suffixes(self.packet_part(self.now)).take(PACKET_PARTS - 1) {
+                if evidence(part.trials, part.lost, true) {
+                    shown = Some(part);
+                }
+            }
+            if let Some(part) = shown {
+                return Some(LossVerdict { rate: part.rate(), since: total });
+            }
         }
         let held = self.verdict?;
         let after = total.trials.saturating_sub(held.since.trials);
@@ -541,8 +610,9 @@ impl LinkEstimator {
         if self.reported_until.is_some_and(|until| self.now < until) {
             return self.reported;
         }
-        let current = self.metrics()?;
+        let rtt = self.srtt?;
         self.verdict = self.judge();
+        let current = LinkMetrics { rtt, jitter: self.jitter, loss: self.verdict.map_or(0.0, |v| v.rate) };
         self.reported_until = Some(self.loss_moves_at());
         match self.reported {
             Some(held) if !self.moves(&held, &current) => Some(held),
@@ -617,12 +687,10 @@ impl LinkEstimator {
     }
 
     fn next_probe_at(&self) -> Duration {
-        let Some(last) = self.last_poll else { return Duration::ZERO };
-        let fast = next_tick(last, self.config.fast_interval);
+        let Some((fast, slow)) = self.ticks else { return Duration::ZERO };
         if self.active {
             return fast;
         }
-        let slow = next_tick(last, self.config.slow_interval);
         match self.unanswered().next() {
             // An idle link whose probe is overdue is probed fast until it answers.
             Some(first) => slow.min(fast.max(first + self.rto())),
@@ -831,6 +899,61 @@ mod tests {
         }
         assert!(at - start <= ms(3_000), "{:?}", at - start);
         assert!(link.est.metrics().unwrap().loss > 0.02, "{:?}", link.est.metrics());
+    }
+
+    #[test]
+    fn a_busy_link_that_starts_losing_shows_it_despite_its_clean_past() {
+        // 300 packets a second, clean for 20 s, then one in 36 lost (2.8 %). Over the whole 10 s window the
+        // clean part outweighs the loss for about five seconds; the newest parts show it on their own.
+        let mut link = Link::new(ProbeConfig::default(), |_, _| Some(ms(30)));
+        link.est.set_active(true);
+        let (mut sent, mut lost) = (0, 0);
+        let mut at = Duration::ZERO;
+        let mut step = |link: &mut Link, at: &mut Duration, lossy: bool| {
+            *at += ms(20);
+            sent += 6;
+            lost += u64::from(lossy && (sent / 6) % 6 == 0);
+            link.run(*at, |_, _| false);
+            link.est.handle_packet_counts(*at, sent, lost);
+        };
+        while at < ms(20_000) {
+            step(&mut link, &mut at, false);
+        }
+        assert_eq!(link.est.metrics().unwrap().loss, 0.0);
+        let start = at;
+        while link.est.metrics().unwrap().loss == 0.0 {
+            step(&mut link, &mut at, true);
+            assert!(at < start + ms(10_000), "2.8 % loss after a clean spell not shown");
+        }
+        assert!(at - start <= ms(3_000), "shown {:?} after the loss began", at - start);
+        let shown = link.est.metrics().unwrap().loss;
+        assert!(shown > 0.012 && shown < 0.06, "{shown}");
+        assert!(link.est.measured_loss() < 0.01, "the whole window: {}", link.est.measured_loss());
+        // Clean again: the verdict holds until the packets since show the rate below the floor.
+        assert!(link.est.report().unwrap().loss > 0.0);
+        let clean_from = at;
+        while link.est.report().unwrap().loss > 0.0 {
+            step(&mut link, &mut at, false);
+            assert!(at < clean_from + ms(30_000), "a clean link kept its loss verdict");
+        }
+    }
+
+    #[test]
+    fn packet_counts_leave_the_window_with_time() {
+        let mut est = LinkEstimator::new(ProbeConfig::default()).unwrap();
+        est.handle_packet_counts(ms(0), 0, 0);
+        est.handle_packet_counts(ms(500), 1_000, 100);
+        assert!((est.measured_loss() - 0.1).abs() < 1e-9, "{}", est.measured_loss());
+        // Totals that go backwards (another connection) start the count again without counting.
+        est.handle_packet_counts(ms(600), 10, 0);
+        est.handle_packet_counts(ms(700), 1_010, 0);
+        assert!((est.measured_loss() - 0.05).abs() < 1e-9, "{}", est.measured_loss());
+        // Ten seconds on, the counts of the first second have left; those of 10.5 s are in.
+        est.handle_packet_counts(ms(10_500), 1_110, 0);
+        assert_eq!(est.measured_loss(), 0.0);
+        // Long silences empty the ring whatever its position.
+        est.handle_packet_counts(ms(95_000), 1_210, 50);
+        assert!((est.measured_loss() - 0.5).abs() < 1e-9, "{}", est.measured_loss());
     }
 
     #[test]

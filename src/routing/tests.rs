@@ -1035,7 +1035,9 @@ fn measured_changes(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(16))]
+    // On a fixed sample, like `damped_routes_ignore_noise`: the same 64 meshes, loss rates and noise every
+    // run (about 7 s), so that the suite's outcome does not depend on the draw.
+    #![proptest_config(ProptestConfig { rng_seed: RngSeed::Fixed(0x6e6f_6973_6521), ..ProptestConfig::with_cases(64) })]
 
     /// Pure noise as the estimators see it (round trips that jitter by up to 20 % each way, 0.5 % of packets
     /// lost each way on every link), over ten minutes: no (node, destination) changes next hop more than
