@@ -1,7 +1,7 @@
 //! Route quality on a generated mesh of 204 nodes (4 in each of the world topology's 51 regions), at the
 //! live probe intervals (100 ms on links that carry a stream, 1 s on idle ones): uniform background loss
 //! leaves routes as they are and the overlay no slower than the static tree; a link that starts losing 3 %
-//! is left within 10 s (about 7.5 s here: the target is 5 s, see BENCHMARKS.md); a repaired link
+//! is left within 10 s (8.5 s here: the target is 5 s, see BENCHMARKS.md); a repaired link
 //! carries its streams again within 10 s.
 //!
 //! What a link carries is read from the run's own accounting (the overlay's bytes on it): two runs of the

@@ -17,10 +17,13 @@
 //!   A probe without a reply within `max(3 × srtt, rto)` is two packets of which one was lost; a reply that
 //!   arrives later still counts, so reordering and a slow spell do not read as loss. On a link that carries
 //!   a stream the driver adds the connection's own packets as the transport counts them sent and lost
-//!   ([`handle_packet_counts`]): hundreds a second, so real loss shows within a second or two. Loss enters
+//!   ([`handle_packet_counts`]): hundreds a second, so real loss shows within a second or two. They are
+//!   kept in a fixed ring of ten counts, one per tenth of the window, and the newest tenths are judged on
+//!   their own too, so that a clean past does not hide a loss that began since. Loss enters
 //!   the link's cost only once this evidence shows it above [`LOSS_FLOOR`] (1 %) with a log-likelihood
 //!   ratio of [`LOSS_EVIDENCE`] (a Chernoff bound: a link at the floor shows as much by chance about once
-//!   in 400 looks, a link at half the floor practically never), at the window's rate; and it leaves the
+//!   in 400 looks, a link at half the floor practically never) and at least five losses, at the rate of
+//!   the longest stretch that shows it; and it leaves the
 //!   cost only once what came after shows the rate below the floor just as clearly. One lost probe among a
 //!   hundred used to read as 1 % loss and 10 ms of cost on whichever link it fell, so uniform background
 //!   loss moved routes at random; now background loss below the floor costs nothing anywhere, and a link
