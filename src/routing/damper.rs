@@ -14,6 +14,12 @@
 //!   route through the held next hop by at least `absolute_margin` *and* by `relative_margin` of it, at every
 //!   recomputation for at least `hold` (2 ms, 10 % and 2 s by default). The node then switches to the fresh
 //!   best next hop;
+//! - **a link of the held route was shown to lose packets**: when the fresh best route is clearly better
+//!   because the link to the held next hop now carries a loss verdict ([`RouteDamper::handle_link_loss`]),
+//!   the node switches at once, without the hold. The hold is there for noise, and a loss verdict is not
+//!   noise: the node's estimator only gives one on statistical evidence (see `LOSS_EVIDENCE` in
+//!   `src/routing/probe.rs`), so waiting out the hold would only leave the stream on a lossy link for two
+//!   seconds more. A link whose loss verdict ends is not special: moving back to it waits the hold;
 //! - **it was forced off its route and a better one has been stable for `repair_hold`** (5 s by default): a
 //!   node whose next hop failed (or would have closed a loop) took the best route left, which it then holds
 //!   like any other. When the failed link or node is repaired, the route through it is usually better, but
@@ -52,7 +58,7 @@
 //! snapshot taken at that change, so a version names exact contents and a control plane pushes a table only
 //! when the version moves. Costs in the tables are those of the recomputation that last changed them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -155,6 +161,9 @@ pub struct RouteDamper {
     damped: Vec<RouteTree>,
     /// `damped` as tables by node id, built on first use.
     tables: OnceLock<BTreeMap<NodeId, RouteTable>>,
+    /// The links whose cost carries a loss verdict, by their ends' ids (the lower first): leaving them does
+    /// not wait for the hold.
+    lossy: BTreeSet<(NodeId, NodeId)>,
     /// The graph's links at the last full round, as each node's neighbour count followed by the neighbours:
     /// while they and every next hop stay the same, so does every backup (see [`Self::keeps_every_route`]).
     shape: Vec<u32>,
@@ -175,6 +184,7 @@ impl RouteDamper {
             holding: false,
             damped: Vec::new(),
             tables: OnceLock::new(),
+            lossy: BTreeSet::new(),
             shape: Vec::new(),
             #[cfg(test)]
             full_rounds_only: false,
@@ -200,6 +210,28 @@ impl RouteDamper {
     /// without building a table per node.
     pub fn trees(&self) -> &[RouteTree] {
         &self.damped
+    }
+
+    /// Whether the cost of the link between `a` and `b` carries a loss verdict (an end reports loss on it,
+    /// which its estimator gives only on evidence): a node whose held next hop is across such a link, and
+    /// whose fresh best route is clearly better, switches without waiting for the hold.
+    pub fn handle_link_loss(&mut self, a: &NodeId, b: &NodeId, lossy: bool) {
+        let key = if a <= b { (a.clone(), b.clone()) } else { (b.clone(), a.clone()) };
+        if lossy {
+            self.lossy.insert(key);
+        } else {
+            self.lossy.remove(&key);
+        }
+    }
+
+    /// Whether the link between the nodes at `a` and `b` of `graph` carries a loss verdict.
+    fn is_lossy(&self, graph: &Graph, a: NodeIx, b: NodeIx) -> bool {
+        if self.lossy.is_empty() {
+            return false;
+        }
+        let (a, b) = (graph.id(a), graph.id(b));
+        let (a, b) = if a <= b { (a, b) } else { (b, a) };
+        self.lossy.iter().any(|(x, y)| x == a && y == b)
     }
 
     /// Whether a recomputation over the same graph could still change the routes: some node keeps a next hop
@@ -416,7 +448,13 @@ impl RouteDamper {
             return Some((None, gain));
         }
         let since = held.beaten_since.unwrap_or(now);
-        let wait = if clearly_better { self.config.hold } else { self.config.repair_hold };
+        let wait = if clearly_better && self.is_lossy(graph, s, current) {
+            Duration::ZERO
+        } else if clearly_better {
+            self.config.hold
+        } else {
+            self.config.repair_hold
+        };
         if now.saturating_sub(since) >= wait {
             None
         } else {

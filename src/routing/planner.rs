@@ -17,7 +17,8 @@
 //! 3. **Trees.** One shortest-path [`RouteTree`] per destination (the origins), each updated link change by
 //!    link change ([`MeshRoutes`]).
 //! 4. **Damping.** One [`RouteDamper`] keeps routes still unless a better one is clearly and durably better,
-//!    or the one held broke. Most rounds in a large mesh move some costs and no route; the damper tells those
+//!    or the one held broke, or its link was shown to lose packets (the planner tells it which links' costs
+//!    carry a loss verdict). Most rounds in a large mesh move some costs and no route; the damper tells those
 //!    apart in one pass, without rebuilding its trees.
 //! 5. **Versioned tables.** Every node in the picture (reporting, or at the end of a measured link) has a
 //!    table. Its version is the time of its last change in milliseconds, and always more than the version
@@ -268,14 +269,14 @@ impl Planner {
     /// every call; table versions are its milliseconds).
     pub fn plan(&mut self, now: Duration) -> Round {
         self.changed.clear();
-        let changes: Vec<(NodeIx, NodeIx, Option<Cost>)> = std::mem::take(&mut self.dirty)
-            .into_iter()
-            .filter(|(a, b)| a != b)
-            .map(|(a, b)| {
-                let cost = graph_link(self.end(a, b).into_iter().chain(self.end(b, a)));
-                (NodeIx::new(a), NodeIx::new(b), cost)
-            })
-            .collect();
+        let mut changes: Vec<(NodeIx, NodeIx, Option<Cost>)> = Vec::new();
+        for (a, b) in std::mem::take(&mut self.dirty).into_iter().filter(|(a, b)| a != b) {
+            let ends = [self.end(a, b), self.end(b, a)];
+            let lossy = ends.iter().flatten().flatten().any(|m| m.loss > 0.0);
+            let graph = self.routes.graph();
+            self.damper.handle_link_loss(graph.id(NodeIx::new(a)), graph.id(NodeIx::new(b)), lossy);
+            changes.push((NodeIx::new(a), NodeIx::new(b), graph_link(ends.into_iter().flatten())));
+        }
         let graph_changed = self.routes.handle_links_ix(&changes);
         let reporters_changed = std::mem::take(&mut self.reporters_changed);
         if !graph_changed && !self.damper.is_holding() && self.damper.version() > 0 {

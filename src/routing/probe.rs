@@ -22,12 +22,12 @@
 //!   their own too, so that a clean past does not hide a loss that began since. Loss enters
 //!   the link's cost only once this evidence shows it above [`LOSS_FLOOR`] (1 %) with a log-likelihood
 //!   ratio of [`LOSS_EVIDENCE`] (a Chernoff bound: a link at the floor shows as much by chance about once
-//!   in 400 looks, a link at half the floor practically never) and at least five losses, at the rate of
-//!   the longest stretch that shows it; and it leaves the
+//!   in 3,000 looks; a link at half the floor, whose window holds a couple of hundred probes, once in a few
+//!   million) and at least five losses, at the rate of the longest stretch that shows it; and it leaves the
 //!   cost only once what came after shows the rate below the floor just as clearly. One lost probe among a
 //!   hundred used to read as 1 % loss and 10 ms of cost on whichever link it fell, so uniform background
 //!   loss moved routes at random; now background loss below the floor costs nothing anywhere, and a link
-//!   that loses 3 % of a stream's packets is costed within about two seconds.
+//!   that loses 3 % of a stream's packets is costed within two or three seconds.
 //!   An outage is not loss: when a link that was declared down answers again, the
 //!   probes sent since its last answer leave the window, and the reply that ends the outage is not a
 //!   round-trip sample (it went out during the outage; on a live link it may have waited in the QUIC
@@ -160,16 +160,25 @@ pub const LOSS_FLOOR: f64 = 0.01;
 
 /// How strong the evidence must be for loss to enter a link's cost, or to leave it: the log-likelihood ratio
 /// `n × KL(observed ‖ LOSS_FLOOR)` of `n` packets, which bounds the chance that a link at the floor shows
-/// what was observed (Chernoff): `e^-6`, about 1 in 400 per look. A look at a link whose loss is half the
-/// floor or less practically never gets there (loss would have to come in a run several times its rate).
-pub const LOSS_EVIDENCE: f64 = 6.0;
+/// what was observed (Chernoff): `e^-8`, about 1 in 3,000 per look.
+///
+/// What matters more is a link *below* the floor, since a mesh looks at hundreds of them every second.
+/// At half the floor (0.5 %), the chance that a window shows loss by chance is, exactly (binomial): 2e-7
+/// for a link probed fast for ten seconds with nothing else counted (122-200 probe packets: 8 to 10 losses
+/// needed), 1e-8 for a second of a 3 Mbit/s stream's packets (313: 13 losses), 5e-8 for an idle link's ten
+/// probes (5 losses, [`LOSS_EVIDENCE_LOSSES`]). With `e^-6` the first was 3e-6 (7 losses of 122), and a
+/// 204-node mesh under uniform 0.5 % loss showed one such false verdict in its first ten seconds: it
+/// moved a route onto a 1 ms longer path for five minutes, until an idle link's probes showed the loss
+/// gone. The price is detection time: a link losing 3 % of a 3 Mbit/s stream shows it after about 630
+/// packets (2 s) at the median, against 470 with `e^-6`.
+pub const LOSS_EVIDENCE: f64 = 8.0;
 
 /// The fewest losses that can show a link above the floor, whatever the ratio says. An idle link's window
 /// holds about ten probes, and four lost among them pass [`LOSS_EVIDENCE`]; at half the floor (a probe lost
 /// in 100) that happens about once in 500,000 windows, which a mesh of 10,000 nodes (45,000 link ends, each
 /// a new window every ten seconds) reaches every two minutes. Five losses make it a hundred times rarer,
 /// and cost a busy link nothing: its evidence comes with a dozen losses or more (a 3 % loss of 300 packets
-/// a second passes the ratio at about 14).
+/// a second passes the ratio at about 19).
 const LOSS_EVIDENCE_LOSSES: u64 = 5;
 
 /// The relative entropy `KL(p ‖ q)` of two loss rates, in nats (`q` strictly between 0 and 1).
@@ -578,8 +587,7 @@ impl LinkEstimator {
     /// their own, from the newest tenth of the window up: a link that starts losing after a clean spell
     /// shows it once the packets since the change show it. The rate is that of the longest stretch that
     /// shows it. Judging ten stretches instead of one raises the chance that a link at the floor shows loss
-    /// by chance at a look to at most ten times [`LOSS_EVIDENCE`]'s bound (less, as the stretches overlap);
-    /// a link at half the floor still practically never does.
+    /// by chance at a look to at most ten times [`LOSS_EVIDENCE`]'s bound (less, as the stretches overlap).
     fn judge(&self) -> Option<LossVerdict> {
         let (window, total) = self.tallies();
         if evidence(window.trials, window.lost, true) {

@@ -1057,7 +1057,27 @@ impl<'a> Engine<'a> {
         let now = Self::time(self.now);
         self.drive(a, |relay, ids| relay.handle_peer_up(now, ids[b as usize].clone(), conn));
         self.drive(b, |relay, ids| relay.handle_peer_up(now, ids[a as usize].clone(), conn));
+        if self.links[l].counted {
+            self.count_packets_from_now(l);
+        }
         self.all_trees_stale();
+    }
+
+    /// Hands both ends' relays the packet totals of link `l` as they stand: the estimators count from the
+    /// next totals on (their first count is where they start), so the packets of the link's next object are
+    /// evidence, as a live transport's count from the start of the connection is. Without this, the first
+    /// object after a connection or a link's first loss would only set where counting starts.
+    fn count_packets_from_now(&mut self, l: usize) {
+        if !self.links[l].connected {
+            return;
+        }
+        let (a, b, conn) = (self.links[l].a, self.links[l].b, self.links[l].conn);
+        let now = Self::time(self.now);
+        for (e, node, peer) in [(2 * l, a, b), (2 * l + 1, b, a)] {
+            let (sent, lost) = self.ends[e].packets;
+            self.ends[e].packets_told = sent;
+            self.drive(node, |relay, ids| relay.handle_packet_counts(now, &ids[peer as usize], conn, sent, lost));
+        }
     }
 
     /// The link's connection ends, at the ends that still run.
@@ -1270,7 +1290,10 @@ impl<'a> Engine<'a> {
             FaultKind::Loss => {
                 let l = link(self);
                 self.links[l].loss = fault.value.expect("validated");
-                self.links[l].counted |= self.links[l].loss > 0.0;
+                if !self.links[l].counted && self.links[l].loss > 0.0 {
+                    self.links[l].counted = true;
+                    self.count_packets_from_now(l);
+                }
             }
             FaultKind::NodeCrash => {
                 let n = node(self, &fault.a);
