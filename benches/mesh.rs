@@ -263,7 +263,7 @@ impl Handler for Viewers {
         match live_path(req.uri().path()) {
             Ok((stream, name)) => self
                 .edge
-                .get(req.method(), &stream, &name, None)
+                .get(req.method(), &stream, &name, req.uri().query(), None)
                 .await
                 .unwrap_or_else(lightpath::edge::EdgeError::into_reply),
             Err(e) => text(e.status(), e.to_string()),

@@ -99,7 +99,7 @@ fn steering() {
                 phase: StreamPhase::Live,
                 viewers: rng.gen_range(0..5000),
             }];
-            (n.id.clone(), (Report { node: n.id.clone(), links, streams, takedowns: vec![] }, now))
+            (n.id.clone(), (Report { node: n.id.clone(), links, streams, takedowns: vec![], draining: false }, now))
         })
         .collect();
     let reports: Reports = Arc::new(reports);

@@ -157,6 +157,13 @@ impl Identity {
         Ok(Self { ca, chain, key: Arc::new(key) })
     }
 
+    /// When the node's own certificate (the chain's first) stops being valid, in seconds since the Unix
+    /// epoch; `None` if it does not parse. Exported as a gauge so that an alert sees a renewal coming.
+    pub fn not_after_unix(&self) -> Option<i64> {
+        let params = CertificateParams::from_ca_cert_der(&self.chain[0]).ok()?;
+        Some(params.not_after.unix_timestamp())
+    }
+
     /// Reads the three PEM files.
     pub fn load(ca: &Path, cert: &Path, key: &Path) -> Result<Self> {
         let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
@@ -392,6 +399,16 @@ mod tests {
         assert_eq!(peer_node_id(&id.chain[0], [&b]), None);
         id.server_config().unwrap();
         id.client_config().unwrap();
+    }
+
+    #[test]
+    fn expiry_is_the_node_certificates_not_the_cas() {
+        let ca = create_ca("test CA").unwrap();
+        let files = issue(&ca, &NodeId::new("edge-1").unwrap(), 30).unwrap();
+        let id = Identity::from_pem(&ca.cert_pem, &files.chain_pem, &files.key_pem).unwrap();
+        let in_30_days = time::OffsetDateTime::now_utc().unix_timestamp() + 30 * 86_400;
+        let not_after = id.not_after_unix().unwrap();
+        assert!((not_after - in_30_days).abs() < 3_600, "{not_after} is not 30 days from now ({in_30_days})");
     }
 
     /// Writes the three files into `dir` and checks them for `node`.

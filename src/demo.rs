@@ -1,12 +1,14 @@
 //! `lightpath demo`: a whole mesh in one process on loopback, with a live stream already flowing.
 //!
 //! Every node of the topology (by default `topology/demo.toml`) runs here with certificates from a CA made
-//! for this run. A built-in publisher loops a short pre-encoded H.264 clip (shipped in `assets/demo-clip/`
-//! and compiled into the binary, so no ffmpeg is needed) into the origin over HTTP PUT, exactly as a real
-//! publisher would: a new segment every two seconds, a sliding playlist, `EXT-X-DISCONTINUITY` at each wrap.
-//! The first control replica also runs a director ([`crate::director`]) on 127.0.0.1:48090, whose
-//! URL is printed first: it redirects each viewer to the nearest healthy edge. Each edge's own playlist URL
-//! is printed too; it runs until Ctrl-C.
+//! for this run. A built-in publisher loops a short pre-encoded H.264 clip (CMAF, one frame per chunk,
+//! shipped in `assets/demo-cmaf/` and compiled into the binary, so no ffmpeg is needed) into the origin
+//! exactly as `ffmpeg -f dash -ldash 1 -streaming 1 -method PUT` would: the init segment, then each 2 s
+//! segment as one chunked PUT whose chunks leave at the pace they play, their decode times moved on at each
+//! wrap so the timeline runs on. The origin cuts parts from them, so the stream is Low-Latency HLS at every
+//! edge (and plain HLS for players that ignore parts). The first control replica also runs a director
+//! ([`crate::director`]) on 127.0.0.1:48090, whose URL is printed first: it redirects each viewer to the
+//! nearest healthy edge. Each edge's own playlist URL is printed too; it runs until Ctrl-C.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -21,7 +23,8 @@ use tokio::sync::watch;
 
 use crate::ca::{create_ca, issue, Identity};
 use crate::config::{AdminConfig, DirectorConfig, EdgeConfig, IngestConfig, LinksConfig};
-use crate::hls::{LivePlaylist, Segment};
+use crate::hls::dash::segment_name;
+use crate::hls::fmp4::{shift_decode_time, Chunk, Chunks, InitInfo};
 use crate::id::StreamName;
 use crate::listen::Listeners;
 use crate::node::NodeParams;
@@ -30,13 +33,13 @@ use crate::topology::{Address, Role, Topology};
 
 /// The demo stream's name.
 pub const STREAM: &str = "demo";
+const INIT: &[u8] = include_bytes!("../assets/demo-cmaf/init-stream0.m4s");
 const CLIP: [&[u8]; 4] = [
-    include_bytes!("../assets/demo-clip/clip0.ts"),
-    include_bytes!("../assets/demo-clip/clip1.ts"),
-    include_bytes!("../assets/demo-clip/clip2.ts"),
-    include_bytes!("../assets/demo-clip/clip3.ts"),
+    include_bytes!("../assets/demo-cmaf/chunk-stream0-00001.m4s"),
+    include_bytes!("../assets/demo-cmaf/chunk-stream0-00002.m4s"),
+    include_bytes!("../assets/demo-cmaf/chunk-stream0-00003.m4s"),
+    include_bytes!("../assets/demo-cmaf/chunk-stream0-00004.m4s"),
 ];
-const SEGMENT_SECONDS: u64 = 2;
 /// Where the demo's director listens.
 const DIRECTOR: std::net::SocketAddr =
     std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 48090);
@@ -113,7 +116,7 @@ pub async fn run(topology_path: PathBuf, shutdown: impl Future<Output = ()>) -> 
     }
     for control in &topology.controls {
         println!(
-            "  control plane {}: http://{}/api/routes  (also /api/nodes, /api/links, /api/streams)",
+            "  control plane {}: dashboard http://{}/dashboard  (API: /api/routes, /api/nodes, /api/links, /api/streams)",
             control.id, control.http
         );
     }
@@ -150,26 +153,90 @@ fn literal(addr: &Address) -> Result<std::net::SocketAddr> {
     addr.socket_addr().with_context(|| format!("the demo binds literal addresses; {addr} is a host name"))
 }
 
-/// Publishes the looped clip as a live stream, forever.
+/// Publishes the looped clip as a live CMAF stream, forever.
 async fn publish_loop(origin: std::net::SocketAddr, stream: StreamName, key: String) {
-    let mut playlist = LivePlaylist::new(6, SEGMENT_SECONDS as u32);
-    let mut tick = tokio::time::interval(Duration::from_secs(SEGMENT_SECONDS));
-    for n in 0u64.. {
-        tick.tick().await;
-        let clip = (n % CLIP.len() as u64) as usize;
-        let uri = format!("seg{n}.ts");
-        let segment = Segment { uri: uri.clone(), duration: SEGMENT_SECONDS as f64, discontinuity: n > 0 && clip == 0 };
-        let path = format!("/live/{stream}/{uri}");
-        if let Err(e) = put(origin, &path, &key, Bytes::from_static(CLIP[clip])).await {
-            tracing::warn!(error = %format!("{e:#}"), "demo publisher: segment upload failed");
+    let clip = match clip() {
+        Ok(clip) => clip,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "demo publisher: the built-in clip does not read");
+            return;
+        }
+    };
+    let loop_ticks: u64 = clip.iter().flatten().map(|c| c.duration).sum();
+    let timescale = InitInfo::parse(INIT).map(|i| i.timescale).unwrap_or(1000) as u64;
+    loop {
+        if let Err(e) = put(origin, &format!("/live/{stream}/init-stream0.m4s"), &key, Bytes::from_static(INIT)).await {
+            tracing::warn!(error = %format!("{e:#}"), "demo publisher: init segment upload failed");
+            tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
-        playlist.push(segment);
-        let path = format!("/live/{stream}/index.m3u8");
-        if let Err(e) = put(origin, &path, &key, Bytes::from(playlist.render())).await {
-            tracing::warn!(error = %format!("{e:#}"), "demo publisher: playlist upload failed");
+        break;
+    }
+    let start = tokio::time::Instant::now();
+    let mut played: u64 = 0; // ticks
+    for n in 0u64.. {
+        let segment = &clip[(n % clip.len() as u64) as usize];
+        let shift = n / clip.len() as u64 * loop_ticks;
+        let path = format!("/live/{stream}/{}", segment_name("stream0", n + 1, 5));
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let upload = tokio::spawn(put_streaming(origin, path, key.clone(), rx));
+        for chunk in segment {
+            // A chunk leaves when it has been "encoded": once the clock passes its end.
+            played += chunk.duration;
+            tokio::time::sleep_until(start + Duration::from_millis(played * 1000 / timescale)).await;
+            let Ok(bytes) = shift_decode_time(&chunk.bytes, shift) else { break };
+            if tx.send(bytes).await.is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        match upload.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "demo publisher: segment upload failed"),
+            Err(e) => tracing::warn!(error = %e, "demo publisher: segment upload task failed"),
         }
     }
+}
+
+/// The built-in clip's segments, each as its chunks.
+fn clip() -> Result<Vec<Vec<Chunk>>> {
+    let info = InitInfo::parse(INIT)?;
+    CLIP.iter()
+        .map(|segment| {
+            let mut chunks = Chunks::new(info);
+            let out = chunks.push(segment)?;
+            chunks.finish()?;
+            Ok(out)
+        })
+        .collect()
+}
+
+/// One chunked HTTP/1.1 PUT whose body is what `body` yields, sent as it comes.
+async fn put_streaming(
+    addr: std::net::SocketAddr,
+    path: String,
+    key: String,
+    body: tokio::sync::mpsc::Receiver<Bytes>,
+) -> Result<()> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+    tcp.set_nodelay(true)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    let frames = futures_util::stream::unfold(body, |mut rx| async move {
+        let bytes = rx.recv().await?;
+        Some((Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes)), rx))
+    });
+    let req = http::Request::put(&path)
+        .header(http::header::HOST, addr.to_string())
+        .header(http::header::AUTHORIZATION, format!("Bearer {key}"))
+        .body(http_body_util::StreamBody::new(frames))?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        bail!("PUT {path}: {status} {}", String::from_utf8_lossy(&body).trim());
+    }
+    Ok(())
 }
 
 /// One HTTP/1.1 PUT, as a publisher sends it.

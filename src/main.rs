@@ -198,8 +198,13 @@ fn run(command: Command) -> Result<()> {
                     true => Some(lightpath::director::DirectorOptions::bind(cfg.director, cfg.http.clone()).await?),
                     false => None,
                 };
-                let options =
-                    lightpath::control::ReplicaOptions { admin: cfg.admin, http: cfg.http, quic: cfg.quic, director };
+                let options = lightpath::control::ReplicaOptions {
+                    admin: cfg.admin,
+                    http: cfg.http,
+                    quic: cfg.quic,
+                    director,
+                    dashboard: cfg.dashboard,
+                };
                 lightpath::control::run(cfg.node, std::sync::Arc::new(topology), identity, listeners, options, ctrl_c()).await
             }
         }),

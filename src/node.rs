@@ -19,7 +19,7 @@ use crate::config::{AdminConfig, EdgeConfig, HttpConfig, IngestConfig, LinksConf
 use crate::control::client::FromControl;
 use crate::edge::{Edge, EdgeError};
 use crate::http::{live_path, refuse, text, Client, Handler, Refusal, Reply, RequestCounts, Side};
-use crate::id::NodeId;
+use crate::id::{NodeId, ObjectName, StreamName};
 use crate::listen::Listeners;
 use crate::mesh::{Mesh, MeshOptions};
 use crate::netem::{Impairment, Impairments};
@@ -70,6 +70,7 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
     let spec =
         params.topology.node(&params.id).with_context(|| format!("node {} is not in the topology", params.id))?.clone();
     crate::telemetry::metrics(); // install the recorder before the first count
+    crate::telemetry::record_certificate_expiry(params.id.as_str(), &params.identity);
     if crate::ca::peer_node_id(&params.identity.chain[0], [&params.id]).is_none() {
         tracing::warn!(node = %params.id, "this node's certificate does not name it; every peer will refuse it");
     }
@@ -144,7 +145,8 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
     let edge = serves_viewers.then(|| {
         Arc::new(
             Edge::new(mesh.clone(), Duration::from_millis(params.edge.wait_ms))
-                .with_segment_max_age(Duration::from_secs(params.edge.segment_max_age_s)),
+                .with_segment_max_age(Duration::from_secs(params.edge.segment_max_age_s))
+                .with_blocking(params.edge.max_blocked, Duration::from_millis(params.edge.block_ms)),
         )
     });
     if let Some(edge) = &edge {
@@ -227,7 +229,7 @@ impl Handler for Site {
         let status = reply.status();
         self.counts.count(&method, status);
         if status.is_client_error() || status.is_server_error() {
-            let path = uri.path();
+            let path = crate::http::loggable_path(uri.path());
             match reply.extensions().get::<Refusal>() {
                 Some(Refusal { side, cause }) => {
                     tracing::info!(node = %self.node, %method, %path, status = status.as_u16(), %side, reason = %cause, "request refused")
@@ -254,7 +256,7 @@ impl Site {
             (&Method::GET, "/api/streams") => return streams_json(&self.mesh),
             (_, p) if p.starts_with("/admin/") => {
                 return match &self.admin {
-                    Some(admin) => admin.handle(req).await,
+                    Some(admin) => Box::pin(admin.handle(req)).await,
                     None => refuse(
                         StatusCode::NOT_FOUND,
                         Side::Downstream,
@@ -264,25 +266,42 @@ impl Site {
             }
             _ => {}
         }
-        let (stream, name) = match live_path(path) {
+        // An encoder that cannot send headers puts its key in the path instead.
+        let (path, key) = match crate::http::publish_path(path) {
+            Some((key, live)) => (std::borrow::Cow::Owned(live), Some(key)),
+            None => (std::borrow::Cow::Borrowed(path), None),
+        };
+        let (stream, name) = match live_path(&path) {
             Ok(p) => p,
             Err(e) => return refuse(e.status(), Side::Downstream, e),
         };
         let method = req.method().clone();
+        if key.is_some() && !matches!(method, Method::PUT | Method::POST | Method::DELETE) {
+            return refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                Side::Downstream,
+                "/publish/ is for uploads; play from /live/",
+            );
+        }
         match method {
             Method::GET | Method::HEAD => match &self.edge {
                 Some(edge) => {
+                    // A draining edge keeps serving the streams it carries (its players are not cut) but
+                    // starts none: that would be a new subscription through a node on its way out.
+                    if self.mesh.is_draining() && !self.mesh.reach(&stream).is_some_and(|(_, receiving)| receiving) {
+                        return EdgeError::Draining { stream }.into_reply();
+                    }
                     let now_s = crate::clock::unix_ms() / 1000;
-                    let credential = match self.gate.admit(stream.as_str(), path, req.uri().query(), now_s) {
+                    let credential = match self.gate.admit(stream.as_str(), &path, req.uri().query(), now_s) {
                         Ok(c) => c,
                         Err(e) => return refuse(StatusCode::FORBIDDEN, Side::Downstream, e),
                     };
                     let client = req.extensions().get::<Client>().map(|c| c.0.ip());
-                    match edge.get(&method, &stream, &name, client).await {
+                    match edge.get(&method, &stream, &name, req.uri().query(), client).await {
                         Ok(mut whole) => {
                             if let Some(credential) = credential.filter(|_| crate::hls::media::is_playlist(&name)) {
                                 whole = crate::edge::reply::rewrite_playlist(&method, whole, |text| {
-                                    self.gate.carry(&credential, text, path)
+                                    self.gate.carry(&credential, text, &path)
                                 });
                             }
                             crate::edge::reply::select(&method, req.headers(), whole)
@@ -293,20 +312,34 @@ impl Site {
                 None => EdgeError::NoViewers.into_reply(),
             },
             Method::OPTIONS => crate::http::cors::preflight(),
-            Method::PUT | Method::POST | Method::DELETE => {
-                let Some(ingest) = &self.ingest else {
-                    return refuse(StatusCode::METHOD_NOT_ALLOWED, Side::Downstream, "this node is not an origin");
-                };
-                let (parts, body) = req.into_parts();
-                let result = if method == Method::DELETE {
-                    ingest.delete(&parts.headers, stream, name)
-                } else {
-                    ingest.put(&parts.headers, body, stream, name).await
-                };
-                result.unwrap_or_else(|e| refuse(e.status(), Side::Downstream, e))
-            }
+            // Boxed, with everything an upload holds: a viewer's request, parked for the next part, need not
+            // carry room for one.
+            Method::PUT | Method::POST | Method::DELETE => Box::pin(self.upload(req, key, stream, name)).await,
             _ => refuse(StatusCode::METHOD_NOT_ALLOWED, Side::Downstream, format!("{method} is not served here")),
         }
+    }
+
+    /// A publisher's `PUT`, `POST` or `DELETE` of `name`, its key from the header or the `/publish/` path.
+    async fn upload(
+        &self,
+        req: http::Request<Incoming>,
+        key: Option<String>,
+        stream: StreamName,
+        name: ObjectName,
+    ) -> Reply {
+        let Some(ingest) = &self.ingest else {
+            return refuse(StatusCode::METHOD_NOT_ALLOWED, Side::Downstream, "this node is not an origin");
+        };
+        let (mut parts, body) = req.into_parts();
+        if let Some(key) = key.and_then(|k| http::HeaderValue::from_str(&k).ok()) {
+            parts.headers.insert("x-lightpath-key", key);
+        }
+        let result = if parts.method == Method::DELETE {
+            ingest.delete(&parts.headers, stream, name)
+        } else {
+            ingest.put(&parts.headers, body, stream, name).await
+        };
+        result.unwrap_or_else(|e| refuse(e.status(), Side::Downstream, e))
     }
 }
 
@@ -334,8 +367,9 @@ fn streams_json(mesh: &Mesh) -> Reply {
 }
 
 /// The operator endpoints: the runtime link controls (`GET /admin/links`, `PUT /admin/links/{peer}` with an
-/// [`Impairment`] as JSON) and stream takedowns (`POST /admin/streams/{stream}/takedown` with the reason as
-/// the body, `DELETE` of the same path to lift it).
+/// [`Impairment`] as JSON), stream takedowns (`POST /admin/streams/{stream}/takedown` with the reason as
+/// the body, `DELETE` of the same path to lift it) and the node's drain (`POST /admin/drain` to start it,
+/// `DELETE /admin/drain` to end it, `GET /admin/drain` for its state and the streams still relayed).
 struct Admin {
     token: String,
     table: Impairments,
@@ -360,6 +394,32 @@ impl Admin {
                     text(StatusCode::ACCEPTED, format!("stream {}: taken down at every node: {}", r.stream, r.active))
                 }
                 Err(reply) => reply,
+            };
+        }
+        if path == "/admin/drain" {
+            return match method {
+                Method::GET | Method::POST | Method::DELETE => {
+                    if method != Method::GET {
+                        let draining = method == Method::POST;
+                        tracing::warn!(node = %self.me, draining, "operator drain");
+                        self.mesh.drain(draining);
+                    }
+                    let status = if method == Method::POST { StatusCode::ACCEPTED } else { StatusCode::OK };
+                    let state = serde_json::json!({
+                        "node": self.me.as_str(),
+                        "draining": self.mesh.is_draining(),
+                        "relayed": self.mesh.relayed(),
+                    });
+                    let mut resp = text(status, state.to_string());
+                    resp.headers_mut()
+                        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+                    resp
+                }
+                m => refuse(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    Side::Downstream,
+                    format!("{m} /admin/drain: use GET, POST or DELETE"),
+                ),
             };
         }
         match (method, path.strip_prefix("/admin/links")) {

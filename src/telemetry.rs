@@ -9,7 +9,8 @@
 //! (at most one line per interval, saying how many it held back), and [`Bounds`] counts what the limits
 //! turned away (`lightpath_connections_refused_total`, `lightpath_timeouts_total`,
 //! `lightpath_limits_hit_total`). [`record_rss`] sets `lightpath_process_resident_bytes` from
-//! `/proc/self/statm` when `/metrics` is read.
+//! `/proc/self/statm` when `/metrics` is read, and [`record_certificate_expiry`] exports when the
+//! certificate a node presents expires (`lightpath_certificate_expiry_timestamp_seconds`).
 
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -157,6 +158,16 @@ fn parse_statm_resident(statm: &str) -> Option<u64> {
 pub fn record_rss(node: &str) {
     if let Some(bytes) = resident_bytes() {
         metrics::gauge!("lightpath_process_resident_bytes", "node" => node.to_owned()).set(bytes as f64);
+    }
+}
+
+/// Sets `lightpath_certificate_expiry_timestamp_seconds{node}`: when the certificate this node or replica
+/// presents to its peers expires (Unix seconds), so that monitoring warns before peers start refusing it.
+pub fn record_certificate_expiry(node: &str, identity: &crate::ca::Identity) {
+    match identity.not_after_unix() {
+        Some(secs) => metrics::gauge!("lightpath_certificate_expiry_timestamp_seconds", "node" => node.to_owned())
+            .set(secs as f64),
+        None => tracing::warn!(node, "the node certificate's expiry could not be read; it is not exported"),
     }
 }
 

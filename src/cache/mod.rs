@@ -314,6 +314,12 @@ impl Cache {
         metrics::gauge!("lightpath_cache_bytes", "node" => self.node.clone()).set(inner.bytes as f64);
     }
 
+    /// A receiver that sees every change to `stream` (an object landing), for a waiter that judges each one
+    /// itself (a blocking playlist reload).
+    pub fn watch(&self, stream: &StreamName) -> watch::Receiver<u64> {
+        self.lock().changes.entry(stream.clone()).or_insert_with(|| watch::channel(0).0).subscribe()
+    }
+
     /// Waits up to `timeout` for `name` to arrive in `stream`.
     pub async fn wait_for(&self, stream: &StreamName, name: &ObjectName, timeout: Duration) -> Option<Arc<Object>> {
         let mut changes = {

@@ -28,7 +28,8 @@ pub use director::{DirectorConfig, EdgeScheme};
 use read::{field_names, Required};
 use sections::problem;
 pub use sections::{
-    AdminConfig, CacheConfig, EdgeConfig, HttpConfig, IngestConfig, LinksConfig, ProbesConfig, QuicConfig, TlsFiles,
+    AdminConfig, CacheConfig, DashboardConfig, EdgeConfig, HttpConfig, IngestConfig, LinksConfig, ProbesConfig,
+    QuicConfig, TlsFiles,
 };
 
 /// One node's configuration, with its paths resolved. `node` and `topology` are required; every other field
@@ -212,6 +213,9 @@ pub struct ControlConfig {
     /// Viewer steering: an HTTP director and a DNS server sending viewers to the best edge (off by default).
     #[serde(default)]
     pub director: DirectorConfig,
+    /// The live dashboard's event streams: how many at once, how often they keep alive.
+    #[serde(default)]
+    pub dashboard: DashboardConfig,
     /// The node-config sections the file has, which a replica does not read (for a warning). Not a key of
     /// the file.
     #[serde(skip)]
@@ -275,6 +279,16 @@ impl ControlConfig {
         problems.extend(self.admin.validate().err().unwrap_or_default());
         problems.extend(self.http.validate().err().unwrap_or_default());
         problems.extend(self.quic.validate().err().unwrap_or_default());
+        problems.extend(self.dashboard.validate().err().unwrap_or_default());
+        if self.dashboard.max_event_streams > self.http.max_connections {
+            problems.push(problem(
+                "dashboard.max_event_streams",
+                format!(
+                    "{} event streams cannot fit in http.max_connections = {}",
+                    self.dashboard.max_event_streams, self.http.max_connections
+                ),
+            ));
+        }
         let seat = Seat { topology_file: &self.topology, mesh_listen: self.mesh_listen, http_listen: self.http_listen };
         seat.check_listen(&mut problems);
         let Some(topology) = topology else {
@@ -570,6 +584,27 @@ mod tests {
         assert_eq!(fields(&e), ["mesh_lisen", "tls.ca", "tls.cert", "tls.key", "http_listen"], "{e}");
         assert!(e.errors[0].message.contains("did you mean `mesh_listen`"), "{e}");
         assert!(e.errors[4].message.contains("controls[0].http"), "{e}");
+    }
+
+    #[test]
+    fn the_dashboards_bounds_are_checked_naming_their_fields() {
+        let config = |section: &str| {
+            format!(
+                "node = \"control-1\"\ntopology = \"mesh.toml\"\nhttp_listen = \"127.0.0.1:8443\"\n{TLS}\n{section}"
+            )
+        };
+        let (_dir, path) = folder(&config("[dashboard]\nmax_event_streams = 0\nkeepalive_ms = 10\n"));
+        let e = ControlConfig::load(&path).unwrap_err();
+        assert_eq!(fields(&e), ["dashboard.max_event_streams", "dashboard.keepalive_ms"], "{e}");
+        let (_dir, path) = folder(&config(
+            "[http]\nmax_connections = 16\nmax_connections_per_address = 4\n[dashboard]\nmax_event_streams = 32\n",
+        ));
+        let e = ControlConfig::load(&path).unwrap_err();
+        assert_eq!(fields(&e), ["dashboard.max_event_streams"], "{e}");
+        assert!(e.errors[0].message.contains("http.max_connections = 16"), "{e}");
+        let (_dir, path) = folder(&config("[dashboard]\nmax_event_streams = 8\n"));
+        let (loaded, _) = ControlConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(loaded.dashboard, DashboardConfig { max_event_streams: 8, keepalive_ms: 15_000 });
     }
 
     #[test]

@@ -224,6 +224,16 @@ pub struct IngestConfig {
     /// How fast one stream may push, in kbit/s (default 100000; at least 100), with bursts of two seconds
     /// at that rate or one largest body. Over it, uploads are refused with 429 until the stream slows down.
     pub max_stream_kbps: u64,
+    /// Low-Latency HLS from `ffmpeg -f dash` uploads: the longest part the origin cuts, in ms (default 200,
+    /// 50 to 2000). Written as `EXT-X-PART-INF:PART-TARGET`; the encoder's fragments (`-frag_duration`)
+    /// must not be longer.
+    pub part_target_ms: u64,
+    /// Low-Latency HLS: `EXT-X-TARGETDURATION` of the playlists the origin writes, in seconds (default 2,
+    /// 1 to 10): the encoder's segment duration (`-seg_duration`), rounded up.
+    pub target_duration_s: u32,
+    /// Low-Latency HLS: complete segments listed in the playlists the origin writes (default 12, 3 to 60).
+    /// A playlist longer than six target durations (`CAN-SKIP-UNTIL`) lets players ask for delta updates.
+    pub window_segments: u32,
 }
 
 impl IngestConfig {
@@ -260,6 +270,20 @@ impl IngestConfig {
                 format!("{} kbit/s is below any live video (expected at least 100)", self.max_stream_kbps),
             ));
         }
+        if !(50..=2000).contains(&self.part_target_ms) {
+            problems
+                .push(problem("ingest.part_target_ms", format!("{} ms is outside 50 to 2000", self.part_target_ms)));
+        }
+        if !(1..=10).contains(&self.target_duration_s) {
+            problems
+                .push(problem("ingest.target_duration_s", format!("{} s is outside 1 to 10", self.target_duration_s)));
+        }
+        if u64::from(self.target_duration_s) * 1000 < self.part_target_ms {
+            problems.push(problem("ingest.part_target_ms", "a part cannot be longer than ingest.target_duration_s"));
+        }
+        if !(3..=60).contains(&self.window_segments) {
+            problems.push(problem("ingest.window_segments", format!("{} is outside 3 to 60", self.window_segments)));
+        }
         if self.takeover_ms < Self::MIN_TAKEOVER_MS {
             problems.push(problem(
                 "ingest.takeover_ms",
@@ -284,6 +308,9 @@ impl Default for IngestConfig {
             takeover_ms: 4000,
             max_streams_per_key: 100,
             max_stream_kbps: 100_000,
+            part_target_ms: 200,
+            target_duration_s: 2,
+            window_segments: 12,
         }
     }
 }
@@ -312,6 +339,12 @@ pub struct EdgeConfig {
     /// `index0.m4s`. A downstream cache must not trust a name longer than the stream's live window, after
     /// which it revalidates (a 304 when the `ETag`, a hash of the bytes, still matches).
     pub segment_max_age_s: u64,
+    /// Blocking playlist reloads (`_HLS_msn`, `_HLS_part`) held at once (default 16384, at least 1); past
+    /// it, 503 with `Retry-After`.
+    pub max_blocked: u32,
+    /// The longest a blocking reload is held, in ms (default 6000, 100 to 60000); it is also never held
+    /// past three target durations, after which it gets 503 as the HLS specification asks.
+    pub block_ms: u64,
     /// Signed viewer URLs (`[edge.tokens]`): keys, and which streams need a token.
     pub tokens: TokensConfig,
     /// HTTPS for viewers (`[edge.tls]`): off unless `listen` is set.
@@ -445,6 +478,12 @@ impl EdgeConfig {
                 format!("{} ms is too long (at most {} ms; players give up sooner)", self.wait_ms, Self::MAX_WAIT_MS),
             ));
         }
+        if self.max_blocked == 0 {
+            problems.push(problem("edge.max_blocked", "0 would refuse every blocking reload (expected at least 1)"));
+        }
+        if !(100..=60_000).contains(&self.block_ms) {
+            problems.push(problem("edge.block_ms", format!("{} ms is outside 100 to 60000", self.block_ms)));
+        }
         if self.segment_max_age_s > Self::MAX_SEGMENT_MAX_AGE_S {
             problems.push(problem(
                 "edge.segment_max_age_s",
@@ -467,6 +506,8 @@ impl Default for EdgeConfig {
         Self {
             wait_ms: Self::DEFAULT_WAIT_MS,
             segment_max_age_s: Self::DEFAULT_SEGMENT_MAX_AGE_S,
+            max_blocked: 16_384,
+            block_ms: 6000,
             tokens: TokensConfig::default(),
             tls: EdgeTlsConfig::default(),
         }
@@ -650,7 +691,16 @@ mod tests {
     fn defaults_are_the_documented_values_and_valid() {
         assert_eq!(CacheConfig::default().max_bytes, 268_435_456);
         assert_eq!(IngestConfig::default().max_body_bytes, 33_554_432);
-        assert_eq!(EdgeConfig::default(), EdgeConfig { wait_ms: 6000, segment_max_age_s: 30, ..EdgeConfig::default() });
+        assert_eq!(
+            EdgeConfig::default(),
+            EdgeConfig {
+                wait_ms: 6000,
+                segment_max_age_s: 30,
+                max_blocked: 16_384,
+                block_ms: 6000,
+                ..EdgeConfig::default()
+            }
+        );
         assert_eq!(ProbesConfig::default(), ProbesConfig { fast_ms: 100, slow_ms: 1000 });
         assert_eq!(CacheConfig::default().validate(), Ok(()));
         assert_eq!(IngestConfig::default().validate(), Ok(()));
@@ -776,5 +826,54 @@ mod tests {
         ingest.any_stream_key = Some("master".into());
         let shown = format!("{ingest:?}");
         assert!(shown.contains("demo") && !shown.contains("s3cret") && !shown.contains("master"), "{shown}");
+    }
+}
+
+/// The live dashboard a control replica serves: the page at `/dashboard` and its event stream at
+/// `/api/events` (server-sent events, one per open page). Each open stream holds a connection, a task and
+/// a few snapshots of the mesh, so their number is bounded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// Event streams (`GET /api/events`) open at once (default 64, 1 to 4096). Past it a new one gets 503
+    /// with `Retry-After`, which browsers' `EventSource` retries.
+    pub max_event_streams: usize,
+    /// How often an event stream with nothing new sends a comment line, in ms (default 15000, 1000 to
+    /// 60000), so that proxies keep it open and a page sees a dead replica.
+    pub keepalive_ms: u64,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self { max_event_streams: 64, keepalive_ms: 15_000 }
+    }
+}
+
+impl DashboardConfig {
+    /// The most event streams a config may allow.
+    pub const MAX_EVENT_STREAMS: usize = 4096;
+
+    /// The keep-alive interval.
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_millis(self.keepalive_ms)
+    }
+
+    /// Both fields within their ranges.
+    pub fn validate(&self) -> Result<(), Vec<CheckError>> {
+        let mut problems = Vec::new();
+        if self.max_event_streams == 0 {
+            problems
+                .push(problem("dashboard.max_event_streams", "0 would refuse every dashboard (expected 1 to 4096)"));
+        } else if self.max_event_streams > Self::MAX_EVENT_STREAMS {
+            problems.push(problem(
+                "dashboard.max_event_streams",
+                format!("{} is too many (at most {})", self.max_event_streams, Self::MAX_EVENT_STREAMS),
+            ));
+        }
+        if !(1_000..=60_000).contains(&self.keepalive_ms) {
+            problems
+                .push(problem("dashboard.keepalive_ms", format!("{} ms is outside 1000 to 60000", self.keepalive_ms)));
+        }
+        found(problems)
     }
 }

@@ -6,7 +6,9 @@
 //! loop-free backup toward every origin with [`crate::routing`], and pushes a versioned [`Routes`] table to
 //! every node whose table changed. The replica holds nothing that the reports do not give it: replicas are
 //! interchangeable, and the same reports give the same tables. It serves a JSON operator API on its HTTP
-//! address (`/api/nodes`, `/api/links`, `/api/routes`, `/api/streams`) and Prometheus text at `/metrics`.
+//! address (`/api/nodes`, `/api/links`, `/api/routes`, `/api/streams`, and `/api/regions` and `/api/graph`
+//! for maps), Prometheus text at `/metrics`, and the live [`dashboard`] at `/dashboard`, which follows the
+//! same picture through server-sent events (`/api/events`).
 //!
 //! With an admin token, a replica also takes operators' stream takedowns
 //! (`POST /admin/streams/{stream}/takedown`, `DELETE` to lift): it sends them to every node it has a session
@@ -16,6 +18,7 @@
 //! The node side of this conversation is [`client`].
 
 pub mod client;
+pub mod dashboard;
 mod plan;
 
 use std::collections::{BTreeMap, HashMap};
@@ -31,7 +34,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::ca::Identity;
-use crate::config::{AdminConfig, HttpConfig, QuicConfig};
+use crate::config::{AdminConfig, DashboardConfig, HttpConfig, QuicConfig};
 use crate::http::{refuse, text, Handler, Reply, Side};
 use crate::id::{NodeId, StreamName};
 use crate::listen::Listeners;
@@ -66,6 +69,8 @@ pub struct ReplicaOptions {
     pub quic: QuicConfig,
     /// The director beside the replica, with its bound sockets (none: no director).
     pub director: Option<crate::director::DirectorOptions>,
+    /// The dashboard's event streams.
+    pub dashboard: DashboardConfig,
 }
 
 /// Runs a control-plane replica until `shutdown` completes.
@@ -77,8 +82,9 @@ pub async fn run(
     options: ReplicaOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let ReplicaOptions { admin, http, quic, director } = options;
+    let ReplicaOptions { admin, http, quic, director, dashboard } = options;
     crate::telemetry::metrics();
+    crate::telemetry::record_certificate_expiry(id.as_str(), &identity);
     let takedowns = match &admin.takedowns_file {
         Some(file) => crate::takedowns::load(file)?,
         None => BTreeMap::new(),
@@ -90,6 +96,7 @@ pub async fn run(
     tracing::info!(control = %id, mesh = %endpoint.local_addr()?, http = %listeners.http.local_addr()?, "control replica running");
 
     let view = Arc::new(RwLock::new(serde_json::json!({})));
+    let (pictures, pictures_rx) = tokio::sync::watch::channel(bytes::Bytes::from_static(b"{}"));
     let (events, rx) = mpsc::unbounded_channel();
     let (reports_tx, reports_rx) = tokio::sync::watch::channel(crate::director::Reports::default());
     let span = tracing::info_span!("control", id = %id);
@@ -99,6 +106,7 @@ pub async fn run(
         reports: BTreeMap::new(),
         sessions: HashMap::new(),
         view: view.clone(),
+        pictures,
         dirty: true,
         takedowns,
         takedowns_file: admin.takedowns_file.clone(),
@@ -120,6 +128,7 @@ pub async fn run(
         view,
         token: admin.token,
         events,
+        dashboard: dashboard::EventStreams::new(pictures_rx, dashboard, id.as_str()),
         me: id,
     });
     crate::http::serve(listeners.http, api, &http, &node, 0, shutdown).await;
@@ -214,6 +223,8 @@ struct Driver {
     reports: BTreeMap<NodeId, (Report, Instant)>,
     sessions: HashMap<NodeId, (u64, mpsc::UnboundedSender<Frame>)>,
     view: Arc<RwLock<serde_json::Value>>,
+    /// The view as the dashboard's event streams send it (compact JSON), published when it changes.
+    pictures: tokio::sync::watch::Sender<bytes::Bytes>,
     dirty: bool,
     /// Operators' takedowns, lifted ones included.
     takedowns: BTreeMap<StreamName, Takedown>,
@@ -239,10 +250,12 @@ impl Driver {
                             let _ = frames.send(takedown_frame(stream, t));
                         }
                         self.sessions.insert(node, (session, frames));
+                        self.dirty = true;
                     }
                     Some(Event::Disconnected { node, session }) => {
                         if self.sessions.get(&node).is_some_and(|(s, _)| *s == session) {
                             self.sessions.remove(&node);
+                            self.dirty = true;
                         }
                     }
                     Some(Event::Report { report }) => {
@@ -337,6 +350,14 @@ impl Driver {
             }
         }
         let view = self.plan.view(&self.topology, &live, &self.sessions.keys().cloned().collect(), &self.takedowns);
+        let picture = bytes::Bytes::from(serde_json::to_vec(&view).unwrap_or_default());
+        self.pictures.send_if_modified(|old| {
+            let changed = *old != picture;
+            if changed {
+                *old = picture;
+            }
+            changed
+        });
         *self.view.write().unwrap_or_else(|e| e.into_inner()) = view;
     }
 }
@@ -352,6 +373,8 @@ struct Api {
     /// The admin token, if the admin endpoints are on.
     token: Option<String>,
     events: mpsc::UnboundedSender<Event>,
+    /// The dashboard's live event streams.
+    dashboard: dashboard::EventStreams,
     me: NodeId,
 }
 
@@ -371,6 +394,13 @@ impl Handler for Api {
                 crate::telemetry::record_rss(self.me.as_str());
                 text(StatusCode::OK, crate::telemetry::metrics().render())
             }
+            (&Method::GET, "/api/events") => {
+                self.dashboard.open(req.extensions().get::<crate::http::Client>().map(|c| c.0))
+            }
+            (&Method::GET, p) if p == "/dashboard" || p.starts_with("/dashboard/") => dashboard::asset(p)
+                .unwrap_or_else(|| {
+                    text(StatusCode::NOT_FOUND, format!("nothing at {p}; the dashboard is at /dashboard"))
+                }),
             (&Method::GET, p) if p.starts_with("/api/") => {
                 let key = &p["/api/".len()..];
                 let view = self.view.read().unwrap_or_else(|e| e.into_inner());
@@ -378,7 +408,7 @@ impl Handler for Api {
                     Some(v) => json(v),
                     None => text(
                         StatusCode::NOT_FOUND,
-                        format!("no API {p}; try /api/nodes, /api/links, /api/routes, /api/streams"),
+                        format!("no API {p}; try /api/nodes, /api/links, /api/routes, /api/streams, /api/events"),
                     ),
                 }
             }

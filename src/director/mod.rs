@@ -113,6 +113,8 @@ struct FleetEdge {
     /// Whether its last health check passed, and whether the control plane has a fresh report from it.
     healthy: bool,
     reported: bool,
+    /// Whether its report says an operator is draining it.
+    draining: bool,
 }
 
 /// Every edge and the distances between regions, rebuilt whenever a report or a health check changes.
@@ -196,6 +198,7 @@ impl Steering {
                     "up": e.state.up,
                     "healthy": e.healthy,
                     "reported": e.reported,
+                    "draining": e.draining,
                     "viewers": e.state.viewers,
                     "capacity": e.state.capacity,
                     "streams": streams,
@@ -362,7 +365,8 @@ fn fleet(topology: &Topology, config: &DirectorConfig, reports: &Reports, health
                 state: EdgeState {
                     node: n.id.clone(),
                     region: n.region.clone(),
-                    up: is_healthy && report.is_some(),
+                    // A draining edge takes no new viewer: the director sends them elsewhere.
+                    up: is_healthy && report.is_some_and(|r| !r.draining),
                     viewers,
                     capacity: config.capacity_of(&n.id),
                     has_stream: false,
@@ -371,6 +375,7 @@ fn fleet(topology: &Topology, config: &DirectorConfig, reports: &Reports, health
                 streams,
                 healthy: is_healthy,
                 reported: report.is_some(),
+                draining: report.is_some_and(|r| r.draining),
             }
         })
         .collect();
@@ -446,5 +451,50 @@ impl Front {
         // Each viewer's answer is its own: no cache may hand it to another.
         reply.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         reply
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The demo mesh's edges (edge-us, edge-ap), both healthy and reporting; `draining` names those an
+    /// operator drains.
+    fn steering_with(draining: &[&str]) -> Steering {
+        let topology =
+            Topology::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("topology/demo.toml")).expect("demo topology");
+        let now = Instant::now();
+        let edges = ["edge-us", "edge-ap"].map(|e| NodeId::new(e).unwrap());
+        let reports: BTreeMap<NodeId, (Report, Instant)> = edges
+            .iter()
+            .map(|id| {
+                let report = Report {
+                    node: id.clone(),
+                    links: Vec::new(),
+                    streams: Vec::new(),
+                    takedowns: Vec::new(),
+                    draining: draining.contains(&id.as_str()),
+                };
+                (id.clone(), (report, now))
+            })
+            .collect();
+        let healthy: HashMap<NodeId, bool> = edges.iter().map(|id| (id.clone(), true)).collect();
+        let config = DirectorConfig { region: Some("us-east".into()), ..DirectorConfig::default() };
+        let steering = Steering::new(CoverageZones::default(), "us-east".into());
+        steering.refresh(&topology, &config, &Arc::new(reports), &healthy);
+        steering
+    }
+
+    fn pick(steering: &Steering) -> Option<String> {
+        steering.pick("192.0.2.1".parse().unwrap(), 32, None).edge.map(|(id, _)| id.to_string())
+    }
+
+    #[test]
+    fn a_draining_edge_gets_no_new_viewer() {
+        assert_eq!(pick(&steering_with(&[])).as_deref(), Some("edge-us"), "the nearest edge");
+        assert_eq!(pick(&steering_with(&["edge-us"])).as_deref(), Some("edge-ap"), "the next one while it drains");
+        assert_eq!(pick(&steering_with(&["edge-us", "edge-ap"])), None, "no edge takes viewers");
+        let view = steering_with(&["edge-us"]).view();
+        assert_eq!(view["edges"]["edge-us"]["draining"], true, "{view}");
     }
 }

@@ -11,6 +11,10 @@ use crate::id::{NodeId, ObjectName, StreamName};
 /// How long a viewer is told to wait before asking again for a stream whose origin is unreachable.
 const UNREACHABLE_RETRY: Duration = Duration::from_secs(2);
 
+/// How long a viewer refused by a draining edge is told to wait: a player retrying through the director by
+/// then is sent to another edge.
+const DRAINING_RETRY: Duration = Duration::from_secs(5);
+
 /// Why a viewer's `GET` or `HEAD` was not answered with the object.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EdgeError {
@@ -67,6 +71,42 @@ pub enum EdgeError {
     /// This node has neither the edge nor the origin role: 404.
     #[error("this node serves no viewers")]
     NoViewers,
+    /// A playlist request whose `_HLS_msn`, `_HLS_part` or `_HLS_skip` is malformed: 400.
+    #[error("{stream}/{name}: {error}")]
+    BadReload {
+        /// The stream asked for.
+        stream: StreamName,
+        /// The playlist asked for.
+        name: ObjectName,
+        /// What is wrong with the query.
+        error: crate::hls::ll::ReloadError,
+    },
+    /// A blocking reload for a segment more than two beyond the playlist's newest: 400, as the HLS
+    /// specification asks.
+    #[error("{stream}/{name}: _HLS_msn={msn} is more than two segments beyond the newest ({newest:?})")]
+    ReloadTooFar {
+        /// The stream asked for.
+        stream: StreamName,
+        /// The playlist asked for.
+        name: ObjectName,
+        /// The segment asked for.
+        msn: u64,
+        /// The newest complete segment listed.
+        newest: Option<u64>,
+    },
+    /// A blocking reload whose part did not come within three target durations (or `edge.block_ms`): 503.
+    #[error("{stream}/{name}: the part asked for did not come within {} ms", .waited.as_millis())]
+    ReloadTimedOut {
+        /// The stream asked for.
+        stream: StreamName,
+        /// The playlist asked for.
+        name: ObjectName,
+        /// How long the request was held.
+        waited: Duration,
+    },
+    /// `edge.max_blocked` blocking reloads are held already: 503 with `Retry-After`.
+    #[error("{0} blocking playlist reloads are held already (edge.max_blocked)")]
+    TooManyBlocked(u32),
     /// An operator took the stream down: 451 with the operator's reason.
     #[error("stream {stream} is taken down: {reason}")]
     TakenDown {
@@ -74,6 +114,14 @@ pub enum EdgeError {
         stream: StreamName,
         /// The operator's reason.
         reason: String,
+    },
+    /// An operator is draining this edge and it does not carry the stream: serving it would start a new
+    /// subscription here. 503 with `Retry-After`, so that the viewer goes to another edge (the director no
+    /// longer sends anyone here).
+    #[error("this edge is draining and takes no new stream ({stream}); use another edge")]
+    Draining {
+        /// The stream asked for.
+        stream: StreamName,
     },
 }
 
@@ -86,7 +134,11 @@ impl EdgeError {
             | EdgeError::BeyondLiveEdge { .. }
             | EdgeError::LeftLiveWindow { .. }
             | EdgeError::NoViewers => StatusCode::NOT_FOUND,
-            EdgeError::OriginUnreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            EdgeError::BadReload { .. } | EdgeError::ReloadTooFar { .. } => StatusCode::BAD_REQUEST,
+            EdgeError::OriginUnreachable { .. }
+            | EdgeError::ReloadTimedOut { .. }
+            | EdgeError::TooManyBlocked(_)
+            | EdgeError::Draining { .. } => StatusCode::SERVICE_UNAVAILABLE,
             EdgeError::TakenDown { .. } => StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
         }
     }
@@ -98,6 +150,9 @@ impl EdgeError {
     pub fn retry(&self) -> Option<Duration> {
         match self {
             EdgeError::OriginUnreachable { .. } => Some(UNREACHABLE_RETRY),
+            EdgeError::Draining { .. } => Some(DRAINING_RETRY),
+            EdgeError::ReloadTimedOut { .. } | EdgeError::TooManyBlocked(_) => Some(Duration::from_secs(1)),
+            EdgeError::BadReload { .. } | EdgeError::ReloadTooFar { .. } => None,
             EdgeError::NoStream { .. }
             | EdgeError::NotArrived { .. }
             | EdgeError::BeyondLiveEdge { .. }
@@ -115,8 +170,13 @@ impl EdgeError {
             | EdgeError::BeyondLiveEdge { .. }
             | EdgeError::LeftLiveWindow { .. }
             | EdgeError::NoViewers
+            | EdgeError::BadReload { .. }
+            | EdgeError::ReloadTooFar { .. }
             | EdgeError::TakenDown { .. } => Side::Downstream,
-            EdgeError::OriginUnreachable { .. } | EdgeError::NotArrived { .. } => Side::Upstream,
+            EdgeError::OriginUnreachable { .. } | EdgeError::NotArrived { .. } | EdgeError::ReloadTimedOut { .. } => {
+                Side::Upstream
+            }
+            EdgeError::TooManyBlocked(_) | EdgeError::Draining { .. } => Side::Internal,
         }
     }
 
@@ -143,7 +203,7 @@ mod tests {
         StreamName::new("shop1").unwrap()
     }
 
-    fn every_cause() -> [EdgeError; 7] {
+    fn every_cause() -> [EdgeError; 8] {
         [
             EdgeError::NoStream { stream: stream() },
             EdgeError::OriginUnreachable { stream: stream(), origin: Some(NodeId::new("origin-eu").unwrap()) },
@@ -164,6 +224,7 @@ mod tests {
                 newest: "seg120.ts".into(),
             },
             EdgeError::TakenDown { stream: stream(), reason: "rights holder's request".into() },
+            EdgeError::Draining { stream: stream() },
         ]
     }
 
@@ -177,6 +238,7 @@ mod tests {
             (StatusCode::NOT_FOUND, None, Side::Downstream),
             (StatusCode::NOT_FOUND, None, Side::Downstream),
             (StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS, None, Side::Downstream),
+            (StatusCode::SERVICE_UNAVAILABLE, Some(Duration::from_secs(5)), Side::Internal),
         ];
         for (e, (status, retry, side)) in every_cause().into_iter().zip(expected) {
             assert_eq!((e.status(), e.retry(), e.side()), (status, retry, side), "{e}");
@@ -193,6 +255,7 @@ mod tests {
             "shop1/seg99999.ts is beyond the live edge (newest: seg120.ts); not waiting for it\n",
             "shop1/seg3.ts has left the live window (newest: seg120.ts)\n",
             "stream shop1 is taken down: rights holder's request\n",
+            "this edge is draining and takes no new stream (shop1); use another edge\n",
         ];
         for (e, body) in every_cause().into_iter().zip(bodies) {
             let status = e.status();

@@ -12,6 +12,12 @@
 //! its media playlists (the origin sends them so; an edge that missed that version adds the tag itself), so
 //! players stop instead of polling forever.
 //!
+//! Media playlists answer Low-Latency HLS requests ([`crate::hls::ll`]): a blocking reload (`_HLS_msn`,
+//! `_HLS_part`) is held until the cached playlist lists what it asks for, judged anew as each object lands
+//! (parts and playlists arrive as the origin cuts them), and is answered the moment it does; one more than
+//! two segments ahead is 400 and one not satisfied within three target durations (or `edge.block_ms`) 503.
+//! At most `edge.max_blocked` are held at once. `_HLS_skip=YES` gets the delta update of the playlist.
+//!
 //! The edge counts its viewers per stream (distinct client addresses over the last 30 s) for the control
 //! plane's reports.
 
@@ -25,18 +31,36 @@ pub use error::EdgeError;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::Method;
 
 use crate::cache::Object;
+use crate::hls::ll::{blocking, delta, Blocking, Position, Reload};
 use crate::hls::media::is_playlist;
 use crate::hls::tags::with_endlist;
 use crate::http::Reply;
 use crate::id::{ObjectName, StreamName};
 use crate::mesh::Mesh;
 use crate::wire::StreamPhase;
+
+/// Playlist positions remembered (one per playlist of the streams being watched); past it they are read
+/// again.
+const MAX_POSITIONS: usize = 4096;
+
+/// A playlist version's position (`None`: not a media playlist).
+type ReadPosition = (u64, Option<Position>);
+
+/// Counts a held blocking reload out when it ends, however it ends.
+struct Release<'a>(&'a AtomicU32);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Viewers are counted over this window.
 const VIEWER_WINDOW: Duration = Duration::from_secs(30);
@@ -49,6 +73,13 @@ pub struct Edge {
     viewers: Mutex<HashMap<StreamName, HashMap<IpAddr, Instant>>>,
     /// `max-age` of segments ([`reply::serve`]).
     segment_max_age: Duration,
+    /// Blocking reloads held now, and the most allowed (`edge.max_blocked`).
+    blocked: AtomicU32,
+    max_blocked: u32,
+    /// The longest a blocking reload is held (`edge.block_ms`).
+    block: Duration,
+    /// Each playlist's position, read once per version however many held requests look at it.
+    positions: Mutex<HashMap<(StreamName, ObjectName), ReadPosition>>,
 }
 
 impl Edge {
@@ -58,7 +89,16 @@ impl Edge {
             wait,
             viewers: Mutex::new(HashMap::new()),
             segment_max_age: Duration::from_secs(crate::config::EdgeConfig::DEFAULT_SEGMENT_MAX_AGE_S),
+            blocked: AtomicU32::new(0),
+            max_blocked: crate::config::EdgeConfig::default().max_blocked,
+            block: Duration::from_millis(crate::config::EdgeConfig::default().block_ms),
+            positions: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// How many blocking reloads may be held at once, and for how long at most.
+    pub fn with_blocking(self, max_blocked: u32, block: Duration) -> Self {
+        Self { max_blocked, block, ..self }
     }
 
     /// How long downstream caches may keep a segment (`edge.segment_max_age_s`).
@@ -67,23 +107,124 @@ impl Edge {
     }
 
     /// Answers a viewer's `GET` or `HEAD`: the object, or why not. `client` is the viewer's address.
+    /// `query` is the request's query string (LL-HLS's `_HLS_` parameters for playlists).
     pub async fn get(
         &self,
         method: &Method,
         stream: &StreamName,
         name: &ObjectName,
+        query: Option<&str>,
         client: Option<IpAddr>,
     ) -> Result<Reply, EdgeError> {
         if let Some(reason) = self.mesh.taken_down(stream) {
             return Err(EdgeError::TakenDown { stream: stream.clone(), reason });
         }
-        if is_playlist(name) {
-            if let Some(client) = client {
-                self.seen(stream, client);
+        if !is_playlist(name) {
+            return self.object(method, stream, name).await;
+        }
+        if let Some(client) = client {
+            self.seen(stream, client);
+        }
+        let reload = Reload::parse(query).map_err(|error| EdgeError::BadReload {
+            stream: stream.clone(),
+            name: name.clone(),
+            error,
+        })?;
+        let Some((msn, part)) = reload.block else {
+            let reply = self.object(method, stream, name).await?;
+            return Ok(if reload.skip { self.delta_of(method, stream, name).unwrap_or(reply) } else { reply });
+        };
+        let held = self.hold(stream, name, msn, part).await?;
+        if reload.skip {
+            if let Some(reply) = self.delta_of(method, stream, name) {
+                return Ok(reply);
             }
         }
-        let reply = self.object(method, stream, name).await?;
-        Ok(reply)
+        Ok(self.serve(method, &held))
+    }
+
+    /// The delta update of the cached playlist, when it allows one and has segments to skip.
+    fn delta_of(&self, method: &Method, stream: &StreamName, name: &ObjectName) -> Option<Reply> {
+        let obj = self.mesh.cache().get(stream, name)?;
+        let text = delta(std::str::from_utf8(&obj.body).ok()?)?;
+        let header = crate::wire::ObjectHeader { len: text.len() as u64, ..obj.header.clone() };
+        Some(reply::serve(method, &Object::new(header, text.into()), self.segment_max_age))
+    }
+
+    /// Holds a blocking reload until the playlist lists segment `msn` (part `part` of it): the playlist,
+    /// or why not.
+    async fn hold(
+        &self,
+        stream: &StreamName,
+        name: &ObjectName,
+        msn: u64,
+        part: Option<u64>,
+    ) -> Result<Arc<Object>, EdgeError> {
+        let held = self.blocked.fetch_add(1, Ordering::Relaxed);
+        let _release = Release(&self.blocked);
+        if held >= self.max_blocked {
+            return Err(EdgeError::TooManyBlocked(self.max_blocked));
+        }
+        let start = tokio::time::Instant::now();
+        let mut deadline = start + self.block;
+        let mut changes = self.mesh.cache().watch(stream);
+        if !self.mesh.reach(stream).is_some_and(|(_, receiving)| receiving) {
+            match self.mesh.reach(stream) {
+                None if self.mesh.cache().get(stream, name).is_none() => {
+                    return Err(EdgeError::NoStream { stream: stream.clone() })
+                }
+                Some((false, _)) => return Err(self.unreachable(stream)),
+                _ => self.mesh.want(stream),
+            }
+        }
+        loop {
+            if let Some((obj, position)) = self.position(stream, name) {
+                // The specification's bound: three target durations.
+                let three = Duration::from_secs(3 * position.target_duration as u64);
+                deadline = deadline.min(start + three);
+                match blocking(&position, msn, part) {
+                    Blocking::Ready => return Ok(obj),
+                    Blocking::TooFar => {
+                        return Err(EdgeError::ReloadTooFar {
+                            stream: stream.clone(),
+                            name: name.clone(),
+                            msn,
+                            newest: position.last_complete,
+                        })
+                    }
+                    Blocking::Wait => {}
+                }
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => {
+                    return Err(EdgeError::ReloadTimedOut {
+                        stream: stream.clone(),
+                        name: name.clone(),
+                        waited: start.elapsed(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// The cached playlist and its position, read once per version.
+    fn position(&self, stream: &StreamName, name: &ObjectName) -> Option<(Arc<Object>, Position)> {
+        let obj = self.mesh.cache().get(stream, name)?;
+        let mut positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (stream.clone(), name.clone());
+        let position = match positions.get(&key) {
+            Some((version, position)) if *version == obj.header.version => *position,
+            _ => {
+                let position = std::str::from_utf8(&obj.body).ok().and_then(Position::read);
+                if positions.len() >= MAX_POSITIONS {
+                    positions.clear();
+                }
+                positions.insert(key, (obj.header.version, position));
+                position
+            }
+        };
+        Some((obj, position?))
     }
 
     /// Counts a viewer: players ask for the playlist every target duration.

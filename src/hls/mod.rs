@@ -6,8 +6,13 @@
 //! edge's LL-HLS features later) need to read or write playlists, and the origin and the edge need to know
 //! what a file name holds. No clock and no I/O here: durations and the media sequence are the caller's.
 
+pub mod check;
+pub mod dash;
+pub mod fmp4;
+pub mod ll;
 pub mod media;
 pub mod numbering;
+pub mod parts;
 pub mod tags;
 
 use std::collections::VecDeque;

@@ -11,7 +11,8 @@
 //! Every connection is bounded ([`crate::config::HttpConfig`]): [`admission`] caps connections per node and
 //! per client address and turns the rest away with a bare 503; [`watchdog`] closes a connection whose head
 //! takes too long or that sits idle; [`framing`] finds heads that frame their body two ways (both
-//! `Content-Length` and `Transfer-Encoding`), which get 400. How long an upload's body may stall is the
+//! `Content-Length` and `Transfer-Encoding`), which get 400; [`streamed`] lets a handler send a body as it
+//! is produced (server-sent events). How long an upload's body may stall is the
 //! handler's (the origin's ingest), since only it reads bodies. Refusals and timeouts are counted
 //! ([`crate::telemetry::Bounds`]) and logged at most once per interval, however many there are.
 
@@ -20,6 +21,7 @@ pub mod cors;
 pub mod framing;
 pub mod range;
 pub mod sendfile;
+pub mod streamed;
 pub mod watchdog;
 
 use std::convert::Infallible;
@@ -180,17 +182,26 @@ async fn serve_with<H: Handler>(
         let (handler, limits, tls) = (handler.clone(), limits.clone(), tls.clone());
         tokio::spawn(async move {
             match tls {
-                None => connection(SendfileStream::new(stream), remote, handler, &limits).await,
-                Some(acceptor) => match tokio::time::timeout(limits.timeouts.header, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => connection(tls, remote, handler, &limits).await,
-                    Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
-                    Err(_) => {
-                        limits.bounds.timed_out("tls_handshake");
-                        if let Some(held_back) = limits.timeout_log.pass() {
-                            tracing::info!(node = %limits.node, %remote, timeout = "tls_handshake", held_back, "http connection closed: timed out");
+                None => connection(SendfileStream::new(stream), Protocol::Http1, remote, handler, &limits).await,
+                // Boxed: a plain connection's task need not be as large as a TLS one's.
+                Some(acceptor) => {
+                    match Box::pin(tokio::time::timeout(limits.timeouts.header, acceptor.accept(stream))).await {
+                        Ok(Ok(tls)) => {
+                            let protocol = match tls.get_ref().1.alpn_protocol() {
+                                Some(b"h2") => Protocol::Http2,
+                                _ => Protocol::Http1,
+                            };
+                            Box::pin(connection(tls, protocol, remote, handler, &limits)).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                        Err(_) => {
+                            limits.bounds.timed_out("tls_handshake");
+                            if let Some(held_back) = limits.timeout_log.pass() {
+                                tracing::info!(node = %limits.node, %remote, timeout = "tls_handshake", held_back, "http connection closed: timed out");
+                            }
                         }
                     }
-                },
+                }
             }
             drop(seat);
             limits.bounds.connections("http", limits.admission.held());
@@ -217,9 +228,22 @@ pub fn admin_refusal(headers: &http::HeaderMap, token: &str) -> Option<Reply> {
     Some(refuse(StatusCode::UNAUTHORIZED, Side::Downstream, "the admin API needs Authorization: Bearer ADMIN_TOKEN"))
 }
 
+/// The HTTP version a connection speaks: HTTP/1.1 on plain sockets (players and caches do not send
+/// HTTP/2 without TLS), and what ALPN chose on TLS ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
 /// Serves one admitted connection until it ends or passes a time limit.
-async fn connection<H: Handler, S>(stream: S, remote: std::net::SocketAddr, handler: Arc<H>, limits: &Limits)
-where
+async fn connection<H: Handler, S>(
+    stream: S,
+    protocol: Protocol,
+    remote: std::net::SocketAddr,
+    handler: Arc<H>,
+    limits: &Limits,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Activity::new();
@@ -243,35 +267,55 @@ where
                         reply
                     }
                 };
-                drop(in_flight);
-                Ok::<_, Infallible>(reply)
+                Ok::<_, Infallible>(streamed::into_sent(reply, in_flight))
             }
         })
     };
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    // ffmpeg ends a chunked upload by shutting down its sending side, then reads the reply; the request must
-    // survive that half-close. hyper's own header timeout would also close idle keep-alive connections at
-    // the same moment; the watchdog times heads and idleness apart instead.
-    builder.http1().half_close(true).header_read_timeout(None);
-    // HTTP/2 pings find a vanished client while its requests wait (for a segment on its way, say).
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(limits.timeouts.header))
-        .keep_alive_timeout(limits.timeouts.header);
     let io = TokioIo::new(Watched::new(stream, activity.clone()));
-    let served = builder.serve_connection(io, service);
-    tokio::select! {
-        result = served => {
-            if let Err(e) = result {
-                tracing::debug!(%remote, error = %e, "http connection ended with an error");
-            }
+    let result = match protocol {
+        Protocol::Http1 => {
+            // ffmpeg ends a chunked upload by shutting down its sending side, then reads the reply; the
+            // request must survive that half-close. hyper's own header timeout would also close idle
+            // keep-alive connections at the same moment; the watchdog times heads and idleness apart instead.
+            let served = hyper::server::conn::http1::Builder::new()
+                .half_close(true)
+                .header_read_timeout(None)
+                .serve_connection(io, service);
+            watch(served, &activity, remote, limits).await
         }
+        // Boxed: an HTTP/2 connection's state is several times an HTTP/1.1 one's, and most connections
+        // (every plain one) are HTTP/1.1.
+        Protocol::Http2 => {
+            // HTTP/2 pings find a vanished client while its requests wait (for a segment on its way, say).
+            let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Some(limits.timeouts.header))
+                .keep_alive_timeout(limits.timeouts.header)
+                .serve_connection(io, service);
+            Box::pin(watch(served, &activity, remote, limits)).await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%remote, error = %e, "http connection ended with an error");
+    }
+}
+
+/// Runs a served connection until it ends or its watchdog finds a time limit passed (which is logged
+/// here and ends it with `Ok`).
+async fn watch(
+    served: impl Future<Output = Result<(), hyper::Error>>,
+    activity: &Activity,
+    remote: std::net::SocketAddr,
+    limits: &Limits,
+) -> Result<(), hyper::Error> {
+    tokio::select! {
+        result = served => result,
         kind = activity.expired(limits.timeouts) => {
             limits.bounds.timed_out(kind.as_str());
             if let Some(held_back) = limits.timeout_log.pass() {
                 tracing::info!(node = %limits.node, %remote, timeout = kind.as_str(), held_back, "http connection closed: timed out");
             }
+            Ok(())
         }
     }
 }
@@ -337,6 +381,23 @@ pub fn live_path(raw: &str) -> Result<(StreamName, ObjectName), PathError> {
     let stream = StreamName::new(decode(stream)?).map_err(|e| PathError::Bad(e.to_string()))?;
     let file = ObjectName::new(decode(file)?).map_err(|e| PathError::Bad(e.to_string()))?;
     Ok((stream, file))
+}
+
+/// Reads `/publish/{key}/{stream}/{file}`, the upload path for encoders that cannot send a header (ffmpeg's
+/// dash muxer has no `-headers`): the key, and the path as `/live/{stream}/{file}`. The key is
+/// percent-decoded. `None` for any other path.
+pub fn publish_path(raw: &str) -> Option<(String, String)> {
+    let (key, rest) = raw.strip_prefix("/publish/")?.split_once('/')?;
+    let key = percent_encoding::percent_decode_str(key).decode_utf8().ok()?.into_owned();
+    Some((key, format!("/live/{rest}")))
+}
+
+/// A request path fit for a log line: the key of a `/publish/{key}/...` path replaced.
+pub fn loggable_path(raw: &str) -> std::borrow::Cow<'_, str> {
+    match publish_path(raw) {
+        Some((_, live)) => format!("/publish/(key)/{}", live.trim_start_matches("/live/")).into(),
+        None => raw.into(),
+    }
 }
 
 /// A plain-text reply with `status` and a one-line reason.
@@ -428,6 +489,17 @@ impl RequestCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn publish_paths_carry_a_key_that_logs_never_show() {
+        assert_eq!(
+            publish_path("/publish/k%20y/s/init-stream0.m4s"),
+            Some(("k y".into(), "/live/s/init-stream0.m4s".into()))
+        );
+        assert_eq!(publish_path("/live/s/a.ts"), None);
+        assert_eq!(loggable_path("/publish/secret/s/a.m4s"), "/publish/(key)/s/a.m4s");
+        assert_eq!(loggable_path("/live/s/a.ts"), "/live/s/a.ts");
+    }
 
     #[test]
     fn live_paths_are_strict() {

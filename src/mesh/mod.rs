@@ -94,6 +94,8 @@ pub(crate) enum Event {
     },
     /// A route table from the control plane.
     Routes(Routes),
+    /// An operator drains the node (`true`) or takes it back into service.
+    Drain(bool),
     /// Local ingest asks to publish an object of `stream`.
     Claim {
         stream: StreamName,
@@ -158,6 +160,10 @@ pub(crate) struct Shared {
     started: tokio::time::Instant,
     /// How long, in all, this node's tasks ran late (µs): see [`watch_stalls`].
     stalled_us: std::sync::atomic::AtomicU64,
+    /// Whether an operator is draining the node (the relay core holds the same, for its reports).
+    draining: std::sync::atomic::AtomicBool,
+    /// The streams this node sends on to downstream neighbours, as last published.
+    relayed: RwLock<Vec<StreamName>>,
 }
 
 impl Shared {
@@ -242,11 +248,18 @@ impl Mesh {
                 now.checked_sub(crate::clock::into_minute()).unwrap_or(now)
             },
             stalled_us: Default::default(),
+            draining: Default::default(),
+            relayed: RwLock::default(),
         });
         // Every log line of this node's mesh tasks names the node (the demo runs several in one process).
         let span = tracing::info_span!("mesh", node = %me);
-        let (reports, report_rx) =
-            watch::channel(Report { node: me.clone(), links: Vec::new(), streams: Vec::new(), takedowns: Vec::new() });
+        let (reports, report_rx) = watch::channel(Report {
+            node: me.clone(),
+            links: Vec::new(),
+            streams: Vec::new(),
+            takedowns: Vec::new(),
+            draining: false,
+        });
         let mut driver = Driver {
             shared: shared.clone(),
             relay,
@@ -259,6 +272,7 @@ impl Mesh {
             next_publish: Duration::ZERO,
         };
         driver.publish_takedowns();
+        metrics::gauge!("lightpath_node_draining", "node" => me.to_string()).set(0.0);
         tokio::spawn(driver.run(rx).instrument(span.clone()));
         tokio::spawn(watch_stalls(Arc::downgrade(&shared)));
         tokio::spawn(peer::accept_loop(shared.clone()).instrument(span.clone()));
@@ -363,6 +377,26 @@ impl Mesh {
     /// A route table from the control plane; an older version than the one in force is ignored.
     pub fn routes(&self, routes: Routes) {
         self.shared.event(Event::Routes(routes));
+    }
+
+    /// An operator drains the node (`true`: the control plane routes new trees around it, its downstream
+    /// neighbours move their subscriptions away make-before-break where another path exists, and the edge
+    /// takes no new stream) or takes it back into service (`false`).
+    pub fn drain(&self, draining: bool) {
+        self.shared.draining.store(draining, std::sync::atomic::Ordering::Relaxed);
+        metrics::gauge!("lightpath_node_draining", "node" => self.shared.me.to_string())
+            .set(f64::from(u8::from(draining)));
+        self.shared.event(Event::Drain(draining));
+    }
+
+    /// Whether an operator is draining the node.
+    pub fn is_draining(&self) -> bool {
+        self.shared.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The streams this node sends on to downstream neighbours (what a drain waits to see gone).
+    pub fn relayed(&self) -> Vec<StreamName> {
+        self.shared.relayed.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Closes every mesh connection and the endpoint.
@@ -503,6 +537,10 @@ impl Driver {
                 let heard_frames = heard_frames(&conn.stats());
                 let labels = [("node", self.shared.me.to_string()), ("peer", peer.to_string())];
                 let udp_sent = metrics::counter!("lightpath_mesh_udp_bytes_sent_total", &labels);
+                // The link's failure count exists from its first session on, at 0: Prometheus's `increase()`
+                // sees no rise in a series whose first sample is already 1, so an alert on the first failure
+                // of a link needs the series before it.
+                metrics::counter!("lightpath_link_failures_total", &labels).increment(0);
                 let outbox = outbox::Outbox::new(self.peer_queue_bytes, &self.shared.me, &peer);
                 tokio::spawn(
                     send_whole_objects(self.shared.me.clone(), peer.clone(), conn.clone(), outbox.clone())
@@ -559,6 +597,7 @@ impl Driver {
                     .set(routes.version as f64);
                 self.relay.handle_routes(now, routes);
             }
+            Event::Drain(draining) => self.relay.handle_drain(draining),
             Event::Claim { stream, claim, reply } => {
                 let _ = reply.send(self.relay.handle_claim(now, &stream, claim));
             }
@@ -696,6 +735,10 @@ impl Driver {
         self.unpublished = false;
         let states = self.relay.streams().map(|(stream, state)| (stream.clone(), state)).collect();
         *self.shared.streams.write().unwrap_or_else(|e| e.into_inner()) = states;
+        let relayed: Vec<StreamName> = self.relay.relayed().cloned().collect();
+        metrics::gauge!("lightpath_node_relayed_streams", "node" => self.shared.me.to_string())
+            .set(relayed.len() as f64);
+        *self.shared.relayed.write().unwrap_or_else(|e| e.into_inner()) = relayed;
         let report = self.relay.report(self.shared.neighbours.keys().cloned());
         self.reports.send_if_modified(|old| {
             let changed = *old != report;

@@ -20,6 +20,7 @@
 //! it is stored (a publisher stalled half way through a segment would otherwise hold its part for ever).
 
 mod limits;
+mod low_latency;
 
 pub use limits::OverLimit;
 
@@ -36,7 +37,10 @@ use hyper::body::Incoming;
 use crate::cache::{Inserted, Object};
 use crate::clock::unix_ms;
 use crate::config::IngestConfig;
+use crate::hls::dash::{dash_name, part_name, DashName};
+use crate::hls::fmp4::{Chunks, InitInfo};
 use crate::hls::media::{content_type, is_playlist};
+use crate::hls::parts::{Part, PartCutter};
 use crate::hls::tags;
 use crate::http::{bearer, same_secret, text, Reply};
 use crate::id::{ObjectName, StreamName};
@@ -70,6 +74,22 @@ pub enum IngestError {
     /// The key publishes too many streams, or the stream pushes too fast.
     #[error(transparent)]
     OverLimit(#[from] OverLimit),
+    /// A CMAF upload that is not the fragmented MP4 its name says.
+    #[error("{name}: {error}")]
+    Media {
+        /// The file.
+        name: ObjectName,
+        /// What is wrong with it.
+        error: crate::hls::fmp4::Fmp4Error,
+    },
+    /// A CMAF segment of a rendition whose init segment never came (or a rendition too many).
+    #[error("{name}: upload the rendition's init segment ({init}) first (at most {max} renditions a stream)", max = low_latency::MAX_RENDITIONS)]
+    NoInit {
+        /// The segment.
+        name: ObjectName,
+        /// The init segment it needs.
+        init: String,
+    },
 }
 
 impl IngestError {
@@ -85,6 +105,7 @@ impl IngestError {
             IngestError::Refused(Refused::Owned { .. } | Refused::Standby { .. }) => StatusCode::CONFLICT,
             IngestError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
             IngestError::OverLimit(_) => StatusCode::TOO_MANY_REQUESTS,
+            IngestError::Media { .. } | IngestError::NoInit { .. } => StatusCode::BAD_REQUEST,
         }
     }
 }
@@ -118,6 +139,8 @@ pub struct Ingest {
     /// Streams per key and bytes per stream, with when quiet publishers were last forgotten.
     limits: Mutex<(Limits, Duration)>,
     started: Instant,
+    /// Each CMAF rendition's state between uploads.
+    renditions: low_latency::Renditions,
 }
 
 /// Which key a publisher presented: a stream's own, or the key for any stream.
@@ -137,6 +160,7 @@ impl Ingest {
             publishers: Mutex::new(HashMap::new()),
             limits: Mutex::new((limits, Duration::ZERO)),
             started: Instant::now(),
+            renditions: low_latency::Renditions::default(),
         }
     }
 
@@ -151,6 +175,7 @@ impl Ingest {
             // What was remembered of publishers whose streams the mesh has forgotten (ended a while ago).
             let mut publishers = self.publishers.lock().unwrap_or_else(|e| e.into_inner());
             publishers.retain(|s, _| self.mesh.stream(s).is_some());
+            self.renditions.retain(|s| self.mesh.stream(s).is_some());
         }
         let key = match key {
             Key::Stream => format!("stream:{stream}"),
@@ -188,14 +213,157 @@ impl Ingest {
         if declared.is_some_and(|n| n > limit) {
             return Err(IngestError::TooLarge(limit));
         }
-        let body = read_body(body, limit, self.body_timeout).await.inspect_err(|e| {
-            if matches!(e, IngestError::BodyStalled(_)) {
-                crate::telemetry::Bounds::new(self.mesh.me().as_str()).timed_out("body");
+        let dash = dash_name(name.as_str());
+        if let Some(DashName::Media { rendition, number, width }) = dash {
+            let rendition = rendition.to_owned();
+            return self.put_segment(key, body, stream, name, &rendition, (number, width)).await;
+        }
+        let body = read_body(body, limit, self.body_timeout).await.inspect_err(|e| self.stalled(e))?;
+        match dash {
+            // The origin writes HLS playlists itself; a DASH manifest is accepted and not served.
+            Some(DashName::Manifest) => return Ok(text(StatusCode::NO_CONTENT, "")),
+            Some(DashName::Init { rendition }) => {
+                let info = InitInfo::parse(&body).map_err(|error| IngestError::Media { name: name.clone(), error })?;
+                if !self.renditions.init(&stream, rendition, name.as_str(), info) {
+                    return Err(IngestError::NoInit { init: name.to_string(), name });
+                }
             }
-        })?;
+            _ => {}
+        }
         self.admit(key, &stream, body.len() as u64)?;
         let created = self.publish(stream, name, body).await?;
         Ok(text(if created { StatusCode::CREATED } else { StatusCode::NO_CONTENT }, ""))
+    }
+
+    fn stalled(&self, e: &IngestError) {
+        if matches!(e, IngestError::BodyStalled(_)) {
+            crate::telemetry::Bounds::new(self.mesh.me().as_str()).timed_out("body");
+        }
+    }
+
+    /// A CMAF segment from `ffmpeg -f dash`, received as it is encoded: each part is published the moment
+    /// it closes (then the playlist listing it), the whole segment when the upload ends. An upload cut
+    /// short (stalled, malformed, over a limit) still completes its segment with the parts published, so
+    /// that the playlist never lists a segment that will not come.
+    async fn put_segment(
+        &self,
+        key: Key,
+        body: Incoming,
+        stream: StreamName,
+        name: ObjectName,
+        rendition: &str,
+        number: (u64, usize),
+    ) -> Result<Reply, IngestError> {
+        let Some(info) = self.renditions.timing(&stream, rendition) else {
+            return Err(IngestError::NoInit { name, init: format!("init-{rendition}.m4s") });
+        };
+        let ticks_per_ms = info.timescale as u64 / 1000;
+        let target = self.config.part_target_ms * info.timescale as u64 / 1000;
+        let mut chunks = Chunks::new(info);
+        let mut cutter = PartCutter::new(target, ticks_per_ms.max(1));
+        let mut segment = Segment {
+            key,
+            stream: &stream,
+            rendition,
+            number,
+            index: 0,
+            bytes: bytes::BytesMut::new(),
+            started: unix_ms(),
+            timescale: info.timescale,
+        };
+        let mut body = body;
+        let result = loop {
+            let frame = match tokio::time::timeout(self.body_timeout, body.frame()).await {
+                Err(_) => break Err(IngestError::BodyStalled(self.body_timeout)),
+                Ok(None) => break Ok(()),
+                Ok(Some(Err(e))) => break Err(IngestError::Body(e.to_string())),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let Ok(data) = frame.into_data() else { continue };
+            if segment.bytes.len() as u64 + data.len() as u64 > self.config.max_body_bytes {
+                break Err(IngestError::TooLarge(self.config.max_body_bytes));
+            }
+            let chunks = match chunks.push(&data) {
+                Ok(c) => c,
+                Err(error) => break Err(IngestError::Media { name: name.clone(), error }),
+            };
+            let mut failed = None;
+            for chunk in chunks {
+                if chunk.duration > target + ticks_per_ms {
+                    tracing::warn!(%stream, object = %name, chunk_ms = chunk.duration * 1000 / info.timescale as u64,
+                        part_target_ms = self.config.part_target_ms, "a CMAF chunk is longer than the part target (ingest.part_target_ms): lower the encoder's -frag_duration");
+                }
+                for part in cutter.push(chunk) {
+                    if let Err(e) = self.publish_part(&mut segment, part).await {
+                        failed = Some(e);
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                break Err(e);
+            }
+        };
+        if let Err(e) = &result {
+            self.stalled(e);
+        }
+        let result = match result {
+            Ok(()) => match chunks.finish() {
+                Ok(_) => match cutter.finish() {
+                    Some(part) => self.publish_part(&mut segment, part).await,
+                    None => Ok(()),
+                },
+                Err(error) => Err(IngestError::Media { name: name.clone(), error }),
+            },
+            Err(e) => Err(e),
+        };
+        // The segment is the parts published, whatever became of the rest of the upload.
+        if segment.index > 0 {
+            let whole = std::mem::take(&mut segment.bytes).freeze();
+            self.publish(stream.clone(), name.clone(), whole).await?;
+            if let Some((playlist, text)) = self.renditions.segment_done(&stream, rendition) {
+                self.publish(stream.clone(), ObjectName::new(playlist).expect("a valid name"), text.into()).await?;
+            }
+        }
+        result?;
+        Ok(text(StatusCode::CREATED, ""))
+    }
+
+    /// Publishes the segment's next part, then the playlists that list it.
+    async fn publish_part(&self, segment: &mut Segment<'_>, part: Part) -> Result<(), IngestError> {
+        self.admit(segment.key, segment.stream, part.bytes.len() as u64)?;
+        let (number, width) = segment.number;
+        let part_name = ObjectName::new(part_name(segment.rendition, number, width, segment.index))
+            .expect("rendition names are plain");
+        let seconds = part.duration as f64 / segment.timescale as f64;
+        segment.bytes.extend_from_slice(&part.bytes);
+        let bytes = part.bytes.len();
+        self.publish(segment.stream.clone(), part_name, part.bytes).await?;
+        let shape = (
+            self.config.target_duration_s,
+            self.config.part_target_ms as f64 / 1000.0,
+            self.config.window_segments as usize,
+        );
+        let published = self.renditions.part(
+            segment.stream,
+            segment.rendition,
+            segment.number,
+            segment.index,
+            seconds,
+            bytes,
+            part.independent,
+            segment.started,
+            shape,
+        );
+        segment.index += 1;
+        if let Some(published) = published {
+            let (playlist, text) = published.playlist;
+            self.publish(segment.stream.clone(), ObjectName::new(playlist).expect("a valid name"), text.into()).await?;
+            if let Some(text) = published.multivariant {
+                self.publish(segment.stream.clone(), ObjectName::new("index.m3u8").expect("valid"), text.into())
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Claims the object's version from the mesh, stores it as this origin's newest version of its name and
@@ -329,6 +497,7 @@ impl Ingest {
             let found = self.mesh.cache().get(&stream, &name).is_some();
             if found {
                 self.publishers.lock().unwrap_or_else(|e| e.into_inner()).remove(&stream);
+                self.renditions.forget(&stream);
                 self.mesh.end(&stream);
             }
             return Ok(text(if found { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND }, ""));
@@ -337,6 +506,22 @@ impl Ingest {
             if self.mesh.cache().remove(&stream, &name) { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND };
         Ok(text(status, ""))
     }
+}
+
+/// A CMAF segment being received.
+struct Segment<'a> {
+    key: Key,
+    stream: &'a StreamName,
+    rendition: &'a str,
+    /// Its number and the digits it is written with.
+    number: (u64, usize),
+    /// The next part's index.
+    index: u64,
+    /// The parts published so far.
+    bytes: bytes::BytesMut,
+    /// When its first byte arrived, Unix ms: its `EXT-X-PROGRAM-DATE-TIME`.
+    started: u64,
+    timescale: u32,
 }
 
 /// Reads a whole upload body of at most `limit` bytes, each part within `stall` of the one before (or of

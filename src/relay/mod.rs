@@ -368,6 +368,8 @@ pub struct Relay {
     deaf: Duration,
     /// Subscriptions changed since the links' activity was last marked.
     activity_stale: bool,
+    /// An operator is draining this node (reported to the control plane, which routes around it).
+    draining: bool,
     actions: VecDeque<Action>,
     now: Duration,
 }
@@ -415,6 +417,7 @@ impl Relay {
             report_cut_logged: false,
             deaf: Duration::ZERO,
             activity_stale: false,
+            draining: false,
             actions: VecDeque::new(),
             now: Duration::ZERO,
         })
@@ -725,6 +728,28 @@ impl Relay {
         self.deaf = self.deaf.max(total);
     }
 
+    /// An operator drains this node (`true`) or takes it back into service. Draining changes nothing here
+    /// at once: the node keeps every subscription it has, so a stream whose only path runs through it is
+    /// not cut. It says so in its [`report`](Self::report); the control plane then moves new trees and the
+    /// downstream nodes' routes around it where another path exists, and those nodes move their
+    /// subscriptions make-before-break, which leaves this node with nothing to relay.
+    pub fn handle_drain(&mut self, draining: bool) {
+        if self.draining != draining {
+            tracing::warn!(draining, "operator drain changed");
+        }
+        self.draining = draining;
+    }
+
+    /// Whether an operator is draining this node.
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    /// The streams this node sends on to downstream neighbours: what an operator's drain waits to see gone.
+    pub fn relayed(&self) -> impl Iterator<Item = &StreamName> + '_ {
+        self.subs.iter().filter(|(_, s)| !s.down.is_empty()).map(|(stream, _)| stream)
+    }
+
     /// A route table from the control plane; older than the one held, it is ignored.
     pub fn handle_routes(&mut self, now: Duration, routes: Routes) {
         self.advance(now);
@@ -920,7 +945,8 @@ impl Relay {
             self.registry.takedowns().map(|(s, t)| (s.clone(), t.clone())).collect();
         takedowns.sort_by(|a, b| b.1.version.cmp(&a.1.version).then_with(|| a.0.cmp(&b.0)));
         takedowns.truncate(REPORTED_TAKEDOWNS);
-        let mut report = Report { node: self.me.clone(), links, streams: Vec::new(), takedowns };
+        let mut report =
+            Report { node: self.me.clone(), links, streams: Vec::new(), takedowns, draining: self.draining };
         let mut room = {
             let mut out = Vec::new();
             Frame::Report(report.clone()).encode(&mut out);

@@ -8,7 +8,8 @@
 //!    declares the link down. [`Planner::handle_report`] replaces what a node said, [`Planner::handle_link_report`]
 //!    what it said of one link, [`Planner::handle_report_gone`] forgets a node that stopped reporting.
 //! 2. **The measured graph.** A link is in the graph when an end reports it and neither declares it down, at
-//!    the cost [`graph_link`] gives (the worse end's, in microseconds). The rule reads the current
+//!    the cost [`graph_link`] gives (the worse end's, in microseconds), plus [`DRAINING_PENALTY`] when an end
+//!    is being drained ([`Planner::handle_draining`]). The rule reads the current
 //!    reports and nothing else: not what the graph held before, not when the planner started. Replicas that
 //!    hold the same reports therefore build the same graph and push the same routes, and the simulator, which
 //!    runs one planner, decides as every live replica does. Noise stays out of the graph because nodes
@@ -24,6 +25,14 @@
 //!    table. Its version is the time of its last change in milliseconds, and always more than the version
 //!    before, so a restarted replica's tables supersede what the nodes hold.
 //!
+//! **Draining.** A node an operator drains is not a relay for new routes: every link that touches it costs
+//! [`DRAINING_PENALTY`] more, a penalty larger than any real path, so a shortest path crosses a draining
+//! node only when no other path exists. Routes that ran through it move to another path as the damper lets
+//! them (a clear, lasting gain), and the nodes below move their subscriptions make-before-break. When the
+//! draining node is the only way, the route stays through it: draining never cuts a stream that has nowhere
+//! else to go. Paths that end at the draining node (it is an origin) or start there pay the same penalty
+//! on every choice, so the node's own routes do not change. The simulator runs this very rule.
+//!
 //! [`Planner::plan`] runs steps 2 to 5 over what changed since the last round. A round in which no link
 //! changed and the damper holds no switch back can change nothing, and is skipped.
 //!
@@ -34,12 +43,18 @@
 use std::time::Duration;
 
 use super::damper::{DampingConfig, DampingConfigError, RouteDamper};
-use super::graph::{Cost, Graph, NodeIx};
+use super::graph::{Cost, Graph, NodeIx, MAX_LINK_COST};
 use super::mesh_routes::MeshRoutes;
 use super::metric::{graph_link, LinkMetrics};
 use super::paths::{NextHop, Route, RouteTable};
 use super::tree::{RouteTree, NO_HOP};
 use crate::id::NodeId;
+
+/// What a link to or from a node being drained costs on top of its measured cost, in microseconds: about
+/// 71 minutes, more than any real path, so that a route crosses a draining node only when it must, yet
+/// small enough that paths through several draining nodes still compare (a link stays within
+/// [`MAX_LINK_COST`]).
+pub const DRAINING_PENALTY: Cost = 1 << 32;
 
 /// What one [`Planner::plan`] round did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +125,8 @@ pub struct Planner {
     ends: Vec<Vec<(u32, Option<LinkMetrics>)>>,
     /// Per node index: whether it reports.
     reporting: Vec<bool>,
+    /// Per node index: whether an operator is draining it.
+    draining: Vec<bool>,
     /// Links (by their ends' indices) whose reports changed since the last round; may repeat.
     dirty: Vec<(u32, u32)>,
     /// Some node started or stopped reporting since the last round (it may now get a table).
@@ -141,6 +158,7 @@ impl Planner {
             damper,
             ends: vec![Vec::new(); n],
             reporting: vec![false; n],
+            draining: vec![false; n],
             dirty: Vec::new(),
             reporters_changed: false,
             published: vec![None; n],
@@ -231,6 +249,30 @@ impl Planner {
         }
     }
 
+    /// `node` is being drained (`true`) or is back in service: from the next round, its links cost
+    /// [`DRAINING_PENALTY`] more (see the module docs).
+    pub fn handle_draining(&mut self, node: &NodeId, draining: bool) {
+        let n = self.index(node);
+        if std::mem::replace(&mut self.draining[n as usize], draining) == draining {
+            return;
+        }
+        // Every link with an end at the node: those it reports, and those its peers report.
+        let ix = NodeIx::new(n);
+        let peers: Vec<u32> = self.ends[n as usize]
+            .iter()
+            .map(|&(p, _)| p)
+            .chain(self.routes.graph().neighbours(ix).map(|(p, _)| p.index() as u32))
+            .collect();
+        for peer in peers {
+            self.dirty.push((n, peer));
+        }
+    }
+
+    /// Whether `node` is being drained.
+    pub fn is_draining(&self, node: &NodeId) -> bool {
+        self.routes.graph().index_of(node).is_some_and(|n| self.draining[n.index()])
+    }
+
     /// What `node` says of its link to `peer`, by index: `Some(metrics)` for up with these metrics,
     /// `Some(None)` for down, `None` for nothing (it does not report the link). The rest of `node`'s report
     /// stays as it was. For a caller that tracks links by index, as the simulator does.
@@ -275,7 +317,12 @@ impl Planner {
             let lossy = ends.iter().flatten().flatten().any(|m| m.loss > 0.0);
             let graph = self.routes.graph();
             self.damper.handle_link_loss(graph.id(NodeIx::new(a)), graph.id(NodeIx::new(b)), lossy);
-            changes.push((NodeIx::new(a), NodeIx::new(b), graph_link(ends.into_iter().flatten())));
+            let cost = graph_link(ends.into_iter().flatten());
+            let cost = match self.draining[a as usize] || self.draining[b as usize] {
+                true => cost.map(|c| c.saturating_add(DRAINING_PENALTY).min(MAX_LINK_COST)),
+                false => cost,
+            };
+            changes.push((NodeIx::new(a), NodeIx::new(b), cost));
         }
         let graph_changed = self.routes.handle_links_ix(&changes);
         let reporters_changed = std::mem::take(&mut self.reporters_changed);
@@ -326,6 +373,7 @@ impl Planner {
         if n >= self.ends.len() {
             self.ends.resize(n + 1, Vec::new());
             self.reporting.resize(n + 1, false);
+            self.draining.resize(n + 1, false);
             self.published.resize(n + 1, None);
         }
         n as u32

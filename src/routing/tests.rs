@@ -1055,6 +1055,63 @@ proptest! {
     }
 }
 
+/// A diamond o - {ra, rb} - e (o the origin), ra the shorter way: e's next hop toward o, round by round.
+fn diamond(rb_ms: u64) -> Planner {
+    let nodes: Vec<NodeId> = ["e", "o", "ra", "rb"].iter().map(|n| id(n)).collect();
+    let mut planner = Planner::new(&nodes, &[id("o")], DampingConfig::default()).unwrap();
+    line_report(&mut planner, "o", &[("ra", 10), ("rb", rb_ms)]);
+    line_report(&mut planner, "ra", &[("o", 10), ("e", 10)]);
+    line_report(&mut planner, "rb", &[("o", rb_ms), ("e", rb_ms)]);
+    line_report(&mut planner, "e", &[("ra", 10), ("rb", rb_ms)]);
+    planner.plan(Duration::ZERO);
+    planner
+}
+
+fn via_toward_o(planner: &Planner, node: &str) -> Option<String> {
+    planner.table(&id(node)).and_then(|t| t.table.next_hop(&id("o")).map(|h| h.via.to_string()))
+}
+
+#[test]
+fn a_draining_relay_is_left_for_another_path_once_the_damper_lets_the_route_go() {
+    let mut planner = diamond(20);
+    assert_eq!(via_toward_o(&planner, "e").as_deref(), Some("ra"));
+    planner.handle_draining(&id("ra"), true);
+    assert!(planner.is_draining(&id("ra")));
+    planner.plan(Duration::from_millis(500));
+    // The damper holds the route for its hold time (a clear gain must last), then moves it.
+    assert_eq!(via_toward_o(&planner, "e").as_deref(), Some("ra"), "moved before the hold time");
+    assert!(planner.is_holding());
+    planner.plan(Duration::from_millis(3_000));
+    assert_eq!(via_toward_o(&planner, "e").as_deref(), Some("rb"));
+    // The draining relay itself still reaches the origin directly: its own routes pay the penalty on every
+    // choice alike.
+    assert_eq!(via_toward_o(&planner, "ra").as_deref(), Some("o"));
+    let cost = planner.graph().link_cost(&id("ra"), &id("e")).unwrap();
+    assert_eq!(cost, 10_000 + DRAINING_PENALTY);
+    // Back in service: ra is the better way again, and the route returns to it once that lasted.
+    planner.handle_draining(&id("ra"), false);
+    planner.plan(Duration::from_millis(4_000));
+    planner.plan(Duration::from_millis(7_000));
+    assert_eq!(via_toward_o(&planner, "e").as_deref(), Some("ra"));
+    assert_eq!(planner.graph().link_cost(&id("ra"), &id("e")), Some(10_000));
+}
+
+#[test]
+fn draining_the_only_path_keeps_the_route_through_it() {
+    // o - r - e, a line: r is the only way.
+    let nodes: Vec<NodeId> = ["e", "o", "r"].iter().map(|n| id(n)).collect();
+    let mut planner = Planner::new(&nodes, &[id("o")], DampingConfig::default()).unwrap();
+    line_report(&mut planner, "o", &[("r", 10)]);
+    line_report(&mut planner, "r", &[("o", 10), ("e", 10)]);
+    line_report(&mut planner, "e", &[("r", 10)]);
+    planner.plan(Duration::ZERO);
+    planner.handle_draining(&id("r"), true);
+    for t in 1..10 {
+        planner.plan(Duration::from_secs(t));
+        assert_eq!(via_toward_o(&planner, "e").as_deref(), Some("r"), "second {t}");
+    }
+}
+
 #[test]
 fn a_node_forced_off_its_route_returns_to_the_repaired_one_after_the_repair_hold() {
     // s reaches d through a (10 + 10 ms) or b (10 + 10.5 ms): b is only 2.5 % dearer, below the margins.
@@ -1092,4 +1149,15 @@ fn a_node_forced_off_its_route_returns_to_the_repaired_one_after_the_repair_hold
     for t in 1..60 {
         assert!(!damp_round(&mut chosen, t, &g2, &["d"]), "at {t} s");
     }
+}
+
+#[test]
+fn a_drain_lifted_before_the_next_round_changes_nothing() {
+    let mut planner = diamond(20);
+    planner.handle_draining(&id("ra"), true);
+    planner.plan(Duration::from_millis(500));
+    planner.handle_draining(&id("ra"), true);
+    planner.handle_draining(&id("ra"), false);
+    planner.plan(Duration::from_millis(3_000));
+    assert_eq!(via_toward_o(&planner, "e").as_deref(), Some("ra"), "drained and undrained between rounds");
 }

@@ -1319,6 +1319,16 @@ impl<'a> Engine<'a> {
             }
             FaultKind::ControlDown => self.control_up = false,
             FaultKind::ControlUp => self.control_up = true,
+            FaultKind::Drain | FaultKind::Undrain => {
+                // The node says so in its next report, which the control plane's planner takes as the live
+                // replica's does (the routing rule is the planner's, not the simulator's).
+                let (n, draining) = (node(self, &fault.a), fault.kind == FaultKind::Drain);
+                if let Some(relay) = self.nodes[n as usize].relay.as_mut() {
+                    relay.handle_drain(draining);
+                }
+                let id = self.ids[n as usize].clone();
+                self.planner.handle_draining(&id, draining);
+            }
         }
     }
 

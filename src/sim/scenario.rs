@@ -170,6 +170,10 @@ pub enum FaultKind {
     NodeCrash,
     /// Node `a` starts again, with fresh link estimators.
     NodeRecover,
+    /// An operator drains node `a`: the control plane routes around it where another path exists.
+    Drain,
+    /// Node `a` is back in service.
+    Undrain,
     /// The link `a`—`b`'s one-way latency becomes `value` ms.
     Latency,
     /// The link `a`—`b` loses the share `value` (0 to 1) of its packets each way.
@@ -192,6 +196,8 @@ impl FaultKind {
             FaultKind::Flap => "flap",
             FaultKind::NodeCrash => "node_crash",
             FaultKind::NodeRecover => "node_recover",
+            FaultKind::Drain => "drain",
+            FaultKind::Undrain => "undrain",
             FaultKind::Latency => "latency",
             FaultKind::Loss => "loss",
             FaultKind::Partition => "partition",
@@ -206,7 +212,7 @@ impl FaultKind {
     }
 
     fn needs_node(self) -> bool {
-        matches!(self, FaultKind::NodeCrash | FaultKind::NodeRecover)
+        matches!(self, FaultKind::NodeCrash | FaultKind::NodeRecover | FaultKind::Drain | FaultKind::Undrain)
     }
 
     fn needs_region(self) -> bool {
@@ -221,7 +227,7 @@ pub struct Fault {
     /// When, in seconds (fractions allowed).
     pub at_s: f64,
     pub kind: FaultKind,
-    /// The node (`node_crash`, `node_recover`) or one end of the link (link faults).
+    /// The node (`node_crash`, `node_recover`, `drain`, `undrain`) or one end of the link (link faults).
     #[serde(default)]
     pub a: Option<NodeId>,
     /// The other end of the link (link faults only).

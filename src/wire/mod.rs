@@ -17,7 +17,7 @@
 //! | 0x04 | `Subscribe`   | stream                                                                      |
 //! | 0x05 | `Unsubscribe` | stream                                                                      |
 //! | 0x06 | `Object`      | stream, name, version, seq, content_type, duration_ms, born_unix_ms, len    |
-//! | 0x07 | `Report`      | node, count, (peer, rtt_us, jitter_us, loss_ppm, up)*, count, (stream, origin, upstream, epoch, phase, viewers)*, count, (stream, version, active, reason)* |
+//! | 0x07 | `Report`      | node, count, (peer, rtt_us, jitter_us, loss_ppm, up)*, count, (stream, origin, upstream, epoch, phase, viewers)*, count, (stream, version, active, reason)*, draining |
 //! | 0x08 | `Routes`      | version, count, (dest, via, backup)*                                        |
 //! | 0x09 | `Unavailable` | stream                                                                      |
 //! | 0x0a | `Takedown`    | stream, version, active, reason                                             |
@@ -37,7 +37,7 @@ pub use varint::VARINT_MAX;
 use crate::id::{NameError, NodeId, ObjectName, StreamName};
 
 /// The protocol version sent in `Hello`.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Largest encoded frame accepted (type + length + payload).
 pub const MAX_FRAME: usize = 64 * 1024;
 /// Longest `content_type` accepted, in bytes.
@@ -97,6 +97,10 @@ pub struct Report {
     pub streams: Vec<StreamReport>,
     /// Every takedown the node knows (lifted ones too), so that each replica learns those issued elsewhere.
     pub takedowns: Vec<(StreamName, Takedown)>,
+    /// An operator is draining the node: the control plane routes new trees around it (see
+    /// [`Planner::handle_draining`](crate::routing::Planner::handle_draining)) and directors send no viewer
+    /// to it.
+    pub draining: bool,
 }
 
 /// An operator's word on a stream: taken down (`active`) or lifted, with a reason for viewers and publishers.
@@ -360,6 +364,7 @@ impl Frame {
                     varint::put(u64::from(t.active), out);
                     put_str(&t.reason, out);
                 }
+                varint::put(u64::from(r.draining), out);
             }
             Frame::Routes(t) => {
                 varint::put(t.version, out);
@@ -434,7 +439,7 @@ impl Frame {
                     let stream = r.name()?;
                     takedowns.push((stream, Takedown { version: r.varint()?, active: r.flag()?, reason: r.reason()? }));
                 }
-                Frame::Report(Report { node, links, streams, takedowns })
+                Frame::Report(Report { node, links, streams, takedowns, draining: r.flag()? })
             }
             ROUTES => {
                 let version = r.varint()?;

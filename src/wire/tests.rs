@@ -43,6 +43,20 @@ fn samples() -> Vec<Frame> {
             routes: vec![Route { dest: node("origin-us"), via: node("relay-a"), backup: Some(node("relay-b")) }],
         }),
         Frame::Takedown { stream: stream("news"), version: 9, active: true, reason: "court order 12".into() },
+        Frame::Report(Report {
+            node: node("relay-a"),
+            links: vec![LinkReport { peer: node("edge-eu-1"), rtt_us: 12_000, jitter_us: 400, loss_ppm: 0, up: true }],
+            streams: vec![StreamReport {
+                stream: stream("news"),
+                origin: node("origin-us"),
+                upstream: Some(node("origin-us")),
+                epoch: 3,
+                phase: StreamPhase::Live,
+                viewers: 0,
+            }],
+            takedowns: Vec::new(),
+            draining: true,
+        }),
     ]
 }
 
@@ -154,8 +168,18 @@ const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/wire_decode
 #[ignore = "writes fuzz/seeds/wire_decode"]
 fn write_seed_corpus() {
     std::fs::create_dir_all(SEEDS).unwrap();
-    let named =
-        ["hello", "announce", "withdraw", "subscribe", "unsubscribe", "unavailable", "object", "routes", "takedown"];
+    let named = [
+        "hello",
+        "announce",
+        "withdraw",
+        "subscribe",
+        "unsubscribe",
+        "unavailable",
+        "object",
+        "routes",
+        "takedown",
+        "report",
+    ];
     for (name, f) in named.iter().zip(samples()) {
         std::fs::write(format!("{SEEDS}/{name}"), enc(&f)).unwrap();
     }
@@ -243,11 +267,12 @@ fn report() -> impl Strategy<Value = Report> {
         |(node, links, streams)| {
             let takedown = (stream_name(), int(), any::<bool>(), "[^\\p{Cc}]{0,30}")
                 .prop_map(|(s, version, active, reason)| (s, Takedown { version, active, reason }));
-            proptest::collection::vec(takedown, 0..3).prop_map(move |takedowns| Report {
+            (proptest::collection::vec(takedown, 0..3), any::<bool>()).prop_map(move |(takedowns, draining)| Report {
                 node: node.clone(),
                 links: links.clone(),
                 streams: streams.clone(),
                 takedowns,
+                draining,
             })
         },
     )

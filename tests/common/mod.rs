@@ -430,3 +430,36 @@ pub async fn play_cleanly(url: &str) {
     let errors = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && errors.trim().is_empty(), "the player saw errors: {errors}");
 }
+
+/// Fails at once, naming what to install, when headless Chromium or one of the npm `packages` of
+/// tests/browser (driven by node) is missing.
+pub fn require_browser(packages: &[&str]) {
+    let ok = Command::new("chromium").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    assert!(
+        ok.is_ok_and(|s| s.success()),
+        "chromium is required: apt-get install -y chromium (scripts/test does this)"
+    );
+    let modules = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/node_modules");
+    for package in packages {
+        assert!(
+            modules.join(package).exists(),
+            "{package} is required: npm ci --prefix tests/browser (scripts/test does this)"
+        );
+    }
+}
+
+/// Waits up to `limit` for `check` to give a value, polling every 100 ms; fails the test naming `what`.
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,319 @@
+//! Low-Latency HLS at the demo's farthest edge (Singapore, two emulated hops from the origin in Dublin):
+//!
+//! 1. **Glass to glass**: hls.js in headless Chromium (`tests/browser/play.mjs`) plays the edge for
+//!    [`PLAY_S`] seconds in low-latency mode, then as a plain HLS player (the same stream, parts ignored);
+//!    each second it samples now minus the playhead's `EXT-X-PROGRAM-DATE-TIME` (the publisher's clock when
+//!    the segment's first chunk left it) and hls.js's own latency estimate.
+//! 2. **Parked reloads**: [`PARKED`] connections each send a blocking reload for a part a second or more
+//!    ahead and wait; the demo process's resident memory is read before and while they are held, and the
+//!    time from the first answer (the playlist listing the part has landed) to each other answer is
+//!    measured.
+//!
+//! `lightpath demo` runs as a separate process on fresh loopback ports. Needs chromium, node and
+//! `npm ci --prefix tests/browser`. Run: `cargo bench --bench llhls` (about 2 minutes; `-- parked` runs only
+//! the second part, without the browser). Figures go to BENCHMARKS.md.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const PLAY_S: u32 = 30;
+const PARKED: usize = 10_000;
+/// Client source addresses the parked connections spread over (the edge admits 256 per address).
+const SOURCES: usize = 50;
+
+fn main() -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "floor") {
+        let addr = args.get(at + 1).context("floor ADDR LEN")?.parse()?;
+        let len = args.get(at + 2).context("floor ADDR LEN")?.parse()?;
+        return rt.block_on(floor(addr, len));
+    }
+    rt.block_on(run())
+}
+
+fn free_port() -> u16 {
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// The demo topology on fresh ports; returns its path and edge-ap's HTTP address.
+fn demo_topology(dir: &std::path::Path) -> Result<(std::path::PathBuf, SocketAddr)> {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/topology/demo.toml"))?;
+    let (mut out, mut node, mut edge) = (String::new(), String::new(), None);
+    for line in text.lines() {
+        if let Some(id) = line.strip_prefix("id = ") {
+            node = id.trim_matches('"').to_owned();
+        }
+        match line.split_once(" = \"127.0.0.1:") {
+            Some((key, _)) => {
+                let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+                if node == "edge-ap" && key == "http" {
+                    edge = Some(addr);
+                }
+                out.push_str(&format!("{key} = \"{addr}\"\n"));
+            }
+            None => out.push_str(&format!("{line}\n")),
+        }
+    }
+    let path = dir.join("demo.toml");
+    std::fs::write(&path, out)?;
+    Ok((path, edge.context("no edge-ap in the demo topology")?))
+}
+
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn run() -> Result<()> {
+    let _ = lightpath::cache::sealed::raise_fd_limit();
+    let dir = tempfile::tempdir()?;
+    let (topology, edge) = demo_topology(dir.path())?;
+    let demo = Demo(
+        Command::new(env!("CARGO_BIN_EXE_lightpath"))
+            .args(["demo", "--topology"])
+            .arg(&topology)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("demo.log"))?)
+            .spawn()?,
+    );
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let playlist = format!("http://{edge}/live/demo/stream0.m3u8");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(resp) = client.get(&playlist).send().await {
+            if resp.text().await.is_ok_and(|t| t.contains("#EXTINF")) {
+                break;
+            }
+        }
+        ensure!(Instant::now() < deadline, "the demo stream never reached edge-ap");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    if std::env::args().any(|a| a == "parked") {
+        return parked(edge, &client, demo.0.id()).await;
+    }
+    println!("glass to glass at edge-ap, {PLAY_S} s of hls.js each (seconds):");
+    println!("| player | samples | glass p50 | glass p99 | hls.js latency p50 | parts buffered | stalls |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for mode in ["low", "plain"] {
+        let out = tokio::process::Command::new("node")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/play.mjs"))
+            .arg(format!("http://{edge}/live/demo/index.m3u8"))
+            .arg(PLAY_S.to_string())
+            .arg(mode)
+            .output()
+            .await?;
+        let seen: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("play.mjs: {}", String::from_utf8_lossy(&out.stderr)))?;
+        let series = |key: &str| {
+            let mut v: Vec<f64> = seen[key].as_array().into_iter().flatten().filter_map(|x| x.as_f64()).collect();
+            v.sort_by(f64::total_cmp);
+            v
+        };
+        let (glass, latency) = (series("glass"), series("latency"));
+        ensure!(!glass.is_empty(), "no samples: {seen}");
+        println!(
+            "| hls.js {} | {} | {:.3} | {:.3} | {:.3} | {} | {} |",
+            if mode == "low" { "lowLatencyMode" } else { "plain HLS" },
+            glass.len(),
+            percentile(&glass, 0.5),
+            percentile(&glass, 0.99),
+            latency.get(latency.len() / 2).copied().unwrap_or(f64::NAN),
+            seen["parts"],
+            seen["stalls"]
+        );
+    }
+
+    parked(edge, &client, demo.0.id()).await
+}
+
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+}
+
+async fn parked(edge: SocketAddr, client: &reqwest::Client, pid: u32) -> Result<()> {
+    let playlist = format!("http://{edge}/live/demo/stream0.m3u8");
+    let open_msn = |text: &str| lightpath::hls::ll::Position::read(text).map(|p| p.open_msn);
+    // Start right after a segment opens, then park on a late part of the next one: about 3.6 s away, time
+    // enough to connect every client before it lands, and within the three target durations a reload may
+    // be held.
+    let first = open_msn(&client.get(&playlist).send().await?.text().await?).context("a media playlist")?;
+    let (opened, body_len) = loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let text = client.get(&playlist).send().await?.text().await?;
+        match open_msn(&text) {
+            Some(msn) if msn != first => break (msn, text.len()),
+            _ => {}
+        }
+    };
+    let (msn, part) = (opened + 1, 8u64);
+    let before = rss_kib(pid)?;
+    let request =
+        format!("GET /live/demo/stream0.m3u8?_HLS_msn={msn}&_HLS_part={part} HTTP/1.1\r\nHost: {edge}\r\n\r\n");
+    let edge_run = park(edge, &request, || rss_kib(pid)).await?;
+
+    // The floor: a bare tokio server in its own process that reads each request, holds it, and then writes
+    // one prepared answer of the playlist's size to every connection at once.
+    let floor_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+    let floor = Demo(
+        Command::new(std::env::current_exe()?)
+            .args(["floor", &floor_addr.to_string(), &body_len.to_string()])
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(floor_addr).await.is_err() {
+        ensure!(Instant::now() < deadline, "the floor server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let floor_pid = floor.0.id();
+    let floor_run = park(floor_addr, &request, || rss_kib(floor_pid)).await?;
+
+    println!();
+    println!("{PARKED} blocking reloads parked at edge-ap, and at a bare server that only holds them:");
+    println!("| server | connected in | RSS before | while parked | per parked request | answers after the first: p50 | p99 | last | answered before all were sent |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for (name, before, run) in [("lightpath edge", before, edge_run), ("bare tokio floor", floor_run.before, floor_run)]
+    {
+        println!(
+            "| {name} | {:.2} s | {:.1} MiB | {:.1} MiB | {:.1} KiB | {:.1} ms | {:.1} ms | {:.1} ms | {} |",
+            run.connected_in.as_secs_f64(),
+            before as f64 / 1024.0,
+            run.held as f64 / 1024.0,
+            run.held.saturating_sub(before) as f64 / PARKED as f64,
+            percentile(&run.after_first, 0.5),
+            percentile(&run.after_first, 0.99),
+            run.after_first.last().copied().unwrap_or(f64::NAN),
+            run.not_parked,
+        );
+    }
+    Ok(())
+}
+
+/// What one parking run saw.
+struct Parked {
+    connected_in: Duration,
+    /// The server's resident KiB before the clients connected and while they were held.
+    before: u64,
+    held: u64,
+    /// Each answer's time after the first one, in ms, sorted.
+    after_first: Vec<f64>,
+    /// Answers that came before the last request was sent (so not truly parked).
+    not_parked: usize,
+}
+
+/// Opens [`PARKED`] connections to `server`, each sending `request`, reads the server's RSS once all are
+/// sent, and waits for every answer.
+async fn park(server: SocketAddr, request: &str, rss: impl Fn() -> Result<u64>) -> Result<Parked> {
+    let before = rss()?;
+    let started = Instant::now();
+    // Every client connects in its own task, so all are parked within a fraction of the wait.
+    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::channel::<()>(PARKED);
+    let mut tasks = Vec::with_capacity(PARKED);
+    for i in 0..PARKED {
+        let source: SocketAddr = format!("127.0.100.{}:0", 1 + i % SOURCES).parse()?;
+        let (request, sent) = (request.to_owned(), sent_tx.clone());
+        tasks.push(tokio::spawn(async move {
+            let socket = tokio::net::TcpSocket::new_v4().ok()?;
+            socket.bind(source).ok()?;
+            let mut tcp = socket.connect(server).await.ok()?;
+            tcp.write_all(request.as_bytes()).await.ok()?;
+            let _ = sent.send(()).await;
+            let mut buf = [0u8; 16];
+            let read = tcp.read(&mut buf).await;
+            let at = Instant::now();
+            Some((read.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned()), at, tcp))
+        }));
+    }
+    drop(sent_tx);
+    let mut sent = 0;
+    while sent < PARKED && sent_rx.recv().await.is_some() {
+        sent += 1;
+    }
+    let connected_in = started.elapsed();
+    ensure!(sent == PARKED, "only {sent} of {PARKED} clients could connect and send to {server}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let held = rss()?;
+    let sent_all = started + connected_in;
+    let mut answers = Vec::with_capacity(PARKED);
+    let mut wrong = std::collections::BTreeMap::<String, usize>::new();
+    for task in tasks {
+        let Some((read, at, _tcp)) = task.await? else { bail!("a client could not connect to {server}") };
+        match read {
+            Ok(head) if head.starts_with("HTTP/1.1 200 ") => answers.push(at),
+            Ok(head) if head.is_empty() => *wrong.entry("closed without an answer".into()).or_default() += 1,
+            Ok(head) => *wrong.entry(head).or_default() += 1,
+            Err(e) => *wrong.entry(e.to_string()).or_default() += 1,
+        }
+    }
+    ensure!(wrong.is_empty(), "{server}: {} of {PARKED} parked requests got no 200: {wrong:?}", PARKED - answers.len());
+    let not_parked = answers.iter().filter(|&&at| at < sent_all).count();
+    // The playlist listing the part lands right after the part: the first answer marks it.
+    let first = *answers.iter().min().context("no answers")?;
+    let mut after_first: Vec<f64> = answers.iter().map(|at| at.duration_since(first).as_secs_f64() * 1000.0).collect();
+    after_first.sort_by(f64::total_cmp);
+    Ok(Parked { connected_in, before, held, after_first, not_parked })
+}
+
+/// The floor server: accepts connections, reads a request head from each, and once [`PARKED`] are held
+/// (and a second has passed for the client to measure memory) answers them all with one prepared reply.
+async fn floor(addr: SocketAddr, body_len: usize) -> Result<()> {
+    let _ = lightpath::cache::sealed::raise_fd_limit();
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let reply: std::sync::Arc<[u8]> = {
+        let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {body_len}\r\n\r\n").into_bytes();
+        r.resize(r.len() + body_len, b'#');
+        r.into()
+    };
+    let (go_tx, go_rx) = tokio::sync::watch::channel(false);
+    let held = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let Ok(Ok((mut tcp, _))) = tokio::time::timeout(Duration::from_secs(1), listener.accept()).await else {
+            continue;
+        };
+        let (reply, mut go, held, go_tx) = (reply.clone(), go_rx.clone(), held.clone(), go_tx.clone());
+        tokio::spawn(async move {
+            let mut head = Vec::with_capacity(256);
+            let mut buf = [0u8; 256];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            if held.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 == PARKED {
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let _ = go_tx.send(true);
+                });
+            }
+            let _ = go.wait_for(|&go| go).await;
+            let _ = tcp.write_all(&reply).await;
+            let _ = tcp.read(&mut buf).await;
+        });
+    }
+    Ok(())
+}
