@@ -33,6 +33,9 @@
 //!   table changed get it ([`Relay::handle_routes`]) in a `TablePush`, `control.push_delay_ms` later.
 //! - `Segment`: an origin emits one object; each edge watching the stream receives it by each strategy (see
 //!   [`Strategy`] and [`Engine::emit`]).
+//! - `Arrival`: objects go down the trees without the relays, but for one case: a node in a make-before-break
+//!   ([`Relay::switching_to`]) is handed the header of each copy from its new upstream
+//!   ([`Relay::handle_incoming`]) when it arrives, since the first live one ends the make-before-break.
 //! - `Fault` (and `LinkState`, the later flips of a flapping link): links down or up, nodes crash or recover,
 //!   latencies change, regions are cut off, the control plane stops.
 //!
@@ -50,7 +53,7 @@ use super::histogram::Histogram;
 use super::queue::{EventQueue, Timed};
 use super::scenario::{FaultKind, Scenario};
 use crate::id::{NodeId, ObjectName, StreamName};
-use crate::relay::{Action, ConnId, Relay, RelayConfig};
+use crate::relay::{Action, ConnId, Incoming, ObjectKey, Relay, RelayConfig};
 use crate::routing::{DampingConfig, Graph, LinkMetrics, MeshRoutes, NodeIx, Planner, Round};
 use crate::topology::Topology;
 use crate::wire::{Frame, ObjectHeader, Route, Routes};
@@ -123,6 +126,18 @@ enum Event {
     Segment {
         stream: u32,
     },
+    /// A node in a make-before-break gets an object's header from its new upstream.
+    Arrival(Box<Arrival>),
+}
+
+/// An object of stream `stream` (its `object`-th) reaching `node` from `from`, its new upstream; `held`
+/// when another copy was complete there before.
+struct Arrival {
+    node: u32,
+    from: u32,
+    stream: u32,
+    object: u64,
+    held: bool,
 }
 
 struct Scheduled {
@@ -740,6 +755,15 @@ impl<'a> Engine<'a> {
                 self.emit(stream as usize);
                 let next = self.now + self.streams[stream as usize].segment;
                 self.schedule(next, Event::Segment { stream });
+            }
+            Event::Arrival(a) => {
+                let header = self.header(a.stream as usize, a.object);
+                self.drive(a.node, |relay, ids| {
+                    let from = &ids[a.from as usize];
+                    if let Incoming::Forward(_) = relay.handle_incoming(from, &header, a.held) {
+                        relay.handle_passed(from, &ObjectKey::of(&header), true, true);
+                    }
+                });
             }
         }
     }
@@ -1463,16 +1487,7 @@ impl<'a> Engine<'a> {
         if self.nodes[origin as usize].relay.as_ref().is_none_or(|r| r.origin_of(name) == Some(me)) {
             return;
         }
-        let header = ObjectHeader {
-            stream: name.clone(),
-            name: ObjectName::new(format!("{}.ts", self.outcomes[s].objects)).expect("a valid object name"),
-            version: 1,
-            seq: self.outcomes[s].objects,
-            content_type: "video/mp2t".into(),
-            duration_ms: (self.streams[s].segment / 1000) as u32,
-            born_unix_ms: EPOCH,
-            len: self.streams[s].bytes,
-        };
+        let header = self.header(s, self.outcomes[s].objects);
         let now = Self::time(self.now);
         self.drive(origin, |relay, _| {
             // The origin claims each object as ingest does: it owns the stream in the run's one epoch.
@@ -1481,6 +1496,20 @@ impl<'a> Engine<'a> {
                 relay.handle_object(now, None, &header);
             }
         });
+    }
+
+    /// The header of stream `s`'s `object`-th object.
+    fn header(&self, s: usize, object: u64) -> ObjectHeader {
+        ObjectHeader {
+            stream: self.streams[s].name.clone(),
+            name: ObjectName::new(format!("{object}.ts")).expect("a valid object name"),
+            version: 1,
+            seq: object,
+            content_type: "video/mp2t".into(),
+            duration_ms: (self.streams[s].segment / 1000) as u32,
+            born_unix_ms: EPOCH,
+            len: self.streams[s].bytes,
+        }
     }
 
     /// The current object of stream `s` down the overlay's subscription tree: each node forwards it to its
@@ -1499,12 +1528,18 @@ impl<'a> Engine<'a> {
         }
         self.memo[0][origin as usize] = Memo { stamp, arrival: Some(0), path: 0 };
         let tree = std::mem::take(&mut self.streams[s].tree);
+        // Nodes in a make-before-break fed by their new upstream, and when its copy's header arrives.
+        let mut switching: Vec<(u32, u32, Micros)> = Vec::new();
         for &(parent, child, l) in &tree {
             let from = self.memo[0][parent as usize];
             let Some(ready) = from.arrival.filter(|_| from.stamp == stamp) else { continue };
             let link = l as usize;
             if !self.links[link].up || !self.is_up(child) {
                 continue;
+            }
+            let relay = self.nodes[child as usize].relay.as_ref();
+            if relay.and_then(|r| r.switching_to(&self.streams[s].name)) == Some(&self.ids[parent as usize]) {
+                switching.push((child, parent, ready + self.links[link].latency));
             }
             let at = self.forward(0, s, link, parent, ready);
             if self.links[link].counted {
@@ -1524,6 +1559,14 @@ impl<'a> Engine<'a> {
             self.ends[child_end ^ 1].data = self.ends[child_end ^ 1].data.max(arrived + latency);
         }
         self.streams[s].tree = tree;
+        // The relay of a node in a make-before-break hears of the new upstream's copy when its header
+        // arrives (held when another copy was complete by then): a live node's dedupe sees every copy.
+        for (node, from, header_at) in switching {
+            let memo = self.memo[0][node as usize];
+            let held = memo.stamp == stamp && memo.arrival.is_some_and(|a| a < header_at);
+            let arrival = Arrival { node, from, stream: s as u32, object: self.outcomes[s].objects, held };
+            self.schedule(self.now + header_at, Event::Arrival(Box::new(arrival)));
+        }
     }
 
     /// Reads stream `s`'s subscription tree off the relays, from its origin down, each node after all its
