@@ -24,7 +24,7 @@ fn the_edge_moves_from_the_dead_relay_to_the_other_within_the_stated_time() {
         let crash = &s.faults[0];
         assert_eq!((crash.kind.as_str(), crash.target.as_str()), ("node_crash", "relay-a"));
         // One 2,000-byte object every 100 ms from 5 s; those emitted before the crash at 20.05 s went through
-        // relay-a (both relays are equally far, ties go to the lowest id), the others through relay-b, the
+        // relay-a (1 ms nearer than relay-b, more than the jitter can hide), the others through relay-b, the
         // few emitted before the edge noticed the crash were lost.
         let object = 2_000;
         let before = 151;

@@ -668,7 +668,8 @@ impl Driver {
         self.shared.cache.get(&key.stream, &key.name).is_some_and(|o| o.header.version >= key.version)
     }
 
-    /// Tells the relay which connections received stream data since the last look: proof of life.
+    /// Tells the relay which connections received stream data since the last look (proof of life), and how
+    /// many packets each sent and lost (loss evidence).
     fn sample(&mut self, now: Duration) {
         self.next_sample = crate::routing::next_tick(now, SAMPLE_EVERY);
         let stalled = self.shared.stalled_us.load(std::sync::atomic::Ordering::Relaxed);
@@ -679,6 +680,14 @@ impl Driver {
                 c.heard_frames = heard_frames(&stats);
                 self.relay.handle_heard(now, peer, conn_id(&c.conn));
             }
+            // The connection's own packets are the link's loss evidence where it carries a stream.
+            self.relay.handle_packet_counts(
+                now,
+                peer,
+                conn_id(&c.conn),
+                stats.path.sent_packets,
+                stats.path.lost_packets,
+            );
             c.udp_sent.absolute(stats.udp_tx.bytes);
         }
     }

@@ -21,6 +21,16 @@ impl Relay {
         self.subs.get(stream).into_iter().flat_map(|s| &s.down).filter(|p| self.peers.contains(p))
     }
 
+    /// The upstream `stream` was moved to while an old one still feeds it (a make-before-break in
+    /// progress), if any: the simulator, which moves objects without the relays, tells the relay when an
+    /// object from it arrives ([`Relay::handle_incoming`]), since that ends the make-before-break.
+    pub fn switching_to(&self, stream: &StreamName) -> Option<&NodeId> {
+        if self.releases.iter().all(|r| r.stream != *stream) {
+            return None;
+        }
+        self.subs.get(stream)?.upstream.as_ref()
+    }
+
     /// What [`Relay::report`] says of each connected link, by connection: its metrics, or `None` when the
     /// link is reported down (judged down, or not measured yet). Moves the estimators' reports on as
     /// `report` does. It changes only when the relay is driven (a `handle_*` call).

@@ -22,8 +22,10 @@
 //!   upstream because its probes are late; when nothing is left, it tells its own subscribers
 //!   ([`Frame::Unavailable`]) so that they route around it instead of waiting.
 //! - **Make-before-break.** A route change subscribes through the new upstream first; the old one keeps
-//!   feeding for `hold` and is then unsubscribed. Objects that arrive twice meanwhile are deduplicated by
-//!   name and version ([`Relay::handle_incoming`]).
+//!   feeding until the new one delivers a live object (one not held here complete yet, so not the cached
+//!   window a new subscriber gets first), at most for `hold`, and is then unsubscribed. Objects that arrive
+//!   twice meanwhile are deduplicated by name and version ([`Relay::handle_incoming`]). A route change made
+//!   because the old path loses packets thus leaves it as soon as the new path carries the stream.
 //! - **Reconnects.** A neighbour's new connection replaces its old one at once: the old connection's
 //!   subscriptions in both directions are dropped and re-sent over the new one, so a neighbour that restarted
 //!   (an origin killed and started again) is subscribed to again without waiting for the old connection to
@@ -63,7 +65,8 @@ pub type ConnId = u64;
 pub struct RelayConfig {
     /// How every link is probed and when it is declared down.
     pub probes: ProbeConfig,
-    /// How long the old upstream keeps feeding a stream after a route change moved it (make-before-break).
+    /// How long, at most, the old upstream keeps feeding a stream after a route change moved it
+    /// (make-before-break): it is released sooner once the new upstream delivers a live object.
     pub hold: Duration,
     /// How long a neighbour that said a stream is unavailable through it is passed over for that stream
     /// before it is asked again.
@@ -697,6 +700,16 @@ impl Relay {
         self.rehome_all();
     }
 
+    /// The transport's running totals of packets sent to `peer` on connection `conn` and declared lost, as of
+    /// `now` (see [`LinkEstimator::handle_packet_counts`]): on a link that carries a stream, the evidence
+    /// that shows its loss within a second or two.
+    pub fn handle_packet_counts(&mut self, now: Duration, peer: &NodeId, conn: ConnId, sent: u64, lost: u64) {
+        self.advance(now);
+        if let Some(p) = self.peers.on(peer, conn) {
+            p.estimator.handle_packet_counts(now, sent, lost);
+        }
+    }
+
     /// Probe `seq` on connection `conn` to `peer` was echoed at `now`.
     pub fn handle_probe_reply(&mut self, now: Duration, peer: &NodeId, conn: ConnId, seq: u64) {
         self.advance(now);
@@ -820,8 +833,14 @@ impl Relay {
     /// holds this version or a newer one already. New objects are forwarded as they arrive to the
     /// downstream subscribers of this moment; whoever subscribes later gets the object from the cache once it
     /// is complete.
+    ///
+    /// A live object (`held` false) from the upstream a route change moved the stream to ends the
+    /// make-before-break: the old upstream is released now rather than at the end of the hold.
     pub fn handle_incoming(&mut self, from: &NodeId, header: &ObjectHeader, held: bool) -> Incoming {
         let key = ObjectKey::of(header);
+        if !held {
+            self.made(from, &header.stream);
+        }
         if held || self.in_flight.contains_key(&key) {
             return Incoming::Duplicate;
         }
@@ -1150,6 +1169,21 @@ impl Relay {
         }
         if !wanted && sub.upstream.is_none() && sub.passed_over.is_empty() {
             self.subs.remove(stream);
+        }
+    }
+
+    /// `from` delivers a live object of `stream`: when it is the upstream a route change moved the stream to,
+    /// the new path is made, and the old upstreams still feeding the stream are released.
+    fn made(&mut self, from: &NodeId, stream: &StreamName) {
+        if self.releases.is_empty() || self.subs.get(stream).and_then(|s| s.upstream.as_ref()) != Some(from) {
+            return;
+        }
+        let (done, kept): (Vec<Release>, Vec<Release>) =
+            std::mem::take(&mut self.releases).into_iter().partition(|r| r.stream == *stream && r.peer != *from);
+        self.releases = kept;
+        for r in done {
+            tracing::debug!(%stream, new = %from, old = %r.peer, "the new upstream delivers; releasing the old one");
+            self.release(r.stream, r.peer);
         }
     }
 

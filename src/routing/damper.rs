@@ -13,7 +13,21 @@
 //! - **the fresh best route is better by a clear margin, continuously, for the hold time**: cheaper than the
 //!   route through the held next hop by at least `absolute_margin` *and* by `relative_margin` of it, at every
 //!   recomputation for at least `hold` (2 ms, 10 % and 2 s by default). The node then switches to the fresh
-//!   best next hop.
+//!   best next hop;
+//! - **a link of the held route was shown to lose packets**: when the fresh best route is clearly better
+//!   because the link to the held next hop now carries a loss verdict ([`RouteDamper::handle_link_loss`]),
+//!   the node switches at once, without the hold. The hold is there for noise, and a loss verdict is not
+//!   noise: the node's estimator only gives one on statistical evidence (see `LOSS_EVIDENCE` in
+//!   `src/routing/probe.rs`), so waiting out the hold would only leave the stream on a lossy link for two
+//!   seconds more. A link whose loss verdict ends is not special: moving back to it waits the hold;
+//! - **it was forced off its route and a better one has been stable for `repair_hold`** (5 s by default): a
+//!   node whose next hop failed (or would have closed a loop) took the best route left, which it then holds
+//!   like any other. When the failed link or node is repaired, the route through it is usually better, but
+//!   often by less than the margins, and without this rule the repaired part would carry nothing until some
+//!   other change. So a node that was forced off its route switches to the fresh best once that has been
+//!   cheaper, by any amount, at every recomputation for `repair_hold`: the repair must be the best path and
+//!   stable (a flapping link resets the clock each time it goes). The switch ends the forced state. It is
+//!   one rule for the live control plane and the simulator, which both run this damper.
 //!
 //! # Loop-freedom
 //!
@@ -44,7 +58,7 @@
 //! snapshot taken at that change, so a version names exact contents and a control plane pushes a table only
 //! when the version moves. Costs in the tables are those of the recomputation that last changed them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -62,11 +76,19 @@ pub struct DampingConfig {
     pub absolute_margin: Cost,
     /// How long a route must stay clearly better before the switch.
     pub hold: Duration,
+    /// How long a route must stay better, by any amount, before a node that was forced off its route (its
+    /// next hop failed) switches to it: how soon a repaired link or node is used again.
+    pub repair_hold: Duration,
 }
 
 impl Default for DampingConfig {
     fn default() -> Self {
-        Self { relative_margin: 0.10, absolute_margin: 2_000, hold: Duration::from_secs(2) }
+        Self {
+            relative_margin: 0.10,
+            absolute_margin: 2_000,
+            hold: Duration::from_secs(2),
+            repair_hold: Duration::from_secs(5),
+        }
     }
 }
 
@@ -105,11 +127,15 @@ struct Held {
     /// the graph.
     via: u32,
     backup: u32,
-    /// Since when a fresh route has been clearly better than `via`'s, without interruption.
+    /// Since when a fresh route has been clearly better than `via`'s (or, when `forced`, better at all),
+    /// without interruption.
     beaten_since: Option<Duration>,
+    /// `via` was taken because the node's previous next hop failed: the node returns to a repaired route
+    /// after `repair_hold` (see the module docs).
+    forced: bool,
 }
 
-const NOTHING: Held = Held { via: NO_HOP, backup: NO_HOP, beaten_since: None };
+const NOTHING: Held = Held { via: NO_HOP, backup: NO_HOP, beaten_since: None, forced: false };
 const GONE: u32 = NO_HOP - 1;
 
 /// Hysteresis between route recomputations, kept by the control plane across them.
@@ -135,6 +161,9 @@ pub struct RouteDamper {
     damped: Vec<RouteTree>,
     /// `damped` as tables by node id, built on first use.
     tables: OnceLock<BTreeMap<NodeId, RouteTable>>,
+    /// The links whose cost carries a loss verdict, by their ends' ids (the lower first): leaving them does
+    /// not wait for the hold.
+    lossy: BTreeSet<(NodeId, NodeId)>,
     /// The graph's links at the last full round, as each node's neighbour count followed by the neighbours:
     /// while they and every next hop stay the same, so does every backup (see [`Self::keeps_every_route`]).
     shape: Vec<u32>,
@@ -155,6 +184,7 @@ impl RouteDamper {
             holding: false,
             damped: Vec::new(),
             tables: OnceLock::new(),
+            lossy: BTreeSet::new(),
             shape: Vec::new(),
             #[cfg(test)]
             full_rounds_only: false,
@@ -180,6 +210,28 @@ impl RouteDamper {
     /// without building a table per node.
     pub fn trees(&self) -> &[RouteTree] {
         &self.damped
+    }
+
+    /// Whether the cost of the link between `a` and `b` carries a loss verdict (an end reports loss on it,
+    /// which its estimator gives only on evidence): a node whose held next hop is across such a link, and
+    /// whose fresh best route is clearly better, switches without waiting for the hold.
+    pub fn handle_link_loss(&mut self, a: &NodeId, b: &NodeId, lossy: bool) {
+        let key = if a <= b { (a.clone(), b.clone()) } else { (b.clone(), a.clone()) };
+        if lossy {
+            self.lossy.insert(key);
+        } else {
+            self.lossy.remove(&key);
+        }
+    }
+
+    /// Whether the link between the nodes at `a` and `b` of `graph` carries a loss verdict.
+    fn is_lossy(&self, graph: &Graph, a: NodeIx, b: NodeIx) -> bool {
+        if self.lossy.is_empty() {
+            return false;
+        }
+        let (a, b) = (graph.id(a), graph.id(b));
+        let (a, b) = if a <= b { (a, b) } else { (b, a) };
+        self.lossy.iter().any(|(x, y)| x == a && y == b)
     }
 
     /// Whether a recomputation over the same graph could still change the routes: some node keeps a next hop
@@ -267,7 +319,7 @@ impl RouteDamper {
                 if h.via == NO_HOP || h.via == GONE {
                     return false;
                 }
-                match self.hold(now, graph, tree, s, NodeIx(h.via), h.beaten_since) {
+                match self.hold(now, graph, tree, s, *h) {
                     Some((since, _)) if since == h.beaten_since => {}
                     Some((since, _)) => timers.push((t, s, since)),
                     None => return false,
@@ -306,8 +358,12 @@ impl RouteDamper {
             let mut moved = vec![NOTHING; n];
             for (old, h) in held.iter().enumerate() {
                 if map[old] != GONE {
-                    moved[map[old] as usize] =
-                        Held { via: translate(h.via), backup: translate(h.backup), beaten_since: h.beaten_since };
+                    moved[map[old] as usize] = Held {
+                        via: translate(h.via),
+                        backup: translate(h.backup),
+                        beaten_since: h.beaten_since,
+                        forced: h.forced,
+                    };
                 }
             }
             *held = moved;
@@ -321,6 +377,8 @@ impl RouteDamper {
         let n = graph.len();
         let mut next = vec![NO_HOP; n];
         let mut since = vec![None; n];
+        // Whether the node holds its next hop because an earlier one was taken from it.
+        let mut forced = vec![false; n];
         let kept_backup: Vec<u32> = before.iter().map(|h| h.backup).collect();
         // How much dearer each kept next hop is than the fresh best (0 on the fresh best).
         let mut excess: Vec<Cost> = vec![0; n];
@@ -328,16 +386,25 @@ impl RouteDamper {
             let Some(best) = fresh.next_hop(s) else { continue };
             next[s.index()] = best.0;
             let h = before[s.index()];
-            if h.via == NO_HOP || h.via == GONE || h.via == best.0 {
+            if h.via == best.0 {
+                forced[s.index()] = h.forced;
                 continue;
             }
-            if let Some((beaten_since, extra)) = self.hold(now, graph, fresh, s, NodeIx(h.via), h.beaten_since) {
+            if h.via == NO_HOP {
+                continue;
+            }
+            if h.via == GONE || !self.usable(graph, fresh, s, NodeIx(h.via)) {
+                forced[s.index()] = true;
+                continue;
+            }
+            if let Some((beaten_since, extra)) = self.hold(now, graph, fresh, s, h) {
                 next[s.index()] = h.via;
                 since[s.index()] = beaten_since;
                 excess[s.index()] = extra;
+                forced[s.index()] = h.forced;
             }
         }
-        break_cycles(graph, fresh, &mut next, &mut since, &excess);
+        break_cycles(graph, fresh, &mut next, &mut since, &mut forced, &excess);
         let tree = RouteTree::from_next_hops(graph, fresh.destination(), next, &kept_backup);
         let held: Vec<Held> = (0..n as u32)
             .map(NodeIx)
@@ -345,35 +412,50 @@ impl RouteDamper {
                 via: tree.next_hop(s).map_or(NO_HOP, |v| v.0),
                 backup: tree.backup(s).map_or(NO_HOP, |(b, _)| b.0),
                 beaten_since: since[s.index()],
+                forced: forced[s.index()],
             })
             .collect();
         let changed = held.iter().zip(before).any(|(now, was)| now.via != was.via || now.backup != was.backup);
         (tree, held, changed)
     }
 
-    /// Whether `s` may keep `current` (not the fresh best) toward the tree's destination: `Some` with the
-    /// time it has been clearly beaten since (if it has) and how much dearer it is than the best, or `None`
-    /// to switch to the fresh best now.
+    /// Whether `s`'s next hop `current` still leads toward the tree's destination: the link to it is up and
+    /// it reaches the destination.
+    fn usable(&self, graph: &Graph, fresh: &RouteTree, s: NodeIx, current: NodeIx) -> bool {
+        graph.link_cost_ix(s.0, current.0).is_some() && fresh.cost(current).is_some() && fresh.cost(s).is_some()
+    }
+
+    /// Whether `s` may keep the next hop `held.via` (not the fresh best) toward the tree's destination: `Some`
+    /// with the time it has been beaten since (if it has) and how much dearer it is than the best, or `None`
+    /// to switch to the fresh best now (it fails, or has been beaten long enough: clearly for `hold`, or at
+    /// all for `repair_hold` when the node was forced onto it).
     fn hold(
         &self,
         now: Duration,
         graph: &Graph,
         fresh: &RouteTree,
         s: NodeIx,
-        current: NodeIx,
-        beaten_since: Option<Duration>,
+        held: Held,
     ) -> Option<(Option<Duration>, Cost)> {
+        let current = NodeIx(held.via);
         let link = graph.link_cost_ix(s.0, current.0)?;
         let (best, rest) = (fresh.cost(s)?, fresh.cost(current)?);
         let through_current = link + rest;
         let gain = through_current.saturating_sub(best);
         let clearly_better =
             gain >= self.config.absolute_margin && gain as f64 >= self.config.relative_margin * through_current as f64;
-        if !clearly_better {
+        if !(clearly_better || (held.forced && gain > 0)) {
             return Some((None, gain));
         }
-        let since = beaten_since.unwrap_or(now);
-        if now.saturating_sub(since) >= self.config.hold {
+        let since = held.beaten_since.unwrap_or(now);
+        let wait = if clearly_better && self.is_lossy(graph, s, current) {
+            Duration::ZERO
+        } else if clearly_better {
+            self.config.hold
+        } else {
+            self.config.repair_hold
+        };
+        if now.saturating_sub(since) >= wait {
             None
         } else {
             Some((Some(since), gain))
@@ -411,7 +493,14 @@ fn same_shape(shape: &[u32], graph: &Graph) -> bool {
 /// the node on that cycle whose kept next hop is dearest (relative to its fresh best; lowest id on a tie)
 /// switches to its fresh best. Fresh best next hops alone cannot form a cycle (each is strictly closer to the
 /// destination), so every cycle has a kept next hop to drop, and each round of this loop drops at least one.
-fn break_cycles(graph: &Graph, fresh: &RouteTree, next: &mut [u32], since: &mut [Option<Duration>], excess: &[Cost]) {
+fn break_cycles(
+    graph: &Graph,
+    fresh: &RouteTree,
+    next: &mut [u32],
+    since: &mut [Option<Duration>],
+    forced: &mut [bool],
+    excess: &[Cost],
+) {
     const NEW: u8 = 0;
     const ON_WALK: u8 = 1;
     const DONE: u8 = 2;
@@ -437,6 +526,9 @@ fn break_cycles(graph: &Graph, fresh: &RouteTree, next: &mut [u32], since: &mut 
                     .expect("a cycle holds a kept next hop");
                 next[worst as usize] = fresh.next_hop(NodeIx(worst)).expect("kept only where a route exists").0;
                 since[worst as usize] = None;
+                // Taken off its route by others' changes (a failure elsewhere, usually): it returns to a
+                // repaired one as a node whose next hop failed does.
+                forced[worst as usize] = true;
                 dropped = true;
             }
             for x in walk {

@@ -48,11 +48,13 @@ impl LinkMetrics {
         latency.saturating_add(jitter).saturating_add(penalty).clamp(1, MAX_LINK_COST)
     }
 
-    /// [`cost`](Self::cost) rounded up to whole milliseconds (at least 1 ms): the cost a link has in the
-    /// control plane's graph. Sub-millisecond differences are measurement noise to a WAN overlay; rounding
-    /// them away keeps equal links equal, so ties go to the lowest node id instead of to the noise.
+    /// The cost a link has in the control plane's graph: [`cost`](Self::cost), in microseconds. It used to
+    /// be rounded up to whole milliseconds, which made every link cost at least 1 ms and so biased routes
+    /// toward fewer hops (a path of three 0.3 ms links read as 3 ms against a 2 ms one). Noise is kept out
+    /// where it enters, in the reports ([`LinkEstimator::report`](super::LinkEstimator::report)), not by
+    /// coarse costs.
     pub fn graph_cost(&self) -> Cost {
-        (self.cost().div_ceil(1000) * 1000).clamp(1000, MAX_LINK_COST)
+        self.cost()
     }
 }
 
@@ -89,12 +91,14 @@ mod tests {
     }
 
     #[test]
-    fn a_link_is_in_the_graph_at_its_worse_ends_whole_ms_unless_an_end_says_down() {
+    fn a_link_is_in_the_graph_at_its_worse_ends_cost_in_microseconds_unless_an_end_says_down() {
         assert_eq!(graph_link([Some(metrics(80, 0, 0.0))]), Some(40_000));
         assert_eq!(graph_link([Some(metrics(80, 1, 0.0)), Some(metrics(90, 0, 0.0))]), Some(45_000));
-        // 40.5 ms rounds up; nothing is cheaper than 1 ms.
-        assert_eq!(graph_link([Some(metrics(81, 0, 0.0))]), Some(41_000));
-        assert_eq!(graph_link([Some(metrics(0, 0, 0.0))]), Some(1_000));
+        // 40.5 ms stays 40.5 ms; a sub-millisecond link costs what it measures, never 0.
+        assert_eq!(graph_link([Some(metrics(81, 0, 0.0))]), Some(40_500));
+        let short = LinkMetrics { rtt: Duration::from_micros(600), jitter: Duration::ZERO, loss: 0.0 };
+        assert_eq!(graph_link([Some(short)]), Some(300));
+        assert_eq!(graph_link([Some(metrics(0, 0, 0.0))]), Some(1));
         assert_eq!(graph_link([Some(metrics(80, 0, 0.0)), None]), None);
         assert_eq!(graph_link([]), None);
     }

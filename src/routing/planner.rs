@@ -8,8 +8,8 @@
 //!    declares the link down. [`Planner::handle_report`] replaces what a node said, [`Planner::handle_link_report`]
 //!    what it said of one link, [`Planner::handle_report_gone`] forgets a node that stopped reporting.
 //! 2. **The measured graph.** A link is in the graph when an end reports it and neither declares it down, at
-//!    the cost [`graph_link`] gives (the worse end's, in whole milliseconds), plus [`DRAINING_PENALTY`] when
-//!    an end is being drained ([`Planner::handle_draining`]). The rule reads the current
+//!    the cost [`graph_link`] gives (the worse end's, in microseconds), plus [`DRAINING_PENALTY`] when an end
+//!    is being drained ([`Planner::handle_draining`]). The rule reads the current
 //!    reports and nothing else: not what the graph held before, not when the planner started. Replicas that
 //!    hold the same reports therefore build the same graph and push the same routes, and the simulator, which
 //!    runs one planner, decides as every live replica does. Noise stays out of the graph because nodes
@@ -18,7 +18,8 @@
 //! 3. **Trees.** One shortest-path [`RouteTree`] per destination (the origins), each updated link change by
 //!    link change ([`MeshRoutes`]).
 //! 4. **Damping.** One [`RouteDamper`] keeps routes still unless a better one is clearly and durably better,
-//!    or the one held broke. Most rounds in a large mesh move some costs and no route; the damper tells those
+//!    or the one held broke, or its link was shown to lose packets (the planner tells it which links' costs
+//!    carry a loss verdict). Most rounds in a large mesh move some costs and no route; the damper tells those
 //!    apart in one pass, without rebuilding its trees.
 //! 5. **Versioned tables.** Every node in the picture (reporting, or at the end of a measured link) has a
 //!    table. Its version is the time of its last change in milliseconds, and always more than the version
@@ -310,18 +311,19 @@ impl Planner {
     /// every call; table versions are its milliseconds).
     pub fn plan(&mut self, now: Duration) -> Round {
         self.changed.clear();
-        let changes: Vec<(NodeIx, NodeIx, Option<Cost>)> = std::mem::take(&mut self.dirty)
-            .into_iter()
-            .filter(|(a, b)| a != b)
-            .map(|(a, b)| {
-                let cost = graph_link(self.end(a, b).into_iter().chain(self.end(b, a)));
-                let cost = match self.draining[a as usize] || self.draining[b as usize] {
-                    true => cost.map(|c| c.saturating_add(DRAINING_PENALTY).min(MAX_LINK_COST)),
-                    false => cost,
-                };
-                (NodeIx::new(a), NodeIx::new(b), cost)
-            })
-            .collect();
+        let mut changes: Vec<(NodeIx, NodeIx, Option<Cost>)> = Vec::new();
+        for (a, b) in std::mem::take(&mut self.dirty).into_iter().filter(|(a, b)| a != b) {
+            let ends = [self.end(a, b), self.end(b, a)];
+            let lossy = ends.iter().flatten().flatten().any(|m| m.loss > 0.0);
+            let graph = self.routes.graph();
+            self.damper.handle_link_loss(graph.id(NodeIx::new(a)), graph.id(NodeIx::new(b)), lossy);
+            let cost = graph_link(ends.into_iter().flatten());
+            let cost = match self.draining[a as usize] || self.draining[b as usize] {
+                true => cost.map(|c| c.saturating_add(DRAINING_PENALTY).min(MAX_LINK_COST)),
+                false => cost,
+            };
+            changes.push((NodeIx::new(a), NodeIx::new(b), cost));
+        }
         let graph_changed = self.routes.handle_links_ix(&changes);
         let reporters_changed = std::mem::take(&mut self.reporters_changed);
         if !graph_changed && !self.damper.is_holding() && self.damper.version() > 0 {

@@ -12,14 +12,28 @@
 //! - **Round-trip time and jitter.** Smoothed as in RFC 6298 (`srtt` with gain 1/8, `rttvar` with gain 1/4);
 //!   `rto = srtt + max(4 × rttvar, 1 ms)` is how long a reply may reasonably take. Jitter is RFC 3550's: an
 //!   EWMA (gain 1/16) of the difference between consecutive round-trip samples.
-//! - **Loss.** The fraction of the last `loss_window` (100) probes without a reply, among those that had time
-//!   to get one: `max(3 × srtt, rto)`. A reply that arrives later still counts, so reordering and a slow spell
-//!   do not read as loss. An outage is not loss: when a link that was declared down answers again, the
+//! - **Loss, with confidence.** Counted over a window of *time* (`loss_window`, 10 s), the same on a busy
+//!   link probed every 100 ms as on an idle one probed every second: the idle link just has less evidence.
+//!   A probe without a reply within `max(3 × srtt, rto)` is two packets of which one was lost; a reply that
+//!   arrives later still counts, so reordering and a slow spell do not read as loss. On a link that carries
+//!   a stream the driver adds the connection's own packets as the transport counts them sent and lost
+//!   ([`handle_packet_counts`]): hundreds a second, so real loss shows within a second or two. They are
+//!   kept in a fixed ring of ten counts, one per tenth of the window, and the newest tenths are judged on
+//!   their own too, so that a clean past does not hide a loss that began since. Loss enters
+//!   the link's cost only once this evidence shows it above [`LOSS_FLOOR`] (1 %) with a log-likelihood
+//!   ratio of [`LOSS_EVIDENCE`] (a Chernoff bound: a link at the floor shows as much by chance about once
+//!   in 3,000 looks; a link at half the floor, whose window holds a couple of hundred probes, once in a few
+//!   million) and at least five losses, at the rate of the longest stretch that shows it; and it leaves the
+//!   cost only once what came after shows the rate below the floor just as clearly. One lost probe among a
+//!   hundred used to read as 1 % loss and 10 ms of cost on whichever link it fell, so uniform background
+//!   loss moved routes at random; now background loss below the floor costs nothing anywhere, and a link
+//!   that loses 3 % of a stream's packets is costed within two or three seconds.
+//!   An outage is not loss: when a link that was declared down answers again, the
 //!   probes sent since its last answer leave the window, and the reply that ends the outage is not a
 //!   round-trip sample (it went out during the outage; on a live link it may have waited in the QUIC
 //!   connection's send queue until the path came back). A repaired link is judged by how it performs from
-//!   then on, at once, instead of reading as lossy until a whole window of new probes (100 s on an idle
-//!   link) has pushed the outage out, or as slow until the smoothing forgets the held-back replies.
+//!   then on, at once, instead of reading as lossy until the window has pushed the outage out, or as slow
+//!   until the smoothing forgets the held-back replies.
 //! - **Down.** The link is down when at least `down_probes` (3) probes sent since the last answered one are
 //!   overdue (older than `rto`) and the first of them went out at least `down_after` (300 ms) ago. With the
 //!   default 100 ms interval and a short link, a link that fails at `T` is declared down by
@@ -28,13 +42,14 @@
 //!   (large `rto`) is given the time its replies need.
 //!
 //! - **Report.** What the node tells the control plane ([`report`]) is the metrics, moved on only by a clear
-//!   change: while the cost the current metrics give stays within the route damper's margins (2 ms and 10 %,
-//!   [`DampingConfig::is_clear_change`]) of the cost of the metrics last reported, those are reported again.
-//!   A change that small cannot by itself justify moving a route, and measurement noise would otherwise
-//!   change some of a large mesh's links at every report: a 10,000-node mesh's control plane then
-//!   recomputes every second instead of when something happened. Because the node holds the value, every
-//!   control replica gets the same reports and still computes the same tables from them, whenever it
-//!   started; the simulator's nodes report the same way.
+//!   change that is not noise: while the cost the current metrics give stays within the route damper's
+//!   margins (2 ms and 10 %, [`DampingConfig::is_clear_change`]) of the cost of the metrics last reported,
+//!   or their latency moved by less than the round trips' own variation (`rttvar`), those are reported
+//!   again; a change of the loss verdict is evidence already. A change that small cannot by itself justify
+//!   moving a route, and measurement noise would otherwise change some of a large mesh's links at every
+//!   report: a 10,000-node mesh's control plane then recomputes every second instead of when something
+//!   happened. Because the node holds the value, every control replica gets the same reports and still
+//!   computes the same tables from them, whenever it started; the simulator's nodes report the same way.
 //!
 //! The estimator is pure: time is a [`Duration`] since an epoch the caller picks, passed to every call. The
 //! driver sends a probe when [`poll_probe`] hands out a sequence number, reports it with
@@ -46,6 +61,7 @@
 //! [`poll_probe`]: LinkEstimator::poll_probe
 //! [`handle_probe_sent`]: LinkEstimator::handle_probe_sent
 //! [`handle_probe_reply`]: LinkEstimator::handle_probe_reply
+//! [`handle_packet_counts`]: LinkEstimator::handle_packet_counts
 //! [`poll_timeout`]: LinkEstimator::poll_timeout
 
 use std::collections::VecDeque;
@@ -61,8 +77,9 @@ pub struct ProbeConfig {
     pub fast_interval: Duration,
     /// Probe interval while the link is idle.
     pub slow_interval: Duration,
-    /// How many recent probes the loss estimate covers.
-    pub loss_window: usize,
+    /// How far back the loss estimate looks: the same time on a busy link and an idle one, so that a
+    /// verdict means the same whatever the probe interval (a busy link just has more evidence in it).
+    pub loss_window: Duration,
     /// The least time from the first unanswered probe to declaring the link down.
     pub down_after: Duration,
     /// How many overdue probes in a row declare the link down.
@@ -74,7 +91,7 @@ impl Default for ProbeConfig {
         Self {
             fast_interval: Duration::from_millis(100),
             slow_interval: Duration::from_secs(1),
-            loss_window: 100,
+            loss_window: Duration::from_secs(10),
             down_after: Duration::from_millis(300),
             down_probes: 3,
         }
@@ -98,13 +115,13 @@ pub enum ProbeConfigError {
     /// `down_probes` is zero: the link would be down before any probe went unanswered.
     #[error("down_probes must be at least 1")]
     ZeroDownProbes,
-    /// `loss_window` cannot hold `down_probes` probes, so the down verdict could never be reached.
-    #[error("loss_window ({loss_window}) must hold at least down_probes ({down_probes}) probes")]
+    /// `loss_window` is shorter than `fast_interval`: it would hold at most one probe.
+    #[error("loss_window ({loss_window:?}) is shorter than fast_interval ({fast:?})")]
     WindowTooSmall {
         /// The configured loss window.
-        loss_window: usize,
-        /// The configured number of overdue probes that declare the link down.
-        down_probes: usize,
+        loss_window: Duration,
+        /// The configured fast interval.
+        fast: Duration,
     },
 }
 
@@ -120,14 +137,146 @@ impl ProbeConfig {
         if self.down_probes == 0 {
             return Err(ProbeConfigError::ZeroDownProbes);
         }
-        if self.loss_window < self.down_probes {
-            return Err(ProbeConfigError::WindowTooSmall {
-                loss_window: self.loss_window,
-                down_probes: self.down_probes,
-            });
+        if self.loss_window < self.fast_interval {
+            return Err(ProbeConfigError::WindowTooSmall { loss_window: self.loss_window, fast: self.fast_interval });
         }
         Ok(self)
     }
+
+    /// How many probe records an estimator keeps: those of `loss_window` at the fast interval, and never fewer
+    /// than the down verdict needs (bounded, whatever the intervals, at [`MAX_RECORDS`]).
+    fn records(&self) -> usize {
+        let per_window = self.loss_window.as_nanos().div_ceil(self.fast_interval.as_nanos().max(1));
+        usize::try_from(per_window).unwrap_or(MAX_RECORDS).saturating_add(1).clamp(self.down_probes, MAX_RECORDS)
+    }
+}
+
+/// The most probe records one estimator keeps (24 KiB), whatever its intervals.
+const MAX_RECORDS: usize = 1_024;
+
+/// Loss below this rate (1 %, 10 ms of cost) is not worth a route change: a link's loss enters its cost only
+/// once its probes and packets show, with [`LOSS_EVIDENCE`], that it is above this.
+pub const LOSS_FLOOR: f64 = 0.01;
+
+/// How strong the evidence must be for loss to enter a link's cost, or to leave it: the log-likelihood ratio
+/// `n × KL(observed ‖ LOSS_FLOOR)` of `n` packets, which bounds the chance that a link at the floor shows
+/// what was observed (Chernoff): `e^-8`, about 1 in 3,000 per look.
+///
+/// What matters more is a link *below* the floor, since a mesh looks at hundreds of them every second.
+/// At half the floor (0.5 %), the chance that a window shows loss by chance is, exactly (binomial): 2e-7
+/// for a link probed fast for ten seconds with nothing else counted (122-200 probe packets: 8 to 10 losses
+/// needed), 1e-8 for a second of a 3 Mbit/s stream's packets (313: 13 losses), 5e-8 for an idle link's ten
+/// probes (5 losses, [`LOSS_EVIDENCE_LOSSES`]). With `e^-6` the first was 3e-6 (7 losses of 122), and a
+/// 204-node mesh under uniform 0.5 % loss showed one such false verdict in its first ten seconds: it
+/// moved a route onto a 1 ms longer path for five minutes, until an idle link's probes showed the loss
+/// gone. The price is detection time: a link losing 3 % of a 3 Mbit/s stream shows it after about 630
+/// packets (2 s) at the median, against 470 with `e^-6`.
+pub const LOSS_EVIDENCE: f64 = 8.0;
+
+/// The fewest losses that can show a link above the floor, whatever the ratio says. An idle link's window
+/// holds about ten probes, and four lost among them pass [`LOSS_EVIDENCE`]; at half the floor (a probe lost
+/// in 100) that happens about once in 500,000 windows, which a mesh of 10,000 nodes (45,000 link ends, each
+/// a new window every ten seconds) reaches every two minutes. Five losses make it a hundred times rarer,
+/// and cost a busy link nothing: its evidence comes with a dozen losses or more (a 3 % loss of 300 packets
+/// a second passes the ratio at about 19).
+const LOSS_EVIDENCE_LOSSES: u64 = 5;
+
+/// The relative entropy `KL(p ‖ q)` of two loss rates, in nats (`q` strictly between 0 and 1).
+fn relative_entropy(p: f64, q: f64) -> f64 {
+    let term = |a: f64, b: f64| if a <= 0.0 { 0.0 } else { a * (a / b).ln() };
+    term(p, q) + term(1.0 - p, 1.0 - q)
+}
+
+/// Whether `lost` of `trials` packets is evidence that the loss rate is above (`above`) or below the floor.
+fn evidence(trials: u64, lost: u64, above: bool) -> bool {
+    if trials == 0 {
+        return false;
+    }
+    let rate = lost as f64 / trials as f64;
+    if (rate > LOSS_FLOOR) != above || (above && lost < LOSS_EVIDENCE_LOSSES) {
+        return false;
+    }
+    trials as f64 * relative_entropy(rate, LOSS_FLOOR) >= LOSS_EVIDENCE
+}
+
+/// How many parts the packet counts of a loss window are kept in. Loss is also judged on the newest parts
+/// alone (see [`LinkEstimator::judge`]), so that a link that starts losing after a clean spell shows it as
+/// soon as the packets since show it, instead of once enough of the window is lossy to outweigh the clean
+/// part: a busy link's clean history would otherwise hold a 3 % loss back by five seconds.
+const PACKET_PARTS: usize = 10;
+
+/// The connection's own packets over the loss window, as the transport declared them sent and lost (on a
+/// link that carries a stream, hundreds a second: far more evidence than its probes), in a fixed ring of
+/// [`PACKET_PARTS`] counts, one per tenth of the window: kept in a box of its own, made on the first count,
+/// since most links of a large mesh carry nothing and never have any.
+#[derive(Debug, Clone)]
+struct PacketWindow {
+    /// Per part of the window, by part number modulo [`PACKET_PARTS`]: what was sent and lost in it.
+    parts: [(u32, u32); PACKET_PARTS],
+    /// The number of the newest part (time since the epoch divided by the part's length).
+    newest: u64,
+    /// Every packet counted since the estimator started.
+    total: Tally,
+    /// The transport's running totals when last told.
+    seen: (u64, u64),
+}
+
+impl PacketWindow {
+    /// Moves the ring on to part `part`: the parts that fall out of the window are emptied.
+    fn advance(&mut self, part: u64) {
+        if part <= self.newest {
+            return;
+        }
+        let gone = (part - self.newest).min(PACKET_PARTS as u64);
+        for k in 1..=gone {
+            self.parts[((self.newest + k) % PACKET_PARTS as u64) as usize] = (0, 0);
+        }
+        self.newest = part;
+    }
+
+    /// The counts of the newest `n` parts, for `n` from 1 to [`PACKET_PARTS`], as of part `part` (at or after
+    /// the newest: the parts since hold nothing).
+    fn suffixes(&self, part: u64) -> impl Iterator<Item = Tally> + '_ {
+        let skipped = part.saturating_sub(self.newest);
+        let mut sum = Tally::default();
+        (0..PACKET_PARTS as u64).map(move |k| {
+            if k >= skipped {
+                // The part `k - skipped` before the newest (parts before the first are empty slots).
+                let slot =
+                    (self.newest % PACKET_PARTS as u64 + PACKET_PARTS as u64 - (k - skipped)) % PACKET_PARTS as u64;
+                let (sent, lost) = self.parts[slot as usize];
+                sum.trials += u64::from(sent);
+                sum.lost += u64::from(lost);
+            }
+            sum
+        })
+    }
+}
+
+/// What a link's loss looks like as a count of trials and losses. A probe is two packets (request and echo)
+/// of which one was lost when no echo came, so its trials estimate the one-way rate as packets do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Tally {
+    trials: u64,
+    lost: u64,
+}
+
+impl Tally {
+    fn rate(self) -> f64 {
+        if self.trials == 0 {
+            0.0
+        } else {
+            self.lost as f64 / self.trials as f64
+        }
+    }
+}
+
+/// What loss the link's cost carries: the rate last shown to be above [`LOSS_FLOOR`], from when it was
+/// shown, with the totals at that moment (evidence of a recovery is what came after).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct LossVerdict {
+    rate: f64,
+    since: Tally,
 }
 
 /// One probe in the loss window: 24 bytes, since a node keeps a window of them for each of its links (a
@@ -140,9 +289,14 @@ struct ProbeRecord {
     answered: bool,
 }
 
+/// A time in nanoseconds since the epoch (saturating: 584 years).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 impl ProbeRecord {
     fn new(seq: u64, sent: Duration) -> Self {
-        Self { seq, sent_ns: u64::try_from(sent.as_nanos()).unwrap_or(u64::MAX), answered: false }
+        Self { seq, sent_ns: nanos(sent), answered: false }
     }
 
     fn sent(&self) -> Duration {
@@ -157,9 +311,8 @@ impl ProbeRecord {
 /// of answers, and judge it down, together: one end's verdict does not trail the other's by up to a probe
 /// interval.
 pub fn next_tick(last: Duration, interval: Duration) -> Duration {
-    let (last, step) = (last.as_nanos(), interval.as_nanos().max(1));
-    let next = (last / step + 1) * step;
-    Duration::from_nanos(u64::try_from(next).unwrap_or(u64::MAX))
+    let (last, step) = (nanos(last), nanos(interval).max(1));
+    Duration::from_nanos((last / step).saturating_add(1).saturating_mul(step))
 }
 
 /// The floor of `rto`'s variance term (RFC 6298's clock granularity `G`), so that a steady LAN link's replies
@@ -170,7 +323,7 @@ const RTO_GRANULARITY: Duration = Duration::from_millis(1);
 ///
 /// Probes go every `fast_interval` while the link is active (or an idle link's probe is overdue), every
 /// `slow_interval` otherwise. RTT is smoothed as in RFC 6298, jitter as in RFC 3550, loss is counted over the
-/// last `loss_window` probes, and the link is down once `down_probes` probes in a row are overdue and the first
+/// last `loss_window` of time and enters the cost only when shown (see [`LOSS_FLOOR`]), and the link is down once `down_probes` probes in a row are overdue and the first
 /// of them is `down_after` old (see [`is_down`](Self::is_down)). The timing analysis is in
 /// `src/routing/probe.rs`.
 #[derive(Debug, Clone)]
@@ -178,8 +331,6 @@ pub struct LinkEstimator {
     config: ProbeConfig,
     active: bool,
     next_seq: u64,
-    /// When `poll_probe` last handed out a probe.
-    last_poll: Option<Duration>,
     /// The most recent probes sent, oldest first, in increasing `seq` order.
     window: VecDeque<ProbeRecord>,
     /// How many probes of `window` were answered, so that loss needs to look only at the newest probes.
@@ -189,6 +340,18 @@ pub struct LinkEstimator {
     rttvar: Duration,
     jitter: Duration,
     last_rtt: Option<Duration>,
+    /// How many probe records `window` keeps ([`ProbeConfig::records`]).
+    records: usize,
+    /// The grid moments after the last probe handed out: the next fast and slow probe times.
+    ticks: Option<(Duration, Duration)>,
+    /// The connection's packet counts, from the first time the driver gave any.
+    packets: Option<Box<PacketWindow>>,
+    /// Probes sent, answered, and dropped as an outage's, since the estimator started.
+    probes_sent: u64,
+    probes_answered: u64,
+    probes_forgotten: u64,
+    /// The loss in the link's cost, once shown (see [`LOSS_FLOOR`]).
+    verdict: Option<LossVerdict>,
     /// The metrics last reported (see [`report`](Self::report)).
     reported: Option<LinkMetrics>,
     /// Until when `report` would hand out `reported` again (`None`: it must look): the metrics stay as they
@@ -204,13 +367,19 @@ impl LinkEstimator {
     pub fn new(config: ProbeConfig) -> Result<Self, ProbeConfigError> {
         let config = config.validate()?;
         Ok(Self {
-            window: VecDeque::with_capacity(config.loss_window),
+            window: VecDeque::with_capacity(config.records()),
+            records: config.records(),
+            ticks: None,
+            packets: None,
+            probes_sent: 0,
+            probes_answered: 0,
+            probes_forgotten: 0,
+            verdict: None,
             answered: 0,
             trailing: 0,
             config,
             active: false,
             next_seq: 0,
-            last_poll: None,
             srtt: None,
             rttvar: Duration::ZERO,
             jitter: Duration::ZERO,
@@ -245,7 +414,7 @@ impl LinkEstimator {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.last_poll = Some(now);
+        self.ticks = Some((next_tick(now, self.config.fast_interval), next_tick(now, self.config.slow_interval)));
         Some(seq)
     }
 
@@ -256,15 +425,62 @@ impl LinkEstimator {
             return;
         }
         self.next_seq = self.next_seq.max(seq.saturating_add(1));
-        if self.window.len() == self.config.loss_window {
-            if self.window.pop_front().is_some_and(|oldest| oldest.answered) {
-                self.answered -= 1;
-            }
-            self.trailing = self.trailing.min(self.window.len());
+        // Probes older than the loss window leave it, but those sent since the last answer, which the down
+        // verdict reads; the records' number is bounded either way.
+        let oldest = nanos(now.saturating_sub(self.config.loss_window));
+        while self.window.len() > self.trailing && self.window.front().is_some_and(|r| r.sent_ns < oldest) {
+            self.pop_oldest();
+        }
+        if self.window.len() >= self.records {
+            self.pop_oldest();
         }
         self.window.push_back(ProbeRecord::new(seq, now));
         self.trailing += 1;
+        self.probes_sent += 1;
         self.reported_until = None;
+    }
+
+    fn pop_oldest(&mut self) {
+        if self.window.pop_front().is_some_and(|oldest| oldest.answered) {
+            self.answered -= 1;
+        }
+        self.trailing = self.trailing.min(self.window.len());
+    }
+
+    /// The transport's running totals of the packets it sent on this link's connection and declared lost, as
+    /// of `now` (the driver reads them when it probes). Counted only from the second call on, as the
+    /// difference; totals that go backwards (another connection) start the count again.
+    pub fn handle_packet_counts(&mut self, now: Duration, sent: u64, lost: u64) {
+        self.advance(now);
+        let part = self.packet_part(now);
+        let Some(packets) = &mut self.packets else {
+            let parts = [(0, 0); PACKET_PARTS];
+            self.packets =
+                Some(Box::new(PacketWindow { parts, newest: part, total: Tally::default(), seen: (sent, lost) }));
+            return;
+        };
+        let (sent_before, lost_before) = std::mem::replace(&mut packets.seen, (sent, lost));
+        let (Some(sent), Some(lost)) = (sent.checked_sub(sent_before), lost.checked_sub(lost_before)) else {
+            return;
+        };
+        if sent == 0 {
+            return;
+        }
+        let (sent32, lost32) = (u32::try_from(sent).unwrap_or(u32::MAX), u32::try_from(lost).unwrap_or(u32::MAX));
+        let lost32 = lost32.min(sent32);
+        packets.advance(part);
+        let counts = &mut packets.parts[(packets.newest % PACKET_PARTS as u64) as usize];
+        counts.0 = counts.0.saturating_add(sent32);
+        counts.1 = counts.1.saturating_add(lost32);
+        packets.total.trials += u64::from(sent32);
+        packets.total.lost += u64::from(lost32);
+        self.reported_until = None;
+    }
+
+    /// The part of the loss window that `now` falls in (see [`PacketWindow`]).
+    fn packet_part(&self, now: Duration) -> u64 {
+        let len = (nanos(self.config.loss_window) / PACKET_PARTS as u64).max(1);
+        nanos(now) / len
     }
 
     /// The neighbour echoed probe `seq` at `now`. Returns the round-trip sample it gave, or `None` for an
@@ -295,6 +511,7 @@ impl LinkEstimator {
         let rtt = now.saturating_sub(record.sent());
         record.answered = true;
         self.answered += 1;
+        self.probes_answered += 1;
         self.trailing = self.trailing.min(self.window.len() - at - 1);
         self.reported_until = None;
         if !outage || self.srtt.is_none() {
@@ -310,6 +527,7 @@ impl LinkEstimator {
         if at < first {
             return at;
         }
+        self.probes_forgotten += (self.window.len() - 1 - first) as u64;
         self.window.truncate(at + 1);
         self.window.drain(first..at);
         self.trailing = 1;
@@ -327,8 +545,69 @@ impl LinkEstimator {
     }
 
     /// The link's smoothed measurements as of the latest time passed in, or `None` before the first reply.
+    /// Its `loss` is the loss the link's cost carries: 0 until the link is shown to lose more than
+    /// [`LOSS_FLOOR`] (see [`measured_loss`](Self::measured_loss) for the plain count). A verdict once shown
+    /// is kept by [`report`](Self::report), which the control plane reads every round; between reads this
+    /// judges it afresh from the window and the verdict last kept.
     pub fn metrics(&self) -> Option<LinkMetrics> {
-        Some(LinkMetrics { rtt: self.srtt?, jitter: self.jitter, loss: self.loss() })
+        let loss = self.judge().map_or(0.0, |v| v.rate);
+        Some(LinkMetrics { rtt: self.srtt?, jitter: self.jitter, loss })
+    }
+
+    /// The share of packets lost over the loss window, one way: the unanswered probes (each two packets, one
+    /// of them lost) and the connection's own packets, as counted. What an operator reads; routing reads
+    /// [`metrics`](Self::metrics).
+    pub fn measured_loss(&self) -> f64 {
+        self.tallies().0.rate()
+    }
+
+    /// The loss window's tally, and every trial since the estimator started.
+    fn tallies(&self) -> (Tally, Tally) {
+        let (lost, pending) = self.probe_losses();
+        let settled = self.answered + lost;
+        let (in_window, total) = match &self.packets {
+            Some(p) => (p.suffixes(self.packet_part(self.now)).last().unwrap_or_default(), p.total),
+            None => (Tally::default(), Tally::default()),
+        };
+        let window = Tally { trials: 2 * settled as u64 + in_window.trials, lost: lost as u64 + in_window.lost };
+        let settled_total = self.probes_sent.saturating_sub(self.probes_forgotten).saturating_sub(pending as u64);
+        let total = Tally {
+            trials: 2 * settled_total + total.trials,
+            lost: settled_total.saturating_sub(self.probes_answered) + total.lost,
+        };
+        (window, total)
+    }
+
+    /// The loss verdict as of now: loss enters the cost when the window shows it above [`LOSS_FLOOR`], at the
+    /// window's rate, and leaves it only when what came after shows it below the floor. A link that lost
+    /// 3 % and then went idle keeps its verdict while its few idle probes cannot tell; it is not tried again
+    /// on the strength of too little evidence.
+    ///
+    /// Besides the whole window (probes and packets), the newest parts of the packet counts are judged on
+    /// their own, from the newest tenth of the window up: a link that starts losing after a clean spell
+    /// shows it once the packets since the change show it. The rate is that of the longest stretch that
+    /// shows it. Judging ten stretches instead of one raises the chance that a link at the floor shows loss
+    /// by chance at a look to at most ten times [`LOSS_EVIDENCE`]'s bound (less, as the stretches overlap).
+    fn judge(&self) -> Option<LossVerdict> {
+        let (window, total) = self.tallies();
+        if evidence(window.trials, window.lost, true) {
+            return Some(LossVerdict { rate: window.rate(), since: total });
+        }
+        if let Some(packets) = &self.packets {
+            let mut shown = None;
+            for part in packets.suffixes(self.packet_part(self.now)).take(PACKET_PARTS - 1) {
+                if evidence(part.trials, part.lost, true) {
+                    shown = Some(part);
+                }
+            }
+            if let Some(part) = shown {
+                return Some(LossVerdict { rate: part.rate(), since: total });
+            }
+        }
+        let held = self.verdict?;
+        let after = total.trials.saturating_sub(held.since.trials);
+        let lost = total.lost.saturating_sub(held.since.lost);
+        (!evidence(after, lost, false)).then_some(held)
     }
 
     /// The measurements to report to the control plane: [`metrics`](Self::metrics) when the cost they give
@@ -342,17 +621,32 @@ impl LinkEstimator {
         if self.reported_until.is_some_and(|until| self.now < until) {
             return self.reported;
         }
-        let current = self.metrics()?;
+        let rtt = self.srtt?;
+        self.verdict = self.judge();
+        let current = LinkMetrics { rtt, jitter: self.jitter, loss: self.verdict.map_or(0.0, |v| v.rate) };
         self.reported_until = Some(self.loss_moves_at());
         match self.reported {
-            Some(held) if !DampingConfig::default().is_clear_change(held.graph_cost(), current.graph_cost()) => {
-                Some(held)
-            }
+            Some(held) if !self.moves(&held, &current) => Some(held),
             _ => {
                 self.reported = Some(current);
                 Some(current)
             }
         }
+    }
+
+    /// Whether the report moves from `held` to `current`: their costs differ clearly (the damper's margins),
+    /// and the change is not noise. Loss moves only by its verdict, which is evidence already. Latency must
+    /// also move by more than the round trips' own variation (`rttvar`): a smoothed round trip over noisy
+    /// samples wanders by a fraction of it, a real change of path or queue moves it by more.
+    fn moves(&self, held: &LinkMetrics, current: &LinkMetrics) -> bool {
+        if !DampingConfig::default().is_clear_change(held.graph_cost(), current.graph_cost()) {
+            return false;
+        }
+        if held.loss != current.loss {
+            return true;
+        }
+        let one_way = |m: &LinkMetrics| (m.rtt + m.jitter) / 2;
+        one_way(held).abs_diff(one_way(current)) >= self.rttvar
     }
 
     /// Whether the link is down at `now`: at least `down_probes` probes sent since the last answered one are
@@ -404,12 +698,10 @@ impl LinkEstimator {
     }
 
     fn next_probe_at(&self) -> Duration {
-        let Some(last) = self.last_poll else { return Duration::ZERO };
-        let fast = next_tick(last, self.config.fast_interval);
+        let Some((fast, slow)) = self.ticks else { return Duration::ZERO };
         if self.active {
             return fast;
         }
-        let slow = next_tick(last, self.config.slow_interval);
         match self.unanswered().next() {
             // An idle link whose probe is overdue is probed fast until it answers.
             Some(first) => slow.min(fast.max(first + self.rto())),
@@ -440,28 +732,32 @@ impl LinkEstimator {
         }
     }
 
-    /// When [`loss`](Self::loss) next moves with nothing sent or answered: the oldest unanswered probe still
-    /// too recent to tell comes to count as lost (`Duration::MAX`: none is pending).
+    /// The probes that can count as lost: those sent before the last answered one. The probes sent since
+    /// (`trailing`) are either on their way or an outage's, which the down verdict reads; they count once
+    /// the link answers after them, or leave the window with the outage.
+    fn settled_part(&self) -> impl DoubleEndedIterator<Item = &ProbeRecord> + '_ {
+        self.window.range(..self.window.len() - self.trailing)
+    }
+
+    /// When the loss count next moves with nothing sent or answered: the oldest unanswered probe still too
+    /// recent to tell comes to count as lost (`Duration::MAX`: none is pending).
     fn loss_moves_at(&self) -> Duration {
         let timeout = self.loss_timeout();
-        let recent = self.window.iter().rev().take_while(|r| self.now < r.sent() + timeout);
+        let recent = self.settled_part().rev().take_while(|r| self.now < r.sent() + timeout);
         recent.filter(|r| !r.answered).last().map_or(Duration::MAX, |r| r.sent() + timeout)
     }
 
-    fn loss(&self) -> f64 {
+    /// How many probes of the window are lost, and how many unanswered ones (the trailing ones among them)
+    /// cannot tell yet.
+    fn probe_losses(&self) -> (usize, usize) {
         let timeout = self.loss_timeout();
-        // Every unanswered probe is lost but those too recent to tell, which are the newest: count those from
-        // the back (probes are in the order they left).
-        let unanswered = self.window.len() - self.answered;
+        // Every unanswered probe before the last answered one is lost but those too recent to tell (a late
+        // reply still counts), which are the newest: count those from the back (probes are in the order
+        // they left). Every answered probe is before the trailing ones.
+        let unanswered = self.window.len() - self.trailing - self.answered;
         let recent =
-            self.window.iter().rev().take_while(|r| self.now < r.sent() + timeout).filter(|r| !r.answered).count();
-        let lost = unanswered - recent;
-        let settled = self.answered + lost;
-        if settled == 0 {
-            0.0
-        } else {
-            lost as f64 / settled as f64
-        }
+            self.settled_part().rev().take_while(|r| self.now < r.sent() + timeout).filter(|r| !r.answered).count();
+        (unanswered - recent, recent + self.trailing)
     }
 }
 
@@ -568,21 +864,107 @@ mod tests {
     }
 
     #[test]
-    fn loss_is_the_unanswered_share_of_the_window() {
-        // Every tenth probe is lost for 30 s, then none.
+    fn loss_is_the_unanswered_share_of_the_window_once_shown() {
+        // Every tenth probe is lost for 30 s, then none: one packet in 20 each way.
         let mut link =
             Link::new(ProbeConfig::default(), |now, seq| (seq % 10 != 3 || now >= ms(30_000)).then_some(ms(30)));
         link.est.set_active(true);
         link.run(ms(30_000), |_, _| false);
         let m = link.est.metrics().unwrap();
-        assert!((m.loss - 0.1).abs() <= 0.011, "{m:?}");
+        assert!((link.est.measured_loss() - 0.05).abs() <= 0.006, "{m:?}");
+        assert_eq!(m.loss, link.est.measured_loss(), "100 probes show it above the 1 % floor");
         assert_eq!(m.rtt, ms(30));
-        // 10 % loss costs about 100 ms on top of the 15 ms one-way latency.
-        assert!(m.cost().abs_diff(15_000 + 100_000) <= 1_500, "{m:?}");
+        // 5 % loss costs about 50 ms on top of the 15 ms one-way latency.
+        assert!(m.cost().abs_diff(15_000 + 50_000) <= 1_500, "{m:?}");
         assert!(!link.est.is_down(link.now), "isolated losses never take the link down");
-        // The window forgets the losses after 100 clean probes.
+        assert_eq!(link.est.report().unwrap().loss, m.loss);
+        // The window forgets the losses after its 10 s, but the verdict (moved on by the reports) stays until
+        // clean probes show the loss below the floor: 400 probes (800 packets), 40 s on this busy link.
         link.run(ms(40_100), |_, _| false);
+        assert_eq!(link.est.measured_loss(), 0.0);
+        assert!(link.est.report().unwrap().loss > 0.04, "{:?}", link.est.report());
+        let clean = link.run(ms(90_000), |est, _| est.clone().report().unwrap().loss == 0.0);
+        assert!(clean > ms(65_000) && clean < ms(75_000), "{clean:?}");
+    }
+
+    #[test]
+    fn a_few_lost_probes_are_not_evidence_and_lost_packets_are() {
+        // A busy link that loses one probe in 50 (1 % each way, the floor): never shown above it.
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut link = Link::new(ProbeConfig::default(), move |_, _| (!rng.gen_bool(0.02)).then_some(ms(30)));
+        link.est.set_active(true);
+        let shown = link.run(ms(600_000), |est, _| est.metrics().is_some_and(|m| m.loss > 0.0));
+        assert_eq!(shown, ms(600_000), "probes at the floor read as loss");
+        // Its stream's packets, 300 a second, lose 3 %: shown within about two seconds.
+        let (mut sent, mut lost) = (0, 0);
+        let start = link.now;
+        link.est.handle_packet_counts(start, sent, lost);
+        let mut at = start;
+        while link.est.metrics().unwrap().loss == 0.0 {
+            at += ms(20);
+            sent += 6;
+            lost += u64::from((sent / 6) % 6 == 0);
+            link.run(at, |_, _| false);
+            link.est.handle_packet_counts(at, sent, lost);
+            assert!(at < start + ms(5_000), "3 % packet loss not shown");
+        }
+        assert!(at - start <= ms(3_000), "{:?}", at - start);
+        assert!(link.est.metrics().unwrap().loss > 0.02, "{:?}", link.est.metrics());
+    }
+
+    #[test]
+    fn a_busy_link_that_starts_losing_shows_it_despite_its_clean_past() {
+        // 300 packets a second, clean for 20 s, then one in 36 lost (2.8 %). Over the whole 10 s window the
+        // clean part outweighs the loss for about five seconds; the newest parts show it on their own.
+        let mut link = Link::new(ProbeConfig::default(), |_, _| Some(ms(30)));
+        link.est.set_active(true);
+        let (mut sent, mut lost) = (0, 0);
+        let mut at = Duration::ZERO;
+        let mut step = |link: &mut Link, at: &mut Duration, lossy: bool| {
+            *at += ms(20);
+            sent += 6;
+            lost += u64::from(lossy && (sent / 6) % 6 == 0);
+            link.run(*at, |_, _| false);
+            link.est.handle_packet_counts(*at, sent, lost);
+        };
+        while at < ms(20_000) {
+            step(&mut link, &mut at, false);
+        }
         assert_eq!(link.est.metrics().unwrap().loss, 0.0);
+        let start = at;
+        while link.est.metrics().unwrap().loss == 0.0 {
+            step(&mut link, &mut at, true);
+            assert!(at < start + ms(10_000), "2.8 % loss after a clean spell not shown");
+        }
+        assert!(at - start <= ms(3_000), "shown {:?} after the loss began", at - start);
+        let shown = link.est.metrics().unwrap().loss;
+        assert!(shown > 0.012 && shown < 0.06, "{shown}");
+        assert!(link.est.measured_loss() < 0.01, "the whole window: {}", link.est.measured_loss());
+        // Clean again: the verdict holds until the packets since show the rate below the floor.
+        assert!(link.est.report().unwrap().loss > 0.0);
+        let clean_from = at;
+        while link.est.report().unwrap().loss > 0.0 {
+            step(&mut link, &mut at, false);
+            assert!(at < clean_from + ms(30_000), "a clean link kept its loss verdict");
+        }
+    }
+
+    #[test]
+    fn packet_counts_leave_the_window_with_time() {
+        let mut est = LinkEstimator::new(ProbeConfig::default()).unwrap();
+        est.handle_packet_counts(ms(0), 0, 0);
+        est.handle_packet_counts(ms(500), 1_000, 100);
+        assert!((est.measured_loss() - 0.1).abs() < 1e-9, "{}", est.measured_loss());
+        // Totals that go backwards (another connection) start the count again without counting.
+        est.handle_packet_counts(ms(600), 10, 0);
+        est.handle_packet_counts(ms(700), 1_010, 0);
+        assert!((est.measured_loss() - 0.05).abs() < 1e-9, "{}", est.measured_loss());
+        // Ten seconds on, the counts of the first second have left; those of 10.5 s are in.
+        est.handle_packet_counts(ms(10_500), 1_110, 0);
+        assert_eq!(est.measured_loss(), 0.0);
+        // Long silences empty the ring whatever its position.
+        est.handle_packet_counts(ms(95_000), 1_210, 50);
+        assert!((est.measured_loss() - 0.5).abs() < 1e-9, "{}", est.measured_loss());
     }
 
     #[test]
@@ -595,9 +977,9 @@ mod tests {
         est.handle_probe_sent(ms(1_000), 10);
         est.handle_probe_sent(ms(1_100), 11);
         est.handle_probe_reply(ms(1_120), 11);
-        assert!(est.metrics().unwrap().loss > 0.0, "probe 10 is overdue");
+        assert!(est.measured_loss() > 0.0, "probe 10 is overdue");
         assert_eq!(est.handle_probe_reply(ms(1_150), 10), Some(ms(150)));
-        assert_eq!(est.metrics().unwrap().loss, 0.0);
+        assert_eq!(est.measured_loss(), 0.0);
         assert_eq!(est.handle_probe_reply(ms(1_160), 10), None, "duplicate");
         assert_eq!(est.handle_probe_reply(ms(1_160), 99), None, "never sent");
         est.handle_probe_sent(ms(1_200), 5);
@@ -677,8 +1059,8 @@ mod tests {
         assert!(down > ms(60_000) && down <= ms(61_400), "{down:?}");
         link.run(ms(80_000), |_, _| false);
         let lost = link.est.window.iter().filter(|r| !r.answered).count();
-        assert!(lost >= 50, "the outage's probes are in the window: {lost}");
-        assert!(link.est.metrics().unwrap().loss > 0.5, "{:?}", link.est.metrics());
+        assert!(lost >= 10, "the outage's probes are in the window: {lost}");
+        assert_eq!(link.est.measured_loss(), 0.0, "an outage's probes are not loss");
         // The first reply brings the link up, and it reads as clean at once, not after 100 clean probes.
         let up = link.run(ms(90_000), |est, now| !est.is_down(now));
         assert!(up <= ms(80_140), "{up:?}");
@@ -716,8 +1098,9 @@ mod tests {
         link.est.set_active(true);
         let stopped = link.run(ms(12_000), |est, now| est.is_down(now));
         assert_eq!(stopped, ms(12_000), "two lost probes took the link down");
-        let m = link.est.metrics().unwrap();
-        assert!(m.loss > 0.015 && m.loss < 0.025, "{m:?}");
+        // One packet in 100 each way: counted, at the floor, not shown above it.
+        assert!((link.est.measured_loss() - 0.01).abs() < 0.0025, "{}", link.est.measured_loss());
+        assert_eq!(link.est.metrics().unwrap().loss, 0.0);
     }
 
     #[test]
@@ -738,13 +1121,17 @@ mod tests {
         link.run(ms(40_000), |_, _| false);
         assert!(link.est.metrics().unwrap().rtt.abs_diff(ms(42)) < ms(1) / 10);
         assert_eq!(link.est.report(), Some(first), "1 ms of cost is noise to the control plane");
-        // Once the cost has moved by 2 ms and 10 %, the report follows, and then holds there.
+        // Once the cost has moved by 2 ms and 10 %, and by more than the round trips' own variation (which the
+        // step itself raises for a few samples), the report follows, and then holds there.
         let moved = link.run(ms(60_000), |est, _| est.clone().report() != Some(first));
         assert!(moved < ms(41_000), "{moved:?}");
         let second = link.est.report().unwrap();
-        assert!(second.cost() >= 22_000 && second.cost() < 26_000, "{second:?}");
+        assert!(second.cost() >= 22_000 && second.cost() < 30_000, "{second:?}");
         link.run(ms(60_000), |_, _| false);
-        assert!(link.est.report().unwrap().rtt.abs_diff(ms(60)) < ms(1), "{:?}", link.est.report());
+        // It holds within the margins of what the link measures now (60 ms round trips: 30 ms of cost).
+        let held = link.est.report().unwrap();
+        assert!(held.rtt > ms(54), "{held:?}");
+        assert!(!DampingConfig::default().is_clear_change(held.cost(), 30_000), "{held:?}");
         // A fresh estimator (a new connection) reports what it measures from its first reply.
         let mut fresh = LinkEstimator::new(ProbeConfig::default()).unwrap();
         fresh.handle_probe_sent(ms(0), 0);
@@ -826,7 +1213,7 @@ mod tests {
         // One retry once the lost probe is overdue (after its rto, about 41 ms), and it is answered.
         assert_eq!(link.sent - before, 1);
         assert!(!link.est.is_down(link.now));
-        assert!(link.est.metrics().unwrap().loss > 0.0);
+        assert!(link.est.measured_loss() > 0.0);
     }
 
     #[test]
@@ -858,7 +1245,7 @@ mod tests {
         assert_eq!(inverted.validate(), Err(ProbeConfigError::SlowFasterThanFast { fast: ms(100), slow: ms(50) }));
         let none = ProbeConfig { down_probes: 0, ..ok.clone() };
         assert_eq!(none.validate(), Err(ProbeConfigError::ZeroDownProbes));
-        let small = ProbeConfig { loss_window: 2, ..ok };
+        let small = ProbeConfig { loss_window: ms(50), ..ok };
         assert!(matches!(LinkEstimator::new(small), Err(ProbeConfigError::WindowTooSmall { .. })));
     }
 }

@@ -14,7 +14,9 @@
 //!   while the link is down waits for it, and is gone with its connection); a verdict is noted.
 //! - A probe's reply and the stream data a link carries reach the relay (as [`Relay::handle_probe_reply`]
 //!   and [`Relay::handle_heard`], at the time they arrived) before anything next drives that relay: neither
-//!   is an event of its own, since nothing between two drives observes the relay. A reply on a link the
+//!   is an event of its own, since nothing between two drives observes the relay. So are the packet counts
+//!   of the stream objects a link end sent and lost (each object's packets lost independently at the link's
+//!   loss), which a live node reads from its QUIC connection ([`Relay::handle_packet_counts`]). A reply on a link the
 //!   relay has judged down is the exception: the node's wake is brought forward to it, since it brings the
 //!   link back.
 //! - Connections: one per link, with an id ([`ConnId`]) that both ends' relays get in
@@ -31,6 +33,9 @@
 //!   table changed get it ([`Relay::handle_routes`]) in a `TablePush`, `control.push_delay_ms` later.
 //! - `Segment`: an origin emits one object; each edge watching the stream receives it by each strategy (see
 //!   [`Strategy`] and [`Engine::emit`]).
+//! - `Arrival`: objects go down the trees without the relays, but for one case: a node in a make-before-break
+//!   ([`Relay::switching_to`]) is handed the header of each copy from its new upstream
+//!   ([`Relay::handle_incoming`]) when it arrives, since the first live one ends the make-before-break.
 //! - `Fault` (and `LinkState`, the later flips of a flapping link): links down or up, nodes crash or recover,
 //!   latencies change, regions are cut off, the control plane stops.
 //!
@@ -48,7 +53,7 @@ use super::histogram::Histogram;
 use super::queue::{EventQueue, Timed};
 use super::scenario::{FaultKind, Scenario};
 use crate::id::{NodeId, ObjectName, StreamName};
-use crate::relay::{Action, ConnId, Relay, RelayConfig};
+use crate::relay::{Action, ConnId, Incoming, ObjectKey, Relay, RelayConfig};
 use crate::routing::{DampingConfig, Graph, LinkMetrics, MeshRoutes, NodeIx, Planner, Round};
 use crate::topology::Topology;
 use crate::wire::{Frame, ObjectHeader, Route, Routes};
@@ -121,6 +126,18 @@ enum Event {
     Segment {
         stream: u32,
     },
+    /// A node in a make-before-break gets an object's header from its new upstream.
+    Arrival(Box<Arrival>),
+}
+
+/// An object of stream `stream` (its `object`-th) reaching `node` from `from`, its new upstream; `held`
+/// when another copy was complete there before.
+struct Arrival {
+    node: u32,
+    from: u32,
+    stream: u32,
+    object: u64,
+    held: bool,
 }
 
 struct Scheduled {
@@ -165,6 +182,10 @@ struct End {
     last_probe: u64,
     /// What this end last reported to the control plane (`None`: nothing).
     reported: Option<Option<LinkMetrics>>,
+    /// The stream packets this end sent over the link and lost, running totals as a transport keeps them,
+    /// and the sent total the relay was last told (see `Link::counted`).
+    packets: (u64, u64),
+    packets_told: u64,
 }
 
 const NO_REPLY: (Micros, u64) = (Micros::MAX, 0);
@@ -173,6 +194,12 @@ struct Link {
     a: u32,
     b: u32,
     latency: Micros,
+    /// The share of packets lost each way.
+    loss: f64,
+    /// Whether the stream packets crossing the link are counted for its ends' estimators: from its first
+    /// loss on. Counts of a link that never lost a packet cannot move a loss verdict, so the simulator
+    /// spares itself the work on them.
+    counted: bool,
     up: bool,
     /// The connection carrying the link, and whether both ends hold it.
     conn: ConnId,
@@ -267,6 +294,9 @@ pub struct Outcome {
     pub links: Vec<(u32, u32)>,
     pub events: u64,
     pub table_versions: u64,
+    /// Per node: how many times its route table changed once the workload had started (its first table is
+    /// not a change).
+    pub table_changes: Vec<u32>,
     /// Recomputations the control plane ran, and those it skipped because nothing could change.
     pub recomputations: u64,
     pub recomputations_skipped: u64,
@@ -289,8 +319,8 @@ struct Stream {
     slot: usize,
     segment: Micros,
     bytes: u64,
-    /// Probability that one crossing of a link loses at least one of the object's packets.
-    object_loss: f64,
+    /// How many packets the object is.
+    packets: u64,
     edges: Vec<u32>,
     /// Index of this stream's first (stream, edge) pair.
     pairs: usize,
@@ -328,7 +358,6 @@ pub struct Engine<'a> {
     queue: EventQueue<Scheduled>,
     rng: SmallRng,
     jitter: Micros,
-    loss: f64,
     /// Bits per µs each link direction sends; 0 for unlimited.
     bits_per_us: f64,
     late: Micros,
@@ -368,6 +397,9 @@ pub struct Engine<'a> {
     planner: Planner,
     recomputations: u64,
     recomputations_skipped: u64,
+    /// Per node: whether it got a table yet, and how often its table changed after the workload started.
+    tabled: Vec<bool>,
+    table_changes: Vec<u32>,
     /// The true graph (latencies of up links between up nodes) and its trees: the optimum.
     truth: MeshRoutes,
     fixed: Vec<Vec<u32>>,
@@ -376,7 +408,7 @@ pub struct Engine<'a> {
     memo: [Vec<Memo>; 3],
     /// Per link, the current object's extra delay (jitter, retransmission), drawn once per object so that
     /// every strategy crossing the link sees the same draw; current when its stamp is `emits`.
-    draws: Vec<(u64, Micros)>,
+    draws: Vec<(u64, Micros, u64)>,
     emits: u64,
     walk: Vec<(u32, u32, u32)>,
     /// Scratch for tree building: per node, the tree build that last reached it, how many of its parents
@@ -421,6 +453,8 @@ impl<'a> Engine<'a> {
                 a,
                 b,
                 latency: ms_to_micros(spec.latency_ms),
+                loss: scenario.links.loss,
+                counted: scenario.links.loss > 0.0,
                 up: true,
                 conn: 0,
                 connected: false,
@@ -437,7 +471,6 @@ impl<'a> Engine<'a> {
         origins.sort_unstable_by(|a, b| ids[*a as usize].cmp(&ids[*b as usize]));
         origins.dedup();
         let origin_ids: Vec<NodeId> = origins.iter().map(|&o| ids[o as usize].clone()).collect();
-        let loss = scenario.links.loss;
         let mut pairs = 0;
         let mut watches = vec![Vec::new(); ids.len()];
         let streams: Vec<Stream> = scenario
@@ -456,7 +489,7 @@ impl<'a> Engine<'a> {
                     slot: origins.iter().position(|&o| o == index(&s.origin)).expect("every origin has a slot"),
                     segment: s.segment_ms * 1000,
                     bytes,
-                    object_loss: 1.0 - (1.0 - loss).powf(bytes.div_ceil(PACKET_BYTES) as f64),
+                    packets: bytes.div_ceil(PACKET_BYTES),
                     pairs,
                     edges,
                     tree: Vec::new(),
@@ -541,6 +574,8 @@ impl<'a> Engine<'a> {
             down: false,
             last_probe: u64::MAX,
             reported: None,
+            packets: (0, 0),
+            packets_told: 0,
         };
         Engine {
             scenario,
@@ -551,7 +586,6 @@ impl<'a> Engine<'a> {
             queue: EventQueue::new(),
             rng: SmallRng::seed_from_u64(seed),
             jitter: ms_to_micros(scenario.links.jitter_ms),
-            loss,
             bits_per_us: scenario.links.bandwidth_mbps,
             late: scenario.workload.late_ms * 1000,
             crashed: vec![None; ids.len()],
@@ -567,12 +601,14 @@ impl<'a> Engine<'a> {
             conn_links: Vec::with_capacity(links.len()),
             frames: Vec::new(),
             free_frames: Vec::new(),
-            draws: vec![(0, 0); links.len()],
+            draws: vec![(0, 0, 0); links.len()],
             flows: [flow(), flow(), flow()],
             memo: [memo(), memo(), memo()],
             planner,
             recomputations: 0,
             recomputations_skipped: 0,
+            tabled: vec![false; ids.len()],
+            table_changes: vec![0; ids.len()],
             truth,
             fixed,
             emits: 0,
@@ -673,6 +709,7 @@ impl<'a> Engine<'a> {
             links: self.links.iter().map(|l| (l.a, l.b)).collect(),
             events: self.events,
             table_versions: self.planner.version(),
+            table_changes: self.table_changes,
             recomputations: self.recomputations,
             recomputations_skipped: self.recomputations_skipped,
             streams: self.outcomes,
@@ -718,6 +755,15 @@ impl<'a> Engine<'a> {
                 self.emit(stream as usize);
                 let next = self.now + self.streams[stream as usize].segment;
                 self.schedule(next, Event::Segment { stream });
+            }
+            Event::Arrival(a) => {
+                let header = self.header(a.stream as usize, a.object);
+                self.drive(a.node, |relay, ids| {
+                    let from = &ids[a.from as usize];
+                    if let Incoming::Forward(_) = relay.handle_incoming(from, &header, a.held) {
+                        relay.handle_passed(from, &ObjectKey::of(&header), true, true);
+                    }
+                });
             }
         }
     }
@@ -789,6 +835,11 @@ impl<'a> Engine<'a> {
                 let at = end.data.min(self.now);
                 end.told = end.data;
                 relay.handle_heard(Self::time(at), &self.ids[peer as usize], link.conn);
+            }
+            if end.packets.0 != end.packets_told && link.connected {
+                end.packets_told = end.packets.0;
+                let (sent, lost) = end.packets;
+                relay.handle_packet_counts(Self::time(self.now), &self.ids[peer as usize], link.conn, sent, lost);
             }
             while end.reply.0 <= self.now {
                 let (at, seq) = end.reply;
@@ -1030,7 +1081,27 @@ impl<'a> Engine<'a> {
         let now = Self::time(self.now);
         self.drive(a, |relay, ids| relay.handle_peer_up(now, ids[b as usize].clone(), conn));
         self.drive(b, |relay, ids| relay.handle_peer_up(now, ids[a as usize].clone(), conn));
+        if self.links[l].counted {
+            self.count_packets_from_now(l);
+        }
         self.all_trees_stale();
+    }
+
+    /// Hands both ends' relays the packet totals of link `l` as they stand: the estimators count from the
+    /// next totals on (their first count is where they start), so the packets of the link's next object are
+    /// evidence, as a live transport's count from the start of the connection is. Without this, the first
+    /// object after a connection or a link's first loss would only set where counting starts.
+    fn count_packets_from_now(&mut self, l: usize) {
+        if !self.links[l].connected {
+            return;
+        }
+        let (a, b, conn) = (self.links[l].a, self.links[l].b, self.links[l].conn);
+        let now = Self::time(self.now);
+        for (e, node, peer) in [(2 * l, a, b), (2 * l + 1, b, a)] {
+            let (sent, lost) = self.ends[e].packets;
+            self.ends[e].packets_told = sent;
+            self.drive(node, |relay, ids| relay.handle_packet_counts(now, &ids[peer as usize], conn, sent, lost));
+        }
     }
 
     /// The link's connection ends, at the ends that still run.
@@ -1079,10 +1150,34 @@ impl<'a> Engine<'a> {
 
     /// One packet's one-way crossing of a link: its delay, or `None` when lost.
     fn cross(&mut self, link: usize) -> Option<Micros> {
-        if self.loss > 0.0 && self.rng.gen_bool(self.loss) {
+        let loss = self.links[link].loss;
+        if loss > 0.0 && self.rng.gen_bool(loss) {
             return None;
         }
         Some(self.links[link].latency + self.draw_jitter())
+    }
+
+    /// How many of `packets` packets a crossing at loss rate `loss` loses: independent losses, drawn as the
+    /// gaps between them (geometric), so a draw costs one random number per loss, plus one.
+    fn lost_packets(&mut self, packets: u64, loss: f64) -> u64 {
+        if loss <= 0.0 || packets == 0 {
+            return 0;
+        }
+        if loss >= 1.0 {
+            return packets;
+        }
+        let log_keep = (1.0 - loss).ln();
+        let mut lost = 0;
+        let mut at = 0u64;
+        loop {
+            let u: f64 = self.rng.gen_range(f64::MIN_POSITIVE..1.0);
+            at = at.saturating_add((u.ln() / log_keep).floor() as u64);
+            if at >= packets {
+                return lost;
+            }
+            lost += 1;
+            at += 1;
+        }
     }
 
     fn draw_jitter(&mut self) -> Micros {
@@ -1151,6 +1246,13 @@ impl<'a> Engine<'a> {
         if changed.is_empty() {
             return;
         }
+        let started = self.now >= self.scenario.workload.start_s * 1_000_000;
+        for &n in &changed {
+            let n = n as usize;
+            if std::mem::replace(&mut self.tabled[n], true) && started {
+                self.table_changes[n] += 1;
+            }
+        }
         let tables = changed.into_iter().filter_map(|n| Some((n, self.routes_of(n)?))).collect();
         let at = self.now + self.scenario.control.push_delay_ms * 1000;
         self.schedule(at, Event::TablePush(Rc::new(tables)));
@@ -1208,6 +1310,14 @@ impl<'a> Engine<'a> {
                 let l = link(self);
                 self.links[l].latency = ms_to_micros(fault.value.expect("validated"));
                 self.update_truth(l);
+            }
+            FaultKind::Loss => {
+                let l = link(self);
+                self.links[l].loss = fault.value.expect("validated");
+                if !self.links[l].counted && self.links[l].loss > 0.0 {
+                    self.links[l].counted = true;
+                    self.count_packets_from_now(l);
+                }
             }
             FaultKind::NodeCrash => {
                 let n = node(self, &fault.a);
@@ -1377,16 +1487,7 @@ impl<'a> Engine<'a> {
         if self.nodes[origin as usize].relay.as_ref().is_none_or(|r| r.origin_of(name) == Some(me)) {
             return;
         }
-        let header = ObjectHeader {
-            stream: name.clone(),
-            name: ObjectName::new(format!("{}.ts", self.outcomes[s].objects)).expect("a valid object name"),
-            version: 1,
-            seq: self.outcomes[s].objects,
-            content_type: "video/mp2t".into(),
-            duration_ms: (self.streams[s].segment / 1000) as u32,
-            born_unix_ms: EPOCH,
-            len: self.streams[s].bytes,
-        };
+        let header = self.header(s, self.outcomes[s].objects);
         let now = Self::time(self.now);
         self.drive(origin, |relay, _| {
             // The origin claims each object as ingest does: it owns the stream in the run's one epoch.
@@ -1395,6 +1496,20 @@ impl<'a> Engine<'a> {
                 relay.handle_object(now, None, &header);
             }
         });
+    }
+
+    /// The header of stream `s`'s `object`-th object.
+    fn header(&self, s: usize, object: u64) -> ObjectHeader {
+        ObjectHeader {
+            stream: self.streams[s].name.clone(),
+            name: ObjectName::new(format!("{object}.ts")).expect("a valid object name"),
+            version: 1,
+            seq: object,
+            content_type: "video/mp2t".into(),
+            duration_ms: (self.streams[s].segment / 1000) as u32,
+            born_unix_ms: EPOCH,
+            len: self.streams[s].bytes,
+        }
     }
 
     /// The current object of stream `s` down the overlay's subscription tree: each node forwards it to its
@@ -1413,6 +1528,8 @@ impl<'a> Engine<'a> {
         }
         self.memo[0][origin as usize] = Memo { stamp, arrival: Some(0), path: 0 };
         let tree = std::mem::take(&mut self.streams[s].tree);
+        // Nodes in a make-before-break fed by their new upstream, and when its copy's header arrives.
+        let mut switching: Vec<(u32, u32, Micros)> = Vec::new();
         for &(parent, child, l) in &tree {
             let from = self.memo[0][parent as usize];
             let Some(ready) = from.arrival.filter(|_| from.stamp == stamp) else { continue };
@@ -1420,7 +1537,17 @@ impl<'a> Engine<'a> {
             if !self.links[link].up || !self.is_up(child) {
                 continue;
             }
+            let relay = self.nodes[child as usize].relay.as_ref();
+            if relay.and_then(|r| r.switching_to(&self.streams[s].name)) == Some(&self.ids[parent as usize]) {
+                switching.push((child, parent, ready + self.links[link].latency));
+            }
             let at = self.forward(0, s, link, parent, ready);
+            if self.links[link].counted {
+                // The sending end's transport counts the object's packets, and those it had to send again.
+                let end = &mut self.ends[2 * link + usize::from(self.links[link].a != parent)];
+                end.packets.0 += self.streams[s].packets;
+                end.packets.1 += self.draws[link].2;
+            }
             let latency = self.links[link].latency;
             let to = &mut self.memo[0][child as usize];
             if to.stamp != stamp || to.arrival.is_none_or(|a| at < a) {
@@ -1432,6 +1559,14 @@ impl<'a> Engine<'a> {
             self.ends[child_end ^ 1].data = self.ends[child_end ^ 1].data.max(arrived + latency);
         }
         self.streams[s].tree = tree;
+        // The relay of a node in a make-before-break hears of the new upstream's copy when its header
+        // arrives (held when another copy was complete by then): a live node's dedupe sees every copy.
+        for (node, from, header_at) in switching {
+            let memo = self.memo[0][node as usize];
+            let held = memo.stamp == stamp && memo.arrival.is_some_and(|a| a < header_at);
+            let arrival = Arrival { node, from, stream: s as u32, object: self.outcomes[s].objects, held };
+            self.schedule(self.now + header_at, Event::Arrival(Box::new(arrival)));
+        }
     }
 
     /// Reads stream `s`'s subscription tree off the relays, from its origin down, each node after all its
@@ -1656,10 +1791,12 @@ impl<'a> Engine<'a> {
         let bytes = self.streams[s].bytes;
         if self.draws[link].0 != self.emits {
             let mut extra = self.draw_jitter();
-            if self.streams[s].object_loss > 0.0 && self.rng.gen_bool(self.streams[s].object_loss) {
+            let lost = self.lost_packets(self.streams[s].packets, self.links[link].loss);
+            if lost > 0 {
+                // A lost packet is sent again about a round trip later; the object is complete then.
                 extra += 2 * self.links[link].latency + self.draw_jitter();
             }
-            self.draws[link] = (self.emits, extra);
+            self.draws[link] = (self.emits, extra, lost);
         }
         let extra = self.draws[link].1;
         let direction = 2 * link + usize::from(self.links[link].a != from);

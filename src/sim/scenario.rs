@@ -176,6 +176,8 @@ pub enum FaultKind {
     Undrain,
     /// The link `a`—`b`'s one-way latency becomes `value` ms.
     Latency,
+    /// The link `a`—`b` loses the share `value` (0 to 1) of its packets each way.
+    Loss,
     /// Every link between `region` and the rest of the mesh goes down.
     Partition,
     /// Every link between `region` and the rest of the mesh comes back.
@@ -197,6 +199,7 @@ impl FaultKind {
             FaultKind::Drain => "drain",
             FaultKind::Undrain => "undrain",
             FaultKind::Latency => "latency",
+            FaultKind::Loss => "loss",
             FaultKind::Partition => "partition",
             FaultKind::Heal => "heal",
             FaultKind::ControlDown => "control_down",
@@ -205,7 +208,7 @@ impl FaultKind {
     }
 
     fn needs_link(self) -> bool {
-        matches!(self, FaultKind::LinkDown | FaultKind::LinkUp | FaultKind::Flap | FaultKind::Latency)
+        matches!(self, FaultKind::LinkDown | FaultKind::LinkUp | FaultKind::Flap | FaultKind::Latency | FaultKind::Loss)
     }
 
     fn needs_node(self) -> bool {
@@ -233,7 +236,7 @@ pub struct Fault {
     /// The region (`partition`, `heal`).
     #[serde(default)]
     pub region: Option<String>,
-    /// The new one-way latency in ms (`latency` only).
+    /// The new one-way latency in ms (`latency`), or the share of packets lost each way, 0 to 1 (`loss`).
     #[serde(default)]
     pub value: Option<f64>,
     /// How long the link stays down, then up, in seconds (`flap` only).
@@ -625,7 +628,16 @@ impl Scenario {
                         format!("a latency fault needs value, the new latency in ms (above 0, at most {MAX_MS})"),
                     )
                 }
-                (_, Some(_)) => return fail(&format!("{at}.value"), "only a latency fault takes a value".into()),
+                (FaultKind::Loss, Some(v)) if (0.0..=1.0).contains(&v) => {}
+                (FaultKind::Loss, _) => {
+                    return fail(
+                        &format!("{at}.value"),
+                        "a loss fault needs value, the share of packets lost each way (0 to 1)".into(),
+                    )
+                }
+                (_, Some(_)) => {
+                    return fail(&format!("{at}.value"), "only a latency or loss fault takes a value".into())
+                }
                 (_, None) => {}
             }
             // A flap faster than the probes cannot be seen, and one of microseconds would schedule millions of

@@ -110,6 +110,10 @@ pub struct Summary {
     pub links: usize,
     pub events: u64,
     pub table_versions: u64,
+    /// Route-table changes pushed to nodes once the workload had started (a node's first table is not one):
+    /// in all, and the most any one node got.
+    pub table_changes: u64,
+    pub table_changes_per_node_max: u64,
     /// Control-plane recomputations run, and skipped because nothing could change.
     pub recomputations: u64,
     pub recomputations_skipped: u64,
@@ -252,6 +256,8 @@ impl Summary {
             links: outcome.links.len(),
             events: outcome.events,
             table_versions: outcome.table_versions,
+            table_changes: outcome.table_changes.iter().map(|&c| u64::from(c)).sum(),
+            table_changes_per_node_max: outcome.table_changes.iter().max().map_or(0, |&c| u64::from(c)),
             recomputations: outcome.recomputations,
             recomputations_skipped: outcome.recomputations_skipped,
             reroute_within_ms: scenario.expect.reroute_within_ms,
