@@ -337,3 +337,124 @@ fn sent(me: &NodeId, peer: &NodeId, header: &ObjectHeader) {
 pub(super) fn priority(header: &ObjectHeader) -> i32 {
     (header.born_unix_ms % (1 << 31)) as i32
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::ca::{create_ca, issue, CaFiles, Identity};
+    use crate::id::{ObjectName, StreamName};
+    use crate::wire;
+
+    const BODY: usize = 256 << 10;
+
+    fn endpoint(ca: &CaFiles, node: &str, transport: quinn::TransportConfig) -> quinn::Endpoint {
+        let files = issue(ca, &NodeId::new(node).unwrap(), 1).unwrap();
+        let identity = Identity::from_pem(&ca.cert_pem, &files.chain_pem, &files.key_pem).unwrap();
+        let transport = Arc::new(transport);
+        let server = crate::quic::server_config(&identity, transport.clone()).unwrap();
+        let mut endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(crate::quic::client_config(&identity, transport).unwrap());
+        endpoint
+    }
+
+    /// The relay's endpoint and its connections to a peer that takes all at once and to one whose stream
+    /// window (16 KiB) holds a copy up; the peers' ends of both.
+    async fn relay_and_peers() -> (quinn::Endpoint, Vec<quinn::Connection>, Vec<quinn::Connection>) {
+        let ca = create_ca("fanout test CA").unwrap();
+        let relay = endpoint(&ca, "relay", crate::quic::transport());
+        let mut narrow = crate::quic::transport();
+        narrow.stream_receive_window(16_384u32.into());
+        let mut ours = Vec::new();
+        let mut theirs = Vec::new();
+        for (name, transport) in [("fast", crate::quic::transport()), ("narrow", narrow)] {
+            let peer = endpoint(&ca, name, transport);
+            let accepting = tokio::spawn({
+                let peer = peer.clone();
+                async move { peer.accept().await.unwrap().await.unwrap() }
+            });
+            ours.push(relay.connect(peer.local_addr().unwrap(), name).unwrap().await.unwrap());
+            theirs.push(accepting.await.unwrap());
+        }
+        (relay, ours, theirs)
+    }
+
+    fn header(len: usize) -> ObjectHeader {
+        ObjectHeader {
+            stream: StreamName::new("s").unwrap(),
+            name: ObjectName::new("seg1.m4s").unwrap(),
+            version: 1,
+            seq: 1,
+            content_type: "video/mp4".into(),
+            duration_ms: 1000,
+            born_unix_ms: 1,
+            len: len as u64,
+        }
+    }
+
+    fn targets(conns: &[quinn::Connection]) -> Vec<Target> {
+        let me = NodeId::new("relay").unwrap();
+        conns
+            .iter()
+            .enumerate()
+            .map(|(i, conn)| {
+                let peer = NodeId::new(&format!("peer-{i}")).unwrap();
+                Target { outbox: Outbox::new(1 << 20, &me, &peer), conn: conn.clone(), peer }
+            })
+            .collect()
+    }
+
+    /// Hands `body` to `fanout` in 4 KiB chunks, as a reader would, with a flush after each 16 KiB.
+    fn feed(fanout: &mut Fanout, body: &Bytes) {
+        for (i, chunk) in body.chunks(4096).enumerate() {
+            fanout.arrived(&[body.slice_ref(chunk)]);
+            if i % 4 == 3 {
+                fanout.flush();
+            }
+        }
+    }
+
+    /// What a peer read of the next object stream: the header and the body, or the error that ended it.
+    async fn receive(conn: &quinn::Connection) -> Result<(ObjectHeader, Vec<u8>), quinn::ReadToEndError> {
+        let mut recv = tokio::time::timeout(Duration::from_secs(10), conn.accept_uni()).await.unwrap().unwrap();
+        let all = tokio::time::timeout(Duration::from_secs(10), recv.read_to_end(BODY + 1024)).await.unwrap()?;
+        let mut buf = BytesMut::from(&all[..]);
+        let Some(Frame::Object(header)) = wire::decode_from(&mut buf).unwrap() else { panic!("no header frame") };
+        Ok((header, buf.to_vec()))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_copy_arrives_whole_and_a_held_up_one_holds_up_nobody() {
+        let (_relay, ours, theirs) = relay_and_peers().await;
+        let body: Bytes = (0..BODY).map(|i| (i * 7 + i / 4096) as u8).collect::<Vec<u8>>().into();
+        let (mut fanout, lagging) = Fanout::start(&NodeId::new("relay").unwrap(), &header(BODY), targets(&ours));
+        assert!(lagging.is_empty());
+        // The whole body goes in and the object ends before either peer reads anything: the narrow peer's
+        // 16 KiB window cannot take it, and the reader does not wait for it.
+        feed(&mut fanout, &body);
+        fanout.finish();
+        for conn in &theirs {
+            let (h, got) = receive(conn).await.expect("a whole copy");
+            assert_eq!(h, header(BODY));
+            assert!(got == body[..], "a peer got {} other bytes", got.len());
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_object_cut_short_is_reset_on_every_copy() {
+        let (_relay, ours, theirs) = relay_and_peers().await;
+        let body: Bytes = vec![7u8; BODY].into();
+        let (mut fanout, _) = Fanout::start(&NodeId::new("relay").unwrap(), &header(BODY), targets(&ours));
+        feed(&mut fanout, &body.slice(..BODY / 2));
+        drop(fanout);
+        for conn in &theirs {
+            let ended = receive(conn).await;
+            assert!(
+                matches!(ended, Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(_)))),
+                "a copy of a cut-short object ended otherwise than reset: {:?}",
+                ended.map(|(_, b)| b.len())
+            );
+        }
+    }
+}

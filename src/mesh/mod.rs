@@ -6,9 +6,9 @@
 //! ([`peer`]) and from the node's HTTP side (ingest at an origin, viewer interest at an edge), passes each to
 //! the relay with the time, and carries out the relay's [`Action`]s: control frames, a stream's live window
 //! to a new subscriber, probes. Objects travel one QUIC unidirectional stream each; relays forward them
-//! cut-through as they arrive ([`peer`]), asking the relay whom to feed once the header is in, and whole
-//! objects go out through each peer's bounded [`outbox`], which skips to the newest when a peer lags. Every hop
-//! keeps the live window in the [`Cache`] (an object enters it once complete).
+//! cut-through as they arrive ([`peer`], [`fanout`]), asking the relay whom to feed once the header is in,
+//! and whole objects go out through each peer's bounded [`outbox`], which skips to the newest when a peer
+//! lags. Every hop keeps the live window in the [`Cache`] (an object enters it once complete).
 //!
 //! Time for the relay is the time since the mesh started ([`Shared::now`]), read when an event happens: a
 //! probe reply is stamped when its datagram is read, not when the driver gets to it, so a busy driver does
