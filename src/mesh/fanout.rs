@@ -124,7 +124,7 @@ impl Fanout {
             match conn.open_uni().now_or_never() {
                 Some(Ok(send)) => {
                     let _ = send.set_priority(priority(header));
-                    fanout.write(Copy { peer, send, outbox }, &[head.clone()], 0);
+                    fanout.write(Copy { peer, send, outbox }, std::slice::from_ref(&head), 0);
                 }
                 Some(Err(e)) => {
                     fanout.failed(&peer, &e.into());
@@ -399,7 +399,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, conn)| {
-                let peer = NodeId::new(&format!("peer-{i}")).unwrap();
+                let peer = NodeId::new(format!("peer-{i}")).unwrap();
                 Target { outbox: Outbox::new(1 << 20, &me, &peer), conn: conn.clone(), peer }
             })
             .collect()
