@@ -49,7 +49,7 @@ struct Arrival {
 
 #[derive(Default)]
 struct Arrived {
-    /// The body's chunks handed down so far, in order.
+    /// The body's chunks handed down since the first copy moved to a task, in order.
     chunks: Vec<Bytes>,
     /// `Some(true)` once the object is complete, `Some(false)` once it was cut short.
     end: Option<bool>,
@@ -172,18 +172,21 @@ impl Fanout {
         let batch = std::mem::take(&mut self.unflushed);
         self.unflushed_bytes = 0;
         self.since = None;
-        let at = {
+        // Only copies in tasks read the arrival, and only what came after they were moved there: until one
+        // is, nothing is kept beside the body.
+        let next = {
             let mut arrival = self.arrival.lock();
-            let at = arrival.chunks.len();
-            arrival.chunks.extend(batch.iter().cloned());
-            at
+            if self.tasks {
+                arrival.chunks.extend(batch.iter().cloned());
+            }
+            arrival.chunks.len()
         };
         if self.tasks {
             self.arrival.more.notify_waiters();
         }
         let copies = std::mem::take(&mut self.copies);
         for copy in copies {
-            self.write(copy, &batch, at + batch.len());
+            self.write(copy, &batch, next);
         }
         self.unflushed = batch;
         self.unflushed.clear();
