@@ -6,9 +6,9 @@
 //! ([`peer`]) and from the node's HTTP side (ingest at an origin, viewer interest at an edge), passes each to
 //! the relay with the time, and carries out the relay's [`Action`]s: control frames, a stream's live window
 //! to a new subscriber, probes. Objects travel one QUIC unidirectional stream each; relays forward them
-//! cut-through as they arrive ([`peer`]), asking the relay whom to feed once the header is in, and whole
-//! objects go out through each peer's bounded [`outbox`], which skips to the newest when a peer lags. Every hop
-//! keeps the live window in the [`Cache`] (an object enters it once complete).
+//! cut-through as they arrive ([`peer`], [`fanout`]), asking the relay whom to feed once the header is in,
+//! and whole objects go out through each peer's bounded [`outbox`], which skips to the newest when a peer
+//! lags. Every hop keeps the live window in the [`Cache`] (an object enters it once complete).
 //!
 //! Time for the relay is the time since the mesh started ([`Shared::now`]), read when an event happens: a
 //! probe reply is stamped when its datagram is read, not when the driver gets to it, so a busy driver does
@@ -20,6 +20,7 @@
 //! ends its media playlists (`EXT-X-ENDLIST`) as new versions that travel like any object; takedowns are
 //! flooded, kept in a file when the config names one, and read by the edge.
 
+mod fanout;
 mod outbox;
 pub mod peer;
 
@@ -46,6 +47,16 @@ use crate::wire::{Frame, ObjectHeader, Probe, Report, Routes};
 /// How often the driver looks at least at what arrived on each connection: the precision of "nothing
 /// arrived for `down_after`" in a link's verdict.
 const SAMPLE_EVERY: Duration = Duration::from_millis(20);
+
+/// Most events the driver takes in one turn before it looks at its timers: events that queued up while it
+/// ran (a burst of probe replies from many neighbours, whose probes fall due together) cost one look at
+/// every link's timers, not one each. Small enough that a turn stays short.
+const EVENTS_PER_TURN: usize = 64;
+
+/// How often the connections' sent bytes go to `lightpath_mesh_udp_bytes_sent_total`: a scrape reads it
+/// every few seconds at most, so it need not be set on every sample (with hundreds of neighbours, setting
+/// it every 20 ms was a measurable share of a relay's time).
+const UDP_SENT_EVERY: Duration = Duration::from_millis(200);
 
 /// What the driver hears about.
 pub(crate) enum Event {
@@ -139,7 +150,7 @@ pub(crate) enum Forwarding {
     Duplicate,
     /// New: forward it to these downstream subscribers (maybe none) as it arrives, each within its outbox's
     /// budget.
-    To(Vec<(NodeId, quinn::Connection, Arc<outbox::Outbox>)>),
+    To(Vec<fanout::Target>),
 }
 
 /// State the sessions and the HTTP side share with the driver.
@@ -274,6 +285,7 @@ impl Mesh {
             conns: HashMap::new(),
             reports,
             next_sample: Duration::ZERO,
+            next_udp_sent: Duration::ZERO,
             takedowns_file,
             peer_queue_bytes,
             unpublished: false,
@@ -425,7 +437,7 @@ struct Conn {
     control: mpsc::UnboundedSender<Frame>,
     /// STREAM and ACK frames received on it when last sampled: the peer delivers, or takes what we send.
     heard_frames: u64,
-    /// `lightpath_mesh_udp_bytes_sent_total` of this peer, looked up once (it is set on every sample).
+    /// `lightpath_mesh_udp_bytes_sent_total` of this peer, looked up once (it is set every [`UDP_SENT_EVERY`]).
     udp_sent: metrics::Counter,
     /// Whole objects on their way to the peer.
     outbox: Arc<outbox::Outbox>,
@@ -440,6 +452,8 @@ struct Driver {
     /// When the connections are sampled next: on a grid of [`SAMPLE_EVERY`], which neighbours share, so
     /// that both ends of a link time what they heard alike.
     next_sample: Duration,
+    /// When the connections' sent bytes are published next ([`UDP_SENT_EVERY`]).
+    next_udp_sent: Duration,
     takedowns_file: Option<PathBuf>,
     /// Each peer's [`outbox::Outbox`] budget.
     peer_queue_bytes: u64,
@@ -503,39 +517,44 @@ fn conn_id(conn: &quinn::Connection) -> ConnId {
 
 impl Driver {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
+        let mut events = Vec::with_capacity(EVENTS_PER_TURN);
+        let mut timeout = self.relay.poll_timeout();
+        let mut wake = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
         loop {
-            let now = self.shared.now();
-            let due = self.relay.poll_timeout().map_or(SAMPLE_EVERY, |t| t.saturating_sub(now));
-            let due = due.min(self.next_sample.saturating_sub(now));
-            let event = tokio::select! {
-                event = rx.recv() => match event {
-                    Some(event) => Some(event),
-                    None => return,
+            let due = self.shared.started + timeout.map_or(self.next_sample, |t| t.min(self.next_sample));
+            // Timers move on every probe reply; the sleep is re-armed only when its time changed.
+            if wake.deadline() != due {
+                wake.as_mut().reset(due);
+            }
+            tokio::select! {
+                received = rx.recv_many(&mut events, EVENTS_PER_TURN) => if received == 0 {
+                    return;
                 },
-                _ = tokio::time::sleep(due) => None,
-            };
-            let mut timers = false;
-            let changes_state = match event {
-                Some(event) => {
-                    let objects = matches!(
-                        event,
-                        Event::Object { from: Some(_), .. } | Event::Incoming { .. } | Event::Passed { .. }
-                    );
-                    self.handle(event);
-                    !objects
-                }
-                None => false,
-            };
+                _ = wake.as_mut() => {}
+            }
+            let mut changes_state = false;
+            for event in events.drain(..) {
+                let objects = matches!(
+                    event,
+                    Event::Object { from: Some(_), .. } | Event::Incoming { .. } | Event::Passed { .. }
+                );
+                self.handle(event);
+                changes_state |= !objects;
+            }
             let now = self.shared.now();
             if now >= self.next_sample {
                 self.sample(now);
             }
-            if self.relay.poll_timeout().is_some_and(|t| t <= now) {
+            timeout = self.relay.poll_timeout();
+            let timers = timeout.is_some_and(|t| t <= now);
+            if timers {
                 self.sample(now);
                 self.relay.handle_timeout(now);
-                timers = true;
             }
             let acted = self.execute();
+            if timers || acted {
+                timeout = self.relay.poll_timeout();
+            }
             self.unpublished |= changes_state || timers || acted;
             if self.unpublished && now >= self.next_publish {
                 self.publish_state(now);
@@ -586,9 +605,9 @@ impl Driver {
                     Incoming::Forward(peers) => Forwarding::To(
                         peers
                             .into_iter()
-                            .filter_map(|p| {
-                                let c = self.conns.get(&p)?;
-                                Some((p.clone(), c.conn.clone(), c.outbox.clone()))
+                            .filter_map(|peer| {
+                                let c = self.conns.get(&peer)?;
+                                Some(fanout::Target { conn: c.conn.clone(), outbox: c.outbox.clone(), peer })
                             })
                             .collect(),
                     ),
@@ -674,6 +693,10 @@ impl Driver {
         self.next_sample = crate::routing::next_tick(now, SAMPLE_EVERY);
         let stalled = self.shared.stalled_us.load(std::sync::atomic::Ordering::Relaxed);
         self.relay.handle_stalled(Duration::from_micros(stalled));
+        let udp_sent = now >= self.next_udp_sent;
+        if udp_sent {
+            self.next_udp_sent = now + UDP_SENT_EVERY;
+        }
         for (peer, c) in &mut self.conns {
             let stats = c.conn.stats();
             if heard_frames(&stats) > c.heard_frames {
@@ -688,7 +711,9 @@ impl Driver {
                 stats.path.sent_packets,
                 stats.path.lost_packets,
             );
-            c.udp_sent.absolute(stats.udp_tx.bytes);
+            if udp_sent {
+                c.udp_sent.absolute(stats.udp_tx.bytes);
+            }
         }
     }
 

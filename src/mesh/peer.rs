@@ -7,13 +7,13 @@
 //! who dialed from the client certificate, which must chain to the mesh CA and name a topology neighbour.
 //!
 //! Each object arrives on its own unidirectional stream: a header frame, then the body. The session reads
-//! the header, asks the driver whom to forward the object to, and passes the body on chunk by chunk while
-//! it arrives (cut-through); the object enters the cache when its length matches the header. Each downstream
-//! copy is written by its own task, so a slow or stalled peer holds up neither the upstream nor the other
-//! peers; it counts against that peer's [`Outbox`] budget, and a peer without room gets the whole object
-//! through its outbox instead, where the oldest waiting objects are skipped first. A copy whose
-//! upstream fails, is reset or carries the wrong length is reset downstream, never finished, so no node
-//! stores a cut-short object as complete.
+//! the header, asks the driver whom to forward the object to, and passes the body on while it arrives
+//! (cut-through, [`Fanout`]); the object enters the cache when its length matches the header. A slow or
+//! stalled peer holds up neither the upstream nor the other peers; each copy counts against its peer's
+//! [`Outbox`](super::outbox::Outbox) budget, and a peer without room gets the whole object through its
+//! outbox instead, where the oldest waiting objects are skipped first. A copy whose upstream fails, is reset
+//! or carries the wrong length is reset downstream, never finished, so no node stores a cut-short object as
+//! complete.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +25,7 @@ use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use super::outbox::Outbox;
+use super::fanout::{self, Fanout};
 use super::{Event, Forwarding, Shared};
 use crate::cache::{Inserted, Object};
 use crate::id::NodeId;
@@ -259,9 +259,9 @@ async fn receive_objects(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connect
 }
 
 /// Receives one object stream from `peer`. As soon as its header is in, the driver says whether the object
-/// is new and, if so, which downstream subscribers get it; those get each chunk as it arrives (cut-through),
-/// and the object enters the cache once it is complete. A duplicate (held already, or on its way from
-/// another peer) is read and stored only if it completes first, and never forwarded while it arrives.
+/// is new and, if so, which downstream subscribers get it; those get it as it arrives ([`Fanout`]), and the
+/// object enters the cache once it is complete. A duplicate (held already, or on its way from another peer)
+/// is read and stored only if it completes first, and never forwarded while it arrives.
 async fn receive_object(shared: &Shared, peer: &NodeId, mut recv: quinn::RecvStream) -> Result<()> {
     let (header, first) = read_header(&mut recv).await?;
     if header.len > MAX_OBJECT {
@@ -272,23 +272,20 @@ async fn receive_object(shared: &Shared, peer: &NodeId, mut recv: quinn::RecvStr
     // Without an answer the node is stopping: store, forward nothing.
     let forwarding = answer.await.unwrap_or(Forwarding::Duplicate);
     let cut_through = matches!(forwarding, Forwarding::To(_));
-    let mut out = Vec::new();
-    // Peers without room for a copy now: they get the whole object through their outbox once it is here.
-    let mut lagging = Vec::new();
-    if let Forwarding::To(downstream) = forwarding {
-        for (to, conn, outbox) in downstream {
-            match Copy::start(&shared.me, to.clone(), conn, outbox.clone(), &header) {
-                Some(copy) => out.push(copy),
-                None => lagging.push(outbox),
-            }
+    // Peers without room for a copy now get the whole object through their outbox once it is here.
+    let (mut fanout, lagging) = match forwarding {
+        Forwarding::To(targets) => {
+            let (fanout, lagging) = Fanout::start(&shared.me, &header, targets);
+            (Some(fanout), lagging)
         }
-    }
+        Forwarding::Duplicate => (None, Vec::new()),
+    };
     let key = ObjectKey::of(&header);
-    let body = match relay_body(&mut recv, &header, first, &mut out).await {
+    let body = match relay_body(&mut recv, &header, first, fanout.as_mut()).await {
         Ok(body) => body,
         Err(e) => {
-            // Dropping the downstream copies resets them: nobody stores a partial object.
-            drop(out);
+            // Dropping the fan-out resets its copies: nobody stores a partial object.
+            drop(fanout);
             if cut_through {
                 shared.event(Event::Passed { from: peer.clone(), key, complete: false });
             }
@@ -298,8 +295,8 @@ async fn receive_object(shared: &Shared, peer: &NodeId, mut recv: quinn::RecvStr
     let labels = [("node", shared.me.to_string()), ("peer", peer.to_string()), ("stream", header.stream.to_string())];
     metrics::counter!("lightpath_mesh_objects_received_total", &labels).increment(1);
     metrics::counter!("lightpath_mesh_bytes_received_total", &labels).increment(body.len() as u64);
-    for copy in out {
-        copy.finish();
+    if let Some(fanout) = fanout {
+        fanout.finish();
     }
     let object = Arc::new(Object::new(header, body));
     for outbox in lagging {
@@ -330,13 +327,13 @@ async fn read_header(recv: &mut quinn::RecvStream) -> Result<(ObjectHeader, Byte
 }
 
 /// Reads an object's body to its end, handing every batch of chunks to the downstream copies as it arrives
-/// (a copy whose task has ended is dropped), and returns the whole body once its length matches the
+/// (they go down in batches: see [`Fanout`]), and returns the whole body once its length matches the
 /// header's.
 async fn relay_body(
     recv: &mut quinn::RecvStream,
     header: &ObjectHeader,
     first: Bytes,
-    out: &mut Vec<Copy>,
+    mut fanout: Option<&mut Fanout>,
 ) -> Result<Bytes> {
     let len = header.len as usize;
     let mut body = BytesMut::with_capacity(len.min(BODY_RESERVE_MAX));
@@ -354,10 +351,24 @@ async fn relay_body(
         for chunk in batch {
             body.extend_from_slice(chunk);
         }
-        if n > 0 {
-            out.retain(|copy| copy.send(batch));
-        }
-        match recv.read_chunks(&mut chunks).await? {
+        let read = match fanout.as_deref_mut() {
+            Some(fanout) => {
+                fanout.arrived(batch);
+                match fanout.flush_at() {
+                    // Bytes wait to go down: read on until they must.
+                    Some(at) => match tokio::time::timeout_at(at, recv.read_chunks(&mut chunks)).await {
+                        Ok(read) => read,
+                        Err(_) => {
+                            fanout.flush();
+                            recv.read_chunks(&mut chunks).await
+                        }
+                    },
+                    None => recv.read_chunks(&mut chunks).await,
+                }
+            }
+            None => recv.read_chunks(&mut chunks).await,
+        };
+        match read? {
             Some(k) => n = k,
             None => break,
         }
@@ -371,113 +382,11 @@ async fn relay_body(
 /// Most bytes reserved for a body before any arrived; a larger one grows as it comes.
 const BODY_RESERVE_MAX: usize = 16 << 20;
 
-/// Application error code of an object stream reset because its upstream copy failed or was cut short.
-const UPSTREAM_FAILED: u32 = 1;
-
-/// What the reader hands a downstream copy's task.
-enum Piece {
-    Chunks(Vec<Bytes>),
-    /// The object is complete: finish the stream.
-    End,
-}
-
-/// One downstream copy of an object that is being forwarded while it arrives, written by its own task.
-/// Dropped before [`Copy::finish`], its stream is reset, so the downstream peer never takes a cut-short
-/// object for a whole one. Its bytes count against the peer's [`Outbox`] budget until the task ends; the
-/// chunks it waits to write are those of the body the reader holds anyway.
-struct Copy {
-    pieces: mpsc::UnboundedSender<Piece>,
-}
-
-impl Copy {
-    /// Starts a copy to `peer`, or `None` when the peer's budget has no room for it (it lags).
-    fn start(
-        me: &NodeId,
-        peer: NodeId,
-        conn: quinn::Connection,
-        outbox: Arc<Outbox>,
-        header: &ObjectHeader,
-    ) -> Option<Self> {
-        if !outbox.reserve(header.len) {
-            return None;
-        }
-        let (pieces, rx) = mpsc::unbounded_channel();
-        let (me, header) = (me.clone(), header.clone());
-        tokio::spawn(
-            async move {
-                match write_copy(&conn, &header, rx).await {
-                    Ok(true) => {
-                        let labels = [("node", me.to_string()), ("peer", peer.to_string()), ("stream", header.stream.to_string())];
-                        metrics::counter!("lightpath_mesh_objects_sent_total", &labels).increment(1);
-                        metrics::counter!("lightpath_mesh_bytes_sent_total", &labels).increment(header.len);
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(%peer, stream = %header.stream, object = %header.name, error = %e, "could not forward an object")
-                    }
-                }
-                outbox.release(header.len);
-            }
-            .in_current_span(),
-        );
-        Some(Self { pieces })
-    }
-
-    /// Hands a batch of chunks to the copy; false once its task has ended (the copy failed).
-    fn send(&self, chunks: &[Bytes]) -> bool {
-        self.pieces.send(Piece::Chunks(chunks.to_vec())).is_ok()
-    }
-
-    /// The object is complete: the copy ends its stream after the last chunk.
-    fn finish(self) {
-        let _ = self.pieces.send(Piece::End);
-    }
-}
-
-/// Writes one downstream copy: the header, then each batch as the reader hands it over. Returns whether the
-/// copy was finished (false: the upstream failed and the copy was reset).
-async fn write_copy(
-    conn: &quinn::Connection,
-    header: &ObjectHeader,
-    mut pieces: mpsc::UnboundedReceiver<Piece>,
-) -> Result<bool> {
-    let mut send = conn.open_uni().await?;
-    let written = async {
-        send.set_priority(priority(header))?;
-        let mut head = Vec::with_capacity(128);
-        Frame::Object(header.clone()).encode(&mut head);
-        send.write_all(&head).await?;
-        while let Some(piece) = pieces.recv().await {
-            match piece {
-                Piece::Chunks(mut chunks) => send.write_all_chunks(&mut chunks).await?,
-                Piece::End => {
-                    send.finish()?;
-                    return Ok(true);
-                }
-            }
-        }
-        Ok::<_, anyhow::Error>(false)
-    }
-    .await;
-    if !matches!(written, Ok(true)) {
-        // quinn would finish a dropped stream cleanly; a copy cut short is reset instead. Already closed (the
-        // connection went away) is as good as reset.
-        let _ = send.reset(UPSTREAM_FAILED.into());
-    }
-    written
-}
-
-/// Newest first across all streams: priority follows the origin's clock (wraps every ~24 days, which only
-/// briefly inverts the order of the objects in flight at that instant).
-fn priority(header: &ObjectHeader) -> i32 {
-    (header.born_unix_ms % (1 << 31)) as i32
-}
-
 /// Sends one whole object (ingested here, or from the cache) to a peer on its own unidirectional stream,
 /// newest first by priority.
 pub(super) async fn send_object(me: &NodeId, peer: &NodeId, conn: &quinn::Connection, object: &Object) -> Result<()> {
     let mut send = conn.open_uni().await?;
-    send.set_priority(priority(&object.header))?;
+    send.set_priority(fanout::priority(&object.header))?;
     let mut head = Vec::with_capacity(128);
     Frame::Object(object.header.clone()).encode(&mut head);
     send.write_all(&head).await?;
