@@ -112,9 +112,13 @@ impl Drop for Processes {
     }
 }
 
-/// A JSON answer from Prometheus's API; `None` while it does not answer (it is starting).
+/// A JSON answer from Prometheus's API; `None` while it does not answer or answers 503 (it is starting).
 async fn get_json(url: &str) -> Option<serde_json::Value> {
-    let text = client().get(url).send().await.ok()?.text().await.ok()?;
+    let resp = client().get(url).send().await.ok()?;
+    if resp.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+        return None;
+    }
+    let text = resp.text().await.ok()?;
     Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {url}: {e}: {text}")))
 }
 
