@@ -184,18 +184,8 @@ async fn hls_js_in_chromium_plays_over_https_trusting_the_test_certificate() {
     // The page loads hls.js and plays the edge's HTTPS URL; Chromium trusts the edge's key and nothing else
     // of the test's (the CA is not installed anywhere).
     let url = format!("https://localhost:{port}/live/s/index.m3u8");
-    let out = tokio::process::Command::new("node")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/play.mjs"))
-        .args([url.as_str(), "4", "plain"])
-        .env("CHROMIUM_FLAGS", format!("--ignore-certificate-errors-spki-list={}", spki_sha256(&key)))
-        .output()
-        .await
-        .expect("node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "the browser run failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
-    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
-    eprintln!("{seen}");
-    assert!(seen.get("error").is_none(), "{seen}");
+    let flags = format!("--ignore-certificate-errors-spki-list={}", spki_sha256(&key));
+    let seen = play_in_browser(&url, 4, "plain", &flags).await;
     assert!(seen["fragments"].as_u64().unwrap() >= 2, "hls.js buffered few fragments over HTTPS: {seen}");
     assert!(seen["played"].as_f64().unwrap() >= 3.0, "the playhead did not run: {seen}");
     assert_eq!(seen["stalls"].as_u64(), Some(0), "playback stalled over HTTPS: {seen}");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{demo_topology, require_browser, Killed};
+use common::{demo_topology, play_in_browser, require_browser, Killed};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hls_js_plays_the_farthest_edge_in_low_latency_mode() {
@@ -39,18 +39,7 @@ async fn hls_js_plays_the_farthest_edge_in_low_latency_mode() {
         assert!(Instant::now() < deadline, "the demo stream never reached edge-ap");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let out = tokio::process::Command::new("node")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/play.mjs"))
-        .arg(format!("http://{edge}/live/demo/index.m3u8"))
-        .arg("20")
-        .output()
-        .await
-        .expect("node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "the browser run failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
-    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
-    eprintln!("{seen}");
-    assert!(seen.get("error").is_none(), "{seen}");
+    let seen = play_in_browser(&format!("http://{edge}/live/demo/index.m3u8"), 20, "low", "").await;
     assert!(seen["parts"].as_u64().unwrap() >= 50, "hls.js buffered few parts: {seen}");
     assert_eq!(seen["stalls"].as_u64(), Some(0), "playback stalled: {seen}");
     let errors = seen["errors"].as_array().unwrap();

@@ -499,3 +499,22 @@ impl Drop for Killed {
         let _ = self.0.wait();
     }
 }
+
+/// Plays `url` with hls.js in headless Chromium for `seconds` (`tests/browser/play.mjs`; `mode` "low" for
+/// lowLatencyMode or "plain"; `flags` added to Chromium's) and returns what the player saw, as play.mjs
+/// prints it. Fails the test if the page could not run or reported an error of its own.
+pub async fn play_in_browser(url: &str, seconds: u32, mode: &str, flags: &str) -> serde_json::Value {
+    let out = tokio::process::Command::new("node")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/play.mjs"))
+        .args([url, &seconds.to_string(), mode])
+        .env("CHROMIUM_FLAGS", flags)
+        .output()
+        .await
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the browser run failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    eprintln!("{seen}");
+    assert!(seen.get("error").is_none(), "{seen}");
+    seen
+}
