@@ -174,8 +174,8 @@ impl Edge {
         }
         loop {
             // Parked before the playlist is read, so a version landing in between still wakes this request.
-            let spot = self.parking.park(self.mesh.cache(), stream, name, (msn, part));
-            let woken = spot.woken.notified();
+            let settled = self.parking.park(self.mesh.cache(), stream, name, (msn, part));
+            let woken = settled.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
             if let Some((obj, position)) = self.position(stream, name) {
@@ -184,20 +184,21 @@ impl Edge {
                 if three < timeout.deadline() {
                     timeout.as_mut().reset(three);
                 }
-                if let Some(answer) = self.settle(stream, name, (msn, part), (&obj, &position)) {
-                    return answer;
+                match blocking(&position, msn, part) {
+                    Blocking::Ready => return Ok(obj),
+                    Blocking::TooFar => {
+                        return Err(EdgeError::ReloadTooFar {
+                            stream: stream.clone(),
+                            name: name.clone(),
+                            msn,
+                            newest: position.last_complete,
+                        })
+                    }
+                    Blocking::Wait => {}
                 }
             }
             tokio::select! {
-                _ = woken => {
-                    // Most wake-ups find the version that settled them at the spot; only the end of the
-                    // stream's changes wakes without one, and reads the playlist again.
-                    if let Some((obj, position)) = spot.settled.get() {
-                        if let Some(answer) = self.settle(stream, name, (msn, part), (obj, position)) {
-                            return answer;
-                        }
-                    }
-                }
+                _ = woken => {}
                 _ = &mut timeout => {
                     return Err(EdgeError::ReloadTimedOut {
                         stream: stream.clone(),
@@ -206,27 +207,6 @@ impl Edge {
                     })
                 }
             }
-        }
-    }
-
-    /// What a blocking reload for `target` gets from a playlist version: the playlist, a refusal, or
-    /// nothing yet (`None`: keep waiting).
-    fn settle(
-        &self,
-        stream: &StreamName,
-        name: &ObjectName,
-        (msn, part): (u64, Option<u64>),
-        (obj, position): (&Arc<Object>, &Position),
-    ) -> Option<Result<Arc<Object>, EdgeError>> {
-        match blocking(position, msn, part) {
-            Blocking::Ready => Some(Ok(obj.clone())),
-            Blocking::TooFar => Some(Err(EdgeError::ReloadTooFar {
-                stream: stream.clone(),
-                name: name.clone(),
-                msn,
-                newest: position.last_complete,
-            })),
-            Blocking::Wait => None,
         }
     }
 

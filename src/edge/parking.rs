@@ -5,13 +5,11 @@
 //! object: with 10,000 parked that is 200,000 wake-ups a second for a stream of 0.2 s parts. Instead one
 //! watcher task per playlist with parked requests reads each new version once ([`Parking::position`],
 //! memoised per version) and wakes only the requests it settles: the ones it satisfies, or can no longer
-//! satisfy (a restarted publisher's numbering). Requests asking for the same part share one [`Spot`]: the
-//! watcher leaves there the playlist version that settled them, so each woken request answers from it
-//! without reading the cache or taking a lock again. The watcher ends when no request is parked on its
-//! playlist any more.
+//! satisfy (a restarted publisher's numbering). Requests asking for the same part share one [`Notify`].
+//! The watcher ends when no request is parked on its playlist any more.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -34,23 +32,13 @@ type Playlist = (StreamName, ObjectName);
 /// What a blocking reload waits for: a segment and, optionally, a part of it.
 type Target = (u64, Option<u64>);
 
-/// Where the requests waiting for one target of a playlist wait.
-#[derive(Default)]
-pub struct Spot {
-    /// Woken once the playlist settles the target, or its stream ends.
-    pub woken: Notify,
-    /// The playlist version that settled the target, and its position: every request woken here answers
-    /// with it (it lists the target, or shows that the target will never come).
-    pub settled: OnceLock<(Arc<Object>, Position)>,
-}
-
 /// The parked requests of an edge, and the playlist positions they are judged by.
 #[derive(Default)]
 pub struct Parking {
     /// Each playlist version's position (`None`: not a media playlist), read once however many look.
     positions: Mutex<HashMap<Playlist, (u64, Option<Position>)>>,
-    /// Per playlist with a watcher: one spot per target someone waits for.
-    lots: Mutex<HashMap<Playlist, HashMap<Target, Arc<Spot>>>>,
+    /// Per playlist with a watcher: one notification per target someone waits for.
+    lots: Mutex<HashMap<Playlist, HashMap<Target, Arc<Notify>>>>,
 }
 
 impl Parking {
@@ -73,16 +61,16 @@ impl Parking {
         Some((obj, position?))
     }
 
-    /// The spot where a request waits for `target` of playlist `name` until the playlist settles it; starts
-    /// the playlist's watcher if it has none. Keep the returned handle while waiting: a target nobody holds
-    /// is forgotten.
+    /// The notification a request waiting for `target` of playlist `name` gets once the playlist settles it;
+    /// starts the playlist's watcher if it has none. Keep the returned handle while waiting: a target
+    /// nobody holds is forgotten.
     pub fn park(
         self: &Arc<Self>,
         cache: &Arc<Cache>,
         stream: &StreamName,
         name: &ObjectName,
         target: Target,
-    ) -> Arc<Spot> {
+    ) -> Arc<Notify> {
         let mut lots = self.lots.lock().unwrap_or_else(|e| e.into_inner());
         let playlist = (stream.clone(), name.clone());
         let lot = match lots.get_mut(&playlist) {
@@ -94,7 +82,7 @@ impl Parking {
                 lots.entry(playlist).or_default()
             }
         };
-        lot.entry(target).or_default().clone()
+        lot.entry(target).or_insert_with(|| Arc::new(Notify::new())).clone()
     }
 
     /// A playlist's watcher: judges each version once and wakes the requests it settles.
@@ -112,20 +100,16 @@ impl Parking {
                 changed = changes.changed() => changed.is_err(),
                 _ = prune.tick() => false,
             };
-            let now = self.position(&cache, stream, name);
+            let position = self.position(&cache, stream, name).map(|(_, position)| position);
             let mut lots = self.lots.lock().unwrap_or_else(|e| e.into_inner());
             let Some(lot) = lots.get_mut(&playlist) else { return };
-            lot.retain(|&(msn, part), spot| {
-                let settles = now.as_ref().filter(|(_, p)| blocking(p, msn, part) != Blocking::Wait);
-                if let Some(version) = settles {
-                    let _ = spot.settled.set(version.clone());
-                }
-                let settled = ended || settles.is_some();
+            lot.retain(|&(msn, part), notify| {
+                let settled = ended || position.is_some_and(|p| blocking(&p, msn, part) != Blocking::Wait);
                 if settled {
-                    spot.woken.notify_waiters();
+                    notify.notify_waiters();
                 }
                 // Held by a waiting request besides this map.
-                !settled && Arc::strong_count(spot) > 1
+                !settled && Arc::strong_count(notify) > 1
             });
             if lot.is_empty() {
                 lots.remove(&playlist);
@@ -184,7 +168,7 @@ mod tests {
         cache.insert(playlist(1, 1));
         let next = parking.park(&cache, &stream, &name, (3, Some(1)));
         let later = parking.park(&cache, &stream, &name, (3, Some(3)));
-        let (mut next_woken, mut later_woken) = (Box::pin(next.woken.notified()), Box::pin(later.woken.notified()));
+        let (mut next_woken, mut later_woken) = (Box::pin(next.notified()), Box::pin(later.notified()));
         next_woken.as_mut().enable();
         later_woken.as_mut().enable();
         assert_eq!(parking.watched(), 1);
@@ -198,10 +182,6 @@ mod tests {
         cache.insert(playlist(3, 2));
         tokio::time::timeout(Duration::from_secs(1), next_woken).await.expect("the settled request is woken");
         assert!(later_woken.as_mut().now_or_never().is_none());
-        // It finds the version that settled it where it waited.
-        let (settling, position) = next.settled.get().expect("the settling version is left with the request");
-        assert_eq!((settling.header.version, position.open_msn), (3, 3));
-        assert!(later.settled.get().is_none());
 
         // Requests that stop waiting are forgotten, and the watcher ends with the last of them.
         drop(later_woken);
