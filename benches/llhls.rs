@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use common::{demo_topology, free_port, Killed};
+use common::{demo_topology, free_port, play_in_browser, Killed};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PLAY_S: u32 = 30;
@@ -77,15 +77,7 @@ async fn run() -> Result<()> {
     println!("| player | samples | glass p50 | glass p99 | hls.js latency p50 | parts buffered | stalls |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     for mode in ["low", "plain"] {
-        let out = tokio::process::Command::new("node")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/play.mjs"))
-            .arg(format!("http://{edge}/live/demo/index.m3u8"))
-            .arg(PLAY_S.to_string())
-            .arg(mode)
-            .output()
-            .await?;
-        let seen: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .with_context(|| format!("play.mjs: {}", String::from_utf8_lossy(&out.stderr)))?;
+        let seen = play_in_browser(&format!("http://{edge}/live/demo/index.m3u8"), PLAY_S, mode, "").await;
         let series = |key: &str| {
             let mut v: Vec<f64> = seen[key].as_array().into_iter().flatten().filter_map(|x| x.as_f64()).collect();
             v.sort_by(f64::total_cmp);

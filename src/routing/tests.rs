@@ -667,8 +667,9 @@ fn damper_switches_only_after_a_clear_gain_held_for_the_hold_time() {
     assert_eq!(damper.tables()[&id("s")].backup(&id("d")).map(|b| b.via.as_str()), Some("a"));
 }
 
-#[test]
-fn damper_switches_at_once_when_the_held_next_hop_fails() {
+/// s reaches d through a (10 + 10 ms) or b (10 + 10.5 ms: only 2.5 % dearer, below the margins); s's link to
+/// a fails at 1 s and the damper moves s onto b at once.
+fn forced_off_a() -> (RouteDamper, Graph) {
     let mut damper = RouteDamper::new(DampingConfig::default()).unwrap();
     let mut g = graph(&[("s", "a", 10_000), ("a", "d", 10_000), ("s", "b", 10_000), ("b", "d", 10_500)]);
     damp_round(&mut damper, 0, &g, &["d"]);
@@ -676,6 +677,12 @@ fn damper_switches_at_once_when_the_held_next_hop_fails() {
     g.handle_link_down(&id("s"), &id("a"));
     assert!(damp_round(&mut damper, 1, &g, &["d"]));
     assert_eq!(damped(&damper, "s", "d"), Some("b".into()));
+    (damper, g)
+}
+
+#[test]
+fn damper_switches_at_once_when_the_held_next_hop_fails() {
+    let (mut damper, mut g) = forced_off_a();
     // a's route does not go through s: a keeps its direct link.
     assert_eq!(damped(&damper, "a", "d"), Some("d".into()));
     // The link comes back, as good as before: not a clear gain, s stays on b, with a as its backup again.
@@ -1114,14 +1121,7 @@ fn draining_the_only_path_keeps_the_route_through_it() {
 
 #[test]
 fn a_node_forced_off_its_route_returns_to_the_repaired_one_after_the_repair_hold() {
-    // s reaches d through a (10 + 10 ms) or b (10 + 10.5 ms): b is only 2.5 % dearer, below the margins.
-    let mut damper = RouteDamper::new(DampingConfig::default()).unwrap();
-    let mut g = graph(&[("s", "a", 10_000), ("a", "d", 10_000), ("s", "b", 10_000), ("b", "d", 10_500)]);
-    damp_round(&mut damper, 0, &g, &["d"]);
-    assert_eq!(damped(&damper, "s", "d"), Some("a".into()));
-    g.handle_link_down(&id("s"), &id("a"));
-    assert!(damp_round(&mut damper, 1, &g, &["d"]));
-    assert_eq!(damped(&damper, "s", "d"), Some("b".into()));
+    let (mut damper, mut g) = forced_off_a();
     // Repaired at 10 s, but it flaps once: the clock starts again when it is back for good, at 12 s.
     g.handle_link(&id("s"), &id("a"), 10_000);
     damp_round(&mut damper, 10, &g, &["d"]);
