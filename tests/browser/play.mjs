@@ -56,7 +56,6 @@ try {
       note(`error ${data.details}`);
       seen.errors.push(`${data.type}/${data.details}${data.fatal ? ' (fatal)' : ''}`);
     });
-    video.addEventListener('playing', () => { if (seen.started === null) seen.started = performance.now(); });
     let waitingSince = null;
     video.addEventListener('waiting', () => {
       note(`waiting at ${video.currentTime.toFixed(3)}${video.seeking ? ' (seeking)' : ''}`);
@@ -70,7 +69,11 @@ try {
       seen.waits.push(ms);
       if (ms >= STALL_MS) seen.stalls++;
     };
-    video.addEventListener('playing', () => { note('playing'); waited(); });
+    video.addEventListener('playing', () => {
+      note('playing');
+      if (seen.started === null) seen.started = performance.now();
+      waited();
+    });
     video.addEventListener('seeking', () => {
       note(`seeking to ${video.currentTime.toFixed(3)}`);
       if (seen.started !== null) seen.seeks++;
