@@ -31,15 +31,24 @@ async fn relay_dies_mid_stream(ip_base: u8, controls: &[&str]) {
     let limit = Duration::from_secs(60);
     let origin = tokio::spawn(follow(mesh.http("origin"), "s", limit));
     let edge = tokio::spawn(follow(mesh.http("edge"), "s", limit));
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let player = tokio::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-v", "error", "-i"])
-        .arg(format!("http://{}/live/s/index.m3u8", mesh.http("edge")))
-        .args(["-f", "null", "-"])
-        .output();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-
-    let victim = carrier(&mesh).await.expect("no relay carries the stream to the edge");
+    get_eventually(&format!("http://{}/live/s/index.m3u8", mesh.http("edge"))).await;
+    // The player runs from now on (spawned: a future not polled would start it only after the stream ended).
+    let player = tokio::spawn(
+        tokio::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-v", "error", "-i"])
+            .arg(format!("http://{}/live/s/index.m3u8", mesh.http("edge")))
+            .args(["-f", "null", "-"])
+            .output(),
+    );
+    // Mid-stream: a relay has carried a few segments and playlists to the edge.
+    let cluster = &mesh;
+    let victim = eventually(Duration::from_secs(20), "a relay carrying s to the edge", || async move {
+        let victim = carrier(cluster).await?;
+        let sent =
+            cluster.metric(victim, "lightpath_mesh_objects_sent_total", &[("peer", "edge"), ("stream", "s")]).await;
+        (sent >= 6.0).then_some(victim)
+    })
+    .await;
     let backup = if victim == "relay-a" { "relay-b" } else { "relay-a" };
     let before = mesh.metric("edge", "lightpath_mesh_objects_received_total", &[("peer", backup)]).await;
     mesh.kill(victim);
@@ -67,7 +76,7 @@ async fn relay_dies_mid_stream(ip_base: u8, controls: &[&str]) {
     let first = *edge.sequence.keys().next().unwrap();
     let last = *edge.sequence.keys().last().unwrap();
     assert_eq!(edge.sequence.len() as u64, last - first + 1, "gap in media sequence");
-    let out = player.await.unwrap();
+    let out = player.await.unwrap().unwrap();
     let errors = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && errors.trim().is_empty(), "the player saw errors: {errors}");
 }
