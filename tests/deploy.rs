@@ -366,9 +366,12 @@ async fn playbook_deploys_a_mesh_that_plays_alerts_and_drains() {
         }
     })
     .await;
-    let player = tokio::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-v", "error", "-i", &playlist, "-f", "null", "-"])
-        .output();
+    // Spawned, so that it plays while the stream is live (a future not polled would start only at the end).
+    let player = tokio::spawn(
+        tokio::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-v", "error", "-i", &playlist, "-f", "null", "-"])
+            .output(),
+    );
     let status = tokio::task::spawn_blocking(move || publisher.wait()).await.unwrap().unwrap();
     assert!(status.success(), "publisher failed: {}", std::fs::read_to_string(&publisher_log).unwrap());
     let (at_origin, at_edge) = (at_origin.await.unwrap(), at_edge.await.unwrap());
@@ -378,7 +381,7 @@ async fn playbook_deploys_a_mesh_that_plays_alerts_and_drains() {
     for (uri, bytes) in &at_origin.objects {
         assert!(at_edge.objects.get(uri) == Some(bytes), "edge-us served {uri} with other bytes, or not at all");
     }
-    let played = player.await.unwrap();
+    let played = player.await.unwrap().unwrap();
     let errors = String::from_utf8_lossy(&played.stderr);
     assert!(played.status.success() && errors.trim().is_empty(), "the player at edge-us failed: {errors}");
     let relayed = common::eventually(Duration::from_secs(10), "relay-us's objects in Prometheus", || {
