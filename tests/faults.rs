@@ -1,5 +1,6 @@
-//! Faults one step aside from the rehearsed path, each of which once froze a stream for good: an origin
-//! killed and restarted at once, and a link cut next to the origin with no control replica running. Real
+//! Faults one step aside from the rehearsed path, each of which once froze a stream for good or could: an
+//! origin or a relay killed and restarted at once, and a link cut next to the origin with no control replica
+//! running. Real
 //! node processes, real ffmpeg.
 
 mod common;
@@ -38,9 +39,20 @@ fn upstreams_chosen(mesh: &Cluster, node: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_origin_killed_and_restarted_at_once_is_subscribed_to_again() {
+    killed_and_restarted_at_once(71, "origin").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_and_restarted_at_once_is_subscribed_to_again() {
+    killed_and_restarted_at_once(73, "relay").await;
+}
+
+/// origin -> relay -> edge with a live ffmpeg stream: `victim` is killed (`kill -9`) and started again at
+/// once; the edge serves segments ingested after the restart within 2 s of it, and the stream goes on.
+async fn killed_and_restarted_at_once(ip_base: u8, victim: &str) {
     require("ffmpeg");
     let mut mesh = Cluster::new(
-        71,
+        ip_base,
         &[
             NodeSpec { id: "origin", roles: &["origin"] },
             NodeSpec { id: "relay", roles: &["relay"] },
@@ -65,8 +77,8 @@ async fn an_origin_killed_and_restarted_at_once_is_subscribed_to_again() {
 
     // The newest segment the origin holds when it dies; any later one was ingested after the restart.
     let before = segments(&playlist(mesh.http("origin")).await.unwrap()).into_iter().max().unwrap();
-    mesh.kill("origin");
-    mesh.start("origin");
+    mesh.kill(victim);
+    mesh.start(victim);
     let restarted = Instant::now();
     // The edge serves a segment that the restarted origin ingested.
     let newer = loop {
@@ -81,13 +93,19 @@ async fn an_origin_killed_and_restarted_at_once_is_subscribed_to_again() {
     };
     let took = restarted.elapsed();
     eprintln!(
-        "origin restarted: the edge lists segment {newer} (newest before: {before}) after {} ms",
+        "{victim} restarted: the edge lists segment {newer} (newest before: {before}) after {} ms",
         took.as_millis()
     );
     let body = get_eventually(&format!("http://{edge}/live/s/index{newer}.ts")).await;
     assert!(!body.is_empty());
     // A segment takes up to one segment duration (1 s) to be cut by the encoder after the restart.
-    assert!(took < Duration::from_secs(2), "the edge served new segments {} ms after the restart", took.as_millis());
+    assert!(
+        took < Duration::from_secs(2),
+        "the edge served new segments {} ms after the restart\nedge:\n{}\n{victim}:\n{}",
+        took.as_millis(),
+        mesh.log("edge"),
+        mesh.log(victim)
+    );
 
     // And it keeps going.
     let deadline = Instant::now() + Duration::from_secs(10);

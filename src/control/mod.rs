@@ -91,7 +91,7 @@ pub async fn run(
     };
     let server = crate::quic::server_config(&identity, Arc::new(crate::quic::transport()))?;
     let runtime = quinn::default_runtime().context("no async runtime for QUIC")?;
-    let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), listeners.mesh, runtime)
+    let endpoint = quinn::Endpoint::new(crate::quic::endpoint_config(&identity), Some(server), listeners.mesh, runtime)
         .context("starting the QUIC endpoint")?;
     tracing::info!(control = %id, mesh = %endpoint.local_addr()?, http = %listeners.http.local_addr()?, "control replica running");
 

@@ -238,12 +238,12 @@ impl Mesh {
         let mut endpoint = match impairments {
             // Emulated WAN links: every packet goes through the impairment table first.
             Some(table) => quinn::Endpoint::new_with_abstract_socket(
-                quinn::EndpointConfig::default(),
+                crate::quic::endpoint_config(identity),
                 Some(server),
                 crate::netem::impaired_socket(socket, table).context("wrapping the mesh socket")?,
                 runtime,
             ),
-            None => quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, runtime),
+            None => quinn::Endpoint::new(crate::quic::endpoint_config(identity), Some(server), socket, runtime),
         }
         .context("starting the QUIC endpoint")?;
         endpoint.set_default_client_config(client);

@@ -67,6 +67,33 @@ pub fn transport() -> quinn::TransportConfig {
     t
 }
 
+/// The endpoint settings of a node or replica holding `identity`: QUIC's defaults, with the key of its
+/// stateless resets derived from the identity's private key instead of drawn at random.
+///
+/// A process killed and started again at once (a crash and its supervisor's restart, `kill -9` and a
+/// deploy) comes back on the same address, but without the state of its connections. Its peers' packets
+/// on those connections then reach a process that does not know them. With a random key its stateless
+/// resets carry tokens the peers never saw, so they ignore them and hold the dead connection until its idle
+/// timeout (5 s), neither side dialing anew: a stream through a restarted relay stopped for those 5 s. With
+/// the key derived from the identity, the restarted process's resets carry the very tokens its previous run
+/// gave out (RFC 9000, section 10.3.2), so each peer drops the dead connection at its next packet (a probe,
+/// within 100 ms on a busy link) and dials again. The key stays secret with the private key, as the tokens
+/// must. A node restarted with a new key (its certificate re-issued) cannot reset its old connections: its
+/// peers then wait out the idle timeout, as before.
+pub fn endpoint_config(identity: &Identity) -> quinn::EndpointConfig {
+    let secret = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, identity.key.secret_der());
+    let derive = |label: &[u8]| ring::hmac::sign(&secret, label);
+    let reset = derive(b"lightpath stateless reset key, v1");
+    let mut config =
+        quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset.as_ref())));
+    // An endpoint sends a reset only for a connection id it could have issued, which it checks with the key of
+    // its id generator: that key must outlive the process too.
+    let ids = derive(b"lightpath connection id key, v1");
+    let ids = u64::from_le_bytes(ids.as_ref()[..8].try_into().expect("an HMAC-SHA256 tag has 32 bytes"));
+    config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(ids)));
+    config
+}
+
 /// The QUIC server side of `identity` (mutual TLS: clients must show a certificate of the mesh's CA) with
 /// `transport`, which is [`transport`] but in tests of the transport itself.
 pub fn server_config(identity: &Identity, transport: Arc<quinn::TransportConfig>) -> Result<quinn::ServerConfig> {
@@ -84,4 +111,102 @@ pub fn client_config(identity: &Identity, transport: Arc<quinn::TransportConfig>
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(transport);
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{SocketAddr, UdpSocket};
+    use std::time::Instant;
+
+    use tokio::runtime::Runtime;
+
+    use super::*;
+    use crate::ca::{create_ca, issue, CaFiles};
+    use crate::id::NodeId;
+
+    fn identity(ca: &CaFiles, node: &str) -> Identity {
+        let files = issue(ca, &NodeId::new(node).unwrap(), 1).unwrap();
+        Identity::from_pem(&ca.cert_pem, &files.chain_pem, &files.key_pem).unwrap()
+    }
+
+    fn runtime() -> Runtime {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()
+    }
+
+    /// An endpoint of `identity` on `socket`, made as a node makes its mesh endpoint, driven by `rt`.
+    fn endpoint(rt: &Runtime, identity: &Identity, socket: UdpSocket) -> quinn::Endpoint {
+        let _in = rt.enter();
+        let transport = Arc::new(transport());
+        let server = server_config(identity, transport.clone()).unwrap();
+        let runtime = quinn::default_runtime().unwrap();
+        let mut endpoint = quinn::Endpoint::new(endpoint_config(identity), Some(server), socket, runtime).unwrap();
+        endpoint.set_default_client_config(client_config(identity, transport).unwrap());
+        endpoint
+    }
+
+    /// The edge's connection to the endpoint at `addr` and the accepting side's.
+    fn connect(
+        (edge_rt, edge): (&Runtime, &quinn::Endpoint),
+        (rt, to): (&Runtime, &quinn::Endpoint),
+        addr: SocketAddr,
+    ) -> (quinn::Connection, quinn::Connection) {
+        let to = to.clone();
+        let accepting = rt.spawn(async move { to.accept().await.unwrap().await.unwrap() });
+        let conn = edge_rt.block_on(async { edge.connect(addr, "relay").unwrap().await.unwrap() });
+        (conn, edge_rt.block_on(accepting).unwrap())
+    }
+
+    /// The edge connects to a process of the node `first` at some address, which then dies without a word (its
+    /// runtime stops: no CONNECTION_CLOSE goes out), and a process of `second` (the same node with the same
+    /// key and certificate, or another) takes the address. The edge sends on the old connection (a datagram
+    /// here; a probe in the mesh): how does the connection end, and how soon?
+    fn restarted(ca: &CaFiles, first: &Identity, second: &Identity) -> (quinn::ConnectionError, Duration) {
+        let edge_rt = runtime();
+        let edge = endpoint(&edge_rt, &identity(ca, "edge"), UdpSocket::bind("127.0.0.1:0").unwrap());
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        let dying_rt = runtime();
+        let dying = endpoint(&dying_rt, first, socket);
+        let (conn, accepted) = connect((&edge_rt, &edge), (&dying_rt, &dying), addr);
+
+        dying_rt.shutdown_background();
+        drop((dying, accepted)); // their driver is gone: the socket closes and nothing is sent
+        let rt = runtime();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let restarted = loop {
+            match UdpSocket::bind(addr) {
+                Ok(socket) => break endpoint(&rt, second, socket),
+                Err(e) => assert!(Instant::now() < deadline, "the address stayed taken: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let sent = Instant::now();
+        conn.send_datagram(bytes::Bytes::from_static(&[0; 200])).unwrap();
+        let error =
+            edge_rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), conn.closed()).await.unwrap() });
+        let took = sent.elapsed();
+        if error == quinn::ConnectionError::Reset {
+            connect((&edge_rt, &edge), (&rt, &restarted), addr); // and the edge can dial the new process
+        }
+        (error, took)
+    }
+
+    #[test]
+    fn a_peer_restarted_on_its_address_resets_the_old_connection_at_once() {
+        // The reset carries the token the first process gave out, so the edge drops the connection at its next
+        // packet, not after the 5 s idle timeout.
+        let ca = create_ca("quic test CA").unwrap();
+        let relay = identity(&ca, "relay");
+        let (error, took) = restarted(&ca, &relay, &relay);
+        assert_eq!(error, quinn::ConnectionError::Reset, "the old connection ended otherwise");
+        assert!(took < Duration::from_secs(4), "the reset took {took:?}");
+    }
+
+    #[test]
+    fn another_identity_on_the_address_cannot_reset_the_connection() {
+        // Another key's resets carry tokens the edge never saw: it holds the connection to its idle timeout.
+        let ca = create_ca("quic test CA").unwrap();
+        let (error, _) = restarted(&ca, &identity(&ca, "relay"), &identity(&ca, "mallory"));
+        assert_eq!(error, quinn::ConnectionError::TimedOut);
+    }
 }
