@@ -149,9 +149,20 @@ async fn forwards(mesh: &Cluster, relay: &str, objects: f64, within: Duration) -
 /// stream is back on relay-a within 10 s of the repair.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_traffic_returns_to_a_repaired_link_within_10_s() {
+    repaired(75, &["control-1"], Duration::from_secs(3)).await;
+}
+
+/// The same without a control replica (routes from the configured latencies and the links' own verdicts),
+/// and with an outage longer than the connection's idle timeout, so the link comes back as a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_control_traffic_returns_to_a_link_repaired_after_its_connection_died() {
+    repaired(76, &[], Duration::from_secs(8)).await;
+}
+
+async fn repaired(ip_base: u8, controls: &[&str], outage: Duration) {
     let extra = format!("[links]\nemulate = true\n[admin]\ntoken = \"{ADMIN}\"\n");
     let mut mesh = Cluster::with_controls(
-        71,
+        ip_base,
         &[
             NodeSpec { id: "origin", roles: &["origin"] },
             NodeSpec { id: "relay-a", roles: &["relay"] },
@@ -164,7 +175,7 @@ async fn live_traffic_returns_to_a_repaired_link_within_10_s() {
             ("origin", "relay-b", 60.0),
             ("relay-b", "edge", 60.0),
         ],
-        &["control-1"],
+        controls,
         &extra,
     );
     mesh.start_all();
@@ -189,8 +200,7 @@ async fn live_traffic_returns_to_a_repaired_link_within_10_s() {
     let cut = Instant::now();
     let moved = forwards(&mesh, "relay-b", 2.0, Duration::from_secs(4)).await;
     eprintln!("the stream moved to relay-b {} ms after the cut", moved.as_millis());
-    // The outage lasts 3 s, well inside the connection's idle timeout.
-    tokio::time::sleep_until((cut + Duration::from_secs(3)).into()).await;
+    tokio::time::sleep_until((cut + outage).into()).await;
     set_link(&mesh, "origin", "relay-a", 20.0, true).await;
     let back = forwards(&mesh, "relay-a", 2.0, Duration::from_secs(10)).await;
     eprintln!("the stream was back on relay-a {} ms after the repair", back.as_millis());
