@@ -135,3 +135,43 @@ async fn replicas_agree_and_the_stream_survives_their_death() {
     assert_eq!(put("three.ts").await.unwrap().status(), 201);
     assert_eq!(get_eventually(&format!("http://{}/live/s/three.ts", mesh.http("edge"))).await, b"three.ts");
 }
+
+/// A replica killed and started again at once (a crash and its supervisor's restart): the nodes drop their
+/// dead sessions at the restarted replica's first stateless reset, not after the 5 s idle timeout, reconnect
+/// and get routes from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_restarted_at_once_has_every_node_back_within_seconds() {
+    let mut mesh = two_relays(42, &["control-1"]);
+    for node in ["origin", "relay-a", "relay-b", "edge"] {
+        mesh.append_config(node, "\n[links]\nemulate = true\n");
+    }
+    mesh.start_all();
+    mesh.wait_healthy().await;
+    let routed = |v: &serde_json::Value| {
+        ["relay-a", "relay-b", "edge"].iter().all(|n| v[n]["routes"].as_array().is_some_and(|r| !r.is_empty()))
+    };
+    api_until(&mesh, "control-1", "routes", routed).await;
+    let nodes = ["origin", "relay-a", "relay-b", "edge"];
+    let connected = |mesh: &Cluster, node: &str| mesh.log(node).matches("connected to the control plane").count();
+    assert!(nodes.iter().all(|n| connected(&mesh, n) == 1), "a node connected twice before the restart");
+
+    mesh.kill("control-1");
+    mesh.start("control-1");
+    let restarted = Instant::now();
+    for node in nodes {
+        while connected(&mesh, node) < 2 {
+            assert!(
+                restarted.elapsed() < Duration::from_secs(20),
+                "{node} never reconnected to the restarted replica:\n{}",
+                mesh.log(node)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let took = restarted.elapsed();
+    eprintln!("every node reconnected {} ms after the replica's restart", took.as_millis());
+    // Before stateless resets were keyed from the replica's own key, the nodes held the dead sessions for the
+    // 5 s idle timeout.
+    assert!(took < Duration::from_secs(4), "the nodes took {} ms to reconnect", took.as_millis());
+    api_until(&mesh, "control-1", "routes", routed).await;
+}
