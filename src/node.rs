@@ -124,6 +124,7 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
     let span = tracing::info_span!("mesh", node = %params.id);
     for control in &params.topology.controls {
         let to_mesh = mesh.clone();
+        let from = control.id.clone();
         tokio::spawn(
             crate::control::client::run(
                 mesh.endpoint().clone(),
@@ -131,8 +132,9 @@ pub async fn run(params: NodeParams, listeners: Listeners, shutdown: impl Future
                 control.clone(),
                 mesh.reports(),
                 move |message| match message {
-                    FromControl::Routes(routes) => to_mesh.routes(routes),
+                    FromControl::Routes(routes) => to_mesh.routes(from.clone(), routes),
                     FromControl::Takedown { stream, takedown } => to_mesh.takedown_from_control(stream, takedown),
+                    FromControl::Ended => to_mesh.control_ended(from.clone()),
                 },
             )
             .instrument(span.clone()),

@@ -175,3 +175,64 @@ async fn a_replica_restarted_at_once_has_every_node_back_within_seconds() {
     assert!(took < Duration::from_secs(4), "the nodes took {} ms to reconnect", took.as_millis());
     api_until(&mesh, "control-1", "routes", routed).await;
 }
+
+/// libfaketime, which sets a process's wall clock off (Debian's `faketime` package; scripts/test installs it).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// Two replicas, one with its wall clock an hour ahead (a VM whose clock was never set, say): the nodes take
+/// its tables, whose versions (times of change) are the highest. It dies; the mesh changes (relay-a's link
+/// to the origin gets slow). The other replica's tables, whose versions are an hour lower, must still be
+/// taken: the stream moves to relay-b.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replica_with_its_clock_ahead_does_not_freeze_the_routes() {
+    assert!(std::path::Path::new(LIBFAKETIME).exists(), "apt-get install -y faketime (scripts/test does this)");
+    let mut mesh = two_relays(43, &["control-1", "control-2"]);
+    for node in ["origin", "relay-a", "relay-b", "edge"] {
+        mesh.append_config(node, &format!("\n[links]\nemulate = true\n[admin]\ntoken = \"{ADMIN}\"\n"));
+    }
+    for node in ["origin", "relay-a", "relay-b", "edge"] {
+        mesh.start(node);
+    }
+    mesh.start("control-2");
+    let ahead = [("LD_PRELOAD", LIBFAKETIME), ("FAKETIME", "+1h"), ("FAKETIME_DONT_FAKE_MONOTONIC", "1")];
+    mesh.start_with_env("control-1", &ahead);
+    mesh.wait_healthy().await;
+
+    // Both replicas route the edge through relay-a (5 + 5 ms against 10 + 10); control-1's versions are an
+    // hour ahead, and the edge holds one of them.
+    let via = |relay: &'static str| move |v: &serde_json::Value| v["edge"]["routes"][0]["next_hop"] == relay;
+    let ahead_routes = api_until(&mesh, "control-1", "routes", via("relay-a")).await;
+    let routes = api_until(&mesh, "control-2", "routes", via("relay-a")).await;
+    assert!(
+        version(&ahead_routes, "edge") > version(&routes, "edge") + 3_000_000,
+        "control-1's clock is not ahead: {ahead_routes:#} against {routes:#}"
+    );
+    let key = format!("Bearer {KEY}");
+    let origin = mesh.http("origin");
+    let put = |n: u32| {
+        let url = format!("http://{origin}/live/s/o{n}.ts");
+        client().put(url).header("Authorization", key.clone()).body(vec![n as u8; 1000]).send()
+    };
+    assert_eq!(put(0).await.unwrap().status(), 201);
+    get_eventually(&format!("http://{}/live/s/o0.ts", mesh.http("edge"))).await;
+
+    // control-1 dies; relay-a's way gets slow (40 + 5 ms), and control-2 routes the edge through relay-b.
+    mesh.kill("control-1");
+    set_link(&mesh, "origin", "relay-a", Some(40.0), true).await;
+    api_until(&mesh, "control-2", "routes", via("relay-b")).await;
+    let received = "lightpath_mesh_objects_received_total";
+    let before = mesh.metric("edge", received, &[("peer", "relay-b")]).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for n in 1.. {
+        assert_eq!(put(n).await.unwrap().status(), 201);
+        if mesh.metric("edge", received, &[("peer", "relay-b")]).await > before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the edge kept the dead replica's route through relay-a:\n{}",
+            mesh.log("edge")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const ADMIN: &str = "admin-token-for-tests";
-
 /// The numbers of the media segments a playlist lists (ffmpeg names them `indexN.ts`).
 fn segments(playlist: &str) -> Vec<u64> {
     playlist
@@ -152,16 +150,7 @@ async fn a_link_cut_next_to_the_origin_without_control_moves_the_stream_to_the_o
 
     // Cut origin <-> relay-a on both ends; nothing tells the edge.
     let before = received("relay-b").await;
-    for (from, to) in [("origin", "relay-a"), ("relay-a", "origin")] {
-        let resp = client()
-            .put(format!("http://{}/admin/links/{to}", mesh.http(from)))
-            .header("Authorization", format!("Bearer {ADMIN}"))
-            .body("{\"up\": false}")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 204, "{}", resp.text().await.unwrap());
-    }
+    set_link(&mesh, "origin", "relay-a", None, false).await;
     let cut = Instant::now();
     while received("relay-b").await <= before {
         assert!(cut.elapsed() < Duration::from_secs(10), "nothing came through relay-b after the cut");

@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const ADMIN: &str = "admin-token-for-tests";
-
 async fn get(url: &str) -> (u16, Vec<u8>) {
     match client().get(url).send().await {
         Ok(r) => (r.status().as_u16(), r.bytes().await.map(|b| b.to_vec()).unwrap_or_default()),

@@ -6,8 +6,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const ADMIN: &str = "admin-token-for-tests";
-
 fn emulated(ip_base: u8, nodes: &[NodeSpec], links: &[(&str, &str, f64)]) -> Cluster {
     let extra = format!("[links]\nemulate = true\n[admin]\ntoken = \"{ADMIN}\"\n");
     let mut mesh = Cluster::with_controls(ip_base, nodes, links, &["control-1"], &extra);
@@ -35,20 +33,6 @@ async fn next_hop_becomes(mesh: &Cluster, node: &str, via: &str, within: Duratio
             panic!("{node} never routed via {via}: {r:#}\nlinks as measured: {links}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Sets the emulated one-way latency of link a—b, on both ends.
-async fn set_latency(mesh: &Cluster, a: &str, b: &str, delay_ms: f64, up: bool) {
-    for (from, to) in [(a, b), (b, a)] {
-        let resp = client()
-            .put(format!("http://{}/admin/links/{to}", mesh.http(from)))
-            .header("Authorization", format!("Bearer {ADMIN}"))
-            .body(format!("{{\"delay_ms\": {delay_ms}, \"up\": {up}}}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 204, "{}", resp.text().await.unwrap());
     }
 }
 
@@ -105,8 +89,8 @@ async fn latency_drives_the_path_and_a_slower_link_moves_it() {
     until(Duration::from_secs(10), "relay-a forwards the stream", async || sent(&mesh, "relay-a").await > a).await;
 
     // A's links get slow: within a few seconds the stream flows via B.
-    set_latency(&mesh, "origin", "relay-a", 100.0, true).await;
-    set_latency(&mesh, "relay-a", "edge", 100.0, true).await;
+    set_link(&mesh, "origin", "relay-a", Some(100.0), true).await;
+    set_link(&mesh, "relay-a", "edge", Some(100.0), true).await;
     let took = next_hop_becomes(&mesh, "edge", "relay-b", Duration::from_secs(10)).await;
     eprintln!("rerouted via relay-b {} ms after the latency change", took.as_millis());
     // Past make-before-break, relay-b alone carries the stream: over a second (five objects), relay-a sends
@@ -162,7 +146,7 @@ async fn a_partitioned_edge_answers_503_then_resumes() {
     let publisher = trickle(mesh.http("origin"));
     get_eventually(&format!("http://{}/live/s/o2.ts", mesh.http("edge"))).await;
 
-    set_latency(&mesh, "relay", "edge", 10.0, false).await;
+    set_link(&mesh, "relay", "edge", Some(10.0), false).await;
     let cut = Instant::now();
     let status = loop {
         let started = Instant::now();
@@ -177,7 +161,7 @@ async fn a_partitioned_edge_answers_503_then_resumes() {
     };
     eprintln!("partitioned edge answers {status} after {} ms", cut.elapsed().as_millis());
 
-    set_latency(&mesh, "relay", "edge", 10.0, true).await;
+    set_link(&mesh, "relay", "edge", Some(10.0), true).await;
     let healed = Instant::now();
     // The stream resumes by itself: a newly published object arrives at the edge.
     loop {

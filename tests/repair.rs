@@ -109,22 +109,6 @@ fn simulated_overlay_returns_to_a_repaired_link_within_10_s() {
     }
 }
 
-const ADMIN: &str = "admin-token-for-tests";
-
-/// Cuts (`up = false`) or repairs the link a—b on both ends, keeping its emulated one-way latency.
-async fn set_link(mesh: &Cluster, a: &str, b: &str, delay_ms: f64, up: bool) {
-    for (from, to) in [(a, b), (b, a)] {
-        let resp = client()
-            .put(format!("http://{}/admin/links/{to}", mesh.http(from)))
-            .header("Authorization", format!("Bearer {ADMIN}"))
-            .body(format!("{{\"delay_ms\": {delay_ms}, \"up\": {up}}}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 204, "{}", resp.text().await.unwrap());
-    }
-}
-
 /// Objects `relay` has sent the edge.
 async fn sent(mesh: &Cluster, relay: &str) -> f64 {
     mesh.metric(relay, "lightpath_mesh_objects_sent_total", &[("peer", "edge"), ("stream", "s")]).await
@@ -196,12 +180,12 @@ async fn repaired(ip_base: u8, controls: &[&str], outage: Duration) {
     get_eventually(&format!("http://{}/live/s/o2.ts", mesh.http("edge"))).await;
     forwards(&mesh, "relay-a", 5.0, Duration::from_secs(20)).await;
 
-    set_link(&mesh, "origin", "relay-a", 20.0, false).await;
+    set_link(&mesh, "origin", "relay-a", Some(20.0), false).await;
     let cut = Instant::now();
     let moved = forwards(&mesh, "relay-b", 2.0, Duration::from_secs(4)).await;
     eprintln!("the stream moved to relay-b {} ms after the cut", moved.as_millis());
     tokio::time::sleep_until((cut + outage).into()).await;
-    set_link(&mesh, "origin", "relay-a", 20.0, true).await;
+    set_link(&mesh, "origin", "relay-a", Some(20.0), true).await;
     let back = forwards(&mesh, "relay-a", 2.0, Duration::from_secs(10)).await;
     eprintln!("the stream was back on relay-a {} ms after the repair", back.as_millis());
     publisher.abort();

@@ -3,7 +3,8 @@
 //! A node keeps a connection to every control replica, over its own mesh endpoint (so the link impairments
 //! and partitions that its mesh traffic sees apply to it too). It sends each its latest [`Report`] whenever it
 //! changes (at most every [`REPORT_EVERY`]) and at least every second as a heartbeat, so every replica sees
-//! the same reports and computes the same tables; the mesh keeps the newest table from any of them. A
+//! the same reports and computes the same tables; the mesh keeps the newest table from any of them (or, once
+//! the session with the replica whose table it runs ended, any replica's next: `Relay::handle_routes`). A
 //! replica also sends operators' stream takedowns ([`FromControl::Takedown`]). A replica that goes away is
 //! redialed with backoff; meanwhile the node keeps forwarding on its last table.
 
@@ -32,6 +33,9 @@ pub enum FromControl {
     Routes(Routes),
     /// An operator's takedown of a stream, or its lift.
     Takedown { stream: StreamName, takedown: Takedown },
+    /// The session with the replica ended (or a dial failed): the node may take any replica's next table
+    /// over this one's, whatever their versions.
+    Ended,
 }
 
 /// Why a session with a control replica ended.
@@ -76,7 +80,9 @@ pub(crate) async fn run(
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match session(&endpoint, &me, &control, reports.clone(), &on_message).await {
+        let ended = session(&endpoint, &me, &control, reports.clone(), &on_message).await;
+        on_message(FromControl::Ended);
+        match ended {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(SessionError::Dial(e)) if e.is_final() => return,
             Err(e) => tracing::warn!(control = %control.id, error = %e, "control session ended"),

@@ -103,8 +103,15 @@ pub(crate) enum Event {
     Want {
         stream: StreamName,
     },
-    /// A route table from the control plane.
-    Routes(Routes),
+    /// A route table from control replica `from`.
+    Routes {
+        from: NodeId,
+        routes: Routes,
+    },
+    /// The session with control replica `from` ended.
+    ControlEnded {
+        from: NodeId,
+    },
     /// An operator drains the node (`true`) or takes it back into service.
     Drain(bool),
     /// Local ingest asks to publish an object of `stream`.
@@ -400,9 +407,15 @@ impl Mesh {
         self.shared.boot
     }
 
-    /// A route table from the control plane; an older version than the one in force is ignored.
-    pub fn routes(&self, routes: Routes) {
-        self.shared.event(Event::Routes(routes));
+    /// A route table from control replica `from` (the relay core decides whether it supersedes the one in
+    /// force: [`Relay::handle_routes`]).
+    pub fn routes(&self, from: NodeId, routes: Routes) {
+        self.shared.event(Event::Routes { from, routes });
+    }
+
+    /// The session with control replica `from` ended: its table may be superseded by any replica's.
+    pub fn control_ended(&self, from: NodeId) {
+        self.shared.event(Event::ControlEnded { from });
     }
 
     /// An operator drains the node (`true`: the control plane routes new trees around it, its downstream
@@ -625,11 +638,14 @@ impl Driver {
                 }
             }
             Event::Want { stream } => self.relay.handle_want(now, &stream),
-            Event::Routes(routes) => {
-                metrics::gauge!("lightpath_routes_version", "node" => self.shared.me.to_string())
-                    .set(routes.version as f64);
-                self.relay.handle_routes(now, routes);
+            Event::Routes { from, routes } => {
+                let version = routes.version;
+                if self.relay.handle_routes(now, &from, routes) {
+                    metrics::gauge!("lightpath_routes_version", "node" => self.shared.me.to_string())
+                        .set(version as f64);
+                }
             }
+            Event::ControlEnded { from } => self.relay.handle_control_ended(now, &from),
             Event::Drain(draining) => self.relay.handle_drain(draining),
             Event::Claim { stream, claim, reply } => {
                 let _ = reply.send(self.relay.handle_claim(now, &stream, claim));

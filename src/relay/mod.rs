@@ -312,6 +312,16 @@ struct Publishing {
     next_version: u64,
 }
 
+/// The control plane's table in force and where it came from.
+#[derive(Debug)]
+struct Table {
+    routes: Routes,
+    /// The replica that sent it.
+    from: NodeId,
+    /// Whether this node's session with that replica still runs.
+    from_live: bool,
+}
+
 /// A backup origin waiting for a stream's owner to fall silent: since when it watches the stream.
 #[derive(Debug)]
 struct Standby {
@@ -347,8 +357,8 @@ pub struct Relay {
     /// over `graph` without this node's unusable links. Computed on first need (a table from the control plane
     /// usually spares it) and forgotten when one of this node's links changes.
     fallback: RefCell<BTreeMap<NodeId, Option<Route>>>,
-    /// The newest table from the control plane, if any came.
-    table: Option<Routes>,
+    /// The table from the control plane in force, if any came.
+    table: Option<Table>,
     peers: Peers,
     registry: Registry,
     /// Streams this node owns and is publishing.
@@ -762,19 +772,36 @@ impl Relay {
         self.subs.iter().filter(|(_, s)| !s.down.is_empty()).map(|(stream, _)| stream)
     }
 
-    /// A route table from the control plane; older than the one held, it is ignored.
-    pub fn handle_routes(&mut self, now: Duration, routes: Routes) {
+    /// A route table from the control replica `from`. It is taken when it is newer than the table in force,
+    /// or when the replica that gave that table is gone ([`handle_control_ended`](Self::handle_control_ended)),
+    /// whatever its version; otherwise it is ignored. Returns whether it was taken.
+    ///
+    /// Versions are times of change by each replica's own clock, so a replica whose clock runs ahead (an
+    /// hour, on a machine never set) gives versions no other replica reaches for that long: held against
+    /// them after it died, its last table would stay in force, and the routes frozen, for the hour.
+    pub fn handle_routes(&mut self, now: Duration, from: &NodeId, routes: Routes) -> bool {
         self.advance(now);
-        if self.table.as_ref().is_some_and(|t| t.version >= routes.version) {
-            return;
+        if self.table.as_ref().is_some_and(|t| t.from_live && t.routes.version >= routes.version) {
+            return false;
         }
         tracing::info!(
+            control = %from,
             version = routes.version,
             routes = routes.routes.len(),
             "applying routes from the control plane"
         );
-        self.table = Some(routes);
+        self.table = Some(Table { routes, from: from.clone(), from_live: true });
         self.rehome_all();
+        true
+    }
+
+    /// The session with control replica `from` ended. Its table stays in force until another comes, but any
+    /// replica's next table supersedes it, even of a lower version.
+    pub fn handle_control_ended(&mut self, now: Duration, from: &NodeId) {
+        self.advance(now);
+        if let Some(table) = self.table.as_mut().filter(|t| &t.from == from) {
+            table.from_live = false;
+        }
     }
 
     /// A control frame from a neighbour, on connection `conn`.

@@ -370,7 +370,7 @@ fn make_before_break_subscribes_the_new_upstream_holds_the_old_dedupes_then_unsu
     let mut net = diamond();
     net.stream_for("origin", Duration::from_millis(500));
     let now = net.now;
-    net.relay("edge").handle_routes(now, table(1, &[("origin", "b", Some("a"))]));
+    net.relay("edge").handle_routes(now, &id("control-1"), table(1, &[("origin", "b", Some("a"))]));
     net.settle();
     assert_eq!(net.upstream("edge").as_deref(), Some("b"));
     assert_eq!(net.count_sent("edge", "b", is_subscribe), 1, "subscribed through the new upstream");
@@ -397,14 +397,14 @@ fn make_before_break_ends_when_the_new_upstream_delivers_a_live_object_first() {
     // arrive first: the first of them ends the make-before-break, long before the hold.
     let mut net = diamond();
     let now = net.now;
-    net.relay("edge").handle_routes(now, table(1, &[("origin", "b", Some("a"))]));
+    net.relay("edge").handle_routes(now, &id("control-1"), table(1, &[("origin", "b", Some("a"))]));
     net.settle();
     net.stream_for("origin", net.config.hold + Duration::from_millis(200));
     assert_eq!(net.count_sent("edge", "a", is_unsubscribe), 1, "a released after the hold");
     assert_eq!(net.upstream("edge").as_deref(), Some("b"));
 
     let now = net.now;
-    net.relay("edge").handle_routes(now, table(2, &[("origin", "a", Some("b"))]));
+    net.relay("edge").handle_routes(now, &id("control-1"), table(2, &[("origin", "a", Some("b"))]));
     net.settle();
     assert_eq!(net.count_sent("edge", "b", is_unsubscribe), 0, "b feeds until a delivers");
     // a subscribes upstream, and the cached window it sends the edge is held there already: not live.
@@ -441,7 +441,7 @@ fn a_stale_table_toward_a_downstream_node_makes_no_loop() {
     // a's table says: reach the origin through the edge, which is a's own subscriber (stale), and a's own
     // link to the origin fails.
     let now = net.now;
-    net.relay("a").handle_routes(now, table(7, &[("origin", "edge", None)]));
+    net.relay("a").handle_routes(now, &id("control-1"), table(7, &[("origin", "edge", None)]));
     net.settle();
     net.cut("origin", "a", false);
     let names = net.stream_for("origin", Duration::from_secs(2));
@@ -620,7 +620,7 @@ fn word_that_a_stream_is_unavailable_counts_only_from_the_upstream_in_force() {
     let now = net.now;
     net.relay("edge").handle_frame(now, &id("b"), conn, Frame::Unavailable { stream: stream() });
     net.settle();
-    net.relay("edge").handle_routes(now, table(1, &[("origin", "b", Some("a"))]));
+    net.relay("edge").handle_routes(now, &id("control-1"), table(1, &[("origin", "b", Some("a"))]));
     net.settle();
     assert_eq!(net.upstream("edge").as_deref(), Some("b"));
 }
@@ -811,4 +811,30 @@ fn a_report_of_thousands_of_streams_fits_its_frame() {
     assert!(report.streams.len() > 1_000, "{} streams reported", report.streams.len());
     assert_eq!(report.streams[0].stream.as_str(), "stream-number-00000", "the first by name");
     assert!(matches!(crate::wire::decode_from(&mut bytes::BytesMut::from(&out[..])), Ok(Some(Frame::Report(_)))));
+}
+
+#[test]
+fn a_gone_replicas_table_gives_way_to_any_replicas_next_whatever_its_version() {
+    let mut net = diamond();
+    let now = net.now;
+    let (ahead, behind) = (id("control-1"), id("control-2"));
+    // control-1's clock runs an hour ahead of control-2's: its versions win while it lives.
+    let edge = net.relay("edge");
+    assert!(edge.handle_routes(now, &ahead, table(3_600_000 + 10, &[("origin", "a", Some("b"))])));
+    assert!(!edge.handle_routes(now, &behind, table(20, &[("origin", "b", Some("a"))])), "older, from a live replica");
+    assert!(!edge.handle_routes(now, &ahead, table(3_600_000 + 10, &[("origin", "b", None)])), "the same version");
+    net.settle();
+    assert_eq!(net.upstream("edge").as_deref(), Some("a"));
+    // Another replica's end changes nothing; control-1's does: control-2's next table is taken, and its later
+    // ones, though all are older than control-1's last.
+    let edge = net.relay("edge");
+    edge.handle_control_ended(now, &behind);
+    assert!(!edge.handle_routes(now, &behind, table(30, &[("origin", "b", Some("a"))])));
+    edge.handle_control_ended(now, &ahead);
+    assert!(edge.handle_routes(now, &behind, table(40, &[("origin", "b", Some("a"))])));
+    assert!(!edge.handle_routes(now, &behind, table(39, &[("origin", "a", Some("b"))])), "older than the one in force");
+    net.settle();
+    assert_eq!(net.upstream("edge").as_deref(), Some("b"));
+    // control-1 back: its versions are the highest again.
+    assert!(net.relay("edge").handle_routes(now, &ahead, table(3_600_000 + 50, &[("origin", "a", Some("b"))])));
 }

@@ -746,8 +746,12 @@ impl<'a> Engine<'a> {
             }
             Event::TablePush(tables) => {
                 let now = Self::time(self.now);
+                // One planner is the simulated control plane, with versions that only grow.
+                let control = NodeId::new("control").expect("a valid node id");
                 for (node, routes) in tables.iter() {
-                    self.drive(*node, |relay, _| relay.handle_routes(now, routes.clone()));
+                    self.drive(*node, |relay, _| {
+                        relay.handle_routes(now, &control, routes.clone());
+                    });
                     self.watch(*node);
                 }
             }

@@ -179,7 +179,8 @@ impl StreamPhase {
 /// A node's route table toward the origins, as the control plane computed it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Routes {
-    /// Grows with every change; a node keeps the newest table it has seen.
+    /// Grows with every change (the replica's time of the change, in ms); a node keeps the newest table of
+    /// the replicas it is in session with.
     pub version: u64,
     pub routes: Vec<Route>,
 }

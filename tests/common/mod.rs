@@ -152,11 +152,17 @@ impl Cluster {
 
     /// Starts a node process (logs to its log file).
     pub fn start(&mut self, id: &str) {
+        self.start_with_env(id, &[]);
+    }
+
+    /// Starts a node with more environment variables (a clock set off by libfaketime, say).
+    pub fn start_with_env(&mut self, id: &str, env: &[(&str, &str)]) {
         let node = self.nodes.get_mut(id).unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).unwrap();
         let child = Command::new(bin())
             .args([if node.control { "control" } else { "node" }, "--config"])
             .arg(&node.config)
+            .envs(env.iter().copied())
             .env("RUST_LOG", std::env::var("LIGHTPATH_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())
             .stderr(log)
@@ -517,4 +523,26 @@ pub async fn play_in_browser(url: &str, seconds: u32, mode: &str, flags: &str) -
     eprintln!("{seen}");
     assert!(seen.get("error").is_none(), "{seen}");
     seen
+}
+
+/// The admin token of test clusters that change their links at runtime (`[admin] token`).
+pub const ADMIN: &str = "admin-token-for-tests";
+
+/// Sets the link a—b on both ends through `PUT /admin/links/{peer}` (the nodes need `[admin] token = ADMIN`):
+/// whether it is up, and its emulated one-way latency (`None`: as it is).
+pub async fn set_link(mesh: &Cluster, a: &str, b: &str, delay_ms: Option<f64>, up: bool) {
+    let mut body = serde_json::json!({ "up": up });
+    if let Some(ms) = delay_ms {
+        body["delay_ms"] = ms.into();
+    }
+    for (from, to) in [(a, b), (b, a)] {
+        let resp = client()
+            .put(format!("http://{}/admin/links/{to}", mesh.http(from)))
+            .header("Authorization", format!("Bearer {ADMIN}"))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 204, "{}", resp.text().await.unwrap());
+    }
 }
