@@ -207,6 +207,11 @@ async fn a_dead_replica_with_its_clock_ahead_does_not_freeze_the_routes() {
         version(&ahead_routes, "edge") > version(&routes, "edge") + 3_000_000,
         "control-1's clock is not ahead: {ahead_routes:#} against {routes:#}"
     );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !mesh.log("edge").contains("applying routes from the control plane control=control-1") {
+        assert!(Instant::now() < deadline, "the edge never took control-1's table:\n{}", mesh.log("edge"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let key = format!("Bearer {KEY}");
     let origin = mesh.http("origin");
     let put = |n: u32| {
@@ -216,7 +221,8 @@ async fn a_dead_replica_with_its_clock_ahead_does_not_freeze_the_routes() {
     assert_eq!(put(0).await.unwrap().status(), 201);
     get_eventually(&format!("http://{}/live/s/o0.ts", mesh.http("edge"))).await;
 
-    // control-1 dies; relay-a's way gets slow (40 + 5 ms), and control-2 routes the edge through relay-b.
+    // control-1 dies; relay-a's way gets slow (40 + 5 ms), and control-2 routes the edge through relay-b,
+    // whether the edge hears of that before or after it finds control-1 gone.
     mesh.kill("control-1");
     set_link(&mesh, "origin", "relay-a", Some(40.0), true).await;
     api_until(&mesh, "control-2", "routes", via("relay-b")).await;

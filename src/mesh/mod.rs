@@ -292,6 +292,7 @@ impl Mesh {
             conns: HashMap::new(),
             reports,
             next_sample: Duration::ZERO,
+            ran_late: Duration::ZERO,
             next_udp_sent: Duration::ZERO,
             takedowns_file,
             peer_queue_bytes,
@@ -465,6 +466,9 @@ struct Driver {
     /// When the connections are sampled next: on a grid of [`SAMPLE_EVERY`], which neighbours share, so
     /// that both ends of a link time what they heard alike.
     next_sample: Duration,
+    /// How late, in all, this driver ran its due timers (beyond [`STALL_SLACK`] each time): the node's own
+    /// stalls as the driver saw them (see [`Driver::judge_late`]).
+    ran_late: Duration,
     /// When the connections' sent bytes are published next ([`UDP_SENT_EVERY`]).
     next_udp_sent: Duration,
     takedowns_file: Option<PathBuf>,
@@ -561,6 +565,7 @@ impl Driver {
             timeout = self.relay.poll_timeout();
             let timers = timeout.is_some_and(|t| t <= now);
             if timers {
+                self.judge_late(now, timeout);
                 self.sample(now);
                 self.relay.handle_timeout(now);
             }
@@ -572,6 +577,25 @@ impl Driver {
             if self.unpublished && now >= self.next_publish {
                 self.publish_state(now);
             }
+        }
+    }
+
+    /// Counts how late the relay's timers due at `due` run at `now` as this node's own stall. The stall
+    /// watcher ([`watch_stalls`]) sees the same stalls, but when the whole process was not scheduled, its
+    /// timer and this driver's fire in the same wake, in either order: judged first, a link whose probe
+    /// replies wait unread in the socket was declared down and answered again a millisecond later (seen with
+    /// 40 edge processes saturating two cores).
+    fn judge_late(&mut self, now: Duration, due: Option<Duration>) {
+        let late = due.map_or(Duration::ZERO, |due| now.saturating_sub(due));
+        if late > STALL_SLACK {
+            self.ran_late += late;
+        }
+    }
+
+    /// `lightpath_routes_version`: the version of the control plane's table in force.
+    fn table_in_force(&self) {
+        if let Some(version) = self.relay.table_version() {
+            metrics::gauge!("lightpath_routes_version", "node" => self.shared.me.to_string()).set(version as f64);
         }
     }
 
@@ -639,13 +663,14 @@ impl Driver {
             }
             Event::Want { stream } => self.relay.handle_want(now, &stream),
             Event::Routes { from, routes } => {
-                let version = routes.version;
                 if self.relay.handle_routes(now, &from, routes) {
-                    metrics::gauge!("lightpath_routes_version", "node" => self.shared.me.to_string())
-                        .set(version as f64);
+                    self.table_in_force();
                 }
             }
-            Event::ControlEnded { from } => self.relay.handle_control_ended(now, &from),
+            Event::ControlEnded { from } => {
+                self.relay.handle_control_ended(now, &from);
+                self.table_in_force();
+            }
             Event::Drain(draining) => self.relay.handle_drain(draining),
             Event::Claim { stream, claim, reply } => {
                 let _ = reply.send(self.relay.handle_claim(now, &stream, claim));
@@ -708,7 +733,10 @@ impl Driver {
     fn sample(&mut self, now: Duration) {
         self.next_sample = crate::routing::next_tick(now, SAMPLE_EVERY);
         let stalled = self.shared.stalled_us.load(std::sync::atomic::Ordering::Relaxed);
-        self.relay.handle_stalled(Duration::from_micros(stalled));
+        // Both count the same stalls at times (a stall then extends a link's silence allowance twice over,
+        // which only makes a starved node slower to blame its neighbours), but neither alone sees every one
+        // before a verdict.
+        self.relay.handle_stalled(Duration::from_micros(stalled) + self.ran_late);
         let udp_sent = now >= self.next_udp_sent;
         if udp_sent {
             self.next_udp_sent = now + UDP_SENT_EVERY;

@@ -312,14 +312,28 @@ struct Publishing {
     next_version: u64,
 }
 
-/// The control plane's table in force and where it came from.
-#[derive(Debug)]
-struct Table {
-    routes: Routes,
-    /// The replica that sent it.
-    from: NodeId,
-    /// Whether this node's session with that replica still runs.
-    from_live: bool,
+/// The control plane's tables: what each replica sent, and which is in force (see [`Relay::handle_routes`]).
+#[derive(Debug, Default)]
+struct Tables {
+    /// The newest table of each replica this node is in session with.
+    latest: BTreeMap<NodeId, Routes>,
+    /// The table in force and the replica that sent it: the newest of `latest`, or, while no replica is in
+    /// session, the last one in force.
+    in_force: Option<(NodeId, Routes)>,
+}
+
+impl Tables {
+    /// Puts the newest of the replicas' tables in force, unless the one in force is as new and its replica
+    /// still in session; returns whether the table in force changed.
+    fn settle(&mut self) -> bool {
+        let Some(newest) = self.latest.values().map(|r| r.version).max() else { return false };
+        if self.in_force.as_ref().is_some_and(|(from, r)| r.version == newest && self.latest.contains_key(from)) {
+            return false;
+        }
+        let (from, routes) = self.latest.iter().find(|(_, r)| r.version == newest).expect("the newest is there");
+        self.in_force = Some((from.clone(), routes.clone()));
+        true
+    }
 }
 
 /// A backup origin waiting for a stream's owner to fall silent: since when it watches the stream.
@@ -357,8 +371,8 @@ pub struct Relay {
     /// over `graph` without this node's unusable links. Computed on first need (a table from the control plane
     /// usually spares it) and forgotten when one of this node's links changes.
     fallback: RefCell<BTreeMap<NodeId, Option<Route>>>,
-    /// The table from the control plane in force, if any came.
-    table: Option<Table>,
+    /// Route tables from the control plane.
+    tables: Tables,
     peers: Peers,
     registry: Registry,
     /// Streams this node owns and is publishing.
@@ -418,7 +432,7 @@ impl Relay {
             config,
             graph,
             fallback: RefCell::default(),
-            table: None,
+            tables: Tables::default(),
             peers: Peers::default(),
             registry: Registry::default(),
             publishing: BTreeMap::new(),
@@ -772,36 +786,51 @@ impl Relay {
         self.subs.iter().filter(|(_, s)| !s.down.is_empty()).map(|(stream, _)| stream)
     }
 
-    /// A route table from the control replica `from`. It is taken when it is newer than the table in force,
-    /// or when the replica that gave that table is gone ([`handle_control_ended`](Self::handle_control_ended)),
-    /// whatever its version; otherwise it is ignored. Returns whether it was taken.
+    /// A route table from the control replica `from`. The table in force is the newest of those the
+    /// replicas in session with this node sent last; when none is in session, the last one in force stays.
+    /// Returns whether the table in force changed.
     ///
     /// Versions are times of change by each replica's own clock, so a replica whose clock runs ahead (an
-    /// hour, on a machine never set) gives versions no other replica reaches for that long: held against
-    /// them after it died, its last table would stay in force, and the routes frozen, for the hour.
+    /// hour, on a machine never set) gives versions no other replica reaches for that long. Were the newest
+    /// version ever seen to win, its last table would stay in force, and the routes frozen, for the hour
+    /// after it died; instead its table leaves with its session
+    /// ([`handle_control_ended`](Self::handle_control_ended)), and what the other replicas sent takes over.
     pub fn handle_routes(&mut self, now: Duration, from: &NodeId, routes: Routes) -> bool {
         self.advance(now);
-        if self.table.as_ref().is_some_and(|t| t.from_live && t.routes.version >= routes.version) {
+        if self.tables.latest.get(from).is_some_and(|held| held.version >= routes.version) {
             return false;
         }
+        self.tables.latest.insert(from.clone(), routes);
+        self.tables_changed()
+    }
+
+    /// The session with control replica `from` ended: its tables no longer count, and the newest of the
+    /// other replicas' is put in force (when none is in session, its table stays in force).
+    pub fn handle_control_ended(&mut self, now: Duration, from: &NodeId) {
+        self.advance(now);
+        if self.tables.latest.remove(from).is_some() {
+            self.tables_changed();
+        }
+    }
+
+    /// The version of the control plane's table in force, if one is.
+    pub fn table_version(&self) -> Option<u64> {
+        self.tables.in_force.as_ref().map(|(_, r)| r.version)
+    }
+
+    fn tables_changed(&mut self) -> bool {
+        if !self.tables.settle() {
+            return false;
+        }
+        let (from, routes) = self.tables.in_force.as_ref().expect("settled");
         tracing::info!(
             control = %from,
             version = routes.version,
             routes = routes.routes.len(),
             "applying routes from the control plane"
         );
-        self.table = Some(Table { routes, from: from.clone(), from_live: true });
         self.rehome_all();
         true
-    }
-
-    /// The session with control replica `from` ended. Its table stays in force until another comes, but any
-    /// replica's next table supersedes it, even of a lower version.
-    pub fn handle_control_ended(&mut self, now: Duration, from: &NodeId) {
-        self.advance(now);
-        if let Some(table) = self.table.as_mut().filter(|t| &t.from == from) {
-            table.from_live = false;
-        }
     }
 
     /// A control frame from a neighbour, on connection `conn`.

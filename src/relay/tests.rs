@@ -814,27 +814,34 @@ fn a_report_of_thousands_of_streams_fits_its_frame() {
 }
 
 #[test]
-fn a_gone_replicas_table_gives_way_to_any_replicas_next_whatever_its_version() {
+fn a_gone_replicas_table_gives_way_to_the_other_replicas_whatever_the_versions() {
     let mut net = diamond();
     let now = net.now;
     let (ahead, behind) = (id("control-1"), id("control-2"));
-    // control-1's clock runs an hour ahead of control-2's: its versions win while it lives.
+    let hour = 3_600_000;
+    // control-1's clock runs an hour ahead of control-2's: its versions win while it is in session.
     let edge = net.relay("edge");
-    assert!(edge.handle_routes(now, &ahead, table(3_600_000 + 10, &[("origin", "a", Some("b"))])));
-    assert!(!edge.handle_routes(now, &behind, table(20, &[("origin", "b", Some("a"))])), "older, from a live replica");
-    assert!(!edge.handle_routes(now, &ahead, table(3_600_000 + 10, &[("origin", "b", None)])), "the same version");
+    assert!(edge.handle_routes(now, &ahead, table(hour + 10, &[("origin", "a", Some("b"))])));
+    assert!(!edge.handle_routes(now, &behind, table(20, &[("origin", "a", Some("b"))])), "older");
+    assert!(!edge.handle_routes(now, &ahead, table(hour + 10, &[("origin", "b", None)])), "the same version");
+    assert_eq!(edge.table_version(), Some(hour + 10));
+    // control-2 routes through b (the mesh changed) while control-1 is still taken for alive: remembered.
+    assert!(!edge.handle_routes(now, &behind, table(30, &[("origin", "b", Some("a"))])));
     net.settle();
     assert_eq!(net.upstream("edge").as_deref(), Some("a"));
-    // Another replica's end changes nothing; control-1's does: control-2's next table is taken, and its later
-    // ones, though all are older than control-1's last.
+    // Another replica's end changes nothing; control-1's puts control-2's last table in force at once.
     let edge = net.relay("edge");
-    edge.handle_control_ended(now, &behind);
-    assert!(!edge.handle_routes(now, &behind, table(30, &[("origin", "b", Some("a"))])));
+    edge.handle_control_ended(now, &id("control-3"));
+    assert_eq!(edge.table_version(), Some(hour + 10));
     edge.handle_control_ended(now, &ahead);
-    assert!(edge.handle_routes(now, &behind, table(40, &[("origin", "b", Some("a"))])));
-    assert!(!edge.handle_routes(now, &behind, table(39, &[("origin", "a", Some("b"))])), "older than the one in force");
+    assert_eq!(edge.table_version(), Some(30));
+    assert!(!edge.handle_routes(now, &behind, table(29, &[("origin", "a", Some("b"))])), "older than its last");
     net.settle();
     assert_eq!(net.upstream("edge").as_deref(), Some("b"));
-    // control-1 back: its versions are the highest again.
-    assert!(net.relay("edge").handle_routes(now, &ahead, table(3_600_000 + 50, &[("origin", "a", Some("b"))])));
+    // The last replica gone: its table stays in force. control-1 back: its versions lead again.
+    let edge = net.relay("edge");
+    edge.handle_control_ended(now, &behind);
+    assert_eq!(edge.table_version(), Some(30));
+    assert!(edge.handle_routes(now, &ahead, table(hour + 50, &[("origin", "a", Some("b"))])));
+    assert!(!edge.handle_routes(now, &behind, table(60, &[("origin", "b", Some("a"))])));
 }

@@ -71,7 +71,7 @@ impl Relay {
         let sub = self.subs.get(stream);
         let downstream = |p: &NodeId| sub.is_some_and(|s| s.down.contains(p));
         let passed_over = |p: &NodeId| sub.is_some_and(|s| s.passed_over.contains_key(p));
-        let table = self.table.as_ref().and_then(|t| t.routes.routes.iter().find(|r| &r.dest == origin));
+        let table = self.tables.in_force.as_ref().and_then(|(_, t)| t.routes.iter().find(|r| &r.dest == origin));
         let table = table.map(|r| Hops { via: &r.via, backup: r.backup.as_ref() });
         let current = sub.and_then(|s| s.upstream.as_ref());
         let candidate = |p: &NodeId| p != &self.me && self.is_usable(p) && !downstream(p) && !passed_over(p);
