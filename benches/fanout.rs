@@ -662,9 +662,18 @@ async fn collect(subscribers: Arc<RwLock<Vec<Mesh>>>, received: Received, stream
 /// A quinn endpoint on a fresh 127.0.0.1 socket with the mesh's TLS (mutual) and transport config; a server
 /// too when `server`.
 fn raw_endpoint(identity: &Identity, server: bool) -> Result<quinn::Endpoint> {
-    let server_config =
-        if server { Some(lightpath::quic::server_config(identity, Arc::new(transport()))?) } else { None };
-    let client_config = lightpath::quic::client_config(identity, Arc::new(transport()))?;
+    let server_config = if server {
+        Some(lightpath::quic::server_config(
+            identity,
+            Arc::new(transport(lightpath::config::QuicConfig::default().max_object_streams)),
+        )?)
+    } else {
+        None
+    };
+    let client_config = lightpath::quic::client_config(
+        identity,
+        Arc::new(transport(lightpath::config::QuicConfig::default().max_object_streams)),
+    )?;
     let runtime = quinn::default_runtime().context("no runtime")?;
     let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
     let mut endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), server_config, socket, runtime)?;

@@ -399,8 +399,14 @@ impl RawPath {
 fn raw_endpoint(ca: &CaFiles, id: &str, impairments: Option<Impairments>) -> Result<quinn::Endpoint> {
     let files = issue(ca, &NodeId::new(id)?, 1)?;
     let identity = Identity::from_pem(&ca.cert_pem, &files.chain_pem, &files.key_pem)?;
-    let server_config = lightpath::quic::server_config(&identity, Arc::new(transport()))?;
-    let client_config = lightpath::quic::client_config(&identity, Arc::new(transport()))?;
+    let server_config = lightpath::quic::server_config(
+        &identity,
+        Arc::new(transport(lightpath::config::QuicConfig::default().max_object_streams)),
+    )?;
+    let client_config = lightpath::quic::client_config(
+        &identity,
+        Arc::new(transport(lightpath::config::QuicConfig::default().max_object_streams)),
+    )?;
     let runtime = quinn::default_runtime().context("no runtime")?;
     let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
     let config = quinn::EndpointConfig::default();

@@ -39,8 +39,10 @@ async fn run() -> Result<()> {
     rate_cap().await?;
     quic_round_trip().await?;
     let ca = create_ca("netem bench CA")?;
-    for (name, transport) in [("mesh transport", lightpath::quic::transport()), ("quinn default", default_transport())]
-    {
+    for (name, transport) in [
+        ("mesh transport", lightpath::quic::transport(lightpath::config::QuicConfig::default().max_object_streams)),
+        ("quinn default", default_transport()),
+    ] {
         lost_tail(&ca, name, transport).await?;
     }
     Ok(())

@@ -136,7 +136,7 @@ fn a_good_config_loads_with_paths_resolved_and_defaults() {
             "ok: node origin-eu (origin) in {}: 2 nodes, 1 links, 1 regions\nlimits: http.header_timeout_ms 10000, \
              http.idle_timeout_ms 30000, http.body_timeout_ms 10000, http.max_connections 16384 \
              (http.max_connections_per_address 256, http.reserved_fds 512), quic.validate_addresses true, \
-             quic.max_handshakes 64, quic.peer_queue_bytes 16777216",
+             quic.max_handshakes 64, quic.peer_queue_bytes 16777216, quic.max_object_streams 128",
             s.path("mesh.toml").display()
         )
     );

@@ -40,7 +40,7 @@ impl FakeNode {
         let mut client = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(
             identity.client_config()?,
         )?));
-        client.transport_config(Arc::new(transport()));
+        client.transport_config(Arc::new(transport(lightpath::config::QuicConfig::default().max_object_streams)));
         let runtime = quinn::default_runtime().context("no runtime")?;
         let mut endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)?;
         endpoint.set_default_client_config(client);

@@ -478,7 +478,7 @@ fn limits_summary(http: &HttpConfig, quic: &QuicConfig) -> String {
     format!(
         "\nlimits: http.header_timeout_ms {}, http.idle_timeout_ms {}, http.body_timeout_ms {}, \
          http.max_connections {} (http.max_connections_per_address {}, http.reserved_fds {}), \
-         quic.validate_addresses {}, quic.max_handshakes {}, quic.peer_queue_bytes {}",
+         quic.validate_addresses {}, quic.max_handshakes {}, quic.peer_queue_bytes {}, quic.max_object_streams {}",
         http.header_timeout_ms,
         http.idle_timeout_ms,
         http.body_timeout_ms,
@@ -487,7 +487,8 @@ fn limits_summary(http: &HttpConfig, quic: &QuicConfig) -> String {
         http.reserved_fds,
         quic.validate_addresses,
         quic.max_handshakes,
-        quic.peer_queue_bytes
+        quic.peer_queue_bytes,
+        quic.max_object_streams
     )
 }
 

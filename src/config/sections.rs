@@ -646,14 +646,37 @@ pub struct QuicConfig {
     /// peer at once (default 16 MiB, a connection's window); as much again may wait. Beyond that a lagging
     /// peer skips the oldest waiting objects, so a stalled neighbour never makes the node buffer more.
     pub peer_queue_bytes: u64,
+    /// How many object streams a mesh peer may have open toward this node at once (default 128, at most
+    /// 4,096). Each object crosses a link on a stream of its own, open from the peer's first byte of it to
+    /// this node's last read, so this many objects can be on their way over one link at once: 128 is
+    /// about 1,000 objects a second over a 130 ms round trip. It is also what a connection keeps: QUIC
+    /// holds receive state for every stream the peer may open and reuses it for a later stream with the
+    /// reassembly queue it last grew to (about 56 bytes per packet of an object that arrived before it was
+    /// read, 14 KiB for a 500 KB segment, at most about 230 KiB), kept until the connection closes.
+    pub max_object_streams: u32,
 }
 
 impl QuicConfig {
-    /// A cap above 0.
+    /// The most `max_object_streams` accepted.
+    pub const MAX_OBJECT_STREAMS: u32 = 4096;
+
+    /// Caps above 0, and object streams within [`QuicConfig::MAX_OBJECT_STREAMS`].
     pub fn validate(&self) -> Result<(), Vec<CheckError>> {
         let mut problems = Vec::new();
         if self.max_handshakes == 0 {
             problems.push(problem("quic.max_handshakes", "0 would refuse every peer"));
+        }
+        if self.max_object_streams == 0 {
+            problems.push(problem("quic.max_object_streams", "0 would let no peer send an object"));
+        } else if self.max_object_streams > Self::MAX_OBJECT_STREAMS {
+            problems.push(problem(
+                "quic.max_object_streams",
+                format!(
+                    "at most {}: each permitted stream keeps its receive state (up to about 230 KiB) for the \
+                     connection's life",
+                    Self::MAX_OBJECT_STREAMS
+                ),
+            ));
         }
         if self.peer_queue_bytes < 65_536 {
             problems.push(problem("quic.peer_queue_bytes", "must be at least 65536 (64 KiB)"));
@@ -668,7 +691,7 @@ impl QuicConfig {
 
 impl Default for QuicConfig {
     fn default() -> Self {
-        Self { validate_addresses: true, max_handshakes: 64, peer_queue_bytes: 16 << 20 }
+        Self { validate_addresses: true, max_handshakes: 64, peer_queue_bytes: 16 << 20, max_object_streams: 128 }
     }
 }
 
@@ -713,7 +736,12 @@ mod tests {
         assert_eq!(http.validate(), Ok(()));
         assert_eq!(
             QuicConfig::default(),
-            QuicConfig { validate_addresses: true, max_handshakes: 64, peer_queue_bytes: 16 << 20 }
+            QuicConfig {
+                validate_addresses: true,
+                max_handshakes: 64,
+                peer_queue_bytes: 16 << 20,
+                max_object_streams: 128
+            }
         );
         assert_eq!(QuicConfig::default().validate(), Ok(()));
     }
@@ -749,6 +777,14 @@ mod tests {
         fails(
             QuicConfig { max_handshakes: 0, ..QuicConfig::default() }.validate(),
             &[("quic.max_handshakes", "refuse")],
+        );
+        fails(
+            QuicConfig { max_object_streams: 0, ..QuicConfig::default() }.validate(),
+            &[("quic.max_object_streams", "no peer")],
+        );
+        fails(
+            QuicConfig { max_object_streams: 4097, ..QuicConfig::default() }.validate(),
+            &[("quic.max_object_streams", "at most 4096")],
         );
     }
 

@@ -89,7 +89,7 @@ pub async fn run(
         Some(file) => crate::takedowns::load(file)?,
         None => BTreeMap::new(),
     };
-    let server = crate::quic::server_config(&identity, Arc::new(crate::quic::transport()))?;
+    let server = crate::quic::server_config(&identity, Arc::new(crate::quic::transport(quic.max_object_streams)))?;
     let runtime = quinn::default_runtime().context("no async runtime for QUIC")?;
     let endpoint = quinn::Endpoint::new(crate::quic::endpoint_config(&identity), Some(server), listeners.mesh, runtime)
         .context("starting the QUIC endpoint")?;

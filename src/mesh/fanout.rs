@@ -366,12 +366,16 @@ mod tests {
     /// window (16 KiB) holds a copy up; the peers' ends of both.
     async fn relay_and_peers() -> (quinn::Endpoint, Vec<quinn::Connection>, Vec<quinn::Connection>) {
         let ca = create_ca("fanout test CA").unwrap();
-        let relay = endpoint(&ca, "relay", crate::quic::transport());
-        let mut narrow = crate::quic::transport();
+        let relay =
+            endpoint(&ca, "relay", crate::quic::transport(crate::config::QuicConfig::default().max_object_streams));
+        let mut narrow = crate::quic::transport(crate::config::QuicConfig::default().max_object_streams);
         narrow.stream_receive_window(16_384u32.into());
         let mut ours = Vec::new();
         let mut theirs = Vec::new();
-        for (name, transport) in [("fast", crate::quic::transport()), ("narrow", narrow)] {
+        for (name, transport) in [
+            ("fast", crate::quic::transport(crate::config::QuicConfig::default().max_object_streams)),
+            ("narrow", narrow),
+        ] {
             let peer = endpoint(&ca, name, transport);
             let accepting = tokio::spawn({
                 let peer = peer.clone();

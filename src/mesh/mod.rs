@@ -239,8 +239,9 @@ impl Mesh {
             }
             while relay.poll_action().is_some() {} // nobody to flood to yet
         }
-        let server = crate::quic::server_config(identity, Arc::new(crate::quic::transport()))?;
-        let client = crate::quic::client_config(identity, Arc::new(crate::quic::transport()))?;
+        let transport = Arc::new(crate::quic::transport(quic.max_object_streams));
+        let server = crate::quic::server_config(identity, transport.clone())?;
+        let client = crate::quic::client_config(identity, transport)?;
         let runtime = quinn::default_runtime().context("no async runtime for QUIC")?;
         let mut endpoint = match impairments {
             // Emulated WAN links: every packet goes through the impairment table first.

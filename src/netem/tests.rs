@@ -411,11 +411,14 @@ async fn send_objects(p: &Pair, count: usize, len: usize) {
 /// figure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lossy_link_delivers_every_object_whole_on_the_mesh_transport() {
-    let p = pair_with(Arc::new(crate::quic::transport()), |a, b_addr, b, a_addr| {
-        let loss = Impairment { loss: 0.03, ..Default::default() };
-        a.set(b_addr, loss);
-        b.set(a_addr, loss);
-    })
+    let p = pair_with(
+        Arc::new(crate::quic::transport(crate::config::QuicConfig::default().max_object_streams)),
+        |a, b_addr, b, a_addr| {
+            let loss = Impairment { loss: 0.03, ..Default::default() };
+            a.set(b_addr, loss);
+            b.set(a_addr, loss);
+        },
+    )
     .await;
     send_objects(&p, 300, 12_000).await;
     p.a.close(0u32.into(), b"done");

@@ -41,18 +41,21 @@ pub const STREAM_WINDOW: u32 = 4 << 20;
 /// windows, bounds what a peer can make a node buffer: 16 MiB per neighbour where the old 64 MiB window let
 /// a few neighbours hold hundreds of MiB.
 pub const CONNECTION_WINDOW: u32 = 16 << 20;
-/// How many object streams a peer may have open at once: 1,024. A node relays each stream's newest
-/// objects (a playlist and a segment or a few parts in flight per stream), so this carries a few hundred
-/// streams over one link at once; each open stream costs its state (a few hundred bytes) whether or not
-/// data flows, which 4,096 let a single peer multiply for nothing.
-pub const MAX_OBJECT_STREAMS: u32 = 1024;
 
-/// The QUIC transport settings of lightpath connections (mesh links and control sessions).
-pub fn transport() -> quinn::TransportConfig {
+/// The QUIC transport settings of lightpath connections (mesh links and control sessions), with at most
+/// `object_streams` object streams open from a peer at once (`quic.max_object_streams`).
+///
+/// That count is also a memory bound: quinn keeps a receive state for every stream a peer may open and,
+/// when a stream ends, hands its state (with the reassembly queue it grew to) to the stream number that
+/// the end makes permissible, `object_streams` further on. So a connection ends up holding one state per
+/// permitted stream, each as large as the largest backlog of packets it ever queued; with one stream per
+/// object, it grows with every object until all are in use. 1,024 permitted streams made an edge's
+/// memory creep for half an hour (BENCHMARKS.md, "Soak").
+pub fn transport(object_streams: u32) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(Duration::from_secs(5).try_into().expect("5 s fits")));
     t.keep_alive_interval(Some(Duration::from_secs(2)));
-    t.max_concurrent_uni_streams(MAX_OBJECT_STREAMS.into());
+    t.max_concurrent_uni_streams(object_streams.into());
     t.stream_receive_window(STREAM_WINDOW.into());
     t.receive_window(CONNECTION_WINDOW.into());
     // What this node buffers for one peer unacknowledged: the same as it lets a peer send it.
