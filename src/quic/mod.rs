@@ -139,7 +139,7 @@ mod tests {
     /// An endpoint of `identity` on `socket`, made as a node makes its mesh endpoint, driven by `rt`.
     fn endpoint(rt: &Runtime, identity: &Identity, socket: UdpSocket) -> quinn::Endpoint {
         let _in = rt.enter();
-        let transport = Arc::new(transport());
+        let transport = Arc::new(transport(crate::config::QuicConfig::default().max_object_streams));
         let server = server_config(identity, transport.clone()).unwrap();
         let runtime = quinn::default_runtime().unwrap();
         let mut endpoint = quinn::Endpoint::new(endpoint_config(identity), Some(server), socket, runtime).unwrap();
