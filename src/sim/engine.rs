@@ -386,6 +386,10 @@ pub struct Engine<'a> {
     events: u64,
     queue: EventQueue<Scheduled>,
     rng: SmallRng,
+    /// Per link, the draws of its probes (loss and jitter each way): a link's probes come out the same
+    /// whenever they are computed, on time or late ([`Engine::catch_up`]), and leave the draws of objects
+    /// and frames alone.
+    probe_rngs: Vec<SmallRng>,
     jitter: Micros,
     /// Bits per µs each link direction sends; 0 for unlimited.
     bits_per_us: f64,
@@ -623,6 +627,9 @@ impl<'a> Engine<'a> {
             events: 0,
             queue: EventQueue::new(),
             rng: SmallRng::seed_from_u64(seed),
+            probe_rngs: (0..links.len() as u64)
+                .map(|l| SmallRng::seed_from_u64(seed ^ (l + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+                .collect(),
             jitter: ms_to_micros(scenario.links.jitter_ms),
             bits_per_us: scenario.links.bandwidth_mbps,
             late: scenario.workload.late_ms * 1000,
@@ -1041,8 +1048,8 @@ impl<'a> Engine<'a> {
         if !self.links[link].up || !self.is_up(peer) {
             return;
         }
-        let there = self.cross(link);
-        let back = self.cross(link);
+        let there = self.cross_probe(link);
+        let back = self.cross_probe(link);
         // The peer hears the probe itself: a live node counts every packet that arrives on a connection.
         if let Some(there) = there {
             let far = &mut self.ends[e ^ 1];
@@ -1266,13 +1273,15 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// One packet's one-way crossing of a link: its delay, or `None` when lost.
-    fn cross(&mut self, link: usize) -> Option<Micros> {
+    /// One probe packet's one-way crossing of a link: its delay, or `None` when lost.
+    fn cross_probe(&mut self, link: usize) -> Option<Micros> {
         let loss = self.links[link].loss;
-        if loss > 0.0 && self.rng.gen_bool(loss) {
+        let rng = &mut self.probe_rngs[link];
+        if loss > 0.0 && rng.gen_bool(loss) {
             return None;
         }
-        Some(self.links[link].latency + self.draw_jitter())
+        let jitter = if self.jitter == 0 { 0 } else { rng.gen_range(0..self.jitter) };
+        Some(self.links[link].latency + jitter)
     }
 
     /// How many of `packets` packets a crossing at loss rate `loss` loses: independent losses, drawn as the
