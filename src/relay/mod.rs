@@ -128,6 +128,20 @@ pub enum Action {
     Takedowns,
 }
 
+/// One link's deadlines ([`Relay::link_timeouts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkTimeout {
+    /// The connection carrying the link.
+    pub conn: ConnId,
+    /// When the link's estimator must be called again (a probe, or its own down verdict).
+    pub next: Duration,
+    /// While the link is judged up: when it will be judged down if nothing more is heard over it.
+    pub down: Option<Duration>,
+    /// The link carries a stream: it is probed at the fast interval, and judged down on one overdue probe
+    /// once nothing was heard over it for `down_after` (an idle link needs the estimator's own verdict).
+    pub fast: bool,
+}
+
 /// One version of one object.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ObjectKey {
@@ -473,16 +487,17 @@ impl Relay {
     /// When [`Relay::handle_timeout`] must be called next: a probe, a link verdict, the end of a hold or of
     /// a pass-over. `None` when nothing is pending.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        let links = self.link_timeouts().map(|(_, next, down)| down.map_or(next, |down| next.min(down)));
+        let links = self.link_timeouts().map(|t| t.down.map_or(t.next, |down| t.next.min(down)));
         links.chain(self.stream_timeout()).min()
     }
 
-    /// [`Relay::poll_timeout`]'s part for links, by connection: when the link's estimator must be called
-    /// again (a probe), and, while the link is judged up, when it will be judged down if nothing more is
-    /// heard over it.
-    pub fn link_timeouts(&self) -> impl Iterator<Item = (ConnId, Duration, Option<Duration>)> + '_ {
-        self.peers.iter().map(|p| {
-            (p.conn, p.estimator.poll_timeout(), p.down_at(self.config.probes.down_after, self.deaf).filter(|_| p.up))
+    /// [`Relay::poll_timeout`]'s part for links, one per connection.
+    pub fn link_timeouts(&self) -> impl Iterator<Item = LinkTimeout> + '_ {
+        self.peers.iter().map(|p| LinkTimeout {
+            conn: p.conn,
+            next: p.estimator.poll_timeout(),
+            down: p.down_at(self.config.probes.down_after, self.deaf).filter(|_| p.up),
+            fast: p.estimator.is_active(),
         })
     }
 

@@ -5,7 +5,12 @@
 //! Events, and what each one drives:
 //!
 //! - `Wake`: a node's [`Relay::poll_timeout`] came due; [`Relay::handle_timeout`] runs. Each node has one
-//!   pending wake, re-armed whenever the relay's deadline changes (a superseded wake is skipped).
+//!   pending wake, re-armed whenever the relay's deadline changes (a superseded wake is skipped). A
+//!   deadline that is only a probe on a link that cannot fail meanwhile (up, lossless, both ends running,
+//!   a round trip short enough that every probe is answered before a verdict could read it as missing:
+//!   `Engine::probes_idle`) is not an event: the node runs it, with the probes due since, when it is next
+//!   driven or woken or before the control plane reads it (`Engine::catch_up`), in time order and at each
+//!   deadline's own time. A node's neighbour hears such a probe (proof of life) from then on.
 //! - What a relay asks for ([`Relay::poll_action`]) right after it is driven: a probe
 //!   ([`Action::Probe`]) crosses its link both ways as a datagram (latency plus jitter each way, each way lost
 //!   per the link's loss, never answered across a down link or by a crashed node); a control frame
@@ -53,7 +58,7 @@ use super::histogram::Histogram;
 use super::queue::{EventQueue, Timed};
 use super::scenario::{FaultKind, Scenario};
 use crate::id::{NodeId, ObjectName, StreamName};
-use crate::relay::{Action, ConnId, Incoming, ObjectKey, Relay, RelayConfig};
+use crate::relay::{Action, ConnId, Incoming, LinkTimeout, ObjectKey, Relay, RelayConfig};
 use crate::routing::{DampingConfig, Graph, LinkMetrics, MeshRoutes, NodeIx, Planner, Round};
 use crate::topology::Topology;
 use crate::wire::{Frame, ObjectHeader, Route, Routes};
@@ -158,6 +163,10 @@ struct Node {
     relay: Option<Relay>,
     /// When its pending `Wake` is due (`Micros::MAX`: none).
     wake: Micros,
+    /// When its relay is next due ([`Relay::poll_timeout`]), at `wake` or before it: a deadline before
+    /// `wake` is a probe on links whose probes cannot change anything but their estimators, run when the
+    /// node is next driven (see [`Engine::catch_up`]).
+    due: Micros,
     /// Driven since the control plane's last round, or a probe of it was still out then.
     listed: bool,
     /// Its viewers have subscribed (an edge).
@@ -180,6 +189,15 @@ struct End {
     down: bool,
     /// The sequence number of the newest probe sent from this end.
     last_probe: u64,
+    /// The newest probe reply sent back to this end on the current connection, (arrival, seq), kept after
+    /// the relay is told of it; `None` when none since the connection started or the link last dropped
+    /// what was in flight.
+    replied: Option<(Micros, u64)>,
+    /// When the newest stream data (or a probe) that reached this end was sent, and when the newest packet
+    /// counts were: a node that runs its probes late (see [`Engine::catch_up`]) is told of them only from
+    /// then on, never before they happened.
+    data_sent: Micros,
+    packets_sent: Micros,
     /// What this end last reported to the control plane (`None`: nothing).
     reported: Option<Option<LinkMetrics>>,
     /// The stream packets this end sent over the link and lost, running totals as a transport keeps them,
@@ -351,12 +369,27 @@ struct Memo {
 
 pub struct Engine<'a> {
     scenario: &'a Scenario,
+    /// The time the engine's handlers see: the current event's, or a probe deadline of a node that runs
+    /// its probes late ([`Engine::catch_up`]).
     now: Micros,
+    /// The current event's time: nothing is scheduled before it.
+    clock: Micros,
+    /// Probes that must wake a node (see [`Engine::act`]) only when a link can fail: the fast interval,
+    /// `down_after`, and how much longer than twice its latency a probe's round trip can take (two jitter
+    /// draws).
+    fast: Micros,
+    down_after: Micros,
+    jitter_rtt: Micros,
+
     end: Micros,
     seq: u64,
     events: u64,
     queue: EventQueue<Scheduled>,
     rng: SmallRng,
+    /// Per link, the draws of its probes (loss and jitter each way): a link's probes come out the same
+    /// whenever they are computed, on time or late ([`Engine::catch_up`]), and leave the draws of objects
+    /// and frames alone.
+    probe_rngs: Vec<SmallRng>,
     jitter: Micros,
     /// Bits per µs each link direction sends; 0 for unlimited.
     bits_per_us: f64,
@@ -526,6 +559,7 @@ impl<'a> Engine<'a> {
             .map(|id| Node {
                 relay: Some(Relay::with_graph(id.clone(), shared.clone(), config.clone()).expect("validated")),
                 wake: Micros::MAX,
+                due: Micros::MAX,
                 listed: false,
                 watching: false,
             })
@@ -573,6 +607,9 @@ impl<'a> Engine<'a> {
             told: 0,
             down: false,
             last_probe: u64::MAX,
+            replied: None,
+            data_sent: 0,
+            packets_sent: 0,
             reported: None,
             packets: (0, 0),
             packets_told: 0,
@@ -580,11 +617,19 @@ impl<'a> Engine<'a> {
         Engine {
             scenario,
             now: 0,
+            clock: 0,
+            fast: config.probes.fast_interval.as_micros() as Micros,
+            down_after: config.probes.down_after.as_micros() as Micros,
+            jitter_rtt: 2 * ms_to_micros(scenario.links.jitter_ms),
+
             end: scenario.duration_s * 1_000_000,
             seq: 0,
             events: 0,
             queue: EventQueue::new(),
             rng: SmallRng::seed_from_u64(seed),
+            probe_rngs: (0..links.len() as u64)
+                .map(|l| SmallRng::seed_from_u64(seed ^ (l + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+                .collect(),
             jitter: ms_to_micros(scenario.links.jitter_ms),
             bits_per_us: scenario.links.bandwidth_mbps,
             late: scenario.workload.late_ms * 1000,
@@ -681,6 +726,7 @@ impl<'a> Engine<'a> {
                 break;
             }
             self.now = at;
+            self.clock = at;
             if let Event::Wake { node } = event {
                 if self.nodes[node as usize].wake != at {
                     continue;
@@ -723,6 +769,8 @@ impl<'a> Engine<'a> {
     }
 
     fn schedule(&mut self, at: Micros, event: Event) {
+        // A node running its probes late schedules from its deadline's time; never before the present.
+        let at = at.max(self.clock);
         self.seq += 1;
         self.queue.push(Scheduled { at, seq: self.seq, event });
     }
@@ -733,8 +781,7 @@ impl<'a> Engine<'a> {
             Event::LinkState { link, up } => self.set_link(link as usize, up),
             Event::Wake { node } => {
                 self.nodes[node as usize].wake = Micros::MAX;
-                let now = Self::time(self.now);
-                self.drive(node, |relay, _| relay.handle_timeout(now));
+                self.catch_up(node, self.now + 1);
             }
             Event::Frame { slot } => self.deliver(slot),
             Event::Idle { link } => self.idle(link as usize),
@@ -812,10 +859,32 @@ impl<'a> Engine<'a> {
         if self.nodes[node as usize].relay.is_none() {
             return;
         }
+        self.catch_up(node, self.now);
         self.settle(node);
         let relay = self.nodes[node as usize].relay.as_mut().expect("checked above");
         f(relay, &self.ids);
         self.act(node);
+    }
+
+    /// Runs `node`'s relay through its deadlines before `until` that were not events of their own: probes
+    /// on links that cannot fail before something else drives the node ([`Engine::probes_idle`]). Each
+    /// deadline runs as a `Wake` at its time would have: the relay is handed what reached it by then (data
+    /// and packet counts only once they were sent), `handle_timeout` runs, its probes cross their links.
+    /// Nothing else observes a node between two drives, and its probes' outcomes depend on nothing but its
+    /// links, so the relay makes the decisions that waking it at every probe would have made, without an
+    /// event per probe and with its state in the processor's caches for the whole train of probes.
+    fn catch_up(&mut self, node: u32, until: Micros) {
+        let n = node as usize;
+        let present = self.now;
+        while self.nodes[n].due < until && self.nodes[n].relay.is_some() {
+            self.now = self.nodes[n].due;
+            self.nodes[n].due = Micros::MAX;
+            self.settle(node);
+            let now = Self::time(self.now);
+            self.nodes[n].relay.as_mut().expect("checked above").handle_timeout(now);
+            self.act(node);
+        }
+        self.now = present;
     }
 
     /// Whether replies or data reached `node` that its relay has not been told of.
@@ -835,12 +904,12 @@ impl<'a> Engine<'a> {
             let e = 2 * l as usize + usize::from(link.a != node);
             let end = &mut self.ends[e];
             // Data in flight still counts from now on: the link is up, so it arrives.
-            if end.data > end.told && link.up && link.connected {
+            if end.data > end.told && end.data_sent <= self.now && link.up && link.connected {
                 let at = end.data.min(self.now);
                 end.told = end.data;
                 relay.handle_heard(Self::time(at), &self.ids[peer as usize], link.conn);
             }
-            if end.packets.0 != end.packets_told && link.connected {
+            if end.packets.0 != end.packets_told && end.packets_sent <= self.now && link.connected {
                 end.packets_told = end.packets.0;
                 let (sent, lost) = end.packets;
                 relay.handle_packet_counts(Self::time(self.now), &self.ids[peer as usize], link.conn, sent, lost);
@@ -891,13 +960,26 @@ impl<'a> Engine<'a> {
                 Action::Purge { .. } | Action::Ended { .. } | Action::Forget { .. } | Action::Takedowns => {}
             }
         }
+        self.arm(node);
+    }
+
+    /// Sets when `node` is next due and re-arms its wake: at its relay's deadlines, but for probes that can
+    /// run late ([`Engine::probes_idle`]).
+    fn arm(&mut self, node: u32) {
+        let n = node as usize;
         let Some(relay) = self.nodes[n].relay.as_ref() else { return };
         let micros = |t: Duration| t.as_nanos().div_ceil(1000) as Micros;
+        // `at`: when the node must wake, as an event; `due`: its relay's next deadline, which may be a probe
+        // that can wait until the node is next driven.
         let mut at = relay.stream_timeout().map_or(Micros::MAX, micros);
-        for (conn, next, down) in relay.link_timeouts() {
-            at = at.min(micros(next));
+        let mut due = at;
+        for LinkTimeout { conn, next, down, fast } in relay.link_timeouts() {
             let l = self.conn_links[conn as usize];
             let e = 2 * l as usize + usize::from(self.links[l as usize].a != node);
+            due = due.min(micros(next));
+            if !self.probes_idle(node, l, e, fast, micros(next), down.map(micros)) {
+                at = at.min(micros(next));
+            }
             let end = &self.ends[e];
             // The relay's own deadline is the answer in the live node, with its replies as events. Here the
             // engine knows the replies on their way: when the newest probe's reply arrives before the link
@@ -914,6 +996,8 @@ impl<'a> Engine<'a> {
                 at = at.min(end.reply.0);
             }
         }
+        let due = due.min(at);
+        self.nodes[n].due = if due == Micros::MAX { due } else { due.max(self.now + 1) };
         if at == Micros::MAX {
             return;
         }
@@ -922,6 +1006,41 @@ impl<'a> Engine<'a> {
             self.nodes[n].wake = at;
             self.schedule(at, Event::Wake { node });
         }
+    }
+
+    /// Whether the probes of link `l` from `node` (its end `e`; `fast`: probed at the fast interval; its
+    /// relay's deadlines for it, `next` and `down`) can run late, when the node is next driven, instead of
+    /// waking it: while the link stays as it is, they cannot change the link's verdict, only its estimator.
+    ///
+    /// The link must be up, both ends running, lossless and judged up, every probe sent on its connection
+    /// answered (replies on their way included) and, if the link could be judged down before the newest
+    /// reply, that reply in time. Then every later probe is answered within twice the link's latency plus
+    /// two jitter draws (`rtt_max`). A link probed slowly is judged down only once a probe went unanswered
+    /// for `down_after`, which cannot happen while `rtt_max` is shorter. A link probed fast is judged down
+    /// once one probe is overdue and nothing was heard over it for `down_after`: with `rtt_max` under the
+    /// fast interval its replies come at most a fast interval and two jitter draws apart, less than
+    /// `down_after`, and the first of them (to the probe due at `next`) less than `down_after` after the
+    /// newest one. Any change to the link, its ends or its relay's view of it (a fault, a frame, a table)
+    /// drives the node or re-arms it first, and the test is made again after every deadline. Longer links,
+    /// and any link at intervals this rule does not cover (the fast interval plus two jitter draws at least
+    /// `down_after`), wake the node at every probe as before.
+    fn probes_idle(&self, node: u32, l: u32, e: usize, fast: bool, next: Micros, down: Option<Micros>) -> bool {
+        let link = &self.links[l as usize];
+        let end = &self.ends[e];
+        let peer = if link.a == node { link.b } else { link.a };
+        let healthy = link.up && link.connected && !link.stale && link.loss == 0.0 && !end.down && self.is_up(peer);
+        let rtt_max = 2 * link.latency + self.jitter_rtt;
+        if !healthy || rtt_max >= self.down_after || (fast && rtt_max >= self.fast) {
+            return false;
+        }
+        if fast && self.fast + self.jitter_rtt >= self.down_after {
+            return false;
+        }
+        let Some((newest, seq)) = end.replied else { return false };
+        if seq != end.last_probe || down.is_some_and(|down| newest > down) {
+            return false;
+        }
+        !fast || newest + self.down_after > next + rtt_max
     }
 
     /// Probe `seq` from `node` to `peer` over link `l`: its reply comes back unless the link or the peer
@@ -933,11 +1052,13 @@ impl<'a> Engine<'a> {
         if !self.links[link].up || !self.is_up(peer) {
             return;
         }
-        let there = self.cross(link);
-        let back = self.cross(link);
+        let there = self.cross_probe(link);
+        let back = self.cross_probe(link);
         // The peer hears the probe itself: a live node counts every packet that arrives on a connection.
         if let Some(there) = there {
-            self.ends[e ^ 1].data = self.ends[e ^ 1].data.max(self.now + there);
+            let far = &mut self.ends[e ^ 1];
+            far.data = far.data.max(self.now + there);
+            far.data_sent = far.data_sent.max(self.now);
         }
         let (Some(there), Some(back)) = (there, back) else { return };
         // Replies arrive in the order they were sent (jitter never reorders on a link).
@@ -952,6 +1073,7 @@ impl<'a> Engine<'a> {
             self.later_replies[e].push_back((at, seq));
         }
         self.ends[e].newest = (at, seq);
+        self.ends[e].replied = Some((at, seq));
     }
 
     /// A control frame from `node` to `peer` over link `l`, behind those already on their way.
@@ -1064,6 +1186,7 @@ impl<'a> Engine<'a> {
     /// Link `l` gets a new connection, if it can carry packets: both ends' relays get it (a live end replaces
     /// its old one with it).
     fn connect(&mut self, l: usize) {
+        self.catch_up_link(l);
         let (a, b) = (self.links[l].a, self.links[l].b);
         if !self.links[l].up || !self.is_up(a) || !self.is_up(b) {
             return;
@@ -1078,6 +1201,7 @@ impl<'a> Engine<'a> {
         for e in [2 * l, 2 * l + 1] {
             self.ends[e].reply = NO_REPLY;
             self.ends[e].newest = NO_REPLY;
+            self.ends[e].replied = None;
             self.ends[e].told = self.ends[e].data;
             self.ends[e].down = false;
             self.later_replies[e].clear();
@@ -1113,6 +1237,7 @@ impl<'a> Engine<'a> {
         if !self.links[l].connected {
             return;
         }
+        self.catch_up_link(l);
         let (a, b, conn) = (self.links[l].a, self.links[l].b, self.links[l].conn);
         self.links[l].connected = false;
         for slot in std::mem::take(&mut self.links[l].stalled) {
@@ -1152,13 +1277,15 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// One packet's one-way crossing of a link: its delay, or `None` when lost.
-    fn cross(&mut self, link: usize) -> Option<Micros> {
+    /// One probe packet's one-way crossing of a link: its delay, or `None` when lost.
+    fn cross_probe(&mut self, link: usize) -> Option<Micros> {
         let loss = self.links[link].loss;
-        if loss > 0.0 && self.rng.gen_bool(loss) {
+        let rng = &mut self.probe_rngs[link];
+        if loss > 0.0 && rng.gen_bool(loss) {
             return None;
         }
-        Some(self.links[link].latency + self.draw_jitter())
+        let jitter = if self.jitter == 0 { 0 } else { rng.gen_range(0..self.jitter) };
+        Some(self.links[link].latency + jitter)
     }
 
     /// How many of `packets` packets a crossing at loss rate `loss` loses: independent losses, drawn as the
@@ -1194,11 +1321,13 @@ impl<'a> Engine<'a> {
 
     /// The control plane's recomputation (see the module docs).
     fn recompute(&mut self) {
+        let period = self.scenario.control.recompute_ms * 1000;
         // Each listed node in turn, while what its relay touched is still in the processor's caches: what
         // reached it by now counts, as it does on a live node that reports now (driving it lists nobody, since
         // it is still listed itself), then its report is read.
         for node in std::mem::take(&mut self.listed) {
             let n = node as usize;
+            self.catch_up(node, self.now);
             if self.has_news(node) {
                 self.drive(node, |_, _| {});
             }
@@ -1223,7 +1352,10 @@ impl<'a> Engine<'a> {
             self.scratch_ends = ends;
             // A probe still out may change the report: read the node again next round.
             let out = self.adjacency[n].iter().any(|&(_, l)| self.ends[self.end_of(node, l)].reply != NO_REPLY);
-            if out && !self.nodes[n].listed {
+            // So may the probes it runs late before the next round, as the wakes they stand for would list it.
+            let node_state = &self.nodes[n];
+            let late = node_state.due < node_state.wake && node_state.due < self.now + period;
+            if (out || late) && !self.nodes[n].listed {
                 self.nodes[n].listed = true;
                 self.listed.push(node);
             }
@@ -1312,16 +1444,20 @@ impl<'a> Engine<'a> {
             }
             FaultKind::Latency => {
                 let l = link(self);
+                self.catch_up_link(l);
                 self.links[l].latency = ms_to_micros(fault.value.expect("validated"));
                 self.update_truth(l);
+                self.arm_link(l);
             }
             FaultKind::Loss => {
                 let l = link(self);
+                self.catch_up_link(l);
                 self.links[l].loss = fault.value.expect("validated");
                 if !self.links[l].counted && self.links[l].loss > 0.0 {
                     self.links[l].counted = true;
                     self.count_packets_from_now(l);
                 }
+                self.arm_link(l);
             }
             FaultKind::NodeCrash => {
                 let n = node(self, &fault.a);
@@ -1351,6 +1487,7 @@ impl<'a> Engine<'a> {
                 // The node says so in its next report, which the control plane's planner takes as the live
                 // replica's does (the routing rule is the planner's, not the simulator's).
                 let (n, draining) = (node(self, &fault.a), fault.kind == FaultKind::Drain);
+                self.catch_up(n, self.now);
                 if let Some(relay) = self.nodes[n as usize].relay.as_mut() {
                     relay.handle_drain(draining);
                 }
@@ -1363,10 +1500,12 @@ impl<'a> Engine<'a> {
     /// A node stops at once: its relay and everything it knew are gone; its neighbours find out from their
     /// probes, then from their connections' idle timeout.
     fn crash(&mut self, n: u32) {
+        self.catch_up_around(n);
         self.crashed[n as usize] = Some(self.now);
         let node = &mut self.nodes[n as usize];
         node.relay = None;
         node.wake = Micros::MAX;
+        node.due = Micros::MAX;
         node.watching = false;
         self.reports_held.push(n);
         for k in 0..self.adjacency[n as usize].len() {
@@ -1375,6 +1514,8 @@ impl<'a> Engine<'a> {
             self.drop_in_flight(l);
             self.update_silence(l);
             self.update_truth(l);
+            let peer = self.adjacency[n as usize][k].0;
+            self.arm(peer);
         }
         self.all_trees_stale();
     }
@@ -1382,6 +1523,7 @@ impl<'a> Engine<'a> {
     /// A crashed node starts again, afresh: it dials every neighbour it can reach, its viewers come back, and
     /// the control plane sends it its table.
     fn recover(&mut self, n: u32) {
+        self.catch_up_around(n);
         self.crashed[n as usize] = None;
         let relay = Relay::with_graph(self.ids[n as usize].clone(), self.topology.clone(), self.config.clone())
             .expect("validated");
@@ -1405,6 +1547,7 @@ impl<'a> Engine<'a> {
         if self.links[l].up == up {
             return;
         }
+        self.catch_up_link(l);
         self.links[l].up = up;
         if !up {
             self.drop_in_flight(l);
@@ -1419,6 +1562,30 @@ impl<'a> Engine<'a> {
         if up && (!self.links[l].connected || self.links[l].stale) {
             self.connect(l);
         }
+        self.arm_link(l);
+    }
+
+    /// Re-arms both ends of link `l` after it changed: probes that could run late may not any more.
+    fn arm_link(&mut self, l: usize) {
+        let (a, b) = (self.links[l].a, self.links[l].b);
+        self.arm(a);
+        self.arm(b);
+    }
+
+    /// Runs both ends of link `l` up to now (see [`Engine::catch_up`]), before the link changes.
+    fn catch_up_link(&mut self, l: usize) {
+        let (a, b) = (self.links[l].a, self.links[l].b);
+        self.catch_up(a, self.now);
+        self.catch_up(b, self.now);
+    }
+
+    /// Runs `n` and its neighbours up to now, before `n` crashes or recovers.
+    fn catch_up_around(&mut self, n: u32) {
+        self.catch_up(n, self.now);
+        for k in 0..self.adjacency[n as usize].len() {
+            let peer = self.adjacency[n as usize][k].0;
+            self.catch_up(peer, self.now);
+        }
     }
 
     /// Replies and data on their way over link `l` are lost (the link or a node failed).
@@ -1426,6 +1593,7 @@ impl<'a> Engine<'a> {
         for e in [2 * l, 2 * l + 1] {
             self.ends[e].reply = NO_REPLY;
             self.ends[e].newest = NO_REPLY;
+            self.ends[e].replied = None;
             self.ends[e].told = self.ends[e].data;
             self.later_replies[e].clear();
         }
@@ -1551,6 +1719,7 @@ impl<'a> Engine<'a> {
                 let end = &mut self.ends[2 * link + usize::from(self.links[link].a != parent)];
                 end.packets.0 += self.streams[s].packets;
                 end.packets.1 += self.draws[link].2;
+                end.packets_sent = self.now;
             }
             let latency = self.links[link].latency;
             let to = &mut self.memo[0][child as usize];
@@ -1559,8 +1728,10 @@ impl<'a> Engine<'a> {
             }
             let child_end = 2 * link + usize::from(self.links[link].a != child);
             let arrived = self.now + at;
-            self.ends[child_end].data = self.ends[child_end].data.max(arrived);
-            self.ends[child_end ^ 1].data = self.ends[child_end ^ 1].data.max(arrived + latency);
+            for (e, heard) in [(child_end, arrived), (child_end ^ 1, arrived + latency)] {
+                self.ends[e].data = self.ends[e].data.max(heard);
+                self.ends[e].data_sent = self.now;
+            }
         }
         self.streams[s].tree = tree;
         // The relay of a node in a make-before-break hears of the new upstream's copy when its header

@@ -37,6 +37,8 @@
 //!   link that comes back on a new connection is connected at once, without the live node's dial backoff.
 //! - Every node starts probing at t = 0 (a mesh booted at once), so probe schedules stay in step; faults fall
 //!   at any moment of them.
+//! - A probe on a link that cannot fail meanwhile is computed when its node is next driven, not as an event
+//!   of its own (`engine` says when that holds); the neighbour hears it, as proof of life, from then on.
 //!
 //! Like `routing`, this module is pure: no tokio, no sockets, no system clock. One seeded RNG draws every
 //! random figure, and events at the same time run in the order they were scheduled, so a scenario and a seed
