@@ -172,7 +172,7 @@ mod tests {
         let dying = endpoint(&dying_rt, first, socket);
         let (conn, accepted) = connect((&edge_rt, &edge), (&dying_rt, &dying), addr);
 
-        dying_rt.shutdown_background();
+        dying_rt.shutdown_timeout(Duration::from_secs(5)); // its workers stopped: nothing more is sent
         drop((dying, accepted)); // their driver is gone: the socket closes and nothing is sent
         let rt = runtime();
         let deadline = Instant::now() + Duration::from_secs(10);
