@@ -20,7 +20,7 @@ async fn hls_js_plays_the_farthest_edge_in_low_latency_mode() {
         Command::new(env!("CARGO_BIN_EXE_lightpath"))
             .args(["demo", "--topology"])
             .arg(&topology)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -36,7 +36,11 @@ async fn hls_js_plays_the_farthest_edge_in_low_latency_mode() {
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "the demo stream never reached edge-ap");
+        assert!(
+            Instant::now() < deadline,
+            "the demo stream never reached edge-ap; the end of the demo's log:\n{}",
+            tail(&std::fs::read_to_string(dir.path().join("demo.log")).unwrap_or_default(), 150)
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let seen = play_in_browser(&format!("http://{edge}/live/demo/index.m3u8"), 20, "low", "").await;
@@ -52,4 +56,10 @@ async fn hls_js_plays_the_farthest_edge_in_low_latency_mode() {
     assert!(latency.len() >= 19, "{seen}");
     let worst = latency.iter().copied().fold(0.0, f64::max);
     assert!(worst <= 2.0, "hls.js reported a latency of {worst} s (at most 2 s expected): {seen}");
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
