@@ -60,9 +60,20 @@ async fn replicas_agree_and_the_stream_survives_their_death() {
         ["relay-a", "relay-b", "edge"].iter().all(|n| v[n]["routes"].as_array().is_some_and(|r| !r.is_empty()))
             && v["edge"]["routes"][0]["backup"].is_string()
     };
-    let one = api_until(&mesh, "control-1", "routes", full).await;
-    let two = api_until(&mesh, "control-2", "routes", full).await;
-    for node in ["relay-a", "relay-b", "edge"] {
+    // The two are read one after the other, so a report landing in between can part them for a moment: they
+    // must come to agree.
+    let nodes = ["relay-a", "relay-b", "edge"];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (one, two) = loop {
+        let one = api_until(&mesh, "control-1", "routes", full).await;
+        let two = api_until(&mesh, "control-2", "routes", full).await;
+        if nodes.iter().all(|n| one[n]["routes"] == two[n]["routes"]) {
+            break (one, two);
+        }
+        assert!(Instant::now() < deadline, "the replicas never agreed: {one:#} against {two:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for node in nodes {
         assert_eq!(one[node]["routes"], two[node]["routes"], "replicas disagree on {node}");
         let route = &one[node]["routes"][0];
         assert_eq!(route["origin"], "origin");
