@@ -164,13 +164,13 @@ async fn a_replica_restarted_at_once_has_every_node_back_within_seconds() {
     api_until(&mesh, "control-1", "routes", routed).await;
     let nodes = ["origin", "relay-a", "relay-b", "edge"];
     let connected = |mesh: &Cluster, node: &str| mesh.log(node).matches("connected to the control plane").count();
-    assert!(nodes.iter().all(|n| connected(&mesh, n) == 1), "a node connected twice before the restart");
+    let before: Vec<usize> = nodes.iter().map(|n| connected(&mesh, n)).collect();
 
     mesh.kill("control-1");
     mesh.start("control-1");
     let restarted = Instant::now();
-    for node in nodes {
-        while connected(&mesh, node) < 2 {
+    for (node, before) in nodes.into_iter().zip(before) {
+        while connected(&mesh, node) <= before {
             assert!(
                 restarted.elapsed() < Duration::from_secs(20),
                 "{node} never reconnected to the restarted replica:\n{}",
