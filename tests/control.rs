@@ -38,19 +38,25 @@ async fn api_until(
     }
 }
 
+/// [`two_relays`] with its links' latencies (5 and 10 ms) emulated, and `extra` in each mesh node's config.
+/// The emulated latencies decide the routes: on bare loopback every link measures well under the damper's
+/// 2 ms margin, so whichever path a noisy first probe favoured (relay-a through the edge, once) is kept,
+/// correctly by the margins, and the edge is left without a backup.
+fn emulated_two_relays(ip_base: u8, controls: &[&str], extra: &str) -> Cluster {
+    let mesh = two_relays(ip_base, controls);
+    for node in ["origin", "relay-a", "relay-b", "edge"] {
+        mesh.append_config(node, &format!("\n[links]\nemulate = true\n{extra}"));
+    }
+    mesh
+}
+
 fn version(routes: &serde_json::Value, node: &str) -> u64 {
     routes[node]["version"].as_u64().unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_agree_and_the_stream_survives_their_death() {
-    let mut mesh = two_relays(41, &["control-1", "control-2"]);
-    // Emulated latencies (5 and 10 ms a link) decide the routes. On bare loopback every link measures well under
-    // the damper's 2 ms margin, so whichever path a noisy first probe favoured (relay-a through the edge, once)
-    // is kept, correctly by the margins, and the edge is left without a backup.
-    for node in ["origin", "relay-a", "relay-b", "edge"] {
-        mesh.append_config(node, "\n[links]\nemulate = true\n");
-    }
+    let mut mesh = emulated_two_relays(41, &["control-1", "control-2"], "");
     mesh.start_all();
     mesh.wait_healthy().await;
 
@@ -152,10 +158,7 @@ async fn replicas_agree_and_the_stream_survives_their_death() {
 /// and get routes from it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_restarted_at_once_has_every_node_back_within_seconds() {
-    let mut mesh = two_relays(42, &["control-1"]);
-    for node in ["origin", "relay-a", "relay-b", "edge"] {
-        mesh.append_config(node, "\n[links]\nemulate = true\n");
-    }
+    let mut mesh = emulated_two_relays(42, &["control-1"], "");
     mesh.start_all();
     mesh.wait_healthy().await;
     let routed = |v: &serde_json::Value| {
@@ -197,10 +200,7 @@ const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_replica_with_its_clock_ahead_does_not_freeze_the_routes() {
     assert!(std::path::Path::new(LIBFAKETIME).exists(), "apt-get install -y faketime (scripts/test does this)");
-    let mut mesh = two_relays(43, &["control-1", "control-2"]);
-    for node in ["origin", "relay-a", "relay-b", "edge"] {
-        mesh.append_config(node, &format!("\n[links]\nemulate = true\n[admin]\ntoken = \"{ADMIN}\"\n"));
-    }
+    let mut mesh = emulated_two_relays(43, &["control-1", "control-2"], &format!("[admin]\ntoken = \"{ADMIN}\"\n"));
     for node in ["origin", "relay-a", "relay-b", "edge"] {
         mesh.start(node);
     }
