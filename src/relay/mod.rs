@@ -137,7 +137,7 @@ pub struct LinkTimeout {
     pub next: Duration,
     /// While the link is judged up: when it will be judged down if nothing more is heard over it.
     pub down: Option<Duration>,
-    /// The link carries a stream: it is probed at the fast interval, and judged down on one overdue probe
+    /// The link brings this node a stream: it is probed at the fast interval, and judged down on one overdue probe
     /// once nothing was heard over it for `down_after` (an idle link needs the estimator's own verdict).
     pub fast: bool,
 }
@@ -1177,15 +1177,19 @@ impl Relay {
         }
     }
 
-    /// Marks the links that carry a stream in either direction (or an old upstream still on hold), so that
-    /// they are probed fast.
+    /// Marks the links that bring this node a stream (an upstream, or an old upstream still on hold), so that
+    /// they are probed fast. A link that carries streams only away from this node is probed at the slow
+    /// interval: its other end, which receives them, probes it fast and fails over on its own verdict, and the
+    /// sender's loss evidence is the connection's own packets ([`Relay::handle_packet_counts`]), not probes.
+    /// A relay fanning a stream out to hundreds of edges would otherwise send and answer ten probes a second
+    /// on each of them, twice what the failover needs.
     fn mark_carrying(&mut self) {
         if !std::mem::take(&mut self.activity_stale) {
             return;
         }
         let mut carrying: BTreeSet<&NodeId> = self.releases.iter().map(|r| &r.peer).collect();
         for sub in self.subs.values() {
-            carrying.extend(sub.upstream.iter().chain(&sub.down));
+            carrying.extend(sub.upstream.iter());
         }
         for peer in self.peers.iter_mut() {
             peer.estimator.set_active(carrying.contains(&peer.id));

@@ -27,6 +27,8 @@ struct Node {
     /// Frames this node sent, in order: (to, frame).
     sent: Vec<(NodeId, Frame)>,
     verdicts: Vec<(NodeId, bool)>,
+    /// Probes this node sent, by neighbour.
+    probes: BTreeMap<NodeId, u64>,
     /// Streams whose end this node (their origin) was told to carry out.
     ended: Vec<StreamName>,
 }
@@ -89,6 +91,7 @@ impl Net {
                 duplicates: 0,
                 sent: Vec::new(),
                 verdicts: Vec::new(),
+                probes: BTreeMap::new(),
                 ended: Vec::new(),
             },
         );
@@ -189,6 +192,7 @@ impl Net {
                 }
             }
             Action::Probe { to, seq } => {
+                *self.nodes.get_mut(from).unwrap().probes.entry(to.clone()).or_default() += 1;
                 if let Some(conn) = self.working(from, &to) {
                     self.nodes.get_mut(from).unwrap().relay.handle_probe_reply(now, &to, conn, seq);
                 }
@@ -363,6 +367,27 @@ fn the_edge_receives_the_stream_through_the_shorter_relay() {
     assert!(names.iter().all(|n| net.has("edge", n)));
     assert_eq!(net.node("edge").duplicates, 0);
     assert_eq!(net.upstream("b"), None, "b carries nothing");
+}
+
+#[test]
+fn a_link_is_probed_fast_only_by_the_end_it_brings_a_stream_to() {
+    let mut net = diamond();
+    let probes = |net: &Net, from: &str, to: &str| net.node(from).probes.get(&id(to)).copied().unwrap_or(0);
+    let pairs = [("edge", "a"), ("a", "edge"), ("a", "origin"), ("origin", "a"), ("edge", "b"), ("b", "origin")];
+    let before = pairs.map(|(from, to)| probes(&net, from, to));
+    net.stream_for("origin", Duration::from_secs(10));
+    let sent: Vec<u64> = pairs.iter().zip(before).map(|((from, to), b)| probes(&net, from, to) - b).collect();
+    // Ten a second where the stream comes in (edge from a, a from origin), one a second the other way and on
+    // the idle links.
+    assert!(sent[0] >= 95 && sent[2] >= 95, "receiving ends probe fast: {sent:?}");
+    for (i, n) in sent.iter().enumerate().skip(1).filter(|(i, _)| *i != 2) {
+        assert!((9..=11).contains(n), "{:?} probes slowly: {sent:?}", pairs[i]);
+    }
+    // The sending end's slower probes do not slow the failover, which the receiving end decides: a cut
+    // between a and the edge moves the edge to b within the 500 ms bound.
+    net.cut("a", "edge", false);
+    net.run(Duration::from_millis(500));
+    assert_eq!(net.upstream("edge").as_deref(), Some("b"));
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! QUIC datagrams with a sequence number, echoed by the neighbour) and the clock; the estimator decides when to
 //! probe and what the replies mean:
 //!
-//! - **When to probe.** Every `fast_interval` (100 ms) while the link carries traffic ([`set_active`]), every
+//! - **When to probe.** Every `fast_interval` (100 ms) while the link carries traffic to this end ([`set_active`]), every
 //!   `slow_interval` (1 s) otherwise. An idle link whose last probe is overdue is probed at the fast interval
 //!   until it answers, so one lost probe on an idle link is confirmed or cleared quickly instead of a second
 //!   later. Probes go out on the interval's grid in the caller's time (at multiples of 100 ms), so both ends
