@@ -8,6 +8,20 @@ use clap::{Parser, Subcommand};
 use lightpath::id::NodeId;
 use lightpath::telemetry::{init_logging, LogFormat};
 
+/// A node's allocator. Under viewer churn glibc's malloc kept freed memory in pieces between blocks still in
+/// use, so the RSS of a node whose live heap had levelled off went on growing (BENCHMARKS, "Soak"); jemalloc
+/// with background threads returns freed pages to the system, as they stay unused, without waiting for the
+/// next allocation.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read before `main`: pages freed and left unused go back to the system within about a
+/// second (the default, ten seconds, held a drained backlog that long). `_RJEM_MALLOC_CONF` in the
+/// environment overrides them.
+#[export_name = "_rjem_malloc_conf"]
+pub static MALLOC_CONF: Option<&'static std::ffi::c_char> =
+    Some(unsafe { &*c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr() });
+
 #[derive(Parser)]
 #[command(name = "lightpath", version, about = "Live-video CDN relay overlay over a QUIC mesh")]
 struct Cli {
