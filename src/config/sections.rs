@@ -33,7 +33,7 @@ fn found(problems: Vec<CheckError>) -> Result<(), Vec<CheckError>> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProbesConfig {
-    /// Interval on links that carry a stream, in ms (default 100).
+    /// Interval on links that bring this node a stream, in ms (default 100).
     pub fast_ms: u64,
     /// Interval on idle links, in ms (default 1000; at least `fast_ms`).
     pub slow_ms: u64,

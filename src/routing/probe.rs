@@ -73,7 +73,7 @@ use super::metric::LinkMetrics;
 /// How a [`LinkEstimator`] probes and when it declares its link down.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeConfig {
-    /// Probe interval while the link carries traffic (or an idle link's last probe is overdue).
+    /// Probe interval while the link carries traffic to this end (or an idle link's last probe is overdue).
     pub fast_interval: Duration,
     /// Probe interval while the link is idle.
     pub slow_interval: Duration,
