@@ -29,8 +29,8 @@
 //!   by a new viewer on a new connection, for `SOAK_S` (3,600 s). The nodes' cache is bounded at
 //!   `SOAK_CACHE_MIB` (16 MiB, filled in about 70 s at 2 Mbit/s), so that it is full before the warm-up ends:
 //!   at the default bound (256 MiB) the cache alone grows the edge's memory for 17 minutes, which is not a
-//!   leak. The edge's resident memory, open descriptors and cached bytes (`lightpath_cache_bytes`) are
-//!   sampled every 10 s. Reports the RSS after warm-up (the first sample at or after 300 s or a sixth of the
+//!   leak. The edge's resident memory, heap in use (`lightpath_heap_allocated_bytes`), open descriptors and
+//!   cached bytes (`lightpath_cache_bytes`) are sampled every 10 s. Reports the RSS after warm-up (the first sample at or after 300 s or a sixth of the
 //!   run, whichever is sooner), at the end, the largest after warm-up, the change, and errors. Target: RSS
 //!   within 5 % of the warm-up figure, 0 errors.
 //!
@@ -865,7 +865,7 @@ async fn compare() -> Result<()> {
         "\n| server | viewers | requests (segments + playlists) | errors | skipped | Gbit/s | server CPU | CPU per \
          Gbit/s | RSS idle -> peak | per viewer | peak fds | segment p50 / p99 | generator CPU |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for run in &runs {
         let s = &run.stats;
         println!(
@@ -906,11 +906,13 @@ async fn compare() -> Result<()> {
 // ---- soak -------------------------------------------------------------------------------------------------
 
 /// One soak sample: seconds since the start, the edge's resident MiB (all, and its heap and other
-/// anonymous memory), open descriptors and cached MiB.
+/// anonymous memory), its heap's MiB in use (`lightpath_heap_allocated_bytes`: 0 from a binary without it),
+/// open descriptors and cached MiB.
 struct SoakSample {
     at: f64,
     rss: f64,
     anon: f64,
+    heap: f64,
     fds: usize,
     cached: f64,
 }
@@ -956,21 +958,25 @@ async fn soak() -> Result<()> {
     while next <= end {
         tokio::time::sleep_until(next.into()).await;
         next += sample_every;
-        let cached = setup.cluster.metric("edge", "lightpath_cache_bytes", &[]).await / (1 << 20) as f64;
+        let mib = |bytes: f64| bytes / (1 << 20) as f64;
+        let cached = mib(setup.cluster.metric("edge", "lightpath_cache_bytes", &[]).await);
+        let heap = mib(setup.cluster.metric("edge", "lightpath_heap_allocated_bytes", &[]).await);
         let sample = SoakSample {
             at: start.elapsed().as_secs_f64(),
             rss: rss_mib(&[edge_pid]),
             anon: status_mib(&[edge_pid], "RssAnon:"),
+            heap,
             fds: open_fds(&[edge_pid]),
             cached,
         };
         if samples.len().is_multiple_of(6) {
             println!(
-                "  {:>5.0} s: edge RSS {:.1} MiB (anonymous {:.1}), cache {:.1} MiB, {} fds; {} viewers joined, {} \
-                 requests, {} errors; load {}",
+                "  {:>5.0} s: edge RSS {:.1} MiB (anonymous {:.1}, heap in use {:.1}), cache {:.1} MiB, {} fds; {} \
+                 viewers joined, {} requests, {} errors; load {}",
                 sample.at,
                 sample.rss,
                 sample.anon,
+                sample.heap,
                 sample.cached,
                 sample.fds,
                 stats.viewers_joined.load(Ordering::Relaxed),
@@ -996,13 +1002,14 @@ async fn soak() -> Result<()> {
     );
     println!(
         "\n| run | viewers joined | requests | errors | skipped | edge CPU | RSS at {:.0} s | RSS at end | max after \
-         warm-up | change (end / max) | anonymous at warm-up / end | cache at warm-up / end | fds at warm-up / end |",
+         warm-up | change (end / max) | anonymous at warm-up / end | heap in use at warm-up / end | cache at warm-up / \
+         end | fds at warm-up / end |",
         warm.at
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     println!(
         "| {} s, {viewers} viewers | {} | {} | {} | {} | {:.1} % | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:+.1} % / \
-         {:+.1} % | {:.1} / {:.1} MiB | {:.1} / {:.1} MiB | {} / {} |",
+         {:+.1} % | {:.1} / {:.1} MiB | {:.1} / {:.1} MiB | {:.1} / {:.1} MiB | {} / {} |",
         run.as_secs(),
         stats.viewers_joined.load(Ordering::Relaxed),
         stats.requests(),
@@ -1016,6 +1023,8 @@ async fn soak() -> Result<()> {
         (max / warm.rss - 1.0) * 100.0,
         warm.anon,
         last.anon,
+        warm.heap,
+        last.heap,
         warm.cached,
         last.cached,
         warm.fds,

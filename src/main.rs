@@ -133,6 +133,7 @@ enum CheckCommand {
 }
 
 fn main() -> ExitCode {
+    lightpath::telemetry::heap_is_jemalloc();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match run(cli.command) {

@@ -251,7 +251,7 @@ impl Site {
         let path = req.uri().path();
         match (req.method(), path) {
             (&Method::GET, "/metrics") => {
-                crate::telemetry::record_rss(&self.node);
+                crate::telemetry::record_memory(&self.node);
                 let mut resp = text(StatusCode::OK, crate::telemetry::metrics().render());
                 resp.headers_mut()
                     .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));

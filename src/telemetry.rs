@@ -8,10 +8,13 @@
 //! Refusals under hostile traffic go through here too: [`LogGate`] keeps a flood from becoming a log storm
 //! (at most one line per interval, saying how many it held back), and [`Bounds`] counts what the limits
 //! turned away (`lightpath_connections_refused_total`, `lightpath_timeouts_total`,
-//! `lightpath_limits_hit_total`). [`record_rss`] sets `lightpath_process_resident_bytes` from
-//! `/proc/self/statm` when `/metrics` is read, and [`record_certificate_expiry`] exports when the
+//! `lightpath_limits_hit_total`). [`record_memory`] sets `lightpath_process_resident_bytes` from
+//! `/proc/self/statm` when `/metrics` is read, and in the `lightpath` binary, whose allocator is jemalloc,
+//! the heap's bytes in use and resident (`lightpath_heap_allocated_bytes`, `lightpath_heap_resident_bytes`):
+//! a resident set that grows while the heap in use does not is memory the allocator keeps, not a leak, and [`record_certificate_expiry`] exports when the
 //! certificate a node presents expires (`lightpath_certificate_expiry_timestamp_seconds`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -154,10 +157,35 @@ fn parse_statm_resident(statm: &str) -> Option<u64> {
     statm.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Sets `lightpath_process_resident_bytes{node}` (read when `/metrics` is served).
-pub fn record_rss(node: &str) {
+/// Whether this process allocates with jemalloc ([`heap_is_jemalloc`]), so that jemalloc's figures are its
+/// heap's. Processes that run nodes on another allocator (tests, benchmarks) export no heap figures.
+static JEMALLOC: AtomicBool = AtomicBool::new(false);
+
+/// Says that this process's global allocator is jemalloc: the `lightpath` binary's `main` calls it.
+pub fn heap_is_jemalloc() {
+    JEMALLOC.store(true, Ordering::Relaxed);
+}
+
+/// The heap's bytes in use by the program and resident for it, per jemalloc (`stats.allocated`,
+/// `stats.resident`, refreshed by advancing its epoch); `None` unless jemalloc is the allocator.
+pub fn heap_bytes() -> Option<(u64, u64)> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    if !JEMALLOC.load(Ordering::Relaxed) {
+        return None;
+    }
+    epoch::advance().ok()?;
+    Some((stats::allocated::read().ok()? as u64, stats::resident::read().ok()? as u64))
+}
+
+/// Sets `lightpath_process_resident_bytes{node}`, and the heap's figures where [`heap_bytes`] has them
+/// (read when `/metrics` is served).
+pub fn record_memory(node: &str) {
     if let Some(bytes) = resident_bytes() {
         metrics::gauge!("lightpath_process_resident_bytes", "node" => node.to_owned()).set(bytes as f64);
+    }
+    if let Some((allocated, resident)) = heap_bytes() {
+        metrics::gauge!("lightpath_heap_allocated_bytes", "node" => node.to_owned()).set(allocated as f64);
+        metrics::gauge!("lightpath_heap_resident_bytes", "node" => node.to_owned()).set(resident as f64);
     }
 }
 

@@ -347,6 +347,10 @@ async fn a_quic_initial_flood_neither_grows_memory_nor_stops_a_stream() {
     eprintln!("edge RSS: {:.1} MiB before, {:.1} during, {:.1} after", mib(before), mib(during), mib(after));
     assert!(after - before < (64 << 20) as f64, "RSS grew by {:.1} MiB", mib(after - before));
     assert!(during - before < (64 << 20) as f64, "RSS grew by {:.1} MiB during the flood", mib(during - before));
+    // The heap's own figures: bytes in use, within what the allocator holds resident, within the RSS.
+    let heap = mesh.metric("edge", "lightpath_heap_allocated_bytes", &[]).await;
+    let held = mesh.metric("edge", "lightpath_heap_resident_bytes", &[]).await;
+    assert!(heap > (1 << 20) as f64 && heap <= held && held <= after * 1.1, "heap {heap}, held {held}, RSS {after}");
     let retried =
         mesh.metric("edge", "lightpath_connections_refused_total", &[("reason", "address_unvalidated")]).await;
     assert!(retried >= 1000.0, "only {retried} attempts were answered with a Retry");

@@ -391,7 +391,7 @@ impl Handler for Api {
         let reply = match (req.method(), path) {
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
             (&Method::GET, "/metrics") => {
-                crate::telemetry::record_rss(self.me.as_str());
+                crate::telemetry::record_memory(self.me.as_str());
                 text(StatusCode::OK, crate::telemetry::metrics().render())
             }
             (&Method::GET, "/api/events") => {
