@@ -30,9 +30,9 @@
 //!   `SOAK_CACHE_MIB` (16 MiB, filled in about 70 s at 2 Mbit/s), so that it is full before the warm-up ends:
 //!   at the default bound (256 MiB) the cache alone grows the edge's memory for 17 minutes, which is not a
 //!   leak. The edge's resident memory, heap in use (`lightpath_heap_allocated_bytes`), open descriptors and
-//!   cached bytes (`lightpath_cache_bytes`) are sampled every 10 s. Reports the RSS after warm-up (the first sample at or after 300 s or a sixth of the
-//!   run, whichever is sooner), at the end, the largest after warm-up, the change, and errors. Target: RSS
-//!   within 5 % of the warm-up figure, 0 errors.
+//!   cached bytes (`lightpath_cache_bytes`) are sampled every 10 s. Reports the RSS after warm-up (the first
+//!   sample at or after 300 s or a sixth of the run, whichever is sooner), at the end, the largest after
+//!   warm-up, the change, and errors. Target: RSS within 5 % of the warm-up figure, 0 errors.
 //!
 //! Run: `cargo bench --bench viewers` (about 4 minutes after the build), `cargo bench --bench viewers --
 //! soak` (an hour; `SOAK_S=600` for ten minutes). `LIGHTPATH_BIN=/path/to/lightpath` runs the nodes from
@@ -865,7 +865,7 @@ async fn compare() -> Result<()> {
         "\n| server | viewers | requests (segments + playlists) | errors | skipped | Gbit/s | server CPU | CPU per \
          Gbit/s | RSS idle -> peak | per viewer | peak fds | segment p50 / p99 | generator CPU |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for run in &runs {
         let s = &run.stats;
         println!(
@@ -1006,7 +1006,7 @@ async fn soak() -> Result<()> {
          end | fds at warm-up / end |",
         warm.at
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     println!(
         "| {} s, {viewers} viewers | {} | {} | {} | {} | {:.1} % | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:+.1} % / \
          {:+.1} % | {:.1} / {:.1} MiB | {:.1} / {:.1} MiB | {:.1} / {:.1} MiB | {} / {} |",

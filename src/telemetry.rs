@@ -11,8 +11,9 @@
 //! `lightpath_limits_hit_total`). [`record_memory`] sets `lightpath_process_resident_bytes` from
 //! `/proc/self/statm` when `/metrics` is read, and in the `lightpath` binary, whose allocator is jemalloc,
 //! the heap's bytes in use and resident (`lightpath_heap_allocated_bytes`, `lightpath_heap_resident_bytes`):
-//! a resident set that grows while the heap in use does not is memory the allocator keeps, not a leak, and [`record_certificate_expiry`] exports when the
-//! certificate a node presents expires (`lightpath_certificate_expiry_timestamp_seconds`).
+//! a resident set that grows while the heap in use does not is memory the allocator keeps, not a leak.
+//! [`record_certificate_expiry`] exports when the certificate a node presents expires
+//! (`lightpath_certificate_expiry_timestamp_seconds`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -168,7 +169,7 @@ pub fn heap_is_jemalloc() {
 
 /// The heap's bytes in use by the program and resident for it, per jemalloc (`stats.allocated`,
 /// `stats.resident`, refreshed by advancing its epoch); `None` unless jemalloc is the allocator.
-pub fn heap_bytes() -> Option<(u64, u64)> {
+fn heap_bytes() -> Option<(u64, u64)> {
     use tikv_jemalloc_ctl::{epoch, stats};
     if !JEMALLOC.load(Ordering::Relaxed) {
         return None;

@@ -137,8 +137,8 @@ pub struct LinkTimeout {
     pub next: Duration,
     /// While the link is judged up: when it will be judged down if nothing more is heard over it.
     pub down: Option<Duration>,
-    /// The link brings this node a stream: it is probed at the fast interval, and judged down on one overdue probe
-    /// once nothing was heard over it for `down_after` (an idle link needs the estimator's own verdict).
+    /// The link brings this node a stream: it is probed at the fast interval, and judged down on one overdue
+    /// probe once nothing was heard over it for `down_after` (an idle link needs the estimator's own verdict).
     pub fast: bool,
 }
 

@@ -3,8 +3,8 @@
 //! The pieces, in the order data flows through them:
 //!
 //! - [`LinkEstimator`] (`probe`): one per neighbour link on every node. Schedules the QUIC-datagram probes
-//!   (fast while the link carries traffic to this end, slow otherwise), smooths their round trips into RTT and jitter,
-//!   counts loss over a window, and declares the link down when probes stop coming back.
+//!   (fast while the link carries traffic to this end, slow otherwise), smooths their round trips into RTT
+//!   and jitter, counts loss over a window, and declares the link down when probes stop coming back.
 //! - [`LinkMetrics::cost`] (`metric`): the routing metric, one-way latency plus a jitter margin plus a loss
 //!   penalty, in microseconds.
 //! - [`Graph`]: the link-state picture (nodes and undirected links weighted by cost), fed by `handle_*` calls

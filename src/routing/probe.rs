@@ -4,11 +4,12 @@
 //! QUIC datagrams with a sequence number, echoed by the neighbour) and the clock; the estimator decides when to
 //! probe and what the replies mean:
 //!
-//! - **When to probe.** Every `fast_interval` (100 ms) while the link carries traffic to this end ([`set_active`]), every
-//!   `slow_interval` (1 s) otherwise. An idle link whose last probe is overdue is probed at the fast interval
-//!   until it answers, so one lost probe on an idle link is confirmed or cleared quickly instead of a second
-//!   later. Probes go out on the interval's grid in the caller's time (at multiples of 100 ms), so both ends
-//!   of a link, whose clocks share an epoch, probe it at the same moments and judge it down together.
+//! - **When to probe.** Every `fast_interval` (100 ms) while the link carries traffic to this end
+//!   ([`set_active`]), every `slow_interval` (1 s) otherwise. An idle link whose last probe is overdue is
+//!   probed at the fast interval until it answers, so one lost probe on an idle link is confirmed or cleared
+//!   quickly instead of a second later. Probes go out on the interval's grid in the caller's time (at
+//!   multiples of 100 ms), so both ends of a link probed at the same interval, whose clocks share an epoch,
+//!   probe it at the same moments and judge it down together.
 //! - **Round-trip time and jitter.** Smoothed as in RFC 6298 (`srtt` with gain 1/8, `rttvar` with gain 1/4);
 //!   `rto = srtt + max(4 × rttvar, 1 ms)` is how long a reply may reasonably take. Jitter is RFC 3550's: an
 //!   EWMA (gain 1/16) of the difference between consecutive round-trip samples.
