@@ -21,6 +21,11 @@ impl Relay {
         self.subs.get(stream).into_iter().flat_map(|s| &s.down).filter(|p| self.peers.contains(p))
     }
 
+    /// Whether a make-before-break of any stream is in progress (see [`Relay::switching_to`]).
+    pub fn switching(&self) -> bool {
+        !self.releases.is_empty()
+    }
+
     /// The upstream `stream` was moved to while an old one still feeds it (a make-before-break in
     /// progress), if any: the simulator, which moves objects without the relays, tells the relay when an
     /// object from it arrives ([`Relay::handle_incoming`]), since that ends the make-before-break.

@@ -159,8 +159,9 @@ impl Timed for Scheduled {
 
 /// One simulated node.
 struct Node {
-    /// `None` while the node is crashed.
-    relay: Option<Relay>,
+    /// `None` while the node is crashed. Boxed: the engine reads the other fields of every node far more
+    /// often than it drives a relay, and they stay in the processor's caches only when nodes are small.
+    relay: Option<Box<Relay>>,
     /// When its pending `Wake` is due (`Micros::MAX`: none).
     wake: Micros,
     /// When its relay is next due ([`Relay::poll_timeout`]), at `wake` or before it: a deadline before
@@ -169,59 +170,67 @@ struct Node {
     due: Micros,
     /// Driven since the control plane's last round, or a probe of it was still out then.
     listed: bool,
+    /// Its relay was driven since the control plane last read its links' reports, which change only then.
+    unread: bool,
+    /// Its relay is in a make-before-break ([`Relay::switching`]), as of its last drive: the overlay walk
+    /// reads this rather than each relay it passes.
+    switching: bool,
     /// Its viewers have subscribed (an edge).
     watching: bool,
 }
 
-/// One end of a link, indexed `2 l` (owned by the link's `a`) and `2 l + 1` (by `b`).
+/// One end of a link, indexed `2 l` (owned by the link's `a`) and `2 l + 1` (by `b`). Laid out for the
+/// processor's caches: every drive of a node reads the first 64 bytes of each of its ends, and both ends of a
+/// link are one 128-byte block apart.
 #[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
 struct End {
     /// The next probe reply on its way back to this end, (arrival, seq); arrival `Micros::MAX` when none.
     reply: (Micros, u64),
-    /// The newest reply on its way back (the last of `Engine::later_replies`, else `reply`): read at every
-    /// drive, so kept here rather than in the queue, which is rarely used.
-    newest: (Micros, u64),
     /// When stream data (or its acknowledgements) last reached this end, and how much of it the relay has
     /// been told.
     data: Micros,
     told: Micros,
-    /// The relay's verdict on the link is down.
-    down: bool,
+    /// When the newest stream data (or a probe) that reached this end was sent, and when the newest packet
+    /// counts were: a node that runs its probes late (see [`Engine::catch_up`]) is told of them only from
+    /// then on, never before they happened.
+    data_sent: Micros,
+    packets_sent: Micros,
+    /// The stream packets this end sent over the link and lost, running totals as a transport keeps them,
+    /// and the sent total the relay was last told (see `Link::counted`).
+    packets: (u64, u64),
+    packets_told: u64,
+    /// The newest reply on its way back (the last of `Engine::later_replies`, else `reply`): read at every
+    /// drive, so kept here rather than in the queue, which is rarely used.
+    newest: (Micros, u64),
     /// The sequence number of the newest probe sent from this end.
     last_probe: u64,
     /// The newest probe reply sent back to this end on the current connection, (arrival, seq), kept after
     /// the relay is told of it; `None` when none since the connection started or the link last dropped
     /// what was in flight.
     replied: Option<(Micros, u64)>,
-    /// When the newest stream data (or a probe) that reached this end was sent, and when the newest packet
-    /// counts were: a node that runs its probes late (see [`Engine::catch_up`]) is told of them only from
-    /// then on, never before they happened.
-    data_sent: Micros,
-    packets_sent: Micros,
-    /// What this end last reported to the control plane (`None`: nothing).
-    reported: Option<Option<LinkMetrics>>,
-    /// The stream packets this end sent over the link and lost, running totals as a transport keeps them,
-    /// and the sent total the relay was last told (see `Link::counted`).
-    packets: (u64, u64),
-    packets_told: u64,
+    /// The relay's verdict on the link is down.
+    down: bool,
 }
 
 const NO_REPLY: (Micros, u64) = (Micros::MAX, 0);
 
+/// A link, laid out for the processor's caches: what drives, probes and objects read of it comes first.
+#[repr(C, align(64))]
 struct Link {
     a: u32,
     b: u32,
     latency: Micros,
     /// The share of packets lost each way.
     loss: f64,
+    /// The connection carrying the link, and whether both ends hold it.
+    conn: ConnId,
+    connected: bool,
+    up: bool,
     /// Whether the stream packets crossing the link are counted for its ends' estimators: from its first
     /// loss on. Counts of a link that never lost a packet cannot move a loss verdict, so the simulator
     /// spares itself the work on them.
     counted: bool,
-    up: bool,
-    /// The connection carrying the link, and whether both ends hold it.
-    conn: ConnId,
-    connected: bool,
     /// The connection belongs to a process that crashed since: it can never carry anything again.
     stale: bool,
     /// Since when no packet can cross (the link is down or an end crashed).
@@ -405,6 +414,8 @@ pub struct Engine<'a> {
     watches: Vec<Vec<u32>>,
     links: Vec<Link>,
     ends: Vec<End>,
+    /// Per end, what it last reported to the control plane (`None`: nothing).
+    reported: Vec<Option<Option<LinkMetrics>>>,
     /// Replies on their way back after the one in `End::reply`, per end (rarely any: only while a link's
     /// round trip is longer than its probe interval).
     later_replies: Vec<VecDeque<(Micros, u64)>>,
@@ -435,7 +446,9 @@ pub struct Engine<'a> {
     table_changes: Vec<u32>,
     /// The true graph (latencies of up links between up nodes) and its trees: the optimum.
     truth: MeshRoutes,
-    fixed: Vec<Vec<u32>>,
+    /// Per origin slot, per node: the static tree's next hop toward the origin and the link to it (`NONE`
+    /// for none).
+    fixed: Vec<Vec<(u32, u32)>>,
     flows: [Flow; 3],
     /// Per strategy, per node.
     memo: [Vec<Memo>; 3],
@@ -549,7 +562,13 @@ impl<'a> Engine<'a> {
             .iter()
             .map(|tree| {
                 (0..ids.len() as u32)
-                    .map(|n| tree.next_hop(NodeIx::new(n)).map_or(NONE, |h| h.index() as u32))
+                    .map(|n| {
+                        let Some(via) = tree.next_hop(NodeIx::new(n)).map(|h| h.index() as u32) else {
+                            return (NONE, NONE);
+                        };
+                        let adjacent = adjacency[n as usize].iter().find(|&&(peer, _)| peer == via);
+                        (via, adjacent.expect("next hops are neighbours").1)
+                    })
                     .collect()
             })
             .collect();
@@ -557,10 +576,14 @@ impl<'a> Engine<'a> {
         let nodes = ids
             .iter()
             .map(|id| Node {
-                relay: Some(Relay::with_graph(id.clone(), shared.clone(), config.clone()).expect("validated")),
+                relay: Some(Box::new(
+                    Relay::with_graph(id.clone(), shared.clone(), config.clone()).expect("validated"),
+                )),
                 wake: Micros::MAX,
                 due: Micros::MAX,
                 listed: false,
+                unread: true,
+                switching: false,
                 watching: false,
             })
             .collect();
@@ -610,7 +633,6 @@ impl<'a> Engine<'a> {
             replied: None,
             data_sent: 0,
             packets_sent: 0,
-            reported: None,
             packets: (0, 0),
             packets_told: 0,
         };
@@ -642,6 +664,7 @@ impl<'a> Engine<'a> {
             nodes,
             watches,
             ends: vec![end; 2 * links.len()],
+            reported: vec![None; 2 * links.len()],
             later_replies: vec![VecDeque::new(); 2 * links.len()],
             conn_links: Vec::with_capacity(links.len()),
             frames: Vec::new(),
@@ -928,12 +951,13 @@ impl<'a> Engine<'a> {
     /// Carries out what `node`'s relay asks for, and re-arms its wake.
     fn act(&mut self, node: u32) {
         let n = node as usize;
+        self.nodes[n].unread = true;
         if !self.nodes[n].listed {
             self.nodes[n].listed = true;
             self.listed.push(node);
         }
         let mut hint = 0;
-        while let Some(action) = self.nodes[n].relay.as_mut().and_then(Relay::poll_action) {
+        while let Some(action) = self.nodes[n].relay.as_deref_mut().and_then(Relay::poll_action) {
             match action {
                 Action::Probe { to, seq } => {
                     let Some((peer, l)) = self.neighbour_from(node, &to, &mut hint) else { continue };
@@ -960,6 +984,7 @@ impl<'a> Engine<'a> {
                 Action::Purge { .. } | Action::Ended { .. } | Action::Forget { .. } | Action::Takedowns => {}
             }
         }
+        self.nodes[n].switching = self.nodes[n].relay.as_ref().is_some_and(|r| r.switching());
         self.arm(node);
     }
 
@@ -1212,7 +1237,7 @@ impl<'a> Engine<'a> {
         if self.links[l].counted {
             self.count_packets_from_now(l);
         }
-        self.all_trees_stale();
+        self.trees_stale_at(a, b);
     }
 
     /// Hands both ends' relays the packet totals of link `l` as they stand: the estimators count from the
@@ -1247,7 +1272,7 @@ impl<'a> Engine<'a> {
         let now = Self::time(self.now);
         self.drive(a, |relay, ids| relay.handle_peer_down(now, &ids[b as usize], conn));
         self.drive(b, |relay, ids| relay.handle_peer_down(now, &ids[a as usize], conn));
-        self.all_trees_stale();
+        self.trees_stale_at(a, b);
     }
 
     /// Whether link `l` can carry packets; notes when it stops, for the connection's idle timeout.
@@ -1271,9 +1296,16 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn all_trees_stale(&mut self) {
+    /// A connection of `a` and `b` started or ended, or `a` crashed (`b == a`): the subscription trees
+    /// that hold either may change, as the relays' subscribers count only connected peers. A tree without
+    /// them gains them only by a subscription, whose frame marks it then.
+    fn trees_stale_at(&mut self, a: u32, b: u32) {
         for stream in &mut self.streams {
-            stream.tree_stale = true;
+            let origin = self.origins[stream.slot];
+            let holds = |n: u32| n == origin || stream.tree.iter().any(|&(p, c, _)| p == n || c == n);
+            if !stream.tree_stale && (holds(a) || holds(b)) {
+                stream.tree_stale = true;
+            }
         }
     }
 
@@ -1320,6 +1352,26 @@ impl<'a> Engine<'a> {
     }
 
     /// The control plane's recomputation (see the module docs).
+    /// Hands the control plane what `node`'s relay says of each of its links now.
+    fn read_report(&mut self, node: u32) {
+        let n = node as usize;
+        let mut ends = std::mem::take(&mut self.scratch_ends);
+        ends.clear();
+        ends.extend(self.adjacency[n].iter().map(|&(_, l)| (self.end_of(node, l), None)));
+        let relay = self.nodes[n].relay.as_mut().expect("a node that is up has a relay");
+        for (conn, end) in relay.link_ends() {
+            let l = self.conn_links[conn as usize];
+            let e = 2 * l as usize + usize::from(self.links[l as usize].a != node);
+            if let Some(slot) = ends.iter_mut().find(|(x, _)| *x == e) {
+                slot.1 = end;
+            }
+        }
+        for &(e, end) in &ends {
+            self.report(e, Some(end));
+        }
+        self.scratch_ends = ends;
+    }
+
     fn recompute(&mut self) {
         let period = self.scenario.control.recompute_ms * 1000;
         // Each listed node in turn, while what its relay touched is still in the processor's caches: what
@@ -1335,21 +1387,10 @@ impl<'a> Engine<'a> {
             if !self.is_up(node) {
                 continue;
             }
-            let mut ends = std::mem::take(&mut self.scratch_ends);
-            ends.clear();
-            ends.extend(self.adjacency[n].iter().map(|&(_, l)| (self.end_of(node, l), None)));
-            let relay = self.nodes[n].relay.as_mut().expect("a node that is up has a relay");
-            for (conn, end) in relay.link_ends() {
-                let l = self.conn_links[conn as usize];
-                let e = 2 * l as usize + usize::from(self.links[l as usize].a != node);
-                if let Some(slot) = ends.iter_mut().find(|(x, _)| *x == e) {
-                    slot.1 = end;
-                }
+            // A relay not driven since its last reading reports the same.
+            if std::mem::take(&mut self.nodes[n].unread) {
+                self.read_report(node);
             }
-            for &(e, end) in &ends {
-                self.report(e, Some(end));
-            }
-            self.scratch_ends = ends;
             // A probe still out may change the report: read the node again next round.
             let out = self.adjacency[n].iter().any(|&(_, l)| self.ends[self.end_of(node, l)].reply != NO_REPLY);
             // So may the probes it runs late before the next round, as the wakes they stand for would list it.
@@ -1396,10 +1437,10 @@ impl<'a> Engine<'a> {
 
     /// Hands the planner what end `e` reports now, if it changed.
     fn report(&mut self, e: usize, end: Option<Option<LinkMetrics>>) {
-        if self.ends[e].reported == end {
+        if self.reported[e] == end {
             return;
         }
-        self.ends[e].reported = end;
+        self.reported[e] = end;
         let link = &self.links[e / 2];
         let (owner, peer) = if e.is_multiple_of(2) { (link.a, link.b) } else { (link.b, link.a) };
         self.planner.handle_link_report(NodeIx::new(owner), NodeIx::new(peer), end);
@@ -1490,6 +1531,7 @@ impl<'a> Engine<'a> {
                 self.catch_up(n, self.now);
                 if let Some(relay) = self.nodes[n as usize].relay.as_mut() {
                     relay.handle_drain(draining);
+                    self.nodes[n as usize].unread = true;
                 }
                 let id = self.ids[n as usize].clone();
                 self.planner.handle_draining(&id, draining);
@@ -1517,7 +1559,7 @@ impl<'a> Engine<'a> {
             let peer = self.adjacency[n as usize][k].0;
             self.arm(peer);
         }
-        self.all_trees_stale();
+        self.trees_stale_at(n, n);
     }
 
     /// A crashed node starts again, afresh: it dials every neighbour it can reach, its viewers come back, and
@@ -1527,7 +1569,7 @@ impl<'a> Engine<'a> {
         self.crashed[n as usize] = None;
         let relay = Relay::with_graph(self.ids[n as usize].clone(), self.topology.clone(), self.config.clone())
             .expect("validated");
-        self.nodes[n as usize].relay = Some(relay);
+        self.nodes[n as usize].relay = Some(Box::new(relay));
         for k in 0..self.adjacency[n as usize].len() {
             let l = self.adjacency[n as usize][k].1 as usize;
             self.update_silence(l);
@@ -1709,7 +1751,8 @@ impl<'a> Engine<'a> {
             if !self.links[link].up || !self.is_up(child) {
                 continue;
             }
-            let relay = self.nodes[child as usize].relay.as_ref();
+            let node = &self.nodes[child as usize];
+            let relay = node.relay.as_ref().filter(|_| node.switching);
             if relay.and_then(|r| r.switching_to(&self.streams[s].name)) == Some(&self.ids[parent as usize]) {
                 switching.push((child, parent, ready + self.links[link].latency));
             }
@@ -1858,11 +1901,10 @@ impl<'a> Engine<'a> {
             if self.walk.len() > self.ids.len() {
                 break None;
             }
-            let via = self.fixed[slot][at as usize];
+            let (via, link) = self.fixed[slot][at as usize];
             if via == NONE {
                 break None;
             }
-            let link = self.link_between(at, via).expect("next hops are neighbours");
             self.walk.push((at, via, link));
             if !self.links[link as usize].up || !self.is_up(via) {
                 break None;
