@@ -423,7 +423,7 @@ pub struct Engine<'a> {
     conn_links: Vec<u32>,
     frames: Vec<Option<InFlight>>,
     free_frames: Vec<u32>,
-    /// Per node: (neighbour, link).
+    /// Per node: (neighbour, the node's end of their link).
     adjacency: Vec<Vec<(u32, u32)>>,
     /// `None` while up; the crash time otherwise.
     crashed: Vec<Option<Micros>>,
@@ -493,8 +493,8 @@ impl<'a> Engine<'a> {
         let mut adjacency = vec![Vec::new(); ids.len()];
         for spec in &topology.links {
             let (a, b) = (index(&spec.a), index(&spec.b));
-            adjacency[a as usize].push((b, links.len() as u32));
-            adjacency[b as usize].push((a, links.len() as u32));
+            adjacency[a as usize].push((b, 2 * links.len() as u32));
+            adjacency[b as usize].push((a, 2 * links.len() as u32 + 1));
             links.push(Link {
                 a,
                 b,
@@ -567,7 +567,7 @@ impl<'a> Engine<'a> {
                             return (NONE, NONE);
                         };
                         let adjacent = adjacency[n as usize].iter().find(|&&(peer, _)| peer == via);
-                        (via, adjacent.expect("next hops are neighbours").1)
+                        (via, adjacent.expect("next hops are neighbours").1 / 2)
                     })
                     .collect()
             })
@@ -856,7 +856,7 @@ impl<'a> Engine<'a> {
     }
 
     fn link_between(&self, from: u32, to: u32) -> Option<u32> {
-        self.adjacency[from as usize].iter().find(|&&(n, _)| n == to).map(|&(_, l)| l)
+        self.adjacency[from as usize].iter().find(|&&(n, _)| n == to).map(|&(_, e)| e / 2)
     }
 
     /// `node`'s neighbour named `id`, and their link.
@@ -871,7 +871,7 @@ impl<'a> Engine<'a> {
         let n = adjacency.len();
         (0..n).map(|k| (*hint + k) % n).find(|&k| self.ids[adjacency[k].0 as usize] == *id).map(|k| {
             *hint = k + 1;
-            adjacency[k]
+            (adjacency[k].0, adjacency[k].1 / 2)
         })
     }
 
@@ -912,8 +912,8 @@ impl<'a> Engine<'a> {
 
     /// Whether replies or data reached `node` that its relay has not been told of.
     fn has_news(&self, node: u32) -> bool {
-        self.adjacency[node as usize].iter().any(|&(_, l)| {
-            let end = &self.ends[self.end_of(node, l)];
+        self.adjacency[node as usize].iter().any(|&(_, e)| {
+            let end = &self.ends[e as usize];
             end.reply.0 <= self.now || end.data > end.told
         })
     }
@@ -922,9 +922,8 @@ impl<'a> Engine<'a> {
     fn settle(&mut self, node: u32) {
         let n = node as usize;
         let Some(relay) = self.nodes[n].relay.as_mut() else { return };
-        for &(peer, l) in &self.adjacency[n] {
-            let link = &self.links[l as usize];
-            let e = 2 * l as usize + usize::from(link.a != node);
+        for &(peer, e) in &self.adjacency[n] {
+            let (link, e) = (&self.links[e as usize / 2], e as usize);
             let end = &mut self.ends[e];
             // Data in flight still counts from now on: the link is up, so it arrives.
             if end.data > end.told && end.data_sent <= self.now && link.up && link.connected {
@@ -1189,9 +1188,10 @@ impl<'a> Engine<'a> {
             return;
         }
         // It has heard of the streams from a neighbour's announcement (the simulator does not flood them).
-        let Some(&(peer, l)) = self.adjacency[n].iter().find(|&&(_, l)| self.links[l as usize].connected) else {
+        let Some(&(peer, e)) = self.adjacency[n].iter().find(|&&(_, e)| self.links[e as usize / 2].connected) else {
             return;
         };
+        let l = e / 2;
         self.nodes[n].watching = true;
         let conn = self.links[l as usize].conn;
         let now = Self::time(self.now);
@@ -1357,7 +1357,7 @@ impl<'a> Engine<'a> {
         let n = node as usize;
         let mut ends = std::mem::take(&mut self.scratch_ends);
         ends.clear();
-        ends.extend(self.adjacency[n].iter().map(|&(_, l)| (self.end_of(node, l), None)));
+        ends.extend(self.adjacency[n].iter().map(|&(_, e)| (e as usize, None)));
         let relay = self.nodes[n].relay.as_mut().expect("a node that is up has a relay");
         for (conn, end) in relay.link_ends() {
             let l = self.conn_links[conn as usize];
@@ -1392,7 +1392,7 @@ impl<'a> Engine<'a> {
                 self.read_report(node);
             }
             // A probe still out may change the report: read the node again next round.
-            let out = self.adjacency[n].iter().any(|&(_, l)| self.ends[self.end_of(node, l)].reply != NO_REPLY);
+            let out = self.adjacency[n].iter().any(|&(_, e)| self.ends[e as usize].reply != NO_REPLY);
             // So may the probes it runs late before the next round, as the wakes they stand for would list it.
             let node_state = &self.nodes[n];
             let late = node_state.due < node_state.wake && node_state.due < self.now + period;
@@ -1406,8 +1406,7 @@ impl<'a> Engine<'a> {
         held.retain(|&node| match self.crashed[node as usize] {
             Some(crash) if self.now - crash > REPORT_STALE_AFTER => {
                 for k in 0..self.adjacency[node as usize].len() {
-                    let l = self.adjacency[node as usize][k].1;
-                    self.report(self.end_of(node, l), None);
+                    self.report(self.adjacency[node as usize][k].1 as usize, None);
                 }
                 false
             }
@@ -1551,7 +1550,7 @@ impl<'a> Engine<'a> {
         node.watching = false;
         self.reports_held.push(n);
         for k in 0..self.adjacency[n as usize].len() {
-            let l = self.adjacency[n as usize][k].1 as usize;
+            let l = self.adjacency[n as usize][k].1 as usize / 2;
             self.links[l].stale = true;
             self.drop_in_flight(l);
             self.update_silence(l);
@@ -1571,7 +1570,7 @@ impl<'a> Engine<'a> {
             .expect("validated");
         self.nodes[n as usize].relay = Some(Box::new(relay));
         for k in 0..self.adjacency[n as usize].len() {
-            let l = self.adjacency[n as usize][k].1 as usize;
+            let l = self.adjacency[n as usize][k].1 as usize / 2;
             self.update_silence(l);
             self.update_truth(l);
             self.connect(l);
@@ -1811,12 +1810,12 @@ impl<'a> Engine<'a> {
         while let Some(node) = stack.pop() {
             let Some(relay) = self.nodes[node as usize].relay.as_ref() else { continue };
             for id in relay.downstream(name) {
-                let Some(&(child, l)) =
+                let Some(&(child, e)) =
                     self.adjacency[node as usize].iter().find(|&&(n, _)| self.ids[n as usize] == *id)
                 else {
                     continue;
                 };
-                crossings.push((node, child, l));
+                crossings.push((node, child, e / 2));
                 if self.reached[child as usize] != build {
                     self.reached[child as usize] = build;
                     self.waiting[child as usize] = 0;
