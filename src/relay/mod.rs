@@ -536,11 +536,13 @@ impl Relay {
             self.verdict(peer, up);
         }
 
-        let (due, later): (Vec<Release>, Vec<Release>) =
-            std::mem::take(&mut self.releases).into_iter().partition(|r| r.at <= now);
-        self.releases = later;
-        for r in due {
-            self.release(r.stream, r.peer);
+        if self.releases.iter().any(|r| r.at <= now) {
+            let (due, later): (Vec<Release>, Vec<Release>) =
+                std::mem::take(&mut self.releases).into_iter().partition(|r| r.at <= now);
+            self.releases = later;
+            for r in due {
+                self.release(r.stream, r.peer);
+            }
         }
 
         if self.next_pass_over.is_some_and(|at| at <= now) {

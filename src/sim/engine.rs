@@ -1360,9 +1360,9 @@ impl<'a> Engine<'a> {
         ends.extend(self.adjacency[n].iter().map(|&(_, e)| (e as usize, None)));
         let relay = self.nodes[n].relay.as_mut().expect("a node that is up has a relay");
         for (conn, end) in relay.link_ends() {
-            let l = self.conn_links[conn as usize];
-            let e = 2 * l as usize + usize::from(self.links[l as usize].a != node);
-            if let Some(slot) = ends.iter_mut().find(|(x, _)| *x == e) {
+            // The node's one end of the connection's link.
+            let l = self.conn_links[conn as usize] as usize;
+            if let Some(slot) = ends.iter_mut().find(|(e, _)| *e / 2 == l) {
                 slot.1 = end;
             }
         }
