@@ -202,18 +202,19 @@ struct Peer {
 
 impl Peer {
     /// When the link is (or, with nothing more heard, will be) down. Nothing may have arrived over it for
-    /// `down_after` (on a link that carries a stream: or twice the longest recent wait between arrivals, if
-    /// that is longer, up to half a probe interval more) (stream data, acknowledgements, probe replies: a busy neighbour is late to answer probes
-    /// but still delivers), and the probes must agree: on a link that carries a stream, where something
-    /// arrives every few milliseconds, one overdue probe confirms the silence; on an idle link, the
-    /// estimator's own verdict (several overdue probes) is needed.
+    /// `down_after` (on a link that brings a stream in: or twice the longest recent wait between arrivals,
+    /// if that is longer, up to half a probe interval more) (stream data, acknowledgements, probe replies: a
+    /// busy neighbour is late to answer probes but still delivers), and the probes must agree: on a link
+    /// that brings a stream in, probed fast, where something arrives every few milliseconds, one overdue
+    /// probe confirms the silence; on any other link, the estimator's own verdict (several overdue probes)
+    /// is needed.
     ///
     /// Time this node was itself too busy to listen (`deaf`, see [`Relay::handle_stalled`]) is added: a
     /// starved node blames itself, not its neighbours.
     fn down_at(&self, down_after: Duration, deaf: Duration) -> Option<Duration> {
         let (probes, silence) = if self.estimator.is_active() {
-            // At most half a probe interval more, so that a dead neighbour is still found within its bound and
-            // both ends of a dead link judge it at about the same time.
+            // At most half a probe interval more, so that a dead neighbour is still found within its bound, and
+            // two ends that both receive a stream over a dead link judge it at about the same time.
             let most = down_after + self.estimator.config().fast_interval / 2;
             (self.estimator.overdue_at(), (2 * self.usual_gap).clamp(down_after, most))
         } else {
