@@ -449,6 +449,8 @@ pub struct Engine<'a> {
     /// Per origin slot, per node: the static tree's next hop toward the origin and the link to it (`NONE`
     /// for none).
     fixed: Vec<Vec<(u32, u32)>>,
+    /// Per origin slot, per node: its link to the origin (`NONE` for none), the direct strategy's.
+    direct: Vec<Vec<u32>>,
     flows: [Flow; 3],
     /// Per strategy, per node.
     memo: [Vec<Memo>; 3],
@@ -572,6 +574,16 @@ impl<'a> Engine<'a> {
                     .collect()
             })
             .collect();
+        let direct = origins
+            .iter()
+            .map(|&origin| {
+                let mut links = vec![NONE; ids.len()];
+                for &(peer, e) in &adjacency[origin as usize] {
+                    links[peer as usize] = e / 2;
+                }
+                links
+            })
+            .collect();
         let config = RelayConfig { probes: scenario.probes.config(), ..RelayConfig::default() };
         let nodes = ids
             .iter()
@@ -679,6 +691,7 @@ impl<'a> Engine<'a> {
             table_changes: vec![0; ids.len()],
             truth,
             fixed,
+            direct,
             emits: 0,
             walk: Vec::new(),
             reached: vec![0; ids.len()],
@@ -1877,7 +1890,7 @@ impl<'a> Engine<'a> {
                 return Some(memo.arrival.filter(|_| memo.stamp == stamp).map(|a| (a, memo.path)));
             }
             Strategy::Direct => {
-                let link = self.link_between(edge, origin)?;
+                let link = Some(self.direct[slot][edge as usize]).filter(|&l| l != NONE)?;
                 if !self.links[link as usize].up || !self.is_up(origin) {
                     return Some(None);
                 }
