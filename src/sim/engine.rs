@@ -1364,7 +1364,6 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// The control plane's recomputation (see the module docs).
     /// Hands the control plane what `node`'s relay says of each of its links now.
     fn read_report(&mut self, node: u32) {
         let n = node as usize;
@@ -1385,6 +1384,7 @@ impl<'a> Engine<'a> {
         self.scratch_ends = ends;
     }
 
+    /// The control plane's recomputation (see the module docs).
     fn recompute(&mut self) {
         let period = self.scenario.control.recompute_ms * 1000;
         // Each listed node in turn, while what its relay touched is still in the processor's caches: what
