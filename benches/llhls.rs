@@ -52,6 +52,8 @@ async fn run() -> Result<()> {
         Command::new(env!("CARGO_BIN_EXE_lightpath"))
             .args(["demo", "--topology"])
             .arg(&topology)
+            .arg("--director")
+            .arg(format!("127.0.0.1:{}", free_port("127.0.0.1")))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("demo.log"))?)

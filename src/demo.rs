@@ -7,8 +7,9 @@
 //! segment as one chunked PUT whose chunks leave at the pace they play, their decode times moved on at each
 //! wrap so the timeline runs on. The origin cuts parts from them, so the stream is Low-Latency HLS at every
 //! edge (and plain HLS for players that ignore parts). The first control replica also runs a director
-//! ([`crate::director`]) on 127.0.0.1:48090, whose URL is printed first: it redirects each viewer to the
-//! nearest healthy edge. Each edge's own playlist URL is printed too; it runs until Ctrl-C.
+//! ([`crate::director`]) on 127.0.0.1:48090 (`--director` moves it), whose URL is printed first: it
+//! redirects each viewer to the nearest healthy edge. Each edge's own playlist URL is printed too; it runs
+//! until Ctrl-C.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -40,12 +41,12 @@ const CLIP: [&[u8]; 4] = [
     include_bytes!("../assets/demo-cmaf/chunk-stream0-00003.m4s"),
     include_bytes!("../assets/demo-cmaf/chunk-stream0-00004.m4s"),
 ];
-/// Where the demo's director listens.
-const DIRECTOR: std::net::SocketAddr =
-    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 48090);
-
-/// Runs the demo mesh until `shutdown` completes.
-pub async fn run(topology_path: PathBuf, shutdown: impl Future<Output = ()>) -> Result<()> {
+/// Runs the demo mesh, with its director on `director`, until `shutdown` completes.
+pub async fn run(
+    topology_path: PathBuf,
+    director: std::net::SocketAddr,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let topology = Arc::new(Topology::load(&topology_path).map_err(|e| anyhow::anyhow!("{e}"))?);
     let ca = create_ca("lightpath demo CA")?;
     let key = format!("demo-{:016x}", rand::random::<u64>());
@@ -79,11 +80,11 @@ pub async fn run(topology_path: PathBuf, shutdown: impl Future<Output = ()>) -> 
         let director = match topology.nodes.iter().find(|n| n.has_role(Role::Edge)).filter(|_| i == 0) {
             Some(edge) => {
                 let config = DirectorConfig {
-                    listen: Some(DIRECTOR),
+                    listen: Some(director),
                     region: Some(edge.region.clone()),
                     ..DirectorConfig::default()
                 };
-                director_url = Some(format!("http://{DIRECTOR}/live/{STREAM}/index.m3u8"));
+                director_url = Some(format!("http://{director}/live/{STREAM}/index.m3u8"));
                 Some(crate::director::DirectorOptions::bind(config, Default::default()).await?)
             }
             None => None,

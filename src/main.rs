@@ -39,6 +39,9 @@ enum Command {
         /// The topology to run.
         #[arg(long, default_value = "topology/demo.toml")]
         topology: PathBuf,
+        /// Where the demo's director listens (its URL is printed first).
+        #[arg(long, default_value = "127.0.0.1:48090")]
+        director: std::net::SocketAddr,
     },
     /// Run one mesh node.
     Node {
@@ -233,7 +236,9 @@ fn run(command: Command) -> Result<()> {
             print!("{}", summary.table());
             Ok(())
         }
-        Command::Demo { topology } => runtime()?.block_on(lightpath::demo::run(topology, ctrl_c())),
+        Command::Demo { topology, director } => {
+            runtime()?.block_on(lightpath::demo::run(topology, director, ctrl_c()))
+        }
     }
 }
 

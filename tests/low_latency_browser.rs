@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{demo_topology, play_in_browser, require_browser, Killed};
+use common::{demo_topology, free_port, play_in_browser, require_browser, Killed};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hls_js_plays_the_farthest_edge_in_low_latency_mode() {
@@ -20,6 +20,8 @@ async fn hls_js_plays_the_farthest_edge_in_low_latency_mode() {
         Command::new(env!("CARGO_BIN_EXE_lightpath"))
             .args(["demo", "--topology"])
             .arg(&topology)
+            .arg("--director")
+            .arg(format!("127.0.0.1:{}", free_port("127.0.0.1")))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
