@@ -537,13 +537,9 @@ impl Relay {
             self.verdict(peer, up);
         }
 
-        if self.releases.iter().any(|r| r.at <= now) {
-            let (due, later): (Vec<Release>, Vec<Release>) =
-                std::mem::take(&mut self.releases).into_iter().partition(|r| r.at <= now);
-            self.releases = later;
-            for r in due {
-                self.release(r.stream, r.peer);
-            }
+        let due: Vec<Release> = self.releases.extract_if(.., |r| r.at <= now).collect();
+        for r in due {
+            self.release(r.stream, r.peer);
         }
 
         if self.next_pass_over.is_some_and(|at| at <= now) {

@@ -180,8 +180,8 @@ struct Node {
 }
 
 /// One end of a link, indexed `2 l` (owned by the link's `a`) and `2 l + 1` (by `b`). Laid out for the
-/// processor's caches: every drive of a node reads the first 64 bytes of each of its ends, and both ends of a
-/// link are one 128-byte block apart.
+/// processor's caches: every drive of a node reads the first 64 bytes of each of its ends; an end is 128
+/// bytes, and a link's two ends lie side by side.
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(64))]
 struct End {
@@ -568,8 +568,7 @@ impl<'a> Engine<'a> {
                         let Some(via) = tree.next_hop(NodeIx::new(n)).map(|h| h.index() as u32) else {
                             return (NONE, NONE);
                         };
-                        let adjacent = adjacency[n as usize].iter().find(|&&(peer, _)| peer == via);
-                        (via, adjacent.expect("next hops are neighbours").1 / 2)
+                        (via, link_between(&adjacency, n, via).expect("next hops are neighbours"))
                     })
                     .collect()
             })
@@ -866,10 +865,6 @@ impl<'a> Engine<'a> {
     /// The end of link `l` that `node` owns.
     fn end_of(&self, node: u32, l: u32) -> usize {
         2 * l as usize + usize::from(self.links[l as usize].a != node)
-    }
-
-    fn link_between(&self, from: u32, to: u32) -> Option<u32> {
-        self.adjacency[from as usize].iter().find(|&&(n, _)| n == to).map(|&(_, e)| e / 2)
     }
 
     /// `node`'s neighbour named `id`, and their link.
@@ -1479,7 +1474,7 @@ impl<'a> Engine<'a> {
         let node = |e: &Self, id: &Option<NodeId>| e.node_index[id.as_ref().expect("validated")];
         let link = |e: &Self| {
             let (a, b) = (node(e, &fault.a), node(e, &fault.b));
-            e.link_between(a, b).expect("validated") as usize
+            link_between(&e.adjacency, a, b).expect("validated") as usize
         };
         match fault.kind {
             FaultKind::LinkDown => self.set_link(link(self), false),
@@ -2043,6 +2038,11 @@ impl<'a> Engine<'a> {
         }
         start + send + self.links[link].latency + extra - self.now
     }
+}
+
+/// The link between `from` and `to` in `adjacency` (see `Engine::adjacency`), if they are neighbours.
+fn link_between(adjacency: &[Vec<(u32, u32)>], from: u32, to: u32) -> Option<u32> {
+    adjacency[from as usize].iter().find(|&&(n, _)| n == to).map(|&(_, e)| e / 2)
 }
 
 fn ms_to_micros(ms: f64) -> Micros {
