@@ -40,7 +40,11 @@
 //!   default 100 ms interval and a short link, a link that fails at `T` is declared down by
 //!   `T + fast_interval + down_after` = `T + 400 ms` at the latest (the first lost probe leaves by
 //!   `T + 100 ms`), inside the 500 ms target; a single lost probe never takes a link down, and a long link
-//!   (large `rto`) is given the time its replies need.
+//!   (large `rto`) is given the time its replies need. A link that loses some of its probes anyway needs a
+//!   longer run of them overdue, long enough that its own loss would make such a run less than a
+//!   one-in-10^8 chance (four at 1 % of round trips; see `LinkEstimator::chance_run`): under uniform
+//!   background loss a mesh probing hundreds of links ten times a second would otherwise call a healthy
+//!   link down every few minutes.
 //!
 //! - **Report.** What the node tells the control plane ([`report`]) is the metrics, moved on only by a clear
 //!   change that is not noise: while the cost the current metrics give stays within the route damper's
@@ -181,6 +185,17 @@ pub const LOSS_EVIDENCE: f64 = 8.0;
 /// and cost a busy link nothing: its evidence comes with a dozen losses or more (a 3 % loss of 300 packets
 /// a second passes the ratio at about 19).
 const LOSS_EVIDENCE_LOSSES: u64 = 5;
+
+/// How unlikely a run of lost probes must be, on the link's own loss, before it reads as silence rather than
+/// chance (see [`LinkEstimator::chance_run`]).
+const CHANCE_RUN: f64 = 1e-8;
+
+/// The longest run of unanswered probes a down verdict waits for, however lossy the link.
+const MAX_RUN: usize = 8;
+
+/// Probes counted as answered before the link's first, so that a young link's first loss does not read as a
+/// high rate: one loss window of fast probes.
+const RUN_PRIOR: u64 = 100;
 
 /// The relative entropy `KL(p ‖ q)` of two loss rates, in nats (`q` strictly between 0 and 1).
 fn relative_entropy(p: f64, q: f64) -> f64 {
@@ -650,9 +665,9 @@ impl LinkEstimator {
         one_way(held).abs_diff(one_way(current)) >= self.rttvar
     }
 
-    /// Whether the link is down at `now`: at least `down_probes` probes sent since the last answered one are
-    /// overdue (older than [`rto`](Self::rto)), and the first of them went out at least `down_after` ago. Any
-    /// reply brings it back up.
+    /// Whether the link is down at `now`: at least `down_probes` probes sent since the last answered one (more
+    /// on a lossy link, see [`chance_run`](Self::chance_run)) are overdue (older than [`rto`](Self::rto)), and
+    /// the first of them went out at least `down_after` ago. Any reply brings it back up.
     pub fn is_down(&self, now: Duration) -> bool {
         self.down_at().is_some_and(|down| now >= down)
     }
@@ -712,8 +727,33 @@ impl LinkEstimator {
 
     /// When the oldest probe sent since the last answered one is (or will be) overdue, if any is
     /// unanswered: the first sign of a silent link, which a node that also hears the link's data weighs.
+    /// On a lossy link the probe is the last of a run ([`chance_run`](Self::chance_run)).
     pub fn overdue_at(&self) -> Option<Duration> {
-        Some(self.unanswered().next()? + self.rto())
+        Some(self.unanswered().nth(self.chance_run() - 1)? + self.rto())
+    }
+
+    /// How many probes in a row must go unanswered before that is more than the link's own loss: one on a
+    /// link that has lost nothing, more the more it loses, until such a run would come by chance less than
+    /// once in [`CHANCE_RUN`]. At 0.5 % loss each way (1 % of round trips), three lost in a row come about
+    /// once in a million probes, which a mesh probing hundreds of links ten times a second reaches within
+    /// minutes, four once in a hundred million. The rate is the probes' over the estimator's whole life,
+    /// outages left out (their probes are forgotten when the link answers again). The connection's packets
+    /// are not counted: the transport declares an outage's packets lost after the path returns, so a link
+    /// cut and repaired a few times would read as lossy and be judged slower each time.
+    fn chance_run(&self) -> usize {
+        let settled = self.probes_sent.saturating_sub(self.probes_forgotten).saturating_sub(self.trailing as u64);
+        let lost = settled.saturating_sub(self.probes_answered);
+        if lost == 0 {
+            return 1;
+        }
+        let round_trip = lost as f64 / (settled + RUN_PRIOR) as f64;
+        let (mut run, mut chance) = (1, round_trip);
+        while chance > CHANCE_RUN && run < MAX_RUN {
+            run += 1;
+            chance *= round_trip;
+        }
+        // The window must hold the run.
+        run.min(self.records)
     }
 
     /// When the link is (or, without a reply, will be) down given the probes sent so far: `is_down(now)` is
@@ -721,7 +761,8 @@ impl LinkEstimator {
     pub fn down_at(&self) -> Option<Duration> {
         let mut unanswered = self.unanswered();
         let first = unanswered.next()?;
-        let kth = if self.config.down_probes == 1 { first } else { unanswered.nth(self.config.down_probes - 2)? };
+        let probes = self.config.down_probes.max(self.chance_run());
+        let kth = if probes == 1 { first } else { unanswered.nth(probes - 2)? };
         Some((first + self.config.down_after).max(kth + self.rto()))
     }
 
@@ -1102,6 +1143,56 @@ mod tests {
         // One packet in 100 each way: counted, at the floor, not shown above it.
         assert!((link.est.measured_loss() - 0.01).abs() < 0.0025, "{}", link.est.measured_loss());
         assert_eq!(link.est.metrics().unwrap().loss, 0.0);
+    }
+
+    #[test]
+    fn a_lossy_link_needs_a_longer_run_of_lost_probes_to_go_down() {
+        // One round trip in 100 lost: three probes lost in a row, which take a clean link down, are a one in a
+        // million chance here, met every few minutes across a mesh; the verdict waits for a fourth.
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut link = Link::new(ProbeConfig::default(), move |now, _| {
+            let cut = now >= ms(120_000) && now < ms(120_300);
+            (!cut && !rng.gen_bool(0.01)).then_some(ms(40))
+        });
+        link.est.set_active(true);
+        let stopped = link.run(ms(125_000), |est, now| est.is_down(now));
+        assert_eq!(stopped, ms(125_000), "three lost probes took a lossy link down");
+        assert_eq!(link.est.chance_run(), 4);
+        // A lossy link that fails is still found, in the fourth probe's round trip after the first lost one:
+        // later than a clean link's `down_after`, within 500 ms.
+        link.dead_from = ms(130_000);
+        let down = link.run(ms(140_000), |est, now| est.is_down(now)) - ms(130_000);
+        assert!(down >= ms(340) && down <= ms(500), "{down:?}");
+
+        // The same three lost on a clean link are an outage.
+        let mut link =
+            Link::new(ProbeConfig::default(), |now, _| (now < ms(120_000) || now >= ms(120_300)).then_some(ms(40)));
+        link.est.set_active(true);
+        let down = link.run(ms(125_000), |est, now| est.is_down(now));
+        assert!(down > ms(120_000) && down <= ms(120_400), "{down:?}");
+        assert_eq!(link.est.chance_run(), 1);
+    }
+
+    #[test]
+    fn the_run_a_down_verdict_waits_for_is_bounded() {
+        // However lossy the link, a run of MAX_RUN lost probes is enough, and it never outgrows the window.
+        for loss in [0.05, 0.2, 0.5] {
+            let mut rng = StdRng::seed_from_u64(3);
+            let mut link = Link::new(ProbeConfig::default(), move |_, _| (!rng.gen_bool(loss)).then_some(ms(40)));
+            link.est.set_active(true);
+            link.run(ms(60_000), |_, _| false);
+            let run = link.est.chance_run();
+            assert!(run > 3 && run <= MAX_RUN, "loss {loss}: run {run}");
+            link.dead_from = ms(60_000);
+            let down = link.run(ms(70_000), |est, now| est.is_down(now)) - ms(60_000);
+            assert!(down <= ms(100) * MAX_RUN as u32 + ms(300), "loss {loss}: {down:?}");
+        }
+        let config = ProbeConfig { loss_window: ms(300), ..ProbeConfig::default() };
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut link = Link::new(config, move |_, _| (!rng.gen_bool(0.2)).then_some(ms(40)));
+        link.est.set_active(true);
+        link.run(ms(60_000), |_, _| false);
+        assert!(link.est.chance_run() <= link.est.records, "{}", link.est.chance_run());
     }
 
     #[test]

@@ -1382,10 +1382,13 @@ impl<'a> Engine<'a> {
     /// The control plane's recomputation (see the module docs).
     fn recompute(&mut self) {
         let period = self.scenario.control.recompute_ms * 1000;
-        // Each listed node in turn, while what its relay touched is still in the processor's caches: what
-        // reached it by now counts, as it does on a live node that reports now (driving it lists nobody, since
-        // it is still listed itself), then its report is read.
-        for node in std::mem::take(&mut self.listed) {
+        // Each listed node in turn, in index order, the order its state lies in memory, and each read while
+        // what its relay touched is still in the processor's caches: what reached it by now counts, as it does
+        // on a live node that reports now (driving it lists nobody, since it is still listed itself), then its
+        // report is read.
+        let mut listed = std::mem::take(&mut self.listed);
+        listed.sort_unstable();
+        for node in listed {
             let n = node as usize;
             self.catch_up(node, self.now);
             if self.has_news(node) {
