@@ -862,24 +862,19 @@ impl<'a> Engine<'a> {
         self.crashed[node as usize].is_none()
     }
 
-    /// The end of link `l` that `node` owns.
-    fn end_of(&self, node: u32, l: u32) -> usize {
-        2 * l as usize + usize::from(self.links[l as usize].a != node)
-    }
-
-    /// `node`'s neighbour named `id`, and their link.
-    fn neighbour(&self, node: u32, id: &NodeId) -> Option<(u32, u32)> {
+    /// `node`'s neighbour named `id`, and `node`'s end of their link (the link is the end's index halved).
+    fn neighbour(&self, node: u32, id: &NodeId) -> Option<(u32, usize)> {
         self.neighbour_from(node, id, &mut 0)
     }
 
     /// [`Engine::neighbour`], looking from `hint` on and leaving it past the match: a relay names its peers
     /// in id order, the order of `adjacency`, so a run of probes finds each where the last one left off.
-    fn neighbour_from(&self, node: u32, id: &NodeId, hint: &mut usize) -> Option<(u32, u32)> {
+    fn neighbour_from(&self, node: u32, id: &NodeId, hint: &mut usize) -> Option<(u32, usize)> {
         let adjacency = &self.adjacency[node as usize];
         let n = adjacency.len();
         (0..n).map(|k| (*hint + k) % n).find(|&k| self.ids[adjacency[k].0 as usize] == *id).map(|k| {
             *hint = k + 1;
-            (adjacency[k].0, adjacency[k].1 / 2)
+            (adjacency[k].0, adjacency[k].1 as usize)
         })
     }
 
@@ -967,8 +962,8 @@ impl<'a> Engine<'a> {
         while let Some(action) = self.nodes[n].relay.as_deref_mut().and_then(Relay::poll_action) {
             match action {
                 Action::Probe { to, seq } => {
-                    let Some((peer, l)) = self.neighbour_from(node, &to, &mut hint) else { continue };
-                    self.probe(node, peer, l, seq);
+                    let Some((peer, e)) = self.neighbour_from(node, &to, &mut hint) else { continue };
+                    self.probe(peer, e, seq);
                 }
                 Action::Send { to, frame } => {
                     // Announcements are not flooded: a node hears of a stream from whoever asks it for the
@@ -976,14 +971,13 @@ impl<'a> Engine<'a> {
                     if matches!(frame, Frame::Announce { .. } | Frame::Withdraw { .. }) {
                         continue;
                     }
-                    let Some((peer, l)) = self.neighbour(node, &to) else { continue };
-                    self.send(node, peer, l, frame);
+                    let Some((peer, e)) = self.neighbour(node, &to) else { continue };
+                    self.send(node, peer, (e / 2) as u32, frame);
                 }
                 // Objects are followed from their emission (see `emit`): a new subscriber gets the next ones.
                 Action::SendWindow { .. } => {}
                 Action::Verdict { peer, up } => {
-                    if let Some((_, l)) = self.neighbour(node, &peer) {
-                        let e = self.end_of(node, l);
+                    if let Some((_, e)) = self.neighbour(node, &peer) {
                         self.ends[e].down = !up;
                     }
                 }
@@ -1075,11 +1069,9 @@ impl<'a> Engine<'a> {
         !fast || newest + self.down_after > next + rtt_max
     }
 
-    /// Probe `seq` from `node` to `peer` over link `l`: its reply comes back unless the link or the peer
-    /// fails it.
-    fn probe(&mut self, node: u32, peer: u32, l: u32, seq: u64) {
-        let link = l as usize;
-        let e = self.end_of(node, l);
+    /// Probe `seq` to `peer` from link end `e`: its reply comes back unless the link or the peer fails it.
+    fn probe(&mut self, peer: u32, e: usize, seq: u64) {
+        let link = e / 2;
         self.ends[e].last_probe = seq;
         if !self.links[link].up || !self.is_up(peer) {
             return;
