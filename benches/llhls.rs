@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use common::{demo_topology, free_port, play_in_browser, Killed};
+use common::{free_port, play_in_browser, spawn_demo, Killed};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PLAY_S: u32 = 30;
@@ -47,18 +47,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn run() -> Result<()> {
     let _ = lightpath::cache::sealed::raise_fd_limit();
     let dir = tempfile::tempdir()?;
-    let (topology, edge) = demo_topology(dir.path(), "edge-ap");
-    let demo = Killed(
-        Command::new(env!("CARGO_BIN_EXE_lightpath"))
-            .args(["demo", "--topology"])
-            .arg(&topology)
-            .arg("--director")
-            .arg(format!("127.0.0.1:{}", free_port("127.0.0.1")))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("demo.log"))?)
-            .spawn()?,
-    );
+    let (demo, edge) = spawn_demo(dir.path(), "edge-ap", "warn");
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
     let playlist = format!("http://{edge}/live/demo/stream0.m3u8");
     let deadline = Instant::now() + Duration::from_secs(30);

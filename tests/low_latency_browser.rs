@@ -3,31 +3,17 @@
 //! emulated Atlantic and Pacific links), and headless Chromium driven by playwright-core
 //! (`tests/browser/play.mjs`; scripts/test installs Chromium and the npm packages when missing).
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{demo_topology, free_port, play_in_browser, require_browser, Killed};
+use common::{play_in_browser, require_browser, spawn_demo};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hls_js_plays_the_farthest_edge_in_low_latency_mode() {
     require_browser(&["hls.js", "playwright-core"]);
     let dir = tempfile::tempdir().unwrap();
-    let (topology, edge) = demo_topology(dir.path(), "edge-ap");
-    let log = std::fs::File::create(dir.path().join("demo.log")).unwrap();
-    let _demo = Killed(
-        Command::new(env!("CARGO_BIN_EXE_lightpath"))
-            .args(["demo", "--topology"])
-            .arg(&topology)
-            .arg("--director")
-            .arg(format!("127.0.0.1:{}", free_port("127.0.0.1")))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let (_demo, edge) = spawn_demo(dir.path(), "edge-ap", "info");
     // Live at the edge in Singapore: its playlist lists parts.
     let url = format!("http://{edge}/live/demo/stream0.m3u8");
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -470,10 +470,27 @@ pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
-/// `topology/demo.toml` with every address moved to a free loopback port, written into `dir`, so that a
-/// test or benchmark runs `lightpath demo --topology` beside anything else; returns the file and node
-/// `edge`'s HTTP address.
-pub fn demo_topology(dir: &Path, edge: &str) -> (PathBuf, SocketAddr) {
+/// Starts `lightpath demo` on `topology/demo.toml` with every address (the director's too) moved to a free
+/// loopback port, so that it runs beside anything else; its log (at `rust_log`) goes to `dir/demo.log`.
+/// Returns the process, killed when dropped, and node `edge`'s HTTP address.
+pub fn spawn_demo(dir: &Path, edge: &str, rust_log: &str) -> (Killed, SocketAddr) {
+    let (topology, edge) = demo_topology(dir, edge);
+    let demo = Command::new(env!("CARGO_BIN_EXE_lightpath"))
+        .args(["demo", "--topology"])
+        .arg(&topology)
+        .arg("--director")
+        .arg(format!("127.0.0.1:{}", free_port("127.0.0.1")))
+        .env("RUST_LOG", rust_log)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("demo.log")).unwrap())
+        .spawn()
+        .unwrap();
+    (Killed(demo), edge)
+}
+
+/// `topology/demo.toml` with every address moved to a free loopback port, written into `dir`; returns the
+/// file and node `edge`'s HTTP address.
+fn demo_topology(dir: &Path, edge: &str) -> (PathBuf, SocketAddr) {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/topology/demo.toml")).unwrap();
     let (mut out, mut node, mut edge_http) = (String::new(), String::new(), None);
     for line in text.lines() {
