@@ -13,9 +13,11 @@
 //!    through [`Ingest::publish`], as its HTTP ingest does; each subscriber wants the stream, and a collector
 //!    takes every object that lands in a subscriber's cache out of it (recording its sequence number), so the
 //!    N caches do not grow. The relay's resident memory (`VmRSS`) is read once it is connected to the
-//!    origin, the stream is being published, and no subscriber exists yet ("before"); then the subscribers
-//!    start and join in batches of 32 (the relay's default cap on handshakes at once is 64), each until its
-//!    first object arrives. After 3 s of settling, the steady window (`FANOUT_WINDOW_S`, 20 s) runs from one
+//!    origin, the stream is being published, and no subscriber exists yet ("before"). The first subscriber
+//!    joins alone, and 3 s after its first object the relay's `VmRSS` and cache bytes are read again ("with
+//!    1": what carrying the stream costs, however many subscribe); then the others start and join in
+//!    batches of 32 (the relay's default cap on handshakes at once is 64), each
+//!    until its first object arrives. After 3 s of settling, the steady window (`FANOUT_WINDOW_S`, 20 s) runs from one
 //!    publish to the publish `window / interval` objects later: the relay's CPU time (utime + stime of
 //!    `/proc/PID/stat`) over it, its `VmRSS` at its end ("with N"), and, after a grace of up to 5 s for the
 //!    last objects in flight, how many of the window's objects each subscriber received.
@@ -25,6 +27,9 @@
 //!    it to each of N raw client connections on a unidirectional stream of its own. Publisher and clients run
 //!    here, with the same objects at the same rate; the same window, CPU and memory readings.
 //!
+//! Memory per subscriber is reported three ways: (with N - before) / N; the same with the growth of the
+//! relay's cache between the two readings taken out; and (with N - with 1) / (N - 1), again with the cache's
+//! growth between those readings taken out: the cost of each subscriber beyond the stream's own.
 //! Delivered Mbit/s is the bytes of the window's objects that subscribers received, over the window. CPU is
 //! % of one core. The run fails if subscribers missed more than `MISS_TOLERANCE` of the window's deliveries
 //! (objects x subscribers), so that a figure is never bought by dropping objects.
@@ -127,6 +132,9 @@ struct Measured {
     /// Growth of the relay's cache (`lightpath_cache_bytes`) from "before" to "with N", MiB: the stream's live
     /// window filling while the run goes on, which is not a cost per subscriber.
     cache_growth: f64,
+    /// RSS once the relay carried the stream to one subscriber, plus its cache's growth from then to "with
+    /// N" (lightpath only): what the stream costs whatever the number of subscribers.
+    rss_one: Option<f64>,
     /// Deliveries expected in the window (objects x subscribers) and missed of those.
     expected: u64,
     missed: u64,
@@ -227,13 +235,15 @@ fn print_table(settings: &Settings, rows: &[(usize, Measured, Measured)]) {
     println!(
         "\n| N | delivered Mbit/s | relay CPU % of a core | relay CPU %/Gbit/s | raw floor CPU % | raw floor %/Gbit/s \
          | ratio to floor | relay RSS before MiB | relay RSS with N MiB | MiB per subscriber \
-         | MiB per subscriber, cache growth taken out | missed (of expected) | raw floor MiB per subscriber |"
+         | MiB per subscriber, cache growth taken out | relay RSS with 1 MiB | MiB per subscriber after the first \
+         | missed (of expected) | raw floor MiB per subscriber |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (n, mesh, raw) in rows {
         let per_sub = |m: &Measured| (m.rss_with - m.rss_before) / *n as f64;
         println!(
-            "| {n} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.1} | {:.1} | {:.3} | {:.3} | {} of {} | {:.3} |",
+            "| {n} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.1} | {:.1} | {:.3} | {:.3} | {} | {} | {} of {} \
+             | {:.3} |",
             mesh.delivered_bps / 1e6,
             mesh.cpu_pct,
             mesh.cpu_per_gbit(),
@@ -244,6 +254,11 @@ fn print_table(settings: &Settings, rows: &[(usize, Measured, Measured)]) {
             mesh.rss_with,
             per_sub(mesh),
             (mesh.rss_with - mesh.rss_before - mesh.cache_growth) / *n as f64,
+            mesh.rss_one.map_or("-".into(), |one| format!("{one:.1}")),
+            match mesh.rss_one {
+                Some(one) if *n > 1 => format!("{:.3}", (mesh.rss_with - one) / (*n - 1) as f64),
+                _ => "-".into(),
+            },
             mesh.missed,
             mesh.expected,
             per_sub(raw),
@@ -431,6 +446,7 @@ async fn tally(
         rss_before,
         rss_with,
         cache_growth: 0.0,
+        rss_one: None,
         expected,
         missed: expected - delivered,
         lagging: got.iter().filter(|g| **g < objects).count(),
@@ -582,7 +598,10 @@ async fn mesh_fanout_with(
     let subscribers: Arc<RwLock<Vec<Mesh>>> = Arc::new(RwLock::new(Vec::new()));
     let collector = tokio::spawn(collect(subscribers.clone(), received.clone(), stream.clone()));
     let mut sockets = sockets.into_iter();
-    for batch in ids.chunks(JOIN_BATCH) {
+    // The first subscriber joins alone: what carrying the stream costs, the same for one subscriber or many.
+    let (first_id, rest) = ids.split_first().context("at least one subscriber")?;
+    let mut rss_one = None;
+    for batch in std::iter::once(std::slice::from_ref(first_id)).chain(rest.chunks(JOIN_BATCH)) {
         for id in batch {
             let mesh =
                 start_mesh(id, ca, topology, sockets.next().context("a socket per subscriber")?, SUBSCRIBER_CACHE)?;
@@ -603,6 +622,10 @@ async fn mesh_fanout_with(
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        if rss_one.is_none() {
+            tokio::time::sleep(SETTLE).await;
+            rss_one = Some((rss(relay.pid())?, cache_mib(relay_http).await?));
+        }
     }
 
     let (first, cpu_pct, rss_with) = steady_window(settings, &mut published, relay, "lightpath", n).await?;
@@ -622,6 +645,8 @@ async fn mesh_fanout_with(
     }
     let mut measured = tally(settings, &received, first, n, cpu_pct, rss_before, rss_with).await;
     measured.cache_growth = cache_with - cache_before;
+    // The relay's cache goes on filling with the stream's live window, which is not a cost per subscriber.
+    measured.rss_one = rss_one.map(|(rss, cache)| rss + (cache_with - cache));
     eprintln!("lightpath N={n}: relay cache {cache_before:.1} -> {cache_with:.1} MiB");
     publisher.abort();
     collector.abort();

@@ -339,3 +339,32 @@ async fn a_second_copy_of_an_object_is_not_forwarded_again() -> Result<()> {
     lab.close();
     Ok(())
 }
+
+/// A peer may open 16 object streams at once to begin with, and more as it uses them, up to
+/// `quic.max_object_streams` (128): objects cut through as a publisher uploads them stay open for their
+/// whole duration, one per live stream, so a link carrying many streams needs many open at once. 100 held
+/// open together all get a stream, and each reaches the edge once finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_keeps_its_object_streams_open_is_granted_more() -> Result<()> {
+    let lab = Lab::start().await?;
+    let count = 100u64;
+    let mut open = Vec::new();
+    for k in 0..count {
+        let head = header(&lab.stream, &format!("long{k}.ts"), 1000 + k, 10)?;
+        let send = tokio::time::timeout(WAIT, lab.origin.start_object(&head, b"half"))
+            .await
+            .with_context(|| format!("the relay granted no stream for object {k} with {} open", open.len()))??;
+        open.push(send);
+    }
+    for mut send in open {
+        send.write_all(b"-rest!").await?;
+        send.finish()?;
+    }
+    for k in 0..count {
+        let name = ObjectName::new(format!("long{k}.ts"))?;
+        let at_edge = lab.edge.cache().wait_for(&lab.stream, &name, WAIT).await;
+        ensure!(at_edge.is_some_and(|o| o.body[..] == b"half-rest!"[..]), "the edge never got {name} whole");
+    }
+    lab.close();
+    Ok(())
+}

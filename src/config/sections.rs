@@ -652,7 +652,8 @@ pub struct QuicConfig {
     /// about 1,000 objects a second over a 130 ms round trip. It is also what a connection keeps: QUIC
     /// holds receive state for every stream the peer may open and reuses it for a later stream with the
     /// reassembly queue it last grew to (about 56 bytes per packet of an object that arrived before it was
-    /// read, 14 KiB for a 500 KB segment, at most about 230 KiB), kept until the connection closes.
+    /// read, 14 KiB for a 500 KB segment, at most about 230 KiB), kept until the connection closes. So a
+    /// peer is granted 16 at first, and more, up to this, as it uses them ([`crate::quic::StreamCredit`]).
     pub max_object_streams: u32,
 }
 

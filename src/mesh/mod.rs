@@ -166,6 +166,8 @@ pub(crate) struct Shared {
     pub endpoint: quinn::Endpoint,
     /// Which incoming connections get a handshake.
     pub handshakes: crate::quic::Handshakes,
+    /// The most object streams a peer may have open at once (`quic.max_object_streams`).
+    pub max_object_streams: u32,
     pub cache: Arc<Cache>,
     /// Neighbours by id, with their mesh address.
     pub neighbours: HashMap<NodeId, Address>,
@@ -221,7 +223,7 @@ impl Mesh {
         options: MeshOptions,
     ) -> Result<Self> {
         let MeshOptions { relay: config, takedowns_file, quic } = options;
-        let peer_queue_bytes = quic.peer_queue_bytes;
+        let (peer_queue_bytes, max_object_streams) = (quic.peer_queue_bytes, quic.max_object_streams);
         let config = RelayConfig { probes: config.probes.validate().context("probe intervals")?, ..config };
         // 0 means "none drawn" (the simulator's relays); the wire's integers hold 62 bits.
         let boot = (rand::random::<u64>() & crate::wire::VARINT_MAX).max(1);
@@ -263,6 +265,7 @@ impl Mesh {
             me: me.clone(),
             endpoint,
             handshakes: crate::quic::Handshakes::new(quic, me.as_str(), "mesh"),
+            max_object_streams,
             cache,
             neighbours: neighbours.clone(),
             events,

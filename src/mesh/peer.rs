@@ -15,6 +15,7 @@
 //! or carries the wrong length is reset downstream, never finished, so no node stores a cut-short object as
 //! complete.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +30,7 @@ use super::fanout::{self, Fanout};
 use super::{Event, Forwarding, Shared};
 use crate::cache::{Inserted, Object};
 use crate::id::NodeId;
-use crate::quic::{self, read_frame, write_frame, Backoff, Refused};
+use crate::quic::{self, read_frame, write_frame, Backoff, Refused, StreamCredit};
 use crate::relay::{ConnId, ObjectKey};
 use crate::topology::Address;
 use crate::wire::{self, Frame, ObjectHeader, Probe, PROTOCOL_VERSION};
@@ -243,15 +244,26 @@ async fn answer_probes(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connectio
     }
 }
 
+/// Accepts the peer's object streams, each read by a task of its own, and grants the peer more streams at
+/// once as it uses them ([`StreamCredit`]).
 async fn receive_objects(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connection) {
+    let mut credit = StreamCredit::new(shared.max_object_streams);
+    let open = Arc::new(AtomicU32::new(0));
     while let Ok(recv) = conn.accept_uni().await {
+        let now = open.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(granted) = credit.opened(shared.now(), conn.rtt(), now) {
+            conn.set_max_concurrent_uni_streams(granted.into());
+            tracing::debug!(%peer, granted, "the peer may open more object streams at once");
+        }
         let shared = shared.clone();
         let peer = peer.clone();
+        let open = open.clone();
         tokio::spawn(
             async move {
                 if let Err(e) = receive_object(&shared, &peer, recv).await {
                     tracing::warn!(%peer, error = %format!("{e:#}"), "dropped an object from a mesh peer");
                 }
+                open.fetch_sub(1, Ordering::Relaxed);
             }
             .in_current_span(),
         );

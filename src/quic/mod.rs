@@ -13,6 +13,7 @@
 //! What it does not do: it decides nothing about when to dial or what to say. Hello exchanges and sessions
 //! belong to the callers; the TLS identities come from [`crate::ca`].
 
+pub mod credit;
 mod dial;
 mod frame;
 pub mod handshakes;
@@ -25,6 +26,7 @@ use anyhow::{Context, Result};
 
 use crate::ca::Identity;
 
+pub use credit::StreamCredit;
 pub use dial::{dial, DialError};
 pub use frame::{read_frame, write_frame, FrameError};
 pub use handshakes::Handshakes;
@@ -42,20 +44,15 @@ pub const STREAM_WINDOW: u32 = 4 << 20;
 /// a few neighbours hold hundreds of MiB.
 pub const CONNECTION_WINDOW: u32 = 16 << 20;
 
-/// The QUIC transport settings of lightpath connections (mesh links and control sessions), with at most
-/// `object_streams` object streams open from a peer at once (`quic.max_object_streams`).
-///
-/// That count is also a memory bound: quinn keeps a receive state for every stream a peer may open and,
-/// when a stream ends, hands its state (with the reassembly queue it grew to) to the stream number that
-/// the end makes permissible, `object_streams` further on. So a connection ends up holding one state per
-/// permitted stream, each as large as the largest backlog of packets it ever queued; with one stream per
-/// object, it grows with every object until all are in use. 1,024 permitted streams made an edge's
-/// memory creep for half an hour (BENCHMARKS.md, "Soak").
+/// The QUIC transport settings of lightpath connections (mesh links and control sessions). A peer may
+/// open [`credit::INITIAL`] object streams at once to begin with (fewer if `object_streams`,
+/// `quic.max_object_streams`, is lower); the receiver raises that as the peer uses it, up to
+/// `object_streams` ([`StreamCredit`]), because every stream permitted costs memory for the connection's life.
 pub fn transport(object_streams: u32) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(Duration::from_secs(5).try_into().expect("5 s fits")));
     t.keep_alive_interval(Some(Duration::from_secs(2)));
-    t.max_concurrent_uni_streams(object_streams.into());
+    t.max_concurrent_uni_streams(credit::INITIAL.min(object_streams).into());
     t.stream_receive_window(STREAM_WINDOW.into());
     t.receive_window(CONNECTION_WINDOW.into());
     // What this node buffers for one peer unacknowledged: the same as it lets a peer send it.
