@@ -2,7 +2,7 @@
 //! `quic.max_object_streams`.
 //!
 //! quinn keeps a receive state for every stream a peer may open, and hands a finished stream's state, with
-//! the reassembly queue it grew to (about 48 bytes per packet that arrived before it was read), to the stream
+//! the reassembly queue it grew to (about 56 bytes per packet that arrived before it was read), to the stream
 //! that its end permits, the credit further on. So every permitted stream ends up holding a state as large as
 //! the largest backlog it ever queued, for the connection's life, whether or not the peer ever needs that
 //! many streams at once. Granting all of `quic.max_object_streams` (128) at once made an edge's memory creep
