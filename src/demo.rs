@@ -145,7 +145,8 @@ async fn identity_and_listeners(
     let http = literal(http).with_context(|| format!("{id}"))?;
     let listeners = Listeners {
         mesh: std::net::UdpSocket::bind(mesh).with_context(|| format!("binding {mesh} for {id}"))?,
-        http: tokio::net::TcpListener::bind(http).await.with_context(|| format!("binding {http} for {id}"))?,
+        // As a node binds it: a flash crowd at the demo's edge queues instead of having its handshakes dropped.
+        http: crate::listen::bind_http(http).with_context(|| format!("binding {http} for {id}"))?,
     };
     Ok((identity, listeners))
 }
