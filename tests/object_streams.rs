@@ -1,5 +1,6 @@
-//! What a mesh connection keeps of the object streams it received: as much as `quic.max_object_streams`
-//! allows, reached early, and then no more however many objects follow.
+//! What a mesh connection keeps of the object streams it received: as much as its grant of streams allows
+//! (16 at first, up to `quic.max_object_streams` for a peer that uses more: `quic::credit`), reached early,
+//! and then no more however many objects follow.
 //!
 //! quinn keeps a receive state for every stream a peer may open and reuses the state of a stream that
 //! ended, with the reassembly queue it grew to, for a later one. One stream per object therefore made a
