@@ -16,9 +16,9 @@
 //!    origin, the stream is being published, and no subscriber exists yet ("before"). The first subscriber
 //!    joins alone, and 3 s after its first object the relay's `VmRSS` and cache bytes are read again ("with
 //!    1": what carrying the stream costs, however many subscribe); then the others start and join in
-//!    batches of 32 (the relay's default cap on handshakes at once is 64), each
-//!    until its first object arrives. After 3 s of settling, the steady window (`FANOUT_WINDOW_S`, 20 s) runs from one
-//!    publish to the publish `window / interval` objects later: the relay's CPU time (utime + stime of
+//!    batches of 32 (the relay's default cap on handshakes at once is 64), each until its first object
+//!    arrives. After 3 s of settling, the steady window (`FANOUT_WINDOW_S`, 20 s) runs from one publish to
+//!    the publish `window / interval` objects later: the relay's CPU time (utime + stime of
 //!    `/proc/PID/stat`) over it, its `VmRSS` at its end ("with N"), and, after a grace of up to 5 s for the
 //!    last objects in flight, how many of the window's objects each subscriber received.
 //! 2. **raw quinn floor.** The same bench binary, re-run as a helper process (`fanout raw-relay DIR`), is a
@@ -235,7 +235,8 @@ fn print_table(settings: &Settings, rows: &[(usize, Measured, Measured)]) {
     println!(
         "\n| N | delivered Mbit/s | relay CPU % of a core | relay CPU %/Gbit/s | raw floor CPU % | raw floor %/Gbit/s \
          | ratio to floor | relay RSS before MiB | relay RSS with N MiB | MiB per subscriber \
-         | MiB per subscriber, cache growth taken out | relay RSS with 1 MiB | MiB per subscriber after the first \
+         | MiB per subscriber, cache growth taken out | relay RSS with 1, plus the cache's growth after it, MiB \
+         | MiB per subscriber after the first \
          | missed (of expected) | raw floor MiB per subscriber |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");

@@ -53,7 +53,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut nodes = Vec::new();
     for spec in &topology.nodes {
-        let (identity, listeners) = identity_and_listeners(&ca, &spec.id, &spec.mesh, &spec.http).await?;
+        let (identity, listeners) = identity_and_listeners(&ca, &spec.id, &spec.mesh, &spec.http)?;
         let params = NodeParams {
             id: spec.id.clone(),
             topology: topology.clone(),
@@ -75,7 +75,7 @@ pub async fn run(
     }
     let mut director_url = None;
     for (i, control) in topology.controls.iter().enumerate() {
-        let (identity, listeners) = identity_and_listeners(&ca, &control.id, &control.mesh, &control.http).await?;
+        let (identity, listeners) = identity_and_listeners(&ca, &control.id, &control.mesh, &control.http)?;
         // The first replica also runs the director, in the first edge's region.
         let director = match topology.nodes.iter().find(|n| n.has_role(Role::Edge)).filter(|_| i == 0) {
             Some(edge) => {
@@ -133,7 +133,7 @@ pub async fn run(
 }
 
 /// A certificate from the run's CA and the bound sockets of one node or control replica.
-async fn identity_and_listeners(
+fn identity_and_listeners(
     ca: &crate::ca::CaFiles,
     id: &crate::id::NodeId,
     mesh: &Address,
