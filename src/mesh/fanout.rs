@@ -4,13 +4,13 @@
 //!
 //! The session that reads the upstream stream ([`super::peer`]) hands each batch of chunks it read to
 //! [`Fanout::arrived`] and says when the object ended. The fan-out writes every copy itself, without a task
-//! or a channel per copy: a batch is one non-blocking `write_chunks` per copy, all of them sharing the same
-//! reference-counted chunks (no copy of the bytes per peer). Arrived bytes are handed down in batches of at
-//! least [`FLUSH_BYTES`], or once the oldest of them waited [`FLUSH_AFTER`], or when the object ends, so
-//! that a downstream connection is woken once per batch and sends full packets, not once per few packets
-//! that came in. Relaying a fast upstream to hundreds of peers, most of a relay's time went to those
-//! wake-ups. Latency stays that of cut-through: a copy starts at most `FLUSH_AFTER` after the bytes arrived,
-//! and the end of an object goes down at once.
+//! or a channel per copy: a batch is gathered into one buffer (one copy of the bytes, whatever the number of
+//! peers) and written with one non-blocking `write_chunks` per copy, all of them sharing it. Arrived bytes
+//! are handed down in batches of at least [`FLUSH_BYTES`], or once the oldest of them waited
+//! [`FLUSH_AFTER`], or when the object ends, so that a downstream connection is woken once per batch and
+//! sends full packets, not once per few packets that came in. Relaying a fast upstream to hundreds of peers,
+//! most of a relay's time went to those wake-ups. Latency stays that of cut-through: a copy starts at most
+//! `FLUSH_AFTER` after the bytes arrived, and the end of an object goes down at once.
 //!
 //! A copy that QUIC cannot take at once (its peer's flow-control window or stream limit is full) moves to a
 //! task of its own, which catches up from the object's shared [`Arrival`] as the peer takes it, so that a slow
@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt as _;
 use tokio::sync::Notify;
 use tracing::Instrument as _;
@@ -84,9 +84,12 @@ pub(super) struct Fanout {
     copies: Vec<Copy>,
     /// Whether any copy was moved to its own task (it then waits on `arrival`).
     tasks: bool,
-    /// Chunks read but not handed down yet, and their size.
-    unflushed: Vec<Bytes>,
-    unflushed_bytes: usize,
+    /// Bytes read but not handed down yet, gathered in one buffer: quinn looks a packet's data up by walking
+    /// a stream's unacknowledged chunks, so copies written as the upstream's packet-sized chunks (hundreds
+    /// per object) cost every packet sent of them a walk of hundreds.
+    unflushed: BytesMut,
+    /// Body bytes not yet read.
+    remaining: u64,
     /// When the oldest of `unflushed` arrived.
     since: Option<tokio::time::Instant>,
     /// Reused for each copy's write (quinn advances the chunks it is given).
@@ -108,8 +111,8 @@ impl Fanout {
             arrival: Arc::default(),
             copies: Vec::with_capacity(targets.len()),
             tasks: false,
-            unflushed: Vec::new(),
-            unflushed_bytes: 0,
+            unflushed: BytesMut::new(),
+            remaining: header.len,
             since: None,
             scratch: Vec::new(),
             finished: false,
@@ -156,10 +159,14 @@ impl Fanout {
             self.since = Some(tokio::time::Instant::now());
         }
         for chunk in chunks {
-            self.unflushed_bytes += chunk.len();
-            self.unflushed.push(chunk.clone());
+            if self.unflushed.capacity() == 0 {
+                // A batch's worth (it goes over FLUSH_BYTES by at most one read), or the rest of a smaller body.
+                self.unflushed.reserve(self.remaining.min(2 * FLUSH_BYTES as u64) as usize);
+            }
+            self.unflushed.extend_from_slice(chunk);
+            self.remaining = self.remaining.saturating_sub(chunk.len() as u64);
         }
-        if self.unflushed_bytes >= FLUSH_BYTES {
+        if self.unflushed.len() >= FLUSH_BYTES {
             self.flush();
         }
     }
@@ -169,8 +176,7 @@ impl Fanout {
         if self.unflushed.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.unflushed);
-        self.unflushed_bytes = 0;
+        let batch = [std::mem::take(&mut self.unflushed).freeze()];
         self.since = None;
         // Only copies in tasks read the arrival, and only what came after they were moved there: until one
         // is, nothing is kept beside the body.
@@ -188,8 +194,6 @@ impl Fanout {
         for copy in copies {
             self.write(copy, &batch, next);
         }
-        self.unflushed = batch;
-        self.unflushed.clear();
     }
 
     /// The object is complete: every copy ends its stream after the last chunk.
@@ -343,8 +347,6 @@ pub(super) fn priority(header: &ObjectHeader) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use bytes::BytesMut;
-
     use super::*;
     use crate::ca::{create_ca, issue, CaFiles, Identity};
     use crate::id::{ObjectName, StreamName};
