@@ -203,8 +203,12 @@ async fn park(server: SocketAddr, request: &str, rss: impl Fn() -> Result<u64>) 
     let sent_all = started + connected_in;
     let mut answers = Vec::with_capacity(PARKED);
     let mut wrong = std::collections::BTreeMap::<String, usize>::new();
+    // Every connection stays open until all are answered: a client that hung up while others still wait
+    // would make the server close connections in the middle of the burst it is timed on.
+    let mut open = Vec::with_capacity(PARKED);
     for task in tasks {
-        let Some((read, at, _tcp)) = task.await? else { bail!("a client could not connect to {server}") };
+        let Some((read, at, tcp)) = task.await? else { bail!("a client could not connect to {server}") };
+        open.push(tcp);
         match read {
             Ok(head) if head.starts_with("HTTP/1.1 200 ") => answers.push(at),
             Ok(head) if head.is_empty() => *wrong.entry("closed without an answer".into()).or_default() += 1,
@@ -212,6 +216,7 @@ async fn park(server: SocketAddr, request: &str, rss: impl Fn() -> Result<u64>) 
             Err(e) => *wrong.entry(e.to_string()).or_default() += 1,
         }
     }
+    drop(open);
     ensure!(wrong.is_empty(), "{server}: {} of {PARKED} parked requests got no 200: {wrong:?}", PARKED - answers.len());
     let not_parked = answers.iter().filter(|&&at| at < sent_all).count();
     // The playlist listing the part lands right after the part: the first answer marks it.

@@ -174,8 +174,8 @@ impl Edge {
         }
         loop {
             // Parked before the playlist is read, so a version landing in between still wakes this request.
-            let settled = self.parking.park(self.mesh.cache(), stream, name, (msn, part));
-            let woken = settled.notified();
+            let lot = self.parking.park(self.mesh.cache(), stream, name, (msn, part));
+            let woken = lot.settled.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
             if let Some((obj, position)) = self.position(stream, name) {
@@ -198,7 +198,11 @@ impl Edge {
                 }
             }
             tokio::select! {
-                _ = woken => {}
+                _ = woken => {
+                    if let Some(ready) = lot.ready.get() {
+                        return Ok(ready.clone());
+                    }
+                }
                 _ = &mut timeout => {
                     return Err(EdgeError::ReloadTimedOut {
                         stream: stream.clone(),

@@ -5,11 +5,12 @@
 //! object: with 10,000 parked that is 200,000 wake-ups a second for a stream of 0.2 s parts. Instead one
 //! watcher task per playlist with parked requests reads each new version once ([`Parking::position`],
 //! memoised per version) and wakes only the requests it settles: the ones it satisfies, or can no longer
-//! satisfy (a restarted publisher's numbering). Requests asking for the same part share one [`Notify`].
-//! The watcher ends when no request is parked on its playlist any more.
+//! satisfy (a restarted publisher's numbering). Requests asking for the same part share one [`Lot`], which
+//! carries the playlist version that satisfied them, so a woken request answers without reading anything
+//! again. The watcher ends when no request is parked on its playlist any more.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -32,13 +33,23 @@ type Playlist = (StreamName, ObjectName);
 /// What a blocking reload waits for: a segment and, optionally, a part of it.
 type Target = (u64, Option<u64>);
 
+/// The requests waiting for one target of one playlist.
+#[derive(Default)]
+pub struct Lot {
+    /// Woken once the playlist settles the target.
+    pub settled: Notify,
+    /// The playlist version that lists the target, once one does (a target settled otherwise, by a
+    /// playlist that can no longer list it, leaves it empty and each request judges for itself).
+    pub ready: OnceLock<Arc<Object>>,
+}
+
 /// The parked requests of an edge, and the playlist positions they are judged by.
 #[derive(Default)]
 pub struct Parking {
     /// Each playlist version's position (`None`: not a media playlist), read once however many look.
     positions: Mutex<HashMap<Playlist, (u64, Option<Position>)>>,
-    /// Per playlist with a watcher: one notification per target someone waits for.
-    lots: Mutex<HashMap<Playlist, HashMap<Target, Arc<Notify>>>>,
+    /// Per playlist with a watcher: one lot per target someone waits for.
+    lots: Mutex<HashMap<Playlist, HashMap<Target, Arc<Lot>>>>,
 }
 
 impl Parking {
@@ -61,7 +72,7 @@ impl Parking {
         Some((obj, position?))
     }
 
-    /// The notification a request waiting for `target` of playlist `name` gets once the playlist settles it;
+    /// The lot of the requests waiting for `target` of playlist `name`, woken once the playlist settles it;
     /// starts the playlist's watcher if it has none. Keep the returned handle while waiting: a target
     /// nobody holds is forgotten.
     pub fn park(
@@ -70,7 +81,7 @@ impl Parking {
         stream: &StreamName,
         name: &ObjectName,
         target: Target,
-    ) -> Arc<Notify> {
+    ) -> Arc<Lot> {
         let mut lots = self.lots.lock().unwrap_or_else(|e| e.into_inner());
         let playlist = (stream.clone(), name.clone());
         let lot = match lots.get_mut(&playlist) {
@@ -82,7 +93,7 @@ impl Parking {
                 lots.entry(playlist).or_default()
             }
         };
-        lot.entry(target).or_insert_with(|| Arc::new(Notify::new())).clone()
+        lot.entry(target).or_default().clone()
     }
 
     /// A playlist's watcher: judges each version once and wakes the requests it settles.
@@ -100,18 +111,22 @@ impl Parking {
                 changed = changes.changed() => changed.is_err(),
                 _ = prune.tick() => false,
             };
-            let position = self.position(&cache, stream, name).map(|(_, position)| position);
+            let read = self.position(&cache, stream, name);
             let mut lots = self.lots.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(lot) = lots.get_mut(&playlist) else { return };
-            lot.retain(|&(msn, part), notify| {
-                let settled = ended || position.is_some_and(|p| blocking(&p, msn, part) != Blocking::Wait);
+            let Some(targets) = lots.get_mut(&playlist) else { return };
+            targets.retain(|&(msn, part), lot| {
+                let judged = read.as_ref().map(|(obj, p)| (obj, blocking(p, msn, part)));
+                let settled = ended || judged.as_ref().is_some_and(|(_, b)| *b != Blocking::Wait);
                 if settled {
-                    notify.notify_waiters();
+                    if let Some((obj, Blocking::Ready)) = judged {
+                        let _ = lot.ready.set(obj.clone());
+                    }
+                    lot.settled.notify_waiters();
                 }
                 // Held by a waiting request besides this map.
-                !settled && Arc::strong_count(notify) > 1
+                !settled && Arc::strong_count(lot) > 1
             });
-            if lot.is_empty() {
+            if targets.is_empty() {
                 lots.remove(&playlist);
                 return;
             }
@@ -168,7 +183,8 @@ mod tests {
         cache.insert(playlist(1, 1));
         let next = parking.park(&cache, &stream, &name, (3, Some(1)));
         let later = parking.park(&cache, &stream, &name, (3, Some(3)));
-        let (mut next_woken, mut later_woken) = (Box::pin(next.notified()), Box::pin(later.notified()));
+        let (mut next_woken, mut later_woken) =
+            (Box::pin(next.settled.notified()), Box::pin(later.settled.notified()));
         next_woken.as_mut().enable();
         later_woken.as_mut().enable();
         assert_eq!(parking.watched(), 1);
@@ -181,7 +197,9 @@ mod tests {
         // Part 1 of segment 3 listed: that request alone is woken.
         cache.insert(playlist(3, 2));
         tokio::time::timeout(Duration::from_secs(1), next_woken).await.expect("the settled request is woken");
+        assert_eq!(next.ready.get().map(|p| p.header.version), Some(3), "with the version that lists its part");
         assert!(later_woken.as_mut().now_or_never().is_none());
+        assert!(later.ready.get().is_none());
 
         // Requests that stop waiting are forgotten, and the watcher ends with the last of them.
         drop(later_woken);

@@ -96,9 +96,23 @@ fn etag(obj: &Object) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{:016x}\"", obj.content_hash())).expect("hex digits are a valid header")
 }
 
+/// `Last-Modified` of an object the origin received at `born_unix_ms`. The objects asked for at any moment
+/// (the live edge's segments, parts and playlist versions) mostly share their second, so each thread keeps
+/// the last one it wrote: ten thousand woken requests for one playlist format its date once.
 fn last_modified(born_unix_ms: u64) -> HeaderValue {
-    let when = UNIX_EPOCH + Duration::from_secs(born_unix_ms / 1000);
-    HeaderValue::from_str(&httpdate::fmt_http_date(when)).expect("an HTTP date is a valid header")
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(u64, HeaderValue)>> = const { std::cell::RefCell::new(None) };
+    }
+    let secs = born_unix_ms / 1000;
+    LAST.with_borrow_mut(|last| match last {
+        Some((at, value)) if *at == secs => value.clone(),
+        _ => {
+            let date = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs));
+            let value = HeaderValue::from_str(&date).expect("an HTTP date is a valid header");
+            *last = Some((secs, value.clone()));
+            value
+        }
+    })
 }
 
 /// Why a range could not be served, for the viewer and the log.
@@ -262,6 +276,19 @@ mod tests {
         assert_ne!(get(&other, &[]).headers()[header::ETAG], tag.as_str());
         let playlist = object("index.m3u8", Bytes::from_static(b"#EXTM3U\n"));
         assert_eq!(get(&playlist, &[]).headers()[header::CACHE_CONTROL], "public, max-age=1");
+    }
+
+    #[test]
+    fn last_modified_is_each_objects_own_second() {
+        // The same second twice, another, and the first again: the thread's memo never answers for another.
+        for (born, date) in [
+            (BORN, "Tue, 14 Nov 2023 22:13:20 GMT"),
+            (BORN + 500, "Tue, 14 Nov 2023 22:13:20 GMT"),
+            (BORN + 1000, "Tue, 14 Nov 2023 22:13:21 GMT"),
+            (BORN, "Tue, 14 Nov 2023 22:13:20 GMT"),
+        ] {
+            assert_eq!(last_modified(born), date);
+        }
     }
 
     #[test]

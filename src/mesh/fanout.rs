@@ -84,12 +84,11 @@ pub(super) struct Fanout {
     copies: Vec<Copy>,
     /// Whether any copy was moved to its own task (it then waits on `arrival`).
     tasks: bool,
-    /// Bytes read but not handed down yet, gathered in one buffer: quinn looks a packet's data up by walking
-    /// a stream's unacknowledged chunks, so copies written as the upstream's packet-sized chunks (hundreds
-    /// per object) cost every packet sent of them a walk of hundreds.
-    unflushed: BytesMut,
-    /// Body bytes not yet read.
-    remaining: u64,
+    /// Chunks read but not handed down yet, and their size. They go down gathered into one buffer: quinn
+    /// looks a packet's data up by walking a stream's unacknowledged chunks, so copies written as the
+    /// upstream's packet-sized chunks (hundreds per object) cost every packet sent of them a walk of hundreds.
+    unflushed: Vec<Bytes>,
+    unflushed_bytes: usize,
     /// When the oldest of `unflushed` arrived.
     since: Option<tokio::time::Instant>,
     /// Reused for each copy's write (quinn advances the chunks it is given).
@@ -111,8 +110,8 @@ impl Fanout {
             arrival: Arc::default(),
             copies: Vec::with_capacity(targets.len()),
             tasks: false,
-            unflushed: BytesMut::new(),
-            remaining: header.len,
+            unflushed: Vec::new(),
+            unflushed_bytes: 0,
             since: None,
             scratch: Vec::new(),
             finished: false,
@@ -159,14 +158,10 @@ impl Fanout {
             self.since = Some(tokio::time::Instant::now());
         }
         for chunk in chunks {
-            if self.unflushed.capacity() == 0 {
-                // A batch's worth (it goes over FLUSH_BYTES by at most one read), or the rest of a smaller body.
-                self.unflushed.reserve(self.remaining.min(2 * FLUSH_BYTES as u64) as usize);
-            }
-            self.unflushed.extend_from_slice(chunk);
-            self.remaining = self.remaining.saturating_sub(chunk.len() as u64);
+            self.unflushed_bytes += chunk.len();
+            self.unflushed.push(chunk.clone());
         }
-        if self.unflushed.len() >= FLUSH_BYTES {
+        if self.unflushed_bytes >= FLUSH_BYTES {
             self.flush();
         }
     }
@@ -176,7 +171,12 @@ impl Fanout {
         if self.unflushed.is_empty() {
             return;
         }
-        let batch = [std::mem::take(&mut self.unflushed).freeze()];
+        let mut gathered = BytesMut::with_capacity(self.unflushed_bytes);
+        for chunk in self.unflushed.drain(..) {
+            gathered.extend_from_slice(&chunk);
+        }
+        let batch = [gathered.freeze()];
+        self.unflushed_bytes = 0;
         self.since = None;
         // Only copies in tasks read the arrival, and only what came after they were moved there: until one
         // is, nothing is kept beside the body.

@@ -475,7 +475,7 @@ pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
 /// Returns the process, killed when dropped, and node `edge`'s HTTP address.
 pub fn spawn_demo(dir: &Path, edge: &str, rust_log: &str) -> (Killed, SocketAddr) {
     let (topology, edge) = demo_topology(dir, edge);
-    let demo = Command::new(env!("CARGO_BIN_EXE_lightpath"))
+    let demo = Command::new(bin())
         .args(["demo", "--topology"])
         .arg(&topology)
         .arg("--director")
