@@ -230,7 +230,8 @@ async fn park(server: SocketAddr, request: &str, rss: impl Fn() -> Result<u64>) 
 /// (and a second has passed for the client to measure memory) answers them all with one prepared reply.
 async fn floor(addr: SocketAddr, body_len: usize) -> Result<()> {
     let _ = lightpath::cache::sealed::raise_fd_limit();
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    // The listen backlog a node's HTTP listener has, so its clients connect as the edge's do.
+    let listener = lightpath::listen::bind_http(addr)?;
     let reply: std::sync::Arc<[u8]> = {
         let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {body_len}\r\n\r\n").into_bytes();
         r.resize(r.len() + body_len, b'#');
