@@ -183,8 +183,7 @@ mod tests {
         cache.insert(playlist(1, 1));
         let next = parking.park(&cache, &stream, &name, (3, Some(1)));
         let later = parking.park(&cache, &stream, &name, (3, Some(3)));
-        let (mut next_woken, mut later_woken) =
-            (Box::pin(next.settled.notified()), Box::pin(later.settled.notified()));
+        let (mut next_woken, mut later_woken) = (Box::pin(next.settled.notified()), Box::pin(later.settled.notified()));
         next_woken.as_mut().enable();
         later_woken.as_mut().enable();
         assert_eq!(parking.watched(), 1);
