@@ -826,21 +826,18 @@ async fn raw_fanout(n: usize, settings: &Settings) -> Result<Measured> {
             endpoints.push(endpoint);
         }
         for (i, conn) in batch.iter().zip(connecting) {
-            let conn = match tokio::time::timeout(Duration::from_secs(20), conn).await.context("raw client connect")? {
-                Ok(conn) => conn,
-                // A handshake lost while the machine is loaded is tried again, as a node's dial loop would.
-                Err(quinn::ConnectionError::TimedOut) => {
-                    eprintln!("raw client {i}: the handshake timed out; connecting again");
-                    let endpoint = raw_endpoint(&client_identity, false)?;
-                    let conn = endpoint.connect(addr, "raw-relay")?;
-                    endpoints.push(endpoint);
-                    tokio::time::timeout(Duration::from_secs(20), conn)
-                        .await
-                        .context("raw client connect, second try")?
-                        .with_context(|| format!("raw client {i} connect, second try"))?
-                }
-                Err(e) => return Err(e).with_context(|| format!("raw client {i} connect")),
-            };
+            let mut conn = tokio::time::timeout(Duration::from_secs(20), conn).await.context("raw client connect")?;
+            // A handshake lost while the machine is loaded is tried again once, as a node's dial loop would.
+            if let Err(quinn::ConnectionError::TimedOut) = conn {
+                eprintln!("raw client {i}: the handshake timed out; connecting again");
+                let endpoint = raw_endpoint(&client_identity, false)?;
+                let connecting = endpoint.connect(addr, "raw-relay")?;
+                endpoints.push(endpoint);
+                conn = tokio::time::timeout(Duration::from_secs(20), connecting)
+                    .await
+                    .context("raw client connect, second try")?;
+            }
+            let conn = conn.with_context(|| format!("raw client {i} connect"))?;
             readers.push(tokio::spawn(raw_client(conn, received.clone(), *i)));
         }
     }
