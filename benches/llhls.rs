@@ -7,7 +7,7 @@
 //! 2. **Parked reloads**: [`PARKED`] connections each send a blocking reload for a part a second or more
 //!    ahead and wait; the demo process's resident memory is read before and while they are held, and the
 //!    time from the first answer (the playlist listing the part has landed) to each other answer is
-//!    measured.
+//!    measured, each answer timed by the kernel as it reached its client's socket (`SO_TIMESTAMPNS`).
 //!
 //! `lightpath demo` runs as a separate process on fresh loopback ports. Needs chromium, node and
 //! `npm ci --prefix tests/browser`. Run: `cargo bench --bench llhls` (about 2 minutes; `-- parked` runs only
@@ -137,12 +137,14 @@ async fn parked(edge: SocketAddr, client: &reqwest::Client, pid: u32) -> Result<
 
     println!();
     println!("{PARKED} blocking reloads parked at edge-ap, and at a bare server that only holds them:");
-    println!("| server | connected in | RSS before | while parked | per parked request | answers after the first: p50 | p99 | last | answered before all were sent |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("Answers are timed when they reached the client's socket (kernel receive timestamps), after the first");
+    println!("one; the last column times them when the client tasks, sharing the cores with the server, read them.");
+    println!("| server | connected in | RSS before | while parked | per parked request | answers after the first: p50 | p99 | last | answered before all were sent | read by the client: p99 |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for (name, before, run) in [("lightpath edge", before, edge_run), ("bare tokio floor", floor_run.before, floor_run)]
     {
         println!(
-            "| {name} | {:.2} s | {:.1} MiB | {:.1} MiB | {:.1} KiB | {:.1} ms | {:.1} ms | {:.1} ms | {} |",
+            "| {name} | {:.2} s | {:.1} MiB | {:.1} MiB | {:.1} KiB | {:.1} ms | {:.1} ms | {:.1} ms | {} | {:.1} ms |",
             run.connected_in.as_secs_f64(),
             before as f64 / 1024.0,
             run.held as f64 / 1024.0,
@@ -151,6 +153,7 @@ async fn parked(edge: SocketAddr, client: &reqwest::Client, pid: u32) -> Result<
             percentile(&run.after_first, 0.99),
             run.after_first.last().copied().unwrap_or(f64::NAN),
             run.not_parked,
+            percentile(&run.read_after_first, 0.99),
         );
     }
     Ok(())
@@ -162,8 +165,11 @@ struct Parked {
     /// The server's resident KiB before the clients connected and while they were held.
     before: u64,
     held: u64,
-    /// Each answer's time after the first one, in ms, sorted.
+    /// Each answer's arrival at its client's socket (the kernel's receive timestamp) after the first one's,
+    /// in ms, sorted.
     after_first: Vec<f64>,
+    /// The same, timed when each client task read its answer.
+    read_after_first: Vec<f64>,
     /// Answers that came before the last request was sent (so not truly parked).
     not_parked: usize,
 }
@@ -183,12 +189,12 @@ async fn park(server: SocketAddr, request: &str, rss: impl Fn() -> Result<u64>) 
             let socket = tokio::net::TcpSocket::new_v4().ok()?;
             socket.bind(source).ok()?;
             let mut tcp = socket.connect(server).await.ok()?;
+            receive_timestamps(&tcp).ok()?;
             tcp.write_all(request.as_bytes()).await.ok()?;
             let _ = sent.send(()).await;
-            let mut buf = [0u8; 16];
-            let read = tcp.read(&mut buf).await;
+            let read = read_stamped(&tcp).await;
             let at = Instant::now();
-            Some((read.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned()), at, tcp))
+            Some((read, at, tcp))
         }));
     }
     drop(sent_tx);
@@ -206,13 +212,17 @@ async fn park(server: SocketAddr, request: &str, rss: impl Fn() -> Result<u64>) 
     // Every connection stays open until all are answered: a client that hung up while others still wait
     // would make the server close connections in the middle of the burst it is timed on.
     let mut open = Vec::with_capacity(PARKED);
+    let mut arrived = Vec::with_capacity(PARKED);
     for task in tasks {
         let Some((read, at, tcp)) = task.await? else { bail!("a client could not connect to {server}") };
         open.push(tcp);
         match read {
-            Ok(head) if head.starts_with("HTTP/1.1 200 ") => answers.push(at),
-            Ok(head) if head.is_empty() => *wrong.entry("closed without an answer".into()).or_default() += 1,
-            Ok(head) => *wrong.entry(head).or_default() += 1,
+            Ok((head, stamp)) if head.starts_with("HTTP/1.1 200 ") => {
+                answers.push(at);
+                arrived.push(stamp.context("an answer without a receive timestamp")?);
+            }
+            Ok((head, _)) if head.is_empty() => *wrong.entry("closed without an answer".into()).or_default() += 1,
+            Ok((head, _)) => *wrong.entry(head).or_default() += 1,
             Err(e) => *wrong.entry(e.to_string()).or_default() += 1,
         }
     }
@@ -221,9 +231,78 @@ async fn park(server: SocketAddr, request: &str, rss: impl Fn() -> Result<u64>) 
     let not_parked = answers.iter().filter(|&&at| at < sent_all).count();
     // The playlist listing the part lands right after the part: the first answer marks it.
     let first = *answers.iter().min().context("no answers")?;
-    let mut after_first: Vec<f64> = answers.iter().map(|at| at.duration_since(first).as_secs_f64() * 1000.0).collect();
+    let mut read_after_first: Vec<f64> =
+        answers.iter().map(|at| at.duration_since(first).as_secs_f64() * 1000.0).collect();
+    read_after_first.sort_by(f64::total_cmp);
+    let first = *arrived.iter().min().context("no answers")?;
+    let mut after_first: Vec<f64> = arrived.iter().map(|&ns| (ns - first) as f64 / 1e6).collect();
     after_first.sort_by(f64::total_cmp);
-    Ok(Parked { connected_in, before, held, after_first, not_parked })
+    Ok(Parked { connected_in, before, held, after_first, read_after_first, not_parked })
+}
+
+/// Asks the kernel to stamp each segment this socket receives with the time it arrived (`SO_TIMESTAMPNS`),
+/// so an answer is timed when it reached the client's socket, not when a client task sharing the cores with
+/// 9,999 others got to read it.
+fn receive_timestamps(tcp: &tokio::net::TcpStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor and an int option of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            tcp.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Reads the start of the answer and the kernel's receive time of its first segment (ns since the epoch).
+async fn read_stamped(tcp: &tokio::net::TcpStream) -> std::io::Result<(String, Option<i128>)> {
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 16];
+    loop {
+        tcp.readable().await?;
+        let got = tcp.try_io(tokio::io::Interest::READABLE, || {
+            let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+            let mut control = [0u64; 16];
+            // SAFETY: msghdr is plain data; every pointer set below outlives the call.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = std::mem::size_of_val(&control) as _;
+            // SAFETY: a valid socket descriptor and a msghdr whose buffers are live and sized as declared.
+            let n = unsafe { libc::recvmsg(tcp.as_raw_fd(), &mut msg, 0) };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut stamp = None;
+            // SAFETY: the cmsg walk stays within the control buffer the kernel filled in (msg_controllen).
+            unsafe {
+                let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+                while !cmsg.is_null() {
+                    if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS {
+                        let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::timespec>());
+                        stamp = Some(ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128);
+                    }
+                    cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+                }
+            }
+            Ok((n as usize, stamp))
+        });
+        match got {
+            Ok((n, stamp)) => return Ok((String::from_utf8_lossy(&buf[..n]).into_owned(), stamp)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The floor server: accepts connections, reads a request head from each, and once [`PARKED`] are held
