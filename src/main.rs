@@ -227,7 +227,6 @@ fn run(command: Command) -> Result<()> {
             }
         }),
         Command::Sim { scenario, seed, out } => {
-            use_huge_pages_for_simulations();
             let mut bar = ProgressBar::new();
             let summary =
                 lightpath::sim::run_file(&scenario, seed, out.as_deref(), Some(&mut |now, end| bar.show(now, end)));
@@ -240,21 +239,6 @@ fn run(command: Command) -> Result<()> {
             runtime()?.block_on(lightpath::demo::run(topology, director, ctrl_c()))
         }
     }
-}
-
-/// A large simulation keeps tens of thousands of link estimators in small heap blocks and walks them every
-/// simulated second; with transparent huge pages behind malloc it runs about 12 % faster (fewer TLB misses).
-/// glibc reads that setting only at start, so the command runs itself again with it, once.
-fn use_huge_pages_for_simulations() {
-    use std::os::unix::process::CommandExt;
-    const TUNABLE: &str = "glibc.malloc.hugetlb=1";
-    if std::env::var_os("GLIBC_TUNABLES").is_some() {
-        return;
-    }
-    let Ok(me) = std::env::current_exe() else { return };
-    // `exec` returns only if it failed, and then the simulation runs here without huge pages.
-    let error = std::process::Command::new(me).args(std::env::args_os().skip(1)).env("GLIBC_TUNABLES", TUNABLE).exec();
-    tracing::debug!(%error, "could not restart with huge pages; simulating without");
 }
 
 /// A progress bar on stderr for simulations, shown once a run has lasted two seconds of wall time and only
