@@ -229,15 +229,21 @@ async fn park(server: SocketAddr, request: &str, rss: impl Fn() -> Result<u64>) 
     drop(open);
     ensure!(wrong.is_empty(), "{server}: {} of {PARKED} parked requests got no 200: {wrong:?}", PARKED - answers.len());
     let not_parked = answers.iter().filter(|&&at| at < sent_all).count();
-    // The playlist listing the part lands right after the part: the first answer marks it.
-    let first = *answers.iter().min().context("no answers")?;
-    let mut read_after_first: Vec<f64> =
-        answers.iter().map(|at| at.duration_since(first).as_secs_f64() * 1000.0).collect();
-    read_after_first.sort_by(f64::total_cmp);
-    let first = *arrived.iter().min().context("no answers")?;
-    let mut after_first: Vec<f64> = arrived.iter().map(|&ns| (ns - first) as f64 / 1e6).collect();
-    after_first.sort_by(f64::total_cmp);
+    let read_after_first = after_first(answers.iter().map(|at| at.duration_since(started).as_secs_f64() * 1000.0));
+    let after_first = after_first(arrived.iter().map(|&ns| ns as f64 / 1e6));
     Ok(Parked { connected_in, before, held, after_first, read_after_first, not_parked })
+}
+
+/// Each of `ms` (times in ms, on any one clock) after the earliest of them, sorted. The playlist listing the
+/// part lands right after the part: the first answer marks it.
+fn after_first(ms: impl Iterator<Item = f64>) -> Vec<f64> {
+    let mut ms: Vec<f64> = ms.collect();
+    let first = ms.iter().copied().fold(f64::INFINITY, f64::min);
+    for t in &mut ms {
+        *t -= first;
+    }
+    ms.sort_by(f64::total_cmp);
+    ms
 }
 
 /// Asks the kernel to stamp each segment this socket receives with the time it arrived (`SO_TIMESTAMPNS`),
