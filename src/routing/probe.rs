@@ -32,9 +32,11 @@
 //!   An outage is not loss: when a link that was declared down answers again, the
 //!   probes sent since its last answer leave the window, and the reply that ends the outage is not a
 //!   round-trip sample (it went out during the outage; on a live link it may have waited in the QUIC
-//!   connection's send queue until the path came back). A repaired link is judged by how it performs from
-//!   then on, at once, instead of reading as lossy until the window has pushed the outage out, or as slow
-//!   until the smoothing forgets the held-back replies.
+//!   connection's send queue until the path came back). The packet counts and the loss verdict start again
+//!   too, and the packets the transport declares lost just after the reply are the outage's, left out. A
+//!   repaired link is judged by how it performs from then on, at once, instead of reading as lossy until
+//!   the window has pushed the outage out (and, on an idle link, until its few probes have cleared the
+//!   verdict, minutes later), or as slow until the smoothing forgets the held-back replies.
 //! - **Down.** The link is down when at least `down_probes` (3) probes sent since the last answered one are
 //!   overdue (older than `rto`) and the first of them went out at least `down_after` (300 ms) ago. With the
 //!   default 100 ms interval and a short link, a link that fails at `T` is declared down by
@@ -362,6 +364,9 @@ pub struct LinkEstimator {
     ticks: Option<(Duration, Duration)>,
     /// The connection's packet counts, from the first time the driver gave any.
     packets: Option<Box<PacketWindow>>,
+    /// Until when the packets the transport declares lost are an outage's (see
+    /// [`handle_packet_counts`](Self::handle_packet_counts)).
+    outage_packets_until: Duration,
     /// Probes sent, answered, and dropped as an outage's, since the estimator started.
     probes_sent: u64,
     probes_answered: u64,
@@ -387,6 +392,7 @@ impl LinkEstimator {
             records: config.records(),
             ticks: None,
             packets: None,
+            outage_packets_until: Duration::ZERO,
             probes_sent: 0,
             probes_answered: 0,
             probes_forgotten: 0,
@@ -465,7 +471,8 @@ impl LinkEstimator {
 
     /// The transport's running totals of the packets it sent on this link's connection and declared lost, as
     /// of `now` (the driver reads them when it probes). Counted only from the second call on, as the
-    /// difference; totals that go backwards (another connection) start the count again.
+    /// difference; totals that go backwards (another connection) start the count again. Just after an outage
+    /// the packets declared lost are the outage's and do not count (see `forget_outage`).
     pub fn handle_packet_counts(&mut self, now: Duration, sent: u64, lost: u64) {
         self.advance(now);
         let part = self.packet_part(now);
@@ -479,7 +486,7 @@ impl LinkEstimator {
         let (Some(sent), Some(lost)) = (sent.checked_sub(sent_before), lost.checked_sub(lost_before)) else {
             return;
         };
-        if sent == 0 {
+        if sent == 0 || now < self.outage_packets_until {
             return;
         }
         let (sent32, lost32) = (u32::try_from(sent).unwrap_or(u32::MAX), u32::try_from(lost).unwrap_or(u32::MAX));
@@ -522,7 +529,7 @@ impl LinkEstimator {
         // in the connection's send queue until the path came back): its round trip measures the outage, so it
         // brings the link up without being a sample, unless it is the link's first.
         let outage = self.is_down(now);
-        let at = if outage { self.forget_outage(at) } else { at };
+        let at = if outage { self.forget_outage(now, at) } else { at };
         let record = &mut self.window[at];
         let rtt = now.saturating_sub(record.sent());
         record.answered = true;
@@ -536,9 +543,20 @@ impl LinkEstimator {
         Some(rtt)
     }
 
-    /// Drops every unanswered probe sent after the last answered one but the one at `at`; returns where that
-    /// one is now.
-    fn forget_outage(&mut self, at: usize) -> usize {
+    /// The link answers at `now` after an outage, with the probe at `at`: drops every unanswered probe sent
+    /// after the last answered one but that one, and returns where it is now. The connection's packet counts
+    /// tell of the outage too: the transport declares the packets it sent meanwhile lost once the path is
+    /// back, just before or after this reply (on the first acknowledgement of a later packet). So the packet
+    /// window and the loss verdict start again, and the losses counted within [`ProbeConfig::down_after`] (or
+    /// the loss timeout, if longer) of the reply are left out. Without this, a link cut for a few seconds
+    /// while idle came back reading 10 % lossy, a verdict its few idle probes then took minutes to clear, and
+    /// the routes kept away from it.
+    fn forget_outage(&mut self, now: Duration, at: usize) -> usize {
+        if let Some(packets) = &mut self.packets {
+            packets.parts = [(0, 0); PACKET_PARTS];
+        }
+        self.verdict = None;
+        self.outage_packets_until = now + self.config.down_after.max(self.loss_timeout());
         let first = self.window.len() - self.trailing;
         if at < first {
             return at;
@@ -1111,6 +1129,52 @@ mod tests {
         assert_eq!(m.cost(), 20_000 + m.jitter.as_micros() as u64 / 2);
         link.run(ms(95_000), |_, _| false);
         assert_eq!(link.est.metrics().unwrap().loss, 0.0);
+    }
+
+    #[test]
+    fn packets_declared_lost_after_an_outage_are_not_loss() {
+        // An idle link whose connection sends 20 packets a second, cut from 30 s to 33 s. The transport counts
+        // the packets it sent meanwhile as lost once the path is back (and sends what they carried again):
+        // when it returns, before the first probe reply, or 100 ms after that reply. From 38 s the link
+        // really loses 10 % of its packets.
+        for after_reply in [false, true] {
+            let mut link =
+                Link::new(ProbeConfig::default(), |now, _| (now < ms(30_000) || now >= ms(33_000)).then_some(ms(40)));
+            let (mut sent, mut lost, mut in_outage) = (0u64, 0u64, 0u64);
+            let mut back = None;
+            let mut t = Duration::ZERO;
+            while t < ms(45_000) {
+                t += ms(50);
+                link.run(t, |_, _| false);
+                sent += 1;
+                let cut = t > ms(30_000) && t <= ms(33_000);
+                if cut {
+                    in_outage += 1;
+                }
+                if t >= ms(38_000) && sent % 10 == 0 {
+                    lost += 1;
+                }
+                if t > ms(33_000) && back.is_none() && !link.est.is_down(t) {
+                    back = Some(t);
+                }
+                let declared = match after_reply {
+                    false => t == ms(33_000),
+                    true => back.is_some_and(|b| t == b + ms(100)),
+                };
+                if declared {
+                    lost += in_outage;
+                    sent += in_outage;
+                }
+                link.est.handle_packet_counts(t, sent, lost);
+                let reported = link.est.report().unwrap();
+                if t >= ms(20_000) && t < ms(38_000) && !cut {
+                    assert_eq!(reported.loss, 0.0, "declared after the reply: {after_reply}, at {t:?}: {reported:?}");
+                }
+            }
+            assert!(back.is_some_and(|b| b <= ms(33_200)), "{back:?}");
+            let loss = link.est.report().unwrap().loss;
+            assert!(loss > 0.05 && loss < 0.15, "the loss since the repair shows: {loss}");
+        }
     }
 
     #[test]
