@@ -756,6 +756,7 @@ impl Relay {
         p.heard(now, self.deaf);
         if !p.up && !p.estimator.is_down(now) {
             p.up = true;
+            p.estimator.handle_outage_end(now);
             self.verdict(peer.clone(), true);
         }
     }
@@ -768,6 +769,7 @@ impl Relay {
         p.heard(at, self.deaf);
         if !p.up {
             p.up = true;
+            p.estimator.handle_outage_end(at);
             self.verdict(peer.clone(), true);
         }
     }

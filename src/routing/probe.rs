@@ -32,8 +32,9 @@
 //!   An outage is not loss: when a link that was declared down answers again, the
 //!   probes sent since its last answer leave the window, and the reply that ends the outage is not a
 //!   round-trip sample (it went out during the outage; on a live link it may have waited in the QUIC
-//!   connection's send queue until the path came back). The packet counts and the loss verdict start again
-//!   too, and the packets the transport declares lost just after the reply are the outage's, left out. A
+//!   connection's send queue until the path came back). When the node hears the link again after judging it
+//!   down, the packet counts and the loss verdict start again too ([`handle_outage_end`]), and the packets
+//!   the transport declares lost just after are the outage's, left out. A
 //!   repaired link is judged by how it performs from then on, at once, instead of reading as lossy until
 //!   the window has pushed the outage out (and, on an idle link, until its few probes have cleared the
 //!   verdict, minutes later), or as slow until the smoothing forgets the held-back replies.
@@ -69,6 +70,7 @@
 //! [`handle_probe_sent`]: LinkEstimator::handle_probe_sent
 //! [`handle_probe_reply`]: LinkEstimator::handle_probe_reply
 //! [`handle_packet_counts`]: LinkEstimator::handle_packet_counts
+//! [`handle_outage_end`]: LinkEstimator::handle_outage_end
 //! [`poll_timeout`]: LinkEstimator::poll_timeout
 
 use std::collections::VecDeque;
@@ -365,7 +367,7 @@ pub struct LinkEstimator {
     /// The connection's packet counts, from the first time the driver gave any.
     packets: Option<Box<PacketWindow>>,
     /// Until when the packets the transport declares lost are an outage's (see
-    /// [`handle_packet_counts`](Self::handle_packet_counts)).
+    /// [`handle_outage_end`](Self::handle_outage_end)).
     outage_packets_until: Duration,
     /// Probes sent, answered, and dropped as an outage's, since the estimator started.
     probes_sent: u64,
@@ -472,7 +474,8 @@ impl LinkEstimator {
     /// The transport's running totals of the packets it sent on this link's connection and declared lost, as
     /// of `now` (the driver reads them when it probes). Counted only from the second call on, as the
     /// difference; totals that go backwards (another connection) start the count again. Just after an outage
-    /// the packets declared lost are the outage's and do not count (see `forget_outage`).
+    /// the packets declared lost are the outage's and do not count (see
+    /// [`handle_outage_end`](Self::handle_outage_end)).
     pub fn handle_packet_counts(&mut self, now: Duration, sent: u64, lost: u64) {
         self.advance(now);
         let part = self.packet_part(now);
@@ -497,6 +500,24 @@ impl LinkEstimator {
         counts.1 = counts.1.saturating_add(lost32);
         packets.total.trials += u64::from(sent32);
         packets.total.lost += u64::from(lost32);
+        self.reported_until = None;
+    }
+
+    /// The node judged the link down (nothing at all arrived over its connection for a while) and hears it
+    /// again at `now`. The connection's packet counts tell of the outage: the transport declares the packets
+    /// it sent meanwhile lost once the path is back, just before or after this (on the first
+    /// acknowledgement of a later packet). So the packet window and the loss verdict start again, and the
+    /// losses counted within [`ProbeConfig::down_after`] (or the loss timeout, if longer) from now are left
+    /// out. Without this a link cut for a few seconds while idle came back reading 10 % lossy, a verdict its
+    /// few idle probes then took minutes to clear, and routes kept away from it. A lossy link whose probes
+    /// are lost in runs while its data still arrives is not down for the node, and keeps its counts.
+    pub fn handle_outage_end(&mut self, now: Duration) {
+        self.advance(now);
+        if let Some(packets) = &mut self.packets {
+            packets.parts = [(0, 0); PACKET_PARTS];
+        }
+        self.verdict = None;
+        self.outage_packets_until = now + self.config.down_after.max(self.loss_timeout());
         self.reported_until = None;
     }
 
@@ -529,7 +550,7 @@ impl LinkEstimator {
         // in the connection's send queue until the path came back): its round trip measures the outage, so it
         // brings the link up without being a sample, unless it is the link's first.
         let outage = self.is_down(now);
-        let at = if outage { self.forget_outage(now, at) } else { at };
+        let at = if outage { self.forget_outage(at) } else { at };
         let record = &mut self.window[at];
         let rtt = now.saturating_sub(record.sent());
         record.answered = true;
@@ -543,20 +564,9 @@ impl LinkEstimator {
         Some(rtt)
     }
 
-    /// The link answers at `now` after an outage, with the probe at `at`: drops every unanswered probe sent
-    /// after the last answered one but that one, and returns where it is now. The connection's packet counts
-    /// tell of the outage too: the transport declares the packets it sent meanwhile lost once the path is
-    /// back, just before or after this reply (on the first acknowledgement of a later packet). So the packet
-    /// window and the loss verdict start again, and the losses counted within [`ProbeConfig::down_after`] (or
-    /// the loss timeout, if longer) of the reply are left out. Without this, a link cut for a few seconds
-    /// while idle came back reading 10 % lossy, a verdict its few idle probes then took minutes to clear, and
-    /// the routes kept away from it.
-    fn forget_outage(&mut self, now: Duration, at: usize) -> usize {
-        if let Some(packets) = &mut self.packets {
-            packets.parts = [(0, 0); PACKET_PARTS];
-        }
-        self.verdict = None;
-        self.outage_packets_until = now + self.config.down_after.max(self.loss_timeout());
+    /// Drops every unanswered probe sent after the last answered one but the one at `at`; returns where that
+    /// one is now.
+    fn forget_outage(&mut self, at: usize) -> usize {
         let first = self.window.len() - self.trailing;
         if at < first {
             return at;
@@ -1155,7 +1165,9 @@ mod tests {
                     lost += 1;
                 }
                 if t > ms(33_000) && back.is_none() && !link.est.is_down(t) {
+                    // The node hears the link again (it judged it down: nothing came over it).
                     back = Some(t);
+                    link.est.handle_outage_end(t);
                 }
                 let declared = match after_reply {
                     false => t == ms(33_000),
