@@ -134,7 +134,7 @@ async fn forwards(mesh: &Cluster, relay: &str, objects: f64, within: Duration) -
 /// It does not when both ends are still congestion-blocked by the outage's packets: quinn then sends
 /// neither data nor acknowledgements until a loss-probe timeout, whose back-off may outlast the idle timeout.
 /// The repaired link must not read as lossy either way: the connection declares the outage's packets lost
-/// once the path is back, which used to keep the stream away (see `LinkEstimator::forget_outage`).
+/// once the path is back, which used to keep the stream away (see `LinkEstimator::handle_outage_end`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_traffic_returns_to_a_repaired_link_within_10_s() {
     repaired(75, &["control-1"], Duration::from_secs(3)).await;
