@@ -564,6 +564,46 @@ fn a_repaired_link_is_used_again_as_soon_as_it_is_best() {
 }
 
 #[test]
+fn a_link_heard_again_after_a_cut_does_not_read_the_cuts_packets_as_loss() {
+    // The connection a—edge outlives a 3 s cut, sending 100 packets a second, and declares those it sent
+    // during the cut lost (sending what they carried again) 100 ms after the edge hears a again: the edge
+    // reports the repaired link without loss.
+    let mut net = diamond();
+    let conn = net.links[&key(&id("a"), &id("edge"))].conn;
+    let (mut sent, mut lost, mut in_cut) = (0u64, 0u64, 0u64);
+    let mut report = |net: &mut Net, sent: u64, lost: u64| {
+        let now = net.now;
+        net.relay("edge").handle_packet_counts(now, &id("a"), conn, sent, lost);
+        net.relay("edge").report([id("a")]).links[0].clone()
+    };
+    let clean = |n: &mut Net| n.stream_for("origin", Duration::from_secs(2));
+    clean(&mut net);
+    net.cut("a", "edge", false);
+    let mut cut = Vec::new();
+    for _ in 0..30 {
+        net.stream_for("origin", Duration::from_millis(100));
+        (sent, in_cut) = (sent + 10, in_cut + 10);
+        cut.push(report(&mut net, sent, lost).up);
+    }
+    assert!(cut.iter().any(|up| !up), "the edge never judged the cut link down");
+    net.cut("a", "edge", true);
+    let mut heard = None;
+    for _ in 0..50 {
+        net.run(Duration::from_millis(20));
+        sent += 2;
+        let link = report(&mut net, sent, lost);
+        if link.up && heard.is_none() {
+            heard = Some(net.now);
+        }
+        if heard.is_some_and(|at| net.now == at + Duration::from_millis(100)) {
+            (sent, lost) = (sent + in_cut, lost + in_cut);
+        }
+        assert_eq!(link.loss_ppm, 0, "at {:?}, heard again at {heard:?}: {link:?}", net.now);
+    }
+    assert!(heard.is_some(), "the edge never heard a again");
+}
+
+#[test]
 fn data_is_proof_of_life_while_probes_are_late() {
     let mut net = diamond();
     // Probes to a go unanswered (a is starved), yet a keeps delivering the stream.
