@@ -571,7 +571,7 @@ fn a_link_heard_again_after_a_cut_does_not_read_the_cuts_packets_as_loss() {
     let mut net = diamond();
     let conn = net.links[&key(&id("a"), &id("edge"))].conn;
     let (mut sent, mut lost, mut in_cut) = (0u64, 0u64, 0u64);
-    let mut report = |net: &mut Net, sent: u64, lost: u64| {
+    let report = |net: &mut Net, sent: u64, lost: u64| {
         let now = net.now;
         net.relay("edge").handle_packet_counts(now, &id("a"), conn, sent, lost);
         net.relay("edge").report([id("a")]).links[0].clone()
