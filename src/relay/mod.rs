@@ -235,6 +235,13 @@ impl Peer {
         (self.up && m.is_some(), m)
     }
 
+    /// The link, judged down, is heard again at `at`: up, and its estimator forgets the outage's packets (see
+    /// [`LinkEstimator::handle_outage_end`]).
+    fn back_up(&mut self, at: Duration) {
+        self.up = true;
+        self.estimator.handle_outage_end(at);
+    }
+
     fn heard(&mut self, at: Duration, deaf: Duration) {
         if at > self.heard {
             // Learned while the link carries a stream only: an idle link's waits are its probe interval.
@@ -755,8 +762,7 @@ impl Relay {
         p.estimator.handle_probe_reply(now, seq);
         p.heard(now, self.deaf);
         if !p.up && !p.estimator.is_down(now) {
-            p.up = true;
-            p.estimator.handle_outage_end(now);
+            p.back_up(now);
             self.verdict(peer.clone(), true);
         }
     }
@@ -768,8 +774,7 @@ impl Relay {
         let Some(p) = self.peers.on(peer, conn) else { return };
         p.heard(at, self.deaf);
         if !p.up {
-            p.up = true;
-            p.estimator.handle_outage_end(at);
+            p.back_up(at);
             self.verdict(peer.clone(), true);
         }
     }

@@ -576,8 +576,7 @@ fn a_link_heard_again_after_a_cut_does_not_read_the_cuts_packets_as_loss() {
         net.relay("edge").handle_packet_counts(now, &id("a"), conn, sent, lost);
         net.relay("edge").report([id("a")]).links[0].clone()
     };
-    let clean = |n: &mut Net| n.stream_for("origin", Duration::from_secs(2));
-    clean(&mut net);
+    net.stream_for("origin", Duration::from_secs(2));
     net.cut("a", "edge", false);
     let mut cut = Vec::new();
     for _ in 0..30 {

@@ -29,15 +29,15 @@
 //!   hundred used to read as 1 % loss and 10 ms of cost on whichever link it fell, so uniform background
 //!   loss moved routes at random; now background loss below the floor costs nothing anywhere, and a link
 //!   that loses 3 % of a stream's packets is costed within two or three seconds.
-//!   An outage is not loss: when a link that was declared down answers again, the
-//!   probes sent since its last answer leave the window, and the reply that ends the outage is not a
-//!   round-trip sample (it went out during the outage; on a live link it may have waited in the QUIC
-//!   connection's send queue until the path came back). When the node hears the link again after judging it
-//!   down, the packet counts and the loss verdict start again too ([`handle_outage_end`]), and the packets
-//!   the transport declares lost just after are the outage's, left out. A
-//!   repaired link is judged by how it performs from then on, at once, instead of reading as lossy until
-//!   the window has pushed the outage out (and, on an idle link, until its few probes have cleared the
-//!   verdict, minutes later), or as slow until the smoothing forgets the held-back replies.
+//!   An outage is not loss: when a link that was declared down answers again, the probes sent since its
+//!   last answer leave the window, and the reply that ends the outage is not a round-trip sample (it went
+//!   out during the outage; on a live link it may have waited in the QUIC connection's send queue until the
+//!   path came back). When the node hears the link again after judging it down, the packet counts and the
+//!   loss verdict start again too ([`handle_outage_end`]), and the packets the transport declares lost just
+//!   after are the outage's, left out. A repaired link is judged by how it performs from then on, at once,
+//!   instead of reading as lossy until the window has pushed the outage out (and, on an idle link, until its
+//!   few probes have cleared the verdict, minutes later), or as slow until the smoothing forgets the
+//!   held-back replies.
 //! - **Down.** The link is down when at least `down_probes` (3) probes sent since the last answered one are
 //!   overdue (older than `rto`) and the first of them went out at least `down_after` (300 ms) ago. With the
 //!   default 100 ms interval and a short link, a link that fails at `T` is declared down by
