@@ -232,7 +232,7 @@ fn compare_with_simulation(first_object: &[Duration]) -> Result<()> {
         .map(|k| {
             let mut trial = scenario.clone();
             trial.faults[0].at_s = 20.0 + k as f64 * 0.1 / TRIALS as f64;
-            let (summary, _) = lightpath::sim::run("failover", &trial, &topology, k as u64 + 1, None);
+            let (summary, _) = lightpath::sim::run("failover", &trial, &topology, k as u64 + 1, 1, None);
             summary.faults[0].reroute_us.map_or(f64::INFINITY, |us| us as f64 / 1000.0)
         })
         .collect();

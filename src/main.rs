@@ -65,6 +65,9 @@ enum Command {
         /// Also write DIR/summary.json.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// Threads to run on (default: one per processor); the outcome is the same on any number.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+        threads: Option<u16>,
     },
     /// The mesh certificate authority.
     #[command(subcommand)]
@@ -226,10 +229,11 @@ fn run(command: Command) -> Result<()> {
                 lightpath::control::run(cfg.node, std::sync::Arc::new(topology), identity, listeners, options, ctrl_c()).await
             }
         }),
-        Command::Sim { scenario, seed, out } => {
+        Command::Sim { scenario, seed, out, threads } => {
             let mut bar = ProgressBar::new();
-            let summary =
-                lightpath::sim::run_file(&scenario, seed, out.as_deref(), Some(&mut |now, end| bar.show(now, end)));
+            let threads = threads.map_or_else(lightpath::sim::default_threads, usize::from);
+            let mut progress = |now, end| bar.show(now, end);
+            let summary = lightpath::sim::run_file(&scenario, seed, threads, out.as_deref(), Some(&mut progress));
             bar.finish();
             let summary = summary?;
             print!("{}", summary.table());

@@ -82,7 +82,7 @@ fn objects_on(s: &Summary, link: &str) -> u64 {
 #[test]
 fn simulated_overlay_returns_to_a_repaired_link_within_10_s() {
     for outage_s in [3.0, 30.0] {
-        let s = run_file(&diamond_scenario(&format!("outage-{outage_s}"), outage_s), None, None, None).unwrap();
+        let s = run_file(&diamond_scenario(&format!("outage-{outage_s}"), outage_s), None, 1, None, None).unwrap();
         let stream = &s.streams["s"];
         // Objects at 5.0, 5.1, ... 20.0 s went through relay-a before the cut.
         let before = 151;

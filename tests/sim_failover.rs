@@ -8,7 +8,7 @@ use lightpath::sim::{run_file, Summary};
 
 fn run(seed: Option<u64>) -> Summary {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("simulations/failover.toml");
-    run_file(&path, seed, None, None).expect("the failover scenario runs")
+    run_file(&path, seed, lightpath::sim::default_threads(), None, None).expect("the failover scenario runs")
 }
 
 fn bytes_on(s: &Summary, link: &str) -> u64 {
@@ -59,7 +59,7 @@ fn a_drained_relay_is_left_before_it_stops_and_its_crash_costs_nothing() {
     );
     let path = dir.path().join("drain.toml");
     std::fs::write(&path, scenario).unwrap();
-    let s = run_file(&path, None, None, None).expect("the drain scenario runs");
+    let s = run_file(&path, None, lightpath::sim::default_threads(), None, None).expect("the drain scenario runs");
     let stream = &s.streams["s"];
     let (drain, crash) = (&s.faults[0], &s.faults[1]);
     assert_eq!((drain.kind.as_str(), crash.kind.as_str()), ("drain", "node_crash"));

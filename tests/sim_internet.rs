@@ -6,7 +6,7 @@ use lightpath::sim::{run_file, Summary};
 
 fn run(seed: Option<u64>) -> Summary {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("simulations/internet.toml");
-    run_file(&path, seed, None, None).expect("the internet scenario runs")
+    run_file(&path, seed, lightpath::sim::default_threads(), None, None).expect("the internet scenario runs")
 }
 
 #[test]

@@ -8,7 +8,7 @@ use lightpath::sim::run_file;
 #[test]
 fn ten_thousand_nodes_for_an_hour_meet_the_stated_outcome() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("simulations/scale.toml");
-    let s = run_file(&path, None, None, None).expect("the scale scenario runs");
+    let s = run_file(&path, None, lightpath::sim::default_threads(), None, None).expect("the scale scenario runs");
     assert_eq!((s.nodes, s.duration_s, s.streams.len()), (9_996, 3_600, 100));
     assert!(s.links > 20_000, "{} links", s.links);
     assert!(s.streams.values().all(|st| st.edges == 100 && st.objects >= 1_790));

@@ -23,7 +23,7 @@ streams = [{ name = "s", origin = "westeurope", segment_ms = 500 }]
 "#;
 
 fn error_of(name: &str, text: &str) -> String {
-    match run_file(&scenario(name, text), None, None, None) {
+    match run_file(&scenario(name, text), None, 1, None, None) {
         Ok(_) => panic!("{name}: accepted"),
         Err(e) => e.to_string(),
     }
@@ -31,7 +31,7 @@ fn error_of(name: &str, text: &str) -> String {
 
 #[test]
 fn a_small_scenario_runs() {
-    let s = run_file(&scenario("small", BASE), None, None, None).unwrap();
+    let s = run_file(&scenario("small", BASE), None, 1, None, None).unwrap();
     assert_eq!(s.streams["s"].edges, 50);
     assert_eq!(s.streams["s"].all.overlay.lost, 0);
     assert!(s.faults.is_empty());
@@ -42,7 +42,7 @@ fn a_link_fault_is_routed_around() {
     // westeurope's direct link to northeurope fails; northeurope must be served through another node.
     let text =
         format!("{BASE}\n[[faults]]\nat_s = 10\nkind = \"link_down\"\na = \"westeurope\"\nb = \"northeurope\"\n");
-    let s = run_file(&scenario("linkdown", &text), None, None, None).unwrap();
+    let s = run_file(&scenario("linkdown", &text), None, 1, None, None).unwrap();
     let fault = &s.faults[0];
     assert_eq!(fault.target, "westeurope-northeurope");
     assert!(fault.affected >= 1, "{fault:?}");
@@ -55,7 +55,7 @@ fn a_slower_link_is_left_for_a_detour() {
     // and, after its hold time, moves northeurope's stream onto a detour; the static tree keeps the slow link.
     let text = BASE.replace("segment_ms = 500 }", "segment_ms = 500, edges = [\"northeurope\"] }").replace("20", "40")
         + "\n[[faults]]\nat_s = 10\nkind = \"latency\"\na = \"westeurope\"\nb = \"northeurope\"\nvalue = 100\n";
-    let s = run_file(&scenario("latency", &text), None, None, None).unwrap();
+    let s = run_file(&scenario("latency", &text), None, 1, None, None).unwrap();
     let stream = &s.streams["s"];
     assert_eq!(stream.all.overlay.lost, 0);
     assert!(stream.all.static_tree.latency_us.p50 >= 100_000, "{stream:?}");
@@ -76,7 +76,10 @@ fn unknown_fields_and_nodes_are_named() {
     assert!(error_of("kind", &kind).contains("meteor"), "{}", error_of("kind", &kind));
     let late = format!("{BASE}\n[[faults]]\nat_s = 50\nkind = \"node_crash\"\na = \"westeurope\"\n");
     assert!(error_of("late", &late).contains("faults[0].at_s"), "{}", error_of("late", &late));
-    assert!(matches!(run_file(Path::new("/nonexistent/scenario.toml"), None, None, None), Err(SimError::Read { .. })));
+    assert!(matches!(
+        run_file(Path::new("/nonexistent/scenario.toml"), None, 1, None, None),
+        Err(SimError::Read { .. })
+    ));
 }
 
 #[test]
@@ -113,7 +116,7 @@ fn the_readme_example_scenario_runs() {
     let start = readme.find("```toml\ntopology = ").expect("README has the example scenario") + "```toml\n".len();
     let text = &readme[start..start + readme[start..].find("```").unwrap()];
     let text = text.replace("../topology/world.toml", "TOPOLOGY");
-    let s = run_file(&scenario("readme", &text), None, None, None).unwrap();
+    let s = run_file(&scenario("readme", &text), None, 1, None, None).unwrap();
     assert_eq!(s.nodes, 20 * 51);
     assert_eq!(s.faults[0].target, "westeurope-0-westeurope-1");
     assert_eq!(s.steady.overlay.lost, 0);
@@ -163,7 +166,7 @@ at_s = 75
 kind = "node_recover"
 a = "australiaeast"
 "#;
-    let s = run_file(&scenario("kinds", &format!("{base}{faults}")), None, None, None).unwrap();
+    let s = run_file(&scenario("kinds", &format!("{base}{faults}")), None, 1, None, None).unwrap();
     let kinds: Vec<&str> = s.faults.iter().map(|f| f.kind.as_str()).collect();
     assert_eq!(
         kinds,
@@ -288,7 +291,7 @@ fn a_permanent_cut_reads_never_and_a_repaired_one_a_time() {
     let chain = "topology = \"chain-topology.toml\"\nduration_s = 30\nseed = 3\n[workload]\n\
                  streams = [{ name = \"s\", origin = \"origin\", segment_ms = 500 }]\n\
                  [[faults]]\nat_s = 10\nkind = \"link_down\"\na = \"relay\"\nb = \"edge\"\n";
-    let s = run_file(&scenario("chain", chain), None, None, None).unwrap();
+    let s = run_file(&scenario("chain", chain), None, 1, None, None).unwrap();
     let fault = &s.faults[0];
     assert!(fault.affected >= 1, "{fault:?}");
     assert_eq!(fault.no_path, 1, "the edge had no path: {fault:?}");
@@ -299,7 +302,7 @@ fn a_permanent_cut_reads_never_and_a_repaired_one_a_time() {
 
     // Repaired at 20 s: ten seconds without a path, told apart from the reroute once the path is back.
     let repaired = format!("{chain}\n[[faults]]\nat_s = 20\nkind = \"link_up\"\na = \"relay\"\nb = \"edge\"\n");
-    let s = run_file(&scenario("chain", &repaired), None, None, None).unwrap();
+    let s = run_file(&scenario("chain", &repaired), None, 1, None, None).unwrap();
     let fault = &s.faults[0];
     assert_eq!(fault.no_path, 1, "{fault:?}");
     let pathless = fault.no_path_us.expect("the path came back");
@@ -341,7 +344,7 @@ fn a_partition_reports_no_path_time_apart_from_the_reroute_of_edges_that_kept_a_
                 [[faults]]\nat_s = 25\nkind = \"heal\"\nregion = \"b\"\n\
                 [[faults]]\nat_s = 25\nkind = \"node_recover\"\na = \"relay-1\"\n";
     let out = dir.join("partition-plots");
-    let s = run_file(&scenario("partition", text), None, Some(&out), None).unwrap();
+    let s = run_file(&scenario("partition", text), None, 1, Some(&out), None).unwrap();
     println!("{}", s.table());
     // The partition's plot: while edge-b is cut off, the worst latency is edge-a's alone, drawn as hollow
     // points off the line rather than as a drop.
@@ -356,4 +359,43 @@ fn a_partition_reports_no_path_time_apart_from_the_reroute_of_edges_that_kept_a_
     for f in &s.faults {
         assert!(f.reroute_us.is_some_and(|r| r < 10_000_000), "edge-a's reroute is its own, not the 15 s: {f:?}");
     }
+}
+
+#[test]
+fn the_outcome_is_the_same_on_any_number_of_threads() {
+    // A generated mesh of 204 nodes at the live probe intervals, with links and nodes failing and coming
+    // back: the probes that run late on several threads at once must leave the run as one thread does.
+    let text = r#"
+topology = "TOPOLOGY"
+duration_s = 100
+seed = 7
+[generate]
+kind = "regions"
+nodes_per_region = 4
+chords = 1
+gateways = 2
+[links]
+jitter_ms = 1.0
+[workload]
+start_s = 5
+[workload.generate]
+streams = 6
+edges_per_stream = 20
+segment_ms = 1000
+bitrate_kbps = 1000
+[random_faults]
+link_failures = 6
+node_crashes = 3
+repair_s = 8
+"#;
+    let path = scenario("threads", text);
+    let runs: Vec<String> =
+        [1, 2, 3].into_iter().map(|threads| run_file(&path, None, threads, None, None).unwrap().to_json()).collect();
+    let one: serde_json::Value = serde_json::from_str(&runs[0]).unwrap();
+    // Each failure and its repair, and some of them cut streams off for a while.
+    let faults = one["faults"].as_array().unwrap();
+    assert_eq!(faults.len(), 18, "{faults:?}");
+    assert!(faults.iter().any(|f| f["lost"].as_u64() > Some(0)), "{faults:?}");
+    assert_eq!(runs[1], runs[0], "two threads differ from one");
+    assert_eq!(runs[2], runs[0], "three threads differ from one");
 }

@@ -11,7 +11,7 @@ fn world() -> PathBuf {
 }
 
 fn run(seed: Option<u64>) -> Summary {
-    run_file(&world(), seed, None, None).expect("the world scenario runs")
+    run_file(&world(), seed, lightpath::sim::default_threads(), None, None).expect("the world scenario runs")
 }
 
 /// The run with the scenario's own seed, shared by the tests (a debug build takes seconds per run).
@@ -67,7 +67,7 @@ fn world_meets_its_expected_outcome() {
 fn same_seed_gives_identical_json() {
     let dir = std::env::temp_dir().join(format!("lightpath-sim-{}", std::process::id()));
     // A second run, given the scenario's seed explicitly, writing its JSON.
-    let second = run_file(&world(), Some(1), Some(&dir), None).expect("runs");
+    let second = run_file(&world(), Some(1), lightpath::sim::default_threads(), Some(&dir), None).expect("runs");
     let written = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json written");
     // The plots: a latency CDF with a line per strategy, and a timeline around the crash.
     let cdf = std::fs::read_to_string(dir.join("latency-cdf.svg")).expect("latency-cdf.svg written");

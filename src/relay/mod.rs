@@ -227,6 +227,32 @@ impl Peer {
         self.down_at(down_after, deaf).is_some_and(|at| now >= at)
     }
 
+    /// Time passed on this link: sends the probe due by `now`, if any (returned), and judges the link down if
+    /// it is (returns whether it went down). Time brings a link down, never back up: only what is heard over
+    /// it does (a probe reply, data). Once a link is down it stops carrying streams, so its probes slow down
+    /// and the idle rule, which needs more overdue probes, could otherwise call it up again with nothing heard.
+    fn handle_timeout(&mut self, now: Duration, down_after: Duration, deaf: Duration) -> (Option<u64>, bool) {
+        let probe = self.estimator.poll_probe(now);
+        if let Some(seq) = probe {
+            self.estimator.handle_probe_sent(now, seq);
+        }
+        let down = self.up && self.is_down(now, down_after, deaf);
+        if down {
+            self.up = false;
+        }
+        (probe, down)
+    }
+
+    /// Its deadlines ([`Relay::link_timeouts`]).
+    fn timeout(&self, down_after: Duration, deaf: Duration) -> LinkTimeout {
+        LinkTimeout {
+            conn: self.conn,
+            next: self.estimator.poll_timeout(),
+            down: self.down_at(down_after, deaf).filter(|_| self.up),
+            fast: self.estimator.is_active(),
+        }
+    }
+
     /// What this node reports of the link: whether it is up, and its estimator's
     /// [`report`](LinkEstimator::report). Up once measured: a link without a single probe answer yet is not
     /// offered for routing.
@@ -501,12 +527,13 @@ impl Relay {
 
     /// [`Relay::poll_timeout`]'s part for links, one per connection.
     pub fn link_timeouts(&self) -> impl Iterator<Item = LinkTimeout> + '_ {
-        self.peers.iter().map(|p| LinkTimeout {
-            conn: p.conn,
-            next: p.estimator.poll_timeout(),
-            down: p.down_at(self.config.probes.down_after, self.deaf).filter(|_| p.up),
-            fast: p.estimator.is_active(),
-        })
+        self.peers.iter().map(|p| p.timeout(self.config.probes.down_after, self.deaf))
+    }
+
+    /// [`Relay::link_timeouts`] for the link on connection `conn` alone.
+    pub fn link_timeout(&self, conn: ConnId) -> Option<LinkTimeout> {
+        let p = self.peers.iter().find(|p| p.conn == conn)?;
+        Some(p.timeout(self.config.probes.down_after, self.deaf))
     }
 
     /// [`Relay::poll_timeout`]'s part for streams: the end of a hold or of a pass-over.
@@ -528,20 +555,16 @@ impl Relay {
         self.mark_carrying();
         let mut changed = Vec::new();
         for peer in self.peers.iter_mut() {
-            while let Some(seq) = peer.estimator.poll_probe(now) {
-                peer.estimator.handle_probe_sent(now, seq);
+            let (probe, down) = peer.handle_timeout(now, self.config.probes.down_after, self.deaf);
+            if let Some(seq) = probe {
                 self.actions.push_back(Action::Probe { to: peer.id.clone(), seq });
             }
-            // Time brings a link down, never back up: only what is heard over it does (a probe reply, data).
-            // Once a link is down it stops carrying streams, so its probes slow down and the idle rule, which
-            // needs more overdue probes, could otherwise call it up again with nothing heard.
-            if peer.up && peer.is_down(now, self.config.probes.down_after, self.deaf) {
-                peer.up = false;
-                changed.push((peer.id.clone(), false));
+            if down {
+                changed.push(peer.id.clone());
             }
         }
-        for (peer, up) in changed {
-            self.verdict(peer, up);
+        for peer in changed {
+            self.verdict(peer, false);
         }
 
         let due: Vec<Release> = self.releases.extract_if(.., |r| r.at <= now).collect();
@@ -589,6 +612,30 @@ impl Relay {
             }
             self.actions.push_back(Action::Forget { stream });
         }
+    }
+
+    /// [`Relay::handle_timeout`]'s part for the link on connection `conn` alone, at one of its own deadlines
+    /// ([`Relay::link_timeout`]): returns the probe due (to send as [`Action::Probe`] would ask) and the
+    /// link's deadlines from then on; a verdict goes to the actions. A driver that knows a link's probes can
+    /// only be answered in time (the simulator, which knows its links) runs them a link at a time, apart from
+    /// the node's other deadlines, which `handle_timeout` runs with every link's.
+    pub fn handle_link_timeout(&mut self, now: Duration, conn: ConnId) -> Option<(Option<u64>, LinkTimeout)> {
+        self.advance(now);
+        self.mark_carrying();
+        let (down_after, deaf) = (self.config.probes.down_after, self.deaf);
+        let peer = self.peers.iter_mut().find(|p| p.conn == conn)?;
+        let (probe, down) = peer.handle_timeout(now, down_after, deaf);
+        let timeout = peer.timeout(down_after, deaf);
+        if down {
+            let id = peer.id.clone();
+            self.verdict(id, false);
+        }
+        Some((probe, timeout))
+    }
+
+    /// Whether actions wait for [`Relay::poll_action`].
+    pub fn has_actions(&self) -> bool {
+        !self.actions.is_empty()
     }
 
     /// Origin ingest asks to publish an object of `stream`: the version to give it, or why not. A stream

@@ -157,6 +157,131 @@ impl Timed for Scheduled {
     }
 }
 
+/// What trains of late probes ([`End::late`], [`Trains::run`]) read of the engine: the links and who is up,
+/// shared by threads that run different nodes' trains at once ([`Engine::recompute`]).
+#[derive(Clone, Copy)]
+struct Trains<'e> {
+    probing: Probing,
+    links: &'e [Link],
+    ids: &'e [NodeId],
+    crashed: &'e [Option<Micros>],
+}
+
+/// One link end's state that its train of late probes changes, wherever it lies: its end, the replies on
+/// their way to it, its draws.
+struct EndParts<'p> {
+    /// The far node, and the end's index.
+    peer: u32,
+    e: usize,
+    end: &'p mut End,
+    later: &'p mut VecDeque<(Micros, u64)>,
+    rng: &'p mut SmallRng,
+}
+
+/// A node whose late probes run on another thread ([`Engine::late_pass`]), with what they change: its relay
+/// and its link ends (far node, index, end, replies on their way, draws), until when they run, what they did.
+struct AwayNode {
+    node: u32,
+    relay: Box<Relay>,
+    ends: Vec<(u32, usize, End, VecDeque<(Micros, u64)>, SmallRng)>,
+    until: Micros,
+    /// Its relay ran since the control plane last read it.
+    unread: bool,
+    train: Train,
+    report: Option<Vec<(ConnId, Option<LinkMetrics>)>>,
+}
+
+/// Why a train of late probes stopped before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The relay asks for something (a verdict): the node must act.
+    Act,
+    /// A link's probes can no longer run late: the node must be re-armed.
+    Rearm,
+}
+
+/// What a train of late probes did ([`Trains::run`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct Train {
+    /// It ran a deadline: the control plane must read the node.
+    ran: bool,
+    stop: Option<(Micros, Stop)>,
+}
+
+impl Trains<'_> {
+    /// Hands `relay` what reached one of its ends by `now` ([`Engine::settle`] for that end).
+    fn tell(&self, relay: &mut Relay, p: EndParts, now: Micros) {
+        let (link, id) = (&self.links[p.e / 2], &self.ids[p.peer as usize]);
+        Engine::tell(relay, p.end, p.later, link, id, now);
+    }
+
+    /// `relay`'s report ([`Relay::link_ends`]) once it was told what reached it by `now`, unless what it was
+    /// told asks for something (a verdict): then it must act first (`train.stop`).
+    fn report(&self, relay: &mut Relay, now: Micros, train: &mut Train) -> Option<Vec<(ConnId, Option<LinkMetrics>)>> {
+        if relay.has_actions() {
+            train.stop = Some((now, Stop::Act));
+            return None;
+        }
+        Some(relay.link_ends().collect())
+    }
+
+    /// Runs the deadlines before `until` of one of `relay`'s links whose probes run late ([`End::late`]), as
+    /// each deadline's `Wake` would have (the relay told what reached that end by then,
+    /// [`Relay::handle_link_timeout`], the probe across the link), but for that link alone, with its state in
+    /// the processor's caches for the whole train. The links' estimators are independent of each other, and
+    /// nothing else of the relay changes while its links' probes are answered. What the train does to others
+    /// it leaves to its caller: the far ends that hear its probes go to `heard`, and it stops where the node
+    /// must act or be re-armed (`train.stop`).
+    fn run(
+        &self,
+        relay: &mut Relay,
+        p: EndParts,
+        until: Micros,
+        heard: &mut Vec<(usize, (Micros, Micros))>,
+        train: &mut Train,
+    ) {
+        let deadline = |t: &LinkTimeout| micros(t.next).min(t.down.map_or(Micros::MAX, micros));
+        let EndParts { peer, e, end, later, rng } = p;
+        if !end.late || train.stop.is_some_and(|(_, stop)| stop == Stop::Act) {
+            return;
+        }
+        let (link, id, up) = (&self.links[e / 2], &self.ids[peer as usize], self.crashed[peer as usize].is_none());
+        let Some(mut t) = relay.link_timeout(link.conn) else { return };
+        let mut last = 0;
+        loop {
+            let at = deadline(&t).max(last + 1);
+            if at >= until {
+                return;
+            }
+            if !self.probing.idle(link, end, up, t.fast, micros(t.next), t.down.map(micros)) {
+                end.late = false;
+                train.stop = Some((at, Stop::Rearm));
+                return;
+            }
+            (last, train.ran) = (at, true);
+            let replied = end.reply.0 <= at;
+            Engine::tell(relay, end, later, link, id, at);
+            // On a link probed slowly, the deadline after a probe is the moment it would be overdue, which its
+            // reply puts off until the next probe: nothing more is due then.
+            if replied && !t.fast {
+                t = relay.link_timeout(link.conn).expect("the link is the relay's");
+                if deadline(&t) > at {
+                    continue;
+                }
+            }
+            let Some((probe, next)) = relay.handle_link_timeout(Engine::time(at), link.conn) else { return };
+            t = next;
+            if let Some(h) = probe.and_then(|seq| self.probing.probe(link, end, later, rng, up, at, seq)) {
+                heard.push((e ^ 1, h));
+            }
+            if relay.has_actions() {
+                train.stop = Some((at, Stop::Act));
+                return;
+            }
+        }
+    }
+}
+
 /// One simulated node.
 struct Node {
     /// `None` while the node is crashed. Boxed: the engine reads the other fields of every node far more
@@ -168,6 +293,8 @@ struct Node {
     /// `wake` is a probe on links whose probes cannot change anything but their estimators, run when the
     /// node is next driven (see [`Engine::catch_up`]).
     due: Micros,
+    /// Some of its links' probes run late ([`End::late`]): time passing is work for it.
+    late: bool,
     /// Driven since the control plane's last round, or a probe of it was still out then.
     listed: bool,
     /// Its relay was driven since the control plane last read its links' reports, which change only then.
@@ -211,9 +338,90 @@ struct End {
     replied: Option<(Micros, u64)>,
     /// The relay's verdict on the link is down.
     down: bool,
+    /// The link's probes from this end run late, a link at a time ([`Engine::run_late`]): they cannot fail
+    /// before something else drives the node ([`Engine::probes_idle`]).
+    late: bool,
 }
 
 const NO_REPLY: (Micros, u64) = (Micros::MAX, 0);
+
+/// How probes cross links: what [`Engine::probe`] and the rule for probes that run late
+/// ([`Engine::probes_idle`]) read, apart from the engine so that a node's late probes can run on any thread
+/// ([`Engine::recompute`]).
+#[derive(Debug, Clone, Copy)]
+struct Probing {
+    /// The fast probe interval and `down_after`.
+    fast: Micros,
+    down_after: Micros,
+    /// The most a crossing's jitter adds (each way).
+    jitter: Micros,
+}
+
+impl Probing {
+    /// [`Engine::probes_idle`] for `end` of `link`, whose far node is up or not.
+    fn idle(&self, link: &Link, end: &End, peer_up: bool, fast: bool, next: Micros, down: Option<Micros>) -> bool {
+        let healthy = link.up && link.connected && !link.stale && link.loss == 0.0 && !end.down && peer_up;
+        let jitter_rtt = 2 * self.jitter;
+        let rtt_max = 2 * link.latency + jitter_rtt;
+        if !healthy || rtt_max >= self.down_after || (fast && rtt_max >= self.fast) {
+            return false;
+        }
+        if fast && self.fast + jitter_rtt >= self.down_after {
+            return false;
+        }
+        let Some((newest, seq)) = end.replied else { return false };
+        if seq != end.last_probe || down.is_some_and(|down| newest > down) {
+            return false;
+        }
+        !fast || newest + self.down_after > next + rtt_max
+    }
+
+    /// Probe `seq` leaves `end` of `link` at `now` (its far node up or not), its draws from `rng`: its reply,
+    /// unless the link or the far node fails it, goes on `end`'s way (`later`: behind the one there). Returns
+    /// when the probe reaches the far end and when it left, if it does.
+    #[allow(clippy::too_many_arguments)]
+    fn probe(
+        &self,
+        link: &Link,
+        end: &mut End,
+        later: &mut VecDeque<(Micros, u64)>,
+        rng: &mut SmallRng,
+        peer_up: bool,
+        now: Micros,
+        seq: u64,
+    ) -> Option<(Micros, Micros)> {
+        end.last_probe = seq;
+        if !link.up || !peer_up {
+            return None;
+        }
+        let there = self.cross(link, rng);
+        let back = self.cross(link, rng);
+        let heard = there.map(|there| (now + there, now));
+        let (Some(there), Some(back)) = (there, back) else { return heard };
+        // Replies arrive in the order they were sent (jitter never reorders on a link).
+        let at = match end.newest.0 {
+            Micros::MAX => now + there + back,
+            last => (now + there + back).max(last),
+        };
+        if end.reply == NO_REPLY {
+            end.reply = (at, seq);
+        } else {
+            later.push_back((at, seq));
+        }
+        end.newest = (at, seq);
+        end.replied = Some((at, seq));
+        heard
+    }
+
+    /// One probe packet's one-way crossing of `link`: its delay, or `None` when lost.
+    fn cross(&self, link: &Link, rng: &mut SmallRng) -> Option<Micros> {
+        if link.loss > 0.0 && rng.gen_bool(link.loss) {
+            return None;
+        }
+        let jitter = if self.jitter == 0 { 0 } else { rng.gen_range(0..self.jitter) };
+        Some(link.latency + jitter)
+    }
+}
 
 /// A link, laid out for the processor's caches: what drives, probes and objects read of it comes first.
 #[repr(C, align(64))]
@@ -386,19 +594,21 @@ pub struct Engine<'a> {
     /// Probes that must wake a node (see [`Engine::act`]) only when a link can fail: the fast interval,
     /// `down_after`, and how much longer than twice its latency a probe's round trip can take (two jitter
     /// draws).
-    fast: Micros,
-    down_after: Micros,
-    jitter_rtt: Micros,
+    probing: Probing,
 
     end: Micros,
     seq: u64,
     events: u64,
     queue: EventQueue<Scheduled>,
     rng: SmallRng,
-    /// Per link, the draws of its probes (loss and jitter each way): a link's probes come out the same
-    /// whenever they are computed, on time or late ([`Engine::catch_up`]), and leave the draws of objects
-    /// and frames alone.
+    /// Per link end, the draws of its probes (loss and jitter each way): an end's probes come out the same
+    /// whenever they are computed, on time or late ([`Engine::catch_up`]), on whichever thread, and leave
+    /// the draws of objects and frames alone.
     probe_rngs: Vec<SmallRng>,
+    /// Probes heard at far ends, left by a train of late probes ([`Engine::run_late`]).
+    scratch_heard: Vec<(usize, (Micros, Micros))>,
+    /// How many threads run late probes at once ([`Engine::late_pass`]).
+    threads: usize,
     jitter: Micros,
     /// Bits per µs each link direction sends; 0 for unlimited.
     bits_per_us: f64,
@@ -592,6 +802,7 @@ impl<'a> Engine<'a> {
                 )),
                 wake: Micros::MAX,
                 due: Micros::MAX,
+                late: false,
                 listed: false,
                 unread: true,
                 switching: false,
@@ -640,6 +851,7 @@ impl<'a> Engine<'a> {
             data: 0,
             told: 0,
             down: false,
+            late: false,
             last_probe: u64::MAX,
             replied: None,
             data_sent: 0,
@@ -651,18 +863,22 @@ impl<'a> Engine<'a> {
             scenario,
             now: 0,
             clock: 0,
-            fast: config.probes.fast_interval.as_micros() as Micros,
-            down_after: config.probes.down_after.as_micros() as Micros,
-            jitter_rtt: 2 * ms_to_micros(scenario.links.jitter_ms),
+            probing: Probing {
+                fast: config.probes.fast_interval.as_micros() as Micros,
+                down_after: config.probes.down_after.as_micros() as Micros,
+                jitter: ms_to_micros(scenario.links.jitter_ms),
+            },
 
             end: scenario.duration_s * 1_000_000,
             seq: 0,
             events: 0,
             queue: EventQueue::new(),
             rng: SmallRng::seed_from_u64(seed),
-            probe_rngs: (0..links.len() as u64)
-                .map(|l| SmallRng::seed_from_u64(seed ^ (l + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+            probe_rngs: (0..2 * links.len() as u64)
+                .map(|e| SmallRng::seed_from_u64(seed ^ (e + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)))
                 .collect(),
+            scratch_heard: Vec::new(),
+            threads: 1,
             jitter: ms_to_micros(scenario.links.jitter_ms),
             bits_per_us: scenario.links.bandwidth_mbps,
             late: scenario.workload.late_ms * 1000,
@@ -730,6 +946,12 @@ impl<'a> Engine<'a> {
             streams,
             stream_index,
         }
+    }
+
+    /// Runs late probes on `threads` threads at once ([`Engine::late_pass`]); the outcome is the same.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
     }
 
     /// Calls `progress(now, end)` about every simulated second.
@@ -902,8 +1124,17 @@ impl<'a> Engine<'a> {
     fn catch_up(&mut self, node: u32, until: Micros) {
         let n = node as usize;
         let present = self.now;
-        while self.nodes[n].due < until && self.nodes[n].relay.is_some() {
-            self.now = self.nodes[n].due;
+        while self.nodes[n].relay.is_some() {
+            let due = self.nodes[n].due;
+            // The links whose probes run late come first, up to the node's next deadline, which runs them too
+            // if they are due then. Such a link may cease to run late (a verdict), which re-arms the node.
+            if self.nodes[n].late && self.run_late(node, due.min(until)) {
+                continue;
+            }
+            if due >= until {
+                break;
+            }
+            self.now = due;
             self.nodes[n].due = Micros::MAX;
             self.settle(node);
             let now = Self::time(self.now);
@@ -911,6 +1142,53 @@ impl<'a> Engine<'a> {
             self.act(node);
         }
         self.now = present;
+    }
+
+    /// Runs the deadlines before `until` of `node`'s links whose probes run late ([`End::late`]), a link at
+    /// a time ([`Trains::run`]), and then what they leave to do: the far ends hear the probes, the node acts
+    /// on a verdict or is re-armed. Returns whether the node was re-armed.
+    fn run_late(&mut self, node: u32, until: Micros) -> bool {
+        let n = node as usize;
+        let mut heard = std::mem::take(&mut self.scratch_heard);
+        let mut train = Train::default();
+        let trains = Trains { probing: self.probing, links: &self.links, ids: &self.ids, crashed: &self.crashed };
+        if let Some(relay) = self.nodes[n].relay.as_deref_mut() {
+            for &(peer, e) in &self.adjacency[n] {
+                let e = e as usize;
+                let (end, later, rng) = (&mut self.ends[e], &mut self.later_replies[e], &mut self.probe_rngs[e]);
+                trains.run(relay, EndParts { peer, e, end, later, rng }, until, &mut heard, &mut train);
+            }
+        }
+        let rearmed = self.after_train(node, train, &mut heard);
+        self.scratch_heard = heard;
+        rearmed
+    }
+
+    /// What a train of `node`'s late probes left to do (see [`Engine::run_late`]).
+    fn after_train(&mut self, node: u32, train: Train, heard: &mut Vec<(usize, (Micros, Micros))>) -> bool {
+        for (e, h) in heard.drain(..) {
+            self.heard(e, h);
+        }
+        if train.ran {
+            self.touched(node);
+        }
+        let present = self.now;
+        let rearmed = match train.stop {
+            // A verdict: the node acts on it, and is armed anew.
+            Some((at, Stop::Act)) => {
+                self.now = at;
+                self.act(node);
+                true
+            }
+            Some((at, Stop::Rearm)) => {
+                self.now = at;
+                self.arm(node);
+                true
+            }
+            None => false,
+        };
+        self.now = present;
+        rearmed
     }
 
     /// Whether replies or data reached `node` that its relay has not been told of.
@@ -927,25 +1205,37 @@ impl<'a> Engine<'a> {
         let Some(relay) = self.nodes[n].relay.as_mut() else { return };
         for &(peer, e) in &self.adjacency[n] {
             let (link, e) = (&self.links[e as usize / 2], e as usize);
-            let end = &mut self.ends[e];
-            // Data in flight still counts from now on: the link is up, so it arrives.
-            if end.data > end.told && end.data_sent <= self.now && link.up && link.connected {
-                let at = end.data.min(self.now);
-                end.told = end.data;
-                relay.handle_heard(Self::time(at), &self.ids[peer as usize], link.conn);
-            }
-            if end.packets.0 != end.packets_told && end.packets_sent <= self.now && link.connected {
-                end.packets_told = end.packets.0;
-                let (sent, lost) = end.packets;
-                relay.handle_packet_counts(Self::time(self.now), &self.ids[peer as usize], link.conn, sent, lost);
-            }
-            while end.reply.0 <= self.now {
-                let (at, seq) = end.reply;
-                relay.handle_probe_reply(Self::time(at), &self.ids[peer as usize], link.conn, seq);
-                end.reply = self.later_replies[e].pop_front().unwrap_or(NO_REPLY);
-                if end.reply == NO_REPLY {
-                    end.newest = NO_REPLY;
-                }
+            let peer = &self.ids[peer as usize];
+            Self::tell(relay, &mut self.ends[e], &mut self.later_replies[e], link, peer, self.now);
+        }
+    }
+
+    /// Hands `relay` what reached its `end` of `link` (to `peer`) by `now`.
+    fn tell(
+        relay: &mut Relay,
+        end: &mut End,
+        later_replies: &mut VecDeque<(Micros, u64)>,
+        link: &Link,
+        peer: &NodeId,
+        now: Micros,
+    ) {
+        // Data in flight still counts from now on: the link is up, so it arrives.
+        if end.data > end.told && end.data_sent <= now && link.up && link.connected {
+            let at = end.data.min(now);
+            end.told = end.data;
+            relay.handle_heard(Self::time(at), peer, link.conn);
+        }
+        if end.packets.0 != end.packets_told && end.packets_sent <= now && link.connected {
+            end.packets_told = end.packets.0;
+            let (sent, lost) = end.packets;
+            relay.handle_packet_counts(Self::time(now), peer, link.conn, sent, lost);
+        }
+        while end.reply.0 <= now {
+            let (at, seq) = end.reply;
+            relay.handle_probe_reply(Self::time(at), peer, link.conn, seq);
+            end.reply = later_replies.pop_front().unwrap_or(NO_REPLY);
+            if end.reply == NO_REPLY {
+                end.newest = NO_REPLY;
             }
         }
     }
@@ -953,11 +1243,7 @@ impl<'a> Engine<'a> {
     /// Carries out what `node`'s relay asks for, and re-arms its wake.
     fn act(&mut self, node: u32) {
         let n = node as usize;
-        self.nodes[n].unread = true;
-        if !self.nodes[n].listed {
-            self.nodes[n].listed = true;
-            self.listed.push(node);
-        }
+        self.touched(node);
         let mut hint = 0;
         while let Some(action) = self.nodes[n].relay.as_deref_mut().and_then(Relay::poll_action) {
             match action {
@@ -989,23 +1275,35 @@ impl<'a> Engine<'a> {
         self.arm(node);
     }
 
+    /// `node`'s relay ran: the control plane reads its reports at its next round.
+    fn touched(&mut self, node: u32) {
+        let n = node as usize;
+        self.nodes[n].unread = true;
+        if !self.nodes[n].listed {
+            self.nodes[n].listed = true;
+            self.listed.push(node);
+        }
+    }
+
     /// Sets when `node` is next due and re-arms its wake: at its relay's deadlines, but for probes that can
     /// run late ([`Engine::probes_idle`]).
     fn arm(&mut self, node: u32) {
         let n = node as usize;
         let Some(relay) = self.nodes[n].relay.as_ref() else { return };
-        let micros = |t: Duration| t.as_nanos().div_ceil(1000) as Micros;
         // `at`: when the node must wake, as an event; `due`: its relay's next deadline, which may be a probe
         // that can wait until the node is next driven.
         let mut at = relay.stream_timeout().map_or(Micros::MAX, micros);
-        let mut due = at;
+        let mut late = false;
         for LinkTimeout { conn, next, down, fast } in relay.link_timeouts() {
             let l = self.conn_links[conn as usize];
             let e = 2 * l as usize + usize::from(self.links[l as usize].a != node);
-            due = due.min(micros(next));
-            if !self.probes_idle(node, l, e, fast, micros(next), down.map(micros)) {
-                at = at.min(micros(next));
+            let idle = self.probes_idle(node, l, e, fast, micros(next), down.map(micros));
+            self.ends[e].late = idle;
+            late |= idle;
+            if idle {
+                continue;
             }
+            at = at.min(micros(next));
             let end = &self.ends[e];
             // The relay's own deadline is the answer in the live node, with its replies as events. Here the
             // engine knows the replies on their way: when the newest probe's reply arrives before the link
@@ -1022,8 +1320,8 @@ impl<'a> Engine<'a> {
                 at = at.min(end.reply.0);
             }
         }
-        let due = due.min(at);
-        self.nodes[n].due = if due == Micros::MAX { due } else { due.max(self.now + 1) };
+        self.nodes[n].late = late;
+        self.nodes[n].due = if at == Micros::MAX { at } else { at.max(self.now + 1) };
         if at == Micros::MAX {
             return;
         }
@@ -1052,52 +1350,25 @@ impl<'a> Engine<'a> {
     /// `down_after`), wake the node at every probe as before.
     fn probes_idle(&self, node: u32, l: u32, e: usize, fast: bool, next: Micros, down: Option<Micros>) -> bool {
         let link = &self.links[l as usize];
-        let end = &self.ends[e];
         let peer = if link.a == node { link.b } else { link.a };
-        let healthy = link.up && link.connected && !link.stale && link.loss == 0.0 && !end.down && self.is_up(peer);
-        let rtt_max = 2 * link.latency + self.jitter_rtt;
-        if !healthy || rtt_max >= self.down_after || (fast && rtt_max >= self.fast) {
-            return false;
-        }
-        if fast && self.fast + self.jitter_rtt >= self.down_after {
-            return false;
-        }
-        let Some((newest, seq)) = end.replied else { return false };
-        if seq != end.last_probe || down.is_some_and(|down| newest > down) {
-            return false;
-        }
-        !fast || newest + self.down_after > next + rtt_max
+        self.probing.idle(link, &self.ends[e], self.is_up(peer), fast, next, down)
     }
 
     /// Probe `seq` to `peer` from link end `e`: its reply comes back unless the link or the peer fails it.
     fn probe(&mut self, peer: u32, e: usize, seq: u64) {
-        let link = e / 2;
-        self.ends[e].last_probe = seq;
-        if !self.links[link].up || !self.is_up(peer) {
-            return;
+        let (link, peer_up) = (&self.links[e / 2], self.is_up(peer));
+        let (end, later, rng) = (&mut self.ends[e], &mut self.later_replies[e], &mut self.probe_rngs[e]);
+        if let Some(heard) = self.probing.probe(link, end, later, rng, peer_up, self.now, seq) {
+            self.heard(e ^ 1, heard);
         }
-        let there = self.cross_probe(link);
-        let back = self.cross_probe(link);
-        // The peer hears the probe itself: a live node counts every packet that arrives on a connection.
-        if let Some(there) = there {
-            let far = &mut self.ends[e ^ 1];
-            far.data = far.data.max(self.now + there);
-            far.data_sent = far.data_sent.max(self.now);
-        }
-        let (Some(there), Some(back)) = (there, back) else { return };
-        // Replies arrive in the order they were sent (jitter never reorders on a link).
-        let last = self.ends[e].newest.0;
-        let at = match last {
-            Micros::MAX => self.now + there + back,
-            last => (self.now + there + back).max(last),
-        };
-        if self.ends[e].reply == NO_REPLY {
-            self.ends[e].reply = (at, seq);
-        } else {
-            self.later_replies[e].push_back((at, seq));
-        }
-        self.ends[e].newest = (at, seq);
-        self.ends[e].replied = Some((at, seq));
+    }
+
+    /// End `e` hears a packet (a probe) that arrives at `heard.0`, sent at `heard.1`: a live node counts every
+    /// packet that arrives on a connection.
+    fn heard(&mut self, e: usize, (at, sent): (Micros, Micros)) {
+        let end = &mut self.ends[e];
+        end.data = end.data.max(at);
+        end.data_sent = end.data_sent.max(sent);
     }
 
     /// A control frame from `node` to `peer` over link `l`, behind those already on their way.
@@ -1309,17 +1580,6 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// One probe packet's one-way crossing of a link: its delay, or `None` when lost.
-    fn cross_probe(&mut self, link: usize) -> Option<Micros> {
-        let loss = self.links[link].loss;
-        let rng = &mut self.probe_rngs[link];
-        if loss > 0.0 && rng.gen_bool(loss) {
-            return None;
-        }
-        let jitter = if self.jitter == 0 { 0 } else { rng.gen_range(0..self.jitter) };
-        Some(self.links[link].latency + jitter)
-    }
-
     /// How many of `packets` packets a crossing at loss rate `loss` loses: independent losses, drawn as the
     /// gaps between them (geometric), so a draw costs one random number per loss, plus one.
     fn lost_packets(&mut self, packets: u64, loss: f64) -> u64 {
@@ -1353,12 +1613,18 @@ impl<'a> Engine<'a> {
 
     /// Hands the control plane what `node`'s relay says of each of its links now.
     fn read_report(&mut self, node: u32) {
+        let relay = self.nodes[node as usize].relay.as_mut().expect("a node that is up has a relay");
+        let report: Vec<_> = relay.link_ends().collect();
+        self.hand_report(node, report);
+    }
+
+    /// Hands the planner `node`'s report ([`Relay::link_ends`]).
+    fn hand_report(&mut self, node: u32, report: Vec<(ConnId, Option<LinkMetrics>)>) {
         let n = node as usize;
         let mut ends = std::mem::take(&mut self.scratch_ends);
         ends.clear();
         ends.extend(self.adjacency[n].iter().map(|&(_, e)| (e as usize, None)));
-        let relay = self.nodes[n].relay.as_mut().expect("a node that is up has a relay");
-        for (conn, end) in relay.link_ends() {
+        for (conn, end) in report {
             // The node's one end of the connection's link.
             let l = self.conn_links[conn as usize] as usize;
             if let Some(slot) = ends.iter_mut().find(|(e, _)| *e / 2 == l) {
@@ -1380,25 +1646,33 @@ impl<'a> Engine<'a> {
         // report is read.
         let mut listed = std::mem::take(&mut self.listed);
         listed.sort_unstable();
+        let mut read = self.late_pass(&listed).into_iter().peekable();
         for node in listed {
             let n = node as usize;
-            self.catch_up(node, self.now);
-            if self.has_news(node) {
-                self.drive(node, |_, _| {});
-            }
-            self.nodes[n].listed = false;
-            if !self.is_up(node) {
-                continue;
-            }
-            // A relay not driven since its last reading reports the same.
-            if std::mem::take(&mut self.nodes[n].unread) {
-                self.read_report(node);
+            if let Some((_, report)) = read.next_if(|&(m, _)| m == node) {
+                // Read in the first part of the round.
+                self.nodes[n].listed = false;
+                self.nodes[n].unread = false;
+                self.hand_report(node, report);
+            } else {
+                self.catch_up(node, self.now);
+                if self.has_news(node) {
+                    self.drive(node, |_, _| {});
+                }
+                self.nodes[n].listed = false;
+                if !self.is_up(node) {
+                    continue;
+                }
+                // A relay not driven since its last reading reports the same.
+                if std::mem::take(&mut self.nodes[n].unread) {
+                    self.read_report(node);
+                }
             }
             // A probe still out may change the report: read the node again next round.
             let out = self.adjacency[n].iter().any(|&(_, e)| self.ends[e as usize].reply != NO_REPLY);
             // So may the probes it runs late before the next round, as the wakes they stand for would list it.
             let node_state = &self.nodes[n];
-            let late = node_state.due < node_state.wake && node_state.due < self.now + period;
+            let late = node_state.late || (node_state.due < node_state.wake && node_state.due < self.now + period);
             if (out || late) && !self.nodes[n].listed {
                 self.nodes[n].listed = true;
                 self.listed.push(node);
@@ -1435,6 +1709,127 @@ impl<'a> Engine<'a> {
         let tables = changed.into_iter().filter_map(|n| Some((n, self.routes_of(n)?))).collect();
         let at = self.now + self.scenario.control.push_delay_ms * 1000;
         self.schedule(at, Event::TablePush(Rc::new(tables)));
+    }
+
+    /// The first part of the control plane's round: the late probes ([`End::late`]) of the `listed` nodes
+    /// (in index order), each up to its next deadline or now, on `threads` threads at once. A node's trains
+    /// reach its own state only (the first thread's nodes in place, the others' moved to their thread and
+    /// back); what they leave for others (the far ends hear the probes, a node acts on a verdict or is
+    /// re-armed) is done after all have run, in node order. A run is then the same on any number of threads.
+    fn late_pass(&mut self, listed: &[u32]) -> Vec<(u32, Vec<(ConnId, Option<LinkMetrics>)>)> {
+        let now = self.now;
+        let work: Vec<u32> = listed
+            .iter()
+            .copied()
+            .filter(|&n| self.nodes[n as usize].late && self.nodes[n as usize].relay.is_some())
+            .collect();
+        let threads = self.threads.clamp(1, work.len().max(1));
+        let chunk = work.len().div_ceil(threads).max(1);
+        let (here, there) = work.split_at(chunk.min(work.len()));
+        // The other threads' nodes, moved out: each node's relay and, in `ends`, its link ends.
+        let away: Vec<Vec<AwayNode>> = there
+            .chunks(chunk)
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .map(|&node| {
+                        let n = node as usize;
+                        let ends = self.adjacency[n]
+                            .iter()
+                            .map(|&(peer, e)| {
+                                let e = e as usize;
+                                let later = std::mem::take(&mut self.later_replies[e]);
+                                (peer, e, self.ends[e], later, self.probe_rngs[e].clone())
+                            })
+                            .collect();
+                        let relay = self.nodes[n].relay.take().expect("filtered above");
+                        let (until, unread) = (self.nodes[n].due.min(now), self.nodes[n].unread);
+                        AwayNode { node, relay, ends, until, unread, train: Train::default(), report: None }
+                    })
+                    .collect()
+            })
+            .collect();
+        let trains = Trains { probing: self.probing, links: &self.links, ids: &self.ids, crashed: &self.crashed };
+        let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+        let mut heard = std::mem::take(&mut self.scratch_heard);
+        let mut stops = Vec::new();
+        let mut reports = Vec::new();
+        let (nodes, ends, later, rngs) =
+            (&mut self.nodes, &mut self.ends, &mut self.later_replies, &mut self.probe_rngs);
+        let adjacency = &self.adjacency;
+        let away: Vec<(Vec<AwayNode>, Vec<(usize, (Micros, Micros))>)> = std::thread::scope(|scope| {
+            let helpers: Vec<_> = away
+                .into_iter()
+                .map(|mut chunk| {
+                    let dispatch = dispatch.clone();
+                    scope.spawn(move || {
+                        tracing::dispatcher::with_default(&dispatch, || {
+                            let mut heard = Vec::new();
+                            for a in &mut chunk {
+                                for (peer, e, end, later, rng) in &mut a.ends {
+                                    let p = EndParts { peer: *peer, e: *e, end, later, rng };
+                                    trains.run(&mut a.relay, p, a.until, &mut heard, &mut a.train);
+                                }
+                                if a.until == now && a.train.stop.is_none() && (a.train.ran || a.unread) {
+                                    for (peer, e, end, later, rng) in &mut a.ends {
+                                        let p = EndParts { peer: *peer, e: *e, end, later, rng };
+                                        trains.tell(&mut a.relay, p, now);
+                                    }
+                                    a.report = trains.report(&mut a.relay, now, &mut a.train);
+                                }
+                            }
+                            (chunk, heard)
+                        })
+                    })
+                })
+                .collect();
+            for &node in here {
+                let n = node as usize;
+                let (until, unread) = (nodes[n].due.min(now), nodes[n].unread);
+                let relay = nodes[n].relay.as_deref_mut().expect("filtered above");
+                let mut train = Train::default();
+                for &(peer, e) in &adjacency[n] {
+                    let e = e as usize;
+                    let p = EndParts { peer, e, end: &mut ends[e], later: &mut later[e], rng: &mut rngs[e] };
+                    trains.run(relay, p, until, &mut heard, &mut train);
+                }
+                if until == now && train.stop.is_none() && (train.ran || unread) {
+                    for &(peer, e) in &adjacency[n] {
+                        let e = e as usize;
+                        let p = EndParts { peer, e, end: &mut ends[e], later: &mut later[e], rng: &mut rngs[e] };
+                        trains.tell(relay, p, now);
+                    }
+                    if let Some(report) = trains.report(relay, now, &mut train) {
+                        reports.push((node, report));
+                    }
+                }
+                stops.push((node, train));
+            }
+            helpers.into_iter().map(|h| h.join().expect("a thread of late probes panicked")).collect()
+        });
+        for (chunk, far) in away {
+            heard.extend(far);
+            for a in chunk {
+                let n = a.node as usize;
+                for (_, e, end, later, rng) in a.ends {
+                    (self.ends[e], self.later_replies[e], self.probe_rngs[e]) = (end, later, rng);
+                }
+                self.nodes[n].relay = Some(a.relay);
+                stops.push((a.node, a.train));
+                if let Some(report) = a.report {
+                    reports.push((a.node, report));
+                }
+            }
+        }
+        for (e, h) in heard.drain(..) {
+            self.heard(e, h);
+        }
+        self.scratch_heard = heard;
+        for (node, train) in stops {
+            self.after_train(node, train, &mut Vec::new());
+        }
+        reports.sort_unstable_by_key(|&(node, _)| node);
+        reports
     }
 
     /// Hands the planner what end `e` reports now, if it changed.
@@ -1550,6 +1945,7 @@ impl<'a> Engine<'a> {
         node.relay = None;
         node.wake = Micros::MAX;
         node.due = Micros::MAX;
+        node.late = false;
         node.watching = false;
         self.reports_held.push(n);
         for k in 0..self.adjacency[n as usize].len() {
@@ -2038,6 +2434,11 @@ impl<'a> Engine<'a> {
 /// The link between `from` and `to` in `adjacency` (see `Engine::adjacency`), if they are neighbours.
 fn link_between(adjacency: &[Vec<(u32, u32)>], from: u32, to: u32) -> Option<u32> {
     adjacency[from as usize].iter().find(|&&(n, _)| n == to).map(|&(_, e)| e / 2)
+}
+
+/// A relay's time in whole microseconds, rounded up: a deadline never runs before it is due.
+fn micros(t: Duration) -> Micros {
+    t.as_secs().saturating_mul(1_000_000).saturating_add(u64::from(t.subsec_nanos().div_ceil(1000)))
 }
 
 fn ms_to_micros(ms: f64) -> Micros {

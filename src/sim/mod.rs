@@ -81,16 +81,23 @@ pub enum SimError {
     Write { path: String, message: String },
 }
 
-/// Runs an already loaded scenario with `seed`; `name` labels the summary. `progress`, when given, is called
-/// with (simulated now, simulated end) about every simulated second.
+/// How many threads a simulation uses unless told: one per processor this process may use.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Runs an already loaded scenario with `seed` on `threads` threads (the outcome does not depend on how
+/// many); `name` labels the summary. `progress`, when given, is called with (simulated now, simulated end)
+/// about every simulated second.
 pub fn run(
     name: &str,
     scenario: &Scenario,
     topology: &Topology,
     seed: u64,
+    threads: usize,
     progress: Option<&mut dyn FnMut(Micros, Micros)>,
 ) -> (Summary, Outcome) {
-    let engine = engine::Engine::new(scenario, topology, seed);
+    let engine = engine::Engine::new(scenario, topology, seed).with_threads(threads);
     // The simulated nodes' relays log their decisions as live nodes do; thousands of them would bury the
     // summary.
     let outcome = tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || match progress {
@@ -100,17 +107,19 @@ pub fn run(
     (Summary::new(name, seed, scenario, &outcome), outcome)
 }
 
-/// Loads the scenario at `path`, runs it (with `seed` instead of the scenario's when given) and, when `out`
-/// is given, writes `out/summary.json`, `out/latency-cdf.svg` and `out/fault-N.svg` for the first faults.
+/// Loads the scenario at `path`, runs it (with `seed` instead of the scenario's when given, on `threads`
+/// threads) and, when `out` is given, writes `out/summary.json`, `out/latency-cdf.svg` and `out/fault-N.svg`
+/// for the first faults.
 pub fn run_file(
     path: &Path,
     seed: Option<u64>,
+    threads: usize,
     out: Option<&Path>,
     progress: Option<&mut dyn FnMut(Micros, Micros)>,
 ) -> Result<Summary, SimError> {
     let (scenario, topology) = Scenario::load(path)?;
     let name = path.file_stem().map_or_else(|| "scenario".into(), |s| s.to_string_lossy().into_owned());
-    let (summary, outcome) = run(&name, &scenario, &topology, seed.unwrap_or(scenario.seed), progress);
+    let (summary, outcome) = run(&name, &scenario, &topology, seed.unwrap_or(scenario.seed), threads, progress);
     if let Some(dir) = out {
         let write = |file: &Path, text: &str| {
             std::fs::create_dir_all(dir)
