@@ -39,7 +39,7 @@ fn mesh(duration_s: u64, links: &str, faults: &str) -> String {
 
 fn simulate(name: &str, text: &str) -> (Summary, Outcome) {
     let (scenario, topology) = Scenario::load(&scenario(name, text)).unwrap();
-    run(name, &scenario, &topology, scenario.seed, None)
+    run(name, &scenario, &topology, scenario.seed, lightpath::sim::default_threads(), None)
 }
 
 /// The overlay's bytes on each link, by its ends' names.

@@ -9,8 +9,12 @@
 //!   deadline that is only a probe on a link that cannot fail meanwhile (up, lossless, both ends running,
 //!   a round trip short enough that every probe is answered before a verdict could read it as missing:
 //!   `Engine::probes_idle`) is not an event: the node runs it, with the probes due since, when it is next
-//!   driven or woken or before the control plane reads it (`Engine::catch_up`), in time order and at each
-//!   deadline's own time. A node's neighbour hears such a probe (proof of life) from then on.
+//!   driven or woken or before the control plane reads it (`Engine::catch_up`), at each deadline's own time
+//!   and a link at a time ([`Relay::handle_link_timeout`], `Trains::run`), the link's state in the
+//!   processor's caches for the whole train. A node's neighbour hears such a probe (proof of life) from then
+//!   on. The control round runs them first for every node it reads, on every thread (`Engine::late_pass`):
+//!   a node's train reaches only its own relay and link ends, and what it does to others (a probe heard at
+//!   the far end, a verdict) is done after, in node order.
 //! - What a relay asks for ([`Relay::poll_action`]) right after it is driven: a probe
 //!   ([`Action::Probe`]) crosses its link both ways as a datagram (latency plus jitter each way, each way lost
 //!   per the link's loss, never answered across a down link or by a crashed node); a control frame
@@ -44,7 +48,8 @@
 //! - `Fault` (and `LinkState`, the later flips of a flapping link): links down or up, nodes crash or recover,
 //!   latencies change, regions are cut off, the control plane stops.
 //!
-//! Ties in time go to the event scheduled first, so a run depends only on the scenario and the seed.
+//! Ties in time go to the event scheduled first, so a run depends only on the scenario and the seed, not on
+//! the number of threads.
 
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
@@ -183,13 +188,28 @@ struct EndParts<'p> {
 struct AwayNode {
     node: u32,
     relay: Box<Relay>,
-    ends: Vec<(u32, usize, End, VecDeque<(Micros, u64)>, SmallRng)>,
+    ends: Vec<AwayEnd>,
     until: Micros,
     /// Its relay ran since the control plane last read it.
     unread: bool,
     train: Train,
-    report: Option<Vec<(ConnId, Option<LinkMetrics>)>>,
+    report: Option<Report>,
 }
+
+/// A link end of an [`AwayNode`]: its far node and index, and its [`EndParts`], moved.
+struct AwayEnd {
+    peer: u32,
+    e: usize,
+    end: End,
+    later: VecDeque<(Micros, u64)>,
+    rng: SmallRng,
+}
+
+/// What a node reports of its links ([`Relay::link_ends`]).
+type Report = Vec<(ConnId, Option<LinkMetrics>)>;
+
+/// A far end `.0` hears a probe that arrives at `.1.0`, sent at `.1.1` (see [`Engine::heard`]).
+type Heard = (usize, (Micros, Micros));
 
 /// Why a train of late probes stopped before its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,7 +237,7 @@ impl Trains<'_> {
 
     /// `relay`'s report ([`Relay::link_ends`]) once it was told what reached it by `now`, unless what it was
     /// told asks for something (a verdict): then it must act first (`train.stop`).
-    fn report(&self, relay: &mut Relay, now: Micros, train: &mut Train) -> Option<Vec<(ConnId, Option<LinkMetrics>)>> {
+    fn report(&self, relay: &mut Relay, now: Micros, train: &mut Train) -> Option<Report> {
         if relay.has_actions() {
             train.stop = Some((now, Stop::Act));
             return None;
@@ -232,14 +252,7 @@ impl Trains<'_> {
     /// nothing else of the relay changes while its links' probes are answered. What the train does to others
     /// it leaves to its caller: the far ends that hear its probes go to `heard`, and it stops where the node
     /// must act or be re-armed (`train.stop`).
-    fn run(
-        &self,
-        relay: &mut Relay,
-        p: EndParts,
-        until: Micros,
-        heard: &mut Vec<(usize, (Micros, Micros))>,
-        train: &mut Train,
-    ) {
+    fn run(&self, relay: &mut Relay, p: EndParts, until: Micros, heard: &mut Vec<Heard>, train: &mut Train) {
         let deadline = |t: &LinkTimeout| micros(t.next).min(t.down.map_or(Micros::MAX, micros));
         let EndParts { peer, e, end, later, rng } = p;
         if !end.late || train.stop.is_some_and(|(_, stop)| stop == Stop::Act) {
@@ -606,7 +619,7 @@ pub struct Engine<'a> {
     /// the draws of objects and frames alone.
     probe_rngs: Vec<SmallRng>,
     /// Probes heard at far ends, left by a train of late probes ([`Engine::run_late`]).
-    scratch_heard: Vec<(usize, (Micros, Micros))>,
+    scratch_heard: Vec<Heard>,
     /// How many threads run late probes at once ([`Engine::late_pass`]).
     threads: usize,
     jitter: Micros,
@@ -1165,7 +1178,7 @@ impl<'a> Engine<'a> {
     }
 
     /// What a train of `node`'s late probes left to do (see [`Engine::run_late`]).
-    fn after_train(&mut self, node: u32, train: Train, heard: &mut Vec<(usize, (Micros, Micros))>) -> bool {
+    fn after_train(&mut self, node: u32, train: Train, heard: &mut Vec<Heard>) -> bool {
         for (e, h) in heard.drain(..) {
             self.heard(e, h);
         }
@@ -1619,7 +1632,7 @@ impl<'a> Engine<'a> {
     }
 
     /// Hands the planner `node`'s report ([`Relay::link_ends`]).
-    fn hand_report(&mut self, node: u32, report: Vec<(ConnId, Option<LinkMetrics>)>) {
+    fn hand_report(&mut self, node: u32, report: Report) {
         let n = node as usize;
         let mut ends = std::mem::take(&mut self.scratch_ends);
         ends.clear();
@@ -1643,7 +1656,9 @@ impl<'a> Engine<'a> {
         // Each listed node in turn, in index order, the order its state lies in memory, and each read while
         // what its relay touched is still in the processor's caches: what reached it by now counts, as it does
         // on a live node that reports now (driving it lists nobody, since it is still listed itself), then its
-        // report is read.
+        // report is read. A node with nothing due but probes that run late is read in the first part, on its
+        // thread, right after its probes (of what its neighbours' probes this round brought, it hears at its
+        // next drive or round, as it would were it read before them).
         let mut listed = std::mem::take(&mut self.listed);
         listed.sort_unstable();
         let mut read = self.late_pass(&listed).into_iter().peekable();
@@ -1716,7 +1731,7 @@ impl<'a> Engine<'a> {
     /// reach its own state only (the first thread's nodes in place, the others' moved to their thread and
     /// back); what they leave for others (the far ends hear the probes, a node acts on a verdict or is
     /// re-armed) is done after all have run, in node order. A run is then the same on any number of threads.
-    fn late_pass(&mut self, listed: &[u32]) -> Vec<(u32, Vec<(ConnId, Option<LinkMetrics>)>)> {
+    fn late_pass(&mut self, listed: &[u32]) -> Vec<(u32, Report)> {
         let now = self.now;
         let work: Vec<u32> = listed
             .iter()
@@ -1739,7 +1754,7 @@ impl<'a> Engine<'a> {
                             .map(|&(peer, e)| {
                                 let e = e as usize;
                                 let later = std::mem::take(&mut self.later_replies[e]);
-                                (peer, e, self.ends[e], later, self.probe_rngs[e].clone())
+                                AwayEnd { peer, e, end: self.ends[e], later, rng: self.probe_rngs[e].clone() }
                             })
                             .collect();
                         let relay = self.nodes[n].relay.take().expect("filtered above");
@@ -1757,7 +1772,7 @@ impl<'a> Engine<'a> {
         let (nodes, ends, later, rngs) =
             (&mut self.nodes, &mut self.ends, &mut self.later_replies, &mut self.probe_rngs);
         let adjacency = &self.adjacency;
-        let away: Vec<(Vec<AwayNode>, Vec<(usize, (Micros, Micros))>)> = std::thread::scope(|scope| {
+        let away: Vec<(Vec<AwayNode>, Vec<Heard>)> = std::thread::scope(|scope| {
             let helpers: Vec<_> = away
                 .into_iter()
                 .map(|mut chunk| {
@@ -1766,12 +1781,12 @@ impl<'a> Engine<'a> {
                         tracing::dispatcher::with_default(&dispatch, || {
                             let mut heard = Vec::new();
                             for a in &mut chunk {
-                                for (peer, e, end, later, rng) in &mut a.ends {
+                                for AwayEnd { peer, e, end, later, rng } in &mut a.ends {
                                     let p = EndParts { peer: *peer, e: *e, end, later, rng };
                                     trains.run(&mut a.relay, p, a.until, &mut heard, &mut a.train);
                                 }
                                 if a.until == now && a.train.stop.is_none() && (a.train.ran || a.unread) {
-                                    for (peer, e, end, later, rng) in &mut a.ends {
+                                    for AwayEnd { peer, e, end, later, rng } in &mut a.ends {
                                         let p = EndParts { peer: *peer, e: *e, end, later, rng };
                                         trains.tell(&mut a.relay, p, now);
                                     }
@@ -1811,7 +1826,7 @@ impl<'a> Engine<'a> {
             heard.extend(far);
             for a in chunk {
                 let n = a.node as usize;
-                for (_, e, end, later, rng) in a.ends {
+                for AwayEnd { e, end, later, rng, .. } in a.ends {
                     (self.ends[e], self.later_replies[e], self.probe_rngs[e]) = (end, later, rng);
                 }
                 self.nodes[n].relay = Some(a.relay);

@@ -40,9 +40,10 @@
 //! - A probe on a link that cannot fail meanwhile is computed when its node is next driven, not as an event
 //!   of its own (`engine` says when that holds); the neighbour hears it, as proof of life, from then on.
 //!
-//! Like `routing`, this module is pure: no tokio, no sockets, no system clock. One seeded RNG draws every
-//! random figure, and events at the same time run in the order they were scheduled, so a scenario and a seed
-//! always give the same summary, byte for byte.
+//! Like `routing`, this module is pure: no tokio, no sockets, no system clock. Seeded RNGs draw every random
+//! figure (one for the run, one per link end for its probes), events at the same time run in the order they
+//! were scheduled, and the probes that run late on several threads reach only their own node's state, so a
+//! scenario and a seed always give the same summary, byte for byte, on any number of threads.
 
 mod engine;
 pub mod generate;
