@@ -909,3 +909,67 @@ fn a_gone_replicas_table_gives_way_to_the_other_replicas_whatever_the_versions()
     assert!(edge.handle_routes(now, &ahead, table(hour + 50, &[("origin", "a", Some("b"))])));
     assert!(!edge.handle_routes(now, &behind, table(60, &[("origin", "b", Some("a"))])));
 }
+
+#[test]
+fn a_link_run_alone_probes_and_fails_as_it_does_with_its_node() {
+    // Relay a with neighbours b and c, whose probes are answered 5 ms later for the first second and then
+    // never: driven whole (`handle_timeout` at each of its deadlines) or a link at a time
+    // (`handle_link_timeout` at each link's own deadlines), it sends the same probes at the same moments
+    // and judges both links down at the same moments.
+    let run = |per_link: bool| -> Vec<(Duration, String)> {
+        let topology = vec![(id("a"), id("b"), 1000), (id("a"), id("c"), 1000)];
+        let nodes = [id("a"), id("b"), id("c")];
+        let mut relay = Relay::new(id("a"), nodes, topology, RelayConfig::default()).unwrap();
+        relay.handle_peer_up(Duration::ZERO, id("b"), 1);
+        relay.handle_peer_up(Duration::ZERO, id("c"), 2);
+        let mut log = Vec::new();
+        let mut replies: Vec<(Duration, NodeId, ConnId, u64)> = Vec::new();
+        let end = Duration::from_secs(3);
+        loop {
+            let deadlines: Vec<(ConnId, Duration)> = [1, 2]
+                .into_iter()
+                .filter_map(|conn| relay.link_timeout(conn))
+                .map(|t| (t.conn, t.down.map_or(t.next, |down| t.next.min(down))))
+                .collect();
+            let due = if per_link { deadlines.iter().map(|d| d.1).min() } else { relay.poll_timeout() };
+            let Some(now) = due.into_iter().chain(replies.iter().map(|r| r.0)).min().filter(|&t| t <= end) else {
+                break;
+            };
+            replies.sort_by_key(|r| r.0);
+            while replies.first().is_some_and(|r| r.0 <= now) {
+                let (at, peer, conn, seq) = replies.remove(0);
+                relay.handle_probe_reply(at, &peer, conn, seq);
+            }
+            let mut probes = Vec::new();
+            if per_link {
+                for &(conn, at) in deadlines.iter().filter(|d| d.1 <= now) {
+                    let (probe, _) = relay.handle_link_timeout(at, conn).unwrap();
+                    let peer = if conn == 1 { id("b") } else { id("c") };
+                    probes.extend(probe.map(|seq| (peer, seq)));
+                }
+            } else if due.is_some_and(|t| t <= now) {
+                relay.handle_timeout(now);
+            }
+            while let Some(action) = relay.poll_action() {
+                match action {
+                    Action::Probe { to, seq } => probes.push((to, seq)),
+                    Action::Verdict { peer, up } => log.push((now, format!("{peer} up {up}"))),
+                    _ => {}
+                }
+            }
+            for (peer, seq) in probes {
+                log.push((now, format!("probe {seq} to {peer}")));
+                if now < Duration::from_secs(1) {
+                    let conn = if peer == id("b") { 1 } else { 2 };
+                    replies.push((now + Duration::from_millis(5), peer, conn, seq));
+                }
+            }
+        }
+        log.sort();
+        log
+    };
+    let whole = run(false);
+    assert!(whole.iter().filter(|(_, what)| what.ends_with("up false")).count() == 2, "{whole:?}");
+    assert!(whole.iter().filter(|(_, what)| what.starts_with("probe")).count() >= 4, "{whole:?}");
+    assert_eq!(run(true), whole);
+}
