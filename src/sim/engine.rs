@@ -245,6 +245,29 @@ impl Trains<'_> {
         Some(relay.link_ends().collect())
     }
 
+    /// One node's late probes ([`Trains::run`]) up to `until` and, when it is read at `read` (the round's
+    /// time) and reached it with nothing else to do and something new (`unread`, or a probe ran), what
+    /// reached its ends by then told and its report read. `each` hands each of the node's ends to its
+    /// argument, wherever they lie.
+    fn node(
+        &self,
+        relay: &mut Relay,
+        until: Micros,
+        read: Option<Micros>,
+        unread: bool,
+        heard: &mut Vec<Heard>,
+        mut each: impl FnMut(&mut dyn FnMut(EndParts)),
+    ) -> (Train, Option<Report>) {
+        let mut train = Train::default();
+        each(&mut |p| self.run(relay, p, until, heard, &mut train));
+        let report =
+            read.filter(|&now| until == now && train.stop.is_none() && (train.ran || unread)).and_then(|now| {
+                each(&mut |p| self.tell(relay, p, now));
+                self.report(relay, now, &mut train)
+            });
+        (train, report)
+    }
+
     /// Runs the deadlines before `until` of one of `relay`'s links whose probes run late ([`End::late`]), as
     /// each deadline's `Wake` would have (the relay told what reached that end by then,
     /// [`Relay::handle_link_timeout`], the probe across the link), but for that link alone, with its state in
@@ -302,9 +325,8 @@ struct Node {
     relay: Option<Box<Relay>>,
     /// When its pending `Wake` is due (`Micros::MAX`: none).
     wake: Micros,
-    /// When its relay is next due ([`Relay::poll_timeout`]), at `wake` or before it: a deadline before
-    /// `wake` is a probe on links whose probes cannot change anything but their estimators, run when the
-    /// node is next driven (see [`Engine::catch_up`]).
+    /// When its relay is next due ([`Relay::poll_timeout`]) but for the probes of its links that run late
+    /// ([`End::late`]), which time passing brings due (see [`Engine::catch_up`]).
     due: Micros,
     /// Some of its links' probes run late ([`End::late`]): time passing is work for it.
     late: bool,
@@ -604,9 +626,7 @@ pub struct Engine<'a> {
     now: Micros,
     /// The current event's time: nothing is scheduled before it.
     clock: Micros,
-    /// Probes that must wake a node (see [`Engine::act`]) only when a link can fail: the fast interval,
-    /// `down_after`, and how much longer than twice its latency a probe's round trip can take (two jitter
-    /// draws).
+    /// The probe intervals and the links' jitter, which also delays objects and frames.
     probing: Probing,
 
     end: Micros,
@@ -622,7 +642,6 @@ pub struct Engine<'a> {
     scratch_heard: Vec<Heard>,
     /// How many threads run late probes at once ([`Engine::late_pass`]).
     threads: usize,
-    jitter: Micros,
     /// Bits per µs each link direction sends; 0 for unlimited.
     bits_per_us: f64,
     late: Micros,
@@ -892,7 +911,6 @@ impl<'a> Engine<'a> {
                 .collect(),
             scratch_heard: Vec::new(),
             threads: 1,
-            jitter: ms_to_micros(scenario.links.jitter_ms),
             bits_per_us: scenario.links.bandwidth_mbps,
             late: scenario.workload.late_ms * 1000,
             crashed: vec![None; ids.len()],
@@ -1163,15 +1181,22 @@ impl<'a> Engine<'a> {
     fn run_late(&mut self, node: u32, until: Micros) -> bool {
         let n = node as usize;
         let mut heard = std::mem::take(&mut self.scratch_heard);
-        let mut train = Train::default();
         let trains = Trains { probing: self.probing, links: &self.links, ids: &self.ids, crashed: &self.crashed };
-        if let Some(relay) = self.nodes[n].relay.as_deref_mut() {
-            for &(peer, e) in &self.adjacency[n] {
-                let e = e as usize;
-                let (end, later, rng) = (&mut self.ends[e], &mut self.later_replies[e], &mut self.probe_rngs[e]);
-                trains.run(relay, EndParts { peer, e, end, later, rng }, until, &mut heard, &mut train);
+        let (ends, later, rngs, adjacency) =
+            (&mut self.ends, &mut self.later_replies, &mut self.probe_rngs, &self.adjacency[n]);
+        let train = match self.nodes[n].relay.as_deref_mut() {
+            Some(relay) => {
+                trains
+                    .node(relay, until, None, false, &mut heard, |visit| {
+                        for &(peer, e) in adjacency {
+                            let e = e as usize;
+                            visit(EndParts { peer, e, end: &mut ends[e], later: &mut later[e], rng: &mut rngs[e] });
+                        }
+                    })
+                    .0
             }
-        }
+            None => Train::default(),
+        };
         let rearmed = self.after_train(node, train, &mut heard);
         self.scratch_heard = heard;
         rearmed
@@ -1617,10 +1642,10 @@ impl<'a> Engine<'a> {
     }
 
     fn draw_jitter(&mut self) -> Micros {
-        if self.jitter == 0 {
+        if self.probing.jitter == 0 {
             0
         } else {
-            self.rng.gen_range(0..self.jitter)
+            self.rng.gen_range(0..self.probing.jitter)
         }
     }
 
@@ -1781,17 +1806,13 @@ impl<'a> Engine<'a> {
                         tracing::dispatcher::with_default(&dispatch, || {
                             let mut heard = Vec::new();
                             for a in &mut chunk {
-                                for AwayEnd { peer, e, end, later, rng } in &mut a.ends {
-                                    let p = EndParts { peer: *peer, e: *e, end, later, rng };
-                                    trains.run(&mut a.relay, p, a.until, &mut heard, &mut a.train);
-                                }
-                                if a.until == now && a.train.stop.is_none() && (a.train.ran || a.unread) {
-                                    for AwayEnd { peer, e, end, later, rng } in &mut a.ends {
-                                        let p = EndParts { peer: *peer, e: *e, end, later, rng };
-                                        trains.tell(&mut a.relay, p, now);
-                                    }
-                                    a.report = trains.report(&mut a.relay, now, &mut a.train);
-                                }
+                                let AwayNode { relay, ends, until, unread, train, report, .. } = a;
+                                (*train, *report) =
+                                    trains.node(relay, *until, Some(now), *unread, &mut heard, |visit| {
+                                        for AwayEnd { peer, e, end, later, rng } in ends.iter_mut() {
+                                            visit(EndParts { peer: *peer, e: *e, end, later, rng });
+                                        }
+                                    });
                             }
                             (chunk, heard)
                         })
@@ -1802,22 +1823,13 @@ impl<'a> Engine<'a> {
                 let n = node as usize;
                 let (until, unread) = (nodes[n].due.min(now), nodes[n].unread);
                 let relay = nodes[n].relay.as_deref_mut().expect("filtered above");
-                let mut train = Train::default();
-                for &(peer, e) in &adjacency[n] {
-                    let e = e as usize;
-                    let p = EndParts { peer, e, end: &mut ends[e], later: &mut later[e], rng: &mut rngs[e] };
-                    trains.run(relay, p, until, &mut heard, &mut train);
-                }
-                if until == now && train.stop.is_none() && (train.ran || unread) {
+                let (train, report) = trains.node(relay, until, Some(now), unread, &mut heard, |visit| {
                     for &(peer, e) in &adjacency[n] {
                         let e = e as usize;
-                        let p = EndParts { peer, e, end: &mut ends[e], later: &mut later[e], rng: &mut rngs[e] };
-                        trains.tell(relay, p, now);
+                        visit(EndParts { peer, e, end: &mut ends[e], later: &mut later[e], rng: &mut rngs[e] });
                     }
-                    if let Some(report) = trains.report(relay, now, &mut train) {
-                        reports.push((node, report));
-                    }
-                }
+                });
+                reports.extend(report.map(|report| (node, report)));
                 stops.push((node, train));
             }
             helpers.into_iter().map(|h| h.join().expect("a thread of late probes panicked")).collect()
