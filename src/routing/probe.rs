@@ -390,7 +390,8 @@ impl LinkEstimator {
     pub fn new(config: ProbeConfig) -> Result<Self, ProbeConfigError> {
         let config = config.validate()?;
         Ok(Self {
-            window: VecDeque::with_capacity(config.records()),
+            // An idle link holds a tenth of the records a busy one does: the window grows when it needs to.
+            window: VecDeque::with_capacity(config.records().min(16)),
             records: config.records(),
             ticks: None,
             packets: None,

@@ -273,8 +273,8 @@ impl Trains<'_> {
     /// [`Relay::handle_link_timeout`], the probe across the link), but for that link alone, with its state in
     /// the processor's caches for the whole train. The links' estimators are independent of each other, and
     /// nothing else of the relay changes while its links' probes are answered. What the train does to others
-    /// it leaves to its caller: the far ends that hear its probes go to `heard`, and it stops where the node
-    /// must act or be re-armed (`train.stop`).
+    /// it leaves to its caller: the far end that hears its probes goes to `heard` (once, with the newest), and
+    /// it stops where the node must act or be re-armed (`train.stop`).
     fn run(&self, relay: &mut Relay, p: EndParts, until: Micros, heard: &mut Vec<Heard>, train: &mut Train) {
         let deadline = |t: &LinkTimeout| micros(t.next).min(t.down.map_or(Micros::MAX, micros));
         let EndParts { peer, e, end, later, rng } = p;
@@ -283,16 +283,18 @@ impl Trains<'_> {
         }
         let (link, id, up) = (&self.links[e / 2], &self.ids[peer as usize], self.crashed[peer as usize].is_none());
         let Some(mut t) = relay.link_timeout(link.conn) else { return };
+        // What the far end hears of the train: only the newest arrival and sending count (see `Engine::heard`).
+        let mut far: Option<(Micros, Micros)> = None;
         let mut last = 0;
         loop {
             let at = deadline(&t).max(last + 1);
             if at >= until {
-                return;
+                break;
             }
             if !self.probing.idle(link, end, up, t.fast, micros(t.next), t.down.map(micros)) {
                 end.late = false;
                 train.stop = Some((at, Stop::Rearm));
-                return;
+                break;
             }
             (last, train.ran) = (at, true);
             let replied = end.reply.0 <= at;
@@ -305,15 +307,18 @@ impl Trains<'_> {
                     continue;
                 }
             }
-            let Some((probe, next)) = relay.handle_link_timeout(Engine::time(at), link.conn) else { return };
+            let Some((probe, next)) = relay.handle_link_timeout(Engine::time(at), link.conn) else { break };
             t = next;
             if let Some(h) = probe.and_then(|seq| self.probing.probe(link, end, later, rng, up, at, seq)) {
-                heard.push((e ^ 1, h));
+                far = Some(far.map_or(h, |f| (f.0.max(h.0), f.1.max(h.1))));
             }
             if relay.has_actions() {
                 train.stop = Some((at, Stop::Act));
-                return;
+                break;
             }
+        }
+        if let Some(h) = far {
+            heard.push((e ^ 1, h));
         }
     }
 }
@@ -398,7 +403,7 @@ impl Probing {
         let healthy = link.up && link.connected && !link.stale && link.loss == 0.0 && !end.down && peer_up;
         let jitter_rtt = 2 * self.jitter;
         let rtt_max = 2 * link.latency + jitter_rtt;
-        if !healthy || rtt_max >= self.down_after || (fast && rtt_max >= self.fast) {
+        if !healthy || rtt_max >= self.down_after {
             return false;
         }
         if fast && self.fast + jitter_rtt >= self.down_after {
@@ -1379,13 +1384,15 @@ impl<'a> Engine<'a> {
     /// reply, that reply in time. Then every later probe is answered within twice the link's latency plus
     /// two jitter draws (`rtt_max`). A link probed slowly is judged down only once a probe went unanswered
     /// for `down_after`, which cannot happen while `rtt_max` is shorter. A link probed fast is judged down
-    /// once one probe is overdue and nothing was heard over it for `down_after`: with `rtt_max` under the
-    /// fast interval its replies come at most a fast interval and two jitter draws apart, less than
-    /// `down_after`, and the first of them (to the probe due at `next`) less than `down_after` after the
-    /// newest one. Any change to the link, its ends or its relay's view of it (a fault, a frame, a table)
-    /// drives the node or re-arms it first, and the test is made again after every deadline. Longer links,
-    /// and any link at intervals this rule does not cover (the fast interval plus two jitter draws at least
-    /// `down_after`), wake the node at every probe as before.
+    /// once one probe is overdue and nothing was heard over it for `down_after`: its replies come in the
+    /// order of its probes, each between twice the latency and `rtt_max` after its probe, so at most a fast
+    /// interval and two jitter draws apart, less than `down_after`, however many probes are out at once (a
+    /// link longer than the fast interval has several), and the first of them (to the probe due at `next`)
+    /// less than `down_after` after the newest one. Any change to the link, its ends or its relay's view of
+    /// it (a fault, a frame, a table) drives the node or re-arms it first, and the test is made again after
+    /// every deadline. Links with `rtt_max` of `down_after` or more, and any link at intervals this rule does
+    /// not cover (the fast interval plus two jitter draws at least `down_after`), wake the node at every
+    /// probe as before.
     fn probes_idle(&self, node: u32, l: u32, e: usize, fast: bool, next: Micros, down: Option<Micros>) -> bool {
         let link = &self.links[l as usize];
         let peer = if link.a == node { link.b } else { link.a };
