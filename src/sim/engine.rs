@@ -168,6 +168,7 @@ impl Timed for Scheduled {
 struct Trains<'e> {
     probing: Probing,
     links: &'e [Link],
+    sides: &'e [(u32, u32)],
     ids: &'e [NodeId],
     crashed: &'e [Option<Micros>],
 }
@@ -183,26 +184,23 @@ struct EndParts<'p> {
     rng: &'p mut SmallRng,
 }
 
-/// A node whose late probes run on another thread ([`Engine::late_pass`]), with what they change: its relay
-/// and its link ends (far node, index, end, replies on their way, draws), until when they run, what they did.
-struct AwayNode {
-    node: u32,
-    relay: Box<Relay>,
-    ends: Vec<AwayEnd>,
-    until: Micros,
-    /// Its relay ran since the control plane last read it.
-    unread: bool,
-    train: Train,
-    report: Option<Report>,
+/// One thread's share of a round's late probes ([`Engine::late_pass`]): the nodes it runs, in index order,
+/// and the state of a run of nodes that holds them (from node `first` and end `first_end` on): the nodes,
+/// their link ends, the replies on their way to those, their draws.
+struct Share<'s> {
+    work: &'s [u32],
+    first: usize,
+    first_end: usize,
+    nodes: &'s mut [Node],
+    ends: &'s mut [End],
+    later: &'s mut [VecDeque<(Micros, u64)>],
+    rngs: &'s mut [SmallRng],
 }
 
-/// A link end of an [`AwayNode`]: its far node and index, and its [`EndParts`], moved.
-struct AwayEnd {
-    peer: u32,
-    e: usize,
-    end: End,
-    later: VecDeque<(Micros, u64)>,
-    rng: SmallRng,
+/// What a [`Share`]'s trains did: per node, the train and the report read; the far ends that heard them.
+struct Ran {
+    nodes: Vec<(u32, Train, Option<Report>)>,
+    heard: Vec<Heard>,
 }
 
 /// What a node reports of its links ([`Relay::link_ends`]).
@@ -231,7 +229,7 @@ struct Train {
 impl Trains<'_> {
     /// Hands `relay` what reached one of its ends by `now` ([`Engine::settle`] for that end).
     fn tell(&self, relay: &mut Relay, p: EndParts, now: Micros) {
-        let (link, id) = (&self.links[p.e / 2], &self.ids[p.peer as usize]);
+        let (link, id) = (&self.links[self.sides[p.e].0 as usize], &self.ids[p.peer as usize]);
         Engine::tell(relay, p.end, p.later, link, id, now);
     }
 
@@ -268,6 +266,27 @@ impl Trains<'_> {
         (train, report)
     }
 
+    /// A share of a round's late probes, at `now` (see [`Engine::late_pass`]): each node's trains, and its
+    /// report read when it has nothing else to do.
+    fn share(&self, share: Share, adjacency: &[Vec<(u32, u32)>], now: Micros) -> Ran {
+        let Share { work, first, first_end, nodes, ends, later, rngs } = share;
+        let mut ran = Ran { nodes: Vec::with_capacity(work.len()), heard: Vec::new() };
+        for &node in work {
+            let n = node as usize;
+            let state = &mut nodes[n - first];
+            let (until, unread) = (state.due.min(now), state.unread);
+            let relay = state.relay.as_deref_mut().expect("listed for its late probes");
+            let (train, report) = self.node(relay, until, Some(now), unread, &mut ran.heard, |visit| {
+                for &(peer, e) in &adjacency[n] {
+                    let (e, i) = (e as usize, e as usize - first_end);
+                    visit(EndParts { peer, e, end: &mut ends[i], later: &mut later[i], rng: &mut rngs[i] });
+                }
+            });
+            ran.nodes.push((node, train, report));
+        }
+        ran
+    }
+
     /// Runs the deadlines before `until` of one of `relay`'s links whose probes run late ([`End::late`]), as
     /// each deadline's `Wake` would have (the relay told what reached that end by then,
     /// [`Relay::handle_link_timeout`], the probe across the link), but for that link alone, with its state in
@@ -281,7 +300,8 @@ impl Trains<'_> {
         if !end.late || train.stop.is_some_and(|(_, stop)| stop == Stop::Act) {
             return;
         }
-        let (link, id, up) = (&self.links[e / 2], &self.ids[peer as usize], self.crashed[peer as usize].is_none());
+        let (l, far_end) = self.sides[e];
+        let (link, id, up) = (&self.links[l as usize], &self.ids[peer as usize], self.crashed[peer as usize].is_none());
         let Some(mut t) = relay.link_timeout(link.conn) else { return };
         // What the far end hears of the train: only the newest arrival and sending count (see `Engine::heard`).
         let mut far: Option<(Micros, Micros)> = None;
@@ -318,7 +338,7 @@ impl Trains<'_> {
             }
         }
         if let Some(h) = far {
-            heard.push((e ^ 1, h));
+            heard.push((far_end as usize, h));
         }
     }
 }
@@ -346,9 +366,10 @@ struct Node {
     watching: bool,
 }
 
-/// One end of a link, indexed `2 l` (owned by the link's `a`) and `2 l + 1` (by `b`). Laid out for the
-/// processor's caches: every drive of a node reads the first 64 bytes of each of its ends; an end is 128
-/// bytes, and a link's two ends lie side by side.
+/// One end of a link. Laid out for the processor's caches: every drive of a node reads the first 64 bytes of
+/// each of its ends; an end is 128 bytes, and a node's ends lie together, in the order of its adjacency
+/// (from [`Engine::first_end`] on), so that threads can share the ends out by node ([`Engine::late_pass`]).
+/// [`Link::ends`] and [`Engine::sides`] map ends and links to each other.
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(64))]
 struct End {
@@ -468,6 +489,8 @@ impl Probing {
 struct Link {
     a: u32,
     b: u32,
+    /// Its ends: `a`'s, then `b`'s.
+    ends: [u32; 2],
     latency: Micros,
     /// The share of packets lost each way.
     loss: f64,
@@ -661,6 +684,10 @@ pub struct Engine<'a> {
     watches: Vec<Vec<u32>>,
     links: Vec<Link>,
     ends: Vec<End>,
+    /// Per end: its link and the far end.
+    sides: Vec<(u32, u32)>,
+    /// Per node, its first end (and one more entry: the number of ends).
+    first_end: Vec<u32>,
     /// Per end, what it last reported to the control plane (`None`: nothing).
     reported: Vec<Option<Option<LinkMetrics>>>,
     /// Replies on their way back after the one in `End::reply`, per end (rarely any: only while a link's
@@ -739,14 +766,16 @@ impl<'a> Engine<'a> {
         let node_index: HashMap<NodeId, u32> = ids.iter().enumerate().map(|(i, id)| (id.clone(), i as u32)).collect();
         let index = |id: &NodeId| node_index[id];
         let mut links = Vec::with_capacity(topology.links.len());
+        // Per node, (neighbour, link) until the ends are numbered below.
         let mut adjacency = vec![Vec::new(); ids.len()];
         for spec in &topology.links {
             let (a, b) = (index(&spec.a), index(&spec.b));
-            adjacency[a as usize].push((b, 2 * links.len() as u32));
-            adjacency[b as usize].push((a, 2 * links.len() as u32 + 1));
+            adjacency[a as usize].push((b, links.len() as u32));
+            adjacency[b as usize].push((a, links.len() as u32));
             links.push(Link {
                 a,
                 b,
+                ends: [0; 2],
                 latency: ms_to_micros(spec.latency_ms),
                 loss: scenario.links.loss,
                 counted: scenario.links.loss > 0.0,
@@ -761,6 +790,26 @@ impl<'a> Engine<'a> {
         }
         for neighbours in &mut adjacency {
             neighbours.sort_by(|x: &(u32, u32), y: &(u32, u32)| ids[x.0 as usize].cmp(&ids[y.0 as usize]));
+        }
+        // Each node's ends together, in its adjacency's order.
+        let mut first_end = Vec::with_capacity(ids.len() + 1);
+        let mut sides = vec![(0, 0); 2 * links.len()];
+        let mut e = 0;
+        for (n, neighbours) in adjacency.iter_mut().enumerate() {
+            first_end.push(e);
+            for (_, slot) in neighbours.iter_mut() {
+                let l = *slot as usize;
+                let side = usize::from(links[l].a != n as u32);
+                links[l].ends[side] = e;
+                sides[e as usize].0 = l as u32;
+                *slot = e;
+                e += 1;
+            }
+        }
+        first_end.push(e);
+        for link in &links {
+            sides[link.ends[0] as usize].1 = link.ends[1];
+            sides[link.ends[1] as usize].1 = link.ends[0];
         }
         let mut origins: Vec<u32> = scenario.workload.streams.iter().map(|s| index(&s.origin)).collect();
         origins.sort_unstable_by(|a, b| ids[*a as usize].cmp(&ids[*b as usize]));
@@ -815,7 +864,7 @@ impl<'a> Engine<'a> {
                         let Some(via) = tree.next_hop(NodeIx::new(n)).map(|h| h.index() as u32) else {
                             return (NONE, NONE);
                         };
-                        (via, link_between(&adjacency, n, via).expect("next hops are neighbours"))
+                        (via, link_between(&adjacency, &sides, n, via).expect("next hops are neighbours"))
                     })
                     .collect()
             })
@@ -825,7 +874,7 @@ impl<'a> Engine<'a> {
             .map(|&origin| {
                 let mut links = vec![NONE; ids.len()];
                 for &(peer, e) in &adjacency[origin as usize] {
-                    links[peer as usize] = e / 2;
+                    links[peer as usize] = sides[e as usize].0;
                 }
                 links
             })
@@ -911,8 +960,15 @@ impl<'a> Engine<'a> {
             events: 0,
             queue: EventQueue::new(),
             rng: SmallRng::seed_from_u64(seed),
-            probe_rngs: (0..2 * links.len() as u64)
-                .map(|e| SmallRng::seed_from_u64(seed ^ (e + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+            // Seeded by link and side, whatever the ends' order.
+            probe_rngs: sides
+                .iter()
+                .enumerate()
+                .map(|(e, &(l, _))| {
+                    let side = u64::from(links[l as usize].ends[1] == e as u32);
+                    let k = 2 * u64::from(l) + side;
+                    SmallRng::seed_from_u64(seed ^ (k + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+                })
                 .collect(),
             scratch_heard: Vec::new(),
             threads: 1,
@@ -927,6 +983,8 @@ impl<'a> Engine<'a> {
             nodes,
             watches,
             ends: vec![end; 2 * links.len()],
+            sides,
+            first_end,
             reported: vec![None; 2 * links.len()],
             later_replies: vec![VecDeque::new(); 2 * links.len()],
             conn_links: Vec::with_capacity(links.len()),
@@ -1120,7 +1178,7 @@ impl<'a> Engine<'a> {
         self.crashed[node as usize].is_none()
     }
 
-    /// `node`'s neighbour named `id`, and `node`'s end of their link (the link is the end's index halved).
+    /// `node`'s neighbour named `id`, and `node`'s end of their link ([`Engine::sides`] names the link).
     fn neighbour(&self, node: u32, id: &NodeId) -> Option<(u32, usize)> {
         self.neighbour_from(node, id, &mut 0)
     }
@@ -1186,7 +1244,13 @@ impl<'a> Engine<'a> {
     fn run_late(&mut self, node: u32, until: Micros) -> bool {
         let n = node as usize;
         let mut heard = std::mem::take(&mut self.scratch_heard);
-        let trains = Trains { probing: self.probing, links: &self.links, ids: &self.ids, crashed: &self.crashed };
+        let trains = Trains {
+            probing: self.probing,
+            links: &self.links,
+            sides: &self.sides,
+            ids: &self.ids,
+            crashed: &self.crashed,
+        };
         let (ends, later, rngs, adjacency) =
             (&mut self.ends, &mut self.later_replies, &mut self.probe_rngs, &self.adjacency[n]);
         let train = match self.nodes[n].relay.as_deref_mut() {
@@ -1247,7 +1311,7 @@ impl<'a> Engine<'a> {
         let n = node as usize;
         let Some(relay) = self.nodes[n].relay.as_mut() else { return };
         for &(peer, e) in &self.adjacency[n] {
-            let (link, e) = (&self.links[e as usize / 2], e as usize);
+            let (link, e) = (&self.links[self.sides[e as usize].0 as usize], e as usize);
             let peer = &self.ids[peer as usize];
             Self::tell(relay, &mut self.ends[e], &mut self.later_replies[e], link, peer, self.now);
         }
@@ -1301,7 +1365,7 @@ impl<'a> Engine<'a> {
                         continue;
                     }
                     let Some((peer, e)) = self.neighbour(node, &to) else { continue };
-                    self.send(node, peer, (e / 2) as u32, frame);
+                    self.send(node, peer, self.sides[e].0, frame);
                 }
                 // Objects are followed from their emission (see `emit`): a new subscriber gets the next ones.
                 Action::SendWindow { .. } => {}
@@ -1339,7 +1403,7 @@ impl<'a> Engine<'a> {
         let mut late = false;
         for LinkTimeout { conn, next, down, fast } in relay.link_timeouts() {
             let l = self.conn_links[conn as usize];
-            let e = 2 * l as usize + usize::from(self.links[l as usize].a != node);
+            let e = self.links[l as usize].ends[usize::from(self.links[l as usize].a != node)] as usize;
             let idle = self.probes_idle(node, l, e, fast, micros(next), down.map(micros));
             self.ends[e].late = idle;
             late |= idle;
@@ -1401,10 +1465,11 @@ impl<'a> Engine<'a> {
 
     /// Probe `seq` to `peer` from link end `e`: its reply comes back unless the link or the peer fails it.
     fn probe(&mut self, peer: u32, e: usize, seq: u64) {
-        let (link, peer_up) = (&self.links[e / 2], self.is_up(peer));
+        let ((l, far), peer_up) = (self.sides[e], self.is_up(peer));
+        let link = &self.links[l as usize];
         let (end, later, rng) = (&mut self.ends[e], &mut self.later_replies[e], &mut self.probe_rngs[e]);
         if let Some(heard) = self.probing.probe(link, end, later, rng, peer_up, self.now, seq) {
-            self.heard(e ^ 1, heard);
+            self.heard(far as usize, heard);
         }
     }
 
@@ -1504,10 +1569,11 @@ impl<'a> Engine<'a> {
             return;
         }
         // It has heard of the streams from a neighbour's announcement (the simulator does not flood them).
-        let Some(&(peer, e)) = self.adjacency[n].iter().find(|&&(_, e)| self.links[e as usize / 2].connected) else {
+        let connected = |&&(_, e): &&(u32, u32)| self.links[self.sides[e as usize].0 as usize].connected;
+        let Some(&(peer, e)) = self.adjacency[n].iter().find(connected) else {
             return;
         };
-        let l = e / 2;
+        let l = self.sides[e as usize].0;
         self.nodes[n].watching = true;
         let conn = self.links[l as usize].conn;
         let now = Self::time(self.now);
@@ -1539,7 +1605,7 @@ impl<'a> Engine<'a> {
         link.connected = true;
         link.stale = false;
         link.stalled.clear();
-        for e in [2 * l, 2 * l + 1] {
+        for e in link.ends.map(|e| e as usize) {
             self.ends[e].reply = NO_REPLY;
             self.ends[e].newest = NO_REPLY;
             self.ends[e].replied = None;
@@ -1566,7 +1632,8 @@ impl<'a> Engine<'a> {
         }
         let (a, b, conn) = (self.links[l].a, self.links[l].b, self.links[l].conn);
         let now = Self::time(self.now);
-        for (e, node, peer) in [(2 * l, a, b), (2 * l + 1, b, a)] {
+        let [ea, eb] = self.links[l].ends.map(|e| e as usize);
+        for (e, node, peer) in [(ea, a, b), (eb, b, a)] {
             let (sent, lost) = self.ends[e].packets;
             self.ends[e].packets_told = sent;
             self.drive(node, |relay, ids| relay.handle_packet_counts(now, &ids[peer as usize], conn, sent, lost));
@@ -1672,7 +1739,7 @@ impl<'a> Engine<'a> {
         for (conn, end) in report {
             // The node's one end of the connection's link.
             let l = self.conn_links[conn as usize] as usize;
-            if let Some(slot) = ends.iter_mut().find(|(e, _)| *e / 2 == l) {
+            if let Some(slot) = ends.iter_mut().find(|(e, _)| self.sides[*e].0 as usize == l) {
                 slot.1 = end;
             }
         }
@@ -1759,10 +1826,11 @@ impl<'a> Engine<'a> {
     }
 
     /// The first part of the control plane's round: the late probes ([`End::late`]) of the `listed` nodes
-    /// (in index order), each up to its next deadline or now, on `threads` threads at once. A node's trains
-    /// reach its own state only (the first thread's nodes in place, the others' moved to their thread and
-    /// back); what they leave for others (the far ends hear the probes, a node acts on a verdict or is
-    /// re-armed) is done after all have run, in node order. A run is then the same on any number of threads.
+    /// (in index order), each up to its next deadline or now, on `threads` threads at once. Each thread takes
+    /// a run of nodes in index order with their relays and link ends, which lie in the same order, and
+    /// reaches nothing else; what its trains leave for others (the far ends hear the probes, a node acts on a
+    /// verdict or is re-armed) is done after all have run, in node order. A run is then the same on any
+    /// number of threads.
     fn late_pass(&mut self, listed: &[u32]) -> Vec<(u32, Report)> {
         let now = self.now;
         let work: Vec<u32> = listed
@@ -1772,97 +1840,65 @@ impl<'a> Engine<'a> {
             .collect();
         let threads = self.threads.clamp(1, work.len().max(1));
         let chunk = work.len().div_ceil(threads).max(1);
-        let (here, there) = work.split_at(chunk.min(work.len()));
-        // The other threads' nodes, moved out: each node's relay and, in `ends`, its link ends.
-        let away: Vec<Vec<AwayNode>> = there
-            .chunks(chunk)
-            .map(|chunk| {
-                chunk
-                    .iter()
-                    .map(|&node| {
-                        let n = node as usize;
-                        let ends = self.adjacency[n]
-                            .iter()
-                            .map(|&(peer, e)| {
-                                let e = e as usize;
-                                let later = std::mem::take(&mut self.later_replies[e]);
-                                AwayEnd { peer, e, end: self.ends[e], later, rng: self.probe_rngs[e].clone() }
-                            })
-                            .collect();
-                        let relay = self.nodes[n].relay.take().expect("filtered above");
-                        let (until, unread) = (self.nodes[n].due.min(now), self.nodes[n].unread);
-                        AwayNode { node, relay, ends, until, unread, train: Train::default(), report: None }
-                    })
-                    .collect()
-            })
-            .collect();
-        let trains = Trains { probing: self.probing, links: &self.links, ids: &self.ids, crashed: &self.crashed };
-        let dispatch = tracing::dispatcher::get_default(|d| d.clone());
-        let mut heard = std::mem::take(&mut self.scratch_heard);
-        let mut stops = Vec::new();
-        let mut reports = Vec::new();
-        let (nodes, ends, later, rngs) =
-            (&mut self.nodes, &mut self.ends, &mut self.later_replies, &mut self.probe_rngs);
+        // Each thread's share: its nodes to run, and the state from its first node up to the next share's.
+        let mut shares = Vec::with_capacity(threads);
+        let (mut nodes, mut ends) = (&mut self.nodes[..], &mut self.ends[..]);
+        let (mut later, mut rngs) = (&mut self.later_replies[..], &mut self.probe_rngs[..]);
+        let mut first = 0;
+        for (k, part) in work.chunks(chunk).enumerate() {
+            let upto = work.get((k + 1) * chunk).map_or(self.first_end.len() - 1, |&n| n as usize);
+            let (first_end, ends_upto) = (self.first_end[first] as usize, self.first_end[upto] as usize);
+            let share = Share {
+                work: part,
+                first,
+                first_end,
+                nodes: split_off(&mut nodes, upto - first),
+                ends: split_off(&mut ends, ends_upto - first_end),
+                later: split_off(&mut later, ends_upto - first_end),
+                rngs: split_off(&mut rngs, ends_upto - first_end),
+            };
+            shares.push(share);
+            first = upto;
+        }
+        let trains = Trains {
+            probing: self.probing,
+            links: &self.links,
+            sides: &self.sides,
+            ids: &self.ids,
+            crashed: &self.crashed,
+        };
         let adjacency = &self.adjacency;
-        let away: Vec<(Vec<AwayNode>, Vec<Heard>)> = std::thread::scope(|scope| {
-            let helpers: Vec<_> = away
-                .into_iter()
-                .map(|mut chunk| {
+        let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+        let done: Vec<Ran> = std::thread::scope(|scope| {
+            let mut shares = shares.into_iter();
+            let mine = shares.next();
+            let helpers: Vec<_> = shares
+                .map(|share| {
                     let dispatch = dispatch.clone();
                     scope.spawn(move || {
-                        tracing::dispatcher::with_default(&dispatch, || {
-                            let mut heard = Vec::new();
-                            for a in &mut chunk {
-                                let AwayNode { relay, ends, until, unread, train, report, .. } = a;
-                                (*train, *report) =
-                                    trains.node(relay, *until, Some(now), *unread, &mut heard, |visit| {
-                                        for AwayEnd { peer, e, end, later, rng } in ends.iter_mut() {
-                                            visit(EndParts { peer: *peer, e: *e, end, later, rng });
-                                        }
-                                    });
-                            }
-                            (chunk, heard)
-                        })
+                        tracing::dispatcher::with_default(&dispatch, || trains.share(share, adjacency, now))
                     })
                 })
                 .collect();
-            for &node in here {
-                let n = node as usize;
-                let (until, unread) = (nodes[n].due.min(now), nodes[n].unread);
-                let relay = nodes[n].relay.as_deref_mut().expect("filtered above");
-                let (train, report) = trains.node(relay, until, Some(now), unread, &mut heard, |visit| {
-                    for &(peer, e) in &adjacency[n] {
-                        let e = e as usize;
-                        visit(EndParts { peer, e, end: &mut ends[e], later: &mut later[e], rng: &mut rngs[e] });
-                    }
-                });
-                reports.extend(report.map(|report| (node, report)));
-                stops.push((node, train));
-            }
-            helpers.into_iter().map(|h| h.join().expect("a thread of late probes panicked")).collect()
+            let mut done: Vec<Ran> = mine.map(|share| trains.share(share, adjacency, now)).into_iter().collect();
+            done.extend(helpers.into_iter().map(|h| h.join().expect("a thread of late probes panicked")));
+            done
         });
-        for (chunk, far) in away {
-            heard.extend(far);
-            for a in chunk {
-                let n = a.node as usize;
-                for AwayEnd { e, end, later, rng, .. } in a.ends {
-                    (self.ends[e], self.later_replies[e], self.probe_rngs[e]) = (end, later, rng);
-                }
-                self.nodes[n].relay = Some(a.relay);
-                stops.push((a.node, a.train));
-                if let Some(report) = a.report {
-                    reports.push((a.node, report));
-                }
-            }
+        let mut reports = Vec::new();
+        let mut heard = std::mem::take(&mut self.scratch_heard);
+        for ran in &done {
+            heard.extend_from_slice(&ran.heard);
         }
         for (e, h) in heard.drain(..) {
             self.heard(e, h);
         }
         self.scratch_heard = heard;
-        for (node, train) in stops {
-            self.after_train(node, train, &mut Vec::new());
+        for ran in done {
+            for (node, train, report) in ran.nodes {
+                self.after_train(node, train, &mut Vec::new());
+                reports.extend(report.map(|report| (node, report)));
+            }
         }
-        reports.sort_unstable_by_key(|&(node, _)| node);
         reports
     }
 
@@ -1872,8 +1908,8 @@ impl<'a> Engine<'a> {
             return;
         }
         self.reported[e] = end;
-        let link = &self.links[e / 2];
-        let (owner, peer) = if e.is_multiple_of(2) { (link.a, link.b) } else { (link.b, link.a) };
+        let link = &self.links[self.sides[e].0 as usize];
+        let (owner, peer) = if link.ends[0] == e as u32 { (link.a, link.b) } else { (link.b, link.a) };
         self.planner.handle_link_report(NodeIx::new(owner), NodeIx::new(peer), end);
     }
 
@@ -1898,7 +1934,7 @@ impl<'a> Engine<'a> {
         let node = |e: &Self, id: &Option<NodeId>| e.node_index[id.as_ref().expect("validated")];
         let link = |e: &Self| {
             let (a, b) = (node(e, &fault.a), node(e, &fault.b));
-            link_between(&e.adjacency, a, b).expect("validated") as usize
+            link_between(&e.adjacency, &e.sides, a, b).expect("validated") as usize
         };
         match fault.kind {
             FaultKind::LinkDown => self.set_link(link(self), false),
@@ -1983,7 +2019,7 @@ impl<'a> Engine<'a> {
         node.watching = false;
         self.reports_held.push(n);
         for k in 0..self.adjacency[n as usize].len() {
-            let l = self.adjacency[n as usize][k].1 as usize / 2;
+            let l = self.sides[self.adjacency[n as usize][k].1 as usize].0 as usize;
             self.links[l].stale = true;
             self.drop_in_flight(l);
             self.update_silence(l);
@@ -2003,7 +2039,7 @@ impl<'a> Engine<'a> {
             .expect("validated");
         self.nodes[n as usize].relay = Some(Box::new(relay));
         for k in 0..self.adjacency[n as usize].len() {
-            let l = self.adjacency[n as usize][k].1 as usize / 2;
+            let l = self.sides[self.adjacency[n as usize][k].1 as usize].0 as usize;
             self.update_silence(l);
             self.update_truth(l);
             self.connect(l);
@@ -2064,7 +2100,7 @@ impl<'a> Engine<'a> {
 
     /// Replies and data on their way over link `l` are lost (the link or a node failed).
     fn drop_in_flight(&mut self, l: usize) {
-        for e in [2 * l, 2 * l + 1] {
+        for e in self.links[l].ends.map(|e| e as usize) {
             self.ends[e].reply = NO_REPLY;
             self.ends[e].newest = NO_REPLY;
             self.ends[e].replied = None;
@@ -2191,7 +2227,7 @@ impl<'a> Engine<'a> {
             let at = self.forward(0, s, link, parent, ready);
             if self.links[link].counted {
                 // The sending end's transport counts the object's packets, and those it had to send again.
-                let end = &mut self.ends[2 * link + usize::from(self.links[link].a != parent)];
+                let end = &mut self.ends[self.links[link].ends[usize::from(self.links[link].a != parent)] as usize];
                 end.packets.0 += self.streams[s].packets;
                 end.packets.1 += self.draws[link].2;
                 end.packets_sent = self.now;
@@ -2201,9 +2237,9 @@ impl<'a> Engine<'a> {
             if to.stamp != stamp || to.arrival.is_none_or(|a| at < a) {
                 *to = Memo { stamp, arrival: Some(at), path: from.path + latency };
             }
-            let child_end = 2 * link + usize::from(self.links[link].a != child);
+            let child_end = self.links[link].ends[usize::from(self.links[link].a != child)] as usize;
             let arrived = self.now + at;
-            for (e, heard) in [(child_end, arrived), (child_end ^ 1, arrived + latency)] {
+            for (e, heard) in [(child_end, arrived), (self.sides[child_end].1 as usize, arrived + latency)] {
                 self.ends[e].data = self.ends[e].data.max(heard);
                 self.ends[e].data_sent = self.now;
             }
@@ -2248,7 +2284,7 @@ impl<'a> Engine<'a> {
                 else {
                     continue;
                 };
-                crossings.push((node, child, e / 2));
+                crossings.push((node, child, self.sides[e as usize].0));
                 if self.reached[child as usize] != build {
                     self.reached[child as usize] = build;
                     self.waiting[child as usize] = 0;
@@ -2465,9 +2501,16 @@ impl<'a> Engine<'a> {
     }
 }
 
+/// The first `n` items of `items`, which keeps the rest.
+fn split_off<'s, T>(items: &mut &'s mut [T], n: usize) -> &'s mut [T] {
+    let (head, tail) = std::mem::take(items).split_at_mut(n);
+    *items = tail;
+    head
+}
+
 /// The link between `from` and `to` in `adjacency` (see `Engine::adjacency`), if they are neighbours.
-fn link_between(adjacency: &[Vec<(u32, u32)>], from: u32, to: u32) -> Option<u32> {
-    adjacency[from as usize].iter().find(|&&(n, _)| n == to).map(|&(_, e)| e / 2)
+fn link_between(adjacency: &[Vec<(u32, u32)>], sides: &[(u32, u32)], from: u32, to: u32) -> Option<u32> {
+    adjacency[from as usize].iter().find(|&&(n, _)| n == to).map(|&(_, e)| sides[e as usize].0)
 }
 
 /// A relay's time in whole microseconds, rounded up: a deadline never runs before it is due.
