@@ -512,6 +512,13 @@ struct Link {
     stalled: Vec<u32>,
 }
 
+impl Link {
+    /// `node`'s end of the link.
+    fn end_of(&self, node: u32) -> usize {
+        self.ends[usize::from(self.a != node)] as usize
+    }
+}
+
 /// A control frame on its way.
 struct InFlight {
     from: u32,
@@ -1403,7 +1410,7 @@ impl<'a> Engine<'a> {
         let mut late = false;
         for LinkTimeout { conn, next, down, fast } in relay.link_timeouts() {
             let l = self.conn_links[conn as usize];
-            let e = self.links[l as usize].ends[usize::from(self.links[l as usize].a != node)] as usize;
+            let e = self.links[l as usize].end_of(node);
             let idle = self.probes_idle(node, l, e, fast, micros(next), down.map(micros));
             self.ends[e].late = idle;
             late |= idle;
@@ -1885,14 +1892,9 @@ impl<'a> Engine<'a> {
             done
         });
         let mut reports = Vec::new();
-        let mut heard = std::mem::take(&mut self.scratch_heard);
-        for ran in &done {
-            heard.extend_from_slice(&ran.heard);
-        }
-        for (e, h) in heard.drain(..) {
+        for &(e, h) in done.iter().flat_map(|ran| &ran.heard) {
             self.heard(e, h);
         }
-        self.scratch_heard = heard;
         for ran in done {
             for (node, train, report) in ran.nodes {
                 self.after_train(node, train, &mut Vec::new());
@@ -2227,7 +2229,7 @@ impl<'a> Engine<'a> {
             let at = self.forward(0, s, link, parent, ready);
             if self.links[link].counted {
                 // The sending end's transport counts the object's packets, and those it had to send again.
-                let end = &mut self.ends[self.links[link].ends[usize::from(self.links[link].a != parent)] as usize];
+                let end = &mut self.ends[self.links[link].end_of(parent)];
                 end.packets.0 += self.streams[s].packets;
                 end.packets.1 += self.draws[link].2;
                 end.packets_sent = self.now;
@@ -2237,7 +2239,7 @@ impl<'a> Engine<'a> {
             if to.stamp != stamp || to.arrival.is_none_or(|a| at < a) {
                 *to = Memo { stamp, arrival: Some(at), path: from.path + latency };
             }
-            let child_end = self.links[link].ends[usize::from(self.links[link].a != child)] as usize;
+            let child_end = self.links[link].end_of(child);
             let arrived = self.now + at;
             for (e, heard) in [(child_end, arrived), (self.sides[child_end].1 as usize, arrived + latency)] {
                 self.ends[e].data = self.ends[e].data.max(heard);
