@@ -25,6 +25,7 @@ pub mod mesh;
 pub mod netem;
 pub mod node;
 pub mod origin;
+pub mod prefetch;
 pub mod quic;
 pub mod relay;
 pub mod routing;

@@ -547,6 +547,19 @@ impl Relay {
         self.peers.iter().map(|p| p.timeout(self.config.probes.down_after, self.deaf))
     }
 
+    /// Asks the processor to bring the neighbours' link state into its caches, without waiting for it, ahead
+    /// of [`Relay::handle_link_timeout`] calls on them: `windows` false, the neighbours themselves; true, their
+    /// probe windows, which are found through them (so, once those are in). A simulator that drives thousands
+    /// of relays in turn hides most of the memory's latency so (see `sim::engine::Trains::share`).
+    pub fn prefetch_links(&self, windows: bool) {
+        if windows {
+            self.peers.all.iter().for_each(|p| p.estimator.prefetch());
+        } else {
+            crate::prefetch::slice(&self.peers.all);
+            crate::prefetch::slice(&self.peers.conns);
+        }
+    }
+
     /// [`Relay::link_timeouts`] for the link on connection `conn` alone.
     pub fn link_timeout(&self, conn: ConnId) -> Option<LinkTimeout> {
         let p = self.peers.by_conn(conn)?;

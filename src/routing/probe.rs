@@ -339,6 +339,9 @@ pub fn next_tick(last: Duration, interval: Duration) -> Duration {
 /// are not overdue after a few microseconds of variation.
 const RTO_GRANULARITY: Duration = Duration::from_millis(1);
 
+/// How many of the oldest probe records [`LinkEstimator::prefetch`] asks for: four cache lines' worth.
+const PREFETCHED_RECORDS: usize = 10;
+
 /// Probe scheduling and measurement for one neighbour link.
 ///
 /// Probes go every `fast_interval` while the link is active (or an idle link's probe is overdue), every
@@ -383,6 +386,17 @@ pub struct LinkEstimator {
     reported_until: Option<Duration>,
     /// The latest time passed to any call: what `metrics` and `poll_timeout` consider "now".
     now: Duration,
+    /// The moments read at every call that follow from the probes sent and answered, worked out when those
+    /// change rather than at each look (a node looks several times a probe).
+    due: Due,
+}
+
+/// A [`LinkEstimator`]'s moments that only its probes sent and answered move (see [`LinkEstimator::settle`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct Due {
+    next_probe: Duration,
+    overdue: Option<Duration>,
+    down: Option<Duration>,
 }
 
 impl LinkEstimator {
@@ -412,7 +426,18 @@ impl LinkEstimator {
             reported: None,
             reported_until: None,
             now: Duration::ZERO,
+            due: Due::default(),
         })
+    }
+
+    /// Asks the processor to bring the records that the next probe sent or answered reads into its caches,
+    /// without waiting for them (see [`crate::prefetch`]): the oldest, which time pushes out, and the newest.
+    pub fn prefetch(&self) {
+        let (older, newer) = self.window.as_slices();
+        crate::prefetch::slice(&older[..older.len().min(PREFETCHED_RECORDS)]);
+        if let Some(newest) = newer.last().or(older.last()) {
+            crate::prefetch::value(newest);
+        }
     }
 
     pub fn config(&self) -> &ProbeConfig {
@@ -422,7 +447,10 @@ impl LinkEstimator {
     /// Marks the link as carrying traffic (probe fast) or idle (probe slow). Becoming active brings the next
     /// probe forward to one fast interval after the last one.
     pub fn set_active(&mut self, active: bool) {
-        self.active = active;
+        if self.active != active {
+            self.active = active;
+            self.settle();
+        }
     }
 
     pub fn is_active(&self) -> bool {
@@ -440,6 +468,7 @@ impl LinkEstimator {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.ticks = Some((next_tick(now, self.config.fast_interval), next_tick(now, self.config.slow_interval)));
+        self.settle();
         Some(seq)
     }
 
@@ -459,10 +488,16 @@ impl LinkEstimator {
         if self.window.len() >= self.records {
             self.pop_oldest();
         }
+        // A busy link's train of probes reaches the oldest records once each, far apart: ask for those that
+        // leave next while the probe goes.
+        if let Some(leaving) = self.window.as_slices().0.get(PREFETCHED_RECORDS) {
+            crate::prefetch::value(leaving);
+        }
         self.window.push_back(ProbeRecord::new(seq, now));
         self.trailing += 1;
         self.probes_sent += 1;
         self.reported_until = None;
+        self.settle();
     }
 
     fn pop_oldest(&mut self) {
@@ -562,6 +597,7 @@ impl LinkEstimator {
         if !outage || self.srtt.is_none() {
             self.add_sample(rtt);
         }
+        self.settle();
         Some(rtt)
     }
 
@@ -736,29 +772,38 @@ impl LinkEstimator {
         self.last_rtt = Some(rtt);
     }
 
-    /// When each probe sent after the last answered one left (all unanswered), oldest first. On a live link
-    /// these are the newest one or two, found from the back.
-    fn unanswered(&self) -> impl Iterator<Item = Duration> + '_ {
-        self.window.range(self.window.len() - self.trailing..).map(|r| r.sent())
+    /// When the `k`-th probe (from 0) sent after the last answered one left, if that many are unanswered.
+    fn unanswered(&self, k: usize) -> Option<Duration> {
+        let at = (self.window.len() - self.trailing).checked_add(k)?;
+        self.window.get(at).map(ProbeRecord::sent)
+    }
+
+    /// Works out the moments that the probes sent and answered set ([`Due`]): called whenever those change.
+    fn settle(&mut self) {
+        let (rto, run, first) = (self.rto(), self.chance_run(), self.unanswered(0));
+        let next_probe = match self.ticks {
+            None => Duration::ZERO,
+            Some((fast, _)) if self.active => fast,
+            // An idle link whose probe is overdue is probed fast until it answers.
+            Some((fast, slow)) => first.map_or(slow, |first| slow.min(fast.max(first + rto))),
+        };
+        let kth = self.unanswered(self.config.down_probes.max(run) - 1);
+        self.due = Due {
+            next_probe,
+            overdue: self.unanswered(run - 1).map(|at| at + rto),
+            down: first.zip(kth).map(|(first, kth)| (first + self.config.down_after).max(kth + rto)),
+        };
     }
 
     fn next_probe_at(&self) -> Duration {
-        let Some((fast, slow)) = self.ticks else { return Duration::ZERO };
-        if self.active {
-            return fast;
-        }
-        match self.unanswered().next() {
-            // An idle link whose probe is overdue is probed fast until it answers.
-            Some(first) => slow.min(fast.max(first + self.rto())),
-            None => slow,
-        }
+        self.due.next_probe
     }
 
     /// When the oldest probe sent since the last answered one is (or will be) overdue, if any is
     /// unanswered: the first sign of a silent link, which a node that also hears the link's data weighs.
     /// On a lossy link the probe is the last of a run ([`chance_run`](Self::chance_run)).
     pub fn overdue_at(&self) -> Option<Duration> {
-        Some(self.unanswered().nth(self.chance_run() - 1)? + self.rto())
+        self.due.overdue
     }
 
     /// How many probes in a row must go unanswered before that is more than the link's own loss: one on a
@@ -788,11 +833,7 @@ impl LinkEstimator {
     /// When the link is (or, without a reply, will be) down given the probes sent so far: `is_down(now)` is
     /// `now >= down_at` until the estimator is driven again.
     pub fn down_at(&self) -> Option<Duration> {
-        let mut unanswered = self.unanswered();
-        let first = unanswered.next()?;
-        let probes = self.config.down_probes.max(self.chance_run());
-        let kth = if probes == 1 { first } else { unanswered.nth(probes - 2)? };
-        Some((first + self.config.down_after).max(kth + self.rto()))
+        self.due.down
     }
 
     /// How long an unanswered probe takes to count as lost.

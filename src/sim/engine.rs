@@ -271,9 +271,25 @@ impl Trains<'_> {
     fn share(&self, share: Share, adjacency: &[Vec<(u32, u32)>], now: Micros) -> Ran {
         let Share { work, first, first_end, nodes, ends, later, rngs } = share;
         let mut ran = Ran { nodes: Vec::with_capacity(work.len()), heard: Vec::new() };
-        for &node in work {
+        for (i, &node) in work.iter().enumerate() {
             let n = node as usize;
-            let state = &mut nodes[n - first];
+            // The nodes after this one, whose state is asked for ahead (see `crate::prefetch`): the relay three
+            // nodes on, its neighbours at two, their probe windows and links at one.
+            let (here, after) = nodes.split_at_mut(n + 1 - first);
+            let ahead = |k: usize| work.get(i + k).and_then(|&m| after[m as usize - n - 1].relay.as_deref());
+            if let Some(relay) = ahead(3) {
+                crate::prefetch::value(relay);
+            }
+            if let Some(relay) = ahead(2) {
+                relay.prefetch_links(false);
+            }
+            if let Some(relay) = ahead(1) {
+                relay.prefetch_links(true);
+                for &(_, e) in &adjacency[work[i + 1] as usize] {
+                    crate::prefetch::value(&self.links[self.sides[e as usize].0 as usize]);
+                }
+            }
+            let state = &mut here[n - first];
             let (until, unread) = (state.due.min(now), state.unread);
             let relay = state.relay.as_deref_mut().expect("listed for its late probes");
             let (train, report) = self.node(relay, until, Some(now), unread, &mut ran.heard, |visit| {
