@@ -84,6 +84,10 @@ const TIMELINE_BEFORE: Micros = 5_000_000;
 const TIMELINE_AFTER: Micros = 20_000_000;
 const TIMELINE_BUCKET: Micros = 250_000;
 const NONE: u32 = u32::MAX;
+/// How many runs of nodes a round's late probes are cut into per thread ([`Engine::late_pass`]).
+const SHARES_PER_THREAD: usize = 8;
+/// How many crossings ahead the overlay's walk down a tree asks for what it reads (see `crate::prefetch`).
+const OVERLAY_AHEAD: usize = 8;
 /// The ownership epoch of every simulated stream: one origin each, for the whole run.
 const EPOCH: u64 = 1;
 
@@ -1849,11 +1853,12 @@ impl<'a> Engine<'a> {
     }
 
     /// The first part of the control plane's round: the late probes ([`End::late`]) of the `listed` nodes
-    /// (in index order), each up to its next deadline or now, on `threads` threads at once. Each thread takes
-    /// a run of nodes in index order with their relays and link ends, which lie in the same order, and
-    /// reaches nothing else; what its trains leave for others (the far ends hear the probes, a node acts on a
-    /// verdict or is re-armed) is done after all have run, in node order. A run is then the same on any
-    /// number of threads.
+    /// (in index order), each up to its next deadline or now, on `threads` threads at once. The nodes are cut
+    /// into runs in index order ([`SHARES_PER_THREAD`] a thread), each with its nodes' relays and link ends,
+    /// which lie in the same order, and reaching nothing else; each thread takes the next run left until none
+    /// is, so a thread whose runs go slower takes fewer. What the trains leave for others (the far ends hear
+    /// the probes, a node acts on a verdict or is re-armed) is done after all have run, in node order. A run
+    /// is then the same on any number of threads.
     fn late_pass(&mut self, listed: &[u32]) -> Vec<(u32, Report)> {
         let now = self.now;
         let work: Vec<u32> = listed
@@ -1862,7 +1867,7 @@ impl<'a> Engine<'a> {
             .filter(|&n| self.nodes[n as usize].late && self.nodes[n as usize].relay.is_some())
             .collect();
         let threads = self.threads.clamp(1, work.len().max(1));
-        let chunk = work.len().div_ceil(threads).max(1);
+        let chunk = work.len().div_ceil(threads * SHARES_PER_THREAD).max(1);
         // Each thread's share: its nodes to run, and the state from its first node up to the next share's.
         let mut shares = Vec::with_capacity(threads);
         let (mut nodes, mut ends) = (&mut self.nodes[..], &mut self.ends[..]);
@@ -1892,21 +1897,24 @@ impl<'a> Engine<'a> {
         };
         let adjacency = &self.adjacency;
         let dispatch = tracing::dispatcher::get_default(|d| d.clone());
-        let done: Vec<Ran> = std::thread::scope(|scope| {
-            let mut shares = shares.into_iter();
-            let mine = shares.next();
-            let helpers: Vec<_> = shares
-                .map(|share| {
+        let left = std::sync::Mutex::new(shares.into_iter().enumerate());
+        let take = || left.lock().expect("no thread of late probes panics holding it").next();
+        let run = || std::iter::from_fn(take).map(|(k, share)| (k, trains.share(share, adjacency, now))).collect();
+        let mut done: Vec<(usize, Ran)> = std::thread::scope(|scope| {
+            let helpers: Vec<_> = (1..threads)
+                .map(|_| {
                     let dispatch = dispatch.clone();
-                    scope.spawn(move || {
-                        tracing::dispatcher::with_default(&dispatch, || trains.share(share, adjacency, now))
-                    })
+                    scope.spawn(move || tracing::dispatcher::with_default(&dispatch, run))
                 })
                 .collect();
-            let mut done: Vec<Ran> = mine.map(|share| trains.share(share, adjacency, now)).into_iter().collect();
-            done.extend(helpers.into_iter().map(|h| h.join().expect("a thread of late probes panicked")));
+            let mut done: Vec<(usize, Ran)> = run();
+            for helper in helpers {
+                done.extend(helper.join().expect("a thread of late probes panicked"));
+            }
             done
         });
+        done.sort_unstable_by_key(|&(k, _)| k);
+        let done: Vec<Ran> = done.into_iter().map(|(_, ran)| ran).collect();
         let mut reports = Vec::new();
         for &(e, h) in done.iter().flat_map(|ran| &ran.heard) {
             self.heard(e, h);
@@ -2230,7 +2238,23 @@ impl<'a> Engine<'a> {
         let tree = std::mem::take(&mut self.streams[s].tree);
         // Nodes in a make-before-break fed by their new upstream, and when its copy's header arrives.
         let mut switching: Vec<(u32, u32, Micros)> = Vec::new();
-        for &(parent, child, l) in &tree {
+        for (i, &(parent, child, l)) in tree.iter().enumerate() {
+            // The crossings ahead, asked for (see `crate::prefetch`): their links and nodes sixteen on, then
+            // what those lead to eight on.
+            if let Some(&(_, child, l)) = tree.get(i + 2 * OVERLAY_AHEAD) {
+                crate::prefetch::value(&self.links[l as usize]);
+                crate::prefetch::value(&self.nodes[child as usize]);
+                crate::prefetch::value(&self.memo[0][child as usize]);
+            }
+            if let Some(&(parent, child, l)) = tree.get(i + OVERLAY_AHEAD) {
+                let (link, l) = (&self.links[l as usize], l as usize);
+                let direction = 2 * l + usize::from(link.a != parent);
+                crate::prefetch::value(&self.ends[link.end_of(child)]);
+                crate::prefetch::value(&self.ends[link.end_of(parent)]);
+                crate::prefetch::value(&self.draws[l]);
+                crate::prefetch::value(&self.flows[0].busy[direction]);
+                crate::prefetch::value(&self.flows[0].link_bytes[l]);
+            }
             let from = self.memo[0][parent as usize];
             let Some(ready) = from.arrival.filter(|_| from.stamp == stamp) else { continue };
             let link = l as usize;
