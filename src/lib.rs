@@ -6,7 +6,7 @@
 //! core that both the live node and the simulator drive (`routing`, `wire`, `hls`): no sockets, no clock,
 //! no tokio there. `quic` (transport settings, frames, dialing) and `netem` (WAN emulation on a UDP socket)
 //! are plumbing that the mesh and the control plane share without importing each other.
-// `deny`, not `forbid`: `cache::sealed` alone may use unsafe code, and its module doc says why.
+// `deny`, not `forbid`: `cache::sealed` and `prefetch` alone may use unsafe code, and their module docs say why.
 #![deny(unsafe_code)]
 
 pub mod ca;

@@ -3,8 +3,8 @@
 //! A simulated mesh of 10,000 nodes keeps about 200 MiB of relay and link state, and a control round reads a
 //! little of each node's in turn: most of those reads missed every cache and waited for memory, one after
 //! another. Asked for a few nodes ahead, the lines arrive while the nodes before are run (BENCHMARKS,
-//! "Prefetching the next nodes' link state"). This module is the one place besides `cache::sealed` that
-//! needs unsafe code: the processor's prefetch instruction, which reads nothing the program sees.
+//! "Prefetching the next nodes' link state"). The processor's prefetch instruction needs unsafe code, kept to
+//! this module: it reads nothing the program sees and never faults.
 
 /// Asks for the cache lines of `value`.
 pub fn value<T>(value: &T) {

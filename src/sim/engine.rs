@@ -14,7 +14,8 @@
 //!   processor's caches for the whole train. A node's neighbour hears such a probe (proof of life) from then
 //!   on. The control round runs them first for every node it reads, on every thread (`Engine::late_pass`):
 //!   a node's train reaches only its own relay and link ends, and what it does to others (a probe heard at
-//!   the far end, a verdict) is done after, in node order.
+//!   the far end, a verdict) is done after, in node order. The threads take runs of nodes as they finish
+//!   the last, and ask for the next nodes' state ahead of them (`crate::prefetch`).
 //! - What a relay asks for ([`Relay::poll_action`]) right after it is driven: a probe
 //!   ([`Action::Probe`]) crosses its link both ways as a datagram (latency plus jitter each way, each way lost
 //!   per the link's loss, never answered across a down link or by a crashed node); a control frame
@@ -188,9 +189,9 @@ struct EndParts<'p> {
     rng: &'p mut SmallRng,
 }
 
-/// One thread's share of a round's late probes ([`Engine::late_pass`]): the nodes it runs, in index order,
-/// and the state of a run of nodes that holds them (from node `first` and end `first_end` on): the nodes,
-/// their link ends, the replies on their way to those, their draws.
+/// One share of a round's late probes, which a thread takes when it is free ([`Engine::late_pass`]): the nodes
+/// it runs, in index order, and the state of a run of nodes that holds them (from node `first` and end
+/// `first_end` on): the nodes, their link ends, the replies on their way to those, their draws.
 struct Share<'s> {
     work: &'s [u32],
     first: usize,
