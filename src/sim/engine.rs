@@ -1869,8 +1869,8 @@ impl<'a> Engine<'a> {
             .collect();
         let threads = self.threads.clamp(1, work.len().max(1));
         let chunk = work.len().div_ceil(threads * SHARES_PER_THREAD).max(1);
-        // Each thread's share: its nodes to run, and the state from its first node up to the next share's.
-        let mut shares = Vec::with_capacity(threads);
+        // Each share: its nodes to run, and the state from its first node up to the next share's.
+        let mut shares = Vec::with_capacity(threads * SHARES_PER_THREAD);
         let (mut nodes, mut ends) = (&mut self.nodes[..], &mut self.ends[..]);
         let (mut later, mut rngs) = (&mut self.later_replies[..], &mut self.probe_rngs[..]);
         let mut first = 0;
