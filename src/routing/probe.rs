@@ -468,7 +468,8 @@ impl LinkEstimator {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.ticks = Some((next_tick(now, self.config.fast_interval), next_tick(now, self.config.slow_interval)));
-        self.settle();
+        // The grid moved; nothing else of `due` did.
+        self.due.next_probe = self.find_next_probe(self.unanswered(0), self.rto());
         Some(seq)
     }
 
@@ -781,18 +782,22 @@ impl LinkEstimator {
     /// Works out the moments that the probes sent and answered set ([`Due`]): called whenever those change.
     fn settle(&mut self) {
         let (rto, run, first) = (self.rto(), self.chance_run(), self.unanswered(0));
-        let next_probe = match self.ticks {
+        let kth = self.unanswered(self.config.down_probes.max(run) - 1);
+        self.due = Due {
+            next_probe: self.find_next_probe(first, rto),
+            overdue: self.unanswered(run - 1).map(|at| at + rto),
+            down: first.zip(kth).map(|(first, kth)| (first + self.config.down_after).max(kth + rto)),
+        };
+    }
+
+    /// When the next probe is due, given when the first unanswered one left (if any) and the link's `rto`.
+    fn find_next_probe(&self, first: Option<Duration>, rto: Duration) -> Duration {
+        match self.ticks {
             None => Duration::ZERO,
             Some((fast, _)) if self.active => fast,
             // An idle link whose probe is overdue is probed fast until it answers.
             Some((fast, slow)) => first.map_or(slow, |first| slow.min(fast.max(first + rto))),
-        };
-        let kth = self.unanswered(self.config.down_probes.max(run) - 1);
-        self.due = Due {
-            next_probe,
-            overdue: self.unanswered(run - 1).map(|at| at + rto),
-            down: first.zip(kth).map(|(first, kth)| (first + self.config.down_after).max(kth + rto)),
-        };
+        }
     }
 
     fn next_probe_at(&self) -> Duration {

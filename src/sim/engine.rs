@@ -538,6 +538,11 @@ impl Link {
     fn end_of(&self, node: u32) -> usize {
         self.ends[usize::from(self.a != node)] as usize
     }
+
+    /// Where this link, `l`, crossed from `from` lies in per-direction tables ([`Flow::busy`]).
+    fn direction(&self, l: usize, from: u32) -> usize {
+        2 * l + usize::from(self.a != from)
+    }
 }
 
 /// A control frame on its way.
@@ -2249,7 +2254,7 @@ impl<'a> Engine<'a> {
             }
             if let Some(&(parent, child, l)) = tree.get(i + OVERLAY_AHEAD) {
                 let (link, l) = (&self.links[l as usize], l as usize);
-                let direction = 2 * l + usize::from(link.a != parent);
+                let direction = link.direction(l, parent);
                 crate::prefetch::value(&self.ends[link.end_of(child)]);
                 crate::prefetch::value(&self.ends[link.end_of(parent)]);
                 crate::prefetch::value(&self.draws[l]);
@@ -2527,7 +2532,7 @@ impl<'a> Engine<'a> {
             self.draws[link] = (self.emits, extra, lost);
         }
         let extra = self.draws[link].1;
-        let direction = 2 * link + usize::from(self.links[link].a != from);
+        let direction = self.links[link].direction(link, from);
         let flow = &mut self.flows[k];
         let mut start = self.now + ready;
         let mut send = 0;
