@@ -309,18 +309,22 @@ struct ProbeRecord {
     answered: bool,
 }
 
-/// A time in nanoseconds since the epoch (saturating: 584 years).
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+/// A time or a span in nanoseconds (saturating: 584 years). The estimator keeps its times so: a node looks
+/// at them several times a probe, and sums and comparisons of [`Duration`]s, which keep seconds and
+/// nanoseconds apart, take several times the work.
+type Nanos = u64;
+
+fn nanos(d: Duration) -> Nanos {
+    d.as_secs().checked_mul(1_000_000_000).and_then(|n| n.checked_add(u64::from(d.subsec_nanos()))).unwrap_or(u64::MAX)
+}
+
+fn duration(n: Nanos) -> Duration {
+    Duration::from_nanos(n)
 }
 
 impl ProbeRecord {
-    fn new(seq: u64, sent: Duration) -> Self {
-        Self { seq, sent_ns: nanos(sent), answered: false }
-    }
-
-    fn sent(&self) -> Duration {
-        Duration::from_nanos(self.sent_ns)
+    fn new(seq: u64, sent: Nanos) -> Self {
+        Self { seq, sent_ns: sent, answered: false }
     }
 }
 
@@ -331,13 +335,18 @@ impl ProbeRecord {
 /// of answers, and judge it down, together: one end's verdict does not trail the other's by up to a probe
 /// interval.
 pub fn next_tick(last: Duration, interval: Duration) -> Duration {
-    let (last, step) = (nanos(last), nanos(interval).max(1));
-    Duration::from_nanos((last / step).saturating_add(1).saturating_mul(step))
+    duration(tick(nanos(last), nanos(interval)))
+}
+
+/// [`next_tick`] in nanoseconds.
+fn tick(last: Nanos, interval: Nanos) -> Nanos {
+    let step = interval.max(1);
+    (last / step).saturating_add(1).saturating_mul(step)
 }
 
 /// The floor of `rto`'s variance term (RFC 6298's clock granularity `G`), so that a steady LAN link's replies
 /// are not overdue after a few microseconds of variation.
-const RTO_GRANULARITY: Duration = Duration::from_millis(1);
+const RTO_GRANULARITY: Nanos = 1_000_000;
 
 /// How many of the oldest probe records [`LinkEstimator::prefetch`] asks for: four cache lines' worth.
 const PREFETCHED_RECORDS: usize = 10;
@@ -359,19 +368,19 @@ pub struct LinkEstimator {
     /// How many probes of `window` were answered, so that loss needs to look only at the newest probes.
     answered: usize,
     trailing: usize,
-    srtt: Option<Duration>,
-    rttvar: Duration,
-    jitter: Duration,
-    last_rtt: Option<Duration>,
+    srtt: Option<Nanos>,
+    rttvar: Nanos,
+    jitter: Nanos,
+    last_rtt: Option<Nanos>,
     /// How many probe records `window` keeps ([`ProbeConfig::records`]).
     records: usize,
     /// The grid moments after the last probe handed out: the next fast and slow probe times.
-    ticks: Option<(Duration, Duration)>,
+    ticks: Option<(Nanos, Nanos)>,
     /// The connection's packet counts, from the first time the driver gave any.
     packets: Option<Box<PacketWindow>>,
     /// Until when the packets the transport declares lost are an outage's (see
     /// [`handle_outage_end`](Self::handle_outage_end)).
-    outage_packets_until: Duration,
+    outage_packets_until: Nanos,
     /// Probes sent, answered, and dropped as an outage's, since the estimator started.
     probes_sent: u64,
     probes_answered: u64,
@@ -383,9 +392,9 @@ pub struct LinkEstimator {
     /// Until when `report` would hand out `reported` again (`None`: it must look): the metrics stay as they
     /// are until a probe is sent or answered, or a probe too recent to tell comes to count as lost. A
     /// control round reads every link of a large mesh, most of them unchanged since the last round.
-    reported_until: Option<Duration>,
+    reported_until: Option<Nanos>,
     /// The latest time passed to any call: what `metrics` and `poll_timeout` consider "now".
-    now: Duration,
+    now: Nanos,
     /// The moments read at every call that follow from the probes sent and answered, worked out when those
     /// change rather than at each look (a node looks several times a probe).
     due: Due,
@@ -394,9 +403,9 @@ pub struct LinkEstimator {
 /// A [`LinkEstimator`]'s moments that only its probes sent and answered move (see [`LinkEstimator::settle`]).
 #[derive(Debug, Clone, Copy, Default)]
 struct Due {
-    next_probe: Duration,
-    overdue: Option<Duration>,
-    down: Option<Duration>,
+    next_probe: Nanos,
+    overdue: Option<Nanos>,
+    down: Option<Nanos>,
 }
 
 impl LinkEstimator {
@@ -409,7 +418,7 @@ impl LinkEstimator {
             records: config.records(),
             ticks: None,
             packets: None,
-            outage_packets_until: Duration::ZERO,
+            outage_packets_until: 0,
             probes_sent: 0,
             probes_answered: 0,
             probes_forgotten: 0,
@@ -420,12 +429,12 @@ impl LinkEstimator {
             active: false,
             next_seq: 0,
             srtt: None,
-            rttvar: Duration::ZERO,
-            jitter: Duration::ZERO,
+            rttvar: 0,
+            jitter: 0,
             last_rtt: None,
             reported: None,
             reported_until: None,
-            now: Duration::ZERO,
+            now: 0,
             due: Due::default(),
         })
     }
@@ -461,28 +470,29 @@ impl LinkEstimator {
     /// [`handle_probe_sent`](Self::handle_probe_sent), so a probe the driver could not send is not taken for a
     /// lost one.
     pub fn poll_probe(&mut self, now: Duration) -> Option<u64> {
-        self.advance(now);
-        if now < self.next_probe_at() {
+        let now = self.advance(now);
+        if now < self.due.next_probe {
             return None;
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.ticks = Some((next_tick(now, self.config.fast_interval), next_tick(now, self.config.slow_interval)));
+        let (fast, slow) = (nanos(self.config.fast_interval), nanos(self.config.slow_interval));
+        self.ticks = Some((tick(now, fast), tick(now, slow)));
         // The grid moved; nothing else of `due` did.
-        self.due.next_probe = self.find_next_probe(self.unanswered(0), self.rto());
+        self.due.next_probe = self.find_next_probe(self.unanswered(0), self.rto_ns());
         Some(seq)
     }
 
     /// The probe `seq` left at `now`. A sequence number not above the last one sent is ignored.
     pub fn handle_probe_sent(&mut self, now: Duration, seq: u64) {
-        self.advance(now);
+        let now = self.advance(now);
         if self.window.back().is_some_and(|last| last.seq >= seq) {
             return;
         }
         self.next_seq = self.next_seq.max(seq.saturating_add(1));
         // Probes older than the loss window leave it, but those sent since the last answer, which the down
         // verdict reads; the records' number is bounded either way.
-        let oldest = nanos(now.saturating_sub(self.config.loss_window));
+        let oldest = now.saturating_sub(nanos(self.config.loss_window));
         while self.window.len() > self.trailing && self.window.front().is_some_and(|r| r.sent_ns < oldest) {
             self.pop_oldest();
         }
@@ -514,7 +524,7 @@ impl LinkEstimator {
     /// the packets declared lost are the outage's and do not count (see
     /// [`handle_outage_end`](Self::handle_outage_end)).
     pub fn handle_packet_counts(&mut self, now: Duration, sent: u64, lost: u64) {
-        self.advance(now);
+        let now = self.advance(now);
         let part = self.packet_part(now);
         let Some(packets) = &mut self.packets else {
             let parts = [(0, 0); PACKET_PARTS];
@@ -549,25 +559,25 @@ impl LinkEstimator {
     /// few idle probes then took minutes to clear, and routes kept away from it. A lossy link whose probes
     /// are lost in runs while its data still arrives is not down for the node, and keeps its counts.
     pub fn handle_outage_end(&mut self, now: Duration) {
-        self.advance(now);
+        let now = self.advance(now);
         if let Some(packets) = &mut self.packets {
             packets.parts = [(0, 0); PACKET_PARTS];
         }
         self.verdict = None;
-        self.outage_packets_until = now + self.config.down_after.max(self.loss_timeout());
+        self.outage_packets_until = now.saturating_add(nanos(self.config.down_after).max(self.loss_timeout()));
         self.reported_until = None;
     }
 
     /// The part of the loss window that `now` falls in (see [`PacketWindow`]).
-    fn packet_part(&self, now: Duration) -> u64 {
+    fn packet_part(&self, now: Nanos) -> u64 {
         let len = (nanos(self.config.loss_window) / PACKET_PARTS as u64).max(1);
-        nanos(now) / len
+        now / len
     }
 
     /// The neighbour echoed probe `seq` at `now`. Returns the round-trip sample it gave, or `None` for an
     /// unknown, duplicate or long-forgotten probe (which changes nothing).
     pub fn handle_probe_reply(&mut self, now: Duration, seq: u64) -> Option<Duration> {
-        self.advance(now);
+        let now = self.advance(now);
         // Sequence numbers are usually consecutive at the window's end, where replies come for: look where
         // `seq` would be counting back from the newest probe first (in the same cache lines).
         let newest = self.window.back()?.seq;
@@ -586,10 +596,10 @@ impl LinkEstimator {
         // now on. The reply itself went out during the outage too (on a live link the probe may have waited
         // in the connection's send queue until the path came back): its round trip measures the outage, so it
         // brings the link up without being a sample, unless it is the link's first.
-        let outage = self.is_down(now);
+        let outage = self.due.down.is_some_and(|down| now >= down);
         let at = if outage { self.forget_outage(at) } else { at };
         let record = &mut self.window[at];
-        let rtt = now.saturating_sub(record.sent());
+        let rtt = now.saturating_sub(record.sent_ns);
         record.answered = true;
         self.answered += 1;
         self.probes_answered += 1;
@@ -599,7 +609,7 @@ impl LinkEstimator {
             self.add_sample(rtt);
         }
         self.settle();
-        Some(rtt)
+        Some(duration(rtt))
     }
 
     /// Drops every unanswered probe sent after the last answered one but the one at `at`; returns where that
@@ -619,11 +629,11 @@ impl LinkEstimator {
     /// When the driver must call again: the next probe, or the moment the link would be declared down if no
     /// reply arrives, whichever is first.
     pub fn poll_timeout(&self) -> Duration {
-        let next_probe = self.next_probe_at();
-        match self.down_at() {
+        let next_probe = self.due.next_probe;
+        duration(match self.due.down {
             Some(down) if down > self.now => next_probe.min(down),
             _ => next_probe,
-        }
+        })
     }
 
     /// The link's smoothed measurements as of the latest time passed in, or `None` before the first reply.
@@ -633,7 +643,7 @@ impl LinkEstimator {
     /// judges it afresh from the window and the verdict last kept.
     pub fn metrics(&self) -> Option<LinkMetrics> {
         let loss = self.judge().map_or(0.0, |v| v.rate);
-        Some(LinkMetrics { rtt: self.srtt?, jitter: self.jitter, loss })
+        Some(LinkMetrics { rtt: duration(self.srtt?), jitter: duration(self.jitter), loss })
     }
 
     /// The share of packets lost over the loss window, one way: the unanswered probes (each two packets, one
@@ -703,9 +713,9 @@ impl LinkEstimator {
         if self.reported_until.is_some_and(|until| self.now < until) {
             return self.reported;
         }
-        let rtt = self.srtt?;
+        let rtt = duration(self.srtt?);
         self.verdict = self.judge();
-        let current = LinkMetrics { rtt, jitter: self.jitter, loss: self.verdict.map_or(0.0, |v| v.rate) };
+        let current = LinkMetrics { rtt, jitter: duration(self.jitter), loss: self.verdict.map_or(0.0, |v| v.rate) };
         self.reported_until = Some(self.loss_moves_at());
         match self.reported {
             Some(held) if !self.moves(&held, &current) => Some(held),
@@ -728,38 +738,45 @@ impl LinkEstimator {
             return true;
         }
         let one_way = |m: &LinkMetrics| (m.rtt + m.jitter) / 2;
-        one_way(held).abs_diff(one_way(current)) >= self.rttvar
+        nanos(one_way(held).abs_diff(one_way(current))) >= self.rttvar
     }
 
     /// Whether the link is down at `now`: at least `down_probes` probes sent since the last answered one (more
     /// on a lossy link, see [`chance_run`](Self::chance_run)) are overdue (older than [`rto`](Self::rto)), and
     /// the first of them went out at least `down_after` ago. Any reply brings it back up.
     pub fn is_down(&self, now: Duration) -> bool {
-        self.down_at().is_some_and(|down| now >= down)
+        self.due.down.is_some_and(|down| nanos(now) >= down)
     }
 
     /// How long a reply may reasonably take: `srtt + max(4 × rttvar, 1 ms)`, or `down_after` before the first
     /// reply.
     pub fn rto(&self) -> Duration {
+        duration(self.rto_ns())
+    }
+
+    fn rto_ns(&self) -> Nanos {
         match self.srtt {
-            Some(srtt) => srtt + (4 * self.rttvar).max(RTO_GRANULARITY),
-            None => self.config.down_after,
+            Some(srtt) => srtt.saturating_add(self.rttvar.saturating_mul(4).max(RTO_GRANULARITY)),
+            None => nanos(self.config.down_after),
         }
     }
 
-    fn advance(&mut self, now: Duration) {
+    /// Time moves on to `now`, if that is later: returns `now`.
+    fn advance(&mut self, now: Duration) -> Nanos {
+        let now = nanos(now);
         self.now = self.now.max(now);
+        now
     }
 
-    fn add_sample(&mut self, rtt: Duration) {
+    fn add_sample(&mut self, rtt: Nanos) {
         match self.srtt {
             None => {
                 self.srtt = Some(rtt);
                 self.rttvar = rtt / 2;
             }
             Some(srtt) => {
-                self.rttvar = (3 * self.rttvar + srtt.abs_diff(rtt)) / 4;
-                self.srtt = Some((7 * srtt + rtt) / 8);
+                self.rttvar = self.rttvar.saturating_mul(3).saturating_add(srtt.abs_diff(rtt)) / 4;
+                self.srtt = Some(srtt.saturating_mul(7).saturating_add(rtt) / 8);
             }
         }
         if let Some(last) = self.last_rtt {
@@ -774,41 +791,38 @@ impl LinkEstimator {
     }
 
     /// When the `k`-th probe (from 0) sent after the last answered one left, if that many are unanswered.
-    fn unanswered(&self, k: usize) -> Option<Duration> {
+    fn unanswered(&self, k: usize) -> Option<Nanos> {
         let at = (self.window.len() - self.trailing).checked_add(k)?;
-        self.window.get(at).map(ProbeRecord::sent)
+        self.window.get(at).map(|r| r.sent_ns)
     }
 
     /// Works out the moments that the probes sent and answered set ([`Due`]): called whenever those change.
     fn settle(&mut self) {
-        let (rto, run, first) = (self.rto(), self.chance_run(), self.unanswered(0));
+        let (rto, run, first) = (self.rto_ns(), self.chance_run(), self.unanswered(0));
         let kth = self.unanswered(self.config.down_probes.max(run) - 1);
+        let down_after = nanos(self.config.down_after);
         self.due = Due {
             next_probe: self.find_next_probe(first, rto),
-            overdue: self.unanswered(run - 1).map(|at| at + rto),
-            down: first.zip(kth).map(|(first, kth)| (first + self.config.down_after).max(kth + rto)),
+            overdue: self.unanswered(run - 1).map(|at| at.saturating_add(rto)),
+            down: first.zip(kth).map(|(first, kth)| first.saturating_add(down_after).max(kth.saturating_add(rto))),
         };
     }
 
     /// When the next probe is due, given when the first unanswered one left (if any) and the link's `rto`.
-    fn find_next_probe(&self, first: Option<Duration>, rto: Duration) -> Duration {
+    fn find_next_probe(&self, first: Option<Nanos>, rto: Nanos) -> Nanos {
         match self.ticks {
-            None => Duration::ZERO,
+            None => 0,
             Some((fast, _)) if self.active => fast,
             // An idle link whose probe is overdue is probed fast until it answers.
-            Some((fast, slow)) => first.map_or(slow, |first| slow.min(fast.max(first + rto))),
+            Some((fast, slow)) => first.map_or(slow, |first| slow.min(fast.max(first.saturating_add(rto)))),
         }
-    }
-
-    fn next_probe_at(&self) -> Duration {
-        self.due.next_probe
     }
 
     /// When the oldest probe sent since the last answered one is (or will be) overdue, if any is
     /// unanswered: the first sign of a silent link, which a node that also hears the link's data weighs.
     /// On a lossy link the probe is the last of a run ([`chance_run`](Self::chance_run)).
     pub fn overdue_at(&self) -> Option<Duration> {
-        self.due.overdue
+        self.due.overdue.map(duration)
     }
 
     /// How many probes in a row must go unanswered before that is more than the link's own loss: one on a
@@ -838,14 +852,14 @@ impl LinkEstimator {
     /// When the link is (or, without a reply, will be) down given the probes sent so far: `is_down(now)` is
     /// `now >= down_at` until the estimator is driven again.
     pub fn down_at(&self) -> Option<Duration> {
-        self.due.down
+        self.due.down.map(duration)
     }
 
     /// How long an unanswered probe takes to count as lost.
-    fn loss_timeout(&self) -> Duration {
+    fn loss_timeout(&self) -> Nanos {
         match self.srtt {
-            Some(srtt) => (3 * srtt).max(self.rto()),
-            None => self.rto(),
+            Some(srtt) => srtt.saturating_mul(3).max(self.rto_ns()),
+            None => self.rto_ns(),
         }
     }
 
@@ -857,11 +871,11 @@ impl LinkEstimator {
     }
 
     /// When the loss count next moves with nothing sent or answered: the oldest unanswered probe still too
-    /// recent to tell comes to count as lost (`Duration::MAX`: none is pending).
-    fn loss_moves_at(&self) -> Duration {
+    /// recent to tell comes to count as lost (`u64::MAX`: none is pending).
+    fn loss_moves_at(&self) -> Nanos {
         let timeout = self.loss_timeout();
-        let recent = self.settled_part().rev().take_while(|r| self.now < r.sent() + timeout);
-        recent.filter(|r| !r.answered).last().map_or(Duration::MAX, |r| r.sent() + timeout)
+        let recent = self.settled_part().rev().take_while(|r| self.now < r.sent_ns.saturating_add(timeout));
+        recent.filter(|r| !r.answered).last().map_or(u64::MAX, |r| r.sent_ns.saturating_add(timeout))
     }
 
     /// How many probes of the window are lost, and how many unanswered ones (the trailing ones among them)
@@ -872,8 +886,12 @@ impl LinkEstimator {
         // reply still counts), which are the newest: count those from the back (probes are in the order
         // they left). Every answered probe is before the trailing ones.
         let unanswered = self.window.len() - self.trailing - self.answered;
-        let recent =
-            self.settled_part().rev().take_while(|r| self.now < r.sent() + timeout).filter(|r| !r.answered).count();
+        let recent = self
+            .settled_part()
+            .rev()
+            .take_while(|r| self.now < r.sent_ns.saturating_add(timeout))
+            .filter(|r| !r.answered)
+            .count();
         (unanswered - recent, recent + self.trailing)
     }
 }
