@@ -53,6 +53,7 @@
 //! the number of threads.
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,6 +90,8 @@ const NONE: u32 = u32::MAX;
 const SHARES_PER_THREAD: usize = 8;
 /// How many crossings ahead the overlay's walk down a tree asks for what it reads (see `crate::prefetch`).
 const OVERLAY_AHEAD: usize = 8;
+/// How many far ends ahead the ends that heard a round's late probes are asked for ([`Engine::late_pass`]).
+const HEARD_AHEAD: usize = 8;
 /// The ownership epoch of every simulated stream: one origin each, for the whole run.
 const EPOCH: u64 = 1;
 
@@ -176,6 +179,7 @@ struct Trains<'e> {
     sides: &'e [(u32, u32)],
     ids: &'e [NodeId],
     crashed: &'e [Option<Micros>],
+    conn_links: &'e [u32],
 }
 
 /// One link end's state that its train of late probes changes, wherever it lies: its end, the replies on
@@ -200,16 +204,23 @@ struct Share<'s> {
     ends: &'s mut [End],
     later: &'s mut [VecDeque<(Micros, u64)>],
     rngs: &'s mut [SmallRng],
+    reported: &'s mut [EndReport],
 }
 
-/// What a [`Share`]'s trains did: per node, the train and the report read; the far ends that heard them.
+/// What a [`Share`]'s trains did: per node, the train and, if its report was read, where in `news` what
+/// changed of it lies; the far ends that heard them.
 struct Ran {
-    nodes: Vec<(u32, Train, Option<Report>)>,
+    nodes: Vec<(u32, Train, Option<Range<usize>>)>,
+    news: Vec<News>,
     heard: Vec<Heard>,
 }
 
-/// What a node reports of its links ([`Relay::link_ends`]).
-type Report = Vec<(ConnId, Option<LinkMetrics>)>;
+/// What a link end last reported to the control plane: `None`, nothing; `Some(None)`, no metrics (the link is
+/// down, or not measured yet).
+type EndReport = Option<Option<LinkMetrics>>;
+
+/// A link end whose report changed, and its report ([`news`]).
+type News = (u32, EndReport);
 
 /// A far end `.0` hears a probe that arrives at `.1.0`, sent at `.1.1` (see [`Engine::heard`]).
 type Heard = (usize, (Micros, Micros));
@@ -238,20 +249,11 @@ impl Trains<'_> {
         Engine::tell(relay, p.end, p.later, link, id, now);
     }
 
-    /// `relay`'s report ([`Relay::link_ends`]) once it was told what reached it by `now`, unless what it was
-    /// told asks for something (a verdict): then it must act first (`train.stop`).
-    fn report(&self, relay: &mut Relay, now: Micros, train: &mut Train) -> Option<Report> {
-        if relay.has_actions() {
-            train.stop = Some((now, Stop::Act));
-            return None;
-        }
-        Some(relay.link_ends().collect())
-    }
-
     /// One node's late probes ([`Trains::run`]) up to `until` and, when it is read at `read` (the round's
     /// time) and reached it with nothing else to do and something new (`unread`, or a probe ran), what
-    /// reached its ends by then told and its report read. `each` hands each of the node's ends to its
-    /// argument, wherever they lie.
+    /// reached its ends by then told. Returns the train, and whether the node's report is to be read now: it
+    /// is, unless what it was told asks for something (a verdict), which it must act on first
+    /// (`train.stop`). `each` hands each of the node's ends to its argument, wherever they lie.
     fn node(
         &self,
         relay: &mut Relay,
@@ -260,22 +262,25 @@ impl Trains<'_> {
         unread: bool,
         heard: &mut Vec<Heard>,
         mut each: impl FnMut(&mut dyn FnMut(EndParts)),
-    ) -> (Train, Option<Report>) {
+    ) -> (Train, bool) {
         let mut train = Train::default();
         each(&mut |p| self.run(relay, p, until, heard, &mut train));
-        let report =
-            read.filter(|&now| until == now && train.stop.is_none() && (train.ran || unread)).and_then(|now| {
-                each(&mut |p| self.tell(relay, p, now));
-                self.report(relay, now, &mut train)
-            });
-        (train, report)
+        let read = read.filter(|&now| until == now && train.stop.is_none() && (train.ran || unread));
+        let read = read.is_some_and(|now| {
+            each(&mut |p| self.tell(relay, p, now));
+            if relay.has_actions() {
+                train.stop = Some((now, Stop::Act));
+            }
+            train.stop.is_none()
+        });
+        (train, read)
     }
 
     /// A share of a round's late probes, at `now` (see [`Engine::late_pass`]): each node's trains, and its
     /// report read when it has nothing else to do.
     fn share(&self, share: Share, adjacency: &[Vec<(u32, u32)>], now: Micros) -> Ran {
-        let Share { work, first, first_end, nodes, ends, later, rngs } = share;
-        let mut ran = Ran { nodes: Vec::with_capacity(work.len()), heard: Vec::new() };
+        let Share { work, first, first_end, nodes, ends, later, rngs, reported } = share;
+        let mut ran = Ran { nodes: Vec::with_capacity(work.len()), news: Vec::new(), heard: Vec::new() };
         for (i, &node) in work.iter().enumerate() {
             let n = node as usize;
             // The nodes after this one, whose state is asked for ahead (see `crate::prefetch`): the relay three
@@ -297,13 +302,18 @@ impl Trains<'_> {
             let state = &mut here[n - first];
             let (until, unread) = (state.due.min(now), state.unread);
             let relay = state.relay.as_deref_mut().expect("listed for its late probes");
-            let (train, report) = self.node(relay, until, Some(now), unread, &mut ran.heard, |visit| {
+            let (train, read) = self.node(relay, until, Some(now), unread, &mut ran.heard, |visit| {
                 for &(peer, e) in &adjacency[n] {
                     let (e, i) = (e as usize, e as usize - first_end);
                     visit(EndParts { peer, e, end: &mut ends[i], later: &mut later[i], rng: &mut rngs[i] });
                 }
             });
-            ran.nodes.push((node, train, report));
+            let read = read.then(|| {
+                let start = ran.news.len();
+                news(relay, &adjacency[n], self.sides, self.conn_links, reported, first_end, &mut ran.news);
+                start..ran.news.len()
+            });
+            ran.nodes.push((node, train, read));
         }
         ran
     }
@@ -660,6 +670,12 @@ struct Stream {
     /// after both). Rebuilt when a frame about the stream or a connection changed the relays' subscribers.
     tree: Vec<(u32, u32, u32)>,
     tree_stale: bool,
+    /// The static tree's crossings that an object takes, (node, via, link), in the order they are crossed
+    /// (the walks of [`Engine::plan_static`]), and where each edge's begin (one more at the end: their
+    /// number). They hold while links and nodes stay as they are: for the `layout` they were made in.
+    statics: Vec<(u32, u32, u32)>,
+    static_starts: Vec<u32>,
+    statics_layout: u64,
 }
 
 /// Per strategy: the state objects build up as they cross links.
@@ -722,7 +738,7 @@ pub struct Engine<'a> {
     /// Per node, its first end (and one more entry: the number of ends).
     first_end: Vec<u32>,
     /// Per end, what it last reported to the control plane (`None`: nothing).
-    reported: Vec<Option<Option<LinkMetrics>>>,
+    reported: Vec<EndReport>,
     /// Replies on their way back after the one in `End::reply`, per end (rarely any: only while a link's
     /// round trip is longer than its probe interval).
     later_replies: Vec<VecDeque<(Micros, u64)>>,
@@ -766,13 +782,18 @@ pub struct Engine<'a> {
     draws: Vec<(u64, Micros, u64)>,
     emits: u64,
     walk: Vec<(u32, u32, u32)>,
+    /// How many times a link went up or down or a node crashed or came back (see `Stream::statics`), and
+    /// scratch for working out the static crossings: per node, the last walk's mark ([`Engine::plan_static`]).
+    layout: u64,
+    layout_plans: u64,
+    static_marks: Vec<u64>,
     /// Scratch for tree building: per node, the tree build that last reached it, how many of its parents
     /// are not placed yet, and the build that last placed it.
     reached: Vec<u32>,
     waiting: Vec<u32>,
     placed: Vec<u32>,
     /// Scratch for reading one node's reports.
-    scratch_ends: Vec<(usize, Option<LinkMetrics>)>,
+    scratch_news: Vec<News>,
     builds: u32,
     outcomes: Vec<StreamOutcome>,
     stretch: [Histogram; 3],
@@ -871,6 +892,9 @@ impl<'a> Engine<'a> {
                     edges,
                     tree: Vec::new(),
                     tree_stale: true,
+                    statics: Vec::new(),
+                    static_starts: Vec::new(),
+                    statics_layout: 0,
                 };
                 pairs += stream.edges.len();
                 stream
@@ -1036,10 +1060,13 @@ impl<'a> Engine<'a> {
             direct,
             emits: 0,
             walk: Vec::new(),
+            layout: 1,
+            layout_plans: 0,
+            static_marks: vec![0; ids.len()],
             reached: vec![0; ids.len()],
             waiting: vec![0; ids.len()],
             placed: vec![0; ids.len()],
-            scratch_ends: Vec::new(),
+            scratch_news: Vec::new(),
             builds: 0,
             outcomes,
             stretch: Default::default(),
@@ -1283,6 +1310,7 @@ impl<'a> Engine<'a> {
             sides: &self.sides,
             ids: &self.ids,
             crashed: &self.crashed,
+            conn_links: &self.conn_links,
         };
         let (ends, later, rngs, adjacency) =
             (&mut self.ends, &mut self.later_replies, &mut self.probe_rngs, &self.adjacency[n]);
@@ -1756,30 +1784,17 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Hands the control plane what `node`'s relay says of each of its links now.
+    /// Hands the control plane what `node`'s relay says of each of its links now, where it changed.
     fn read_report(&mut self, node: u32) {
-        let relay = self.nodes[node as usize].relay.as_mut().expect("a node that is up has a relay");
-        let report: Vec<_> = relay.link_ends().collect();
-        self.hand_report(node, report);
-    }
-
-    /// Hands the planner `node`'s report ([`Relay::link_ends`]).
-    fn hand_report(&mut self, node: u32, report: Report) {
         let n = node as usize;
-        let mut ends = std::mem::take(&mut self.scratch_ends);
-        ends.clear();
-        ends.extend(self.adjacency[n].iter().map(|&(_, e)| (e as usize, None)));
-        for (conn, end) in report {
-            // The node's one end of the connection's link.
-            let l = self.conn_links[conn as usize] as usize;
-            if let Some(slot) = ends.iter_mut().find(|(e, _)| self.sides[*e].0 as usize == l) {
-                slot.1 = end;
-            }
+        let relay = self.nodes[n].relay.as_mut().expect("a node that is up has a relay");
+        let mut changed = std::mem::take(&mut self.scratch_news);
+        news(relay, &self.adjacency[n], &self.sides, &self.conn_links, &mut self.reported, 0, &mut changed);
+        for &(e, end) in &changed {
+            self.tell_planner(e as usize, end);
         }
-        for &(e, end) in &ends {
-            self.report(e, Some(end));
-        }
-        self.scratch_ends = ends;
+        changed.clear();
+        self.scratch_news = changed;
     }
 
     /// The control plane's recomputation (see the module docs).
@@ -1793,14 +1808,17 @@ impl<'a> Engine<'a> {
         // next drive or round, as it would were it read before them).
         let mut listed = std::mem::take(&mut self.listed);
         listed.sort_unstable();
-        let mut read = self.late_pass(&listed).into_iter().peekable();
+        let (read, changed) = self.late_pass(&listed);
+        let mut read = read.into_iter().peekable();
         for node in listed {
             let n = node as usize;
-            if let Some((_, report)) = read.next_if(|&(m, _)| m == node) {
+            if let Some((_, range)) = read.next_if(|(m, _)| *m == node) {
                 // Read in the first part of the round.
                 self.nodes[n].listed = false;
                 self.nodes[n].unread = false;
-                self.hand_report(node, report);
+                for &(e, end) in &changed[range] {
+                    self.tell_planner(e as usize, end);
+                }
             } else {
                 self.catch_up(node, self.now);
                 if self.has_news(node) {
@@ -1864,8 +1882,9 @@ impl<'a> Engine<'a> {
     /// which lie in the same order, and reaching nothing else; each thread takes the next run left until none
     /// is, so a thread whose runs go slower takes fewer. What the trains leave for others (the far ends hear
     /// the probes, a node acts on a verdict or is re-armed) is done after all have run, in node order. A run
-    /// is then the same on any number of threads.
-    fn late_pass(&mut self, listed: &[u32]) -> Vec<(u32, Report)> {
+    /// is then the same on any number of threads. Returns the nodes whose reports were read, each with where
+    /// what changed of it lies in the second list.
+    fn late_pass(&mut self, listed: &[u32]) -> (Vec<(u32, Range<usize>)>, Vec<News>) {
         let now = self.now;
         let work: Vec<u32> = listed
             .iter()
@@ -1878,6 +1897,7 @@ impl<'a> Engine<'a> {
         let mut shares = Vec::with_capacity(threads * SHARES_PER_THREAD);
         let (mut nodes, mut ends) = (&mut self.nodes[..], &mut self.ends[..]);
         let (mut later, mut rngs) = (&mut self.later_replies[..], &mut self.probe_rngs[..]);
+        let mut reported = &mut self.reported[..];
         let mut first = 0;
         for (k, part) in work.chunks(chunk).enumerate() {
             let upto = work.get((k + 1) * chunk).map_or(self.first_end.len() - 1, |&n| n as usize);
@@ -1890,6 +1910,7 @@ impl<'a> Engine<'a> {
                 ends: split_off(&mut ends, ends_upto - first_end),
                 later: split_off(&mut later, ends_upto - first_end),
                 rngs: split_off(&mut rngs, ends_upto - first_end),
+                reported: split_off(&mut reported, ends_upto - first_end),
             };
             shares.push(share);
             first = upto;
@@ -1900,6 +1921,7 @@ impl<'a> Engine<'a> {
             sides: &self.sides,
             ids: &self.ids,
             crashed: &self.crashed,
+            conn_links: &self.conn_links,
         };
         let adjacency = &self.adjacency;
         let dispatch = tracing::dispatcher::get_default(|d| d.clone());
@@ -1921,25 +1943,36 @@ impl<'a> Engine<'a> {
         });
         done.sort_unstable_by_key(|&(k, _)| k);
         let done: Vec<Ran> = done.into_iter().map(|(_, ran)| ran).collect();
-        let mut reports = Vec::new();
-        for &(e, h) in done.iter().flat_map(|ran| &ran.heard) {
+        // The far ends that heard probes lie anywhere: each is asked for a few ahead (see `crate::prefetch`).
+        let heard: Vec<Heard> = done.iter().flat_map(|ran| &ran.heard).copied().collect();
+        for (i, &(e, h)) in heard.iter().enumerate() {
+            if let Some(&(ahead, _)) = heard.get(i + HEARD_AHEAD) {
+                crate::prefetch::value(&self.ends[ahead]);
+            }
             self.heard(e, h);
         }
+        let (mut read, mut changed) = (Vec::new(), Vec::new());
         for ran in done {
-            for (node, train, report) in ran.nodes {
+            let offset = changed.len();
+            changed.extend(ran.news);
+            for (node, train, range) in ran.nodes {
                 self.after_train(node, train, &mut Vec::new());
-                reports.extend(report.map(|report| (node, report)));
+                read.extend(range.map(|r| (node, r.start + offset..r.end + offset)));
             }
         }
-        reports
+        (read, changed)
     }
 
     /// Hands the planner what end `e` reports now, if it changed.
-    fn report(&mut self, e: usize, end: Option<Option<LinkMetrics>>) {
-        if self.reported[e] == end {
-            return;
+    fn report(&mut self, e: usize, end: EndReport) {
+        if self.reported[e] != end {
+            self.reported[e] = end;
+            self.tell_planner(e, end);
         }
-        self.reported[e] = end;
+    }
+
+    /// Hands the planner what end `e` reports now, which changed.
+    fn tell_planner(&mut self, e: usize, end: EndReport) {
         let link = &self.links[self.sides[e].0 as usize];
         let (owner, peer) = if link.ends[0] == e as u32 { (link.a, link.b) } else { (link.b, link.a) };
         self.planner.handle_link_report(NodeIx::new(owner), NodeIx::new(peer), end);
@@ -2043,6 +2076,7 @@ impl<'a> Engine<'a> {
     fn crash(&mut self, n: u32) {
         self.catch_up_around(n);
         self.crashed[n as usize] = Some(self.now);
+        self.layout += 1;
         let node = &mut self.nodes[n as usize];
         node.relay = None;
         node.wake = Micros::MAX;
@@ -2067,6 +2101,7 @@ impl<'a> Engine<'a> {
     fn recover(&mut self, n: u32) {
         self.catch_up_around(n);
         self.crashed[n as usize] = None;
+        self.layout += 1;
         let relay = Relay::with_graph(self.ids[n as usize].clone(), self.topology.clone(), self.config.clone())
             .expect("validated");
         self.nodes[n as usize].relay = Some(Box::new(relay));
@@ -2091,6 +2126,7 @@ impl<'a> Engine<'a> {
         }
         self.catch_up_link(l);
         self.links[l].up = up;
+        self.layout += 1;
         if !up {
             self.drop_in_flight(l);
         } else if self.links[l].connected && !self.links[l].stale {
@@ -2168,6 +2204,11 @@ impl<'a> Engine<'a> {
         let slot = self.streams[s].slot;
         self.ingest(s);
         self.overlay(s);
+        if self.streams[s].statics_layout != self.layout {
+            self.plan_static(s);
+        }
+        let origin = self.origins[slot] as usize;
+        self.memo[Strategy::Static as usize][origin] = Memo { stamp: self.emits, arrival: Some(0), path: 0 };
         for i in 0..self.streams[s].edges.len() {
             let edge = self.streams[s].edges[i];
             // A crashed edge has no viewers left.
@@ -2176,7 +2217,7 @@ impl<'a> Engine<'a> {
             }
             let optimum = self.truth.trees()[slot].cost(NodeIx::new(edge));
             for (k, strategy) in STRATEGIES.into_iter().enumerate() {
-                let Some(arrival) = self.arrival(strategy, slot, s, edge) else { continue };
+                let Some(arrival) = self.arrival(strategy, slot, s, i) else { continue };
                 self.record(s, k, steady, arrival.map(|(latency, _)| latency), &buckets);
                 if let (Some((_, path)), Some(optimum)) = (arrival, optimum) {
                     self.stretch[k].add(path * 1000 / optimum.max(1));
@@ -2375,73 +2416,103 @@ impl<'a> Engine<'a> {
         self.streams[s].tree = tree;
     }
 
-    /// When the current object reaches `edge` by `strategy`: `None` when the strategy does not apply (no
-    /// direct link), `Some(None)` when it is lost, else its latency and the true latency of its path.
+    /// When the current object reaches edge `i` of stream `s` by `strategy`: `None` when the strategy does
+    /// not apply (no direct link), `Some(None)` when it is lost, else its latency and the true latency of its
+    /// path.
     ///
     /// The overlay's object went down the relays' subscription trees ([`Engine::overlay`]). The static tree
-    /// is walked from the edge up, each node's fixed next hop: the object is lost where a hop crosses a
+    /// is walked from each edge up, each node's fixed next hop, in the order of the stream's edges, until a
+    /// node the object reached already ([`Engine::plan_static`]): the object is lost where a hop crosses a
     /// down link or reaches a crashed node. Each node is reached once per object and strategy, so one copy
     /// crosses each link of a tree whatever the number of edges below it: it queues behind what the link
     /// already carries, takes `bytes / bandwidth` to send, then the link's latency and the object's jitter
     /// draw (a lost packet costs one more round trip).
-    fn arrival(&mut self, strategy: Strategy, slot: usize, s: usize, edge: u32) -> Option<Option<(Micros, Micros)>> {
+    fn arrival(&mut self, strategy: Strategy, slot: usize, s: usize, i: usize) -> Option<Option<(Micros, Micros)>> {
         let origin = self.origins[slot];
+        let edge = self.streams[s].edges[i] as usize;
         let k = strategy as usize;
         let stamp = self.emits;
         match strategy {
-            Strategy::Overlay => {
-                let memo = self.memo[k][edge as usize];
-                return Some(memo.arrival.filter(|_| memo.stamp == stamp).map(|a| (a, memo.path)));
-            }
+            Strategy::Overlay => {}
             Strategy::Direct => {
-                let link = Some(self.direct[slot][edge as usize]).filter(|&l| l != NONE)?;
+                let link = Some(self.direct[slot][edge]).filter(|&l| l != NONE)?;
                 if !self.links[link as usize].up || !self.is_up(origin) {
                     return Some(None);
                 }
                 let at = self.forward(k, s, link as usize, origin, 0);
                 return Some(Some((at, self.links[link as usize].latency)));
             }
-            Strategy::Static => {}
-        }
-        self.walk.clear();
-        let mut at = edge;
-        // The arrival and path latency where the walk stops.
-        let base: Option<(Micros, Micros)> = loop {
-            let memo = self.memo[k][at as usize];
-            if memo.stamp == stamp {
-                break memo.arrival.map(|a| (a, memo.path));
-            }
-            if at == origin {
-                break Some((0, 0));
-            }
-            if self.walk.len() > self.ids.len() {
-                break None;
-            }
-            let (via, link) = self.fixed[slot][at as usize];
-            if via == NONE {
-                break None;
-            }
-            self.walk.push((at, via, link));
-            if !self.links[link as usize].up || !self.is_up(via) {
-                break None;
-            }
-            at = via;
-        };
-        // Back down the walk: each node's arrival from its upstream's.
-        let mut upstream = base;
-        for i in (0..self.walk.len()).rev() {
-            let (node, via, link) = self.walk[i];
-            let here = match upstream {
-                Some((arrived, path)) if self.links[link as usize].up && self.is_up(via) => {
-                    let at = self.forward(k, s, link as usize, via, arrived);
-                    Some((at, path + self.links[link as usize].latency))
+            Strategy::Static => {
+                let (from, to) = (self.streams[s].static_starts[i], self.streams[s].static_starts[i + 1]);
+                for j in from as usize..to as usize {
+                    let (node, via, link) = self.streams[s].statics[j];
+                    let up = self.memo[k][via as usize];
+                    debug_assert!(up.stamp == stamp, "a crossing comes after the one into its upstream");
+                    let at = self.forward(k, s, link as usize, via, up.arrival.unwrap_or_default());
+                    let path = up.path + self.links[link as usize].latency;
+                    self.memo[k][node as usize] = Memo { stamp, arrival: Some(at), path };
                 }
-                _ => None,
-            };
-            self.memo[k][node as usize] = Memo { stamp, arrival: here.map(|h| h.0), path: here.map_or(0, |h| h.1) };
-            upstream = here;
+            }
         }
-        Some(upstream)
+        let memo = self.memo[k][edge];
+        Some(memo.arrival.filter(|_| memo.stamp == stamp).map(|a| (a, memo.path)))
+    }
+
+    /// Works out the static tree's crossings of stream `s` while links and nodes stay as they are
+    /// (`Stream::statics`): from each edge that is up, in order, the walk up its fixed next hops until the
+    /// origin or a node an earlier walk reached (the object reaches it already), down a link or into a
+    /// crashed node (the object is lost there, and below). A walk that reaches the object gives its
+    /// crossings, from the top down.
+    fn plan_static(&mut self, s: usize) {
+        let stream = &mut self.streams[s];
+        stream.statics_layout = self.layout;
+        let (slot, mut steps, mut starts) =
+            (stream.slot, std::mem::take(&mut stream.statics), std::mem::take(&mut stream.static_starts));
+        let origin = self.origins[slot];
+        steps.clear();
+        starts.clear();
+        // A node's mark: the walks of this plan reached it (even) or lost it (odd).
+        self.layout_plans += 1;
+        let reached = 2 * self.layout_plans;
+        for i in 0..self.streams[s].edges.len() {
+            starts.push(steps.len() as u32);
+            let edge = self.streams[s].edges[i];
+            if !self.is_up(edge) {
+                continue;
+            }
+            self.walk.clear();
+            let mut at = edge;
+            let found = loop {
+                let mark = self.static_marks[at as usize];
+                if mark == reached || mark == reached + 1 {
+                    break mark == reached;
+                }
+                if at == origin {
+                    break true;
+                }
+                if self.walk.len() > self.ids.len() {
+                    break false;
+                }
+                let (via, link) = self.fixed[slot][at as usize];
+                if via == NONE {
+                    break false;
+                }
+                self.walk.push((at, via, link));
+                if !self.links[link as usize].up || !self.is_up(via) {
+                    break false;
+                }
+                at = via;
+            };
+            for &(node, _, _) in &self.walk {
+                self.static_marks[node as usize] = reached + u64::from(!found);
+            }
+            if found {
+                steps.extend(self.walk.iter().rev());
+            }
+        }
+        starts.push(steps.len() as u32);
+        let stream = &mut self.streams[s];
+        (stream.statics, stream.static_starts) = (steps, starts);
     }
 
     fn record(&mut self, s: usize, k: usize, steady: bool, latency: Option<Micros>, buckets: &[(usize, usize)]) {
@@ -2547,6 +2618,40 @@ impl<'a> Engine<'a> {
         }
         start + send + self.links[link].latency + extra - self.now
     }
+}
+
+/// What `relay` reports of its links now ([`Relay::link_ends`]) that its ends, `adjacency`'s, did not report
+/// last: each such end with its report goes to `changed`, and `reported` (the ends' last reports, from end
+/// `first_end` on) holds it. An end whose link the relay does not list (not connected) reports no metrics.
+fn news(
+    relay: &mut Relay,
+    adjacency: &[(u32, u32)],
+    sides: &[(u32, u32)],
+    conn_links: &[u32],
+    reported: &mut [EndReport],
+    first_end: usize,
+    changed: &mut Vec<News>,
+) {
+    let start = changed.len();
+    changed.extend(adjacency.iter().map(|&(_, e)| (e, Some(None))));
+    for (conn, metrics) in relay.link_ends() {
+        // The node's one end of the connection's link.
+        let l = conn_links[conn as usize];
+        if let Some(slot) = changed[start..].iter_mut().find(|(e, _)| sides[*e as usize].0 == l) {
+            slot.1 = Some(metrics);
+        }
+    }
+    let mut kept = start;
+    for k in start..changed.len() {
+        let (e, end) = changed[k];
+        let held = &mut reported[e as usize - first_end];
+        if *held != end {
+            *held = end;
+            changed[kept] = (e, end);
+            kept += 1;
+        }
+    }
+    changed.truncate(kept);
 }
 
 /// The first `n` items of `items`, which keeps the rest.
