@@ -455,7 +455,7 @@ impl Probing {
         let healthy = link.up && link.connected && !link.stale && link.loss == 0.0 && !end.down && peer_up;
         let jitter_rtt = 2 * self.jitter;
         let rtt_max = 2 * link.latency + jitter_rtt;
-        if !healthy || rtt_max >= self.down_after {
+        if !healthy {
             return false;
         }
         if fast && self.fast + jitter_rtt >= self.down_after {
@@ -719,6 +719,8 @@ pub struct Engine<'a> {
     scratch_heard: Vec<Heard>,
     /// How many threads run late probes at once ([`Engine::late_pass`]).
     threads: usize,
+    /// Whether probes may run late ([`Engine::probes_idle`]); only tests turn it off.
+    late_probes: bool,
     /// Bits per µs each link direction sends; 0 for unlimited.
     bits_per_us: f64,
     late: Micros,
@@ -1029,6 +1031,7 @@ impl<'a> Engine<'a> {
                 .collect(),
             scratch_heard: Vec::new(),
             threads: 1,
+            late_probes: true,
             bits_per_us: scenario.links.bandwidth_mbps,
             late: scenario.workload.late_ms * 1000,
             crashed: vec![None; ids.len()],
@@ -1103,6 +1106,14 @@ impl<'a> Engine<'a> {
     }
 
     /// Runs late probes on `threads` threads at once ([`Engine::late_pass`]); the outcome is the same.
+    /// Wakes every node at each of its relay's deadlines: no probes run late ([`Engine::probes_idle`]). What
+    /// they decide must not change, only the work.
+    #[cfg(test)]
+    fn without_late_probes(mut self) -> Self {
+        self.late_probes = false;
+        self
+    }
+
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = threads.max(1);
         self
@@ -1507,21 +1518,24 @@ impl<'a> Engine<'a> {
     /// The link must be up, both ends running, lossless and judged up, every probe sent on its connection
     /// answered (replies on their way included) and, if the link could be judged down before the newest
     /// reply, that reply in time. Then every later probe is answered within twice the link's latency plus
-    /// two jitter draws (`rtt_max`). A link probed slowly is judged down only once a probe went unanswered
-    /// for `down_after`, which cannot happen while `rtt_max` is shorter. A link probed fast is judged down
-    /// once one probe is overdue and nothing was heard over it for `down_after`: its replies come in the
-    /// order of its probes, each between twice the latency and `rtt_max` after its probe, so at most a fast
+    /// two jitter draws (`rtt_max`), in the order of the probes. A verdict falls only at a deadline, and the
+    /// test is made again at every one: while the newest reply comes by the moment the link would be judged
+    /// down, every probe out is answered by then, and the moment moves on. On a link probed slowly that
+    /// moment stays ahead of the replies whatever the link's length: it needs `down_probes` probes out and
+    /// the last of them overdue, and a probe is overdue at most two jitter draws before its reply, since
+    /// `rto` is above every round trip seen less those draws. A link probed fast is judged down once one
+    /// probe is overdue and nothing was heard over it for `down_after`: its replies come at most a fast
     /// interval and two jitter draws apart, less than `down_after`, however many probes are out at once (a
     /// link longer than the fast interval has several), and the first of them (to the probe due at `next`)
-    /// less than `down_after` after the newest one. Any change to the link, its ends or its relay's view of
-    /// it (a fault, a frame, a table) drives the node or re-arms it first, and the test is made again after
-    /// every deadline. Links with `rtt_max` of `down_after` or more, and any link at intervals this rule does
-    /// not cover (the fast interval plus two jitter draws at least `down_after`), wake the node at every
-    /// probe as before.
+    /// less than `down_after` after the newest one. Where the test fails at a deadline, the node is re-armed
+    /// and woken for it. Any change to the link, its ends or its relay's view of it (a fault, a frame, a
+    /// table) drives the node or re-arms it first. Links at intervals this rule does not cover (the fast
+    /// interval plus two jitter draws at least `down_after`) wake the node at every probe as before.
+    /// `tests::late_probes_decide_as_wakes_do` runs a mesh with links longer than `down_after` both ways.
     fn probes_idle(&self, node: u32, l: u32, e: usize, fast: bool, next: Micros, down: Option<Micros>) -> bool {
         let link = &self.links[l as usize];
         let peer = if link.a == node { link.b } else { link.a };
-        self.probing.idle(link, &self.ends[e], self.is_up(peer), fast, next, down)
+        self.late_probes && self.probing.idle(link, &self.ends[e], self.is_up(peer), fast, next, down)
     }
 
     /// Probe `seq` to `peer` from link end `e`: its reply comes back unless the link or the peer fails it.
@@ -2678,6 +2692,47 @@ fn ms_to_micros(ms: f64) -> Micros {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Probes that run late make the decisions that waking the node at every deadline makes: the world mesh at
+    /// the live probe intervals, whose links between continents take longer than `down_after` to answer,
+    /// with a node crash, a long link cut and restored and a latency change, comes out the same either way
+    /// but for the number of events.
+    #[test]
+    fn late_probes_decide_as_wakes_do() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let faults = r#"
+[[faults]]
+at_s = 40
+kind = "link_down"
+a = "australiacentral"
+b = "brazilsouth"
+[[faults]]
+at_s = 50
+kind = "link_up"
+a = "australiacentral"
+b = "brazilsouth"
+[[faults]]
+at_s = 60
+kind = "latency"
+a = "brazilsouth"
+b = "centralindia"
+value = 40
+"#;
+        let text = std::fs::read_to_string(format!("{root}/simulations/world.toml")).unwrap();
+        let text = text.replace("../topology/world.toml", &format!("{root}/topology/world.toml"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("late.toml");
+        std::fs::write(&path, text.replace("duration_s = 120", "duration_s = 80") + faults).unwrap();
+        let (scenario, topology) = Scenario::load(&path).unwrap();
+        let run = |late: bool| {
+            let engine = Engine::new(&scenario, &topology, 1).with_threads(2);
+            let engine = if late { engine } else { engine.without_late_probes() };
+            crate::sim::Summary::new("late", 1, &scenario, &engine.run())
+        };
+        let (late, woken) = (run(true), run(false));
+        assert!(late.events * 3 < woken.events, "{} events against {}", late.events, woken.events);
+        assert_eq!(crate::sim::Summary { events: 0, ..late }, crate::sim::Summary { events: 0, ..woken });
+    }
 
     #[test]
     fn milliseconds_convert_to_whole_microseconds() {
