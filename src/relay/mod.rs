@@ -216,7 +216,7 @@ impl Peer {
         let (probes, silence) = if self.estimator.is_active() {
             // At most half a probe interval more, so that a dead neighbour is still found within its bound, and
             // two ends that both receive a stream over a dead link judge it at about the same time.
-            let most = down_after + self.estimator.config().fast_interval / 2;
+            let most = down_after + self.estimator.fast_interval() / 2;
             (self.estimator.overdue_at(), (2 * self.usual_gap).clamp(down_after, most))
         } else {
             (self.estimator.down_at(), down_after)

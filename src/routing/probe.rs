@@ -360,7 +360,7 @@ const PREFETCHED_RECORDS: usize = 10;
 /// `src/routing/probe.rs`.
 #[derive(Debug, Clone)]
 pub struct LinkEstimator {
-    config: ProbeConfig,
+    timing: Timing,
     active: bool,
     next_seq: u64,
     /// The most recent probes sent, oldest first, in increasing `seq` order.
@@ -400,6 +400,16 @@ pub struct LinkEstimator {
     due: Due,
 }
 
+/// A [`LinkEstimator`]'s [`ProbeConfig`], its spans in nanoseconds.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    fast: Nanos,
+    slow: Nanos,
+    loss_window: Nanos,
+    down_after: Nanos,
+    down_probes: usize,
+}
+
 /// A [`LinkEstimator`]'s moments that only its probes sent and answered move (see [`LinkEstimator::settle`]).
 #[derive(Debug, Clone, Copy, Default)]
 struct Due {
@@ -425,7 +435,13 @@ impl LinkEstimator {
             verdict: None,
             answered: 0,
             trailing: 0,
-            config,
+            timing: Timing {
+                fast: nanos(config.fast_interval),
+                slow: nanos(config.slow_interval),
+                loss_window: nanos(config.loss_window),
+                down_after: nanos(config.down_after),
+                down_probes: config.down_probes,
+            },
             active: false,
             next_seq: 0,
             srtt: None,
@@ -449,8 +465,9 @@ impl LinkEstimator {
         }
     }
 
-    pub fn config(&self) -> &ProbeConfig {
-        &self.config
+    /// The interval between probes while the link carries traffic to this end.
+    pub fn fast_interval(&self) -> Duration {
+        duration(self.timing.fast)
     }
 
     /// Marks the link as carrying traffic (probe fast) or idle (probe slow). Becoming active brings the next
@@ -476,8 +493,7 @@ impl LinkEstimator {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let (fast, slow) = (nanos(self.config.fast_interval), nanos(self.config.slow_interval));
-        self.ticks = Some((tick(now, fast), tick(now, slow)));
+        self.ticks = Some((tick(now, self.timing.fast), tick(now, self.timing.slow)));
         // The grid moved; nothing else of `due` did.
         self.due.next_probe = self.find_next_probe(self.unanswered(0), self.rto_ns());
         Some(seq)
@@ -492,7 +508,7 @@ impl LinkEstimator {
         self.next_seq = self.next_seq.max(seq.saturating_add(1));
         // Probes older than the loss window leave it, but those sent since the last answer, which the down
         // verdict reads; the records' number is bounded either way.
-        let oldest = now.saturating_sub(nanos(self.config.loss_window));
+        let oldest = now.saturating_sub(self.timing.loss_window);
         while self.window.len() > self.trailing && self.window.front().is_some_and(|r| r.sent_ns < oldest) {
             self.pop_oldest();
         }
@@ -564,13 +580,13 @@ impl LinkEstimator {
             packets.parts = [(0, 0); PACKET_PARTS];
         }
         self.verdict = None;
-        self.outage_packets_until = now.saturating_add(nanos(self.config.down_after).max(self.loss_timeout()));
+        self.outage_packets_until = now.saturating_add(self.timing.down_after.max(self.loss_timeout()));
         self.reported_until = None;
     }
 
     /// The part of the loss window that `now` falls in (see [`PacketWindow`]).
     fn packet_part(&self, now: Nanos) -> u64 {
-        let len = (nanos(self.config.loss_window) / PACKET_PARTS as u64).max(1);
+        let len = (self.timing.loss_window / PACKET_PARTS as u64).max(1);
         now / len
     }
 
@@ -757,7 +773,7 @@ impl LinkEstimator {
     fn rto_ns(&self) -> Nanos {
         match self.srtt {
             Some(srtt) => srtt.saturating_add(self.rttvar.saturating_mul(4).max(RTO_GRANULARITY)),
-            None => nanos(self.config.down_after),
+            None => self.timing.down_after,
         }
     }
 
@@ -799,8 +815,8 @@ impl LinkEstimator {
     /// Works out the moments that the probes sent and answered set ([`Due`]): called whenever those change.
     fn settle(&mut self) {
         let (rto, run, first) = (self.rto_ns(), self.chance_run(), self.unanswered(0));
-        let kth = self.unanswered(self.config.down_probes.max(run) - 1);
-        let down_after = nanos(self.config.down_after);
+        let kth = self.unanswered(self.timing.down_probes.max(run) - 1);
+        let down_after = self.timing.down_after;
         self.due = Due {
             next_probe: self.find_next_probe(first, rto),
             overdue: self.unanswered(run - 1).map(|at| at.saturating_add(rto)),

@@ -1847,12 +1847,13 @@ impl<'a> Engine<'a> {
                     self.read_report(node);
                 }
             }
-            // A probe still out may change the report: read the node again next round.
-            let out = self.adjacency[n].iter().any(|&(_, e)| self.ends[e as usize].reply != NO_REPLY);
-            // So may the probes it runs late before the next round, as the wakes they stand for would list it.
+            // The probes it runs late before the next round may change the report, as the wakes they stand for
+            // would list it: read the node again next round. So may a probe still out (looked for only then:
+            // most nodes run probes late).
             let node_state = &self.nodes[n];
             let late = node_state.late || (node_state.due < node_state.wake && node_state.due < self.now + period);
-            if (out || late) && !self.nodes[n].listed {
+            let relist = late || self.adjacency[n].iter().any(|&(_, e)| self.ends[e as usize].reply != NO_REPLY);
+            if relist && !self.nodes[n].listed {
                 self.nodes[n].listed = true;
                 self.listed.push(node);
             }
