@@ -784,9 +784,10 @@ pub struct Engine<'a> {
     draws: Vec<(u64, Micros, u64)>,
     emits: u64,
     walk: Vec<(u32, u32, u32)>,
-    /// How many times a link went up or down or a node crashed or came back (see `Stream::statics`), and
-    /// scratch for working out the static crossings: per node, the last walk's mark ([`Engine::plan_static`]).
+    /// How many times a link went up or down or a node crashed or came back (see `Stream::statics`).
     layout: u64,
+    /// Scratch for working out the static crossings ([`Engine::plan_static`]): how many plans were made, and
+    /// per node the mark of the last plan that walked through it.
     layout_plans: u64,
     static_marks: Vec<u64>,
     /// Scratch for tree building: per node, the tree build that last reached it, how many of its parents
@@ -1105,7 +1106,6 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Runs late probes on `threads` threads at once ([`Engine::late_pass`]); the outcome is the same.
     /// Wakes every node at each of its relay's deadlines: no probes run late ([`Engine::probes_idle`]). What
     /// they decide must not change, only the work.
     #[cfg(test)]
@@ -1114,6 +1114,7 @@ impl<'a> Engine<'a> {
         self
     }
 
+    /// Runs late probes on `threads` threads at once ([`Engine::late_pass`]); the outcome is the same.
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = threads.max(1);
         self
