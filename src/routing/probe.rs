@@ -612,7 +612,7 @@ impl LinkEstimator {
         // now on. The reply itself went out during the outage too (on a live link the probe may have waited
         // in the connection's send queue until the path came back): its round trip measures the outage, so it
         // brings the link up without being a sample, unless it is the link's first.
-        let outage = self.due.down.is_some_and(|down| now >= down);
+        let outage = self.down_by(now);
         let at = if outage { self.forget_outage(at) } else { at };
         let record = &mut self.window[at];
         let rtt = now.saturating_sub(record.sent_ns);
@@ -761,7 +761,12 @@ impl LinkEstimator {
     /// on a lossy link, see [`chance_run`](Self::chance_run)) are overdue (older than [`rto`](Self::rto)), and
     /// the first of them went out at least `down_after` ago. Any reply brings it back up.
     pub fn is_down(&self, now: Duration) -> bool {
-        self.due.down.is_some_and(|down| nanos(now) >= down)
+        self.down_by(nanos(now))
+    }
+
+    /// [`is_down`](Self::is_down) in nanoseconds.
+    fn down_by(&self, now: Nanos) -> bool {
+        self.due.down.is_some_and(|down| now >= down)
     }
 
     /// How long a reply may reasonably take: `srtt + max(4 × rttvar, 1 ms)`, or `down_after` before the first

@@ -1960,10 +1960,10 @@ impl<'a> Engine<'a> {
         done.sort_unstable_by_key(|&(k, _)| k);
         let done: Vec<Ran> = done.into_iter().map(|(_, ran)| ran).collect();
         // The far ends that heard probes lie anywhere: each is asked for a few ahead (see `crate::prefetch`).
-        let heard: Vec<Heard> = done.iter().flat_map(|ran| &ran.heard).copied().collect();
-        for (i, &(e, h)) in heard.iter().enumerate() {
-            if let Some(&(ahead, _)) = heard.get(i + HEARD_AHEAD) {
-                crate::prefetch::value(&self.ends[ahead]);
+        let mut ahead = done.iter().flat_map(|ran| &ran.heard).skip(HEARD_AHEAD);
+        for &(e, h) in done.iter().flat_map(|ran| &ran.heard) {
+            if let Some(&(far, _)) = ahead.next() {
+                crate::prefetch::value(&self.ends[far]);
             }
             self.heard(e, h);
         }
