@@ -182,28 +182,28 @@ struct Trains<'e> {
     conn_links: &'e [u32],
 }
 
-/// One link end's state that its train of late probes changes, wherever it lies: its end, the replies on
-/// their way to it, its draws.
+/// One link end's state that its train of late probes changes, wherever it lies: its end, what lies aside of
+/// it, its packet counts.
 struct EndParts<'p> {
     /// The far node, and the end's index.
     peer: u32,
     e: usize,
     end: &'p mut End,
-    later: &'p mut VecDeque<(Micros, u64)>,
-    rng: &'p mut SmallRng,
+    aside: &'p mut Aside,
+    counts: &'p mut Counts,
 }
 
 /// One share of a round's late probes, which a thread takes when it is free ([`Engine::late_pass`]): the nodes
 /// it runs, in index order, and the state of a run of nodes that holds them (from node `first` and end
-/// `first_end` on): the nodes, their link ends, the replies on their way to those, their draws.
+/// `first_end` on): the nodes, their link ends with what lies aside of them, and what they last reported.
 struct Share<'s> {
     work: &'s [u32],
     first: usize,
     first_end: usize,
     nodes: &'s mut [Node],
     ends: &'s mut [End],
-    later: &'s mut [VecDeque<(Micros, u64)>],
-    rngs: &'s mut [SmallRng],
+    asides: &'s mut [Aside],
+    counts: &'s mut [Counts],
     reported: &'s mut [EndReport],
 }
 
@@ -246,7 +246,7 @@ impl Trains<'_> {
     /// Hands `relay` what reached one of its ends by `now` ([`Engine::settle`] for that end).
     fn tell(&self, relay: &mut Relay, p: EndParts, now: Micros) {
         let (link, id) = (&self.links[self.sides[p.e].0 as usize], &self.ids[p.peer as usize]);
-        Engine::tell(relay, p.end, p.later, link, id, now);
+        Engine::tell(relay, p.end, p.aside, p.counts, link, id, now);
     }
 
     /// One node's late probes ([`Trains::run`]) up to `until` and, when it is read at `read` (the round's
@@ -279,7 +279,7 @@ impl Trains<'_> {
     /// A share of a round's late probes, at `now` (see [`Engine::late_pass`]): each node's trains, and its
     /// report read when it has nothing else to do.
     fn share(&self, share: Share, adjacency: &[Vec<(u32, u32)>], now: Micros) -> Ran {
-        let Share { work, first, first_end, nodes, ends, later, rngs, reported } = share;
+        let Share { work, first, first_end, nodes, ends, asides, counts, reported } = share;
         let mut ran = Ran { nodes: Vec::with_capacity(work.len()), news: Vec::new(), heard: Vec::new() };
         for (i, &node) in work.iter().enumerate() {
             let n = node as usize;
@@ -305,7 +305,7 @@ impl Trains<'_> {
             let (train, read) = self.node(relay, until, Some(now), unread, &mut ran.heard, |visit| {
                 for &(peer, e) in &adjacency[n] {
                     let (e, i) = (e as usize, e as usize - first_end);
-                    visit(EndParts { peer, e, end: &mut ends[i], later: &mut later[i], rng: &mut rngs[i] });
+                    visit(EndParts { peer, e, end: &mut ends[i], aside: &mut asides[i], counts: &mut counts[i] });
                 }
             });
             let read = read.then(|| {
@@ -327,7 +327,7 @@ impl Trains<'_> {
     /// it stops where the node must act or be re-armed (`train.stop`).
     fn run(&self, relay: &mut Relay, p: EndParts, until: Micros, heard: &mut Vec<Heard>, train: &mut Train) {
         let deadline = |t: &LinkTimeout| micros(t.next).min(t.down.map_or(Micros::MAX, micros));
-        let EndParts { peer, e, end, later, rng } = p;
+        let EndParts { peer, e, end, aside, counts } = p;
         if !end.late || train.stop.is_some_and(|(_, stop)| stop == Stop::Act) {
             return;
         }
@@ -349,7 +349,7 @@ impl Trains<'_> {
             }
             (last, train.ran) = (at, true);
             let replied = end.reply.0 <= at;
-            Engine::tell(relay, end, later, link, id, at);
+            Engine::tell(relay, end, aside, counts, link, id, at);
             // On a link probed slowly, the deadline after a probe is the moment it would be overdue, which its
             // reply puts off until the next probe: nothing more is due then.
             if replied && !t.fast {
@@ -360,7 +360,7 @@ impl Trains<'_> {
             }
             let Some((probe, next)) = relay.handle_link_timeout(Engine::time(at), link.conn) else { break };
             t = next;
-            if let Some(h) = probe.and_then(|seq| self.probing.probe(link, end, later, rng, up, at, seq)) {
+            if let Some(h) = probe.and_then(|seq| self.probing.probe(link, end, aside, up, at, seq)) {
                 far = Some(far.map_or(h, |f| (f.0.max(h.0), f.1.max(h.1))));
             }
             if relay.has_actions() {
@@ -397,42 +397,85 @@ struct Node {
     watching: bool,
 }
 
-/// One end of a link. Laid out for the processor's caches: every drive of a node reads the first 64 bytes of
-/// each of its ends; an end is 128 bytes, and a node's ends lie together, in the order of its adjacency
-/// (from [`Engine::first_end`] on), so that threads can share the ends out by node ([`Engine::late_pass`]).
-/// [`Link::ends`] and [`Engine::sides`] map ends and links to each other.
+/// One end of a link, laid out for the processor's caches: every drive of a node, and every round's train of
+/// its late probes, reads each of its ends, so an end is one cache line (64 bytes). A node's ends lie together,
+/// in the order of its adjacency (from [`Engine::first_end`] on), so that threads can share the ends out by
+/// node ([`Engine::late_pass`]); so do their [`Aside`]s and [`Counts`]. [`Link::ends`] and [`Engine::sides`]
+/// map ends and links to each other.
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(64))]
 struct End {
-    /// The next probe reply on its way back to this end, (arrival, seq); arrival `Micros::MAX` when none.
+    /// The next probe reply on its way back to this end, (arrival, seq); `NO_REPLY` when none (those behind
+    /// it wait in [`Aside::later`]).
     reply: (Micros, u64),
-    /// When stream data (or its acknowledgements) last reached this end, and how much of it the relay has
-    /// been told.
+    /// When stream data (or its acknowledgements) last reached this end.
     data: Micros,
-    told: Micros,
-    /// When the newest stream data (or a probe) that reached this end was sent, and when the newest packet
-    /// counts were: a node that runs its probes late (see [`Engine::catch_up`]) is told of them only from
-    /// then on, never before they happened.
+    /// When the newest stream data (or a probe) that reached this end was sent: a node that runs its probes
+    /// late (see [`Engine::catch_up`]) is told of it only from then on, never before it happened.
     data_sent: Micros,
-    packets_sent: Micros,
-    /// The stream packets this end sent over the link and lost, running totals as a transport keeps them,
-    /// and the sent total the relay was last told (see `Link::counted`).
-    packets: (u64, u64),
-    packets_told: u64,
-    /// The newest reply on its way back (the last of `Engine::later_replies`, else `reply`): read at every
-    /// drive, so kept here rather than in the queue, which is rarely used.
-    newest: (Micros, u64),
     /// The sequence number of the newest probe sent from this end.
     last_probe: u64,
     /// The newest probe reply sent back to this end on the current connection, (arrival, seq), kept after
-    /// the relay is told of it; `None` when none since the connection started or the link last dropped
+    /// the relay is told of it; `NO_REPLY` when none since the connection started or the link last dropped
     /// what was in flight.
-    replied: Option<(Micros, u64)>,
+    replied: (Micros, u64),
+    /// Data reached this end (`data` moved) since its relay was last told.
+    untold: bool,
     /// The relay's verdict on the link is down.
     down: bool,
     /// The link's probes from this end run late, a link at a time ([`Engine::run_late`]): they cannot fail
     /// before something else drives the node ([`Engine::probes_idle`]).
     late: bool,
+}
+
+impl End {
+    /// The newest reply on its way back (`NO_REPLY`: none): the last one sent back, while any is.
+    fn newest(&self) -> (Micros, u64) {
+        if self.reply == NO_REPLY {
+            NO_REPLY
+        } else {
+            self.replied
+        }
+    }
+
+    /// Data that reached this end at `at`, sent at `sent`.
+    fn reached(&mut self, at: Micros, sent: Micros) {
+        if at > self.data {
+            self.data = at;
+            self.untold = true;
+        }
+        self.data_sent = self.data_sent.max(sent);
+    }
+
+    /// What was on its way to this end is lost: what reached it before is all its relay hears of the link.
+    fn drop_in_flight(&mut self, aside: &mut Aside) {
+        self.reply = NO_REPLY;
+        self.replied = NO_REPLY;
+        self.untold = false;
+        aside.later.clear();
+    }
+}
+
+/// What a link end's probes use besides its [`End`], a cache line of its own: the replies on their way back
+/// behind `End::reply` (rarely any: only while a link's round trip is longer than its probe interval), and its
+/// probes' draws (loss and jitter each way), so that an end's probes come out the same whenever they are
+/// computed, on time or late ([`Engine::catch_up`]), on whichever thread, and leave the draws of objects and
+/// frames alone.
+#[derive(Debug, Clone)]
+#[repr(C, align(64))]
+struct Aside {
+    later: VecDeque<(Micros, u64)>,
+    rng: SmallRng,
+}
+
+/// The stream packets a link end sent over its link and lost, running totals as a transport keeps them,
+/// and the sent total its relay was last told, with when the newest were sent: kept only for a counted link
+/// (see `Link::counted`), apart from the [`End`], which every drive reads.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    packets: (u64, u64),
+    told: u64,
+    sent: Micros,
 }
 
 const NO_REPLY: (Micros, u64) = (Micros::MAX, 0);
@@ -461,23 +504,21 @@ impl Probing {
         if fast && self.fast + jitter_rtt >= self.down_after {
             return false;
         }
-        let Some((newest, seq)) = end.replied else { return false };
-        if seq != end.last_probe || down.is_some_and(|down| newest > down) {
+        let (newest, seq) = end.replied;
+        if end.replied == NO_REPLY || seq != end.last_probe || down.is_some_and(|down| newest > down) {
             return false;
         }
         !fast || newest + self.down_after > next + rtt_max
     }
 
-    /// Probe `seq` leaves `end` of `link` at `now` (its far node up or not), its draws from `rng`: its reply,
-    /// unless the link or the far node fails it, goes on `end`'s way (`later`: behind the one there). Returns
-    /// when the probe reaches the far end and when it left, if it does.
-    #[allow(clippy::too_many_arguments)]
+    /// Probe `seq` leaves `end` of `link` at `now` (its far node up or not), its draws from the end's
+    /// `aside`: its reply, unless the link or the far node fails it, goes on `end`'s way (behind those there).
+    /// Returns when the probe reaches the far end and when it left, if it does.
     fn probe(
         &self,
         link: &Link,
         end: &mut End,
-        later: &mut VecDeque<(Micros, u64)>,
-        rng: &mut SmallRng,
+        aside: &mut Aside,
         peer_up: bool,
         now: Micros,
         seq: u64,
@@ -486,22 +527,21 @@ impl Probing {
         if !link.up || !peer_up {
             return None;
         }
-        let there = self.cross(link, rng);
-        let back = self.cross(link, rng);
+        let there = self.cross(link, &mut aside.rng);
+        let back = self.cross(link, &mut aside.rng);
         let heard = there.map(|there| (now + there, now));
         let (Some(there), Some(back)) = (there, back) else { return heard };
-        // Replies arrive in the order they were sent (jitter never reorders on a link).
-        let at = match end.newest.0 {
-            Micros::MAX => now + there + back,
-            last => (now + there + back).max(last),
-        };
+        // Replies arrive in the order they were sent (jitter never reorders on a link): not before the newest
+        // on its way, if any.
+        let at = now + there + back;
         if end.reply == NO_REPLY {
             end.reply = (at, seq);
+            end.replied = (at, seq);
         } else {
-            later.push_back((at, seq));
+            let at = at.max(end.newest().0);
+            aside.later.push_back((at, seq));
+            end.replied = (at, seq);
         }
-        end.newest = (at, seq);
-        end.replied = Some((at, seq));
         heard
     }
 
@@ -711,10 +751,6 @@ pub struct Engine<'a> {
     events: u64,
     queue: EventQueue<Scheduled>,
     rng: SmallRng,
-    /// Per link end, the draws of its probes (loss and jitter each way): an end's probes come out the same
-    /// whenever they are computed, on time or late ([`Engine::catch_up`]), on whichever thread, and leave
-    /// the draws of objects and frames alone.
-    probe_rngs: Vec<SmallRng>,
     /// Probes heard at far ends, left by a train of late probes ([`Engine::run_late`]).
     scratch_heard: Vec<Heard>,
     /// How many threads run late probes at once ([`Engine::late_pass`]).
@@ -735,15 +771,15 @@ pub struct Engine<'a> {
     watches: Vec<Vec<u32>>,
     links: Vec<Link>,
     ends: Vec<End>,
+    asides: Vec<Aside>,
+    /// Per end, its packet counts: moved only on a counted link (`Link::counted`).
+    counts: Vec<Counts>,
     /// Per end: its link and the far end.
     sides: Vec<(u32, u32)>,
     /// Per node, its first end (and one more entry: the number of ends).
     first_end: Vec<u32>,
     /// Per end, what it last reported to the control plane (`None`: nothing).
     reported: Vec<EndReport>,
-    /// Replies on their way back after the one in `End::reply`, per end (rarely any: only while a link's
-    /// round trip is longer than its probe interval).
-    later_replies: Vec<VecDeque<(Micros, u64)>>,
     /// Per connection id, its link.
     conn_links: Vec<u32>,
     frames: Vec<Option<InFlight>>,
@@ -993,17 +1029,13 @@ impl<'a> Engine<'a> {
             .collect();
         let end = End {
             reply: NO_REPLY,
-            newest: NO_REPLY,
             data: 0,
-            told: 0,
+            data_sent: 0,
+            last_probe: u64::MAX,
+            replied: NO_REPLY,
+            untold: false,
             down: false,
             late: false,
-            last_probe: u64::MAX,
-            replied: None,
-            data_sent: 0,
-            packets_sent: 0,
-            packets: (0, 0),
-            packets_told: 0,
         };
         Engine {
             scenario,
@@ -1020,16 +1052,18 @@ impl<'a> Engine<'a> {
             events: 0,
             queue: EventQueue::new(),
             rng: SmallRng::seed_from_u64(seed),
-            // Seeded by link and side, whatever the ends' order.
-            probe_rngs: sides
+            // Probe draws seeded by link and side, whatever the ends' order.
+            asides: sides
                 .iter()
                 .enumerate()
                 .map(|(e, &(l, _))| {
                     let side = u64::from(links[l as usize].ends[1] == e as u32);
                     let k = 2 * u64::from(l) + side;
-                    SmallRng::seed_from_u64(seed ^ (k + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+                    let rng = SmallRng::seed_from_u64(seed ^ (k + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                    Aside { later: VecDeque::new(), rng }
                 })
                 .collect(),
+            counts: vec![Counts::default(); 2 * links.len()],
             scratch_heard: Vec::new(),
             threads: 1,
             late_probes: true,
@@ -1047,7 +1081,6 @@ impl<'a> Engine<'a> {
             sides,
             first_end,
             reported: vec![None; 2 * links.len()],
-            later_replies: vec![VecDeque::new(); 2 * links.len()],
             conn_links: Vec::with_capacity(links.len()),
             frames: Vec::new(),
             free_frames: Vec::new(),
@@ -1324,15 +1357,21 @@ impl<'a> Engine<'a> {
             crashed: &self.crashed,
             conn_links: &self.conn_links,
         };
-        let (ends, later, rngs, adjacency) =
-            (&mut self.ends, &mut self.later_replies, &mut self.probe_rngs, &self.adjacency[n]);
+        let (ends, asides, counts, adjacency) =
+            (&mut self.ends, &mut self.asides, &mut self.counts, &self.adjacency[n]);
         let train = match self.nodes[n].relay.as_deref_mut() {
             Some(relay) => {
                 trains
                     .node(relay, until, None, false, &mut heard, |visit| {
                         for &(peer, e) in adjacency {
                             let e = e as usize;
-                            visit(EndParts { peer, e, end: &mut ends[e], later: &mut later[e], rng: &mut rngs[e] });
+                            visit(EndParts {
+                                peer,
+                                e,
+                                end: &mut ends[e],
+                                aside: &mut asides[e],
+                                counts: &mut counts[e],
+                            });
                         }
                     })
                     .0
@@ -1375,7 +1414,7 @@ impl<'a> Engine<'a> {
     fn has_news(&self, node: u32) -> bool {
         self.adjacency[node as usize].iter().any(|&(_, e)| {
             let end = &self.ends[e as usize];
-            end.reply.0 <= self.now || end.data > end.told
+            end.reply.0 <= self.now || end.untold
         })
     }
 
@@ -1386,7 +1425,7 @@ impl<'a> Engine<'a> {
         for &(peer, e) in &self.adjacency[n] {
             let (link, e) = (&self.links[self.sides[e as usize].0 as usize], e as usize);
             let peer = &self.ids[peer as usize];
-            Self::tell(relay, &mut self.ends[e], &mut self.later_replies[e], link, peer, self.now);
+            Self::tell(relay, &mut self.ends[e], &mut self.asides[e], &mut self.counts[e], link, peer, self.now);
         }
     }
 
@@ -1394,29 +1433,26 @@ impl<'a> Engine<'a> {
     fn tell(
         relay: &mut Relay,
         end: &mut End,
-        later_replies: &mut VecDeque<(Micros, u64)>,
+        aside: &mut Aside,
+        counts: &mut Counts,
         link: &Link,
         peer: &NodeId,
         now: Micros,
     ) {
         // Data in flight still counts from now on: the link is up, so it arrives.
-        if end.data > end.told && end.data_sent <= now && link.up && link.connected {
-            let at = end.data.min(now);
-            end.told = end.data;
-            relay.handle_heard(Self::time(at), peer, link.conn);
+        if end.untold && end.data_sent <= now && link.up && link.connected {
+            end.untold = false;
+            relay.handle_heard(Self::time(end.data.min(now)), peer, link.conn);
         }
-        if end.packets.0 != end.packets_told && end.packets_sent <= now && link.connected {
-            end.packets_told = end.packets.0;
-            let (sent, lost) = end.packets;
+        if link.counted && counts.packets.0 != counts.told && counts.sent <= now && link.connected {
+            counts.told = counts.packets.0;
+            let (sent, lost) = counts.packets;
             relay.handle_packet_counts(Self::time(now), peer, link.conn, sent, lost);
         }
         while end.reply.0 <= now {
             let (at, seq) = end.reply;
             relay.handle_probe_reply(Self::time(at), peer, link.conn, seq);
-            end.reply = later_replies.pop_front().unwrap_or(NO_REPLY);
-            if end.reply == NO_REPLY {
-                end.newest = NO_REPLY;
-            }
+            end.reply = aside.later.pop_front().unwrap_or(NO_REPLY);
         }
     }
 
@@ -1490,7 +1526,7 @@ impl<'a> Engine<'a> {
             // would be judged down, that reply leaves no probe unanswered and puts the verdict off until the
             // next probe, so the node need not wake for it (waking every node after every probe round would
             // double the simulator's work).
-            let newest = end.newest;
+            let newest = end.newest();
             let answered = newest.1 == end.last_probe && down.is_some_and(|down| newest.0 <= micros(down));
             if let Some(down) = down.filter(|_| !answered) {
                 at = at.min(micros(down));
@@ -1543,8 +1579,8 @@ impl<'a> Engine<'a> {
     fn probe(&mut self, peer: u32, e: usize, seq: u64) {
         let ((l, far), peer_up) = (self.sides[e], self.is_up(peer));
         let link = &self.links[l as usize];
-        let (end, later, rng) = (&mut self.ends[e], &mut self.later_replies[e], &mut self.probe_rngs[e]);
-        if let Some(heard) = self.probing.probe(link, end, later, rng, peer_up, self.now, seq) {
+        let (end, aside) = (&mut self.ends[e], &mut self.asides[e]);
+        if let Some(heard) = self.probing.probe(link, end, aside, peer_up, self.now, seq) {
             self.heard(far as usize, heard);
         }
     }
@@ -1552,9 +1588,7 @@ impl<'a> Engine<'a> {
     /// End `e` hears a packet (a probe) that arrives at `heard.0`, sent at `heard.1`: a live node counts every
     /// packet that arrives on a connection.
     fn heard(&mut self, e: usize, (at, sent): (Micros, Micros)) {
-        let end = &mut self.ends[e];
-        end.data = end.data.max(at);
-        end.data_sent = end.data_sent.max(sent);
+        self.ends[e].reached(at, sent);
     }
 
     /// A control frame from `node` to `peer` over link `l`, behind those already on their way.
@@ -1682,12 +1716,8 @@ impl<'a> Engine<'a> {
         link.stale = false;
         link.stalled.clear();
         for e in link.ends.map(|e| e as usize) {
-            self.ends[e].reply = NO_REPLY;
-            self.ends[e].newest = NO_REPLY;
-            self.ends[e].replied = None;
-            self.ends[e].told = self.ends[e].data;
+            self.ends[e].drop_in_flight(&mut self.asides[e]);
             self.ends[e].down = false;
-            self.later_replies[e].clear();
         }
         let now = Self::time(self.now);
         self.drive(a, |relay, ids| relay.handle_peer_up(now, ids[b as usize].clone(), conn));
@@ -1710,8 +1740,8 @@ impl<'a> Engine<'a> {
         let now = Self::time(self.now);
         let [ea, eb] = self.links[l].ends.map(|e| e as usize);
         for (e, node, peer) in [(ea, a, b), (eb, b, a)] {
-            let (sent, lost) = self.ends[e].packets;
-            self.ends[e].packets_told = sent;
+            let (sent, lost) = self.counts[e].packets;
+            self.counts[e].told = sent;
             self.drive(node, |relay, ids| relay.handle_packet_counts(now, &ids[peer as usize], conn, sent, lost));
         }
     }
@@ -1912,7 +1942,7 @@ impl<'a> Engine<'a> {
         // Each share: its nodes to run, and the state from its first node up to the next share's.
         let mut shares = Vec::with_capacity(threads * SHARES_PER_THREAD);
         let (mut nodes, mut ends) = (&mut self.nodes[..], &mut self.ends[..]);
-        let (mut later, mut rngs) = (&mut self.later_replies[..], &mut self.probe_rngs[..]);
+        let (mut asides, mut counts) = (&mut self.asides[..], &mut self.counts[..]);
         let mut reported = &mut self.reported[..];
         let mut first = 0;
         for (k, part) in work.chunks(chunk).enumerate() {
@@ -1924,8 +1954,8 @@ impl<'a> Engine<'a> {
                 first_end,
                 nodes: split_off(&mut nodes, upto - first),
                 ends: split_off(&mut ends, ends_upto - first_end),
-                later: split_off(&mut later, ends_upto - first_end),
-                rngs: split_off(&mut rngs, ends_upto - first_end),
+                asides: split_off(&mut asides, ends_upto - first_end),
+                counts: split_off(&mut counts, ends_upto - first_end),
                 reported: split_off(&mut reported, ends_upto - first_end),
             };
             shares.push(share);
@@ -2185,11 +2215,7 @@ impl<'a> Engine<'a> {
     /// Replies and data on their way over link `l` are lost (the link or a node failed).
     fn drop_in_flight(&mut self, l: usize) {
         for e in self.links[l].ends.map(|e| e as usize) {
-            self.ends[e].reply = NO_REPLY;
-            self.ends[e].newest = NO_REPLY;
-            self.ends[e].replied = None;
-            self.ends[e].told = self.ends[e].data;
-            self.later_replies[e].clear();
+            self.ends[e].drop_in_flight(&mut self.asides[e]);
         }
     }
 
@@ -2332,10 +2358,10 @@ impl<'a> Engine<'a> {
             let at = self.forward(0, s, link, parent, ready);
             if self.links[link].counted {
                 // The sending end's transport counts the object's packets, and those it had to send again.
-                let end = &mut self.ends[self.links[link].end_of(parent)];
-                end.packets.0 += self.streams[s].packets;
-                end.packets.1 += self.draws[link].2;
-                end.packets_sent = self.now;
+                let counts = &mut self.counts[self.links[link].end_of(parent)];
+                counts.packets.0 += self.streams[s].packets;
+                counts.packets.1 += self.draws[link].2;
+                counts.sent = self.now;
             }
             let latency = self.links[link].latency;
             let to = &mut self.memo[0][child as usize];
@@ -2345,8 +2371,9 @@ impl<'a> Engine<'a> {
             let child_end = self.links[link].end_of(child);
             let arrived = self.now + at;
             for (e, heard) in [(child_end, arrived), (self.sides[child_end].1 as usize, arrived + latency)] {
-                self.ends[e].data = self.ends[e].data.max(heard);
-                self.ends[e].data_sent = self.now;
+                let end = &mut self.ends[e];
+                end.reached(heard, self.now);
+                end.data_sent = self.now;
             }
         }
         self.streams[s].tree = tree;
