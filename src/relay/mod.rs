@@ -52,7 +52,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::id::{NodeId, ObjectName, StreamName};
-use crate::routing::{Cost, Graph, LinkEstimator, LinkMetrics, ProbeConfig, ProbeConfigError, Route, RouteTable};
+use crate::routing::{
+    duration, nanos, Cost, Graph, LinkEstimator, LinkMetrics, Nanos, ProbeConfig, ProbeConfigError, Route, RouteTable,
+};
 use crate::wire::{Frame, LinkReport, ObjectHeader, Report, Routes, StreamPhase, StreamReport};
 use registry::{Claimed, Registry};
 
@@ -191,14 +193,15 @@ struct Peer {
     estimator: LinkEstimator,
     /// The verdict in force: probes answer, or data arrives.
     up: bool,
-    /// When anything last arrived over this connection (stream data, as the caller tells).
-    heard: Duration,
+    /// When anything last arrived over this connection (stream data, as the caller tells). Its times are in
+    /// nanoseconds, as the estimator's are ([`Nanos`]): a node judges its links several times a probe.
+    heard: Nanos,
     /// [`Relay::deaf`] when `heard` was last set: time this node itself was stalled since then does not count
     /// as the link's silence.
-    deaf_at_heard: Duration,
+    deaf_at_heard: Nanos,
     /// The longest recent wait between two things heard (it decays as shorter waits follow): on a busy
     /// path, silence counts only once it is clearly longer than the usual.
-    usual_gap: Duration,
+    usual_gap: Nanos,
 }
 
 impl Peer {
@@ -212,20 +215,22 @@ impl Peer {
     ///
     /// Time this node was itself too busy to listen (`deaf`, see [`Relay::handle_stalled`]) is added: a
     /// starved node blames itself, not its neighbours.
-    fn down_at(&self, down_after: Duration, deaf: Duration) -> Option<Duration> {
+    fn down_at(&self, down_after: Duration, deaf: Duration) -> Option<Nanos> {
+        let down_after = nanos(down_after);
         let (probes, silence) = if self.estimator.is_active() {
             // At most half a probe interval more, so that a dead neighbour is still found within its bound, and
             // two ends that both receive a stream over a dead link judge it at about the same time.
-            let most = down_after + self.estimator.fast_interval() / 2;
-            (self.estimator.overdue_at(), (2 * self.usual_gap).clamp(down_after, most))
+            let most = down_after.saturating_add(self.estimator.fast_interval() / 2);
+            (self.estimator.overdue_at(), self.usual_gap.saturating_mul(2).clamp(down_after, most))
         } else {
             (self.estimator.down_at(), down_after)
         };
-        Some(probes?.max(self.heard + silence) + deaf.saturating_sub(self.deaf_at_heard))
+        let stalled = nanos(deaf).saturating_sub(self.deaf_at_heard);
+        Some(probes?.max(self.heard.saturating_add(silence)).saturating_add(stalled))
     }
 
     fn is_down(&self, now: Duration, down_after: Duration, deaf: Duration) -> bool {
-        self.down_at(down_after, deaf).is_some_and(|at| now >= at)
+        self.down_at(down_after, deaf).is_some_and(|at| nanos(now) >= at)
     }
 
     /// Time passed on this link: sends the probe due by `now`, if any (returned), and judges the link down if
@@ -249,7 +254,7 @@ impl Peer {
         LinkTimeout {
             conn: self.conn,
             next: self.estimator.poll_timeout(),
-            down: self.down_at(down_after, deaf).filter(|_| self.up),
+            down: self.down_at(down_after, deaf).filter(|_| self.up).map(duration),
             fast: self.estimator.is_active(),
         }
     }
@@ -270,14 +275,12 @@ impl Peer {
     }
 
     fn heard(&mut self, at: Duration, deaf: Duration) {
+        let (at, deaf) = (nanos(at), nanos(deaf));
         if at > self.heard {
             // Learned while the link carries a stream only: an idle link's waits are its probe interval.
             let gap = (at - self.heard).saturating_sub(deaf.saturating_sub(self.deaf_at_heard));
-            self.usual_gap = if self.estimator.is_active() {
-                gap.max(self.usual_gap.saturating_sub(gap / 8))
-            } else {
-                Duration::ZERO
-            };
+            self.usual_gap =
+                if self.estimator.is_active() { gap.max(self.usual_gap.saturating_sub(gap / 8)) } else { 0 };
             self.heard = at;
             self.deaf_at_heard = deaf;
         }
@@ -788,9 +791,9 @@ impl Relay {
             conn,
             estimator,
             up: true,
-            heard: now,
-            deaf_at_heard: self.deaf,
-            usual_gap: Duration::ZERO,
+            heard: nanos(now),
+            deaf_at_heard: nanos(self.deaf),
+            usual_gap: 0,
         });
         self.link_changed();
         // Takedowns first: the newcomer must not serve a stream it learns of before it learns it is down.

@@ -46,7 +46,9 @@ pub use mesh_routes::MeshRoutes;
 pub use metric::{graph_link, LinkMetrics, LOSS_PENALTY};
 pub use paths::{NextHop, Route, RouteTable, ShortestPaths};
 pub use planner::{Planner, Round, VersionedTable, DRAINING_PENALTY};
-pub use probe::{next_tick, LinkEstimator, ProbeConfig, ProbeConfigError, LOSS_EVIDENCE, LOSS_FLOOR};
+pub use probe::{
+    duration, nanos, next_tick, LinkEstimator, Nanos, ProbeConfig, ProbeConfigError, LOSS_EVIDENCE, LOSS_FLOOR,
+};
 pub use tree::{compute_all, RouteTree};
 
 #[cfg(test)]

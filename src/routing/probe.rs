@@ -309,16 +309,18 @@ struct ProbeRecord {
     answered: bool,
 }
 
-/// A time or a span in nanoseconds (saturating: 584 years). The estimator keeps its times so: a node looks
-/// at them several times a probe, and sums and comparisons of [`Duration`]s, which keep seconds and
-/// nanoseconds apart, take several times the work.
-type Nanos = u64;
+/// A time or a span in nanoseconds (saturating: 584 years). The estimator keeps its times so, and so does a
+/// relay's judgement of its links: a node looks at them several times a probe, and sums and comparisons of
+/// [`Duration`]s, which keep seconds and nanoseconds apart, take several times the work.
+pub type Nanos = u64;
 
-fn nanos(d: Duration) -> Nanos {
+/// `d` in nanoseconds (saturating).
+pub fn nanos(d: Duration) -> Nanos {
     d.as_secs().checked_mul(1_000_000_000).and_then(|n| n.checked_add(u64::from(d.subsec_nanos()))).unwrap_or(u64::MAX)
 }
 
-fn duration(n: Nanos) -> Duration {
+/// `n` nanoseconds.
+pub fn duration(n: Nanos) -> Duration {
     Duration::from_nanos(n)
 }
 
@@ -465,9 +467,9 @@ impl LinkEstimator {
         }
     }
 
-    /// The interval between probes while the link carries traffic to this end.
-    pub fn fast_interval(&self) -> Duration {
-        duration(self.timing.fast)
+    /// The interval between probes while the link carries traffic to this end, in nanoseconds.
+    pub fn fast_interval(&self) -> Nanos {
+        self.timing.fast
     }
 
     /// Marks the link as carrying traffic (probe fast) or idle (probe slow). Becoming active brings the next
@@ -841,9 +843,10 @@ impl LinkEstimator {
 
     /// When the oldest probe sent since the last answered one is (or will be) overdue, if any is
     /// unanswered: the first sign of a silent link, which a node that also hears the link's data weighs.
-    /// On a lossy link the probe is the last of a run ([`chance_run`](Self::chance_run)).
-    pub fn overdue_at(&self) -> Option<Duration> {
-        self.due.overdue.map(duration)
+    /// On a lossy link the probe is the last of a run ([`chance_run`](Self::chance_run)). In nanoseconds
+    /// since the caller's epoch.
+    pub fn overdue_at(&self) -> Option<Nanos> {
+        self.due.overdue
     }
 
     /// How many probes in a row must go unanswered before that is more than the link's own loss: one on a
@@ -871,9 +874,9 @@ impl LinkEstimator {
     }
 
     /// When the link is (or, without a reply, will be) down given the probes sent so far: `is_down(now)` is
-    /// `now >= down_at` until the estimator is driven again.
-    pub fn down_at(&self) -> Option<Duration> {
-        self.due.down.map(duration)
+    /// `now >= down_at` until the estimator is driven again. In nanoseconds since the caller's epoch.
+    pub fn down_at(&self) -> Option<Nanos> {
+        self.due.down
     }
 
     /// How long an unanswered probe takes to count as lost.
