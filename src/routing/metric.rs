@@ -41,10 +41,11 @@ impl LinkMetrics {
     /// `1..=MAX_LINK_COST`. A loss outside `0.0..=1.0` is clamped; a NaN loss counts as total loss.
     pub fn cost(&self) -> Cost {
         let loss = if self.loss.is_nan() { 1.0 } else { self.loss.clamp(0.0, 1.0) };
-        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let micros = |d: Duration| d.as_secs().saturating_mul(1_000_000).saturating_add(u64::from(d.subsec_micros()));
         let latency = micros(self.rtt) / 2;
         let jitter = micros(self.jitter) / 2;
-        let penalty = (loss * LOSS_PENALTY as f64).round() as u64;
+        // Most links lose nothing: their penalty needs no rounding.
+        let penalty = if loss == 0.0 { 0 } else { (loss * LOSS_PENALTY as f64).round() as u64 };
         latency.saturating_add(jitter).saturating_add(penalty).clamp(1, MAX_LINK_COST)
     }
 
