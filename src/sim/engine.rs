@@ -87,7 +87,7 @@ const TIMELINE_AFTER: Micros = 20_000_000;
 const TIMELINE_BUCKET: Micros = 250_000;
 const NONE: u32 = u32::MAX;
 /// How many runs of nodes a round's late probes are cut into per thread ([`Engine::late_pass`]).
-const SHARES_PER_THREAD: usize = 8;
+const SHARES_PER_THREAD: usize = 32;
 /// How many crossings ahead the overlay's walk down a tree asks for what it reads (see `crate::prefetch`).
 const OVERLAY_AHEAD: usize = 8;
 /// How many far ends ahead the ends that heard a round's late probes are asked for ([`Engine::late_pass`]).
