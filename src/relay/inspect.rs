@@ -15,10 +15,10 @@ impl Relay {
         self.registry.owner(stream).map(|r| &r.origin)
     }
 
-    /// The connected neighbours subscribed to `stream` through this node: those a new object of the stream is
-    /// forwarded to ([`Relay::handle_incoming`]), but for the one it came from.
-    pub fn downstream(&self, stream: &StreamName) -> impl Iterator<Item = &NodeId> + '_ {
-        self.subs.get(stream).into_iter().flat_map(|s| &s.down).filter(|p| self.peers.contains(p))
+    /// The connections to the connected neighbours subscribed to `stream` through this node: those a new
+    /// object of the stream is forwarded to ([`Relay::handle_incoming`]), but for the one it came from.
+    pub fn downstream(&self, stream: &StreamName) -> impl Iterator<Item = ConnId> + '_ {
+        self.subs.get(stream).into_iter().flat_map(|s| &s.down).filter_map(|p| Some(self.peers.get(p)?.conn))
     }
 
     /// Whether a make-before-break of any stream is in progress (see [`Relay::switching_to`]).

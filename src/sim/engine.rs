@@ -2410,13 +2410,11 @@ impl<'a> Engine<'a> {
         let name = &self.streams[s].name;
         while let Some(node) = stack.pop() {
             let Some(relay) = self.nodes[node as usize].relay.as_ref() else { continue };
-            for id in relay.downstream(name) {
-                let Some(&(child, e)) =
-                    self.adjacency[node as usize].iter().find(|&&(n, _)| self.ids[n as usize] == *id)
-                else {
-                    continue;
-                };
-                crossings.push((node, child, self.sides[e as usize].0));
+            for conn in relay.downstream(name) {
+                let l = self.conn_links[conn as usize];
+                let link = &self.links[l as usize];
+                let child = if link.a == node { link.b } else { link.a };
+                crossings.push((node, child, l));
                 if self.reached[child as usize] != build {
                     self.reached[child as usize] = build;
                     self.waiting[child as usize] = 0;
