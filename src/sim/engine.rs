@@ -456,6 +456,9 @@ impl End {
     }
 }
 
+// The layout the engine's speed rests on: an end in one cache line, what lies aside of it in another.
+const _: () = assert!(std::mem::size_of::<End>() == 64 && std::mem::size_of::<Aside>() == 64);
+
 /// What a link end's probes use besides its [`End`], a cache line of its own: the replies on their way back
 /// behind `End::reply` (rarely any: only while a link's round trip is longer than its probe interval), and its
 /// probes' draws (loss and jitter each way), so that an end's probes come out the same whenever they are
