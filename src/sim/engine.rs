@@ -536,15 +536,15 @@ impl Probing {
         let (Some(there), Some(back)) = (there, back) else { return heard };
         // Replies arrive in the order they were sent (jitter never reorders on a link): not before the newest
         // on its way, if any.
-        let at = now + there + back;
-        if end.reply == NO_REPLY {
-            end.reply = (at, seq);
-            end.replied = (at, seq);
+        let reply = if end.reply == NO_REPLY {
+            end.reply = (now + there + back, seq);
+            end.reply
         } else {
-            let at = at.max(end.newest().0);
-            aside.later.push_back((at, seq));
-            end.replied = (at, seq);
-        }
+            let reply = ((now + there + back).max(end.newest().0), seq);
+            aside.later.push_back(reply);
+            reply
+        };
+        end.replied = reply;
         heard
     }
 
@@ -587,6 +587,15 @@ struct Link {
 }
 
 impl Link {
+    /// The node at the other end of the link from `node`.
+    fn far_node(&self, node: u32) -> u32 {
+        if self.a == node {
+            self.b
+        } else {
+            self.a
+        }
+    }
+
     /// `node`'s end of the link.
     fn end_of(&self, node: u32) -> usize {
         self.ends[usize::from(self.a != node)] as usize
@@ -1574,7 +1583,7 @@ impl<'a> Engine<'a> {
     /// `tests::late_probes_decide_as_wakes_do` runs a mesh with links longer than `down_after` both ways.
     fn probes_idle(&self, node: u32, l: u32, e: usize, fast: bool, next: Micros, down: Option<Micros>) -> bool {
         let link = &self.links[l as usize];
-        let peer = if link.a == node { link.b } else { link.a };
+        let peer = link.far_node(node);
         self.late_probes && self.probing.idle(link, &self.ends[e], self.is_up(peer), fast, next, down)
     }
 
@@ -2415,8 +2424,7 @@ impl<'a> Engine<'a> {
             let Some(relay) = self.nodes[node as usize].relay.as_ref() else { continue };
             for conn in relay.downstream(name) {
                 let l = self.conn_links[conn as usize];
-                let link = &self.links[l as usize];
-                let child = if link.a == node { link.b } else { link.a };
+                let child = self.links[l as usize].far_node(node);
                 crossings.push((node, child, l));
                 if self.reached[child as usize] != build {
                     self.reached[child as usize] = build;
