@@ -242,6 +242,22 @@ struct Train {
     stop: Option<(Micros, Stop)>,
 }
 
+impl Train {
+    /// A link's train stopped at `at`: the node's trains stop at the earliest such moment, but where a relay
+    /// asks for something it must act then (what it asks for waits in its queue).
+    fn stop_at(&mut self, at: Micros, why: Stop) {
+        let earlier = match self.stop {
+            None => true,
+            Some((_, Stop::Rearm)) if why == Stop::Act => true,
+            Some((_, Stop::Act)) if why == Stop::Rearm => false,
+            Some((first, _)) => at < first,
+        };
+        if earlier {
+            self.stop = Some((at, why));
+        }
+    }
+}
+
 impl Trains<'_> {
     /// Hands `relay` what reached one of its ends by `now` ([`Engine::settle`] for that end).
     fn tell(&self, relay: &mut Relay, p: EndParts, now: Micros) {
@@ -328,14 +344,14 @@ impl Trains<'_> {
     fn run(&self, relay: &mut Relay, p: EndParts, until: Micros, heard: &mut Vec<Heard>, train: &mut Train) {
         let deadline = |t: &LinkTimeout| micros(t.next).min(t.down.map_or(Micros::MAX, micros));
         let EndParts { peer, e, end, aside, counts } = p;
-        if !end.late || train.stop.is_some_and(|(_, stop)| stop == Stop::Act) {
+        if !end.late {
             return;
         }
+        // Where an earlier link's train stopped, the node goes on from there: this link runs only up to it.
+        let until = train.stop.map_or(until, |(at, _)| until.min(at));
         let (l, far_end) = self.sides[e];
         let (link, id, up) = (&self.links[l as usize], &self.ids[peer as usize], self.crashed[peer as usize].is_none());
         let Some(mut t) = relay.link_timeout(link.conn) else { return };
-        // What the far end hears of the train: only the newest arrival and sending count (see `Engine::heard`).
-        let mut far: Option<(Micros, Micros)> = None;
         let mut last = 0;
         loop {
             let at = deadline(&t).max(last + 1);
@@ -344,7 +360,7 @@ impl Trains<'_> {
             }
             if !self.probing.idle(link, end, up, t.fast, micros(t.next), t.down.map(micros)) {
                 end.late = false;
-                train.stop = Some((at, Stop::Rearm));
+                train.stop_at(at, Stop::Rearm);
                 break;
             }
             (last, train.ran) = (at, true);
@@ -361,15 +377,12 @@ impl Trains<'_> {
             let Some((probe, next)) = relay.handle_link_timeout(Engine::time(at), link.conn) else { break };
             t = next;
             if let Some(h) = probe.and_then(|seq| self.probing.probe(link, end, aside, up, at, seq)) {
-                far = Some(far.map_or(h, |f| (f.0.max(h.0), f.1.max(h.1))));
+                heard.push((far_end as usize, h));
             }
             if relay.has_actions() {
-                train.stop = Some((at, Stop::Act));
+                train.stop_at(at, Stop::Act);
                 break;
             }
-        }
-        if let Some(h) = far {
-            heard.push((far_end as usize, h));
         }
     }
 }
@@ -395,6 +408,8 @@ struct Node {
     switching: bool,
     /// Its viewers have subscribed (an edge).
     watching: bool,
+    /// Its relay may judge a link down at `due` ([`Engine::hear_before_verdicts`]).
+    judging: bool,
 }
 
 /// One end of a link, laid out for the processor's caches: every drive of a node, and every round's train of
@@ -426,6 +441,8 @@ struct End {
     /// The link's probes from this end run late, a link at a time ([`Engine::run_late`]): they cannot fail
     /// before something else drives the node ([`Engine::probes_idle`]).
     late: bool,
+    /// Some of what reached this end waits in [`Aside::early`].
+    early: bool,
 }
 
 impl End {
@@ -452,23 +469,65 @@ impl End {
         self.reply = NO_REPLY;
         self.replied = NO_REPLY;
         self.untold = false;
+        self.early = false;
         aside.later.clear();
+        aside.early.clear();
+    }
+
+    /// Data (or a probe) reached this end at `at`, sent at `sent`, while its node has run up to `caught`
+    /// ([`Engine::caught`]): the end keeps only the newest of what reached it, so what was sent after the
+    /// node's present, which would hide from it what comes before, waits aside in the order it was sent
+    /// until the node runs up to it ([`End::take_early`]).
+    fn arrive(&mut self, aside: &mut Aside, (at, sent): (Micros, Micros), caught: Micros) {
+        // What was sent at once (the objects of many streams over one link) is one arrival, the newest.
+        let wait = |aside: &mut Aside, (at, sent): (Micros, Micros)| {
+            let k = aside.early.partition_point(|&(_, s)| s <= sent);
+            match aside.early.get_mut(k.wrapping_sub(1)) {
+                Some(same) if same.1 == sent => same.0 = same.0.max(at),
+                _ => aside.early.insert(k, (at, sent)),
+            }
+        };
+        if sent > caught && self.untold && !self.early && sent == self.data_sent {
+            self.reached(at, sent);
+        } else if sent > caught && (self.untold || self.early) {
+            wait(aside, (at, sent));
+            self.early = true;
+        } else if sent <= caught && self.untold && self.data_sent > caught {
+            // What the end holds, sent after the node's present (with nothing before it to hide), waits now.
+            wait(aside, (self.data, self.data_sent));
+            self.early = true;
+            (self.data, self.data_sent) = (at, sent);
+        } else {
+            self.reached(at, sent);
+        }
+    }
+
+    /// What waits aside ([`End::arrive`]) and was sent by `now` joins what reached this end.
+    fn take_early(&mut self, aside: &mut Aside, now: Micros) {
+        while let Some(&(at, sent)) = aside.early.front().filter(|&&(_, sent)| sent <= now) {
+            aside.early.pop_front();
+            self.reached(at, sent);
+        }
+        self.early = !aside.early.is_empty();
     }
 }
 
-// The layout the engine's speed rests on: an end in one cache line, what lies aside of it in another.
-const _: () = assert!(std::mem::size_of::<End>() == 64 && std::mem::size_of::<Aside>() == 64);
+// The layout the engine's speed rests on: an end in one cache line, what its probes use aside of it in
+// another (what reached it early lies in a third, rarely touched).
+const _: () = assert!(std::mem::size_of::<End>() == 64 && std::mem::size_of::<Aside>() == 128);
 
 /// What a link end's probes use besides its [`End`], a cache line of its own: the replies on their way back
 /// behind `End::reply` (rarely any: only while a link's round trip is longer than its probe interval), and its
 /// probes' draws (loss and jitter each way), so that an end's probes come out the same whenever they are
 /// computed, on time or late ([`Engine::catch_up`]), on whichever thread, and leave the draws of objects and
-/// frames alone.
+/// frames alone. Then, on a line of its own, what reached the end before its node ran up to when it was sent
+/// ([`End::arrive`]), (arrival, sent) in the order sent.
 #[derive(Debug, Clone)]
 #[repr(C, align(64))]
 struct Aside {
     later: VecDeque<(Micros, u64)>,
     rng: SmallRng,
+    early: VecDeque<(Micros, Micros)>,
 }
 
 /// The stream packets a link end sent over its link and lost, running totals as a transport keeps them,
@@ -596,6 +655,15 @@ impl Link {
         }
     }
 
+    /// The node whose end `e` is.
+    fn owner(&self, e: usize) -> u32 {
+        if self.ends[0] as usize == e {
+            self.a
+        } else {
+            self.b
+        }
+    }
+
     /// `node`'s end of the link.
     fn end_of(&self, node: u32) -> usize {
         self.ends[usize::from(self.a != node)] as usize
@@ -693,6 +761,10 @@ pub struct Outcome {
     /// Recomputations the control plane ran, and those it skipped because nothing could change.
     pub recomputations: u64,
     pub recomputations_skipped: u64,
+    /// Down verdicts the nodes reached on their links, and how many of them on a link that was working (up,
+    /// both ends running): a false alarm, from late replies and silence on a link that only slowed.
+    pub down_verdicts: u64,
+    pub false_down_verdicts: u64,
     /// Per stream, in scenario order.
     pub streams: Vec<StreamOutcome>,
     /// In time order.
@@ -765,6 +837,8 @@ pub struct Engine<'a> {
     rng: SmallRng,
     /// Probes heard at far ends, left by a train of late probes ([`Engine::run_late`]).
     scratch_heard: Vec<Heard>,
+    /// Scratch for [`Engine::hear_before_verdicts`].
+    scratch_peers: Vec<u32>,
     /// How many threads run late probes at once ([`Engine::late_pass`]).
     threads: usize,
     /// Whether probes may run late ([`Engine::probes_idle`]); only tests turn it off.
@@ -790,6 +864,10 @@ pub struct Engine<'a> {
     sides: Vec<(u32, u32)>,
     /// Per node, its first end (and one more entry: the number of ends).
     first_end: Vec<u32>,
+    /// Per node, the time it has run up to: nothing reaches its relay again at an earlier time. A node that
+    /// runs probes late lags the present ([`Engine::catch_up`]); what reaches its ends after this, sent
+    /// later, is kept in order ([`End::arrive`]).
+    caught: Vec<Micros>,
     /// Per end, what it last reported to the control plane (`None`: nothing).
     reported: Vec<EndReport>,
     /// Per connection id, its link.
@@ -814,6 +892,8 @@ pub struct Engine<'a> {
     planner: Planner,
     recomputations: u64,
     recomputations_skipped: u64,
+    down_verdicts: u64,
+    false_down_verdicts: u64,
     /// Per node: whether it got a table yet, and how often its table changed after the workload started.
     tabled: Vec<bool>,
     table_changes: Vec<u32>,
@@ -1001,6 +1081,7 @@ impl<'a> Engine<'a> {
                 unread: true,
                 switching: false,
                 watching: false,
+                judging: false,
             })
             .collect();
         let flow = || Flow {
@@ -1048,6 +1129,7 @@ impl<'a> Engine<'a> {
             untold: false,
             down: false,
             late: false,
+            early: false,
         };
         Engine {
             scenario,
@@ -1072,11 +1154,12 @@ impl<'a> Engine<'a> {
                     let side = u64::from(links[l as usize].ends[1] == e as u32);
                     let k = 2 * u64::from(l) + side;
                     let rng = SmallRng::seed_from_u64(seed ^ (k + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-                    Aside { later: VecDeque::new(), rng }
+                    Aside { later: VecDeque::new(), rng, early: VecDeque::new() }
                 })
                 .collect(),
             counts: vec![Counts::default(); 2 * links.len()],
             scratch_heard: Vec::new(),
+            scratch_peers: Vec::new(),
             threads: 1,
             late_probes: true,
             bits_per_us: scenario.links.bandwidth_mbps,
@@ -1092,6 +1175,7 @@ impl<'a> Engine<'a> {
             ends: vec![end; 2 * links.len()],
             sides,
             first_end,
+            caught: vec![0; ids.len()],
             reported: vec![None; 2 * links.len()],
             conn_links: Vec::with_capacity(links.len()),
             frames: Vec::new(),
@@ -1102,6 +1186,8 @@ impl<'a> Engine<'a> {
             planner,
             recomputations: 0,
             recomputations_skipped: 0,
+            down_verdicts: 0,
+            false_down_verdicts: 0,
             tabled: vec![false; ids.len()],
             table_changes: vec![0; ids.len()],
             truth,
@@ -1226,6 +1312,8 @@ impl<'a> Engine<'a> {
             table_changes: self.table_changes,
             recomputations: self.recomputations,
             recomputations_skipped: self.recomputations_skipped,
+            down_verdicts: self.down_verdicts,
+            false_down_verdicts: self.false_down_verdicts,
             streams: self.outcomes,
             faults: self.faults,
             timelines: self.timelines,
@@ -1345,6 +1433,9 @@ impl<'a> Engine<'a> {
             if due >= until {
                 break;
             }
+            if self.nodes[n].judging {
+                self.hear_before_verdicts(node, due);
+            }
             self.now = due;
             self.nodes[n].due = Micros::MAX;
             self.settle(node);
@@ -1352,7 +1443,27 @@ impl<'a> Engine<'a> {
             self.nodes[n].relay.as_mut().expect("checked above").handle_timeout(now);
             self.act(node);
         }
+        self.caught[n] = self.caught[n].max(until);
         self.now = present;
+    }
+
+    /// Runs `node`'s neighbours up to `until` ([`Engine::catch_up`]) where `node` may judge their link down
+    /// at a deadline then: a neighbour's probes are proof of life, and a node that judges a link must have
+    /// heard those that reached it by then, as it would have with every probe an event (a busy link whose
+    /// own probe is answered late is judged down if nothing else was heard over it).
+    fn hear_before_verdicts(&mut self, node: u32, until: Micros) {
+        let Some(relay) = self.nodes[node as usize].relay.as_deref() else { return };
+        let mut peers = std::mem::take(&mut self.scratch_peers);
+        for t in relay.link_timeouts().filter(|t| t.down.is_some_and(|down| micros(down) <= until)) {
+            let peer = self.links[self.conn_links[t.conn as usize] as usize].far_node(node);
+            if self.caught[peer as usize] < until {
+                peers.push(peer);
+            }
+        }
+        for peer in peers.drain(..) {
+            self.catch_up(peer, until);
+        }
+        self.scratch_peers = peers;
     }
 
     /// Runs the deadlines before `until` of `node`'s links whose probes run late ([`End::late`]), a link at
@@ -1397,9 +1508,8 @@ impl<'a> Engine<'a> {
 
     /// What a train of `node`'s late probes left to do (see [`Engine::run_late`]).
     fn after_train(&mut self, node: u32, train: Train, heard: &mut Vec<Heard>) -> bool {
-        for (e, h) in heard.drain(..) {
-            self.heard(e, h);
-        }
+        self.hear(heard);
+        heard.clear();
         if train.ran {
             self.touched(node);
         }
@@ -1451,6 +1561,9 @@ impl<'a> Engine<'a> {
         peer: &NodeId,
         now: Micros,
     ) {
+        if end.early {
+            end.take_early(aside, now);
+        }
         // Data in flight still counts from now on: the link is up, so it arrives.
         if end.untold && end.data_sent <= now && link.up && link.connected {
             end.untold = false;
@@ -1491,8 +1604,13 @@ impl<'a> Engine<'a> {
                 // Objects are followed from their emission (see `emit`): a new subscriber gets the next ones.
                 Action::SendWindow { .. } => {}
                 Action::Verdict { peer, up } => {
-                    if let Some((_, e)) = self.neighbour(node, &peer) {
+                    if let Some((far, e)) = self.neighbour(node, &peer) {
                         self.ends[e].down = !up;
+                        if !up {
+                            self.down_verdicts += 1;
+                            let link = &self.links[self.sides[e].0 as usize];
+                            self.false_down_verdicts += u64::from(link.up && self.is_up(far));
+                        }
                     }
                 }
                 // No caches of objects, no playlists and no operators here: a stream's life is the workload's.
@@ -1521,7 +1639,7 @@ impl<'a> Engine<'a> {
         // `at`: when the node must wake, as an event; `due`: its relay's next deadline, which may be a probe
         // that can wait until the node is next driven.
         let mut at = relay.stream_timeout().map_or(Micros::MAX, micros);
-        let mut late = false;
+        let (mut late, mut verdict) = (false, Micros::MAX);
         for LinkTimeout { conn, next, down, fast } in relay.link_timeouts() {
             let l = self.conn_links[conn as usize];
             let e = self.links[l as usize].end_of(node);
@@ -1540,8 +1658,11 @@ impl<'a> Engine<'a> {
             // double the simulator's work).
             let newest = end.newest();
             let answered = newest.1 == end.last_probe && down.is_some_and(|down| newest.0 <= micros(down));
-            if let Some(down) = down.filter(|_| !answered) {
-                at = at.min(micros(down));
+            if let Some(down) = down {
+                verdict = verdict.min(micros(down));
+                if !answered {
+                    at = at.min(micros(down));
+                }
             }
             // A reply on a link judged down brings it back: the node must hear it when it comes.
             if end.down {
@@ -1549,6 +1670,7 @@ impl<'a> Engine<'a> {
             }
         }
         self.nodes[n].late = late;
+        self.nodes[n].judging = verdict <= at;
         self.nodes[n].due = if at == Micros::MAX { at } else { at.max(self.now + 1) };
         if at == Micros::MAX {
             return;
@@ -1599,8 +1721,32 @@ impl<'a> Engine<'a> {
 
     /// End `e` hears a packet (a probe) that arrives at `heard.0`, sent at `heard.1`: a live node counts every
     /// packet that arrives on a connection.
-    fn heard(&mut self, e: usize, (at, sent): (Micros, Micros)) {
-        self.ends[e].reached(at, sent);
+    fn heard(&mut self, e: usize, heard: (Micros, Micros)) {
+        let caught = self.caught[self.links[self.sides[e].0 as usize].owner(e) as usize];
+        self.ends[e].arrive(&mut self.asides[e], heard, caught);
+    }
+
+    /// The far ends hear a train's probes, in the order sent ([`Engine::heard`]): a run of them at one end
+    /// is one arrival, the newest, where its node has run past them all. The ends lie anywhere: each is asked
+    /// for a few ahead (see `crate::prefetch`).
+    fn hear(&mut self, heard: &[Heard]) {
+        let mut k = 0;
+        while let Some(&(e, _)) = heard.get(k) {
+            if let Some(&(far, _)) = heard.get(k + HEARD_AHEAD) {
+                crate::prefetch::value(&self.ends[far]);
+            }
+            let run = &heard[k..k + heard[k..].iter().take_while(|h| h.0 == e).count()];
+            k += run.len();
+            let caught = self.caught[self.links[self.sides[e].0 as usize].owner(e) as usize];
+            let newest = run.iter().fold((0, 0), |(at, sent), &(_, h)| (at.max(h.0), sent.max(h.1)));
+            if newest.1 <= caught {
+                self.ends[e].arrive(&mut self.asides[e], newest, caught);
+            } else {
+                for &(_, h) in run {
+                    self.ends[e].arrive(&mut self.asides[e], h, caught);
+                }
+            }
+        }
     }
 
     /// A control frame from `node` to `peer` over link `l`, behind those already on their way.
@@ -2001,13 +2147,14 @@ impl<'a> Engine<'a> {
         });
         done.sort_unstable_by_key(|&(k, _)| k);
         let done: Vec<Ran> = done.into_iter().map(|(_, ran)| ran).collect();
-        // The far ends that heard probes lie anywhere: each is asked for a few ahead (see `crate::prefetch`).
-        let mut ahead = done.iter().flat_map(|ran| &ran.heard).skip(HEARD_AHEAD);
-        for &(e, h) in done.iter().flat_map(|ran| &ran.heard) {
-            if let Some(&(far, _)) = ahead.next() {
-                crate::prefetch::value(&self.ends[far]);
-            }
-            self.heard(e, h);
+        // Each node has run up to its next deadline or now, or to where its train stopped.
+        for &(node, train, _) in done.iter().flat_map(|ran| &ran.nodes) {
+            let n = node as usize;
+            let until = train.stop.map_or(self.nodes[n].due.min(now), |(at, _)| at);
+            self.caught[n] = self.caught[n].max(until);
+        }
+        for ran in &done {
+            self.hear(&ran.heard);
         }
         let (mut read, mut changed) = (Vec::new(), Vec::new());
         for ran in done {
@@ -2032,8 +2179,8 @@ impl<'a> Engine<'a> {
     /// Hands the planner what end `e` reports now, which changed.
     fn tell_planner(&mut self, e: usize, end: EndReport) {
         let link = &self.links[self.sides[e].0 as usize];
-        let (owner, peer) = if link.ends[0] == e as u32 { (link.a, link.b) } else { (link.b, link.a) };
-        self.planner.handle_link_report(NodeIx::new(owner), NodeIx::new(peer), end);
+        let owner = link.owner(e);
+        self.planner.handle_link_report(NodeIx::new(owner), NodeIx::new(link.far_node(owner)), end);
     }
 
     /// The route table the control plane last gave `node`, as the wire carries it.
@@ -2383,9 +2530,7 @@ impl<'a> Engine<'a> {
             let child_end = self.links[link].end_of(child);
             let arrived = self.now + at;
             for (e, heard) in [(child_end, arrived), (self.sides[child_end].1 as usize, arrived + latency)] {
-                let end = &mut self.ends[e];
-                end.reached(heard, self.now);
-                end.data_sent = self.now;
+                self.heard(e, (heard, self.now));
             }
         }
         self.streams[s].tree = tree;
@@ -2768,6 +2913,53 @@ value = 40
             crate::sim::Summary::new("late", 1, &scenario, &engine.run())
         };
         let (late, woken) = (run(true), run(false));
+        assert!(late.events * 3 < woken.events, "{} events against {}", late.events, woken.events);
+        assert_eq!(crate::sim::Summary { events: 0, ..late }, crate::sim::Summary { events: 0, ..woken });
+    }
+
+    /// Links whose latency jumps, with objects seconds apart: a node whose own probes come back late judges
+    /// such a link down unless it heard something else over it recently, its neighbour's probes included.
+    /// Probes that run late reach it as they would as events, in the order sent, whenever the neighbour runs
+    /// them: the same verdicts, so the same outcome. (Before they did, this scenario had 2,658 verdicts with
+    /// late probes against 88 with wakes.)
+    #[test]
+    fn late_probes_judge_links_whose_latency_jumps_as_wakes_do() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let text = std::fs::read_to_string(format!("{root}/simulations/world.toml")).unwrap();
+        let text = text.replace("../topology/world.toml", &format!("{root}/topology/world.toml"));
+        let text =
+            text.replace("segment_ms = 250", "segment_ms = 2000").replace("duration_s = 120", "duration_s = 200");
+        let mut text = text[..text.find("[[faults]]").unwrap()].to_owned();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jumps.toml");
+        std::fs::write(&path, &text).unwrap();
+        let (_, topology) = Scenario::load(&path).unwrap();
+        let origins = ["westeurope", "eastus", "westus2", "southeastasia"];
+        let links: Vec<_> = topology
+            .links
+            .iter()
+            .filter(|l| origins.contains(&l.a.as_str()) || origins.contains(&l.b.as_str()))
+            .collect();
+        let mut rng = SmallRng::seed_from_u64(3);
+        let mut at = 20.0;
+        while at < 190.0 {
+            let link = links[rng.gen_range(0..links.len())];
+            let value = rng.gen_range(30.0..250.0);
+            text += &format!(
+                "[[faults]]\nat_s = {at:.3}\nkind = \"latency\"\na = \"{}\"\nb = \"{}\"\nvalue = {value:.1}\n",
+                link.a, link.b
+            );
+            at += rng.gen_range(2.0..6.0);
+        }
+        std::fs::write(&path, text).unwrap();
+        let (scenario, topology) = Scenario::load(&path).unwrap();
+        let run = |late: bool| {
+            let engine = Engine::new(&scenario, &topology, 1).with_threads(2);
+            let engine = if late { engine } else { engine.without_late_probes() };
+            crate::sim::Summary::new("jumps", 1, &scenario, &engine.run())
+        };
+        let (late, woken) = (run(true), run(false));
+        assert!(woken.down_verdicts > 0, "the jumps bring verdicts: {}", woken.table());
         assert!(late.events * 3 < woken.events, "{} events against {}", late.events, woken.events);
         assert_eq!(crate::sim::Summary { events: 0, ..late }, crate::sim::Summary { events: 0, ..woken });
     }

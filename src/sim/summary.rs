@@ -117,6 +117,9 @@ pub struct Summary {
     /// Control-plane recomputations run, and skipped because nothing could change.
     pub recomputations: u64,
     pub recomputations_skipped: u64,
+    /// Links the nodes judged down, and how many of those verdicts fell on a link that was working.
+    pub down_verdicts: u64,
+    pub false_down_verdicts: u64,
     /// What the scenario promises: every reroute within this many ms.
     pub reroute_within_ms: u64,
     pub late_ms: u64,
@@ -260,6 +263,8 @@ impl Summary {
             table_changes_per_node_max: outcome.table_changes.iter().max().map_or(0, |&c| u64::from(c)),
             recomputations: outcome.recomputations,
             recomputations_skipped: outcome.recomputations_skipped,
+            down_verdicts: outcome.down_verdicts,
+            false_down_verdicts: outcome.false_down_verdicts,
             reroute_within_ms: scenario.expect.reroute_within_ms,
             late_ms: scenario.workload.late_ms,
             all: Strategies::of(&merged(outcome, false)),
@@ -296,7 +301,8 @@ impl Summary {
         let _ = writeln!(
             out,
             "scenario {} (seed {}): {} nodes, {} links, {} s simulated, {} events, {} route table versions, \
-             {} recomputations ({} skipped: nothing could change)",
+             {} recomputations ({} skipped: nothing could change), {} down verdicts on links ({} on a link that \
+             was working)",
             self.scenario,
             self.seed,
             self.nodes,
@@ -306,6 +312,8 @@ impl Summary {
             self.table_versions,
             self.recomputations + self.recomputations_skipped,
             self.recomputations_skipped,
+            self.down_verdicts,
+            self.false_down_verdicts,
         );
         let _ = writeln!(
             out,
