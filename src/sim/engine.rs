@@ -12,7 +12,11 @@
 //!   driven or woken or before the control plane reads it (`Engine::catch_up`), at each deadline's own time
 //!   and a link at a time ([`Relay::handle_link_timeout`], `Trains::run`), the link's state in the
 //!   processor's caches for the whole train. A node's neighbour hears such a probe (proof of life) from then
-//!   on. The control round runs them first for every node it reads, on every thread (`Engine::late_pass`):
+//!   on, in the order the probes were sent: what reaches a node's end after the time it has run up to waits
+//!   aside until it gets there (`End::arrive`), and a node about to judge a link down runs the neighbour at
+//!   its other end up to that moment first (`Engine::hear_before_verdicts`), so that it hears what it would
+//!   have heard with every probe an event. The control round runs them first for every node it reads, on
+//!   every thread (`Engine::late_pass`):
 //!   a node's train reaches only its own relay and link ends, and what it does to others (a probe heard at
 //!   the far end, a verdict) is done after, in node order. The threads take runs of nodes as they finish
 //!   the last, and ask for the next nodes' state ahead of them (`crate::prefetch`).
