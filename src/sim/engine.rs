@@ -248,7 +248,9 @@ struct Train {
 
 impl Train {
     /// A link's train stopped at `at`: the node's trains stop at the earliest such moment, but where a relay
-    /// asks for something it must act then (what it asks for waits in its queue).
+    /// asks for something it must act then (what it asks for waits in its queue). So where one link asks for
+    /// something and a link run after it must be re-armed earlier, that link's deadlines in between run as
+    /// one, when the node acts (rare: two links stopping in one train, the later one first).
     fn stop_at(&mut self, at: Micros, why: Stop) {
         let earlier = match self.stop {
             None => true,
