@@ -17,7 +17,7 @@ use lightpath::sim::{run_file, Summary};
 /// The diamond's topology and a scenario on it: one 2,000-byte object every 100 ms from 5 s, the link
 /// origin—relay-a cut at 20.05 s and repaired `outage_s` later, the run ending 20 s after the repair.
 fn diamond_scenario(name: &str, outage_s: f64) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lightpath-repair-{}-{name}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("repair-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut topology = String::from("[[regions]]\nname = \"lab\"\nlat = 0.0\nlon = 0.0\n");
     for (i, node) in ["origin", "relay-a", "relay-b", "edge"].iter().enumerate() {

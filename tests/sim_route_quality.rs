@@ -13,7 +13,7 @@ use lightpath::sim::{run, Outcome, Scenario, Summary};
 
 /// Writes a scenario into a fresh folder and returns its path; `TOPOLOGY` stands for the world topology.
 fn scenario(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lightpath-sim-quality-{}-{name}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sim-quality-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let topology = Path::new(env!("CARGO_MANIFEST_DIR")).join("topology/world.toml");
     let path = dir.join(format!("{name}.toml"));
