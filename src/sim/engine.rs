@@ -1728,8 +1728,13 @@ impl<'a> Engine<'a> {
     /// End `e` hears a packet (a probe) that arrives at `heard.0`, sent at `heard.1`: a live node counts every
     /// packet that arrives on a connection.
     fn heard(&mut self, e: usize, heard: (Micros, Micros)) {
-        let caught = self.caught[self.links[self.sides[e].0 as usize].owner(e) as usize];
+        let caught = self.caught_at(e);
         self.ends[e].arrive(&mut self.asides[e], heard, caught);
+    }
+
+    /// The time the node of end `e` has run up to ([`Engine::caught`]).
+    fn caught_at(&self, e: usize) -> Micros {
+        self.caught[self.links[self.sides[e].0 as usize].owner(e) as usize]
     }
 
     /// The far ends hear a train's probes, in the order sent ([`Engine::heard`]): a run of them at one end
@@ -1743,7 +1748,7 @@ impl<'a> Engine<'a> {
             }
             let run = &heard[k..k + heard[k..].iter().take_while(|h| h.0 == e).count()];
             k += run.len();
-            let caught = self.caught[self.links[self.sides[e].0 as usize].owner(e) as usize];
+            let caught = self.caught_at(e);
             let newest = run.iter().fold((0, 0), |(at, sent), &(_, h)| (at.max(h.0), sent.max(h.1)));
             if newest.1 <= caught {
                 self.ends[e].arrive(&mut self.asides[e], newest, caught);
