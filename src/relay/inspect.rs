@@ -5,9 +5,11 @@
 //! state the node's own decisions left: who a stream is forwarded to, what the node would report of each
 //! link, which origin a stream belongs to. Nothing here changes a decision.
 
+use std::ops::RangeInclusive;
+
 use super::{ConnId, Relay};
 use crate::id::{NodeId, StreamName};
-use crate::routing::LinkMetrics;
+use crate::routing::{LinkMetrics, Nanos};
 
 impl Relay {
     /// The origin that announced `stream`, if any did.
@@ -44,5 +46,13 @@ impl Relay {
             let (up, m) = p.report();
             (p.conn, m.filter(|_| up))
         })
+    }
+
+    /// Whether what [`Relay::link_ends`] says of the link on connection `conn` stays as it is while every
+    /// probe on it is answered with a round trip within `rtt` and nothing it carries is lost: the link is
+    /// judged up and its estimator's report holds
+    /// ([`LinkEstimator::report_holds`](crate::routing::LinkEstimator::report_holds)).
+    pub fn link_end_holds(&self, conn: ConnId, rtt: RangeInclusive<Nanos>) -> bool {
+        self.peers.by_conn(conn).is_some_and(|p| p.up && p.estimator.report_holds(rtt))
     }
 }

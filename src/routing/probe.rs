@@ -744,6 +744,41 @@ impl LinkEstimator {
         }
     }
 
+    /// Whether [`report`](Self::report) goes on handing out the metrics it last reported for as long as every
+    /// probe from now on is answered, each with a round trip within `rtt`, and the connection's packets are
+    /// not lost: a simulator that knows its links spares itself reading a node whose reports cannot change
+    /// (a large mesh's links are nearly all such). `false` when it cannot tell.
+    ///
+    /// The smoothed round trip then stays between its present value and the range, the jitter between its
+    /// present value and the largest difference of two round trips to come (the first of them against the
+    /// last seen), so the cost stays between two bounds; the report holds if neither bound is a clear change
+    /// from the cost held, with no loss held or judged. No loss can be judged: the losses in the window can
+    /// only leave it, and those still to come are the probes whose answer is later than the loss timeout,
+    /// at most one per probe interval of the longest round trip; fewer than [`LOSS_EVIDENCE_LOSSES`] in all
+    /// can never show loss.
+    pub fn report_holds(&self, rtt: std::ops::RangeInclusive<Nanos>) -> bool {
+        let (lo, hi) = (*rtt.start(), *rtt.end());
+        let (Some(held), Some(srtt), Some(last)) = (self.reported, self.srtt, self.last_rtt) else { return false };
+        if self.verdict.is_some() || held.loss != 0.0 || lo > hi {
+            return false;
+        }
+        // Every loss a look can count from now on: those counted now, the packets', and the probes answered
+        // after the loss timeout, which is at least three times the least smoothed round trip to come.
+        let late = if srtt.min(lo).saturating_mul(3) >= hi { 0 } else { hi / self.timing.fast.max(1) + 1 };
+        let packets = self.packets.as_ref().map_or(0, |p| p.parts.iter().map(|&(_, lost)| u64::from(lost)).sum());
+        if self.probe_losses().0 as u64 + packets + late >= LOSS_EVIDENCE_LOSSES {
+            return false;
+        }
+        let jitter = self.jitter.max(hi - lo).max(last.abs_diff(lo)).max(last.abs_diff(hi));
+        let cost = |rtt: Nanos, jitter: Nanos| {
+            LinkMetrics { rtt: duration(rtt), jitter: duration(jitter), loss: 0.0 }.graph_cost()
+        };
+        let damping = DampingConfig::default();
+        let held = held.graph_cost();
+        !damping.is_clear_change(held, cost(srtt.min(lo), 0))
+            && !damping.is_clear_change(held, cost(srtt.max(hi), jitter))
+    }
+
     /// Whether the report moves from `held` to `current`: their costs differ clearly (the damper's margins),
     /// and the change is not noise. Loss moves only by its verdict, which is evidence already. Latency must
     /// also move by more than the round trips' own variation (`rttvar`): a smoothed round trip over noisy
@@ -1490,6 +1525,119 @@ mod tests {
         assert_eq!(est.poll_timeout(), ms(400));
         assert!(!est.is_down(ms(499)));
         assert!(est.is_down(ms(500)));
+    }
+
+    /// How a test link's round trips fall within their range: drawn each way as a simulated link's are, or
+    /// the least, the most, or the two in turn (the jitter at its largest).
+    #[derive(Debug, Clone, Copy)]
+    enum Within {
+        Drawn,
+        Least,
+        Most,
+        Turns,
+    }
+
+    /// A link whose round trips drift and lose for `switch_ms`, then fall within `2 × latency` and two jitter
+    /// draws of `jitter_us` each, as `first` has them for 10 s and then as `then` has, read every 250 ms from
+    /// `switch_ms + 2 s` to `switch_ms + 40 s`: each read's report, and whether it holds then.
+    #[allow(clippy::too_many_arguments)]
+    fn reads_after_a_change(
+        before_us: u64,
+        latency_us: u64,
+        jitter_us: u64,
+        switch_ms: u64,
+        (first, then): (Within, Within),
+        lossy: bool,
+        active: bool,
+        seed: u64,
+    ) -> Vec<(Option<LinkMetrics>, bool)> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let switch = ms(switch_ms);
+        let most = jitter_us.saturating_sub(1);
+        let range = 2 * latency_us * 1_000..=2 * (latency_us + most) * 1_000;
+        let mut link = Link::new(ProbeConfig::default(), move |now, seq| {
+            if now < switch {
+                let drift = rng.gen_range(0..=before_us);
+                return (!lossy || rng.gen_bool(0.9)).then(|| Duration::from_micros(before_us + drift));
+            }
+            let extra = match if now < switch + ms(10_000) { first } else { then } {
+                Within::Drawn => rng.gen_range(0..=most) + rng.gen_range(0..=most),
+                Within::Least => 0,
+                Within::Most => 2 * most,
+                Within::Turns => 2 * most * (seq % 2),
+            };
+            Some(Duration::from_micros(2 * latency_us + extra))
+        });
+        link.est.set_active(active);
+        let mut reads = Vec::new();
+        let (mut sent, mut lost) = (0, 0);
+        let mut t = ms(250);
+        while t <= switch + ms(40_000) {
+            link.run(t, |_, _| false);
+            // The connection's own packets: lossy before the change when the link is, clean after.
+            sent += 300;
+            lost += u64::from(lossy && t < switch) * 20;
+            link.est.handle_packet_counts(t, sent, lost);
+            let report = link.est.report();
+            if t >= switch + ms(2_000) {
+                reads.push((report, link.est.report_holds(range.clone())));
+            }
+            t += ms(250);
+        }
+        reads
+    }
+
+    fn within() -> impl proptest::strategy::Strategy<Value = Within> {
+        proptest::prop_oneof![
+            proptest::strategy::Just(Within::Drawn),
+            proptest::strategy::Just(Within::Least),
+            proptest::strategy::Just(Within::Most),
+            proptest::strategy::Just(Within::Turns),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+
+        /// Once `report_holds` says a report holds, every later report is that one, whatever round trips
+        /// within the range come (drawn, or at its ends to move the report most): after any history of round
+        /// trips and losses, probed fast or slowly.
+        #[test]
+        fn a_report_that_holds_is_every_later_one(
+            before_us in 200u64..150_000,
+            latency_us in 100u64..100_000,
+            jitter_us in 0u64..10_000,
+            switch_ms in 1_000u64..30_000,
+            first in within(),
+            then in within(),
+            lossy: bool,
+            active: bool,
+            seed: u64,
+        ) {
+            let reads =
+                reads_after_a_change(before_us, latency_us, jitter_us, switch_ms, (first, then), lossy, active, seed);
+            if let Some(first) = reads.iter().position(|&(_, holds)| holds) {
+                let held = reads[first].0;
+                for (k, (report, _)) in reads.iter().enumerate().skip(first) {
+                    proptest::prop_assert_eq!(*report, held, "read {} after it held at read {}", k, first);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_settled_link_holds_its_report_and_one_that_moved_does_not_yet() {
+        // A link of 20 ms each way, 1 ms of jitter each way (a simulated link's), since its first 250 ms: once
+        // its smoothed round trip and jitter have forgotten that start (reads 4 s apart here), its report holds
+        // at every read.
+        let reads = reads_after_a_change(40_000, 20_000, 1_000, 250, (Within::Drawn, Within::Drawn), false, true, 7);
+        let first = reads.iter().position(|&(_, holds)| holds).expect("it holds at some read");
+        assert!(first < 40, "holds within 10 s of reads, not from read {first}");
+        assert!(reads[first..].iter().all(|&(_, holds)| holds), "and at every read after");
+        // One that was 5 ms and lossy for 20 s: its loss must leave the window, its round trip settle.
+        let reads = reads_after_a_change(10_000, 20_000, 1_000, 20_000, (Within::Drawn, Within::Drawn), true, false, 7);
+        assert!(!reads[0].1, "just after the change nothing holds");
+        assert!(reads.last().unwrap().1, "40 s later it holds");
     }
 
     #[test]

@@ -41,7 +41,9 @@
 //! - `Recompute`, every `control.recompute_ms`: the control plane's round. The nodes driven since the last
 //!   round (and those with a probe still out) say what they report of each link ([`Relay::link_ends`], the
 //!   links of [`Relay::report`]), once handed what reached them by then; a crashed node's last report is
-//!   kept until it is 3 s stale. Reports that
+//!   kept until it is 3 s stale. A node whose every link runs its probes late, each with a report that the
+//!   round trips it can measure cannot move ([`Relay::link_end_holds`]), is steady: it is run and read only
+//!   every fifth round (`STEADY_ROUNDS`), or at the next one after anything changes for it. Reports that
 //!   changed go to one [`Planner`], the live replica's computation: the measured graph, a
 //!   [`RouteTree`](crate::routing::RouteTree) per origin updated link by link, the damper. The nodes whose
 //!   table changed get it ([`Relay::handle_routes`]) in a `TablePush`, `control.push_delay_ms` later.
@@ -57,7 +59,7 @@
 //! the number of threads.
 
 use std::collections::{HashMap, VecDeque};
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,6 +98,9 @@ const SHARES_PER_THREAD: usize = 32;
 const OVERLAY_AHEAD: usize = 8;
 /// How many far ends ahead the ends that heard a round's late probes are asked for ([`Engine::late_pass`]).
 const HEARD_AHEAD: usize = 8;
+/// A steady node ([`Node::steady`]) is run and read every this many rounds: its probes run late over that long
+/// at most, and what its neighbours' probes bring it waits aside ([`Aside::early`]) that long at most.
+const STEADY_ROUNDS: u64 = 5;
 /// The ownership epoch of every simulated stream: one origin each, for the whole run.
 const EPOCH: u64 = 1;
 
@@ -212,12 +217,16 @@ struct Share<'s> {
 }
 
 /// What a [`Share`]'s trains did: per node, the train and, if its report was read, where in `news` what
-/// changed of it lies; the far ends that heard them.
+/// changed of it lies and whether the node is steady ([`Node::steady`]); the far ends that heard them.
 struct Ran {
-    nodes: Vec<(u32, Train, Option<Range<usize>>)>,
+    nodes: Vec<(u32, Train, Option<Read>)>,
     news: Vec<News>,
     heard: Vec<Heard>,
 }
+
+/// A node read in a round's first part ([`Engine::late_pass`]): where in its share's news what changed of it
+/// lies, and whether it is steady ([`Node::steady`]).
+type Read = (Range<usize>, bool);
 
 /// What a link end last reported to the control plane: `None`, nothing; `Some(None)`, no metrics (the link is
 /// down, or not measured yet).
@@ -333,7 +342,11 @@ impl Trains<'_> {
             let read = read.then(|| {
                 let start = ran.news.len();
                 news(relay, &adjacency[n], self.sides, self.conn_links, reported, first_end, &mut ran.news);
-                start..ran.news.len()
+                let steady = adjacency[n].iter().all(|&(_, e)| {
+                    let link = &self.links[self.sides[e as usize].0 as usize];
+                    ends[e as usize - first_end].late && relay.link_end_holds(link.conn, self.probing.round_trips(link))
+                });
+                (start..ran.news.len(), steady)
             });
             ran.nodes.push((node, train, read));
         }
@@ -416,6 +429,12 @@ struct Node {
     watching: bool,
     /// Its relay may judge a link down at `due` ([`Engine::hear_before_verdicts`]).
     judging: bool,
+    /// Its reports cannot change while its links stay as they are: every link's probes run late
+    /// ([`End::late`]) and its report holds whatever they measure ([`Relay::link_end_holds`]). The control
+    /// plane's rounds then run and read it only every [`STEADY_ROUNDS`] (it waits in [`Engine::steady`]), not
+    /// at every round; a change to one of its links, or anything that drives or re-arms it, lists it for the
+    /// next round ([`Engine::arm`]). Most of a large mesh is steady most of the time.
+    steady: bool,
 }
 
 /// One end of a link, laid out for the processor's caches: every drive of a node, and every round's train of
@@ -611,6 +630,13 @@ impl Probing {
         };
         end.replied = reply;
         heard
+    }
+
+    /// The round trips a probe across `link` can take while it loses nothing ([`Probing::probe`]): each way
+    /// its latency and a jitter draw, in nanoseconds.
+    fn round_trips(&self, link: &Link) -> RangeInclusive<u64> {
+        let most = link.latency + self.jitter.saturating_sub(1);
+        2 * link.latency * 1000..=2 * most * 1000
     }
 
     /// One probe packet's one-way crossing of `link`: its delay, or `None` when lost.
@@ -889,6 +915,10 @@ pub struct Engine<'a> {
     control_up: bool,
     /// Nodes the next round reads.
     listed: Vec<u32>,
+    /// Steady nodes ([`Node::steady`]): every [`STEADY_ROUNDS`]th round reads them.
+    steady: Vec<u32>,
+    /// The control plane's rounds so far.
+    rounds: u64,
     /// The origins' node indices, one slot per distinct origin, in id order (the order of `MeshRoutes`).
     origins: Vec<u32>,
     streams: Vec<Stream>,
@@ -1088,6 +1118,7 @@ impl<'a> Engine<'a> {
                 switching: false,
                 watching: false,
                 judging: false,
+                steady: false,
             })
             .collect();
         let flow = || Flow {
@@ -1174,6 +1205,8 @@ impl<'a> Engine<'a> {
             reports_held: Vec::new(),
             control_up: true,
             listed: Vec::new(),
+            steady: Vec::new(),
+            rounds: 0,
             topology: shared,
             config,
             nodes,
@@ -1641,6 +1674,11 @@ impl<'a> Engine<'a> {
     /// run late ([`Engine::probes_idle`]).
     fn arm(&mut self, node: u32) {
         let n = node as usize;
+        // Something changed for a steady node: the next round reads it, and finds whether it still is.
+        if self.nodes[n].steady && !self.nodes[n].listed {
+            self.nodes[n].listed = true;
+            self.listed.push(node);
+        }
         let Some(relay) = self.nodes[n].relay.as_ref() else { return };
         // `at`: when the node must wake, as an event; `due`: its relay's next deadline, which may be a probe
         // that can wait until the node is next driven.
@@ -2021,18 +2059,31 @@ impl<'a> Engine<'a> {
         // thread, right after its probes (of what its neighbours' probes this round brought, it hears at its
         // next drive or round, as it would were it read before them).
         let mut listed = std::mem::take(&mut self.listed);
+        self.rounds += 1;
+        if self.rounds.is_multiple_of(STEADY_ROUNDS) {
+            for node in std::mem::take(&mut self.steady) {
+                let state = &mut self.nodes[node as usize];
+                state.steady = false;
+                if !state.listed {
+                    state.listed = true;
+                    listed.push(node);
+                }
+            }
+        }
         listed.sort_unstable();
         let (read, changed) = self.late_pass(&listed);
         let mut read = read.into_iter().peekable();
         for node in listed {
             let n = node as usize;
-            if let Some((_, range)) = read.next_if(|(m, _)| *m == node) {
+            let mut steady = false;
+            if let Some((_, (range, holds))) = read.next_if(|(m, _)| *m == node) {
                 // Read in the first part of the round.
                 self.nodes[n].listed = false;
                 self.nodes[n].unread = false;
                 for &(e, end) in &changed[range] {
                     self.tell_planner(e as usize, end);
                 }
+                steady = holds;
             } else {
                 self.catch_up(node, self.now);
                 if self.has_news(node) {
@@ -2051,10 +2102,19 @@ impl<'a> Engine<'a> {
             // would list it: read the node again next round. So may a probe still out (looked for only then:
             // most nodes run probes late).
             let node_state = &self.nodes[n];
-            let late = node_state.late || (node_state.due < node_state.wake && node_state.due < self.now + period);
-            let relist = late || self.adjacency[n].iter().any(|&(_, e)| self.ends[e as usize].reply != NO_REPLY);
-            if relist && !self.nodes[n].listed {
-                self.nodes[n].listed = true;
+            let due = node_state.due < node_state.wake && node_state.due < self.now + period;
+            let relist = node_state.late
+                || due
+                || self.adjacency[n].iter().any(|&(_, e)| self.ends[e as usize].reply != NO_REPLY);
+            // A steady node waits for the round that reads the steady ones.
+            let node_state = &mut self.nodes[n];
+            if relist && !node_state.listed && steady && !due {
+                if !node_state.steady {
+                    node_state.steady = true;
+                    self.steady.push(node);
+                }
+            } else if relist && !node_state.listed {
+                node_state.listed = true;
                 self.listed.push(node);
             }
         }
@@ -2099,7 +2159,7 @@ impl<'a> Engine<'a> {
     /// the probes, a node acts on a verdict or is re-armed) is done after all have run, in node order. A run
     /// is then the same on any number of threads. Returns the nodes whose reports were read, each with where
     /// what changed of it lies in the second list.
-    fn late_pass(&mut self, listed: &[u32]) -> (Vec<(u32, Range<usize>)>, Vec<News>) {
+    fn late_pass(&mut self, listed: &[u32]) -> (Vec<(u32, Read)>, Vec<News>) {
         let now = self.now;
         let work: Vec<u32> = listed
             .iter()
@@ -2173,7 +2233,7 @@ impl<'a> Engine<'a> {
             changed.extend(ran.news);
             for (node, train, range) in ran.nodes {
                 self.after_train(node, train, &mut Vec::new());
-                read.extend(range.map(|r| (node, r.start + offset..r.end + offset)));
+                read.extend(range.map(|(r, steady)| (node, (r.start + offset..r.end + offset, steady))));
             }
         }
         (read, changed)
