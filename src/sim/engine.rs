@@ -505,12 +505,17 @@ impl End {
     /// until the node runs up to it ([`End::take_early`]).
     fn arrive(&mut self, aside: &mut Aside, (at, sent): (Micros, Micros), caught: Micros) {
         // What was sent at once (the objects of many streams over one link) is one arrival, the newest.
-        let wait = |aside: &mut Aside, (at, sent): (Micros, Micros)| {
-            let k = aside.early.partition_point(|&(_, s)| s <= sent);
-            match aside.early.get_mut(k.wrapping_sub(1)) {
-                Some(same) if same.1 == sent => same.0 = same.0.max(at),
-                _ => aside.early.insert(k, (at, sent)),
+        // Most come in the order sent (the objects of each moment in turn): the newest waiting is looked at first.
+        let wait = |aside: &mut Aside, (at, sent): (Micros, Micros)| match aside.early.back_mut() {
+            Some(newest) if newest.1 == sent => newest.0 = newest.0.max(at),
+            Some(newest) if newest.1 > sent => {
+                let k = aside.early.partition_point(|&(_, s)| s <= sent);
+                match aside.early.get_mut(k.wrapping_sub(1)) {
+                    Some(same) if same.1 == sent => same.0 = same.0.max(at),
+                    _ => aside.early.insert(k, (at, sent)),
+                }
             }
+            _ => aside.early.push_back((at, sent)),
         };
         if sent > caught && self.untold && !self.early && sent == self.data_sent {
             self.reached(at, sent);
@@ -2559,20 +2564,31 @@ impl<'a> Engine<'a> {
         let mut switching: Vec<(u32, u32, Micros)> = Vec::new();
         for (i, &(parent, child, l)) in tree.iter().enumerate() {
             // The crossings ahead, asked for (see `crate::prefetch`): their links and nodes sixteen on, then
-            // what those lead to eight on.
+            // what those lead to eight on, then the newest of what waits aside at their ends four on.
             if let Some(&(_, child, l)) = tree.get(i + 2 * OVERLAY_AHEAD) {
                 crate::prefetch::value(&self.links[l as usize]);
                 crate::prefetch::value(&self.nodes[child as usize]);
                 crate::prefetch::value(&self.memo[0][child as usize]);
+                crate::prefetch::value(&self.caught[child as usize]);
             }
             if let Some(&(parent, child, l)) = tree.get(i + OVERLAY_AHEAD) {
                 let (link, l) = (&self.links[l as usize], l as usize);
                 let direction = link.direction(l, parent);
-                crate::prefetch::value(&self.ends[link.end_of(child)]);
-                crate::prefetch::value(&self.ends[link.end_of(parent)]);
+                for e in [link.end_of(child), link.end_of(parent)] {
+                    crate::prefetch::value(&self.ends[e]);
+                    crate::prefetch::value(&self.asides[e].early);
+                }
                 crate::prefetch::value(&self.draws[l]);
                 crate::prefetch::value(&self.flows[0].busy[direction]);
                 crate::prefetch::value(&self.flows[0].link_bytes[l]);
+            }
+            if let Some(&(parent, child, l)) = tree.get(i + OVERLAY_AHEAD / 2) {
+                let link = &self.links[l as usize];
+                for e in [link.end_of(child), link.end_of(parent)] {
+                    if let Some(newest) = self.asides[e].early.back() {
+                        crate::prefetch::value(newest);
+                    }
+                }
             }
             let from = self.memo[0][parent as usize];
             let Some(ready) = from.arrival.filter(|_| from.stamp == stamp) else { continue };
@@ -2598,10 +2614,10 @@ impl<'a> Engine<'a> {
             if to.stamp != stamp || to.arrival.is_none_or(|a| at < a) {
                 *to = Memo { stamp, arrival: Some(at), path: from.path + latency };
             }
-            let child_end = self.links[link].end_of(child);
+            let (child_end, parent_end) = (self.links[link].end_of(child), self.links[link].end_of(parent));
             let arrived = self.now + at;
-            for (e, heard) in [(child_end, arrived), (self.sides[child_end].1 as usize, arrived + latency)] {
-                self.heard(e, (heard, self.now));
+            for (e, node, heard) in [(child_end, child, arrived), (parent_end, parent, arrived + latency)] {
+                self.ends[e].arrive(&mut self.asides[e], (heard, self.now), self.caught[node as usize]);
             }
         }
         self.streams[s].tree = tree;
