@@ -754,7 +754,7 @@ impl LinkEstimator {
     /// last seen), so the cost stays between two bounds; the report holds if neither bound is a clear change
     /// from the cost held, with no loss held or judged. No loss can be judged: the losses in the window can
     /// only leave it, and those still to come are the probes whose answer is later than the loss timeout,
-    /// at most one per probe interval of the longest round trip; fewer than [`LOSS_EVIDENCE_LOSSES`] in all
+    /// at most one per probe interval of the longest round trip; fewer than `LOSS_EVIDENCE_LOSSES` in all
     /// can never show loss.
     pub fn report_holds(&self, rtt: std::ops::RangeInclusive<Nanos>) -> bool {
         let (lo, hi) = (*rtt.start(), *rtt.end());
