@@ -507,16 +507,15 @@ impl End {
     fn arrive(&mut self, aside: &mut Aside, (at, sent): (Micros, Micros), caught: Micros) {
         // What was sent at once (the objects of many streams over one link) is one arrival, the newest.
         // Most come in the order sent (the objects of each moment in turn): the newest waiting is looked at first.
-        let wait = |aside: &mut Aside, (at, sent): (Micros, Micros)| match aside.early.back_mut() {
-            Some(newest) if newest.1 == sent => newest.0 = newest.0.max(at),
-            Some(newest) if newest.1 > sent => {
-                let k = aside.early.partition_point(|&(_, s)| s <= sent);
-                match aside.early.get_mut(k.wrapping_sub(1)) {
-                    Some(same) if same.1 == sent => same.0 = same.0.max(at),
-                    _ => aside.early.insert(k, (at, sent)),
-                }
+        let wait = |aside: &mut Aside, (at, sent): (Micros, Micros)| {
+            let k = match aside.early.back() {
+                Some(&(_, newest)) if newest > sent => aside.early.partition_point(|&(_, s)| s <= sent),
+                _ => aside.early.len(),
+            };
+            match aside.early.get_mut(k.wrapping_sub(1)) {
+                Some(same) if same.1 == sent => same.0 = same.0.max(at),
+                _ => aside.early.insert(k, (at, sent)),
             }
-            _ => aside.early.push_back((at, sent)),
         };
         if sent > caught && self.untold && !self.early && sent == self.data_sent {
             self.reached(at, sent);
@@ -1765,15 +1764,14 @@ impl<'a> Engine<'a> {
         let link = &self.links[l as usize];
         let (end, aside) = (&mut self.ends[e], &mut self.asides[e]);
         if let Some(heard) = self.probing.probe(link, end, aside, peer_up, self.now, seq) {
-            self.heard(far as usize, heard);
+            self.heard(far as usize, peer, heard);
         }
     }
 
-    /// End `e` hears a packet (a probe) that arrives at `heard.0`, sent at `heard.1`: a live node counts every
-    /// packet that arrives on a connection.
-    fn heard(&mut self, e: usize, heard: (Micros, Micros)) {
-        let caught = self.caught_at(e);
-        self.ends[e].arrive(&mut self.asides[e], heard, caught);
+    /// End `e`, `node`'s, hears a packet (a probe, an object or its acknowledgement) that arrives at
+    /// `heard.0`, sent at `heard.1`: a live node counts every packet that arrives on a connection.
+    fn heard(&mut self, e: usize, node: u32, heard: (Micros, Micros)) {
+        self.ends[e].arrive(&mut self.asides[e], heard, self.caught[node as usize]);
     }
 
     /// The time the node of end `e` has run up to ([`Engine::caught`]).
@@ -2115,14 +2113,16 @@ impl<'a> Engine<'a> {
                 || self.adjacency[n].iter().any(|&(_, e)| self.ends[e as usize].reply != NO_REPLY);
             // A steady node waits for the round that reads the steady ones.
             let node_state = &mut self.nodes[n];
-            if relist && !node_state.listed && steady && !due {
-                if !node_state.steady {
-                    node_state.steady = true;
-                    self.steady.push(node);
+            if relist && !node_state.listed {
+                if steady && !due {
+                    if !node_state.steady {
+                        node_state.steady = true;
+                        self.steady.push(node);
+                    }
+                } else {
+                    node_state.listed = true;
+                    self.listed.push(node);
                 }
-            } else if relist && !node_state.listed {
-                node_state.listed = true;
-                self.listed.push(node);
             }
         }
         // The control plane forgets the reports of a node crashed too long ago.
@@ -2619,7 +2619,7 @@ impl<'a> Engine<'a> {
             let (child_end, parent_end) = (self.links[link].end_of(child), self.links[link].end_of(parent));
             let arrived = self.now + at;
             for (e, node, heard) in [(child_end, child, arrived), (parent_end, parent, arrived + latency)] {
-                self.ends[e].arrive(&mut self.asides[e], (heard, self.now), self.caught[node as usize]);
+                self.heard(e, node, (heard, self.now));
             }
         }
         self.streams[s].tree = tree;
